@@ -1,0 +1,35 @@
+/*
+ * util: small helpers shared by every module: time, base64, HTTP dates, strings.
+ */
+#ifndef KELP_UTIL_H
+#define KELP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+uint64_t now_ns(void);       /* CLOCK_REALTIME in nanoseconds */
+uint64_t monotonic_ns(void); /* CLOCK_MONOTONIC in nanoseconds */
+
+/* Standard base64 with padding. Returns the output length (out holds 4*ceil(n/3)+1). */
+size_t base64_encode(const uint8_t *in, size_t len, char *out);
+/* Decodes standard base64 (padding optional). Returns length or -1 on bad input. */
+long base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT" into buf (at least 32 bytes). */
+void http_date_format(time_t t, char *buf, size_t cap);
+/* Parses the RFC 1123 form; returns -1 when malformed. */
+time_t http_date_parse(const char *s);
+
+/* Writes the whole buffer / reads exactly len bytes at offset; 0 or -errno. */
+int pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
+int pread_all(int fd, void *buf, size_t len, uint64_t offset);
+
+/* fsyncs a directory so renames and creations in it are durable. */
+int fsync_dir(const char *dir);
+
+/* Makes every missing directory of path (like mkdir -p). */
+int mkdir_p(const char *path, unsigned mode);
+
+#endif

@@ -1,0 +1,266 @@
+#include "cluster/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cluster/base/log.h"
+
+struct http_server {
+	struct MHD_Daemon *daemon;
+	http_handler handler;
+	void *ctx;
+	int port;
+};
+
+static void reply_set(struct http_request *req, unsigned status, struct MHD_Response *r)
+{
+	if (req->response)
+		MHD_destroy_response(req->response);
+	req->response = r;
+	req->status = status;
+	if (!r)
+		log_error("http: cannot create a response for %s %s", req->method, req->path);
+}
+
+bool http_has_reply(const struct http_request *req)
+{
+	return req->response != NULL;
+}
+
+void http_add_header(struct http_request *req, const char *name, const char *value)
+{
+	if (req->response)
+		MHD_add_response_header(req->response, name, value);
+}
+
+void http_reply_buffer(struct http_request *req, unsigned status, const void *data, size_t len,
+		       bool take_ownership)
+{
+	struct MHD_Response *r;
+
+	if (take_ownership)
+		r = MHD_create_response_from_buffer_with_free_callback(len, (void *)data, free);
+	else
+		r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+	reply_set(req, status, r);
+}
+
+void http_reply_empty(struct http_request *req, unsigned status)
+{
+	reply_set(req, status, MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT));
+}
+
+void http_reply_json(struct http_request *req, unsigned status, json_t *body)
+{
+	const char *pretty = http_query(req, "pretty");
+	char *text = json_dumps(body, JSON_COMPACT | (pretty ? JSON_INDENT(2) : 0));
+	size_t len;
+
+	json_decref(body);
+	if (!text) {
+		http_reply_empty(req, 500);
+		return;
+	}
+	len = strlen(text);
+	http_reply_buffer(req, status, text, len, true);
+	http_add_header(req, "Content-Type", "application/json");
+	http_add_header(req, "X-Content-Type-Options", "nosniff");
+}
+
+void http_reply_error(struct http_request *req, unsigned status, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	http_reply_json(req, status, json_pack("{s:s}", "error", msg));
+}
+
+void http_reply_fd(struct http_request *req, unsigned status, int fd, uint64_t offset,
+		   uint64_t len)
+{
+	reply_set(req, status, MHD_create_response_from_fd_at_offset64(len, fd, offset));
+}
+
+void http_reply_callback(struct http_request *req, unsigned status, uint64_t size,
+			 ssize_t (*reader)(void *cls, uint64_t pos, char *buf, size_t max),
+			 void *cls, void (*free_cls)(void *cls))
+{
+	reply_set(req, status,
+		  MHD_create_response_from_callback(size, 64 * 1024, reader, cls, free_cls));
+}
+
+const char *http_header(struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool http_query_bool(struct http_request *req, const char *name)
+{
+	const char *v = http_query(req, name);
+
+	return v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"));
+}
+
+void http_peer_ip(struct http_request *req, char *buf, size_t cap)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+	buf[0] = '\0';
+	if (!ci || !ci->client_addr)
+		return;
+	if (ci->client_addr->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)ci->client_addr)->sin_addr, buf, cap);
+	else if (ci->client_addr->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ci->client_addr)->sin6_addr, buf, cap);
+}
+
+static enum MHD_Result queue(struct http_request *req)
+{
+	enum MHD_Result ret;
+
+	if (!req->response)
+		http_reply_error(req, 500, "internal error: no reply for %s %s", req->method,
+				 req->path);
+	if (!req->response)
+		return MHD_NO;
+	ret = MHD_queue_response(req->conn, req->status, req->response);
+	req->queued = true;
+	return ret;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+				      const char *method, const char *version,
+				      const char *upload_data, size_t *upload_data_size,
+				      void **con_cls)
+{
+	struct http_server *s = cls;
+	struct http_request *req = *con_cls;
+
+	if (!req) {
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return MHD_NO;
+		req->conn = conn;
+		req->method = method;
+		req->path = url;
+		req->server_ctx = s->ctx;
+		*con_cls = req;
+		s->handler(req);
+		return MHD_YES; /* reply on the next call: keeps the connection alive */
+	}
+	if (req->queued) {
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		if (req->response)
+			return queue(req); /* early reply: the rest of the body is not read */
+		if (req->on_body &&
+		    req->on_body(req, (const uint8_t *)upload_data, *upload_data_size) < 0 &&
+		    req->response) {
+			*upload_data_size = 0;
+			return queue(req);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (!req->response && req->on_complete)
+		req->on_complete(req);
+	return queue(req);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			      enum MHD_RequestTerminationCode toe)
+{
+	struct http_request *req = *con_cls;
+
+	if (!req)
+		return;
+	if (req->on_cleanup)
+		req->on_cleanup(req);
+	if (req->response)
+		MHD_destroy_response(req->response);
+	free(req);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	log_debug("libmicrohttpd: %s", msg);
+}
+
+int http_server_start(const struct http_server_options *opt, http_handler handler, void *ctx,
+		      struct http_server **out)
+{
+	struct http_server *s = calloc(1, sizeof(*s));
+	struct sockaddr_in addr;
+	const union MHD_DaemonInfo *info;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned threads = opt->threads > 0 ? (unsigned)opt->threads : (unsigned)(cpus * 2);
+
+	if (!s)
+		return -ENOMEM;
+	if (threads < 4)
+		threads = 4;
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_port = htons((uint16_t)opt->port);
+	if (opt->ip && *opt->ip && strcmp(opt->ip, "0.0.0.0")) {
+		if (inet_pton(AF_INET, opt->ip, &addr.sin_addr) != 1) {
+			free(s);
+			return -EINVAL;
+		}
+	}
+	s->handler = handler;
+	s->ctx = ctx;
+	s->daemon = MHD_start_daemon(
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
+		access_handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED,
+		request_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+		opt->timeout_s ? opt->timeout_s : 120u, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (!s->daemon) {
+		free(s);
+		return -EADDRINUSE;
+	}
+	info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = info ? info->port : opt->port;
+	*out = s;
+	return 0;
+}
+
+int http_server_port(const struct http_server *s)
+{
+	return s->port;
+}
+
+void http_server_stop(struct http_server *s)
+{
+	if (!s)
+		return;
+	MHD_stop_daemon(s->daemon);
+	free(s);
+}

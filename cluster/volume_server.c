@@ -1,0 +1,1050 @@
+#include "cluster/volume_server.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "cluster/base/log.h"
+#include "cluster/base/md5.h"
+#include "cluster/base/util.h"
+#include "cluster/fid.h"
+#include "cluster/http.h"
+#include "cluster/multipart.h"
+#include "cluster/range.h"
+#include "cluster/store.h"
+
+#define MEMORY_BODY_LIMIT (1u << 20)
+#define SERVER_HEADER     "kelp Volume " KELP_VERSION
+
+struct volume_server {
+	struct volume_server_options opt;
+	struct store *store;
+	struct http_server *http;
+	uint64_t size_limit; /* bytes */
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static const struct {
+	const char *ext;
+	const char *mime;
+} mime_types[] = {
+	{".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
+	{".css", "text/css; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
+	{".json", "application/json"},         {".txt", "text/plain; charset=utf-8"},
+	{".xml", "text/xml; charset=utf-8"},   {".csv", "text/csv; charset=utf-8"},
+	{".md", "text/markdown; charset=utf-8"}, {".jpg", "image/jpeg"},
+	{".jpeg", "image/jpeg"},               {".png", "image/png"},
+	{".gif", "image/gif"},                 {".webp", "image/webp"},
+	{".svg", "image/svg+xml"},             {".ico", "image/vnd.microsoft.icon"},
+	{".pdf", "application/pdf"},           {".zip", "application/zip"},
+	{".gz", "application/gzip"},           {".tar", "application/x-tar"},
+	{".mp4", "video/mp4"},                 {".mp3", "audio/mpeg"},
+	{".wasm", "application/wasm"},         {".bin", "application/octet-stream"},
+};
+
+static const char *mime_by_name(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(mime_types) / sizeof(mime_types[0]); i++) {
+		size_t el = strlen(mime_types[i].ext);
+
+		if (len >= el && !strncasecmp(name + len - el, mime_types[i].ext, el))
+			return mime_types[i].mime;
+	}
+	return NULL;
+}
+
+static int parse_vid_param(struct http_request *req, uint32_t *vid)
+{
+	const char *s = http_query(req, "volume");
+
+	if (!s || fid_parse_vid(s, strlen(s), vid) < 0) {
+		http_reply_error(req, 400, "parameter volume must be a volume id, got \"%s\"",
+				 s ? s : "");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Parses "xyz" (1-3 digits, left-padded with zeros) into the placement byte. */
+static int parse_replication(const char *s, uint8_t *out)
+{
+	size_t len = s ? strlen(s) : 0;
+	int v = 0;
+
+	if (len > 3)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -EINVAL;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v > 255)
+		return -EINVAL;
+	*out = (uint8_t)v;
+	return 0;
+}
+
+static void format_replication(uint8_t b, char buf[4])
+{
+	snprintf(buf, 4, "%d%d%d", b / 100, (b / 10) % 10, b % 10);
+}
+
+static void etag_of(uint32_t crc, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "\"%08x\"", crc);
+}
+
+/* ---------------------------------------------------------------- status */
+
+struct status_ctx {
+	json_t *volumes;
+};
+
+static json_t *volume_json(struct volume *v)
+{
+	struct volume_info info;
+	char repl[4], ttl[16];
+
+	volume_get_info(v, &info);
+	format_replication(info.replica_placement, repl);
+	ttl_format(info.ttl, ttl, sizeof(ttl));
+	return json_pack("{s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:s,s:s,s:i,s:i,s:I,s:I,s:f}", "Id",
+			 (json_int_t)info.id, "Size", (json_int_t)info.size, "Collection",
+			 info.collection, "FileCount", (json_int_t)info.file_count, "DeleteCount",
+			 (json_int_t)info.delete_count, "DeletedByteCount",
+			 (json_int_t)info.deleted_bytes, "ReadOnly", info.read_only,
+			 "ReplicaPlacement", repl, "Ttl", ttl, "Version", info.version,
+			 "CompactRevision", info.compact_revision, "ModifiedAtSecond",
+			 (json_int_t)info.modified_at_second, "MaxFileKey",
+			 (json_int_t)info.max_file_key, "GarbageRatio", volume_garbage_ratio(v));
+}
+
+static void status_add_volume(void *ctx, struct volume *v)
+{
+	struct status_ctx *sc = ctx;
+
+	json_array_append_new(sc->volumes, volume_json(v));
+}
+
+static void handle_status(struct volume_server *vs, struct http_request *req)
+{
+	struct status_ctx sc = {json_array()};
+	struct store_disk_status disks[64];
+	json_t *jd = json_array();
+	int n = store_disk_statuses(vs->store, disks, 64);
+
+	store_each_volume(vs->store, status_add_volume, &sc);
+	for (int i = 0; i < n && i < 64; i++) {
+		double all = (double)disks[i].all;
+
+		json_array_append_new(
+			jd, json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:s,s:i,s:i}", "dir", disks[i].dir,
+				      "all", (json_int_t)disks[i].all, "used",
+				      (json_int_t)disks[i].used, "free", (json_int_t)disks[i].free,
+				      "percent_free", all > 0 ? 100.0 * (double)disks[i].free / all : 0.0,
+				      "percent_used", all > 0 ? 100.0 * (double)disks[i].used / all : 0.0,
+				      "disk_type", "hdd", "max_volumes", disks[i].max_volumes,
+				      "volume_count", disks[i].volume_count));
+	}
+	http_reply_json(req, 200,
+			json_pack("{s:s,s:o,s:o}", "Version", KELP_VERSION, "DiskStatuses", jd,
+				  "Volumes", sc.volumes));
+}
+
+/* ---------------------------------------------------------------- admin */
+
+static void handle_admin(struct volume_server *vs, struct http_request *req, const char *op)
+{
+	struct volume *v;
+	uint32_t vid;
+	int ret;
+
+	if (!strcmp(op, "delete_collection")) {
+		const char *c = http_query(req, "collection");
+
+		if (!c || !*c) {
+			http_reply_error(req, 400, "parameter collection is required");
+			return;
+		}
+		ret = store_delete_collection(vs->store, c);
+		http_reply_json(req, 200, json_pack("{s:i}", "deleted", ret));
+		return;
+	}
+	if (parse_vid_param(req, &vid) < 0)
+		return;
+	if (!strcmp(op, "assign_volume")) {
+		const char *collection = http_query(req, "collection");
+		uint8_t repl = 0;
+		struct ttl ttl;
+
+		if (parse_replication(http_query(req, "replication"), &repl) < 0) {
+			http_reply_error(req, 400, "bad replication \"%s\"",
+					 http_query(req, "replication"));
+			return;
+		}
+		if (ttl_parse(http_query(req, "ttl"), &ttl) < 0) {
+			http_reply_error(req, 400, "bad ttl \"%s\"", http_query(req, "ttl"));
+			return;
+		}
+		if (collection && (strchr(collection, '/') || strlen(collection) > 100)) {
+			http_reply_error(req, 400, "bad collection name \"%s\"", collection);
+			return;
+		}
+		ret = store_create_volume(vs->store, vid, collection ? collection : "", repl, ttl);
+		if (ret == -EEXIST)
+			http_reply_error(req, 409, "volume %u already exists", vid);
+		else if (ret == -ENOSPC)
+			http_reply_error(req, 507, "no free volume slot for volume %u", vid);
+		else if (ret < 0)
+			http_reply_error(req, 500, "cannot create volume %u: %s", vid, strerror(-ret));
+		else
+			http_reply_json(req, 200, json_pack("{s:I}", "volume", (json_int_t)vid));
+		return;
+	}
+	if (!strcmp(op, "delete_volume")) {
+		ret = store_delete_volume(vs->store, vid);
+		if (ret == -ENOENT)
+			http_reply_error(req, 404, "volume %u not found", vid);
+		else
+			http_reply_json(req, 200, json_pack("{s:I}", "volume", (json_int_t)vid));
+		return;
+	}
+	v = store_get_volume(vs->store, vid);
+	if (!v) {
+		http_reply_error(req, 404, "volume %u not found", vid);
+		return;
+	}
+	ret = 0;
+	if (!strcmp(op, "mark_readonly")) {
+		volume_set_read_only(v, true);
+	} else if (!strcmp(op, "mark_writable")) {
+		volume_set_read_only(v, false);
+	} else if (!strcmp(op, "vacuum/check")) {
+		http_reply_json(req, 200,
+				json_pack("{s:I,s:f}", "volume", (json_int_t)vid, "garbageRatio",
+					  volume_garbage_ratio(v)));
+	} else if (!strcmp(op, "vacuum/compact")) {
+		ret = volume_compact(v);
+	} else if (!strcmp(op, "vacuum/commit")) {
+		ret = volume_commit_compact(v);
+	} else if (!strcmp(op, "vacuum/cleanup")) {
+		ret = volume_cleanup_compact(v);
+	} else {
+		http_reply_error(req, 404, "unknown admin operation \"%s\"", op);
+	}
+	if (!http_has_reply(req)) {
+		if (ret == -EBUSY)
+			http_reply_error(req, 409, "volume %u is already being vacuumed", vid);
+		else if (ret == -EINVAL)
+			http_reply_error(req, 409, "volume %u has no vacuum to commit", vid);
+		else if (ret < 0)
+			http_reply_error(req, 500, "volume %u: %s failed: %s", vid, op, strerror(-ret));
+		else
+			http_reply_json(req, 200, volume_json(v));
+	}
+	store_put_volume(vs->store, v);
+}
+
+/* ---------------------------------------------------------------- upload */
+
+struct upload {
+	struct volume_server *vs;
+	struct fid fid;
+	struct volume *v;
+	bool multipart;
+	struct multipart_parser mp;
+	int part_taken; /* 0 none, 1 a part without a filename, 2 with a filename */
+	bool in_taken_part;
+	char name[256];
+	char mime[256];
+	char content_md5[64];
+	bool gzip;
+	/* the body sink */
+	uint8_t *mem;
+	size_t mem_len;
+	int spool_fd;
+	uint64_t len;
+	uint32_t crc;
+	struct md5_ctx md5;
+};
+
+static void sink_reset(struct upload *u)
+{
+	u->mem_len = 0;
+	u->len = 0;
+	u->crc = 0;
+	md5_init(&u->md5);
+	if (u->spool_fd >= 0 && ftruncate(u->spool_fd, 0) < 0) {
+		close(u->spool_fd);
+		u->spool_fd = -1;
+	}
+}
+
+static int sink_write(struct http_request *req, struct upload *u, const uint8_t *data,
+		      size_t len)
+{
+	if (u->len + len > u->vs->size_limit) {
+		http_reply_error(req, 413, "file over the limit of %d MiB (-fileSizeLimitMB)",
+				 u->vs->opt.file_size_limit_mb);
+		return -EFBIG;
+	}
+	u->crc = crc32c(u->crc, data, len);
+	md5_update(&u->md5, data, len);
+	if (u->spool_fd < 0 && u->mem_len + len <= MEMORY_BODY_LIMIT) {
+		if (!u->mem && !(u->mem = malloc(MEMORY_BODY_LIMIT))) {
+			http_reply_error(req, 500, "out of memory");
+			return -ENOMEM;
+		}
+		memcpy(u->mem + u->mem_len, data, len);
+		u->mem_len += len;
+	} else {
+		int ret;
+
+		if (u->spool_fd < 0) {
+			u->spool_fd = open(u->vs->opt.dirs[0], O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+			if (u->spool_fd < 0) {
+				http_reply_error(req, 500, "cannot spool the upload: %s",
+						 strerror(errno));
+				return -errno;
+			}
+			ret = pwrite_all(u->spool_fd, u->mem, u->mem_len, 0);
+			if (ret < 0) {
+				http_reply_error(req, 500, "cannot spool the upload: %s",
+						 strerror(-ret));
+				return ret;
+			}
+		}
+		ret = pwrite_all(u->spool_fd, data, len, u->len);
+		if (ret < 0) {
+			http_reply_error(req, 500, "cannot spool the upload: %s", strerror(-ret));
+			return ret;
+		}
+	}
+	u->len += len;
+	return 0;
+}
+
+static void copy_string(char *dst, size_t cap, const char *src)
+{
+	snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static int mp_part_begin(void *ctx, const struct multipart_part *part)
+{
+	struct http_request *req = ctx;
+	struct upload *u = req->state;
+
+	/* The first part is used, unless it has no file name and a later one has. */
+	u->in_taken_part = false;
+	if (u->part_taken == 2 || (u->part_taken == 1 && !part->has_filename))
+		return 0;
+	sink_reset(u);
+	u->part_taken = part->has_filename ? 2 : 1;
+	u->in_taken_part = true;
+	copy_string(u->name, sizeof(u->name), part->filename);
+	if (part->content_type[0])
+		copy_string(u->mime, sizeof(u->mime), part->content_type);
+	if (part->content_md5[0])
+		copy_string(u->content_md5, sizeof(u->content_md5), part->content_md5);
+	u->gzip = !strcasecmp(part->content_encoding, "gzip");
+	return 0;
+}
+
+static int mp_data(void *ctx, const uint8_t *data, size_t len)
+{
+	struct http_request *req = ctx;
+	struct upload *u = req->state;
+
+	if (!u->in_taken_part)
+		return 0;
+	return sink_write(req, u, data, len) < 0 ? -EFBIG : 0;
+}
+
+static int mp_part_end(void *ctx)
+{
+	struct http_request *req = ctx;
+	struct upload *u = req->state;
+
+	u->in_taken_part = false;
+	return 0;
+}
+
+static int upload_body(struct http_request *req, const uint8_t *data, size_t len)
+{
+	struct upload *u = req->state;
+	int ret;
+
+	if (!u->multipart)
+		return sink_write(req, u, data, len);
+	ret = multipart_feed(&u->mp, data, len);
+	if (ret < 0 && !http_has_reply(req))
+		http_reply_error(req, 400, "malformed multipart body");
+	return ret;
+}
+
+/* Measures (and MD5s) the uncompressed form of gzip data. */
+static int gunzip_measure(struct upload *u, uint64_t *size, uint8_t digest[16])
+{
+	uint8_t in[65536], out[65536];
+	struct md5_ctx md5;
+	z_stream z;
+	uint64_t pos = 0;
+	int zr = Z_OK;
+
+	memset(&z, 0, sizeof(z));
+	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+		return -ENOMEM;
+	md5_init(&md5);
+	*size = 0;
+	while (zr != Z_STREAM_END && pos < u->len) {
+		size_t chunk = u->len - pos > sizeof(in) ? sizeof(in) : u->len - pos;
+
+		if (u->spool_fd >= 0) {
+			if (pread_all(u->spool_fd, in, chunk, pos) < 0)
+				break;
+			z.next_in = in;
+		} else {
+			z.next_in = u->mem + pos;
+		}
+		z.avail_in = (uInt)chunk;
+		pos += chunk;
+		while (z.avail_in > 0 && zr != Z_STREAM_END) {
+			z.next_out = out;
+			z.avail_out = sizeof(out);
+			zr = inflate(&z, Z_NO_FLUSH);
+			if (zr != Z_OK && zr != Z_STREAM_END)
+				break;
+			md5_update(&md5, out, sizeof(out) - z.avail_out);
+			*size += sizeof(out) - z.avail_out;
+		}
+		if (zr != Z_OK && zr != Z_STREAM_END)
+			break;
+	}
+	inflateEnd(&z);
+	md5_final(&md5, digest);
+	return zr == Z_STREAM_END ? 0 : -EINVAL;
+}
+
+/* Collects Seaweed-* request headers into a JSON object of pairs. */
+static enum MHD_Result collect_pair(void *cls, enum MHD_ValueKind kind, const char *key,
+				    const char *value)
+{
+	json_t *pairs = cls;
+
+	if (strncasecmp(key, "Seaweed-", 8) == 0 && key[8])
+		json_object_set_new(pairs, key + 8, json_string(value ? value : ""));
+	return MHD_YES;
+}
+
+static void upload_complete(struct http_request *req)
+{
+	struct upload *u = req->state;
+	struct needle n;
+	struct volume_data data;
+	uint8_t digest[16];
+	char md5_b64[32], etag[16], etag_hex[12], *pairs_text = NULL;
+	const char *ts = http_query(req, "ts");
+	uint64_t original_size = u->len;
+	json_t *pairs, *result;
+	bool unchanged;
+	int ret;
+
+	if (u->multipart && multipart_finish(&u->mp) < 0) {
+		http_reply_error(req, 400, "malformed multipart body: no closing boundary");
+		return;
+	}
+	if (u->multipart && u->part_taken == 0) {
+		http_reply_error(req, 400, "multipart body has no part");
+		return;
+	}
+	md5_final(&u->md5, digest);
+	if (u->gzip && gunzip_measure(u, &original_size, digest) < 0) {
+		http_reply_error(req, 400, "Content-Encoding is gzip but the body is not gzip data");
+		return;
+	}
+	base64_encode(digest, 16, md5_b64);
+	if (u->content_md5[0] && strcmp(u->content_md5, md5_b64)) {
+		http_reply_error(req, 400, "Content-MD5 %s does not match the data's MD5 %s",
+				 u->content_md5, md5_b64);
+		return;
+	}
+
+	memset(&n, 0, sizeof(n));
+	n.cookie = u->fid.cookie;
+	n.id = u->fid.key;
+	n.flags = NEEDLE_FLAG_HAS_LAST_MOD | (u->gzip ? NEEDLE_FLAG_GZIP : 0);
+	if (http_query_bool(req, "cm"))
+		n.flags |= NEEDLE_FLAG_CHUNKMANIFEST;
+	n.name = u->name;
+	n.name_len = (uint8_t)strnlen(u->name, 255);
+	if (u->mime[0] && strncasecmp(u->mime, "application/octet-stream", 24) &&
+	    strncasecmp(u->mime, "multipart/", 10)) {
+		const char *by_ext = mime_by_name(u->name, n.name_len);
+
+		if (!by_ext || strcmp(by_ext, u->mime)) {
+			n.mime = u->mime;
+			n.mime_len = (uint8_t)strnlen(u->mime, 255);
+		}
+	}
+	n.last_modified = now_ns() / 1000000000ull;
+	if (ts && *ts) {
+		char *end;
+		unsigned long long t = strtoull(ts, &end, 10);
+
+		if (*end || t > 0xFFFFFFFFFFull) {
+			http_reply_error(req, 400, "bad ts \"%s\"", ts);
+			return;
+		}
+		n.last_modified = t;
+	}
+	if (ttl_parse(http_query(req, "ttl"), &n.ttl) < 0) {
+		http_reply_error(req, 400, "bad ttl \"%s\"", http_query(req, "ttl"));
+		return;
+	}
+	pairs = json_object();
+	MHD_get_connection_values(req->conn, MHD_HEADER_KIND, collect_pair, pairs);
+	if (json_object_size(pairs) > 0) {
+		pairs_text = json_dumps(pairs, JSON_COMPACT);
+		if (!pairs_text || strlen(pairs_text) >= 65536) {
+			json_decref(pairs);
+			free(pairs_text);
+			http_reply_error(req, 400, "Seaweed- headers are over 64 KiB");
+			return;
+		}
+		n.pairs = (const uint8_t *)pairs_text;
+		n.pairs_len = (uint16_t)strlen(pairs_text);
+	}
+	json_decref(pairs);
+	if (u->len > 0xFFFFFFF0ull) {
+		free(pairs_text);
+		http_reply_error(req, 413, "file too large for one needle");
+		return;
+	}
+
+	data.mem = u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)"");
+	data.fd = u->spool_fd;
+	data.fd_offset = 0;
+	data.len = (uint32_t)u->len;
+	data.crc = u->crc;
+	ret = volume_write(u->v, &n, &data, http_query_bool(req, "fsync"), &unchanged);
+	free(pairs_text);
+	etag_of(u->crc, etag, sizeof(etag));
+	switch (ret) {
+	case 0:
+		break;
+	case -EROFS:
+		http_reply_error(req, 500, "failed to write to local disk: volume %u is read only",
+				 u->fid.vid);
+		return;
+	case -EPERM:
+		http_reply_error(req, 500,
+				 "failed to write to local disk: mismatching cookie for needle %" PRIx64,
+				 u->fid.key);
+		return;
+	case -EFBIG:
+		http_reply_error(req, 500, "failed to write to local disk: volume %u is full",
+				 u->fid.vid);
+		return;
+	default:
+		http_reply_error(req, 500, "failed to write to local disk: %s", strerror(-ret));
+		return;
+	}
+	if (unchanged) {
+		http_reply_empty(req, 204);
+	} else {
+		snprintf(etag_hex, sizeof(etag_hex), "%08x", u->crc);
+		result = json_pack("{s:s,s:I,s:s}", "name", u->name, "size",
+				   (json_int_t)original_size, "eTag", etag_hex);
+		if (n.mime_len)
+			json_object_set_new(result, "mime", json_string(u->mime));
+		json_object_set_new(result, "contentMd5", json_string(md5_b64));
+		http_reply_json(req, 201, result);
+	}
+	http_add_header(req, "ETag", etag);
+	http_add_header(req, "Content-MD5", md5_b64);
+}
+
+static void upload_cleanup(struct http_request *req)
+{
+	struct upload *u = req->state;
+
+	if (!u)
+		return;
+	if (u->v)
+		store_put_volume(u->vs->store, u->v);
+	if (u->spool_fd >= 0)
+		close(u->spool_fd);
+	free(u->mem);
+	free(u);
+	req->state = NULL;
+}
+
+/* The file name of a raw upload: Content-Disposition, else the last path element. */
+static void raw_upload_name(struct http_request *req, char *out, size_t cap)
+{
+	const char *cd = http_header(req, "Content-Disposition");
+	const char *p, *last;
+
+	out[0] = '\0';
+	if (cd && ((p = strstr(cd, "filename=")) || (p = strstr(cd, "name=")))) {
+		size_t n;
+
+		p = strchr(p, '=') + 1;
+		if (*p == '"') {
+			p++;
+			n = strcspn(p, "\"");
+		} else {
+			n = strcspn(p, "; ");
+		}
+		if (n >= cap)
+			n = cap - 1;
+		memcpy(out, p, n);
+		out[n] = '\0';
+		return;
+	}
+	last = strrchr(req->path, '/');
+	copy_string(out, cap, last ? last + 1 : req->path);
+}
+
+static void handle_upload(struct volume_server *vs, struct http_request *req,
+			  const struct fid *fid)
+{
+	const char *ct = http_header(req, "Content-Type");
+	const char *cl = http_header(req, "Content-Length");
+	struct upload *u;
+
+	if (cl && strtoull(cl, NULL, 10) > vs->size_limit + (64u << 10)) {
+		http_reply_error(req, 413, "file over the limit of %d MiB (-fileSizeLimitMB)",
+				 vs->opt.file_size_limit_mb);
+		return;
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u) {
+		http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	u->vs = vs;
+	u->fid = *fid;
+	u->spool_fd = -1;
+	md5_init(&u->md5);
+	req->state = u;
+	req->on_cleanup = upload_cleanup;
+	u->v = store_get_volume(vs->store, fid->vid);
+	if (!u->v) {
+		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
+		return;
+	}
+	if (!strcmp(req->method, "POST") && (!ct || !*ct || strstr(ct, "form-data"))) {
+		static const struct multipart_callbacks cb = {mp_part_begin, mp_data, mp_part_end};
+		char boundary[MULTIPART_MAX_BOUNDARY + 1];
+		int blen = ct ? multipart_boundary_from_content_type(ct, boundary, sizeof(boundary))
+			      : -EINVAL;
+
+		if (blen < 0 || multipart_init(&u->mp, boundary, (size_t)blen, &cb, req) < 0) {
+			http_reply_error(req, 400, "multipart upload without a valid boundary");
+			return;
+		}
+		u->multipart = true;
+	} else {
+		const char *ce = http_header(req, "Content-Encoding");
+		const char *md5 = http_header(req, "Content-MD5");
+
+		raw_upload_name(req, u->name, sizeof(u->name));
+		copy_string(u->mime, sizeof(u->mime), ct);
+		copy_string(u->content_md5, sizeof(u->content_md5), md5);
+		u->gzip = ce && !strcasecmp(ce, "gzip");
+	}
+	if (!u->multipart || !u->content_md5[0])
+		copy_string(u->content_md5, sizeof(u->content_md5),
+			    http_header(req, "Content-MD5"));
+	req->on_body = upload_body;
+	req->on_complete = upload_complete;
+}
+
+/* ---------------------------------------------------------------- delete */
+
+static void handle_delete(struct volume_server *vs, struct http_request *req,
+			  const struct fid *fid)
+{
+	struct volume *v = store_get_volume(vs->store, fid->vid);
+	uint32_t size = 0;
+	int ret;
+
+	if (!v) {
+		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
+		return;
+	}
+	ret = volume_delete(v, fid->key, fid->cookie, &size);
+	store_put_volume(vs->store, v);
+	if (ret == 0)
+		http_reply_json(req, 202, json_pack("{s:I}", "size", (json_int_t)size));
+	else if (ret == -ENOENT)
+		http_reply_json(req, 404, json_pack("{s:i}", "size", 0));
+	else if (ret == -EPERM)
+		http_reply_error(req, 400, "File Random Cookie does not match.");
+	else if (ret == -EROFS)
+		http_reply_error(req, 500, "Deletion Failed: volume %u is read only", fid->vid);
+	else
+		http_reply_error(req, 500, "Deletion Failed: %s", strerror(-ret));
+}
+
+/* ---------------------------------------------------------------- read */
+
+/* Inflates gzip data fully into memory; NULL when it is not valid gzip. */
+static uint8_t *gunzip_buffer(const uint8_t *in, size_t len, size_t *out_len, size_t limit)
+{
+	size_t cap = len * 4 + 1024, n = 0;
+	uint8_t *out = malloc(cap);
+	z_stream z;
+	int zr = Z_OK;
+
+	if (!out)
+		return NULL;
+	memset(&z, 0, sizeof(z));
+	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+		free(out);
+		return NULL;
+	}
+	z.next_in = (uint8_t *)in;
+	z.avail_in = (uInt)len;
+	while (zr != Z_STREAM_END) {
+		if (n == cap) {
+			uint8_t *p;
+
+			if (cap * 2 > limit || !(p = realloc(out, cap * 2)))
+				break;
+			out = p;
+			cap *= 2;
+		}
+		z.next_out = out + n;
+		z.avail_out = (uInt)(cap - n);
+		zr = inflate(&z, Z_NO_FLUSH);
+		n = cap - z.avail_out;
+		if (zr != Z_OK && zr != Z_STREAM_END)
+			break;
+	}
+	inflateEnd(&z);
+	if (zr != Z_STREAM_END) {
+		free(out);
+		return NULL;
+	}
+	*out_len = n;
+	return out;
+}
+
+static bool not_modified(struct http_request *req, const char *etag, uint64_t last_modified)
+{
+	const char *inm = http_header(req, "If-None-Match");
+	const char *ims = http_header(req, "If-Modified-Since");
+
+	if (inm)
+		return !strcmp(inm, etag);
+	if (ims && last_modified > 0) {
+		time_t t = http_date_parse(ims);
+
+		return t != (time_t)-1 && (uint64_t)t >= last_modified;
+	}
+	return false;
+}
+
+static void add_pair_headers(struct http_request *req, const struct needle *n)
+{
+	json_t *pairs, *value;
+	const char *key;
+
+	if (!n->pairs_len)
+		return;
+	pairs = json_loadb((const char *)n->pairs, n->pairs_len, 0, NULL);
+	if (!json_is_object(pairs)) {
+		json_decref(pairs);
+		return;
+	}
+	json_object_foreach(pairs, key, value)
+	{
+		char name[300];
+
+		if (json_is_string(value)) {
+			snprintf(name, sizeof(name), "Seaweed-%s", key);
+			http_add_header(req, name, json_string_value(value));
+		}
+	}
+	json_decref(pairs);
+}
+
+/* Serves several ranges of an in-memory body as multipart/byteranges. */
+static void reply_multirange(struct http_request *req, const uint8_t *body, uint64_t size,
+			     const struct byte_range *r, int n, const char *ctype)
+{
+	static const char boundary[] = "kelpbyteranges7d3f9a";
+	size_t cap = 256, len = 0;
+	char *out, ct[128];
+
+	for (int i = 0; i < n; i++)
+		cap += 256 + strlen(ctype) + r[i].length;
+	out = malloc(cap);
+	if (!out) {
+		http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		len += (size_t)snprintf(out + len, cap - len,
+					"\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %" PRIu64
+					"-%" PRIu64 "/%" PRIu64 "\r\n\r\n",
+					boundary, ctype, r[i].start, r[i].start + r[i].length - 1,
+					size);
+		memcpy(out + len, body + r[i].start, r[i].length);
+		len += r[i].length;
+	}
+	len += (size_t)snprintf(out + len, cap - len, "\r\n--%s--\r\n", boundary);
+	http_reply_buffer(req, 206, out, len, true);
+	snprintf(ct, sizeof(ct), "multipart/byteranges; boundary=%s", boundary);
+	http_add_header(req, "Content-Type", ct);
+}
+
+static void handle_read(struct volume_server *vs, struct http_request *req,
+			const struct fid *fid, const char *url_name, size_t url_name_len)
+{
+	struct volume *v = store_get_volume(vs->store, fid->vid);
+	struct volume_blob blob;
+	struct byte_range ranges[RANGE_MAX];
+	const char *range_header, *ae, *ctype = NULL;
+	char etag[16], lm[64], name[512], cd[600];
+	uint8_t *body = NULL, *inflated = NULL;
+	uint64_t size;
+	bool send_gzip = false;
+	int ret, nranges = 0;
+
+	if (!v) {
+		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
+		return;
+	}
+	ret = volume_read(v, fid->key, fid->cookie, &blob);
+	store_put_volume(vs->store, v);
+	if (ret == -ENOENT || ret == -EPERM) {
+		http_reply_empty(req, 404);
+		return;
+	}
+	if (ret == -EBADMSG) {
+		http_reply_error(req, 500, "data on disk corrupted: needle %" PRIx64 " of volume %u fails its checksum",
+				 fid->key, fid->vid);
+		return;
+	}
+	if (ret < 0) {
+		http_reply_error(req, 500, "read failed: %s", strerror(-ret));
+		return;
+	}
+	etag_of(blob.n.checksum, etag, sizeof(etag));
+	if (not_modified(req, etag, blob.n.last_modified)) {
+		http_reply_empty(req, 304);
+		http_add_header(req, "ETag", etag);
+		volume_blob_release(&blob);
+		return;
+	}
+
+	/* The name: from a /vid/fid/name URL, else the stored one. */
+	name[0] = '\0';
+	if (url_name && url_name[0] != '.')
+		snprintf(name, sizeof(name), "%.*s", (int)url_name_len, url_name);
+	else if (blob.n.name_len)
+		snprintf(name, sizeof(name), "%.*s", blob.n.name_len, blob.n.name);
+	if (blob.n.mime_len) {
+		static __thread char mime[256];
+
+		snprintf(mime, sizeof(mime), "%.*s", blob.n.mime_len, blob.n.mime);
+		ctype = mime;
+	}
+	if (!ctype && name[0])
+		ctype = mime_by_name(name, strlen(name));
+	if (!ctype && url_name && url_name[0] == '.')
+		ctype = mime_by_name(url_name, url_name_len);
+	if (!ctype)
+		ctype = "application/octet-stream";
+
+	size = blob.n.data_size;
+	body = (uint8_t *)blob.n.data;
+	if (blob.n.flags & NEEDLE_FLAG_GZIP) {
+		ae = http_header(req, "Accept-Encoding");
+		if (ae && strstr(ae, "gzip")) {
+			send_gzip = true;
+		} else if (blob.fd < 0) {
+			size_t out_len;
+
+			inflated = gunzip_buffer(blob.n.data, blob.n.data_size, &out_len,
+						 vs->size_limit * 4 + (1u << 20));
+			if (!inflated) {
+				http_reply_error(req, 500, "stored gzip data cannot be decompressed");
+				volume_blob_release(&blob);
+				return;
+			}
+			body = inflated;
+			size = out_len;
+		} else {
+			send_gzip = true; /* large gzip needles are passed through */
+		}
+	}
+
+	range_header = http_header(req, "Range");
+	if (range_header && !send_gzip) {
+		nranges = range_parse(range_header, strlen(range_header), size, ranges);
+		if (nranges < 0) {
+			char cr[64];
+
+			http_reply_error(req, 416, "requested range not satisfiable: %s",
+					 range_header);
+			snprintf(cr, sizeof(cr), "bytes */%" PRIu64, size);
+			http_add_header(req, "Content-Range", cr);
+			goto out;
+		}
+		if (range_total(ranges, nranges) > size)
+			nranges = 0; /* asks for more than the whole: send it all */
+	}
+
+	if (nranges > 1 && blob.fd >= 0) {
+		/* Multiple ranges of a large blob: read the ranges' span into memory. */
+		uint8_t *whole = malloc(size);
+
+		if (!whole || pread_all(blob.fd, whole, size, blob.data_offset) < 0) {
+			free(whole);
+			http_reply_error(req, 500, "read failed");
+			goto out;
+		}
+		reply_multirange(req, whole, size, ranges, nranges, ctype);
+		free(whole);
+	} else if (nranges > 1) {
+		reply_multirange(req, body, size, ranges, nranges, ctype);
+	} else {
+		uint64_t start = nranges == 1 ? ranges[0].start : 0;
+		uint64_t len = nranges == 1 ? ranges[0].length : size;
+		unsigned status = nranges == 1 ? 206 : 200;
+
+		if (blob.fd >= 0) {
+			http_reply_fd(req, status, blob.fd, blob.data_offset + start, len);
+			blob.fd = -1; /* the response owns it */
+		} else {
+			http_reply_buffer(req, status, body + start, len, false);
+		}
+		if (nranges == 1) {
+			char cr[96];
+
+			snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start,
+				 start + len - 1, size);
+			http_add_header(req, "Content-Range", cr);
+		}
+		http_add_header(req, "Content-Type", ctype);
+	}
+	if (send_gzip)
+		http_add_header(req, "Content-Encoding", "gzip");
+	http_add_header(req, "ETag", etag);
+	http_add_header(req, "Accept-Ranges", "bytes");
+	if (blob.n.last_modified) {
+		http_date_format((time_t)blob.n.last_modified, lm, sizeof(lm));
+		http_add_header(req, "Last-Modified", lm);
+	}
+	if (name[0]) {
+		snprintf(cd, sizeof(cd), "%s; filename=\"%s\"",
+			 http_query_bool(req, "dl") ? "attachment" : "inline", name);
+		http_add_header(req, "Content-Disposition", cd);
+	}
+	if (blob.n.flags & NEEDLE_FLAG_CHUNKMANIFEST)
+		http_add_header(req, "X-File-Store", "chunked");
+	add_pair_headers(req, &blob.n);
+out:
+	free(inflated);
+	volume_blob_release(&blob);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static void handle_request(struct http_request *req)
+{
+	struct volume_server *vs = req->server_ctx;
+	const char *path = req->path, *url_name = NULL;
+	size_t url_name_len = 0;
+	struct fid fid;
+
+	if (!strcmp(path, "/status")) {
+		handle_status(vs, req);
+	} else if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
+		http_reply_json(req, 200, json_object());
+	} else if (!strncmp(path, "/admin/", 7)) {
+		handle_admin(vs, req, path + 7);
+	} else if (!strcmp(req->method, "OPTIONS")) {
+		http_reply_empty(req, 200);
+		http_add_header(req, "Access-Control-Allow-Methods", "PUT, POST, GET, DELETE, OPTIONS");
+	} else if (fid_parse_path(path, strlen(path), &fid, &url_name, &url_name_len) < 0) {
+		if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"))
+			http_reply_empty(req, 400);
+		else
+			http_reply_error(req, 400, "bad file id in path \"%s\"", path);
+	} else if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD")) {
+		handle_read(vs, req, &fid, url_name, url_name_len);
+	} else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT")) {
+		handle_upload(vs, req, &fid);
+	} else if (!strcmp(req->method, "DELETE")) {
+		handle_delete(vs, req, &fid);
+	} else {
+		http_reply_error(req, 400, "unsupported method %s", req->method);
+	}
+	if (http_has_reply(req)) {
+		http_add_header(req, "Server", SERVER_HEADER);
+		if (http_header(req, "Origin")) {
+			http_add_header(req, "Access-Control-Allow-Origin", "*");
+			http_add_header(req, "Access-Control-Allow-Credentials", "true");
+		}
+	}
+}
+
+int volume_server_start(const struct volume_server_options *opt, struct volume_server **out)
+{
+	struct volume_server *vs = calloc(1, sizeof(*vs));
+	struct store_options so = {.fsync_every_write = opt->fsync};
+	struct http_server_options ho = {.ip = opt->ip, .port = opt->port,
+					 .threads = opt->threads};
+	int ret;
+
+	if (!vs)
+		return -ENOMEM;
+	vs->opt = *opt;
+	vs->size_limit = (uint64_t)(opt->file_size_limit_mb > 0 ? opt->file_size_limit_mb : 256)
+			 << 20;
+	ret = store_open(opt->dirs, opt->max_volumes, opt->n_dirs, &so, &vs->store);
+	if (ret < 0) {
+		free(vs);
+		return ret;
+	}
+	ret = http_server_start(&ho, handle_request, vs, &vs->http);
+	if (ret < 0) {
+		log_error("volume server: cannot listen on %s:%d", opt->ip ? opt->ip : "*",
+			  opt->port);
+		store_close(vs->store);
+		free(vs);
+		return ret;
+	}
+	log_info("volume server: listening on %s:%d, %d data director%s", opt->ip ? opt->ip : "*",
+		 http_server_port(vs->http), opt->n_dirs, opt->n_dirs == 1 ? "y" : "ies");
+	*out = vs;
+	return 0;
+}
+
+int volume_server_port(const struct volume_server *vs)
+{
+	return http_server_port(vs->http);
+}
+
+void volume_server_stop(struct volume_server *vs)
+{
+	if (!vs)
+		return;
+	http_server_stop(vs->http);
+	store_close(vs->store);
+	free(vs);
+}

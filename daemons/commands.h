@@ -1,0 +1,17 @@
+/* The subcommands of the kelp binary: each takes (argc, argv) with argv[0] = its name. */
+#ifndef KELP_COMMANDS_H
+#define KELP_COMMANDS_H
+
+int volume_main(int argc, char **argv);
+int version_main(int argc, char **argv);
+int help_main(int argc, char **argv);
+
+/* Shared by the daemons: writes the port to path atomically (tmp + rename). */
+int write_ready_file(const char *path, int port);
+/* Splits a comma list into a NULL-terminated array (caller frees array and strings). */
+char **split_list(const char *s, int *n);
+/* Blocks SIGINT/SIGTERM/SIGHUP in all threads and waits for one; returns it. */
+int wait_for_stop_signal(void);
+void block_stop_signals(void);
+
+#endif
