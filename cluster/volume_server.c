@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +17,51 @@
 #include "cluster/base/md5.h"
 #include "cluster/base/util.h"
 #include "cluster/fid.h"
+#include "cluster/heartbeat.h"
 #include "cluster/http.h"
+#include "cluster/http_client.h"
+#include "cluster/jwt.h"
 #include "cluster/multipart.h"
 #include "cluster/range.h"
 #include "cluster/store.h"
+#include "cluster/topology.h"
 
 #define MEMORY_BODY_LIMIT (1u << 20)
 #define SERVER_HEADER     "kelp Volume " KELP_VERSION
+
+#define LOCATION_CACHE_NS (10ull * 1000000000ull)
+#define LOCATION_CACHE_SIZE 64
+
+struct cached_locations {
+	uint32_t vid;
+	uint64_t expires;
+	int n;
+	char urls[8][160];
+};
 
 struct volume_server {
 	struct volume_server_options opt;
 	struct store *store;
 	struct http_server *http;
 	uint64_t size_limit; /* bytes */
+	char self_url[128]; /* ip:port */
+	char public_url[256];
+
+	char **masters;
+	int n_masters;
+	pthread_t *hb_threads;
+	int n_hb_threads;
+	pthread_mutex_t hb_lock; /* stopping, hb_generation */
+	pthread_cond_t hb_cond;
+	bool stopping;
+	uint64_t hb_generation; /* bumped when volumes change: heartbeat at once */
+	_Atomic uint64_t volume_size_limit;
+
+	pthread_mutex_t cache_lock;
+	struct cached_locations cache[LOCATION_CACHE_SIZE];
+
+	char **white_list;
+	int n_white_list;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -101,6 +134,317 @@ static void format_replication(uint8_t b, char buf[4])
 static void etag_of(uint32_t crc, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "\"%08x\"", crc);
+}
+
+/* ---------------------------------------------------------------- cluster side */
+
+static void kick_heartbeat(struct volume_server *vs)
+{
+	pthread_mutex_lock(&vs->hb_lock);
+	vs->hb_generation++;
+	pthread_cond_broadcast(&vs->hb_cond);
+	pthread_mutex_unlock(&vs->hb_lock);
+}
+
+struct hb_build {
+	struct hb_volume *vols;
+	size_t n, cap;
+	uint64_t max_file_key;
+};
+
+static void hb_add_volume(void *ctx, struct volume *v)
+{
+	struct hb_build *b = ctx;
+	struct volume_info info;
+	struct hb_volume *h;
+
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 16;
+		struct hb_volume *p = realloc(b->vols, cap * sizeof(*p));
+
+		if (!p)
+			return;
+		b->vols = p;
+		b->cap = cap;
+	}
+	volume_get_info(v, &info);
+	h = &b->vols[b->n++];
+	memset(h, 0, sizeof(*h));
+	h->id = info.id;
+	h->size = info.size;
+	snprintf(h->collection, sizeof(h->collection), "%s", info.collection);
+	h->file_count = info.file_count;
+	h->delete_count = info.delete_count;
+	h->deleted_bytes = info.deleted_bytes;
+	h->read_only = info.read_only;
+	h->replica_placement = info.replica_placement;
+	h->version = info.version;
+	h->ttl = (uint32_t)info.ttl.count << 8 | info.ttl.unit;
+	h->compact_revision = info.compact_revision;
+	h->modified_at_second = info.modified_at_second;
+	if (info.max_file_key > b->max_file_key)
+		b->max_file_key = info.max_file_key;
+}
+
+static int build_heartbeat(struct volume_server *vs, uint8_t **out, size_t *len)
+{
+	struct hb_build b = {0};
+	struct heartbeat hb;
+	int max_volumes, count, ret;
+
+	memset(&hb, 0, sizeof(hb));
+	store_each_volume(vs->store, hb_add_volume, &b);
+	store_counts(vs->store, &max_volumes, &count);
+	snprintf(hb.ip, sizeof(hb.ip), "%s", vs->opt.ip && *vs->opt.ip ? vs->opt.ip : "127.0.0.1");
+	hb.port = (uint32_t)http_server_port(vs->http);
+	snprintf(hb.public_url, sizeof(hb.public_url), "%s", vs->public_url);
+	hb.max_volume_count = (uint32_t)max_volumes;
+	hb.max_file_key = b.max_file_key;
+	snprintf(hb.data_center, sizeof(hb.data_center), "%s", vs->opt.data_center ? vs->opt.data_center : "");
+	snprintf(hb.rack, sizeof(hb.rack), "%s", vs->opt.rack ? vs->opt.rack : "");
+	snprintf(hb.id, sizeof(hb.id), "%s", vs->self_url);
+	hb.volumes = b.vols;
+	hb.n_volumes = b.n;
+	hb.has_no_volumes = b.n == 0;
+	ret = heartbeat_encode(&hb, out, len);
+	free(b.vols);
+	return ret;
+}
+
+struct hb_arg {
+	struct volume_server *vs;
+	const char *master;
+};
+
+/* One per master: a heartbeat every pulse, and at once when the volumes change. */
+static void *heartbeat_thread(void *arg)
+{
+	struct hb_arg *a = arg;
+	struct volume_server *vs = a->vs;
+	uint64_t seen_generation = 0, failures = 0;
+	int pulse = vs->opt.pulse_seconds > 0 ? vs->opt.pulse_seconds : 1;
+	char url[300];
+
+	snprintf(url, sizeof(url), "http://%s/heartbeat", a->master);
+	for (;;) {
+		struct http_client_request rq = {.method = "POST", .url = url, .body_fd = -1,
+						 .timeout_ms = 1000L * pulse + 1000};
+		struct http_client_response rs;
+		const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
+		struct timespec ts;
+		uint8_t *body;
+		size_t len;
+
+		if (build_heartbeat(vs, &body, &len) == 0) {
+			rq.body = body;
+			rq.body_len = len;
+			rq.headers = headers;
+			if (http_client_do(&rq, &rs) == 0 && rs.status == 200) {
+				struct heartbeat_response r;
+
+				if (heartbeat_response_decode((const uint8_t *)rs.body, rs.len, &r) == 0 &&
+				    r.volume_size_limit > 0)
+					vs->volume_size_limit = r.volume_size_limit;
+				if (failures > 0)
+					log_info("volume server: master %s is reachable again", a->master);
+				failures = 0;
+			} else {
+				if (failures++ == 0)
+					log_warn("volume server: heartbeat to master %s failed: %s", a->master,
+						 rs.status ? "bad status" : rs.error);
+			}
+			http_client_response_release(&rs);
+			free(body);
+		}
+		pthread_mutex_lock(&vs->hb_lock);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += pulse;
+		while (!vs->stopping && vs->hb_generation == seen_generation)
+			if (pthread_cond_timedwait(&vs->hb_cond, &vs->hb_lock, &ts) != 0)
+				break;
+		seen_generation = vs->hb_generation;
+		if (vs->stopping) {
+			pthread_mutex_unlock(&vs->hb_lock);
+			break;
+		}
+		pthread_mutex_unlock(&vs->hb_lock);
+	}
+	free(a);
+	return NULL;
+}
+
+static void invalidate_locations(struct volume_server *vs, uint32_t vid)
+{
+	pthread_mutex_lock(&vs->cache_lock);
+	vs->cache[vid % LOCATION_CACHE_SIZE].expires = 0;
+	pthread_mutex_unlock(&vs->cache_lock);
+}
+
+/* Locations of vid from the masters (cached for 10 s). -ENOENT unknown, -EIO no master. */
+static int lookup_locations(struct volume_server *vs, uint32_t vid, struct cached_locations *out)
+{
+	struct cached_locations *c = &vs->cache[vid % LOCATION_CACHE_SIZE];
+	uint64_t now = monotonic_ns();
+	int ret = -EIO;
+
+	pthread_mutex_lock(&vs->cache_lock);
+	if (c->vid == vid && c->expires > now) {
+		*out = *c;
+		pthread_mutex_unlock(&vs->cache_lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&vs->cache_lock);
+	for (int i = 0; i < vs->n_masters && ret == -EIO; i++) {
+		char url[300];
+		struct http_client_request rq = {.method = "GET", .url = url, .body_fd = -1,
+						 .timeout_ms = 3000};
+		struct http_client_response rs;
+		json_t *j, *locs, *loc;
+		size_t k;
+
+		snprintf(url, sizeof(url), "http://%s/dir/lookup?volumeId=%u", vs->masters[i], vid);
+		if (http_client_do(&rq, &rs) < 0)
+			continue;
+		if (rs.status == 404) {
+			ret = -ENOENT;
+		} else if (rs.status == 200 && (j = json_loads(rs.body, 0, NULL))) {
+			memset(out, 0, sizeof(*out));
+			out->vid = vid;
+			locs = json_object_get(j, "locations");
+			json_array_foreach(locs, k, loc)
+			{
+				const char *u = json_string_value(json_object_get(loc, "url"));
+
+				if (u && out->n < 8)
+					snprintf(out->urls[out->n++], sizeof(out->urls[0]), "%s", u);
+			}
+			json_decref(j);
+			out->expires = now + LOCATION_CACHE_NS;
+			pthread_mutex_lock(&vs->cache_lock);
+			*c = *out;
+			pthread_mutex_unlock(&vs->cache_lock);
+			ret = 0;
+		}
+		http_client_response_release(&rs);
+	}
+	return ret;
+}
+
+static bool is_self(const struct volume_server *vs, const char *url)
+{
+	return !strcmp(url, vs->self_url) || !strcmp(url, vs->public_url);
+}
+
+static bool write_allowed(struct volume_server *vs, struct http_request *req)
+{
+	char ip[64];
+
+	if (vs->n_white_list == 0)
+		return true;
+	http_peer_ip(req, ip, sizeof(ip));
+	for (int i = 0; i < vs->n_white_list; i++)
+		if (!strcmp(vs->white_list[i], ip))
+			return true;
+	http_reply_error(req, 401, "%s is not in the white list", ip);
+	return false;
+}
+
+/* The token of a write: Authorization: Bearer <jwt>, or ?jwt=. */
+static const char *request_token(struct http_request *req)
+{
+	const char *auth = http_header(req, "Authorization");
+
+	if (auth && !strncasecmp(auth, "Bearer ", 7))
+		return auth + 7;
+	return http_query(req, "jwt");
+}
+
+static bool jwt_allowed(struct volume_server *vs, struct http_request *req, const struct fid *fid)
+{
+	const char *token;
+	char fid_text[FID_MAX_LEN];
+
+	if (!vs->opt.jwt_key || !*vs->opt.jwt_key)
+		return true;
+	token = request_token(req);
+	/* The token names the assigned fid; "_N" batch suffixes share it. */
+	{
+		const char *p = req->path + 1, *end = p + strcspn(p, "_.");
+		const char *slash = strchr(p, '/');
+
+		if (slash && slash < end) {
+			size_t vlen = (size_t)(slash - p), klen;
+			const char *kc = slash + 1;
+
+			klen = strcspn(kc, "_./");
+			snprintf(fid_text, sizeof(fid_text), "%.*s,%.*s", (int)vlen, p, (int)klen, kc);
+		} else {
+			snprintf(fid_text, sizeof(fid_text), "%.*s", (int)(end - p), p);
+		}
+	}
+	(void)fid;
+	if (token && jwt_verify_fid(vs->opt.jwt_key, token, strlen(token), fid_text,
+				    (int64_t)(now_ns() / 1000000000ull)) == 0)
+		return true;
+	http_reply_error(req, 401, "wrong jwt");
+	return false;
+}
+
+/*
+ * Sends a write or delete to every other replica of fid's volume. `method` is PUT or
+ * DELETE; for PUT the body comes from mem or fd. include_self: forward to all locations
+ * (this server does not hold the volume). Returns 0, or -EIO with the reason in err.
+ */
+static int replicate(struct volume_server *vs, struct http_request *req, const struct fid *fid,
+		     int copies, const char *method, const char *query, const char *const *headers,
+		     const uint8_t *mem, int fd, uint64_t len, char *err, size_t err_cap)
+{
+	struct cached_locations locs;
+	int others = 0, ret;
+
+	ret = lookup_locations(vs, fid->vid, &locs);
+	if (ret < 0) {
+		snprintf(err, err_cap, "cannot look up the replicas of volume %u: %s", fid->vid,
+			 ret == -ENOENT ? "unknown to the masters" : "no master answered");
+		return -EIO;
+	}
+	for (int i = 0; i < locs.n; i++)
+		others += !is_self(vs, locs.urls[i]);
+	if (copies > 0 && others < copies - 1) {
+		invalidate_locations(vs, fid->vid);
+		snprintf(err, err_cap, "volume %u has %d of its %d replicas known to the masters",
+			 fid->vid, others + 1, copies);
+		return -EIO;
+	}
+	for (int i = 0; i < locs.n; i++) {
+		char url[1200];
+		struct http_client_request rq = {.method = method, .url = url, .headers = headers,
+						 .body = mem, .body_len = len, .body_fd = mem ? -1 : fd,
+						 .body_fd_len = len, .timeout_ms = 60000};
+		struct http_client_response rs;
+
+		if (is_self(vs, locs.urls[i]))
+			continue;
+		snprintf(url, sizeof(url), "http://%s%s?type=replicate%s", locs.urls[i], req->path,
+			 query);
+		if (!strcmp(method, "DELETE")) {
+			rq.body = NULL;
+			rq.body_fd = -1;
+		}
+		if (http_client_do(&rq, &rs) < 0) {
+			invalidate_locations(vs, fid->vid);
+			snprintf(err, err_cap, "failed to write to replica %s: %s", locs.urls[i], rs.error);
+			return -EIO;
+		}
+		if (rs.status >= 300 && !(rs.status == 404 && !strcmp(method, "DELETE"))) {
+			snprintf(err, err_cap, "failed to write to replica %s: %ld %.200s", locs.urls[i],
+				 rs.status, rs.body);
+			http_client_response_release(&rs);
+			return -EIO;
+		}
+		http_client_response_release(&rs);
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------------- status */
@@ -176,6 +520,7 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			return;
 		}
 		ret = store_delete_collection(vs->store, c);
+		kick_heartbeat(vs);
 		http_reply_json(req, 200, json_pack("{s:i}", "deleted", ret));
 		return;
 	}
@@ -208,10 +553,12 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			http_reply_error(req, 500, "cannot create volume %u: %s", vid, strerror(-ret));
 		else
 			http_reply_json(req, 200, json_pack("{s:I}", "volume", (json_int_t)vid));
+		kick_heartbeat(vs);
 		return;
 	}
 	if (!strcmp(op, "delete_volume")) {
 		ret = store_delete_volume(vs->store, vid);
+		kick_heartbeat(vs);
 		if (ret == -ENOENT)
 			http_reply_error(req, 404, "volume %u not found", vid);
 		else
@@ -252,6 +599,7 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			http_reply_json(req, 200, volume_json(v));
 	}
 	store_put_volume(vs->store, v);
+	kick_heartbeat(vs);
 }
 
 /* ---------------------------------------------------------------- upload */
@@ -259,7 +607,7 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 struct upload {
 	struct volume_server *vs;
 	struct fid fid;
-	struct volume *v;
+	struct volume *v; /* NULL: not held here, forward to the holders */
 	bool multipart;
 	struct multipart_parser mp;
 	int part_taken; /* 0 none, 1 a part without a filename, 2 with a filename */
@@ -445,6 +793,64 @@ static enum MHD_Result collect_pair(void *cls, enum MHD_ValueKind kind, const ch
 	return MHD_YES;
 }
 
+static bool is_replica_request(struct http_request *req)
+{
+	const char *t = http_query(req, "type");
+
+	return t && !strcmp(t, "replicate");
+}
+
+/* Forwards a stored upload to the other replicas; replies 500 and returns -EREMOTEIO
+ * when one fails. copies == 0: this server holds no copy, send to every holder. */
+static int replicate_upload(struct http_request *req, struct upload *u, const struct needle *n,
+			    const char *pairs_text, int copies)
+{
+	char ct[300], cd[300], query[200], ttl[16], err[600], *auth = NULL;
+	const char *headers[64];
+	char pair_headers[32][300];
+	int nh = 0, np = 0;
+	json_t *pairs = NULL, *value;
+	const char *key;
+	const char *token = request_token(req);
+
+	snprintf(ct, sizeof(ct), "Content-Type: %s", u->mime[0] ? u->mime : "application/octet-stream");
+	headers[nh++] = ct;
+	if (u->name[0]) {
+		snprintf(cd, sizeof(cd), "Content-Disposition: inline; filename=\"%s\"", u->name);
+		headers[nh++] = cd;
+	}
+	if (u->gzip)
+		headers[nh++] = "Content-Encoding: gzip";
+	if (token && asprintf(&auth, "Authorization: Bearer %s", token) > 0)
+		headers[nh++] = auth;
+	if (pairs_text && (pairs = json_loads(pairs_text, 0, NULL))) {
+		json_object_foreach(pairs, key, value)
+		{
+			if (np < 32 && json_is_string(value)) {
+				snprintf(pair_headers[np], sizeof(pair_headers[np]), "Seaweed-%s: %s", key,
+					 json_string_value(value));
+				headers[nh++] = pair_headers[np++];
+			}
+		}
+	}
+	headers[nh] = NULL;
+	ttl_format(n->ttl, ttl, sizeof(ttl));
+	snprintf(query, sizeof(query), "&ts=%" PRIu64 "%s%s%s%s", n->last_modified,
+		 ttl[0] ? "&ttl=" : "", ttl, http_query_bool(req, "fsync") ? "&fsync=true" : "",
+		 (n->flags & NEEDLE_FLAG_CHUNKMANIFEST) ? "&cm=true" : "");
+	if (replicate(u->vs, req, &u->fid, copies, "PUT", query, headers,
+		      u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)""), u->spool_fd,
+		      u->len, err, sizeof(err)) < 0) {
+		http_reply_error(req, 500, "%s", err);
+		json_decref(pairs);
+		free(auth);
+		return -EREMOTEIO;
+	}
+	json_decref(pairs);
+	free(auth);
+	return 0;
+}
+
 static void upload_complete(struct http_request *req)
 {
 	struct upload *u = req->state;
@@ -535,9 +941,24 @@ static void upload_complete(struct http_request *req)
 	data.fd_offset = 0;
 	data.len = (uint32_t)u->len;
 	data.crc = u->crc;
-	ret = volume_write(u->v, &n, &data, http_query_bool(req, "fsync"), &unchanged);
-	free(pairs_text);
+	unchanged = false;
+	ret = u->v ? volume_write(u->v, &n, &data, http_query_bool(req, "fsync"), &unchanged) : 0;
 	etag_of(u->crc, etag, sizeof(etag));
+	if (ret == 0 && !is_replica_request(req)) {
+		int copies = 0;
+
+		if (u->v) {
+			struct volume_info info;
+
+			volume_get_info(u->v, &info);
+			copies = placement_copies(info.replica_placement);
+		}
+		if (!u->v || copies > 1)
+			ret = replicate_upload(req, u, &n, pairs_text, copies);
+	}
+	free(pairs_text);
+	if (ret == -EREMOTEIO)
+		return; /* replicate_upload replied */
 	switch (ret) {
 	case 0:
 		break;
@@ -638,8 +1059,10 @@ static void handle_upload(struct volume_server *vs, struct http_request *req,
 	md5_init(&u->md5);
 	req->state = u;
 	req->on_cleanup = upload_cleanup;
+	if (!write_allowed(vs, req) || !jwt_allowed(vs, req, fid))
+		return;
 	u->v = store_get_volume(vs->store, fid->vid);
-	if (!u->v) {
+	if (!u->v && (vs->n_masters == 0 || is_replica_request(req))) {
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
 		return;
 	}
@@ -675,16 +1098,42 @@ static void handle_upload(struct volume_server *vs, struct http_request *req,
 static void handle_delete(struct volume_server *vs, struct http_request *req,
 			  const struct fid *fid)
 {
-	struct volume *v = store_get_volume(vs->store, fid->vid);
+	struct volume *v;
 	uint32_t size = 0;
-	int ret;
+	int ret, copies = 0;
+	char err[600];
 
-	if (!v) {
+	if (!write_allowed(vs, req) || !jwt_allowed(vs, req, fid))
+		return;
+	v = store_get_volume(vs->store, fid->vid);
+	if (!v && (vs->n_masters == 0 || is_replica_request(req))) {
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
 		return;
 	}
-	ret = volume_delete(v, fid->key, fid->cookie, &size);
-	store_put_volume(vs->store, v);
+	ret = 0;
+	if (v) {
+		struct volume_info info;
+
+		volume_get_info(v, &info);
+		copies = placement_copies(info.replica_placement);
+		ret = volume_delete(v, fid->key, fid->cookie, &size);
+		store_put_volume(vs->store, v);
+	}
+	if ((ret == 0 || ret == -ENOENT) && !is_replica_request(req) && (!v || copies > 1)) {
+		const char *token = request_token(req);
+		char auth[1200];
+		const char *headers[2] = {NULL, NULL};
+
+		if (token) {
+			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+			headers[0] = auth;
+		}
+		if (replicate(vs, req, fid, copies, "DELETE", "", headers, NULL, -1, 0, err,
+			      sizeof(err)) < 0) {
+			http_reply_error(req, 500, "Deletion Failed: %s", err);
+			return;
+		}
+	}
 	if (ret == 0)
 		http_reply_json(req, 202, json_pack("{s:I}", "size", (json_int_t)size));
 	else if (ret == -ENOENT)
@@ -810,6 +1259,66 @@ static void reply_multirange(struct http_request *req, const uint8_t *body, uint
 	http_add_header(req, "Content-Type", ct);
 }
 
+/* A read of a volume this server does not hold: -readMode local, redirect or proxy. */
+static void read_elsewhere(struct volume_server *vs, struct http_request *req,
+			   const struct fid *fid)
+{
+	struct cached_locations locs;
+	const char *other = NULL;
+	char url[1200];
+
+	if (!strcmp(vs->opt.read_mode, "local") || vs->n_masters == 0 ||
+	    http_query(req, "proxied")) {
+		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
+		return;
+	}
+	if (lookup_locations(vs, fid->vid, &locs) == 0)
+		for (int i = 0; i < locs.n && !other; i++)
+			if (!is_self(vs, locs.urls[i]))
+				other = locs.urls[i];
+	if (!other) {
+		http_reply_error(req, 404, "volume %u not found", fid->vid);
+		return;
+	}
+	snprintf(url, sizeof(url), "http://%s%s?proxied=true", other, req->path);
+	if (!strcmp(vs->opt.read_mode, "redirect")) {
+		http_reply_empty(req, 301);
+		http_add_header(req, "Location", url);
+		return;
+	}
+	{
+		const char *range = http_header(req, "Range");
+		char range_h[300];
+		const char *headers[2] = {NULL, NULL};
+		struct http_client_request rq = {.method = req->method, .url = url, .body_fd = -1,
+						 .headers = headers, .timeout_ms = 60000,
+						 .max_response = vs->size_limit + (1u << 20)};
+		struct http_client_response rs;
+
+		if (range) {
+			snprintf(range_h, sizeof(range_h), "Range: %s", range);
+			headers[0] = range_h;
+		}
+		if (http_client_do(&rq, &rs) < 0) {
+			invalidate_locations(vs, fid->vid);
+			http_reply_error(req, 502, "reading from %s failed: %s", other, rs.error);
+			return;
+		}
+		http_reply_buffer(req, (unsigned)rs.status, rs.body, rs.len, true);
+		rs.body = NULL;
+		if (rs.content_type[0])
+			http_add_header(req, "Content-Type", rs.content_type);
+		if (rs.content_disposition[0])
+			http_add_header(req, "Content-Disposition", rs.content_disposition);
+		if (rs.etag[0])
+			http_add_header(req, "ETag", rs.etag);
+		if (rs.last_modified[0])
+			http_add_header(req, "Last-Modified", rs.last_modified);
+		if (rs.content_range[0])
+			http_add_header(req, "Content-Range", rs.content_range);
+	}
+}
+
 static void handle_read(struct volume_server *vs, struct http_request *req,
 			const struct fid *fid, const char *url_name, size_t url_name_len)
 {
@@ -824,7 +1333,7 @@ static void handle_read(struct volume_server *vs, struct http_request *req,
 	int ret, nranges = 0;
 
 	if (!v) {
-		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
+		read_elsewhere(vs, req, fid);
 		return;
 	}
 	ret = volume_read(v, fid->key, fid->cookie, &blob);
@@ -1014,6 +1523,10 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	if (!vs)
 		return -ENOMEM;
 	vs->opt = *opt;
+	pthread_mutex_init(&vs->hb_lock, NULL);
+	pthread_cond_init(&vs->hb_cond, NULL);
+	pthread_mutex_init(&vs->cache_lock, NULL);
+	http_client_global_init();
 	vs->size_limit = (uint64_t)(opt->file_size_limit_mb > 0 ? opt->file_size_limit_mb : 256)
 			 << 20;
 	ret = store_open(opt->dirs, opt->max_volumes, opt->n_dirs, &so, &vs->store);
@@ -1029,8 +1542,27 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 		free(vs);
 		return ret;
 	}
-	log_info("volume server: listening on %s:%d, %d data director%s", opt->ip ? opt->ip : "*",
-		 http_server_port(vs->http), opt->n_dirs, opt->n_dirs == 1 ? "y" : "ies");
+	snprintf(vs->self_url, sizeof(vs->self_url), "%s:%d",
+		 opt->ip && *opt->ip ? opt->ip : "127.0.0.1", http_server_port(vs->http));
+	snprintf(vs->public_url, sizeof(vs->public_url), "%s",
+		 opt->public_url && *opt->public_url ? opt->public_url : vs->self_url);
+	vs->white_list = split_list(opt->white_list, &vs->n_white_list);
+	vs->masters = split_list(opt->masters, &vs->n_masters);
+	vs->hb_threads = calloc((size_t)vs->n_masters + 1, sizeof(pthread_t));
+	for (int i = 0; vs->hb_threads && i < vs->n_masters; i++) {
+		struct hb_arg *a = malloc(sizeof(*a));
+
+		if (!a)
+			break;
+		a->vs = vs;
+		a->master = vs->masters[i];
+		if (pthread_create(&vs->hb_threads[vs->n_hb_threads], NULL, heartbeat_thread, a) == 0)
+			vs->n_hb_threads++;
+		else
+			free(a);
+	}
+	log_info("volume server: listening on %s, %d data director%s, %d master(s)", vs->self_url,
+		 opt->n_dirs, opt->n_dirs == 1 ? "y" : "ies", vs->n_masters);
 	*out = vs;
 	return 0;
 }
@@ -1044,7 +1576,16 @@ void volume_server_stop(struct volume_server *vs)
 {
 	if (!vs)
 		return;
+	pthread_mutex_lock(&vs->hb_lock);
+	vs->stopping = true;
+	pthread_cond_broadcast(&vs->hb_cond);
+	pthread_mutex_unlock(&vs->hb_lock);
+	for (int i = 0; i < vs->n_hb_threads; i++)
+		pthread_join(vs->hb_threads[i], NULL);
+	free(vs->hb_threads);
 	http_server_stop(vs->http);
 	store_close(vs->store);
+	free_list(vs->masters);
+	free_list(vs->white_list);
 	free(vs);
 }

@@ -11,8 +11,16 @@
  * unlinked temporary file in the first data directory, then copied into the volume
  * under its append lock. So a 256 MiB upload needs about 1 MiB of memory.
  *
+ * Cluster side: one heartbeat thread per master (-master list) POSTs the full volume
+ * list every pulse, and at once after a volume is created or deleted, so every master
+ * keeps a warm topology and losing one master changes nothing for the others. Writes
+ * and deletes to a volume with more than one copy are forwarded to the other replicas
+ * (found with /dir/lookup, cached for 10 s) with ?type=replicate, and succeed only
+ * when every replica stored them.
+ *
  * Threads: requests run on the HTTP thread pool (http.h); the store and volumes do
- * their own locking.
+ * their own locking; `cache_lock` guards the location cache, `hb_lock` the heartbeat
+ * state.
  */
 #ifndef KELP_VOLUME_SERVER_H
 #define KELP_VOLUME_SERVER_H
@@ -35,6 +43,9 @@ struct volume_server_options {
 	bool fsync;
 	const char *read_mode; /* proxy | redirect | local */
 	int threads;
+	int pulse_seconds;      /* heartbeat period (1) */
+	const char *jwt_key;    /* "" = writes need no token */
+	const char *white_list; /* comma list of IPs allowed to write; "" = all */
 };
 
 int volume_server_start(const struct volume_server_options *opt, struct volume_server **out);

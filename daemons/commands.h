@@ -2,14 +2,14 @@
 #ifndef KELP_COMMANDS_H
 #define KELP_COMMANDS_H
 
+int master_main(int argc, char **argv);
 int volume_main(int argc, char **argv);
+int server_main(int argc, char **argv);
 int version_main(int argc, char **argv);
 int help_main(int argc, char **argv);
 
 /* Shared by the daemons: writes the port to path atomically (tmp + rename). */
 int write_ready_file(const char *path, int port);
-/* Splits a comma list into a NULL-terminated array (caller frees array and strings). */
-char **split_list(const char *s, int *n);
 /* Blocks SIGINT/SIGTERM/SIGHUP in all threads and waits for one; returns it. */
 int wait_for_stop_signal(void);
 void block_stop_signals(void);

@@ -14,7 +14,9 @@ static const struct command {
 	int (*main)(int argc, char **argv);
 	const char *summary;
 } commands[] = {
+	{"master", master_main, "run a master: knows the volume servers, assigns file ids, grows volumes"},
 	{"volume", volume_main, "run a volume server: stores blobs in volumes, serves them over HTTP"},
+	{"server", server_main, "run a master and a volume server in one process, for one machine"},
 	{"version", version_main, "print the version"},
 	{"help", help_main, "list the commands, or the flags of one: kelp help <command>"},
 };

@@ -9,33 +9,9 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
+#include "cluster/base/util.h"
 #include "cluster/volume_server.h"
 #include "daemons/commands.h"
-
-char **split_list(const char *s, int *n)
-{
-	char **out;
-	int count = 1, i = 0;
-	const char *p;
-
-	for (p = s; *p; p++)
-		count += *p == ',';
-	out = calloc((size_t)count + 1, sizeof(*out));
-	if (!out)
-		return NULL;
-	for (p = s;; p++) {
-		const char *start = p;
-
-		while (*p && *p != ',')
-			p++;
-		if (p > start)
-			out[i++] = strndup(start, (size_t)(p - start));
-		if (!*p)
-			break;
-	}
-	*n = i;
-	return out;
-}
 
 int write_ready_file(const char *path, int port)
 {
@@ -87,7 +63,8 @@ int volume_main(int argc, char **argv)
 	char *ip = "127.0.0.1", *public_url = "", *dir = "/tmp", *max = "8",
 	     *master = "localhost:9333", *dc = "", *rack = "", *ready_file = "",
 	     *read_mode = "proxy";
-	int port = 8080, file_size_limit_mb = 256, threads = 0, n_dirs, n_max;
+	char *jwt_key = "", *white_list = "";
+	int port = 8080, file_size_limit_mb = 256, threads = 0, pulse_seconds = 1, n_dirs, n_max;
 	bool fsync_writes = false;
 	const struct flag flags[] = {
 		FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
@@ -104,6 +81,9 @@ int volume_main(int argc, char **argv)
 		FLAG("readMode", FLAG_STRING, &read_mode, "reads of volumes held elsewhere: proxy|redirect|local"),
 		FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
 		FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
+		FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "seconds between heartbeats to each master"),
+		FLAG("jwtKey", FLAG_STRING, &jwt_key, "key of the masters' write tokens; \"\" = no tokens needed"),
+		FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write; \"\" = all"),
 		FLAG_END,
 	};
 	struct volume_server_options opt;
@@ -160,6 +140,9 @@ int volume_main(int argc, char **argv)
 	opt.fsync = fsync_writes;
 	opt.read_mode = read_mode;
 	opt.threads = threads;
+	opt.pulse_seconds = pulse_seconds;
+	opt.jwt_key = jwt_key;
+	opt.white_list = white_list;
 
 	block_stop_signals();
 	ret = volume_server_start(&opt, &vs);

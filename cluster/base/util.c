@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -175,4 +176,41 @@ int mkdir_p(const char *path, unsigned mode)
 		}
 	}
 	return 0;
+}
+
+char **split_list(const char *s, int *n)
+{
+	char **out;
+	int count = 1, i = 0;
+	const char *p;
+
+	*n = 0;
+	if (!s)
+		s = "";
+	for (p = s; *p; p++)
+		count += *p == ',';
+	out = calloc((size_t)count + 1, sizeof(*out));
+	if (!out)
+		return NULL;
+	for (p = s;; p++) {
+		const char *start = p;
+
+		while (*p && *p != ',')
+			p++;
+		if (p > start && !(out[i++] = strndup(start, (size_t)(p - start)))) {
+			free_list(out);
+			return NULL;
+		}
+		if (!*p)
+			break;
+	}
+	*n = i;
+	return out;
+}
+
+void free_list(char **list)
+{
+	for (char **p = list; p && *p; p++)
+		free(*p);
+	free(list);
 }

@@ -32,4 +32,9 @@ int fsync_dir(const char *dir);
 /* Makes every missing directory of path (like mkdir -p). */
 int mkdir_p(const char *path, unsigned mode);
 
+/* Splits a comma list into a NULL-terminated array of strings, empty items skipped.
+ * *n gets the count. Caller frees with free_list. NULL on allocation failure. */
+char **split_list(const char *s, int *n);
+void free_list(char **list);
+
 #endif

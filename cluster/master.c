@@ -1,0 +1,905 @@
+#include "cluster/master.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <malloc.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "cluster/base/log.h"
+#include "cluster/base/util.h"
+#include "cluster/fid.h"
+#include "cluster/growth.h"
+#include "cluster/heartbeat.h"
+#include "cluster/http.h"
+#include "cluster/http_client.h"
+#include "cluster/jwt.h"
+#include "cluster/sequence.h"
+#include "cluster/topology.h"
+
+#define FORM_LIMIT      (64u << 10)
+#define HEARTBEAT_LIMIT (16u << 20)
+#define SUBMIT_LIMIT    (256ull << 20)
+
+struct master {
+	struct master_options opt;
+	char self[160]; /* ip:port */
+	uint8_t default_rp;
+	struct topology *topo;
+	struct sequence *seq;
+	struct http_server *http;
+	pthread_mutex_t grow_lock;
+	pthread_mutex_t vacuum_lock;
+	pthread_t vacuum_thread;
+	pthread_mutex_t stop_lock;
+	pthread_cond_t stop_cond;
+	bool stopping;
+	bool vacuum_started;
+	char **white_list;
+	int n_white_list;
+};
+
+/* Per-request state: the url-encoded form body (params may come from it) or a body. */
+struct mreq {
+	struct master *m;
+	char *body;
+	size_t len;
+	size_t limit;
+	void (*handler)(struct master *m, struct http_request *req);
+	/* parsed form: name=value pairs, decoded in place */
+	char **names, **values;
+	int n;
+};
+
+/* ---------------------------------------------------------------- params */
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static void url_decode(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (*s == '+') {
+			*o++ = ' ';
+		} else if (*s == '%' && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
+			*o++ = (char)(hexval(s[1]) * 16 + hexval(s[2]));
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+static void parse_form(struct mreq *r)
+{
+	int count = 1;
+
+	if (!r->body)
+		return;
+	for (size_t i = 0; i < r->len; i++)
+		count += r->body[i] == '&';
+	r->names = calloc((size_t)count, sizeof(char *));
+	r->values = calloc((size_t)count, sizeof(char *));
+	if (!r->names || !r->values)
+		return;
+	for (char *save = NULL, *tok = strtok_r(r->body, "&", &save); tok;
+	     tok = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(tok, '=');
+
+		if (eq)
+			*eq = '\0';
+		url_decode(tok);
+		if (eq)
+			url_decode(eq + 1);
+		r->names[r->n] = tok;
+		r->values[r->n++] = eq ? eq + 1 : "";
+	}
+}
+
+/* A parameter from the query string or a url-encoded form body (Go's FormValue). */
+static const char *param(struct http_request *req, const char *name)
+{
+	struct mreq *r = req->state;
+	const char *v = http_query(req, name);
+
+	if (v || !r)
+		return v;
+	for (int i = 0; i < r->n; i++)
+		if (!strcmp(r->names[i], name))
+			return r->values[i];
+	return NULL;
+}
+
+static const char *param_or(struct http_request *req, const char *name, const char *def)
+{
+	const char *v = param(req, name);
+
+	return v && *v ? v : def;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static bool write_allowed(struct master *m, struct http_request *req)
+{
+	char ip[64];
+
+	if (m->n_white_list == 0)
+		return true;
+	http_peer_ip(req, ip, sizeof(ip));
+	for (int i = 0; i < m->n_white_list; i++)
+		if (!strcmp(m->white_list[i], ip))
+			return true;
+	http_reply_error(req, 401, "%s is not in the white list", ip);
+	return false;
+}
+
+/* Calls a volume server's admin route; 0 on a 2xx answer, else -EIO with why in err. */
+static int call_volume_server(const char *url, const char *path_and_query, long timeout_ms,
+			      char *err, size_t err_cap)
+{
+	char full[1024];
+	struct http_client_request rq = {.method = "POST", .url = full, .body_fd = -1,
+					 .timeout_ms = timeout_ms};
+	struct http_client_response rs;
+	int ret;
+
+	snprintf(full, sizeof(full), "http://%s%s", url, path_and_query);
+	ret = http_client_do(&rq, &rs);
+	if (ret < 0) {
+		snprintf(err, err_cap, "%s: %s", url, rs.error);
+		return -EIO;
+	}
+	if (rs.status < 200 || rs.status >= 300) {
+		snprintf(err, err_cap, "%s answered %ld: %.200s", url, rs.status, rs.body);
+		http_client_response_release(&rs);
+		return -EIO;
+	}
+	http_client_response_release(&rs);
+	return 0;
+}
+
+struct grow_options {
+	const char *collection;
+	uint8_t rp;
+	struct ttl ttl;
+	const char *data_center, *rack, *data_node;
+};
+
+/*
+ * Grows `count` logical volumes. Returns how many were created (>= 0), or -ENOSPC /
+ * -EIO with the reason in err when not even one could be.
+ */
+static int grow_volumes(struct master *m, const struct grow_options *g, int count, char *err,
+			size_t err_cap)
+{
+	struct topo_node_view *nodes;
+	unsigned rs = (unsigned)now_ns();
+	char repl[4], ttl[16], coll[400];
+	int n, created = 0, ret = 0;
+
+	placement_format(g->rp, repl);
+	ttl_format(g->ttl, ttl, sizeof(ttl));
+	http_client_escape(g->collection ? g->collection : "", coll, sizeof(coll));
+	pthread_mutex_lock(&m->grow_lock);
+	n = topology_nodes(m->topo, now_ns(), &nodes);
+	if (n < 0) {
+		pthread_mutex_unlock(&m->grow_lock);
+		snprintf(err, err_cap, "out of memory");
+		return -ENOMEM;
+	}
+	for (int i = 0; i < count; i++) {
+		int idx[TOPO_MAX_LOCATIONS], copies;
+		uint32_t vid;
+		char path[600];
+		int done = 0;
+
+		copies = growth_pick_servers(nodes, n, g->rp, g->data_center, g->rack, g->data_node,
+					     &rs, idx, err, err_cap);
+		if (copies < 0) {
+			ret = copies;
+			break;
+		}
+		if (sequence_next_volume_id(m->seq, &vid) < 0) {
+			snprintf(err, err_cap, "cannot persist the next volume id under %s", m->opt.mdir);
+			ret = -EIO;
+			break;
+		}
+		snprintf(path, sizeof(path), "/admin/assign_volume?volume=%u&collection=%s&replication=%s&ttl=%s",
+			 vid, coll, repl, ttl);
+		for (done = 0; done < copies; done++)
+			if (call_volume_server(nodes[idx[done]].url, path, 10000, err, err_cap) < 0)
+				break;
+		if (done < copies) {
+			char ignored[256];
+
+			snprintf(path, sizeof(path), "/admin/delete_volume?volume=%u", vid);
+			for (int k = 0; k < done; k++)
+				call_volume_server(nodes[idx[k]].url, path, 5000, ignored,
+						   sizeof(ignored));
+			ret = -EIO;
+			break;
+		}
+		for (int k = 0; k < copies; k++) {
+			topology_add_volume(m->topo, nodes[idx[k]].url, vid, g->collection ? g->collection : "",
+					    g->rp, g->ttl, now_ns());
+			nodes[idx[k]].free_slots--;
+		}
+		log_info("master: grew volume %u (collection \"%s\", replication %s, ttl \"%s\") on %d server(s)",
+			 vid, g->collection ? g->collection : "", repl, ttl, copies);
+		created++;
+	}
+	pthread_mutex_unlock(&m->grow_lock);
+	free(nodes);
+	return created > 0 ? created : ret;
+}
+
+/* Reads the assign/grow options; replies 406/400 and returns -EINVAL when bad. */
+static int parse_grow_options(struct master *m, struct http_request *req, struct grow_options *g)
+{
+	const char *repl = param(req, "replication");
+	const char *ttl = param(req, "ttl");
+
+	memset(g, 0, sizeof(*g));
+	g->collection = param_or(req, "collection", "");
+	g->rp = m->default_rp;
+	if (repl && *repl && placement_parse(repl, &g->rp) < 0) {
+		http_reply_error(req, 406, "bad replication \"%s\": want up to 3 digits like 001",
+				 repl);
+		return -EINVAL;
+	}
+	if (ttl_parse(ttl, &g->ttl) < 0) {
+		http_reply_error(req, 406, "bad ttl \"%s\": want a number with a unit m, h, d, w, M or y",
+				 ttl);
+		return -EINVAL;
+	}
+	if (strlen(g->collection) > 100 || strchr(g->collection, '/') || strchr(g->collection, ',')) {
+		http_reply_error(req, 400, "bad collection name \"%s\"", g->collection);
+		return -EINVAL;
+	}
+	g->data_center = param_or(req, "dataCenter", NULL);
+	g->rack = param_or(req, "rack", NULL);
+	g->data_node = param_or(req, "dataNode", NULL);
+	if (g->data_center && !topology_has_data_center(m->topo, g->data_center, now_ns())) {
+		http_reply_error(req, 400, "data center %s not found in the topology", g->data_center);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void filter_of(const struct grow_options *g, struct topo_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->collection = g->collection;
+	f->replica_placement = g->rp;
+	f->ttl = g->ttl;
+	f->data_center = g->data_center;
+	f->rack = g->rack;
+	f->data_node = g->data_node;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static void handle_assign(struct master *m, struct http_request *req)
+{
+	struct grow_options g;
+	struct topo_filter f;
+	struct topo_volume_view v;
+	struct fid fid;
+	const char *count_s = param(req, "count");
+	long count = count_s ? strtol(count_s, NULL, 10) : 1;
+	char fid_text[FID_MAX_LEN], err[512];
+	uint64_t first;
+
+	if (!write_allowed(m, req) || parse_grow_options(m, req, &g) < 0)
+		return;
+	if (count <= 0 || count > 1000000)
+		count = 1;
+	filter_of(&g, &f);
+	if (!topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
+		const char *wvc = param(req, "writableVolumeCount");
+		int grow = wvc && atoi(wvc) > 0 ? atoi(wvc) : growth_count_for(g.rp);
+		int ret = grow_volumes(m, &g, grow, err, sizeof(err));
+
+		if (ret == -ENOSPC) {
+			http_reply_error(req, 406, "no writable volumes and no free volumes left: %s", err);
+			return;
+		}
+		if (ret < 0) {
+			http_reply_error(req, 500, "cannot grow volumes: %s", err);
+			return;
+		}
+		if (!topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
+			http_reply_error(req, 503, "volume growth in progress, retry");
+			http_add_header(req, "Retry-After", "1");
+			return;
+		}
+	}
+	if (sequence_next_keys(m->seq, (uint64_t)count, &first) < 0) {
+		http_reply_error(req, 500, "cannot persist the file key sequence under %s", m->opt.mdir);
+		return;
+	}
+	fid.vid = v.id;
+	fid.key = first;
+	if (getrandom(&fid.cookie, sizeof(fid.cookie), 0) != sizeof(fid.cookie))
+		fid.cookie = (uint32_t)now_ns();
+	fid_format(&fid, fid_text);
+	http_reply_json(req, 200,
+			json_pack("{s:s,s:s,s:s,s:I}", "fid", fid_text, "url", v.locations[0].url,
+				  "publicUrl", v.locations[0].public_url, "count", (json_int_t)count));
+	if (m->opt.jwt_key && *m->opt.jwt_key) {
+		char token[1024], header[1100];
+
+		if (jwt_sign_fid(m->opt.jwt_key, fid_text, (int64_t)(now_ns() / 1000000000ull) + 10,
+				 token, sizeof(token)) >= 0) {
+			snprintf(header, sizeof(header), "Bearer %s", token);
+			http_add_header(req, "Authorization", header);
+		}
+	}
+}
+
+static json_t *locations_json(const struct topo_volume_view *v)
+{
+	json_t *locs = json_array();
+
+	for (int i = 0; i < v->n_locations; i++)
+		json_array_append_new(locs, json_pack("{s:s,s:s,s:s}", "url", v->locations[i].url,
+						      "publicUrl", v->locations[i].public_url,
+						      "dataCenter", v->locations[i].data_center));
+	return locs;
+}
+
+static void handle_lookup(struct master *m, struct http_request *req)
+{
+	const char *q = param(req, "volumeId");
+	struct topo_volume_view v;
+	uint32_t vid;
+	size_t len;
+
+	if (!q || !*q)
+		q = param(req, "fileId");
+	if (!q || !*q) {
+		http_reply_error(req, 400, "parameter volumeId or fileId is required");
+		return;
+	}
+	len = strcspn(q, ",");
+	if (fid_parse_vid(q, len, &vid) < 0) {
+		http_reply_json(req, 400,
+				json_pack("{s:s,s:s,s:s}", "volumeOrFileId", q, "volumeId", q, "error",
+					  "unknown volume id format"));
+		return;
+	}
+	if (!topology_lookup(m->topo, vid, now_ns(), &v)) {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "volume id %u not found", vid);
+		http_reply_json(req, 404,
+				json_pack("{s:s,s:s,s:s}", "volumeOrFileId", q, "volumeId", q, "error",
+					  msg));
+		return;
+	}
+	http_reply_json(req, 200,
+			json_pack("{s:s,s:s,s:o}", "volumeOrFileId", q, "volumeId", q, "locations",
+				  locations_json(&v)));
+}
+
+static void handle_dir_status(struct master *m, struct http_request *req)
+{
+	http_reply_json(req, 200,
+			json_pack("{s:s,s:s,s:o}", "Version", KELP_VERSION, "TopologyId",
+				  sequence_topology_id(m->seq), "Topology",
+				  topology_status_json(m->topo, now_ns())));
+}
+
+static void handle_cluster_status(struct master *m, struct http_request *req)
+{
+	uint32_t max_vid = sequence_max_volume_id(m->seq);
+
+	http_reply_json(req, 200,
+			json_pack("{s:b,s:s,s:[],s:I}", "IsLeader", 1, "Leader", m->self, "Peers",
+				  "MaxVolumeId", (json_int_t)max_vid));
+}
+
+static void handle_grow(struct master *m, struct http_request *req)
+{
+	struct grow_options g;
+	const char *count_s = param(req, "count");
+	char *end = NULL, err[512];
+	long count = count_s ? strtol(count_s, &end, 10) : 0;
+	int nodes, max, free_slots, copies, ret;
+
+	if (!write_allowed(m, req))
+		return;
+	if (!count_s || !end || *end || count <= 0 || count > 1000) {
+		http_reply_error(req, 400, "parameter count must be a number from 1 to 1000, got \"%s\"",
+				 count_s ? count_s : "");
+		return;
+	}
+	if (parse_grow_options(m, req, &g) < 0)
+		return;
+	copies = placement_copies(g.rp);
+	topology_capacity(m->topo, now_ns(), &nodes, &max, &free_slots);
+	if (free_slots < count * copies) {
+		http_reply_error(req, 406, "only %d volumes left, not enough for %ld", free_slots,
+				 count * copies);
+		return;
+	}
+	ret = grow_volumes(m, &g, (int)count, err, sizeof(err));
+	if (ret == -ENOSPC) {
+		http_reply_error(req, 406, "%s", err);
+		return;
+	}
+	if (ret < 0) {
+		http_reply_error(req, 500, "cannot grow volumes: %s", err);
+		return;
+	}
+	http_reply_json(req, 200, json_pack("{s:i}", "count", ret * copies));
+}
+
+static void handle_vol_status(struct master *m, struct http_request *req)
+{
+	http_reply_json(req, 200,
+			json_pack("{s:s,s:o}", "Version", KELP_VERSION, "Volumes",
+				  topology_volume_status_json(m->topo, now_ns())));
+}
+
+/* Runs the vacuum protocol on every replica of one volume. */
+static void vacuum_volume(struct master *m, const struct topo_volume_view *v, double threshold)
+{
+	char path[128], err[512];
+	bool over = false, ok = true;
+
+	for (int i = 0; i < v->n_locations; i++) {
+		char full[300];
+		struct http_client_request rq = {.method = "GET", .url = full, .body_fd = -1,
+						 .timeout_ms = 10000};
+		struct http_client_response rs;
+		json_t *j;
+
+		snprintf(full, sizeof(full), "http://%s/admin/vacuum/check?volume=%u",
+			 v->locations[i].url, v->id);
+		if (http_client_do(&rq, &rs) < 0)
+			return;
+		j = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
+		if (j && json_real_value(json_object_get(j, "garbageRatio")) >= threshold)
+			over = true;
+		json_decref(j);
+		http_client_response_release(&rs);
+	}
+	if (!over)
+		return;
+	log_info("master: vacuuming volume %u on %d replica(s)", v->id, v->n_locations);
+	topology_set_vacuuming(m->topo, v->id, true);
+	snprintf(path, sizeof(path), "/admin/vacuum/compact?volume=%u", v->id);
+	for (int i = 0; i < v->n_locations && ok; i++)
+		ok = call_volume_server(v->locations[i].url, path, 600000, err, sizeof(err)) == 0;
+	if (!ok)
+		log_warn("master: vacuum of volume %u failed: %s", v->id, err);
+	snprintf(path, sizeof(path), ok ? "/admin/vacuum/commit?volume=%u" : "/admin/vacuum/cleanup?volume=%u",
+		 v->id);
+	for (int i = 0; i < v->n_locations; i++)
+		if (call_volume_server(v->locations[i].url, path, 600000, err, sizeof(err)) < 0)
+			log_warn("master: vacuum of volume %u: %s", v->id, err);
+	topology_set_vacuuming(m->topo, v->id, false);
+}
+
+static void vacuum_all(struct master *m, double threshold)
+{
+	struct topo_volume_view *views;
+	int n;
+
+	pthread_mutex_lock(&m->vacuum_lock);
+	n = topology_volumes(m->topo, now_ns(), &views);
+	for (int i = 0; i < n; i++)
+		if (views[i].deleted_bytes > 0)
+			vacuum_volume(m, &views[i], threshold);
+	if (n > 0)
+		free(views);
+	pthread_mutex_unlock(&m->vacuum_lock);
+}
+
+static void handle_vacuum(struct master *m, struct http_request *req)
+{
+	const char *t = param(req, "garbageThreshold");
+	double threshold = m->opt.garbage_threshold;
+
+	if (!write_allowed(m, req))
+		return;
+	if (t && *t) {
+		char *end;
+
+		threshold = strtod(t, &end);
+		if (*end || threshold < 0 || threshold > 1) {
+			http_reply_error(req, 406, "bad garbageThreshold \"%s\"", t);
+			return;
+		}
+	}
+	vacuum_all(m, threshold);
+	handle_dir_status(m, req);
+}
+
+static void handle_col_delete(struct master *m, struct http_request *req)
+{
+	const char *c = param(req, "collection");
+	struct topo_volume_view *views;
+	char **done = NULL, err[512], path[400], coll[300];
+	int n, n_done = 0;
+	bool failed = false;
+
+	if (!write_allowed(m, req))
+		return;
+	if (!c || !*c) {
+		http_reply_error(req, 400, "parameter collection is required");
+		return;
+	}
+	if (!topology_has_collection(m->topo, c)) {
+		http_reply_error(req, 400, "collection %s does not exist", c);
+		return;
+	}
+	snprintf(path, sizeof(path), "/admin/delete_collection?collection=%s",
+		 http_client_escape(c, coll, sizeof(coll)));
+	n = topology_volumes(m->topo, now_ns(), &views);
+	done = calloc((size_t)(n > 0 ? n : 1) * TOPO_MAX_LOCATIONS, sizeof(char *));
+	for (int i = 0; i < n && done; i++) {
+		if (strcmp(views[i].collection, c))
+			continue;
+		for (int k = 0; k < views[i].n_locations; k++) {
+			bool seen = false;
+
+			for (int d = 0; d < n_done && !seen; d++)
+				seen = !strcmp(done[d], views[i].locations[k].url);
+			if (seen)
+				continue;
+			done[n_done++] = views[i].locations[k].url;
+			if (call_volume_server(views[i].locations[k].url, path, 30000, err,
+					       sizeof(err)) < 0)
+				failed = true;
+		}
+	}
+	free(done);
+	if (n > 0)
+		free(views);
+	if (failed) {
+		http_reply_error(req, 500, "deleting collection %s: %s", c, err);
+		return;
+	}
+	topology_delete_collection(m->topo, c);
+	http_reply_empty(req, 204);
+}
+
+static void handle_heartbeat(struct master *m, struct http_request *req)
+{
+	struct mreq *r = req->state;
+	struct heartbeat hb;
+	struct heartbeat_response resp;
+	uint8_t *out;
+	size_t out_len;
+
+	if (!r->body || heartbeat_decode((const uint8_t *)r->body, r->len, &hb) < 0) {
+		http_reply_error(req, 400, "malformed heartbeat");
+		return;
+	}
+	if (!hb.ip[0])
+		http_peer_ip(req, hb.ip, sizeof(hb.ip));
+	if (topology_apply_heartbeat(m->topo, &hb, now_ns()) < 0) {
+		heartbeat_release(&hb);
+		http_reply_error(req, 400, "heartbeat without an address and port");
+		return;
+	}
+	sequence_set_max_key(m->seq, hb.max_file_key);
+	sequence_set_max_volume_id(m->seq, topology_max_volume_id(m->topo));
+	heartbeat_release(&hb);
+	memset(&resp, 0, sizeof(resp));
+	resp.volume_size_limit = topology_volume_size_limit(m->topo);
+	snprintf(resp.leader, sizeof(resp.leader), "%s", m->self);
+	if (heartbeat_response_encode(&resp, &out, &out_len) < 0) {
+		http_reply_error(req, 500, "cannot encode the heartbeat response");
+		return;
+	}
+	http_reply_buffer(req, 200, out, out_len, true);
+	http_add_header(req, "Content-Type", "application/x-protobuf");
+}
+
+static void handle_submit(struct master *m, struct http_request *req)
+{
+	struct mreq *r = req->state;
+	struct grow_options g;
+	struct topo_filter f;
+	struct topo_volume_view v;
+	struct fid fid;
+	char fid_text[FID_MAX_LEN], url[512], ct[600], *headers[3] = {NULL};
+	struct http_client_request rq = {.method = "POST", .url = url, .body_fd = -1,
+					 .timeout_ms = 60000};
+	struct http_client_response rs;
+	const char *ctype = http_header(req, "Content-Type");
+	uint64_t first;
+	json_t *j;
+
+	if (strcmp(req->method, "POST")) {
+		http_reply_error(req, 405, "/submit takes a POST with a multipart body");
+		return;
+	}
+	if (!write_allowed(m, req) || parse_grow_options(m, req, &g) < 0)
+		return;
+	filter_of(&g, &f);
+	if (!topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
+		char err[512];
+
+		if (grow_volumes(m, &g, growth_count_for(g.rp), err, sizeof(err)) < 0 ||
+		    !topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
+			http_reply_error(req, 406, "no writable volumes: %s", err);
+			return;
+		}
+	}
+	if (sequence_next_keys(m->seq, 1, &first) < 0) {
+		http_reply_error(req, 500, "cannot persist the file key sequence");
+		return;
+	}
+	fid.vid = v.id;
+	fid.key = first;
+	if (getrandom(&fid.cookie, sizeof(fid.cookie), 0) != sizeof(fid.cookie))
+		fid.cookie = (uint32_t)now_ns();
+	fid_format(&fid, fid_text);
+	snprintf(url, sizeof(url), "http://%s/%s", v.locations[0].url, fid_text);
+	snprintf(ct, sizeof(ct), "Content-Type: %s", ctype ? ctype : "application/octet-stream");
+	headers[0] = ct;
+	if (m->opt.jwt_key && *m->opt.jwt_key) {
+		static __thread char auth[1200];
+		char token[1024];
+
+		jwt_sign_fid(m->opt.jwt_key, fid_text, (int64_t)(now_ns() / 1000000000ull) + 60,
+			     token, sizeof(token));
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+		headers[1] = auth;
+	}
+	rq.headers = (const char *const *)headers;
+	rq.body = r->body ? r->body : "";
+	rq.body_len = r->len;
+	if (http_client_do(&rq, &rs) < 0) {
+		http_reply_error(req, 500, "upload to %s failed: %s", v.locations[0].url, rs.error);
+		return;
+	}
+	j = json_loads(rs.body, 0, NULL);
+	if (rs.status != 201 && rs.status != 204) {
+		http_reply_error(req, 500, "upload to %s failed with %ld: %.300s", v.locations[0].url,
+				 rs.status, rs.body);
+	} else {
+		char file_url[700];
+
+		snprintf(file_url, sizeof(file_url), "%s/%s", v.locations[0].public_url, fid_text);
+		http_reply_json(req, 201,
+				json_pack("{s:s,s:s,s:s,s:I,s:s}", "fileName",
+					  json_string_value(json_object_get(j, "name")) ?: "", "fid",
+					  fid_text, "fileUrl", file_url, "size",
+					  json_integer_value(json_object_get(j, "size")), "eTag",
+					  json_string_value(json_object_get(j, "eTag")) ?: ""));
+	}
+	json_decref(j);
+	http_client_response_release(&rs);
+}
+
+static void handle_redirect(struct master *m, struct http_request *req)
+{
+	struct fid fid;
+	struct topo_volume_view v;
+	const char *path = req->path;
+	char location[1200];
+
+	if (fid_parse_path(path, strlen(path), &fid, NULL, NULL) < 0) {
+		http_reply_error(req, 400, "unknown path %s", path);
+		return;
+	}
+	if (!topology_lookup(m->topo, fid.vid, now_ns(), &v)) {
+		http_reply_error(req, 404, "volume id %u not found", fid.vid);
+		return;
+	}
+	snprintf(location, sizeof(location), "http://%s%s",
+		 v.locations[(unsigned)now_ns() % (unsigned)v.n_locations].public_url, path);
+	http_reply_empty(req, 308);
+	http_add_header(req, "Location", location);
+}
+
+static void dispatch(struct master *m, struct http_request *req)
+{
+	const char *p = req->path;
+
+	if (!strcmp(p, "/dir/assign"))
+		handle_assign(m, req);
+	else if (!strcmp(p, "/dir/lookup"))
+		handle_lookup(m, req);
+	else if (!strcmp(p, "/heartbeat"))
+		handle_heartbeat(m, req);
+	else if (!strcmp(p, "/dir/status") || !strcmp(p, "/"))
+		handle_dir_status(m, req);
+	else if (!strcmp(p, "/cluster/status"))
+		handle_cluster_status(m, req);
+	else if (!strcmp(p, "/healthz") || !strcmp(p, "/readyz") || !strcmp(p, "/cluster/healthz"))
+		http_reply_json(req, 200, json_object());
+	else if (!strcmp(p, "/vol/grow"))
+		handle_grow(m, req);
+	else if (!strcmp(p, "/vol/status"))
+		handle_vol_status(m, req);
+	else if (!strcmp(p, "/vol/vacuum"))
+		handle_vacuum(m, req);
+	else if (!strcmp(p, "/col/delete"))
+		handle_col_delete(m, req);
+	else if (!strcmp(p, "/submit"))
+		handle_submit(m, req);
+	else
+		handle_redirect(m, req);
+	if (http_has_reply(req))
+		http_add_header(req, "Server", "kelp Master " KELP_VERSION);
+}
+
+static int mreq_body(struct http_request *req, const uint8_t *data, size_t len)
+{
+	struct mreq *r = req->state;
+
+	if (r->len + len > r->limit) {
+		http_reply_error(req, 413, "request body over %zu bytes", r->limit);
+		return -EFBIG;
+	}
+	if (!r->body || r->len + len + 1 > malloc_usable_size(r->body)) {
+		size_t cap = (r->len + len + 1) * 2;
+		char *p;
+
+		if (cap > r->limit + 1)
+			cap = r->limit + 1;
+		p = realloc(r->body, cap);
+		if (!p) {
+			http_reply_error(req, 500, "out of memory");
+			return -ENOMEM;
+		}
+		r->body = p;
+	}
+	memcpy(r->body + r->len, data, len);
+	r->len += len;
+	r->body[r->len] = '\0';
+	return 0;
+}
+
+static void mreq_complete(struct http_request *req)
+{
+	struct mreq *r = req->state;
+	const char *ct = http_header(req, "Content-Type");
+
+	if (r->body && ct && strstr(ct, "application/x-www-form-urlencoded") &&
+	    strcmp(req->path, "/heartbeat") && strcmp(req->path, "/submit"))
+		parse_form(r);
+	dispatch(r->m, req);
+}
+
+static void mreq_cleanup(struct http_request *req)
+{
+	struct mreq *r = req->state;
+
+	if (!r)
+		return;
+	free(r->body);
+	free(r->names);
+	free(r->values);
+	free(r);
+}
+
+static void handle_request(struct http_request *req)
+{
+	struct master *m = req->server_ctx;
+	struct mreq *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	r->m = m;
+	r->limit = !strcmp(req->path, "/heartbeat") ? HEARTBEAT_LIMIT
+		   : !strcmp(req->path, "/submit") ? SUBMIT_LIMIT
+						    : FORM_LIMIT;
+	req->state = r;
+	req->on_body = mreq_body;
+	req->on_complete = mreq_complete;
+	req->on_cleanup = mreq_cleanup;
+}
+
+static void *vacuum_loop(void *arg)
+{
+	struct master *m = arg;
+
+	pthread_mutex_lock(&m->stop_lock);
+	while (!m->stopping) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += m->opt.vacuum_interval_seconds;
+		pthread_cond_timedwait(&m->stop_cond, &m->stop_lock, &ts);
+		if (m->stopping)
+			break;
+		pthread_mutex_unlock(&m->stop_lock);
+		vacuum_all(m, m->opt.garbage_threshold);
+		pthread_mutex_lock(&m->stop_lock);
+	}
+	pthread_mutex_unlock(&m->stop_lock);
+	return NULL;
+}
+
+int master_start(const struct master_options *opt, struct master **out)
+{
+	struct master *m = calloc(1, sizeof(*m));
+	struct http_server_options ho = {.ip = opt->ip, .port = opt->port, .threads = opt->threads};
+	int ret;
+
+	if (!m)
+		return -ENOMEM;
+	m->opt = *opt;
+	if (placement_parse(opt->default_replication, &m->default_rp) < 0) {
+		log_error("master: bad -defaultReplication \"%s\"", opt->default_replication);
+		free(m);
+		return -EINVAL;
+	}
+	pthread_mutex_init(&m->grow_lock, NULL);
+	pthread_mutex_init(&m->vacuum_lock, NULL);
+	pthread_mutex_init(&m->stop_lock, NULL);
+	pthread_cond_init(&m->stop_cond, NULL);
+	m->white_list = split_list(opt->white_list, &m->n_white_list);
+	http_client_global_init();
+	m->topo = topology_new((uint64_t)opt->volume_size_limit_mb << 20,
+			       (uint64_t)(opt->pulse_seconds > 0 ? opt->pulse_seconds : 1) * 1000000000ull);
+	ret = sequence_open(opt->mdir, &m->seq);
+	if (ret < 0 || !m->topo) {
+		log_error("master: cannot open its state in %s: %s", opt->mdir, strerror(-ret));
+		master_stop(m);
+		return ret < 0 ? ret : -ENOMEM;
+	}
+	ret = http_server_start(&ho, handle_request, m, &m->http);
+	if (ret < 0) {
+		log_error("master: cannot listen on %s:%d", opt->ip, opt->port);
+		master_stop(m);
+		return ret;
+	}
+	snprintf(m->self, sizeof(m->self), "%s:%d", opt->ip && *opt->ip ? opt->ip : "127.0.0.1",
+		 http_server_port(m->http));
+	if (opt->vacuum_interval_seconds > 0 &&
+	    pthread_create(&m->vacuum_thread, NULL, vacuum_loop, m) == 0)
+		m->vacuum_started = true;
+	log_info("master: listening on %s, state in %s, cluster %s", m->self, opt->mdir,
+		 sequence_topology_id(m->seq));
+	*out = m;
+	return 0;
+}
+
+int master_port(const struct master *m)
+{
+	return http_server_port(m->http);
+}
+
+void master_stop(struct master *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->stop_lock);
+	m->stopping = true;
+	pthread_cond_broadcast(&m->stop_cond);
+	pthread_mutex_unlock(&m->stop_lock);
+	if (m->vacuum_started)
+		pthread_join(m->vacuum_thread, NULL);
+	http_server_stop(m->http);
+	topology_free(m->topo);
+	sequence_close(m->seq);
+	free_list(m->white_list);
+	free(m);
+}

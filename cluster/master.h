@@ -1,0 +1,42 @@
+/*
+ * master: the HTTP face of the topology (kelp master), SeaweedFS-compatible.
+ *
+ * Routes (docs/http-api.md): POST /heartbeat (protobuf Heartbeat from volume servers),
+ * /dir/assign, /dir/lookup, /dir/status, /cluster/status, /cluster/healthz, /vol/grow,
+ * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, and /<fid>
+ * (308 redirect to a volume server holding it).
+ *
+ * Volume growth creates volumes on volume servers with /admin/assign_volume (see
+ * growth.h for the placement); file keys and volume ids come from sequence.h. A
+ * background thread vacuums volumes whose garbage ratio passes -garbageThreshold.
+ *
+ * Threads: HTTP requests run on the HTTP thread pool; growth is serialised by
+ * `grow_lock`, vacuum by `vacuum_lock`; topology and sequence lock themselves.
+ */
+#ifndef KELP_MASTER_H
+#define KELP_MASTER_H
+
+#include <stdbool.h>
+
+struct master;
+
+struct master_options {
+	const char *ip;
+	int port;
+	const char *mdir;
+	const char *peers;
+	const char *default_replication;
+	int volume_size_limit_mb;
+	double garbage_threshold;
+	int pulse_seconds;
+	const char *jwt_key;    /* "" = no signing */
+	const char *white_list; /* comma list of IPs allowed to write; "" = all */
+	int vacuum_interval_seconds;
+	int threads;
+};
+
+int master_start(const struct master_options *opt, struct master **out);
+int master_port(const struct master *m);
+void master_stop(struct master *m);
+
+#endif
