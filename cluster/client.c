@@ -36,26 +36,26 @@
 #include "cluster/base/util.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define DEFAULT_TIMEOUT_MS         30000
+#define DEFAULT_TIMEOUT_MS	   30000
 #define DEFAULT_STALL_TIMEOUT_MS   30000
-#define DEFAULT_UPLOAD_RETRIES     3
-#define DEFAULT_LOOKUP_TTL_MS      (10 * 60 * 1000)
-#define DEFAULT_MASTER_PORT        "9333"
-#define BACKOFF_FIRST_MS           50
-#define BACKOFF_MAX_MS             1000
-#define MASTER_REPLY_LIMIT         (64u << 20) /* /dir/status of a big cluster */
-#define ERROR_BODY_MAX             1024
-#define LOCATION_CACHE_MAX         65536 /* entries; beyond it the cache is cleared */
-#define MAX_CONNECTIONS            64    /* kept alive per client */
+#define DEFAULT_UPLOAD_RETRIES	   3
+#define DEFAULT_LOOKUP_TTL_MS	   (10 * 60 * 1000)
+#define DEFAULT_MASTER_PORT	   "9333"
+#define BACKOFF_FIRST_MS	   50
+#define BACKOFF_MAX_MS		   1000
+#define MASTER_REPLY_LIMIT	   (64u << 20) /* /dir/status of a big cluster */
+#define ERROR_BODY_MAX		   1024
+#define LOCATION_CACHE_MAX	   65536 /* entries; beyond it the cache is cleared */
+#define MAX_CONNECTIONS		   64	 /* kept alive per client */
 
 struct kelp_client {
 	CURL *curl;
 	char **masters;
 	int n_masters;
-	int master_index;                /* the master to ask next */
-	char leader[KELP_URL_MAX];       /* "" when unknown */
-	char bad_leader[KELP_URL_MAX];   /* a reported leader we could not reach, */
-	uint64_t bad_leader_until_ms;    /* bypassed until then */
+	int master_index;	       /* the master to ask next */
+	char leader[KELP_URL_MAX];     /* "" when unknown */
+	char bad_leader[KELP_URL_MAX]; /* a reported leader we could not reach, */
+	uint64_t bad_leader_until_ms;  /* bypassed until then */
 	int connect_timeout_ms;
 	int timeout_ms;
 	int stall_timeout_ms;
@@ -72,7 +72,7 @@ struct kelp_client {
 /* ---------------------------------------------------------------- small helpers */
 
 static void set_error(struct kelp_client *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void set_error(struct kelp_client *c, const char *fmt, ...)
 {
@@ -83,9 +83,18 @@ static void set_error(struct kelp_client *c, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Copies src (NULL = "") into dst of cap bytes, cut to fit. */
 static void copy_string(char *dst, size_t cap, const char *src)
 {
-	snprintf(dst, cap, "%s", src ? src : "");
+	size_t n = src ? strlen(src) : 0;
+
+	if (cap == 0)
+		return;
+	if (n >= cap)
+		n = cap - 1;
+	if (n)
+		memmove(dst, src, n);
+	dst[n] = '\0';
 }
 
 static uint64_t default_clock(void *ctx)
@@ -333,8 +342,8 @@ static bool get_string(json_t *obj, const char *key, char *out, size_t cap)
 	return true;
 }
 
-int kelp_parse_assign_reply(const char *body, size_t len, struct kelp_assign_result *out,
-			    char *err, size_t err_cap)
+int kelp_parse_assign_reply(const char *body, size_t len, struct kelp_assign_result *out, char *err,
+			    size_t err_cap)
 {
 	json_t *root, *count;
 	struct fid fid;
@@ -357,14 +366,14 @@ int kelp_parse_assign_reply(const char *body, size_t len, struct kelp_assign_res
 		copy_string(out->public_url, sizeof(out->public_url), out->url);
 	count = json_object_get(root, "count");
 	out->count = json_is_integer(count) && json_integer_value(count) > 0
-			     ? (unsigned)json_integer_value(count)
-			     : 1;
+			 ? (unsigned)json_integer_value(count)
+			 : 1;
 	json_decref(root);
 	return 0;
 }
 
-int kelp_parse_lookup_reply(const char *body, size_t len, struct kelp_locations *out,
-			    char *err, size_t err_cap)
+int kelp_parse_lookup_reply(const char *body, size_t len, struct kelp_locations *out, char *err,
+			    size_t err_cap)
 {
 	json_t *root, *locs, *loc;
 	size_t i;
@@ -658,9 +667,9 @@ struct transfer {
 	uint8_t *buf; /* SINK_BUFFER (malloc'ed, grows) or SINK_RANGE (caller's) */
 	size_t len, cap, limit;
 	int fd;
-	uint64_t skip;   /* body bytes still to drop (a 200 to a Range request) */
+	uint64_t skip; /* body bytes still to drop (a 200 to a Range request) */
 	uint64_t fd_written;
-	bool sink_full;  /* SINK_RANGE got all it wanted: the abort is not an error */
+	bool sink_full; /* SINK_RANGE got all it wanted: the abort is not an error */
 	int sink_err;
 	char errbody[ERROR_BODY_MAX];
 	size_t errlen;
@@ -720,7 +729,7 @@ static void transfer_release(struct transfer *t)
 }
 
 static int add_header(struct transfer *t, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int add_header(struct transfer *t, const char *fmt, ...)
 {
@@ -1093,8 +1102,8 @@ static int ask_cluster_status(struct kelp_client *c, const char *m, uint64_t dea
 		transfer_release(&t);
 		return -EAGAIN;
 	}
-	if (t.status != 200 ||
-	    kelp_parse_cluster_status((char *)t.buf, t.len, &is_leader, leader, sizeof(leader)) < 0) {
+	if (t.status != 200 || kelp_parse_cluster_status((char *)t.buf, t.len, &is_leader, leader,
+							 sizeof(leader)) < 0) {
 		transfer_release(&t);
 		return -ENOTSUP;
 	}
@@ -1117,7 +1126,8 @@ static void next_master(struct kelp_client *c)
 /* A leader that did not answer is bypassed (through the other masters) for a while. */
 static bool leader_usable(const struct kelp_client *c)
 {
-	return c->leader[0] && (strcmp(c->leader, c->bad_leader) || now_ms() >= c->bad_leader_until_ms);
+	return c->leader[0] &&
+	       (strcmp(c->leader, c->bad_leader) || now_ms() >= c->bad_leader_until_ms);
 }
 
 /*
@@ -1197,8 +1207,7 @@ static void add_param(struct kelp_client *c, char *buf, size_t cap, const char *
 	if (!value || !*value)
 		return;
 	esc = curl_easy_escape(c->curl, value, 0);
-	snprintf(buf + l, cap - l, "%s%s=%s", strchr(buf, '?') ? "&" : "?", name,
-		 esc ? esc : "");
+	snprintf(buf + l, cap - l, "%s%s=%s", strchr(buf, '?') ? "&" : "?", name, esc ? esc : "");
 	curl_free(esc);
 }
 
@@ -1266,8 +1275,7 @@ int kelp_client_master_get(struct kelp_client *c, const char *path_and_query, bo
 	transfer_init(&t, "GET");
 	t.sink = SINK_BUFFER;
 	t.limit = MASTER_REPLY_LIMIT;
-	rc = master_request(c, path_and_query, path_and_query, leader, deadline_after(c), &t,
-			    from);
+	rc = master_request(c, path_and_query, path_and_query, leader, deadline_after(c), &t, from);
 	if (rc == 0) {
 		*status = t.status;
 		if (!t.buf && t.errlen) {
@@ -1326,8 +1334,7 @@ int kelp_client_get(struct kelp_client *c, const char *server, const char *path_
  * for that file (the master then adds a write JWT, copied to auth).
  */
 static int lookup_until(struct kelp_client *c, uint32_t vid, const char *fid, bool fresh,
-			struct kelp_locations *out, bool *from_cache, char *auth,
-			uint64_t deadline)
+			struct kelp_locations *out, bool *from_cache, char *auth, uint64_t deadline)
 {
 	char path[256], vid_text[16], msg[256], from[KELP_URL_MAX];
 	struct transfer t;
@@ -1335,8 +1342,7 @@ static int lookup_until(struct kelp_client *c, uint32_t vid, const char *fid, bo
 
 	if (from_cache)
 		*from_cache = false;
-	if (!fresh &&
-	    kelp_location_cache_get(&c->cache, vid, c->clock_ns(c->clock_ctx), out)) {
+	if (!fresh && kelp_location_cache_get(&c->cache, vid, c->clock_ns(c->clock_ctx), out)) {
 		if (from_cache)
 			*from_cache = true;
 		return 0;
@@ -1353,8 +1359,8 @@ static int lookup_until(struct kelp_client *c, uint32_t vid, const char *fid, bo
 		if (t.status == 200) {
 			rc = kelp_parse_lookup_reply((char *)t.buf, t.len, out, msg, sizeof(msg));
 			if (rc < 0)
-				set_error(c, "lookup of volume %" PRIu32 ": master %s: %s", vid, from,
-					  rc == -EPROTO ? "unreadable reply" : msg);
+				set_error(c, "lookup of volume %" PRIu32 ": master %s: %s", vid,
+					  from, rc == -EPROTO ? "unreadable reply" : msg);
 		} else {
 			rc = kelp_errno_from_status(t.status);
 			set_error(c, "lookup of volume %" PRIu32 ": master %s: HTTP %ld: %s", vid,
@@ -1401,9 +1407,9 @@ static void disposition_name(const char *name, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-static int upload_until(struct kelp_client *c, const char *url, const char *fid,
-			const char *auth, const struct kelp_upload_options *opt,
-			struct transfer *t, struct kelp_upload_result *out, uint64_t deadline)
+static int upload_until(struct kelp_client *c, const char *url, const char *fid, const char *auth,
+			const struct kelp_upload_options *opt, struct transfer *t,
+			struct kelp_upload_result *out, uint64_t deadline)
 {
 	char path[FID_MAX_LEN + 256], name[KELP_NAME_MAX], msg[256];
 	const char *mime = opt && opt->mime && *opt->mime ? opt->mime : "application/octet-stream";
@@ -1441,7 +1447,8 @@ static int upload_until(struct kelp_client *c, const char *url, const char *fid,
 		json_t *size = json_object_get(root, "size");
 		json_t *etag = json_object_get(root, "eTag");
 
-		out->size = json_is_integer(size) ? (uint64_t)json_integer_value(size) : t->src_size;
+		out->size =
+		    json_is_integer(size) ? (uint64_t)json_integer_value(size) : t->src_size;
 		if (t->etag[0])
 			copy_string(out->etag, sizeof(out->etag), t->etag);
 		else
@@ -1472,9 +1479,9 @@ int kelp_client_upload_buffer(struct kelp_client *c, const char *url, const char
 	return rc;
 }
 
-int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fid,
-			  const char *auth, const struct kelp_upload_options *opt, int fd,
-			  uint64_t offset, uint64_t size, struct kelp_upload_result *out)
+int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fid, const char *auth,
+			  const struct kelp_upload_options *opt, int fd, uint64_t offset,
+			  uint64_t size, struct kelp_upload_result *out)
 {
 	struct transfer t;
 	int rc;
@@ -1514,8 +1521,8 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 			t.src_fd = fd;
 		t.src_offset = offset;
 		t.src_size = size;
-		rc = upload_until(c, url, out->assign.fid, out->assign.auth, uopt, &t,
-				  &out->upload, deadline);
+		rc = upload_until(c, url, out->assign.fid, out->assign.auth, uopt, &t, &out->upload,
+				  deadline);
 		transfer_release(&t);
 		if (rc == 0 || !is_retryable(rc) || attempt >= c->upload_retries ||
 		    !backoff(attempt, deadline))
@@ -1628,9 +1635,10 @@ static int read_common(struct kelp_client *c, const char *fid_text, struct trans
 
 			transfer_clear_headers(t);
 			if (from > 0 || range_end) {
-				int r = range_end ? add_header(t, "Range: bytes=%" PRIu64 "-%" PRIu64,
-							       from, range_end - 1)
-						  : add_header(t, "Range: bytes=%" PRIu64 "-", from);
+				int r = range_end
+					    ? add_header(t, "Range: bytes=%" PRIu64 "-%" PRIu64,
+							 from, range_end - 1)
+					    : add_header(t, "Range: bytes=%" PRIu64 "-", from);
 
 				if (r < 0)
 					return r;
@@ -1841,21 +1849,21 @@ int kelp_client_new(const struct kelp_client_options *opt, struct kelp_client **
 		return -ENOMEM;
 	}
 	c->connect_timeout_ms =
-		opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+	    opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	c->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : DEFAULT_TIMEOUT_MS;
-	c->stall_timeout_ms = opt->stall_timeout_ms > 0 ? opt->stall_timeout_ms
-				: c->timeout_ms < DEFAULT_STALL_TIMEOUT_MS ? c->timeout_ms
-									   : DEFAULT_STALL_TIMEOUT_MS;
+	c->stall_timeout_ms = opt->stall_timeout_ms > 0			 ? opt->stall_timeout_ms
+			      : c->timeout_ms < DEFAULT_STALL_TIMEOUT_MS ? c->timeout_ms
+									 : DEFAULT_STALL_TIMEOUT_MS;
 	c->upload_retries = opt->upload_retries > 0   ? opt->upload_retries
 			    : opt->upload_retries < 0 ? 0
 						      : DEFAULT_UPLOAD_RETRIES;
 	c->use_public_url = opt->use_public_url;
 	c->clock_ns = opt->clock_ns ? opt->clock_ns : default_clock;
 	c->clock_ctx = opt->clock_ctx;
-	kelp_location_cache_init(&c->cache,
-				 (uint64_t)(opt->lookup_ttl_ms > 0 ? opt->lookup_ttl_ms
-								   : DEFAULT_LOOKUP_TTL_MS) *
-					 1000000u);
+	kelp_location_cache_init(
+	    &c->cache,
+	    (uint64_t)(opt->lookup_ttl_ms > 0 ? opt->lookup_ttl_ms : DEFAULT_LOOKUP_TTL_MS) *
+		1000000u);
 	c->rng = (monotonic_ns() ^ (uint64_t)(uintptr_t)c) | 1;
 	c->master_index = (int)(next_random(c) % (uint64_t)n);
 	*out = c;

@@ -49,24 +49,24 @@
 
 #include "cluster/fid.h"
 
-#define KELP_URL_MAX       256  /* "host:port" of a server, or a leader address */
-#define KELP_DC_MAX        64   /* data center name */
-#define KELP_AUTH_MAX      1024 /* "Bearer <jwt>" */
-#define KELP_NAME_MAX      256  /* stored file name (the volume server keeps < 256 bytes) */
-#define KELP_MIME_MAX      256
-#define KELP_ETAG_MAX      48
+#define KELP_URL_MAX	   256	/* "host:port" of a server, or a leader address */
+#define KELP_DC_MAX	   64	/* data center name */
+#define KELP_AUTH_MAX	   1024 /* "Bearer <jwt>" */
+#define KELP_NAME_MAX	   256	/* stored file name (the volume server keeps < 256 bytes) */
+#define KELP_MIME_MAX	   256
+#define KELP_ETAG_MAX	   48
 #define KELP_MAX_LOCATIONS 8 /* replicas kept per volume */
 
 struct kelp_client;
 
 struct kelp_client_options {
-	const char *masters;    /* comma list "host:port[,host:port...]"; required */
+	const char *masters;	/* comma list "host:port[,host:port...]"; required */
 	int connect_timeout_ms; /* per connection attempt; 0 = 5000 */
-	int timeout_ms;         /* per public call, retries included; 0 = 30000 */
-	int stall_timeout_ms;   /* abort a transfer idle this long; 0 = min(timeout, 30 s) */
-	int upload_retries;     /* re-assign + re-upload attempts after the first; 0 = 3, <0 = none */
-	int lookup_ttl_ms;      /* how long a volume's locations are cached; 0 = 10 min */
-	bool use_public_url;    /* talk to volume servers through publicUrl instead of url */
+	int timeout_ms;		/* per public call, retries included; 0 = 30000 */
+	int stall_timeout_ms;	/* abort a transfer idle this long; 0 = min(timeout, 30 s) */
+	int upload_retries;  /* re-assign + re-upload attempts after the first; 0 = 3, <0 = none */
+	int lookup_ttl_ms;   /* how long a volume's locations are cached; 0 = 10 min */
+	bool use_public_url; /* talk to volume servers through publicUrl instead of url */
 	/* The clock of the location cache (tests inject one); NULL = monotonic_ns(). */
 	uint64_t (*clock_ns)(void *ctx);
 	void *clock_ctx;
@@ -89,17 +89,17 @@ const char *kelp_client_leader(const struct kelp_client *c);
 /* ---------------------------------------------------------------- assign */
 
 struct kelp_assign_request {
-	unsigned count;          /* file keys to reserve; 0 = 1 */
-	const char *collection;  /* NULL or "" = default */
+	unsigned count;		 /* file keys to reserve; 0 = 1 */
+	const char *collection;	 /* NULL or "" = default */
 	const char *replication; /* "xyz"; NULL = the master's default */
-	const char *ttl;         /* "3m", "4h", ...; NULL = none */
+	const char *ttl;	 /* "3m", "4h", ...; NULL = none */
 	const char *data_center; /* NULL = any */
-	const char *rack;        /* NULL = any */
+	const char *rack;	 /* NULL = any */
 };
 
 struct kelp_assign_result {
 	char fid[FID_MAX_LEN];
-	char url[KELP_URL_MAX];        /* of the volume server to upload to */
+	char url[KELP_URL_MAX]; /* of the volume server to upload to */
 	char public_url[KELP_URL_MAX];
 	unsigned count;
 	char auth[KELP_AUTH_MAX]; /* the Authorization header to send ("" = none) */
@@ -119,11 +119,11 @@ struct kelp_upload_options {
 	const char *name; /* stored file name; NULL = none (put_path: the base name) */
 	const char *mime; /* Content-Type; NULL = application/octet-stream */
 	const char *ttl;  /* must match the volume's ttl for TTL volumes; NULL = none */
-	bool fsync;       /* ask the volume server to fsync before replying */
+	bool fsync;	  /* ask the volume server to fsync before replying */
 };
 
 struct kelp_upload_result {
-	uint64_t size;            /* bytes stored, as the volume server reports them */
+	uint64_t size;		  /* bytes stored, as the volume server reports them */
 	char etag[KELP_ETAG_MAX]; /* CRC32-C of the stored bytes, 8 hex digits, no quotes */
 };
 
@@ -143,9 +143,9 @@ int kelp_client_upload_buffer(struct kelp_client *c, const char *url, const char
  * is untouched and the body can be resent; fd must be a regular file). fd stays the
  * caller's.
  */
-int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fid,
-			  const char *auth, const struct kelp_upload_options *opt, int fd,
-			  uint64_t offset, uint64_t size, struct kelp_upload_result *out);
+int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fid, const char *auth,
+			  const struct kelp_upload_options *opt, int fd, uint64_t offset,
+			  uint64_t size, struct kelp_upload_result *out);
 
 /* What put_* did: the assign it used and the upload's result. */
 struct kelp_put_result {
@@ -193,7 +193,7 @@ void kelp_client_forget_volume(struct kelp_client *c, uint32_t vid);
 /* ---------------------------------------------------------------- read */
 
 struct kelp_blob_info {
-	uint64_t size;            /* the blob's whole size, when the server told it */
+	uint64_t size;		  /* the blob's whole size, when the server told it */
 	char name[KELP_NAME_MAX]; /* from Content-Disposition, "" when none */
 	char mime[KELP_MIME_MAX]; /* Content-Type */
 	char etag[KELP_ETAG_MAX]; /* without quotes */
@@ -232,8 +232,7 @@ int kelp_client_read_to_fd(struct kelp_client *c, const char *fid, int fd, uint6
  * returns, if any. *size (may be NULL) is the size the server reports. Errors:
  * -ENOENT (not found), -EINVAL (400: cookie mismatch, bad fid), -EACCES, transport.
  */
-int kelp_client_delete(struct kelp_client *c, const char *fid, const char *auth,
-		       uint64_t *size);
+int kelp_client_delete(struct kelp_client *c, const char *fid, const char *auth, uint64_t *size);
 
 /* ---------------------------------------------------------------- masters */
 
@@ -276,12 +275,12 @@ void kelp_free_master_list(char **list);
  * or lacks fid/url, or a negative errno (-EIO) with the "error" text copied to err
  * (err_cap bytes, may be NULL) when the reply carries one. auth is not touched.
  */
-int kelp_parse_assign_reply(const char *body, size_t len, struct kelp_assign_result *out,
-			    char *err, size_t err_cap);
+int kelp_parse_assign_reply(const char *body, size_t len, struct kelp_assign_result *out, char *err,
+			    size_t err_cap);
 
 /* Parses a /dir/lookup reply; same conventions. More than KELP_MAX_LOCATIONS are cut. */
-int kelp_parse_lookup_reply(const char *body, size_t len, struct kelp_locations *out,
-			    char *err, size_t err_cap);
+int kelp_parse_lookup_reply(const char *body, size_t len, struct kelp_locations *out, char *err,
+			    size_t err_cap);
 
 /*
  * Parses a /cluster/status reply: *is_leader (absent = false), leader (the "Leader"
@@ -307,7 +306,7 @@ bool kelp_parse_content_disposition(const char *value, char *out, size_t cap);
  */
 struct kelp_location_cache {
 	struct location_cache_entry *slots; /* open addressing, linear probing */
-	size_t cap;                         /* power of two, or 0 */
+	size_t cap;			    /* power of two, or 0 */
 	size_t used;
 	uint64_t ttl_ns;
 };

@@ -117,6 +117,55 @@ bool http_query_bool(struct http_request *req, const char *name)
 	return v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"));
 }
 
+struct query_builder {
+	char *buf;
+	size_t cap, len;
+};
+
+static void append_escaped(struct query_builder *q, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; s && *s && q->len + 4 < q->cap; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~' || c == ',') {
+			q->buf[q->len++] = (char)c;
+		} else {
+			q->buf[q->len++] = '%';
+			q->buf[q->len++] = hex[c >> 4];
+			q->buf[q->len++] = hex[c & 15];
+		}
+	}
+	q->buf[q->len] = '\0';
+}
+
+static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct query_builder *q = cls;
+
+	if (q->len > 0 && q->len + 1 < q->cap)
+		q->buf[q->len++] = '&';
+	append_escaped(q, key);
+	if (value && q->len + 1 < q->cap) {
+		q->buf[q->len++] = '=';
+		append_escaped(q, value);
+	}
+	return MHD_YES;
+}
+
+size_t http_query_string(struct http_request *req, char *buf, size_t cap)
+{
+	struct query_builder q = {buf, cap, 0};
+
+	if (cap)
+		buf[0] = '\0';
+	MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, add_query_arg, &q);
+	return q.len;
+}
+
 void http_peer_ip(struct http_request *req, char *buf, size_t cap)
 {
 	const union MHD_ConnectionInfo *ci =
@@ -145,6 +194,14 @@ static enum MHD_Result queue(struct http_request *req)
 	return ret;
 }
 
+static bool request_has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+
+	return (cl && strcmp(cl, "0")) || te;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -163,7 +220,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		req->server_ctx = s->ctx;
 		*con_cls = req;
 		s->handler(req);
-		return MHD_YES; /* reply on the next call: keeps the connection alive */
+		/*
+		 * Reply on the next call, which keeps the connection alive; but an early
+		 * reply (an error) to a request with a body goes out now: libmicrohttpd
+		 * refuses to queue while body data is pending, and the body is not read.
+		 */
+		if (req->response && request_has_body(conn))
+			return queue(req);
+		return MHD_YES;
 	}
 	if (req->queued) {
 		*upload_data_size = 0;

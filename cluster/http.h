@@ -63,6 +63,8 @@ void http_server_stop(struct http_server *s);
 const char *http_header(struct http_request *req, const char *name);
 const char *http_query(struct http_request *req, const char *name);
 bool http_query_bool(struct http_request *req, const char *name);
+/* Rebuilds the URL-encoded query string (without '?') into buf; returns its length. */
+size_t http_query_string(struct http_request *req, char *buf, size_t cap);
 /* The peer's IP address as text. */
 void http_peer_ip(struct http_request *req, char *buf, size_t cap);
 

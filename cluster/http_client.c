@@ -84,6 +84,8 @@ static size_t read_header(char *data, size_t size, size_t n, void *cls)
 		{"ETag:", offsetof(struct http_client_response, etag), 64},
 		{"Last-Modified:", offsetof(struct http_client_response, last_modified), 64},
 		{"Content-Range:", offsetof(struct http_client_response, content_range), 128},
+		{"Authorization:", offsetof(struct http_client_response, authorization), 1200},
+		{"Retry-After:", offsetof(struct http_client_response, retry_after), 32},
 	};
 
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {

@@ -37,6 +37,8 @@ struct http_client_response {
 	char etag[64];
 	char last_modified[64];
 	char content_range[128];
+	char authorization[1200];
+	char retry_after[32];
 };
 
 void http_client_global_init(void);

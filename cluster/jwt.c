@@ -206,22 +206,29 @@ static bool header_is_hs256(const char *seg, size_t len)
 }
 
 /*
- * A NumericDate claim: absent is fine (*present = false); present must be a JSON
- * number. golang-jwt accepts fractional seconds too, so reals are kept as reals.
+ * Checks an optional NumericDate claim: absent is fine; present must be a JSON number,
+ * and *cmp is set to <0, 0 or >0 as now is before, at or after it. Integers compare
+ * exactly; golang-jwt also accepts fractional seconds, so reals are compared as reals.
  */
-static bool numeric_claim(json_t *claims, const char *name, bool *present, double *value)
+static bool date_claim(json_t *claims, const char *name, int64_t now, bool *present, int *cmp)
 {
 	json_t *v = json_object_get(claims, name);
 
 	*present = v != NULL;
+	*cmp = 0;
 	if (!v)
 		return true;
-	if (json_is_integer(v))
-		*value = (double)json_integer_value(v);
-	else if (json_is_real(v))
-		*value = json_real_value(v);
-	else
+	if (json_is_integer(v)) {
+		json_int_t c = json_integer_value(v);
+
+		*cmp = now < c ? -1 : now > c;
+	} else if (json_is_real(v)) {
+		double c = json_real_value(v);
+
+		*cmp = (double)now < c ? -1 : (double)now > c;
+	} else {
 		return false;
+	}
 	return true;
 }
 
@@ -232,7 +239,7 @@ static bool claims_allow(const char *seg, size_t len, const char *fid, int64_t n
 	const char *sep = strrchr(fid, '_');
 	size_t fid_len = sep && sep != fid ? (size_t)(sep - fid) : strlen(fid);
 	bool has_exp, has_nbf, ok = false;
-	double exp = 0, nbf = 0;
+	int exp_cmp, nbf_cmp;
 
 	if (!claims)
 		return false;
@@ -240,12 +247,13 @@ static bool claims_allow(const char *seg, size_t len, const char *fid, int64_t n
 	if (!json_is_string(claim_fid) || json_string_length(claim_fid) != fid_len ||
 	    memcmp(json_string_value(claim_fid), fid, fid_len) != 0)
 		goto out;
-	if (!numeric_claim(claims, "exp", &has_exp, &exp) ||
-	    !numeric_claim(claims, "nbf", &has_nbf, &nbf))
+	if (!date_claim(claims, "exp", now, &has_exp, &exp_cmp) ||
+	    !date_claim(claims, "nbf", now, &has_nbf, &nbf_cmp))
 		goto out;
-	if (has_exp && !((double)now < exp))
+	/* Expired from the exp second on, as golang-jwt's now.Before(exp) has it. */
+	if (has_exp && exp_cmp >= 0)
 		goto out;
-	if (has_nbf && (double)now < nbf)
+	if (has_nbf && nbf_cmp < 0)
 		goto out;
 	ok = true;
 out:

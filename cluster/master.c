@@ -14,6 +14,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "cluster/consensus.h"
 #include "cluster/fid.h"
 #include "cluster/growth.h"
 #include "cluster/heartbeat.h"
@@ -41,9 +42,52 @@ struct master {
 	pthread_cond_t stop_cond;
 	bool stopping;
 	bool vacuum_started;
+	bool ready; /* the sequence is open: requests may be served (atomic) */
 	char **white_list;
 	int n_white_list;
+	/* HA */
+	struct consensus *cons; /* NULL for a single master */
+	char **peers;           /* HTTP addresses of all masters */
+	int n_peers;
+	char **raft_peers;      /* their Raft addresses (port + 10000) */
 };
+
+#define RAFT_PORT_OFFSET 10000
+
+/* "host:port" -> "host:port+delta" into out; -EINVAL when malformed. */
+static int shift_port(const char *addr, int delta, char *out, size_t cap)
+{
+	const char *colon = strrchr(addr, ':');
+	long port;
+	char *end;
+
+	if (!colon)
+		return -EINVAL;
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port + delta <= 0 || port + delta > 65535)
+		return -EINVAL;
+	snprintf(out, cap, "%.*s:%ld", (int)(colon - addr), addr, port + delta);
+	return 0;
+}
+
+/* The leader's HTTP address into buf; false when no leader is known. */
+static bool leader_http(struct master *m, char *buf, size_t cap)
+{
+	char raft_addr[128];
+
+	if (!m->cons) {
+		snprintf(buf, cap, "%s", m->self);
+		return true;
+	}
+	if (!consensus_leader(m->cons, raft_addr, sizeof(raft_addr)))
+		return false;
+	return shift_port(raft_addr, -RAFT_PORT_OFFSET, buf, cap) == 0;
+}
+
+static bool is_leader(struct master *m)
+{
+	return !m->cons || consensus_is_leader(m->cons);
+}
 
 /* Per-request state: the url-encoded form body (params may come from it) or a body. */
 struct mreq {
@@ -294,6 +338,49 @@ static void filter_of(const struct grow_options *g, struct topo_filter *f)
 	f->data_node = g->data_node;
 }
 
+/* Forwards the request to the leader and relays its answer (a transparent proxy). */
+static void proxy_to_leader(struct master *m, struct http_request *req)
+{
+	struct mreq *r = req->state;
+	char leader[160], url[4096], query[3000], ct[300];
+	const char *ctype = http_header(req, "Content-Type");
+	const char *headers[2] = {NULL, NULL};
+	struct http_client_request rq = {.method = req->method, .url = url, .body_fd = -1,
+					 .headers = headers, .timeout_ms = 30000};
+	struct http_client_response rs;
+
+	if (!leader_http(m, leader, sizeof(leader)) || !strcmp(leader, m->self)) {
+		http_reply_error(req, 503, "no master leader is known right now (election in progress or no quorum); retry");
+		http_add_header(req, "Retry-After", "1");
+		return;
+	}
+	http_query_string(req, query, sizeof(query));
+	snprintf(url, sizeof(url), "http://%s%s%s%s", leader, req->path, query[0] ? "?" : "", query);
+	if (ctype) {
+		snprintf(ct, sizeof(ct), "Content-Type: %s", ctype);
+		headers[0] = ct;
+	}
+	if (r && r->body) {
+		rq.body = r->body;
+		rq.body_len = r->len;
+	}
+	if (http_client_do(&rq, &rs) < 0) {
+		http_reply_error(req, 503, "the leader %s did not answer: %s", leader, rs.error);
+		http_add_header(req, "Retry-After", "1");
+		return;
+	}
+	http_reply_buffer(req, (unsigned)rs.status, rs.body, rs.len, true);
+	rs.body = NULL;
+	if (rs.content_type[0])
+		http_add_header(req, "Content-Type", rs.content_type);
+	if (rs.authorization[0])
+		http_add_header(req, "Authorization", rs.authorization);
+	if (rs.retry_after[0])
+		http_add_header(req, "Retry-After", rs.retry_after);
+	if (rs.location[0])
+		http_add_header(req, "Location", rs.location);
+}
+
 /* ---------------------------------------------------------------- handlers */
 
 static void handle_assign(struct master *m, struct http_request *req)
@@ -311,6 +398,7 @@ static void handle_assign(struct master *m, struct http_request *req)
 		return;
 	if (count <= 0 || count > 1000000)
 		count = 1;
+	sequence_ensure_topology_id(m->seq);
 	filter_of(&g, &f);
 	if (!topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
 		const char *wvc = param(req, "writableVolumeCount");
@@ -332,7 +420,13 @@ static void handle_assign(struct master *m, struct http_request *req)
 		}
 	}
 	if (sequence_next_keys(m->seq, (uint64_t)count, &first) < 0) {
-		http_reply_error(req, 500, "cannot persist the file key sequence under %s", m->opt.mdir);
+		if (m->cons) {
+			http_reply_error(req, 503, "cannot reserve file keys: no Raft quorum or leadership lost; retry");
+			http_add_header(req, "Retry-After", "1");
+		} else {
+			http_reply_error(req, 500, "cannot persist the file key sequence under %s",
+					 m->opt.mdir);
+		}
 		return;
 	}
 	fid.vid = v.id;
@@ -410,10 +504,20 @@ static void handle_dir_status(struct master *m, struct http_request *req)
 static void handle_cluster_status(struct master *m, struct http_request *req)
 {
 	uint32_t max_vid = sequence_max_volume_id(m->seq);
+	json_t *j = json_object(), *peers = json_array();
+	char leader[160];
 
-	http_reply_json(req, 200,
-			json_pack("{s:b,s:s,s:[],s:I}", "IsLeader", 1, "Leader", m->self, "Peers",
-				  "MaxVolumeId", (json_int_t)max_vid));
+	/* As SeaweedFS: IsLeader absent on followers, Leader absent when unknown. */
+	if (is_leader(m))
+		json_object_set_new(j, "IsLeader", json_true());
+	if (leader_http(m, leader, sizeof(leader)))
+		json_object_set_new(j, "Leader", json_string(leader));
+	for (int i = 0; i < m->n_peers; i++)
+		if (strcmp(m->peers[i], m->self))
+			json_array_append_new(peers, json_string(m->peers[i]));
+	json_object_set_new(j, "Peers", peers);
+	json_object_set_new(j, "MaxVolumeId", json_integer(max_vid));
+	http_reply_json(req, 200, j);
 }
 
 static void handle_grow(struct master *m, struct http_request *req)
@@ -607,7 +711,8 @@ static void handle_heartbeat(struct master *m, struct http_request *req)
 	heartbeat_release(&hb);
 	memset(&resp, 0, sizeof(resp));
 	resp.volume_size_limit = topology_volume_size_limit(m->topo);
-	snprintf(resp.leader, sizeof(resp.leader), "%s", m->self);
+	if (!leader_http(m, resp.leader, sizeof(resp.leader)))
+		resp.leader[0] = '\0';
 	if (heartbeat_response_encode(&resp, &out, &out_len) < 0) {
 		http_reply_error(req, 500, "cannot encode the heartbeat response");
 		return;
@@ -715,11 +820,19 @@ static void handle_redirect(struct master *m, struct http_request *req)
 	http_add_header(req, "Location", location);
 }
 
+static bool proxied_route(const char *p)
+{
+	return !strcmp(p, "/dir/assign") || !strcmp(p, "/dir/status") || !strcmp(p, "/") ||
+	       !strncmp(p, "/vol/", 5) || !strcmp(p, "/col/delete") || !strcmp(p, "/submit");
+}
+
 static void dispatch(struct master *m, struct http_request *req)
 {
 	const char *p = req->path;
 
-	if (!strcmp(p, "/dir/assign"))
+	if (m->cons && proxied_route(p) && !is_leader(m))
+		proxy_to_leader(m, req);
+	else if (!strcmp(p, "/dir/assign"))
 		handle_assign(m, req);
 	else if (!strcmp(p, "/dir/lookup"))
 		handle_lookup(m, req);
@@ -729,7 +842,14 @@ static void dispatch(struct master *m, struct http_request *req)
 		handle_dir_status(m, req);
 	else if (!strcmp(p, "/cluster/status"))
 		handle_cluster_status(m, req);
-	else if (!strcmp(p, "/healthz") || !strcmp(p, "/readyz") || !strcmp(p, "/cluster/healthz"))
+	else if (!strcmp(p, "/cluster/healthz")) {
+		char leader[160];
+
+		if (leader_http(m, leader, sizeof(leader)))
+			http_reply_json(req, 200, json_pack("{s:s}", "Leader", leader));
+		else
+			http_reply_error(req, 503, "no leader");
+	} else if (!strcmp(p, "/healthz") || !strcmp(p, "/readyz"))
 		http_reply_json(req, 200, json_object());
 	else if (!strcmp(p, "/vol/grow"))
 		handle_grow(m, req);
@@ -800,8 +920,14 @@ static void mreq_cleanup(struct http_request *req)
 static void handle_request(struct http_request *req)
 {
 	struct master *m = req->server_ctx;
-	struct mreq *r = calloc(1, sizeof(*r));
+	struct mreq *r;
 
+	if (!__atomic_load_n(&m->ready, __ATOMIC_ACQUIRE)) {
+		http_reply_error(req, 503, "master is starting");
+		http_add_header(req, "Retry-After", "1");
+		return;
+	}
+	r = calloc(1, sizeof(*r));
 	if (!r) {
 		http_reply_error(req, 500, "out of memory");
 		return;
@@ -837,6 +963,79 @@ static void *vacuum_loop(void *arg)
 	return NULL;
 }
 
+static int fsm_apply(void *ctx, const void *cmd, size_t len)
+{
+	return sequence_apply(((struct master *)ctx)->seq, cmd, len);
+}
+
+static int fsm_snapshot(void *ctx, void **buf, size_t *len)
+{
+	return sequence_snapshot(((struct master *)ctx)->seq, buf, len);
+}
+
+static int fsm_restore(void *ctx, const void *buf, size_t len)
+{
+	return sequence_apply(((struct master *)ctx)->seq, buf, len);
+}
+
+static void fsm_leader_change(void *ctx, bool leader)
+{
+	sequence_on_leader(((struct master *)ctx)->seq, leader);
+}
+
+static int seq_propose(void *ctx, const char *cmd, size_t len)
+{
+	struct master *m = ctx;
+
+	return consensus_propose(m->cons, cmd, len, 2000);
+}
+
+/* Sets up the Raft group from -peers; m->self must already be known. */
+static int start_consensus(struct master *m)
+{
+	struct sequence_replication repl = {m, seq_propose};
+	struct consensus_fsm fsm = {m, fsm_apply, fsm_snapshot, fsm_restore, fsm_leader_change};
+	struct consensus_options co;
+	char raft_self[160], raft_dir[4200];
+	bool listed = false;
+	int ret;
+
+	m->peers = split_list(m->opt.peers, &m->n_peers);
+	m->raft_peers = calloc((size_t)m->n_peers + 1, sizeof(char *));
+	if (!m->peers || !m->raft_peers)
+		return -ENOMEM;
+	for (int i = 0; i < m->n_peers; i++) {
+		char buf[160];
+
+		if (shift_port(m->peers[i], RAFT_PORT_OFFSET, buf, sizeof(buf)) < 0) {
+			log_error("master: bad peer address \"%s\" (want host:port)", m->peers[i]);
+			return -EINVAL;
+		}
+		m->raft_peers[i] = strdup(buf);
+		listed |= !strcmp(m->peers[i], m->self);
+	}
+	if (!listed) {
+		log_error("master: this master %s is not in -peers=%s (list every master, this one too, as -ip:-port)",
+			  m->self, m->opt.peers);
+		return -EINVAL;
+	}
+	ret = sequence_open_replicated(&repl, &m->seq);
+	if (ret < 0)
+		return ret;
+	shift_port(m->self, RAFT_PORT_OFFSET, raft_self, sizeof(raft_self));
+	snprintf(raft_dir, sizeof(raft_dir), "%s/raft", m->opt.mdir);
+	memset(&co, 0, sizeof(co));
+	co.dir = raft_dir;
+	co.self = raft_self;
+	co.peers = m->raft_peers;
+	co.n_peers = m->n_peers;
+	co.election_timeout_ms = m->opt.election_timeout_ms > 0 ? (unsigned)m->opt.election_timeout_ms : 1000;
+	ret = consensus_start(&co, &fsm, &m->cons);
+	if (ret < 0)
+		log_error("master: cannot start Raft in %s: %s", raft_dir, strerror(-ret));
+	return ret;
+}
+
 int master_start(const struct master_options *opt, struct master **out)
 {
 	struct master *m = calloc(1, sizeof(*m));
@@ -859,11 +1058,14 @@ int master_start(const struct master_options *opt, struct master **out)
 	http_client_global_init();
 	m->topo = topology_new((uint64_t)opt->volume_size_limit_mb << 20,
 			       (uint64_t)(opt->pulse_seconds > 0 ? opt->pulse_seconds : 1) * 1000000000ull);
-	ret = sequence_open(opt->mdir, &m->seq);
-	if (ret < 0 || !m->topo) {
-		log_error("master: cannot open its state in %s: %s", opt->mdir, strerror(-ret));
+	if (!m->topo) {
 		master_stop(m);
-		return ret < 0 ? ret : -ENOMEM;
+		return -ENOMEM;
+	}
+	if (opt->peers && *opt->peers && opt->port == 0) {
+		log_error("master: with -peers, -port must be the port listed in -peers");
+		master_stop(m);
+		return -EINVAL;
 	}
 	ret = http_server_start(&ho, handle_request, m, &m->http);
 	if (ret < 0) {
@@ -873,6 +1075,16 @@ int master_start(const struct master_options *opt, struct master **out)
 	}
 	snprintf(m->self, sizeof(m->self), "%s:%d", opt->ip && *opt->ip ? opt->ip : "127.0.0.1",
 		 http_server_port(m->http));
+	if (opt->peers && *opt->peers)
+		ret = start_consensus(m);
+	else
+		ret = sequence_open(opt->mdir, &m->seq);
+	if (ret < 0) {
+		log_error("master: cannot open its state in %s: %s", opt->mdir, strerror(-ret));
+		master_stop(m);
+		return ret;
+	}
+	__atomic_store_n(&m->ready, true, __ATOMIC_RELEASE);
 	if (opt->vacuum_interval_seconds > 0 &&
 	    pthread_create(&m->vacuum_thread, NULL, vacuum_loop, m) == 0)
 		m->vacuum_started = true;
@@ -898,8 +1110,11 @@ void master_stop(struct master *m)
 	if (m->vacuum_started)
 		pthread_join(m->vacuum_thread, NULL);
 	http_server_stop(m->http);
+	consensus_stop(m->cons);
 	topology_free(m->topo);
 	sequence_close(m->seq);
+	free_list(m->peers);
+	free_list(m->raft_peers);
 	free_list(m->white_list);
 	free(m);
 }

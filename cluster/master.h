@@ -10,6 +10,14 @@
  * growth.h for the placement); file keys and volume ids come from sequence.h. A
  * background thread vacuums volumes whose garbage ratio passes -garbageThreshold.
  *
+ * High availability: with -peers (the HTTP addresses of every master, this one
+ * included), the masters form a Raft group (consensus.h) on port HTTP + 10000. The
+ * file-key high-water mark, the max volume id and the cluster id are replicated through
+ * it (sequence.h). Every master takes heartbeats from every volume server, so every
+ * master's topology is warm and answers /dir/lookup itself; followers proxy
+ * /dir/assign, /dir/status, the /vol/ routes, /col/delete and /submit to the leader, and answer
+ * 503 when no leader is known.
+ *
  * Threads: HTTP requests run on the HTTP thread pool; growth is serialised by
  * `grow_lock`, vacuum by `vacuum_lock`; topology and sequence lock themselves.
  */
@@ -33,6 +41,7 @@ struct master_options {
 	const char *white_list; /* comma list of IPs allowed to write; "" = all */
 	int vacuum_interval_seconds;
 	int threads;
+	int election_timeout_ms; /* HA: Raft election timeout (1000) */
 };
 
 int master_start(const struct master_options *opt, struct master **out);

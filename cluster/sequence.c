@@ -21,6 +21,8 @@ struct sequence {
 	uint64_t reserved_end; /* keys below this are reserved on disk */
 	uint32_t max_volume_id;
 	char topology_id[40];
+	bool replicated;
+	struct sequence_replication repl;
 };
 
 static int persist(struct sequence *s, uint64_t reserved_end, uint32_t max_vid)
@@ -52,6 +54,17 @@ static int persist(struct sequence *s, uint64_t reserved_end, uint32_t max_vid)
 	if (ret < 0)
 		log_error("sequence: cannot persist %s: %s", s->path, strerror(-ret));
 	return ret;
+}
+
+/* Proposes a state change through Raft; the lock must not be held. */
+static int propose_state(struct sequence *s, uint64_t reserved_end, uint32_t max_vid,
+			 const char *topology_id)
+{
+	char cmd[256];
+	int n = snprintf(cmd, sizeof(cmd), "{\"fileKeyReserved\":%" PRIu64 ",\"maxVolumeId\":%u,\"topologyId\":\"%s\"}",
+			 reserved_end, max_vid, topology_id ? topology_id : "");
+
+	return s->repl.propose(s->repl.ctx, cmd, (size_t)n);
 }
 
 static void make_uuid(char out[40])
@@ -120,6 +133,88 @@ int sequence_open(const char *dir, struct sequence **out)
 	return 0;
 }
 
+int sequence_open_replicated(const struct sequence_replication *r, struct sequence **out)
+{
+	struct sequence *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	s->replicated = true;
+	s->repl = *r;
+	s->next_key = 1;
+	*out = s;
+	return 0;
+}
+
+int sequence_apply(struct sequence *s, const void *cmd, size_t len)
+{
+	json_t *j = json_loadb(cmd, len, 0, NULL);
+	json_int_t reserved, vid;
+	const char *tid;
+
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return -EINVAL;
+	}
+	reserved = json_integer_value(json_object_get(j, "fileKeyReserved"));
+	vid = json_integer_value(json_object_get(j, "maxVolumeId"));
+	tid = json_string_value(json_object_get(j, "topologyId"));
+	pthread_mutex_lock(&s->lock);
+	if (reserved > 0 && (uint64_t)reserved > s->reserved_end)
+		s->reserved_end = (uint64_t)reserved;
+	if (vid > 0 && (uint64_t)vid > s->max_volume_id)
+		s->max_volume_id = (uint32_t)vid;
+	if (tid && *tid && !s->topology_id[0])
+		snprintf(s->topology_id, sizeof(s->topology_id), "%s", tid);
+	pthread_mutex_unlock(&s->lock);
+	json_decref(j);
+	return 0;
+}
+
+int sequence_snapshot(struct sequence *s, void **buf, size_t *len)
+{
+	char *text;
+	json_t *j;
+
+	pthread_mutex_lock(&s->lock);
+	j = json_pack("{s:I,s:I,s:s}", "fileKeyReserved", (json_int_t)s->reserved_end,
+		      "maxVolumeId", (json_int_t)s->max_volume_id, "topologyId", s->topology_id);
+	pthread_mutex_unlock(&s->lock);
+	text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	*buf = text;
+	*len = strlen(text);
+	return 0;
+}
+
+void sequence_on_leader(struct sequence *s, bool leader)
+{
+	pthread_mutex_lock(&s->lock);
+	/* Skip everything reserved so far: the old leader may have used any of it. */
+	if (s->next_key < s->reserved_end)
+		s->next_key = s->reserved_end;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int sequence_ensure_topology_id(struct sequence *s)
+{
+	char id[40];
+	bool has;
+
+	if (!s->replicated)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	has = s->topology_id[0] != '\0';
+	pthread_mutex_unlock(&s->lock);
+	if (has)
+		return 0;
+	make_uuid(id);
+	return propose_state(s, 0, 0, id);
+}
+
 void sequence_close(struct sequence *s)
 {
 	if (!s)
@@ -136,7 +231,19 @@ int sequence_next_keys(struct sequence *s, uint64_t count, uint64_t *first)
 	if (count == 0)
 		count = 1;
 	pthread_mutex_lock(&s->lock);
-	if (s->next_key + count > s->reserved_end) {
+	while (s->replicated && s->next_key + count > s->reserved_end) {
+		uint64_t end = (s->next_key > s->reserved_end ? s->next_key : s->reserved_end) + count +
+			       SEQUENCE_BLOCK;
+
+		pthread_mutex_unlock(&s->lock);
+		ret = propose_state(s, end, 0, NULL);
+		pthread_mutex_lock(&s->lock);
+		if (ret < 0) {
+			pthread_mutex_unlock(&s->lock);
+			return ret;
+		}
+	}
+	if (!s->replicated && s->next_key + count > s->reserved_end) {
 		uint64_t end = s->next_key + count + SEQUENCE_BLOCK;
 
 		ret = persist(s, end, s->max_volume_id);
@@ -163,6 +270,17 @@ int sequence_next_volume_id(struct sequence *s, uint32_t *vid)
 {
 	int ret;
 
+	if (s->replicated) {
+		uint32_t want;
+
+		pthread_mutex_lock(&s->lock);
+		want = s->max_volume_id + 1;
+		pthread_mutex_unlock(&s->lock);
+		ret = propose_state(s, 0, want, NULL);
+		if (ret == 0)
+			*vid = want;
+		return ret;
+	}
 	pthread_mutex_lock(&s->lock);
 	ret = persist(s, s->reserved_end, s->max_volume_id + 1);
 	if (ret == 0)

@@ -7,11 +7,14 @@
  * counter continues above the last reserved block, so no key is ever handed out twice.
  * Volume ids are persisted the same way before a volume is created.
  *
- * Threads: all functions take the sequence's mutex.
+ * Threads: all functions take the sequence's mutex, but never hold it while a
+ * replicated proposal is in flight (the state machine applies it on another thread).
  */
 #ifndef KELP_SEQUENCE_H
 #define KELP_SEQUENCE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define SEQUENCE_BLOCK 10000
@@ -20,6 +23,25 @@ struct sequence;
 
 /* Opens (or creates) the state in dir; -errno on failure. */
 int sequence_open(const char *dir, struct sequence **out);
+
+/*
+ * Replicated mode (HA masters): reservations are proposed through Raft instead of
+ * written to a file. propose() blocks until the command is applied (sequence_apply is
+ * then called on every master by the state machine) and returns 0 or -errno.
+ * A new leader skips the whole block reserved last (sequence_on_leader), so keys handed
+ * out by an old leader from its in-memory block are never handed out again.
+ */
+struct sequence_replication {
+	void *ctx;
+	int (*propose)(void *ctx, const char *cmd, size_t len);
+};
+int sequence_open_replicated(const struct sequence_replication *r, struct sequence **out);
+/* State machine hooks: apply a command, snapshot and restore the state (JSON). */
+int sequence_apply(struct sequence *s, const void *cmd, size_t len);
+int sequence_snapshot(struct sequence *s, void **buf, size_t *len);
+void sequence_on_leader(struct sequence *s, bool leader);
+/* Makes sure the replicated state has a cluster id (leader only; 0 or -errno). */
+int sequence_ensure_topology_id(struct sequence *s);
 void sequence_close(struct sequence *s);
 
 /* Reserves count consecutive keys; *first gets the first one. -EIO if it cannot persist. */

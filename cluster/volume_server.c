@@ -30,6 +30,8 @@
 #define SERVER_HEADER     "kelp Volume " KELP_VERSION
 
 #define LOCATION_CACHE_NS (10ull * 1000000000ull)
+#define MAX_MASTERS       64
+#define PEER_REFRESH_PULSES 10
 #define LOCATION_CACHE_SIZE 64
 
 struct cached_locations {
@@ -47,9 +49,10 @@ struct volume_server {
 	char self_url[128]; /* ip:port */
 	char public_url[256];
 
-	char **masters;
+	pthread_mutex_t masters_lock; /* masters, n_masters, hb_threads */
+	char *masters[MAX_MASTERS];   /* from -master, then learned from /cluster/status */
 	int n_masters;
-	pthread_t *hb_threads;
+	pthread_t hb_threads[MAX_MASTERS];
 	int n_hb_threads;
 	pthread_mutex_t hb_lock; /* stopping, hb_generation */
 	pthread_cond_t hb_cond;
@@ -216,12 +219,46 @@ struct hb_arg {
 	const char *master;
 };
 
+static void start_heartbeat_thread(struct volume_server *vs, const char *master);
+
+/*
+ * Learns the other masters from one master's /cluster/status (Leader and Peers) and
+ * starts heartbeating to each new one, so a server started with a single -master
+ * keeps every master's topology warm and survives the death of that master.
+ */
+static void learn_masters(struct volume_server *vs, const char *master)
+{
+	char url[300];
+	struct http_client_request rq = {.method = "GET", .url = url, .body_fd = -1,
+					 .timeout_ms = 2000};
+	struct http_client_response rs;
+	json_t *j, *peers, *p;
+	size_t i;
+
+	snprintf(url, sizeof(url), "http://%s/cluster/status", master);
+	if (http_client_do(&rq, &rs) < 0)
+		return;
+	j = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
+	http_client_response_release(&rs);
+	if (!j)
+		return;
+	peers = json_object_get(j, "Peers");
+	json_array_foreach(peers, i, p)
+	{
+		if (json_is_string(p))
+			start_heartbeat_thread(vs, json_string_value(p));
+	}
+	if (json_is_string(json_object_get(j, "Leader")))
+		start_heartbeat_thread(vs, json_string_value(json_object_get(j, "Leader")));
+	json_decref(j);
+}
+
 /* One per master: a heartbeat every pulse, and at once when the volumes change. */
 static void *heartbeat_thread(void *arg)
 {
 	struct hb_arg *a = arg;
 	struct volume_server *vs = a->vs;
-	uint64_t seen_generation = 0, failures = 0;
+	uint64_t seen_generation = 0, failures = 0, beats = 0;
 	int pulse = vs->opt.pulse_seconds > 0 ? vs->opt.pulse_seconds : 1;
 	char url[300];
 
@@ -248,6 +285,8 @@ static void *heartbeat_thread(void *arg)
 				if (failures > 0)
 					log_info("volume server: master %s is reachable again", a->master);
 				failures = 0;
+				if (beats++ % PEER_REFRESH_PULSES == 0)
+					learn_masters(vs, a->master);
 			} else {
 				if (failures++ == 0)
 					log_warn("volume server: heartbeat to master %s failed: %s", a->master,
@@ -273,6 +312,44 @@ static void *heartbeat_thread(void *arg)
 	return NULL;
 }
 
+/* Starts heartbeating to master unless already doing so (or the list is full). */
+static void start_heartbeat_thread(struct volume_server *vs, const char *master)
+{
+	struct hb_arg *a;
+
+	pthread_mutex_lock(&vs->masters_lock);
+	for (int i = 0; i < vs->n_masters; i++) {
+		if (!strcmp(vs->masters[i], master)) {
+			if (i >= vs->n_hb_threads)
+				break; /* listed by -master, thread being started */
+			pthread_mutex_unlock(&vs->masters_lock);
+			return;
+		}
+	}
+	if (vs->n_hb_threads >= MAX_MASTERS || vs->stopping) {
+		pthread_mutex_unlock(&vs->masters_lock);
+		return;
+	}
+	a = malloc(sizeof(*a));
+	if (a && vs->n_hb_threads == vs->n_masters) {
+		vs->masters[vs->n_masters] = strdup(master);
+		if (vs->masters[vs->n_masters])
+			vs->n_masters++;
+	}
+	if (a && vs->n_hb_threads < vs->n_masters) {
+		a->vs = vs;
+		a->master = vs->masters[vs->n_hb_threads];
+		if (pthread_create(&vs->hb_threads[vs->n_hb_threads], NULL, heartbeat_thread, a) == 0) {
+			if (vs->n_hb_threads > 0)
+				log_info("volume server: also heartbeating to master %s", a->master);
+			vs->n_hb_threads++;
+			a = NULL;
+		}
+	}
+	pthread_mutex_unlock(&vs->masters_lock);
+	free(a);
+}
+
 static void invalidate_locations(struct volume_server *vs, uint32_t vid)
 {
 	pthread_mutex_lock(&vs->cache_lock);
@@ -294,15 +371,23 @@ static int lookup_locations(struct volume_server *vs, uint32_t vid, struct cache
 		return 0;
 	}
 	pthread_mutex_unlock(&vs->cache_lock);
-	for (int i = 0; i < vs->n_masters && ret == -EIO; i++) {
-		char url[300];
+	for (int i = 0; ret == -EIO; i++) {
+		char url[300], master[160];
+
+		pthread_mutex_lock(&vs->masters_lock);
+		if (i >= vs->n_masters) {
+			pthread_mutex_unlock(&vs->masters_lock);
+			break;
+		}
+		snprintf(master, sizeof(master), "%s", vs->masters[i]);
+		pthread_mutex_unlock(&vs->masters_lock);
 		struct http_client_request rq = {.method = "GET", .url = url, .body_fd = -1,
 						 .timeout_ms = 3000};
 		struct http_client_response rs;
 		json_t *j, *locs, *loc;
 		size_t k;
 
-		snprintf(url, sizeof(url), "http://%s/dir/lookup?volumeId=%u", vs->masters[i], vid);
+		snprintf(url, sizeof(url), "http://%s/dir/lookup?volumeId=%u", master, vid);
 		if (http_client_do(&rq, &rs) < 0)
 			continue;
 		if (rs.status == 404) {
@@ -406,7 +491,7 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 	if (ret < 0) {
 		snprintf(err, err_cap, "cannot look up the replicas of volume %u: %s", fid->vid,
 			 ret == -ENOENT ? "unknown to the masters" : "no master answered");
-		return -EIO;
+		return copies == 0 ? -ENOENT : -EIO;
 	}
 	for (int i = 0; i < locs.n; i++)
 		others += !is_self(vs, locs.urls[i]);
@@ -812,6 +897,7 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 	json_t *pairs = NULL, *value;
 	const char *key;
 	const char *token = request_token(req);
+	int ret;
 
 	snprintf(ct, sizeof(ct), "Content-Type: %s", u->mime[0] ? u->mime : "application/octet-stream");
 	headers[nh++] = ct;
@@ -838,10 +924,14 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 	snprintf(query, sizeof(query), "&ts=%" PRIu64 "%s%s%s%s", n->last_modified,
 		 ttl[0] ? "&ttl=" : "", ttl, http_query_bool(req, "fsync") ? "&fsync=true" : "",
 		 (n->flags & NEEDLE_FLAG_CHUNKMANIFEST) ? "&cm=true" : "");
-	if (replicate(u->vs, req, &u->fid, copies, "PUT", query, headers,
-		      u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)""), u->spool_fd,
-		      u->len, err, sizeof(err)) < 0) {
-		http_reply_error(req, 500, "%s", err);
+	ret = replicate(u->vs, req, &u->fid, copies, "PUT", query, headers,
+			u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)""), u->spool_fd,
+			u->len, err, sizeof(err));
+	if (ret < 0) {
+		if (ret == -ENOENT)
+			http_reply_error(req, 404, "volume %u is not on this server: %s", u->fid.vid, err);
+		else
+			http_reply_error(req, 500, "%s", err);
 		json_decref(pairs);
 		free(auth);
 		return -EREMOTEIO;
@@ -1128,8 +1218,14 @@ static void handle_delete(struct volume_server *vs, struct http_request *req,
 			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 			headers[0] = auth;
 		}
-		if (replicate(vs, req, fid, copies, "DELETE", "", headers, NULL, -1, 0, err,
-			      sizeof(err)) < 0) {
+		int r = replicate(vs, req, fid, copies, "DELETE", "", headers, NULL, -1, 0, err,
+				  sizeof(err));
+
+		if (r == -ENOENT) {
+			http_reply_error(req, 404, "volume %u is not on this server: %s", fid->vid, err);
+			return;
+		}
+		if (r < 0) {
 			http_reply_error(req, 500, "Deletion Failed: %s", err);
 			return;
 		}
@@ -1339,7 +1435,7 @@ static void handle_read(struct volume_server *vs, struct http_request *req,
 	ret = volume_read(v, fid->key, fid->cookie, &blob);
 	store_put_volume(vs->store, v);
 	if (ret == -ENOENT || ret == -EPERM) {
-		http_reply_empty(req, 404);
+		http_reply_error(req, 404, "file %s not found", req->path);
 		return;
 	}
 	if (ret == -EBADMSG) {
@@ -1490,10 +1586,7 @@ static void handle_request(struct http_request *req)
 		http_reply_empty(req, 200);
 		http_add_header(req, "Access-Control-Allow-Methods", "PUT, POST, GET, DELETE, OPTIONS");
 	} else if (fid_parse_path(path, strlen(path), &fid, &url_name, &url_name_len) < 0) {
-		if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"))
-			http_reply_empty(req, 400);
-		else
-			http_reply_error(req, 400, "bad file id in path \"%s\"", path);
+		http_reply_error(req, 400, "bad file id in path \"%s\"", path);
 	} else if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD")) {
 		handle_read(vs, req, &fid, url_name, url_name_len);
 	} else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT")) {
@@ -1526,6 +1619,7 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	pthread_mutex_init(&vs->hb_lock, NULL);
 	pthread_cond_init(&vs->hb_cond, NULL);
 	pthread_mutex_init(&vs->cache_lock, NULL);
+	pthread_mutex_init(&vs->masters_lock, NULL);
 	http_client_global_init();
 	vs->size_limit = (uint64_t)(opt->file_size_limit_mb > 0 ? opt->file_size_limit_mb : 256)
 			 << 20;
@@ -1547,19 +1641,13 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	snprintf(vs->public_url, sizeof(vs->public_url), "%s",
 		 opt->public_url && *opt->public_url ? opt->public_url : vs->self_url);
 	vs->white_list = split_list(opt->white_list, &vs->n_white_list);
-	vs->masters = split_list(opt->masters, &vs->n_masters);
-	vs->hb_threads = calloc((size_t)vs->n_masters + 1, sizeof(pthread_t));
-	for (int i = 0; vs->hb_threads && i < vs->n_masters; i++) {
-		struct hb_arg *a = malloc(sizeof(*a));
+	{
+		int n;
+		char **seeds = split_list(opt->masters, &n);
 
-		if (!a)
-			break;
-		a->vs = vs;
-		a->master = vs->masters[i];
-		if (pthread_create(&vs->hb_threads[vs->n_hb_threads], NULL, heartbeat_thread, a) == 0)
-			vs->n_hb_threads++;
-		else
-			free(a);
+		for (int i = 0; seeds && i < n; i++)
+			start_heartbeat_thread(vs, seeds[i]);
+		free_list(seeds);
 	}
 	log_info("volume server: listening on %s, %d data director%s, %d master(s)", vs->self_url,
 		 opt->n_dirs, opt->n_dirs == 1 ? "y" : "ies", vs->n_masters);
@@ -1574,18 +1662,24 @@ int volume_server_port(const struct volume_server *vs)
 
 void volume_server_stop(struct volume_server *vs)
 {
+	int n_threads;
+
 	if (!vs)
 		return;
+	/* Both locks: no heartbeat thread can be started once stopping is seen. */
+	pthread_mutex_lock(&vs->masters_lock);
 	pthread_mutex_lock(&vs->hb_lock);
 	vs->stopping = true;
 	pthread_cond_broadcast(&vs->hb_cond);
 	pthread_mutex_unlock(&vs->hb_lock);
-	for (int i = 0; i < vs->n_hb_threads; i++)
+	n_threads = vs->n_hb_threads;
+	pthread_mutex_unlock(&vs->masters_lock);
+	for (int i = 0; i < n_threads; i++)
 		pthread_join(vs->hb_threads[i], NULL);
-	free(vs->hb_threads);
 	http_server_stop(vs->http);
 	store_close(vs->store);
-	free_list(vs->masters);
+	for (int i = 0; i < vs->n_masters; i++)
+		free(vs->masters[i]);
 	free_list(vs->white_list);
 	free(vs);
 }

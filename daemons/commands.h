@@ -5,6 +5,11 @@
 int master_main(int argc, char **argv);
 int volume_main(int argc, char **argv);
 int server_main(int argc, char **argv);
+int upload_main(int argc, char **argv);
+int download_main(int argc, char **argv);
+int delete_main(int argc, char **argv);
+int status_main(int argc, char **argv);
+int benchmark_main(int argc, char **argv);
 int version_main(int argc, char **argv);
 int help_main(int argc, char **argv);
 

@@ -17,6 +17,11 @@ static const struct command {
 	{"master", master_main, "run a master: knows the volume servers, assigns file ids, grows volumes"},
 	{"volume", volume_main, "run a volume server: stores blobs in volumes, serves them over HTTP"},
 	{"server", server_main, "run a master and a volume server in one process, for one machine"},
+	{"upload", upload_main, "upload files or directories: assign a file id, store each file"},
+	{"download", download_main, "download blobs by file id into a directory"},
+	{"delete", delete_main, "delete blobs by file id"},
+	{"status", status_main, "show the cluster: masters, leader, volume servers, volumes"},
+	{"benchmark", benchmark_main, "write then read many small blobs; report throughput, latency"},
 	{"version", version_main, "print the version"},
 	{"help", help_main, "list the commands, or the flags of one: kelp help <command>"},
 };

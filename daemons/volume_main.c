@@ -156,5 +156,8 @@ int volume_main(int argc, char **argv)
 	sig = wait_for_stop_signal();
 	log_info("volume server: signal %d, stopping", sig);
 	volume_server_stop(vs);
+	free_list(dirs);
+	free_list(maxes);
+	free(max_volumes);
 	return 0;
 }

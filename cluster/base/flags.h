@@ -18,7 +18,7 @@ enum flag_type { FLAG_STRING, FLAG_INT, FLAG_BOOL, FLAG_DOUBLE };
 struct flag {
 	const char *name;
 	enum flag_type type;
-	void *target; /* char ** (strdup'ed, never freed), int *, bool *, double * */
+	void *target; /* char ** (points into argv), int *, bool *, double * */
 	const char *help;
 	bool alias;
 };

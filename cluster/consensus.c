@@ -1,0 +1,401 @@
+#include "cluster/consensus.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "cluster/base/log.h"
+#include "cluster/base/util.h"
+
+struct proposal {
+	struct raft_apply req;
+	struct consensus *c;
+	void *cmd;
+	size_t len;
+	int status;
+	bool done;
+	bool abandoned; /* the proposer timed out: the loop frees it */
+	struct proposal *next;
+};
+
+struct consensus {
+	struct consensus_options opt;
+	struct consensus_fsm fsm_cb;
+	char *dir;
+	char *self;
+
+	uv_loop_t loop;
+	uv_async_t wake;
+	uv_timer_t timer;
+	struct raft_uv_transport transport;
+	struct raft_io io;
+	struct raft_fsm fsm;
+	struct raft raft;
+	pthread_t thread;
+	int start_status;
+	bool started;
+
+	pthread_mutex_t lock; /* queue, stopping, published leader state, proposal done */
+	pthread_cond_t cond;
+	struct proposal *queue;
+	bool stopping;
+	bool closed;
+	bool is_leader;
+	char leader[128];
+	uint64_t term;
+};
+
+/* ---------------------------------------------------------------- state machine glue */
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+	struct consensus *c = fsm->data;
+
+	*result = NULL;
+	return c->fsm_cb.apply(c->fsm_cb.ctx, buf->base, buf->len) < 0 ? RAFT_INVALID : 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
+{
+	struct consensus *c = fsm->data;
+	void *data;
+	size_t len;
+
+	if (c->fsm_cb.snapshot(c->fsm_cb.ctx, &data, &len) < 0)
+		return RAFT_NOMEM;
+	*bufs = raft_malloc(sizeof(**bufs));
+	if (!*bufs) {
+		free(data);
+		return RAFT_NOMEM;
+	}
+	(*bufs)[0].base = raft_malloc(len);
+	if (!(*bufs)[0].base) {
+		raft_free(*bufs);
+		free(data);
+		return RAFT_NOMEM;
+	}
+	memcpy((*bufs)[0].base, data, len);
+	(*bufs)[0].len = len;
+	*n = 1;
+	free(data);
+	return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+	struct consensus *c = fsm->data;
+	int ret = c->fsm_cb.restore(c->fsm_cb.ctx, buf->base, buf->len);
+
+	raft_free(buf->base);
+	return ret < 0 ? RAFT_INVALID : 0;
+}
+
+/* ---------------------------------------------------------------- loop thread */
+
+static void apply_done(struct raft_apply *req, int status, void *result)
+{
+	struct proposal *p = req->data;
+	struct consensus *c = p->c;
+	bool free_it;
+
+	(void)result;
+	pthread_mutex_lock(&c->lock);
+	p->status = status == 0 ? 0 : (status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST) ? -EPERM : -EIO;
+	p->done = true;
+	free_it = p->abandoned;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	if (free_it)
+		free(p);
+}
+
+static void publish_state(struct consensus *c)
+{
+	raft_id id;
+	const char *addr = NULL;
+	bool leader = raft_state(&c->raft) == RAFT_LEADER;
+	bool was;
+
+	raft_leader(&c->raft, &id, &addr);
+	pthread_mutex_lock(&c->lock);
+	was = c->is_leader;
+	pthread_mutex_unlock(&c->lock);
+	/* Tell the owner before others can see the new leadership (fresh key block). */
+	if (leader != was && c->fsm_cb.on_leader_change)
+		c->fsm_cb.on_leader_change(c->fsm_cb.ctx, leader);
+	pthread_mutex_lock(&c->lock);
+	c->is_leader = leader;
+	snprintf(c->leader, sizeof(c->leader), "%s", addr ? addr : "");
+	c->term = c->raft.current_term;
+	pthread_mutex_unlock(&c->lock);
+	if (leader != was)
+		log_info("consensus: %s is %s leader (term %llu)", c->self, leader ? "now" : "no longer",
+			 (unsigned long long)c->raft.current_term);
+}
+
+static void drain_queue(uv_async_t *handle)
+{
+	struct consensus *c = handle->data;
+	struct proposal *list;
+
+	pthread_mutex_lock(&c->lock);
+	list = c->queue;
+	c->queue = NULL;
+	pthread_mutex_unlock(&c->lock);
+	/* The queue is LIFO: reverse it to propose in arrival order. */
+	{
+		struct proposal *rev = NULL;
+
+		while (list) {
+			struct proposal *next = list->next;
+
+			list->next = rev;
+			rev = list;
+			list = next;
+		}
+		list = rev;
+	}
+	while (list) {
+		struct proposal *p = list;
+		struct raft_buffer buf;
+		int rv;
+
+		list = p->next;
+		buf.base = raft_malloc(p->len);
+		buf.len = p->len;
+		rv = buf.base ? 0 : RAFT_NOMEM;
+		if (rv == 0) {
+			memcpy(buf.base, p->cmd, p->len);
+			p->req.data = p;
+			rv = raft_apply(&c->raft, &p->req, &buf, 1, apply_done);
+			if (rv != 0)
+				raft_free(buf.base);
+		}
+		if (rv != 0)
+			apply_done(&p->req, rv, NULL);
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->stopping && !c->closed) {
+		c->closed = true;
+		pthread_mutex_unlock(&c->lock);
+		uv_timer_stop(&c->timer);
+		uv_close((uv_handle_t *)&c->timer, NULL);
+		uv_close((uv_handle_t *)&c->wake, NULL);
+		raft_close(&c->raft, NULL);
+		return;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	publish_state(t->data);
+}
+
+static void *loop_thread(void *arg)
+{
+	struct consensus *c = arg;
+
+	uv_run(&c->loop, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+static int raft_setup(struct consensus *c)
+{
+	struct raft_configuration conf;
+	raft_id self_id = raft_digest(c->self, 0);
+	int rv;
+
+	rv = uv_loop_init(&c->loop);
+	if (rv != 0)
+		return -EIO;
+	rv = raft_uv_tcp_init(&c->transport, &c->loop);
+	if (rv != 0)
+		return -EIO;
+	rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport);
+	if (rv != 0) {
+		log_error("consensus: cannot open the Raft directory %s: %s", c->dir, raft_strerror(rv));
+		return -EIO;
+	}
+	c->fsm.version = 1;
+	c->fsm.data = c;
+	c->fsm.apply = fsm_apply;
+	c->fsm.snapshot = fsm_snapshot;
+	c->fsm.restore = fsm_restore;
+	rv = raft_init(&c->raft, &c->io, &c->fsm, self_id, c->self);
+	if (rv != 0) {
+		log_error("consensus: raft_init: %s", raft_strerror(rv));
+		return -EIO;
+	}
+	raft_configuration_init(&conf);
+	for (int i = 0; i < c->opt.n_peers; i++) {
+		rv = raft_configuration_add(&conf, raft_digest(c->opt.peers[i], 0), c->opt.peers[i],
+					    RAFT_VOTER);
+		if (rv != 0) {
+			raft_configuration_close(&conf);
+			log_error("consensus: bad peer %s: %s", c->opt.peers[i], raft_strerror(rv));
+			return -EINVAL;
+		}
+	}
+	rv = raft_bootstrap(&c->raft, &conf);
+	raft_configuration_close(&conf);
+	if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+		log_error("consensus: bootstrap: %s", raft_strerror(rv));
+		return -EIO;
+	}
+	raft_set_election_timeout(&c->raft, c->opt.election_timeout_ms ? c->opt.election_timeout_ms : 1000);
+	raft_set_heartbeat_timeout(&c->raft, (c->opt.election_timeout_ms ? c->opt.election_timeout_ms : 1000) / 10);
+	raft_set_pre_vote(&c->raft, true);
+	raft_set_snapshot_threshold(&c->raft, c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 256);
+	raft_set_snapshot_trailing(&c->raft, 64);
+	raft_uv_set_connect_retry_delay(&c->io, 200);
+	rv = raft_start(&c->raft);
+	if (rv != 0) {
+		log_error("consensus: raft_start: %s (%s)", raft_strerror(rv), raft_errmsg(&c->raft));
+		return -EIO;
+	}
+	uv_async_init(&c->loop, &c->wake, drain_queue);
+	c->wake.data = c;
+	uv_timer_init(&c->loop, &c->timer);
+	c->timer.data = c;
+	uv_timer_start(&c->timer, on_timer, 50, 50);
+	return 0;
+}
+
+int consensus_start(const struct consensus_options *opt, const struct consensus_fsm *fsm,
+		    struct consensus **out)
+{
+	struct consensus *c = calloc(1, sizeof(*c));
+	bool self_listed = false;
+	int ret;
+
+	if (!c)
+		return -ENOMEM;
+	for (int i = 0; i < opt->n_peers; i++)
+		self_listed |= !strcmp(opt->peers[i], opt->self);
+	if (!self_listed) {
+		log_error("consensus: this node %s is not in the peer list", opt->self);
+		free(c);
+		return -EINVAL;
+	}
+	c->opt = *opt;
+	c->fsm_cb = *fsm;
+	c->dir = strdup(opt->dir);
+	c->self = strdup(opt->self);
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	ret = mkdir_p(opt->dir, 0755);
+	if (ret == 0)
+		ret = raft_setup(c);
+	if (ret < 0) {
+		free(c->dir);
+		free(c->self);
+		free(c);
+		return ret;
+	}
+	if (pthread_create(&c->thread, NULL, loop_thread, c) != 0) {
+		free(c);
+		return -EAGAIN;
+	}
+	c->started = true;
+	*out = c;
+	return 0;
+}
+
+void consensus_stop(struct consensus *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_mutex_unlock(&c->lock);
+	uv_async_send(&c->wake);
+	pthread_join(c->thread, NULL);
+	raft_uv_close(&c->io);
+	raft_uv_tcp_close(&c->transport);
+	uv_loop_close(&c->loop);
+	free(c->dir);
+	free(c->self);
+	free(c);
+}
+
+int consensus_propose(struct consensus *c, const void *cmd, size_t len, int timeout_ms)
+{
+	struct proposal *p;
+	struct timespec deadline;
+	int ret;
+
+	if (!consensus_is_leader(c))
+		return -EPERM;
+	p = calloc(1, sizeof(*p) + len);
+	if (!p)
+		return -ENOMEM;
+	p->c = c;
+	p->cmd = p + 1;
+	p->len = len;
+	memcpy(p->cmd, cmd, len);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->stopping) {
+		pthread_mutex_unlock(&c->lock);
+		free(p);
+		return -EPERM;
+	}
+	p->next = c->queue;
+	c->queue = p;
+	pthread_mutex_unlock(&c->lock);
+	uv_async_send(&c->wake);
+	pthread_mutex_lock(&c->lock);
+	while (!p->done)
+		if (pthread_cond_timedwait(&c->cond, &c->lock, &deadline) != 0)
+			break;
+	if (!p->done) {
+		p->abandoned = true; /* apply_done frees it */
+		pthread_mutex_unlock(&c->lock);
+		return -ETIMEDOUT;
+	}
+	ret = p->status;
+	pthread_mutex_unlock(&c->lock);
+	free(p);
+	return ret;
+}
+
+bool consensus_is_leader(struct consensus *c)
+{
+	bool v;
+
+	pthread_mutex_lock(&c->lock);
+	v = c->is_leader;
+	pthread_mutex_unlock(&c->lock);
+	return v;
+}
+
+bool consensus_leader(struct consensus *c, char *buf, size_t cap)
+{
+	pthread_mutex_lock(&c->lock);
+	snprintf(buf, cap, "%s", c->leader);
+	pthread_mutex_unlock(&c->lock);
+	return buf[0] != '\0';
+}
+
+uint64_t consensus_term(struct consensus *c)
+{
+	uint64_t t;
+
+	pthread_mutex_lock(&c->lock);
+	t = c->term;
+	pthread_mutex_unlock(&c->lock);
+	return t;
+}

@@ -1,0 +1,230 @@
+/*
+ * kelp upload: assigns a file id for each file and uploads it, like `weed upload`.
+ *
+ * Arguments are files or directories (walked recursively, symlinked directories are
+ * not followed). Each file gives one JSON line on stdout:
+ *   {"fileName":"dir/a.txt","fid":"3,01637037d6","fileUrl":"host:8080/3,01637037d6","size":5}
+ * or {"fileName":"dir/a.txt","error":"..."}; fileName is the path as walked, the
+ * stored name is its base name. Exit status 1 when any file failed.
+ */
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cluster/base/flags.h"
+#include "cluster/client.h"
+#include "daemons/client_tools.h"
+#include "daemons/commands.h"
+
+struct file_list {
+	char **paths;
+	uint64_t *sizes;
+	size_t n, cap;
+	uint64_t total_bytes;
+};
+
+static int list_add(struct file_list *l, const char *path, uint64_t size)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 64;
+		char **p = realloc(l->paths, ncap * sizeof(*p));
+		uint64_t *s;
+
+		if (!p)
+			return -ENOMEM;
+		l->paths = p;
+		s = realloc(l->sizes, ncap * sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		l->sizes = s;
+		l->cap = ncap;
+	}
+	l->paths[l->n] = strdup(path);
+	if (!l->paths[l->n])
+		return -ENOMEM;
+	l->sizes[l->n++] = size;
+	l->total_bytes += size;
+	return 0;
+}
+
+static void list_free(struct file_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->paths[i]);
+	free(l->paths);
+	free(l->sizes);
+}
+
+static bool included(const char *path, const char *pattern)
+{
+	const char *base = strrchr(path, '/');
+
+	return !pattern || !*pattern || fnmatch(pattern, base ? base + 1 : path, 0) == 0;
+}
+
+/* Adds path (a file, or a directory walked in name order); 0 or -errno (reported). */
+static int walk(struct file_list *l, const char *path, const char *pattern, bool top)
+{
+	struct dirent **names;
+	struct stat st;
+	int n, rc = 0;
+
+	if ((top ? stat(path, &st) : lstat(path, &st)) < 0) {
+		fprintf(stderr, "kelp upload: %s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		/* Inside a tree: follow links to files, not to directories (no loops). */
+		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			return 0;
+	}
+	if (S_ISREG(st.st_mode))
+		return included(path, pattern) ? list_add(l, path, (uint64_t)st.st_size) : 0;
+	if (!S_ISDIR(st.st_mode)) {
+		if (top)
+			fprintf(stderr, "kelp upload: %s: not a file or directory, skipped\n",
+				path);
+		return 0;
+	}
+	n = scandir(path, &names, NULL, alphasort);
+	if (n < 0) {
+		fprintf(stderr, "kelp upload: %s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	for (int i = 0; i < n; i++) {
+		const char *name = names[i]->d_name;
+		size_t plen = strlen(path);
+		char *child;
+
+		if (rc == 0 && strcmp(name, ".") && strcmp(name, "..")) {
+			child = malloc(plen + strlen(name) + 2);
+			if (!child) {
+				rc = -ENOMEM;
+			} else {
+				snprintf(child, plen + strlen(name) + 2, "%s%s%s", path,
+					 plen && path[plen - 1] == '/' ? "" : "/", name);
+				if (walk(l, child, pattern, false) == -ENOMEM)
+					rc = -ENOMEM;
+				free(child);
+			}
+		}
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+static void print_json(struct tool_progress *p, json_t *obj)
+{
+	char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	if (text)
+		tool_progress_println(p, stdout, text);
+	free(text);
+	json_decref(obj);
+}
+
+int upload_main(int argc, char **argv)
+{
+	static const char summary[] =
+	    "upload files or directories (recursively): one JSON line per file on stdout";
+	char *master = "localhost:9333", *collection = "", *replication = "", *ttl = "", *dc = "",
+	     *rack = "", *dir = "", *include = "";
+	int timeout_s = 300;
+	bool fsync_writes = false, use_public_url = false;
+	const struct flag flags[] = {
+	    FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
+	    FLAG_ALIAS("server", FLAG_STRING, &master),
+	    FLAG("collection", FLAG_STRING, &collection, "collection name"),
+	    FLAG("replication", FLAG_STRING, &replication,
+		 "replica placement \"xyz\"; \"\" = the master's default"),
+	    FLAG("ttl", FLAG_STRING, &ttl, "time to live, e.g. 3m, 4h, 5d, 6w, 7M, 8y"),
+	    FLAG("dataCenter", FLAG_STRING, &dc, "prefer volumes in this data center"),
+	    FLAG("rack", FLAG_STRING, &rack, "prefer volumes in this rack"),
+	    FLAG("dir", FLAG_STRING, &dir, "also upload this directory, recursively"),
+	    FLAG("include", FLAG_STRING, &include,
+		 "only files whose name matches this pattern, e.g. *.pdf"),
+	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "ask volume servers to fsync each file"),
+	    FLAG("usePublicUrl", FLAG_BOOL, &use_public_url,
+		 "upload through the volume servers' publicUrl"),
+	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per file, retries included"),
+	    FLAG_END,
+	};
+	struct kelp_assign_request areq = {0};
+	struct kelp_upload_options uopt = {0};
+	struct file_list files = {0};
+	struct tool_progress progress;
+	struct kelp_client *c;
+	int first, failed = 0, walk_failed = 0;
+
+	first = flags_parse(flags, "upload", summary, argc - 1, argv + 1);
+	if (first == -2)
+		return 0;
+	if (first < 0)
+		return 2;
+	first++;
+	if (first >= argc && !*dir) {
+		fprintf(stderr, "usage: kelp upload [flags] file-or-dir... (see kelp upload -h)\n");
+		return 2;
+	}
+	if (*dir && walk(&files, dir, include, true) < 0)
+		walk_failed++;
+	for (int i = first; i < argc; i++)
+		if (walk(&files, argv[i], include, true) < 0)
+			walk_failed++;
+	if (files.n == 0) {
+		fprintf(stderr, "kelp upload: no files to upload\n");
+		list_free(&files);
+		return 1;
+	}
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (tool_client_new("upload", master, timeout_s, use_public_url, &c) < 0) {
+		list_free(&files);
+		curl_global_cleanup();
+		return 2;
+	}
+	areq.collection = collection;
+	areq.replication = replication;
+	areq.ttl = ttl;
+	areq.data_center = dc;
+	areq.rack = rack;
+	uopt.ttl = ttl;
+	uopt.fsync = fsync_writes;
+
+	tool_progress_start(&progress, "upload", files.n, files.total_bytes);
+	for (size_t i = 0; i < files.n; i++) {
+		struct kelp_put_result res;
+		int rc = kelp_client_put_path(c, &areq, &uopt, files.paths[i], &res);
+
+		if (rc == 0) {
+			char url[KELP_URL_MAX + FID_MAX_LEN + 2];
+
+			snprintf(url, sizeof(url), "%s/%s", res.assign.public_url, res.assign.fid);
+			print_json(&progress,
+				   json_pack("{s:o,s:s,s:s,s:I}", "fileName",
+					     tool_json_text(files.paths[i]), "fid", res.assign.fid,
+					     "fileUrl", url, "size", (json_int_t)res.upload.size));
+		} else {
+			failed++;
+			print_json(&progress, json_pack("{s:o,s:o}", "fileName",
+							tool_json_text(files.paths[i]), "error",
+							tool_json_text(kelp_client_error(c))));
+		}
+		tool_progress_add(&progress, 1, files.sizes[i], rc < 0);
+	}
+	tool_progress_finish(&progress);
+	kelp_client_free(c);
+	curl_global_cleanup();
+	if (failed || walk_failed)
+		fprintf(stderr, "kelp upload: %d of %zu files failed%s\n", failed, files.n,
+			walk_failed ? ", and some paths could not be read" : "");
+	list_free(&files);
+	return failed || walk_failed ? 1 : 0;
+}
