@@ -1080,7 +1080,8 @@ static const char *error_text(struct transfer *t, char *buf, size_t cap)
  * -EHOSTUNREACH (m did not answer), -EAGAIN (m knows no leader) or -ENOTSUP (m has
  * no usable /cluster/status: the caller may send its request to m directly).
  */
-static int ask_cluster_status(struct kelp_client *c, const char *m, uint64_t deadline)
+static int ask_cluster_status(struct kelp_client *c, const char *what, const char *m,
+			      uint64_t deadline)
 {
 	struct transfer t;
 	bool local, is_leader;
@@ -1093,12 +1094,12 @@ static int ask_cluster_status(struct kelp_client *c, const char *m, uint64_t dea
 	t.limit = 1u << 20;
 	rc = transfer_perform(c, &t, deadline, &local);
 	if (rc < 0) {
-		set_error(c, "master %s: %s", m, c->curl_err);
+		set_error(c, "%s: master %s: %s", what, m, c->curl_err);
 		transfer_release(&t);
 		return -EHOSTUNREACH;
 	}
 	if (t.status >= 500) {
-		set_error(c, "master %s: /cluster/status answered HTTP %ld", m, t.status);
+		set_error(c, "%s: master %s: /cluster/status answered HTTP %ld", what, m, t.status);
 		transfer_release(&t);
 		return -EAGAIN;
 	}
@@ -1111,7 +1112,7 @@ static int ask_cluster_status(struct kelp_client *c, const char *m, uint64_t dea
 	if (is_leader)
 		copy_string(leader, sizeof(leader), m);
 	if (!leader[0]) {
-		set_error(c, "master %s knows no leader (election in progress?)", m);
+		set_error(c, "%s: master %s knows no leader (election in progress?)", what, m);
 		return -EAGAIN;
 	}
 	copy_string(c->leader, sizeof(c->leader), leader);
@@ -1148,7 +1149,7 @@ static int master_request(struct kelp_client *c, const char *what, const char *p
 		int rc;
 
 		if (leader && !c->leader[0]) {
-			rc = ask_cluster_status(c, c->masters[c->master_index], deadline);
+			rc = ask_cluster_status(c, what, c->masters[c->master_index], deadline);
 			if (rc == -ENOTSUP)
 				target = c->masters[c->master_index]; /* let it proxy */
 			else if (rc == -EAGAIN)
@@ -1496,24 +1497,42 @@ int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fi
 	return rc;
 }
 
-/* Assign + upload with re-assigns; src_mem or (src_fd, offset) provide the body. */
+#define PUT_BAD_SERVERS 4
+
+/*
+ * Assign + upload with re-assigns; src_mem or (src_fd, offset) provide the body.
+ * A volume server that refused a connection is remembered for this put: until the
+ * master notices it is gone (a few heartbeats), it keeps assigning its volumes, so
+ * an assign that points there again is redone (after a backoff) without counting
+ * as an upload attempt. The deadline bounds it all.
+ */
 static int put_common(struct kelp_client *c, const struct kelp_assign_request *areq,
 		      const struct kelp_upload_options *uopt, const void *data, int fd,
 		      uint64_t offset, uint64_t size, struct kelp_put_result *out)
 {
 	uint64_t deadline = deadline_after(c);
-	int rc, attempt;
+	char bad[PUT_BAD_SERVERS][KELP_URL_MAX], last_err[sizeof(c->err)];
+	int rc, uploads = 0, n_bad = 0, waits = 0;
 
 	c->err[0] = '\0';
 	memset(out, 0, sizeof(*out));
-	for (attempt = 0;; attempt++) {
+	for (;;) {
 		const char *url;
 		struct transfer t;
+		bool known_bad = false;
 
 		rc = assign_until(c, areq, &out->assign, deadline);
 		if (rc < 0)
 			return rc;
 		url = c->use_public_url ? out->assign.public_url : out->assign.url;
+		for (int i = 0; i < n_bad; i++)
+			known_bad |= !strcmp(bad[i], url);
+		if (known_bad) {
+			if (backoff(waits++, deadline))
+				continue;
+			copy_string(c->err, sizeof(c->err), last_err);
+			return -EHOSTUNREACH;
+		}
 		transfer_init(&t, "PUT");
 		if (data || fd < 0)
 			t.src_mem = data ? data : (const uint8_t *)"";
@@ -1524,8 +1543,15 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 		rc = upload_until(c, url, out->assign.fid, out->assign.auth, uopt, &t, &out->upload,
 				  deadline);
 		transfer_release(&t);
-		if (rc == 0 || !is_retryable(rc) || attempt >= c->upload_retries ||
-		    !backoff(attempt, deadline))
+		if (rc == 0 || !is_retryable(rc) || uploads++ >= c->upload_retries)
+			return rc;
+		if (rc == -ECONNREFUSED || rc == -EHOSTUNREACH) {
+			copy_string(bad[n_bad % PUT_BAD_SERVERS], KELP_URL_MAX, url);
+			if (n_bad < PUT_BAD_SERVERS)
+				n_bad++;
+		}
+		copy_string(last_err, sizeof(last_err), c->err);
+		if (!backoff(uploads - 1, deadline))
 			return rc;
 	}
 }
@@ -1651,12 +1677,12 @@ static int read_common(struct kelp_client *c, const char *fid_text, struct trans
 				set_error(c, "read %s from %s: %s", fid_text, server, c->curl_err);
 				return rc;
 			}
-			if (rc == 0 && (t->status == 200 || t->status == 206)) {
-				fill_info(t, info);
-				return 0;
-			}
-			if (rc == 0 && t->status == 416) {
-				*past_end = true;
+			if (rc == 0 && (t->status == 200 || t->status == 206 || t->status == 416)) {
+				/* A replica failed before this one: look again next time, the
+				 * master may know better by then. */
+				if (i > 0)
+					kelp_location_cache_drop(&c->cache, fid.vid);
+				*past_end = t->status == 416;
 				fill_info(t, info);
 				return 0;
 			}

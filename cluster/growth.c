@@ -148,6 +148,23 @@ int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, c
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* A required server fixes the main data center and rack. */
+	if (!empty(node)) {
+		int k;
+
+		for (k = 0; k < n; k++)
+			if (!strcmp(nodes[k].url, node) || !strcmp(nodes[k].public_url, node))
+				break;
+		if (k == n || nodes[k].free_slots <= 0 ||
+		    (!empty(dc) && strcmp(dc, nodes[k].data_center)) ||
+		    (!empty(rack) && strcmp(rack, nodes[k].rack))) {
+			snprintf(reason, reason_cap, "server %s is unknown, full, or not in the data center / rack asked for",
+				 node);
+			goto out;
+		}
+		dc = nodes[k].data_center;
+		rack = nodes[k].rack;
+	}
 	/* Main data center candidates: room for y+1 racks, one of them with z+1 servers. */
 	for (int i = 0; i < n; i++) {
 		bool seen = false;

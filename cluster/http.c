@@ -234,14 +234,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
-		if (req->response)
-			return queue(req); /* early reply: the rest of the body is not read */
-		if (req->on_body &&
-		    req->on_body(req, (const uint8_t *)upload_data, *upload_data_size) < 0 &&
-		    req->response) {
-			*upload_data_size = 0;
-			return queue(req);
-		}
+		/*
+		 * Once a reply is set mid-body (a body over the limit, a malformed part),
+		 * the rest of the body is read and dropped: libmicrohttpd cannot queue a
+		 * reply while body data is pending.
+		 */
+		if (!req->response && req->on_body)
+			req->on_body(req, (const uint8_t *)upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return MHD_YES;
 	}

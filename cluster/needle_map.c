@@ -8,8 +8,11 @@
 
 static inline size_t slot_of(uint64_t key, size_t mask)
 {
-	/* Fibonacci hashing spreads sequential keys over the table. */
-	return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & mask;
+	/* A 64-bit finalizer (murmur3's): every key bit moves every slot bit. */
+	key ^= key >> 33;
+	key *= 0xff51afd7ed558ccdull;
+	key ^= key >> 33;
+	return (size_t)key & mask;
 }
 
 void needle_map_init(struct needle_map *m)

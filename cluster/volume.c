@@ -153,6 +153,7 @@ static int64_t load_index(struct volume *v)
 	uint8_t *buf = malloc(BATCH * VOLUME_IDX_ENTRY_SIZE);
 	uint64_t max_end = v->data_start, pos = 0, whole, last_key = 0;
 	uint32_t last_offset = 0, last_size = 0;
+	bool zero_key_warned = false;
 	struct stat st;
 	int ret;
 
@@ -184,6 +185,14 @@ static int64_t load_index(struct volume *v)
 			uint64_t key = get_be64(buf + i), end;
 			uint32_t offset = get_be32(buf + i + 8), size = get_be32(buf + i + 12);
 
+			if (key == 0) {
+				/* Never issued: a damaged entry. Its needle, if any, is found again by the tail scan or a rebuild. */
+				if (!zero_key_warned)
+					log_warn("volume %u: .idx entry %" PRIu64 " has key 0, ignoring it",
+						 v->vid, (pos + i) / VOLUME_IDX_ENTRY_SIZE);
+				zero_key_warned = true;
+				continue;
+			}
 			end = entry_end(v, offset, size);
 			if (end > v->dat_size || (offset != 0 && (uint64_t)offset * 8 < v->data_start)) {
 				log_warn("volume %u: .idx entry %" PRIu64 " points past the end of .dat, rebuilding the index from .dat",
@@ -191,14 +200,18 @@ static int64_t load_index(struct volume *v)
 				free(buf);
 				return 0;
 			}
-			if (end > max_end)
+			/*
+			 * Needles are appended in order, so the tail starts after the entry with
+			 * the highest offset; a damaged Size elsewhere must not move it.
+			 */
+			if (offset != 0 && offset >= last_offset)
 				max_end = end;
 			ret = apply_entry(v, key, offset, size);
 			if (ret < 0) {
 				free(buf);
 				return ret;
 			}
-			if (offset != 0) {
+			if (offset != 0 && offset >= last_offset) {
 				last_key = key;
 				last_offset = offset;
 				last_size = size;
@@ -222,6 +235,17 @@ static int64_t load_index(struct volume *v)
 			log_warn("volume %u: last .idx entry does not match .dat, rebuilding the index from .dat",
 				 v->vid);
 			return 0;
+		}
+		/* Appends continue after the last append time, even if the clock went back. */
+		if (v->version == NEEDLE_VERSION_3) {
+			uint8_t t[8];
+			uint64_t tail = (uint64_t)last_offset * 8 + NEEDLE_HEADER_SIZE +
+					(last_size == VOLUME_TOMBSTONE_SIZE ? 0 : last_size) +
+					NEEDLE_CHECKSUM_SIZE;
+
+			if (pread_all(v->dat_fd, t, sizeof(t), tail) == 0 &&
+			    get_be64(t) > v->last_append_ns)
+				v->last_append_ns = get_be64(t);
 		}
 	}
 	return (int64_t)max_end;
@@ -382,8 +406,6 @@ static int load(struct volume *v, bool create)
 	ret = scan_dat(v, (uint64_t)end);
 	if (ret < 0)
 		return ret;
-	if (v->last_append_ns == 0)
-		v->last_append_ns = now_ns();
 	return 0;
 }
 

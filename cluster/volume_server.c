@@ -1133,7 +1133,10 @@ static void handle_upload(struct volume_server *vs, struct http_request *req,
 	const char *cl = http_header(req, "Content-Length");
 	struct upload *u;
 
-	if (cl && strtoull(cl, NULL, 10) > vs->size_limit + (64u << 10)) {
+	bool multipart = !strcmp(req->method, "POST") && (!ct || !*ct || strstr(ct, "form-data"));
+
+	/* Raw bodies are the data itself; multipart ones carry some headers more. */
+	if (cl && strtoull(cl, NULL, 10) > vs->size_limit + (multipart ? (64u << 10) : 0)) {
 		http_reply_error(req, 413, "file over the limit of %d MiB (-fileSizeLimitMB)",
 				 vs->opt.file_size_limit_mb);
 		return;
@@ -1156,7 +1159,7 @@ static void handle_upload(struct volume_server *vs, struct http_request *req,
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
 		return;
 	}
-	if (!strcmp(req->method, "POST") && (!ct || !*ct || strstr(ct, "form-data"))) {
+	if (multipart) {
 		static const struct multipart_callbacks cb = {mp_part_begin, mp_data, mp_part_end};
 		char boundary[MULTIPART_MAX_BOUNDARY + 1];
 		int blen = ct ? multipart_boundary_from_content_type(ct, boundary, sizeof(boundary))

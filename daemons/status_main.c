@@ -143,7 +143,7 @@ static int print_masters(struct kelp_client *c, const char *masters, char *leade
 		int rc = kelp_client_get(c, list[i], "/cluster/status", &status, &body, &len);
 
 		if (rc < 0) {
-			table_row(&t, list[i], "down", kelp_client_error(c), "");
+			table_row(&t, list[i], "down", strerror(-rc), "");
 		} else if (status != 200 || kelp_parse_cluster_status(body, len, &is_leader, leader,
 								      sizeof(leader)) < 0) {
 			char what[64];
