@@ -1140,8 +1140,8 @@ static int master_request(struct kelp_client *c, const char *what, const char *p
 			  uint64_t deadline, struct transfer *t, char *from)
 {
 	int last = -EHOSTUNREACH, attempt = 0;
-	bool answered = false;
-	char msg[256];
+	bool answered;
+	char msg[256], answer[sizeof(c->err)] = ""; /* what the last master that answered said */
 
 	for (;; attempt++) {
 		const char *target = NULL;
@@ -1153,7 +1153,7 @@ static int master_request(struct kelp_client *c, const char *what, const char *p
 			if (rc == -ENOTSUP)
 				target = c->masters[c->master_index]; /* let it proxy */
 			else if (rc == -EAGAIN)
-				answered = true;
+				copy_string(answer, sizeof(answer), c->err);
 			if (rc == -EHOSTUNREACH || rc == -EAGAIN) {
 				last = rc;
 				next_master(c);
@@ -1180,17 +1180,22 @@ static int master_request(struct kelp_client *c, const char *what, const char *p
 				c->bad_leader_until_ms = now_ms() + 10000;
 			}
 		} else {
-			answered = true;
 			last = kelp_errno_from_status(t->status);
 			set_error(c, "%s: master %s: HTTP %ld: %s", what, target, t->status,
 				  error_text(t, msg, sizeof(msg)));
+			copy_string(answer, sizeof(answer), c->err);
 		}
 		c->leader[0] = '\0';
 		next_master(c);
 	retry:
 		if (!backoff(attempt, deadline)) {
-			size_t l = strlen(c->err);
+			size_t l;
 
+			/* "No leader" from a live master says more than a dead master's refusal. */
+			answered = answer[0] != '\0';
+			if (answered)
+				copy_string(c->err, sizeof(c->err), answer);
+			l = strlen(c->err);
 			snprintf(c->err + l, sizeof(c->err) - l, " (gave up after %d ms%s)",
 				 c->timeout_ms, answered ? "" : ", no master reachable");
 			return answered ? (last == -EHOSTUNREACH ? -EAGAIN : last) : -EHOSTUNREACH;

@@ -530,7 +530,7 @@ static int lists_to_wire(const struct heartbeat *hb, struct wire_lists *w, Maste
 	}
 	for (size_t i = 0; i < n_short; i++) {
 		const struct hb_volume *v =
-			i < hb->n_new ? &hb->new_volumes[i] : &hb->deleted_volumes[i - hb->n_new];
+		    i < hb->n_new ? &hb->new_volumes[i] : &hb->deleted_volumes[i - hb->n_new];
 
 		short_volume_to_wire(v, &w->shorts[i]);
 		w->short_ptrs[i] = &w->shorts[i];

@@ -62,7 +62,7 @@ struct heartbeat {
 	uint64_t max_file_key;
 	char data_center[64];
 	char rack[64];
-	char id[128]; /* stable node id; "" means ip:port */
+	char id[128];	    /* stable node id; "" means ip:port */
 	uint32_t grpc_port; /* 0 = not reported (a Go master then assumes port + 10000) */
 
 	/*

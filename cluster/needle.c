@@ -135,6 +135,8 @@ size_t needle_encode(struct needle *n, int version, uint8_t *out, size_t cap)
 {
 	size_t p;
 
+	if (n->data_size > NEEDLE_MAX_DATA_SIZE)
+		return 0;
 	needle_compute_size(n);
 	if (needle_disk_size(n->size, version) > cap)
 		return 0;

@@ -25,6 +25,8 @@
 #define NEEDLE_VERSION_2     2
 #define NEEDLE_VERSION_3     3
 #define NEEDLE_MAX_PAIRS     65535
+/* Largest data that keeps Size (data + every optional field) within 32 bits. */
+#define NEEDLE_MAX_DATA_SIZE (0xFFFFFFFFu - (1u << 20))
 
 #define NEEDLE_FLAG_GZIP          0x01
 #define NEEDLE_FLAG_HAS_NAME      0x02

@@ -696,6 +696,8 @@ int volume_write(struct volume *v, struct needle *n, const struct volume_data *d
 		*unchanged = false;
 	if (atomic_load(&v->read_only))
 		return -EROFS;
+	if (data->len > NEEDLE_MAX_DATA_SIZE)
+		return -EFBIG;
 	n->data_size = data->len;
 	n->checksum = data->crc;
 	if (v->ttl.count && !n->ttl.count)

@@ -704,6 +704,7 @@ struct upload {
 	/* the body sink */
 	uint8_t *mem;
 	size_t mem_len;
+	size_t mem_cap;
 	int spool_fd;
 	uint64_t len;
 	uint32_t crc;
@@ -733,9 +734,22 @@ static int sink_write(struct http_request *req, struct upload *u, const uint8_t 
 	u->crc = crc32c(u->crc, data, len);
 	md5_update(&u->md5, data, len);
 	if (u->spool_fd < 0 && u->mem_len + len <= MEMORY_BODY_LIMIT) {
-		if (!u->mem && !(u->mem = malloc(MEMORY_BODY_LIMIT))) {
-			http_reply_error(req, 500, "out of memory");
-			return -ENOMEM;
+		if (u->mem_len + len > u->mem_cap) {
+			/* Sized from Content-Length when known, so small bodies take one malloc. */
+			size_t cap = u->mem_cap ? u->mem_cap * 2 : 16384;
+			uint8_t *p;
+
+			while (cap < u->mem_len + len)
+				cap *= 2;
+			if (cap > MEMORY_BODY_LIMIT)
+				cap = MEMORY_BODY_LIMIT;
+			p = realloc(u->mem, cap);
+			if (!p) {
+				http_reply_error(req, 500, "out of memory");
+				return -ENOMEM;
+			}
+			u->mem = p;
+			u->mem_cap = cap;
 		}
 		memcpy(u->mem + u->mem_len, data, len);
 		u->mem_len += len;
@@ -1149,6 +1163,12 @@ static void handle_upload(struct volume_server *vs, struct http_request *req,
 	u->vs = vs;
 	u->fid = *fid;
 	u->spool_fd = -1;
+	if (cl) {
+		unsigned long long n = strtoull(cl, NULL, 10);
+
+		if (n > 0 && n <= MEMORY_BODY_LIMIT && (u->mem = malloc(n)))
+			u->mem_cap = n;
+	}
 	md5_init(&u->md5);
 	req->state = u;
 	req->on_cleanup = upload_cleanup;

@@ -100,8 +100,8 @@ int volume_main(int argc, char **argv)
 		fprintf(stderr, "kelp volume: unexpected argument \"%s\"\n", argv[ret + 1]);
 		return 2;
 	}
-	if (port < 0 || port > 65535 || file_size_limit_mb <= 0) {
-		fprintf(stderr, "kelp volume: -port must be 0-65535 and -fileSizeLimitMB positive\n");
+	if (port < 0 || port > 65535 || file_size_limit_mb <= 0 || file_size_limit_mb > 4000) {
+		fprintf(stderr, "kelp volume: -port must be 0-65535 and -fileSizeLimitMB 1-4000\n");
 		return 2;
 	}
 	dirs = split_list(dir, &n_dirs);

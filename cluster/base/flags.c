@@ -1,6 +1,7 @@
 #include "cluster/base/flags.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +25,7 @@ static int flag_set(const struct flag *f, const char *value)
 	case FLAG_INT: {
 		errno = 0;
 		long v = strtol(value, &end, 10);
-		if (errno || end == value || *end || v < -2147483647L || v > 2147483647L)
+		if (errno || end == value || *end || v < INT_MIN || v > INT_MAX)
 			return -EINVAL;
 		*(int *)f->target = (int)v;
 		return 0;

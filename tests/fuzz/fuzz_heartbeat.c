@@ -15,13 +15,12 @@
 #include "cluster/heartbeat.h"
 #include "tests/fuzz/fuzz.h"
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,  \
-				#cond);                                                    \
-			abort();                                                           \
-		}                                                                          \
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+			abort();                                                                   \
+		}                                                                                  \
 	} while (0)
 
 #define TERMINATED(field) (strnlen((field), sizeof(field)) < sizeof(field))
@@ -62,8 +61,7 @@ static void check_same(const struct heartbeat *a, const struct heartbeat *b)
 	CHECK(strcmp(a->id, b->id) == 0);
 	CHECK(a->grpc_port == b->grpc_port);
 	CHECK(a->has_no_volumes == b->has_no_volumes);
-	CHECK(a->n_volumes == b->n_volumes && a->n_new == b->n_new &&
-	      a->n_deleted == b->n_deleted);
+	CHECK(a->n_volumes == b->n_volumes && a->n_new == b->n_new && a->n_deleted == b->n_deleted);
 	CHECK(a->n_volumes == 0 ||
 	      memcmp(a->volumes, b->volumes, a->n_volumes * sizeof(*a->volumes)) == 0);
 	CHECK(a->n_new == 0 ||

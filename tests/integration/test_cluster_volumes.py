@@ -25,7 +25,7 @@ def test_growth_when_volumes_fill(make_cluster):
         body, _ = m.dir_assign()
         fid, url = body["fid"], body["url"]
         if initial is None:
-            initial = m.volume_ids()
+            initial = c.all_volume_ids()
             assert len(initial) == 7, "first growth of a 000 layout: %r" % initial
         data = rand_bytes(blob, 1000 + i)
         c.put(url, fid, data)
@@ -38,8 +38,9 @@ def test_growth_when_volumes_fill(make_cluster):
     assert new_vid_written, "after %d uploads of %d KiB into 1 MiB volumes, assign " \
         "still only hands out the first volumes %r; now %r" % (
             len(blobs), blob >> 10, sorted(initial), sorted(m.volume_ids()))
-    grown = m.volume_ids()
+    grown = c.all_volume_ids()
     assert len(grown) > len(initial) and initial < grown
+    assert m.volume_ids() == grown
     # every blob is still there
     for fid, (url, sha) in blobs.items():
         r = c.read(url, fid)
@@ -60,6 +61,27 @@ def test_growth_when_volumes_fill(make_cluster):
         assert full, sizes
         return not (full & writable) and (writable <= set(sizes))
     wait_for("full volumes to leave the writable list", full_not_writable, 2 * PULSE + 1)
+
+
+def test_grown_volumes_stay_registered(make_cluster):
+    """Right after an assign that grew volumes returns, the master lists every volume
+    it created (in /dir/status and /dir/lookup): a heartbeat that a volume server
+    built before one of the creations must not make the master forget it."""
+    c = make_cluster(FOUR, max=20)
+    m = c.master
+    problems = []
+    for i in range(10):
+        before = c.all_volume_ids()
+        m.dir_assign(collection="c%d" % i)
+        listed = m.volume_ids()
+        missing_lookup = sorted(v for v in c.all_volume_ids() - before
+                                if m.lookup_urls(v) is None)
+        grown = c.all_volume_ids() - before
+        assert len(grown) == 7, grown
+        if not grown <= listed or missing_lookup:
+            problems.append("growth %d made %r; /dir/status listed %r; lookup 404 for %r" % (
+                i, sorted(grown), sorted(listed & grown), missing_lookup))
+    assert not problems, "\n".join(problems)
 
 
 def _dead_and_live(c, m, rp="001", n=20, size=64 * 1024):

@@ -25,48 +25,48 @@
 
 /* --- the hand-written message, one top-level field per chunk --- */
 
-static const uint8_t f_ip[] = {0x0a, 0x01, 'a'};                    /* 1 ip "a" */
-static const uint8_t f_port[] = {0x10, 0x01};                        /* 2 port 1 */
-static const uint8_t f_public_url[] = {0x1a, 0x03, 'p', 'u', 'b'};   /* 3 public_url */
+static const uint8_t f_ip[] = {0x0a, 0x01, 'a'};		   /* 1 ip "a" */
+static const uint8_t f_port[] = {0x10, 0x01};			   /* 2 port 1 */
+static const uint8_t f_public_url[] = {0x1a, 0x03, 'p', 'u', 'b'}; /* 3 public_url */
 /* 4 max_volume_counts {"": 7}: an entry message {1 key, 2 value}. Go writes the empty
  * key explicitly; protobuf-c (proto3) leaves it out. Both must decode. */
 static const uint8_t f_counts_go[] = {0x22, 0x04, 0x0a, 0x00, 0x10, 0x07};
 static const uint8_t f_counts_kelp[] = {0x22, 0x02, 0x10, 0x07};
-static const uint8_t f_max_file_key[] = {0x28, 0x2a};                 /* 5 max_file_key 42 */
-static const uint8_t f_data_center[] = {0x32, 0x02, 'd', 'c'};        /* 6 data_center */
-static const uint8_t f_rack[] = {0x3a, 0x01, 'r'};                    /* 7 rack */
-static const uint8_t f_admin_port[] = {0x40, 0x05};                   /* 8, dropped */
+static const uint8_t f_max_file_key[] = {0x28, 0x2a};	       /* 5 max_file_key 42 */
+static const uint8_t f_data_center[] = {0x32, 0x02, 'd', 'c'}; /* 6 data_center */
+static const uint8_t f_rack[] = {0x3a, 0x01, 'r'};	       /* 7 rack */
+static const uint8_t f_admin_port[] = {0x40, 0x05};	       /* 8, dropped */
 /* 9 volumes: one VolumeInformationMessage, as a Go volume server sends it */
 static const uint8_t f_volume_go[] = {
-	0x4a, 0x27,                         /* field 9, 39 bytes */
-	0x08, 0x03,                         /* 1 id 3 */
-	0x10, 0x80, 0x08,                   /* 2 size 1024 */
-	0x1a, 0x01, 'c',                    /* 3 collection "c" */
-	0x20, 0x05,                         /* 4 file_count 5 */
-	0x28, 0x01,                         /* 5 delete_count 1 */
-	0x30, 0x64,                         /* 6 deleted_byte_count 100 */
-	0x38, 0x01,                         /* 7 read_only */
-	0x40, 0x01,                         /* 8 replica_placement "001" */
-	0x48, 0x03,                         /* 9 version 3 */
-	0x50, 0x83, 0x02,                   /* 10 ttl 1<<8|3 ("1d") */
-	0x58, 0x02,                         /* 11 compact_revision 2 */
-	0x60, 0x80, 0xe2, 0xcf, 0xaa, 0x06, /* 12 modified_at_second 1700000000 */
-	0x7a, 0x03, 'h', 'd', 'd',          /* 15 disk_type, dropped */
-	0x80, 0x01, 0x02,                   /* 16 disk_id 2, dropped */
+    0x4a, 0x27,				/* field 9, 39 bytes */
+    0x08, 0x03,				/* 1 id 3 */
+    0x10, 0x80, 0x08,			/* 2 size 1024 */
+    0x1a, 0x01, 'c',			/* 3 collection "c" */
+    0x20, 0x05,				/* 4 file_count 5 */
+    0x28, 0x01,				/* 5 delete_count 1 */
+    0x30, 0x64,				/* 6 deleted_byte_count 100 */
+    0x38, 0x01,				/* 7 read_only */
+    0x40, 0x01,				/* 8 replica_placement "001" */
+    0x48, 0x03,				/* 9 version 3 */
+    0x50, 0x83, 0x02,			/* 10 ttl 1<<8|3 ("1d") */
+    0x58, 0x02,				/* 11 compact_revision 2 */
+    0x60, 0x80, 0xe2, 0xcf, 0xaa, 0x06, /* 12 modified_at_second 1700000000 */
+    0x7a, 0x03, 'h',  'd',  'd',	/* 15 disk_type, dropped */
+    0x80, 0x01, 0x02,			/* 16 disk_id 2, dropped */
 };
 /* The same volume as kelp writes it: no disk type or id. */
 static const uint8_t f_volume_kelp[] = {
-	0x4a, 0x1f, 0x08, 0x03, 0x10, 0x80, 0x08, 0x1a, 0x01, 'c',  0x20, 0x05,
-	0x28, 0x01, 0x30, 0x64, 0x38, 0x01, 0x40, 0x01, 0x48, 0x03, 0x50, 0x83,
-	0x02, 0x58, 0x02, 0x60, 0x80, 0xe2, 0xcf, 0xaa, 0x06,
+    0x4a, 0x1f, 0x08, 0x03, 0x10, 0x80, 0x08, 0x1a, 0x01, 'c',	0x20,
+    0x05, 0x28, 0x01, 0x30, 0x64, 0x38, 0x01, 0x40, 0x01, 0x48, 0x03,
+    0x50, 0x83, 0x02, 0x58, 0x02, 0x60, 0x80, 0xe2, 0xcf, 0xaa, 0x06,
 };
 /* 10 new_volumes: VolumeShortInformationMessage {1 id 4, 3 "n", 8 rp 2, 9 v 3, 10 ttl 5} */
 static const uint8_t f_new_volume[] = {0x52, 0x0b, 0x08, 0x04, 0x1a, 0x01, 'n',
 				       0x40, 0x02, 0x48, 0x03, 0x50, 0x05};
-static const uint8_t f_deleted_volume[] = {0x5a, 0x02, 0x08, 0x05}; /* 11 {1 id 5} */
-static const uint8_t f_has_no_volumes[] = {0x60, 0x01};            /* 12 true */
+static const uint8_t f_deleted_volume[] = {0x5a, 0x02, 0x08, 0x05};  /* 11 {1 id 5} */
+static const uint8_t f_has_no_volumes[] = {0x60, 0x01};		     /* 12 true */
 static const uint8_t f_ec_shards[] = {0x82, 0x01, 0x02, 0x08, 0x01}; /* 16, not declared */
-static const uint8_t f_grpc_port[] = {0xa0, 0x01, 0x90, 0x4e};       /* 20 grpc_port 10000 */
+static const uint8_t f_grpc_port[] = {0xa0, 0x01, 0x90, 0x4e};	     /* 20 grpc_port 10000 */
 static const uint8_t f_id[] = {0xb2, 0x01, 0x03, 'a', ':', '1'};     /* 22 id "a:1" */
 
 struct chunk {
@@ -74,21 +74,24 @@ struct chunk {
 	size_t len;
 };
 
-#define CHUNK(a) {a, sizeof(a)}
+#define CHUNK(a)                                                                                   \
+	{                                                                                          \
+		a, sizeof(a)                                                                       \
+	}
 
 static const struct chunk go_message[] = {
-	CHUNK(f_ip),          CHUNK(f_port),        CHUNK(f_public_url),     CHUNK(f_counts_go),
-	CHUNK(f_max_file_key), CHUNK(f_data_center), CHUNK(f_rack),          CHUNK(f_admin_port),
-	CHUNK(f_volume_go),   CHUNK(f_new_volume),  CHUNK(f_deleted_volume), CHUNK(f_has_no_volumes),
-	CHUNK(f_ec_shards),   CHUNK(f_grpc_port),   CHUNK(f_id),
+    CHUNK(f_ip),	 CHUNK(f_port),		  CHUNK(f_public_url),
+    CHUNK(f_counts_go),	 CHUNK(f_max_file_key),	  CHUNK(f_data_center),
+    CHUNK(f_rack),	 CHUNK(f_admin_port),	  CHUNK(f_volume_go),
+    CHUNK(f_new_volume), CHUNK(f_deleted_volume), CHUNK(f_has_no_volumes),
+    CHUNK(f_ec_shards),	 CHUNK(f_grpc_port),	  CHUNK(f_id),
 };
 
 static const struct chunk kelp_message[] = {
-	CHUNK(f_ip),             CHUNK(f_port),           CHUNK(f_public_url),
-	CHUNK(f_counts_kelp),    CHUNK(f_max_file_key),   CHUNK(f_data_center),
-	CHUNK(f_rack),           CHUNK(f_volume_kelp),    CHUNK(f_new_volume),
-	CHUNK(f_deleted_volume), CHUNK(f_has_no_volumes), CHUNK(f_grpc_port),
-	CHUNK(f_id),
+    CHUNK(f_ip),	   CHUNK(f_port),	    CHUNK(f_public_url),     CHUNK(f_counts_kelp),
+    CHUNK(f_max_file_key), CHUNK(f_data_center),    CHUNK(f_rack),	     CHUNK(f_volume_kelp),
+    CHUNK(f_new_volume),   CHUNK(f_deleted_volume), CHUNK(f_has_no_volumes), CHUNK(f_grpc_port),
+    CHUNK(f_id),
 };
 
 /* Concatenates chunks into buf (big enough); returns the length. */
@@ -504,8 +507,8 @@ static void test_response(void **state)
 		assert_string_equal(back.leader, "");
 		long_leader[1] = 0xff;
 		long_leader[2] = 0x01; /* 255 bytes fit */
-		assert_int_equal(heartbeat_response_decode(long_leader, sizeof(long_leader) - 1, &back),
-				 0);
+		assert_int_equal(
+		    heartbeat_response_decode(long_leader, sizeof(long_leader) - 1, &back), 0);
 		assert_int_equal(strlen(back.leader), 255);
 		/* truncated */
 		for (size_t n = 1; n < sizeof(go); n++) {
@@ -602,27 +605,27 @@ static void test_wrong_wire_types(void **state)
 		uint8_t bytes[8];
 		size_t len;
 	} cases[] = {
-		{"ip as varint", {0x08, 0x05}, 2},
-		{"port as string", {0x12, 0x01, 0x05}, 3},
-		{"port as fixed32", {0x15, 0x01, 0x00, 0x00, 0x00}, 5},
-		{"max_file_key as fixed64", {0x29, 1, 2, 3, 4, 5, 6, 7}, 8},
-		{"volumes as varint", {0x48, 0x01}, 2},
-		{"has_no_volumes as string", {0x62, 0x01, 0x01}, 3},
-		{"collection as varint in a volume", {0x4a, 0x02, 0x18, 0x01}, 4},
-		{"id as string in a volume", {0x4a, 0x03, 0x0a, 0x01, 0x01}, 5},
-		{"start group, field 1", {0x0b, 0x0c}, 2},
-		{"start group, unknown field 30", {0xf3, 0x01, 0xf4, 0x01}, 4},
-		{"wire type 6", {0x0e, 0x00}, 2},
-		{"wire type 7 on an unknown field", {0xff, 0x01, 0x00}, 3},
-		{"field number 0", {0x00, 0x00}, 2},
-		{"field number 0 as string", {0x02, 0x00}, 2},
-		{"unterminated varint", {0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80}, 8},
-		{"port over 32 bits", {0x10, 0x80, 0x80, 0x80, 0x80, 0x10}, 6},
-		{"length past the end", {0x0a, 0x05, 'a'}, 3},
-		{"huge length", {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 'a'}, 7},
+	    {"ip as varint", {0x08, 0x05}, 2},
+	    {"port as string", {0x12, 0x01, 0x05}, 3},
+	    {"port as fixed32", {0x15, 0x01, 0x00, 0x00, 0x00}, 5},
+	    {"max_file_key as fixed64", {0x29, 1, 2, 3, 4, 5, 6, 7}, 8},
+	    {"volumes as varint", {0x48, 0x01}, 2},
+	    {"has_no_volumes as string", {0x62, 0x01, 0x01}, 3},
+	    {"collection as varint in a volume", {0x4a, 0x02, 0x18, 0x01}, 4},
+	    {"id as string in a volume", {0x4a, 0x03, 0x0a, 0x01, 0x01}, 5},
+	    {"start group, field 1", {0x0b, 0x0c}, 2},
+	    {"start group, unknown field 30", {0xf3, 0x01, 0xf4, 0x01}, 4},
+	    {"wire type 6", {0x0e, 0x00}, 2},
+	    {"wire type 7 on an unknown field", {0xff, 0x01, 0x00}, 3},
+	    {"field number 0", {0x00, 0x00}, 2},
+	    {"field number 0 as string", {0x02, 0x00}, 2},
+	    {"unterminated varint", {0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80}, 8},
+	    {"port over 32 bits", {0x10, 0x80, 0x80, 0x80, 0x80, 0x10}, 6},
+	    {"length past the end", {0x0a, 0x05, 'a'}, 3},
+	    {"huge length", {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 'a'}, 7},
 	};
-	static const uint8_t long_varint[] = {0x28, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
-					      0x80, 0x80, 0x80, 0x80, 0x01};
+	static const uint8_t long_varint[] = {0x28, 0x80, 0x80, 0x80, 0x80, 0x80,
+					      0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
 	static const uint8_t tenth_byte_2[] = {0x28, 0xff, 0xff, 0xff, 0xff, 0xff,
 					       0xff, 0xff, 0xff, 0xff, 0x02};
 	static const uint8_t max_u64[] = {0x28, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -673,20 +676,20 @@ static void test_strings(void **state)
 		uint8_t tag;
 		size_t cap; /* size of kelp's field */
 	} fields[] = {
-		{0x0a, 64},  /* ip */
-		{0x1a, 256}, /* public_url */
-		{0x32, 64},  /* data_center */
-		{0x3a, 64},  /* rack */
+	    {0x0a, 64},	 /* ip */
+	    {0x1a, 256}, /* public_url */
+	    {0x32, 64},	 /* data_center */
+	    {0x3a, 64},	 /* rack */
 	};
 	static const char *bad[] = {
-		"10.0.0.1\0junk",   /* NUL: would otherwise read as "10.0.0.1" */
-		"\xff",             /* not UTF-8 */
-		"\xc0\x80",         /* overlong NUL */
-		"\xe0\x80\xaf",     /* overlong '/' */
-		"\xed\xa0\x80",     /* UTF-16 surrogate */
-		"\xf4\x90\x80\x80", /* past U+10FFFF */
-		"\xc3",             /* cut multibyte sequence */
-		"\x80",             /* lone continuation byte */
+	    "10.0.0.1\0junk",	/* NUL: would otherwise read as "10.0.0.1" */
+	    "\xff",		/* not UTF-8 */
+	    "\xc0\x80",		/* overlong NUL */
+	    "\xe0\x80\xaf",	/* overlong '/' */
+	    "\xed\xa0\x80",	/* UTF-16 surrogate */
+	    "\xf4\x90\x80\x80", /* past U+10FFFF */
+	    "\xc3",		/* cut multibyte sequence */
+	    "\x80",		/* lone continuation byte */
 	};
 	static const size_t bad_len[] = {13, 1, 2, 3, 3, 4, 1, 1};
 	char text[300];
@@ -855,7 +858,8 @@ static void test_garbage(void **state)
 			len = valid_len;
 			memcpy(buf, valid, len);
 			for (int k = 1 + (int)(rng_next(&seed) % 4); k > 0; k--)
-				buf[rng_next(&seed) % len] ^= (uint8_t)(1u << (rng_next(&seed) % 8));
+				buf[rng_next(&seed) % len] ^=
+				    (uint8_t)(1u << (rng_next(&seed) % 8));
 		}
 		ret = heartbeat_decode(buf, len, &hb);
 		assert_true(ret == 0 || ret == -EINVAL);
@@ -874,19 +878,19 @@ static void test_garbage(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tiny_message_bytes),
-		cmocka_unit_test(test_encode_matches_hand_bytes),
-		cmocka_unit_test(test_decode_hand_bytes),
-		cmocka_unit_test(test_max_volume_counts_map),
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_response),
-		cmocka_unit_test(test_truncated_everywhere),
-		cmocka_unit_test(test_truncated_encoded),
-		cmocka_unit_test(test_wrong_wire_types),
-		cmocka_unit_test(test_strings),
-		cmocka_unit_test(test_encode_rejects),
-		cmocka_unit_test(test_list_cap),
-		cmocka_unit_test(test_garbage),
+	    cmocka_unit_test(test_tiny_message_bytes),
+	    cmocka_unit_test(test_encode_matches_hand_bytes),
+	    cmocka_unit_test(test_decode_hand_bytes),
+	    cmocka_unit_test(test_max_volume_counts_map),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_response),
+	    cmocka_unit_test(test_truncated_everywhere),
+	    cmocka_unit_test(test_truncated_encoded),
+	    cmocka_unit_test(test_wrong_wire_types),
+	    cmocka_unit_test(test_strings),
+	    cmocka_unit_test(test_encode_rejects),
+	    cmocka_unit_test(test_list_cap),
+	    cmocka_unit_test(test_garbage),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,15 +24,16 @@
 
 /* {"alg":"HS256","typ":"JWT"} . {"exp":2000000000,"fid":"3,01637037d6"} */
 static const char py_token_exp[] =
-	"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjIwMDAwMDAwMDAsImZpZCI6IjMsMDE2MzcwMzdkNiJ9"
-	".Xv1X1bGvY44qCyqCqQcyHsUq5-q0giWDRKlHPe23NYQ";
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjIwMDAwMDAwMDAsImZpZCI6IjMsMDE2MzcwMzdkNiJ9"
+    ".Xv1X1bGvY44qCyqCqQcyHsUq5-q0giWDRKlHPe23NYQ";
 /* Claims in the order Go writes them: {"fid":"3,01637037d6","exp":2000000000} */
 static const char py_token_go_order[] =
-	"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJleHAiOjIwMDAwMDAwMDB9"
-	".Lx1v2AdQQwPZYidodR_aSD8GR-a8sQX3qmwhuNuXaE0";
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJleHAiOjIwMDAwMDAwMDB9"
+    ".Lx1v2AdQQwPZYidodR_aSD8GR-a8sQX3qmwhuNuXaE0";
 /* {"fid":"3,01637037d6"}, no expiry */
-static const char py_token_no_exp[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3"
-				      "ZDYifQ.E3KJ9Ukujyb6jYJwNVcKyloq-y4hgLsxoX2mkBiLYOw";
+static const char py_token_no_exp[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3"
+    "ZDYifQ.E3KJ9Ukujyb6jYJwNVcKyloq-y4hgLsxoX2mkBiLYOw";
 
 static int verify(const char *token, const char *fid, int64_t now)
 {
@@ -57,8 +58,8 @@ static void test_python_tokens(void **state)
 	assert_string_equal(out, py_token_no_exp);
 
 	/* Another key. */
-	assert_int_equal(jwt_verify_fid("kelp-test-signing-kez", py_token_exp,
-					strlen(py_token_exp), FID, 1700000000),
+	assert_int_equal(jwt_verify_fid("kelp-test-signing-kez", py_token_exp, strlen(py_token_exp),
+					FID, 1700000000),
 			 -EACCES);
 	assert_int_equal(jwt_verify_fid("", py_token_exp, strlen(py_token_exp), FID, 1700000000),
 			 -EACCES);
@@ -68,8 +69,9 @@ static void test_python_tokens(void **state)
 
 static void test_round_trip(void **state)
 {
-	static const char *fids[] = {"3,01637037d6", "1,0100000000", "4294967295,ffffffffffffffff12345678",
-				     "7,ab\"c\\d", "9,\xc3\xa9t\xc3\xa9"};
+	static const char *fids[] = {"3,01637037d6", "1,0100000000",
+				     "4294967295,ffffffffffffffff12345678", "7,ab\"c\\d",
+				     "9,\xc3\xa9t\xc3\xa9"};
 	char out[JWT_BUF_LEN];
 
 	(void)state;
@@ -101,8 +103,9 @@ static void test_delta_suffix(void **state)
 
 static void test_wrong_fid(void **state)
 {
-	static const char *wrong[] = {"4,01637037d6", "3,01637037d7", "3,01637037d", "3,01637037d6x",
-				      "3,01637037D6", "", "_3,01637037d6", " 3,01637037d6"};
+	static const char *wrong[] = {"4,01637037d6",  "3,01637037d7", "3,01637037d",
+				      "3,01637037d6x", "3,01637037D6", "",
+				      "_3,01637037d6", " 3,01637037d6"};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++)
@@ -114,12 +117,12 @@ static void test_expiry(void **state)
 	char out[JWT_BUF_LEN];
 	/* {"fid":"3,01637037d6","exp":1999999999.5}: Go accepts fractional NumericDates */
 	static const char fractional[] =
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJleHAiOjE5OTk5OTk"
-		"5OTkuNX0.z0YSCmgQEJjxOZwtaF6893ZKMsNjBd_9we1YzXa2FC4";
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJleHAiOjE5OTk5OTk"
+	    "5OTkuNX0.z0YSCmgQEJjxOZwtaF6893ZKMsNjBd_9we1YzXa2FC4";
 	/* {"fid":"3,01637037d6","nbf":1900000000} */
 	static const char not_before[] =
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJuYmYiOjE5MDAwMDA"
-		"wMDB9.yTPjZXGUo9lIbd_jxgEPb-AQrei0RV6k1O5K6dZufq0";
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJuYmYiOjE5MDAwMDA"
+	    "wMDB9.yTPjZXGUo9lIbd_jxgEPb-AQrei0RV6k1O5K6dZufq0";
 
 	(void)state;
 	assert_int_equal(verify(py_token_exp, FID, 2000000000), -EACCES);
@@ -142,23 +145,23 @@ static void test_expiry(void **state)
 static void test_bad_headers_and_claims(void **state)
 {
 	static const char *tokens[] = {
-		/* {"alg":"HS512","typ":"JWT"} signed with HMAC-SHA256 */
-		"eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.F2nxufYSGvaqsGVeF"
-		"ejBoGk0QCQ7vUdcscHfZOntb1o",
-		/* {"alg":"none","typ":"JWT"}, with an HMAC anyway */
-		"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.8K1MSG6okN4N-aCb1S"
-		"AeYE-ucNC6Nms8HQF7FmLXc-Q",
-		/* alg none, no signature: the classic forgery */
-		"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.",
-		/* {"fid":"3,01637037d6","fid":"4,01637037d6"}: duplicate keys */
-		"eyJhbGciOiJIUzI1NiJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJmaWQiOiI0LDAxNjM3MDM3ZDYifQ.2nmJzi"
-		"r4Is6GhEQBLGn6yW1as3Xv08VIrsOUCU0yjWU",
-		/* "exp":"2000000000", a string */
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJleHAiOiIyMDAwMDAw"
-		"MDAwIn0.yrxzv6BPyZr9yjO6N5E9IcDzztdJtM2lJSiSzzCyNw0",
-		/* claims ["fid"], not an object */
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.WyJmaWQiXQ.ZYXtPw37dkISnrrwFPN9ZWIl7YDKXnLxtadSLE"
-		"dhGwY",
+	    /* {"alg":"HS512","typ":"JWT"} signed with HMAC-SHA256 */
+	    "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.F2nxufYSGvaqsGVeF"
+	    "ejBoGk0QCQ7vUdcscHfZOntb1o",
+	    /* {"alg":"none","typ":"JWT"}, with an HMAC anyway */
+	    "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.8K1MSG6okN4N-aCb1S"
+	    "AeYE-ucNC6Nms8HQF7FmLXc-Q",
+	    /* alg none, no signature: the classic forgery */
+	    "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.",
+	    /* {"fid":"3,01637037d6","fid":"4,01637037d6"}: duplicate keys */
+	    "eyJhbGciOiJIUzI1NiJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJmaWQiOiI0LDAxNjM3MDM3ZDYifQ.2nmJzi"
+	    "r4Is6GhEQBLGn6yW1as3Xv08VIrsOUCU0yjWU",
+	    /* "exp":"2000000000", a string */
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYiLCJleHAiOiIyMDAwMDAw"
+	    "MDAwIn0.yrxzv6BPyZr9yjO6N5E9IcDzztdJtM2lJSiSzzCyNw0",
+	    /* claims ["fid"], not an object */
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.WyJmaWQiXQ.ZYXtPw37dkISnrrwFPN9ZWIl7YDKXnLxtadSLE"
+	    "dhGwY",
 	};
 
 	(void)state;
@@ -169,7 +172,7 @@ static void test_bad_headers_and_claims(void **state)
 }
 
 static const char b64url_chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /* A token character other than c, the k-th of several (k < 9). */
 static char other_char(char c, size_t k)
@@ -228,15 +231,21 @@ static void test_truncated_and_extended(void **state)
 static void test_garbage(void **state)
 {
 	static const char *garbage[] = {
-		"", ".", "..", "...", "a.b.c", "Bearer x", "eyJ.eyJ.eyJ",
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..",
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.", /* {} and no signature */
-		" eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.E3KJ9Ukujyb6jYJw"
-		"NVcKyloq-y4hgLsxoX2mkBiLYOw",
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ==.E3KJ9Ukujyb6jYJ"
-		"wNVcKyloq-y4hgLsxoX2mkBiLYOw",
-		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.E3KJ9Ukujyb6jYJwNV"
-		"cKyloq+y4hgLsxoX2mkBiLYOw", /* standard, not url, alphabet */
+	    "",
+	    ".",
+	    "..",
+	    "...",
+	    "a.b.c",
+	    "Bearer x",
+	    "eyJ.eyJ.eyJ",
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..",
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.", /* {} and no signature */
+	    " eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.E3KJ9Ukujyb6jYJw"
+	    "NVcKyloq-y4hgLsxoX2mkBiLYOw",
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ==.E3KJ9Ukujyb6jYJ"
+	    "wNVcKyloq-y4hgLsxoX2mkBiLYOw",
+	    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJmaWQiOiIzLDAxNjM3MDM3ZDYifQ.E3KJ9Ukujyb6jYJwNV"
+	    "cKyloq+y4hgLsxoX2mkBiLYOw", /* standard, not url, alphabet */
 	};
 	char big[JWT_MAX_TOKEN_LEN + 100];
 	uint8_t random[300];
@@ -259,9 +268,9 @@ static void test_garbage(void **state)
 			random[i] = (uint8_t)(seed >> 16);
 			/* Half the rounds use only token characters, so the splitter runs. */
 			if (round & 1)
-				random[i] = (uint8_t)(random[i] % 8 == 0
-							      ? '.'
-							      : b64url_chars[random[i] % 64]);
+				random[i] =
+				    (uint8_t)(random[i] % 8 == 0 ? '.'
+								 : b64url_chars[random[i] % 64]);
 		}
 		assert_int_equal(jwt_verify_fid(KEY, (const char *)random, n, FID, 1700000000),
 				 -EACCES);
@@ -297,16 +306,11 @@ static void test_sign_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_python_tokens),
-		cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_delta_suffix),
-		cmocka_unit_test(test_wrong_fid),
-		cmocka_unit_test(test_expiry),
-		cmocka_unit_test(test_bad_headers_and_claims),
-		cmocka_unit_test(test_tampered),
-		cmocka_unit_test(test_truncated_and_extended),
-		cmocka_unit_test(test_garbage),
-		cmocka_unit_test(test_sign_errors),
+	    cmocka_unit_test(test_python_tokens), cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_delta_suffix),  cmocka_unit_test(test_wrong_fid),
+	    cmocka_unit_test(test_expiry),	  cmocka_unit_test(test_bad_headers_and_claims),
+	    cmocka_unit_test(test_tampered),	  cmocka_unit_test(test_truncated_and_extended),
+	    cmocka_unit_test(test_garbage),	  cmocka_unit_test(test_sign_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,14 +37,14 @@ static void test_fips_vectors(void **state)
 		const char *msg;
 		const char *hex;
 	} vectors[] = {
-		{"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-		{"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
-		/* 448 bits: fills the first block past the 55-byte limit for the length. */
-		{"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-		 "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
-		{"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqk"
-		 "lmnopqrlmnopqrsmnopqrstnopqrstu",
-		 "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
+	    {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+	    {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+	    /* 448 bits: fills the first block past the 55-byte limit for the length. */
+	    {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+	     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+	    {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqk"
+	     "lmnopqrlmnopqrsmnopqrstnopqrstu",
+	     "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
 	};
 	char hex[65];
 
@@ -69,14 +69,16 @@ static void test_million_a(void **state)
 	memset(all, 'a', 1000000);
 	sha256_hex(all, 1000000, hex);
 	free(all);
-	assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+	assert_string_equal(hex,
+			    "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 
 	sha256_init(&ctx);
 	for (int i = 0; i < 1000; i++)
 		sha256_update(&ctx, chunk, sizeof(chunk));
 	sha256_final(&ctx, digest);
 	to_hex(digest, sizeof(digest), hex);
-	assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+	assert_string_equal(hex,
+			    "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 static void fill_pattern(uint8_t *buf, size_t len)
@@ -91,19 +93,19 @@ static void test_padding_edges(void **state)
 		size_t len;
 		const char *hex;
 	} cases[] = {
-		{1, "084fed08b978af4d7d196a7446a86b58009e636b611db16211b65a9aadff29c5"},
-		{55, "e7313d333c272e639f790978283f9eb392e843d0f29b7016828bb1daa4aac70b"},
-		{56, "4324d65f3c103567f5589c710bc08f8523f929a9272e3af36fc968e52abc6c27"},
-		{57, "35df609437dcfea3279283ab79fd554e2bf78f8f7ae2de532d8ee300b09e8f73"},
-		{63, "81c80242132f230c3bd41b3e63bbcff16107339549214a99614ff26664625055"},
-		{64, "39e3d7b6b5d075d37d053ad89b24b41bef4f3c29760c84447cab3f3be1882241"},
-		{65, "aacca6ff74fdbb296d165a45cecfa04e5127bc008770fbbdd48006f2d2fae95e"},
-		{119, "9ce7368e4daf32341631b492e80359dc9f594b48453cd0dd5bf0b19279cc177e"},
-		{120, "7836b787757e95e58b3ca5aec90b1b004e8deba1e50e9675af9cabf1a13a04b5"},
-		{127, "a8d23e75d936f303d248888d9b165ee543f4cbafcad3c9dd2a79bd84faa11d07"},
-		{128, "d2742f1f4ac6bb7ca2b239ee18402ba8b3f9f8e652d2a72973c2b9ba11c08cf6"},
-		{129, "307f8fc2c1622b92762e818d39a185d4d667ad49a4b07ceae1f4afa008a93ec4"},
-		{1000, "1e9bc38cbf860b9ec31918b065f9b52476c549a782e0e7990bed8ce3868d2371"},
+	    {1, "084fed08b978af4d7d196a7446a86b58009e636b611db16211b65a9aadff29c5"},
+	    {55, "e7313d333c272e639f790978283f9eb392e843d0f29b7016828bb1daa4aac70b"},
+	    {56, "4324d65f3c103567f5589c710bc08f8523f929a9272e3af36fc968e52abc6c27"},
+	    {57, "35df609437dcfea3279283ab79fd554e2bf78f8f7ae2de532d8ee300b09e8f73"},
+	    {63, "81c80242132f230c3bd41b3e63bbcff16107339549214a99614ff26664625055"},
+	    {64, "39e3d7b6b5d075d37d053ad89b24b41bef4f3c29760c84447cab3f3be1882241"},
+	    {65, "aacca6ff74fdbb296d165a45cecfa04e5127bc008770fbbdd48006f2d2fae95e"},
+	    {119, "9ce7368e4daf32341631b492e80359dc9f594b48453cd0dd5bf0b19279cc177e"},
+	    {120, "7836b787757e95e58b3ca5aec90b1b004e8deba1e50e9675af9cabf1a13a04b5"},
+	    {127, "a8d23e75d936f303d248888d9b165ee543f4cbafcad3c9dd2a79bd84faa11d07"},
+	    {128, "d2742f1f4ac6bb7ca2b239ee18402ba8b3f9f8e652d2a72973c2b9ba11c08cf6"},
+	    {129, "307f8fc2c1622b92762e818d39a185d4d667ad49a4b07ceae1f4afa008a93ec4"},
+	    {1000, "1e9bc38cbf860b9ec31918b065f9b52476c549a782e0e7990bed8ce3868d2371"},
 	};
 	uint8_t buf[1000];
 	char hex[65];
@@ -169,29 +171,35 @@ static void test_rfc4231(void **state)
 
 	/* 4.2 test case 1 */
 	hmac_hex(key_0b, sizeof(key_0b), "Hi There", 8, hex);
-	assert_string_equal(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+	assert_string_equal(hex,
+			    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
 	/* 4.3 test case 2: a key shorter than the output */
 	hmac_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
-	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+	assert_string_equal(hex,
+			    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 	/* 4.4 test case 3 */
 	hmac_hex(key_aa20, sizeof(key_aa20), data_dd, sizeof(data_dd), hex);
-	assert_string_equal(hex, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
+	assert_string_equal(hex,
+			    "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
 	/* 4.5 test case 4 */
 	hmac_hex(key_25, sizeof(key_25), data_cd, sizeof(data_cd), hex);
-	assert_string_equal(hex, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
+	assert_string_equal(hex,
+			    "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
 	/* 4.6 test case 5: the RFC gives only the first 128 bits */
 	hmac_hex(key_0c, sizeof(key_0c), "Test With Truncation", 20, hex);
 	assert_memory_equal(hex, "a3b6167473100ee06e0c796c2955552b", 32);
 	/* 4.7 test case 6: a key longer than a block is hashed first */
 	hmac_hex(key_aa131, sizeof(key_aa131),
 		 "Test Using Larger Than Block-Size Key - Hash Key First", 54, hex);
-	assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+	assert_string_equal(hex,
+			    "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 	/* 4.8 test case 7 */
 	static const char tc7[] =
-		"This is a test using a larger than block-size key and a larger than block-size "
-		"data. The key needs to be hashed before being used by the HMAC algorithm.";
+	    "This is a test using a larger than block-size key and a larger than block-size "
+	    "data. The key needs to be hashed before being used by the HMAC algorithm.";
 	hmac_hex(key_aa131, sizeof(key_aa131), tc7, sizeof(tc7) - 1, hex);
-	assert_string_equal(hex, "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+	assert_string_equal(hex,
+			    "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
 }
 
 /* Empty key, and keys of exactly one block (used as is) and one byte more (hashed). */
@@ -202,12 +210,15 @@ static void test_hmac_key_edges(void **state)
 
 	(void)state;
 	hmac_hex(NULL, 0, NULL, 0, hex);
-	assert_string_equal(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+	assert_string_equal(hex,
+			    "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 	memset(key, 'k', sizeof(key));
 	hmac_hex(key, 64, "block-size key", 14, hex);
-	assert_string_equal(hex, "3639ed45f96410ae1abf821aaf15a4e616209464f7e06fb79435d35e485bd3c2");
+	assert_string_equal(hex,
+			    "3639ed45f96410ae1abf821aaf15a4e616209464f7e06fb79435d35e485bd3c2");
 	hmac_hex(key, 65, "block-size key", 14, hex);
-	assert_string_equal(hex, "492c0e30e79bd478c547ea77404336b1093be9a3fe2de81aca2185a7a92a69fa");
+	assert_string_equal(hex,
+			    "492c0e30e79bd478c547ea77404336b1093be9a3fe2de81aca2185a7a92a69fa");
 }
 
 static void test_hmac_incremental(void **state)
@@ -236,10 +247,10 @@ static void test_hmac_incremental(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fips_vectors),     cmocka_unit_test(test_million_a),
-		cmocka_unit_test(test_padding_edges),    cmocka_unit_test(test_incremental_splits),
-		cmocka_unit_test(test_rfc4231),          cmocka_unit_test(test_hmac_key_edges),
-		cmocka_unit_test(test_hmac_incremental),
+	    cmocka_unit_test(test_fips_vectors),     cmocka_unit_test(test_million_a),
+	    cmocka_unit_test(test_padding_edges),    cmocka_unit_test(test_incremental_splits),
+	    cmocka_unit_test(test_rfc4231),	     cmocka_unit_test(test_hmac_key_edges),
+	    cmocka_unit_test(test_hmac_incremental),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1036,9 +1036,18 @@ static void test_corruption(void **state)
 
 /* ---- TTL -------------------------------------------------------------------------------- */
 
-/* Appends a hand-made needle (with the given append time) and its .idx entry. */
-static void append_needle(const char *dir, uint32_t vid, uint64_t key, uint32_t cookie,
-			  const uint8_t *data, uint32_t len, uint64_t append_at_ns, struct ttl ttl)
+struct handmade {
+	int version;
+	uint64_t append_at_ns;	/* v3 */
+	uint64_t last_modified; /* 0: none */
+	struct ttl ttl;
+	bool masked_crc; /* store the legacy masked CRC */
+	bool no_idx;	 /* leave the .idx alone */
+};
+
+/* Appends a hand-made needle to .dat (and its .idx entry); returns its offset. */
+static uint64_t append_handmade(const char *dir, uint32_t vid, uint64_t key, uint32_t cookie,
+				const uint8_t *data, uint32_t len, const struct handmade *h)
 {
 	struct needle n;
 	uint8_t *rec, e[VOLUME_IDX_ENTRY_SIZE];
@@ -1054,20 +1063,38 @@ static void append_needle(const char *dir, uint32_t vid, uint64_t key, uint32_t 
 	snprintf(name, sizeof(name), "file-%" PRIu64, key);
 	n.name = name;
 	n.name_len = (uint8_t)strlen(name);
-	n.ttl = ttl;
-	n.append_at_ns = append_at_ns;
-	disk = needle_disk_size(needle_compute_size(&n), NEEDLE_VERSION_3);
+	n.ttl = h->ttl;
+	n.append_at_ns = h->append_at_ns;
+	if (h->last_modified) {
+		n.flags = NEEDLE_FLAG_HAS_LAST_MOD;
+		n.last_modified = h->last_modified;
+	}
+	disk = needle_disk_size(needle_compute_size(&n), h->version);
 	rec = malloc(disk);
 	assert_non_null(rec);
-	got = needle_encode(&n, NEEDLE_VERSION_3, rec, disk);
+	got = needle_encode(&n, h->version, rec, disk);
 	assert_int_equal(got, disk);
+	if (h->masked_crc)
+		put_be32(rec + NEEDLE_HEADER_SIZE + n.size, crc32c_masked(crc32c(0, data, len)));
 	assert_int_equal(off % 8, 0);
 	write_at(vpath(dir, vid, ".dat"), off, rec, disk);
-	put_be64(e, key);
-	put_be32(e + 8, (uint32_t)(off / 8));
-	put_be32(e + 12, n.size);
-	append_file(vpath(dir, vid, ".idx"), e, sizeof(e));
+	if (!h->no_idx) {
+		put_be64(e, key);
+		put_be32(e + 8, (uint32_t)(off / 8));
+		put_be32(e + 12, n.size);
+		append_file(vpath(dir, vid, ".idx"), e, sizeof(e));
+	}
 	free(rec);
+	return off;
+}
+
+/* A version 3 needle with the given append time, and its .idx entry. */
+static void append_needle(const char *dir, uint32_t vid, uint64_t key, uint32_t cookie,
+			  const uint8_t *data, uint32_t len, uint64_t append_at_ns, struct ttl ttl)
+{
+	struct handmade h = {.version = NEEDLE_VERSION_3, .append_at_ns = append_at_ns, .ttl = ttl};
+
+	append_handmade(dir, vid, key, cookie, data, len, &h);
 }
 
 static void test_ttl_expiry(void **state)
@@ -1568,6 +1595,118 @@ static void test_idx_entry_key_zero(void **state)
 	assert_int_equal(bad, 0);
 }
 
+/* Appends a tombstone needle (Size 0) to .dat, without an .idx entry; returns its offset. */
+static uint64_t append_tombstone_needle(const char *dir, uint32_t vid, uint64_t key,
+					uint32_t cookie)
+{
+	struct needle n;
+	uint8_t rec[64];
+	uint64_t off = file_size(vpath(dir, vid, ".dat"));
+	size_t len;
+
+	memset(&n, 0, sizeof(n));
+	n.cookie = cookie;
+	n.id = key;
+	n.append_at_ns = wall_ns();
+	len = needle_encode(&n, NEEDLE_VERSION_3, rec, sizeof(rec));
+	assert_int_equal(len, 32);
+	write_at(vpath(dir, vid, ".dat"), off, rec, len);
+	return off;
+}
+
+static void append_idx_entry(const char *dir, uint32_t vid, uint64_t key, uint64_t offset,
+			     uint32_t size)
+{
+	uint8_t e[VOLUME_IDX_ENTRY_SIZE];
+
+	put_be64(e, key);
+	put_be32(e + 8, (uint32_t)(offset / 8));
+	put_be32(e + 12, size);
+	append_file(vpath(dir, vid, ".idx"), e, sizeof(e));
+}
+
+static void test_seaweedfs_offset0_deletions_at_tail(void **state)
+{
+	/*
+	 * Deletions as SeaweedFS writes them in two places (reference 4.4: "older code wrote
+	 * offset 0 - accept both"): its vacuum's makeupDiff appends a fake tombstone needle
+	 * (cookie 0x12345678) to .dat and an .idx entry (key, 0, -1); older delete code
+	 * appended the tombstone needle with the file's cookie and an .idx entry with offset
+	 * 0. When such deletions are the last operations, their tombstone needles lie after
+	 * the last .idx entry that has an offset. They must not bring the keys back (as
+	 * empty blobs) at open.
+	 */
+	const char *dir = *state;
+	struct volume_options o = create_opts();
+	struct volume *v = open_vol(dir, VID, &o);
+	uint8_t *data = make_data(700, 1);
+	uint64_t dat_size;
+	int ret1, ret2, ret3;
+
+	assert_int_equal(put(v, 1, cookie_of(1), data, 700), 0);
+	assert_int_equal(put(v, 2, cookie_of(2), data, 700), 0);
+	assert_int_equal(put(v, 3, cookie_of(3), data, 700), 0);
+	volume_close(v);
+	append_tombstone_needle(dir, VID, 2, 0x12345678); /* makeupDiff */
+	append_idx_entry(dir, VID, 2, 0, VOLUME_TOMBSTONE_SIZE);
+	append_tombstone_needle(dir, VID, 1, cookie_of(1)); /* old delete path */
+	append_idx_entry(dir, VID, 1, 0, 0);
+	dat_size = file_size(vpath(dir, VID, ".dat"));
+	o.create = false;
+	v = open_vol(dir, VID, &o);
+	ret1 = read_status(v, 1, cookie_of(1));
+	ret2 = read_status(v, 2, cookie_of(2));
+	ret3 = read_status(v, 3, cookie_of(3));
+	volume_close(v);
+	free(data);
+	assert_int_equal(ret3, 0);
+	assert_int_equal(file_size(vpath(dir, VID, ".dat")), dat_size);
+	if (ret1 != -ENOENT || ret2 != -ENOENT)
+		fail_msg(
+		    "deleted keys came back at open: key 1 (old delete) read %d, key 2 (vacuum makeupDiff) read %d; expected -ENOENT for both",
+		    ret1, ret2);
+}
+
+static void test_idx_tombstone_entry_on_live_needle(void **state)
+{
+	/*
+	 * A damaged last .idx entry that says "deleted" (size 0xFFFFFFFF) but points at a
+	 * live needle of the same key: the needle is not a tombstone (its Size is not 0), so
+	 * the entry does not match .dat. Open must not start the tail scan 32 bytes into
+	 * that needle and cut .dat there.
+	 */
+	const char *dir = *state;
+	struct volume_options o = create_opts();
+	struct volume *v = open_vol(dir, VID, &o);
+	struct model m;
+	uint64_t dat_size, idx_size, off5, cut_to;
+	uint32_t size5;
+	size_t bad;
+
+	model_init(&m, 100);
+	for (uint64_t key = 1; key <= 5; key++)
+		model_put(v, &m, key, 3000, key);
+	volume_close(v);
+	dat_size = file_size(vpath(dir, VID, ".dat"));
+	idx_size = file_size(vpath(dir, VID, ".idx"));
+	assert_true(idx_lookup(dir, VID, 5, &off5, &size5));
+	/* the last entry (key 5) turns into a deletion of key 5 at the same offset */
+	truncate_file(vpath(dir, VID, ".idx"), idx_size - VOLUME_IDX_ENTRY_SIZE);
+	append_idx_entry(dir, VID, 5, off5, VOLUME_TOMBSTONE_SIZE);
+	o.create = false;
+	v = open_vol(dir, VID, &o);
+	m.state[5] = KEY_NEVER; /* live or deleted: either reading is defensible */
+	bad = model_count_bad(v, &m);
+	cut_to = file_size(vpath(dir, VID, ".dat"));
+	volume_close(v);
+	model_free(&m);
+	if (cut_to != dat_size)
+		fail_msg(".dat cut from %" PRIu64 " to %" PRIu64
+			 " bytes at open (inside key 5's needle at %" PRIu64 ")",
+			 dat_size, cut_to, off5);
+	assert_int_equal(bad, 0);
+}
+
 static void test_append_time_monotonic_across_reopen(void **state)
 {
 	/*
@@ -1598,6 +1737,122 @@ static void test_append_time_monotonic_across_reopen(void **state)
 		fail_msg("append_at_ns %" PRIu64
 			 " after reopen is not after the last needle's %" PRIu64,
 			 n.append_at_ns, future);
+}
+
+static void write_super_block(const char *dir, uint32_t vid, uint8_t version, uint16_t extra)
+{
+	uint8_t sb[8] = {version, 1, 0, 0, 0, 0, 0, 0};
+	uint8_t junk[64];
+
+	put_be16(sb + 6, extra);
+	write_at(vpath(dir, vid, ".dat"), 0, sb, sizeof(sb));
+	memset(junk, 0xAB, sizeof(junk));
+	if (extra)
+		write_at(vpath(dir, vid, ".dat"), 8, junk, extra);
+	write_at(vpath(dir, vid, ".idx"), 0, junk, 0);
+}
+
+static void test_version2_volume(void **state)
+{
+	/* Volumes written by older SeaweedFS: version 2 needles (no append time), some with
+	 * the legacy masked CRC. kelp reads and deletes in them but appends only to v3. */
+	const char *dir = *state;
+	struct volume_options o = create_opts();
+	struct handmade h = {.version = NEEDLE_VERSION_2, .last_modified = 1600000000};
+	const struct ttl one_minute = {1, 1};
+	uint8_t *data = make_data(1500, 2);
+	struct volume_info info;
+	struct volume *v;
+	uint64_t dat_size;
+	uint32_t size;
+
+	write_super_block(dir, VID, 2, 0);
+	append_handmade(dir, VID, 1, 11, data, 1500, &h);
+	h.masked_crc = true;
+	append_handmade(dir, VID, 2, 12, data, 1000, &h);
+	h.masked_crc = false;
+	append_handmade(dir, VID, 3, 13, data, 0, &h);
+	/* TTL on v2 counts from LastModified (long ago) */
+	h.ttl = one_minute;
+	append_handmade(dir, VID, 4, 14, data, 10, &h);
+	h.ttl.count = 0;
+	h.no_idx = true; /* written just before a crash: only in .dat */
+	append_handmade(dir, VID, 5, 15, data, 700, &h);
+	dat_size = file_size(vpath(dir, VID, ".dat"));
+	append_file(vpath(dir, VID, ".dat"), "\0\0\0", 3);
+
+	o.create = false;
+	v = open_vol(dir, VID, &o);
+	volume_get_info(v, &info);
+	assert_int_equal(info.version, 2);
+	assert_int_equal(file_size(vpath(dir, VID, ".dat")), dat_size);
+	expect_blob(v, 1, 11, data, 1500);
+	expect_blob(v, 2, 12, data, 1000);
+	assert_int_equal(read_status(v, 3, 13), 0);
+	assert_int_equal(read_status(v, 4, 14), -ENOENT);
+	expect_blob(v, 5, 15, data, 700);
+	assert_int_equal(read_status(v, 1, 12), -EPERM);
+	/* damage on a masked-CRC needle is still caught */
+	{
+		uint64_t off;
+
+		assert_true(idx_lookup(dir, VID, 2, &off, &size));
+		flip_byte(vpath(dir, VID, ".dat"), off + 20 + 10);
+		assert_int_equal(read_status(v, 2, 12), -EBADMSG);
+		flip_byte(vpath(dir, VID, ".dat"), off + 20 + 10);
+	}
+	/* no appends of needles to a v2 volume, no vacuum; deletes work */
+	assert_int_equal(put(v, 9, 1, data, 10), -EROFS);
+	assert_int_equal(volume_compact(v), -EROFS);
+	assert_int_equal(volume_delete(v, 1, 11, &size), 0);
+	assert_int_equal(read_status(v, 1, 11), -ENOENT);
+	v = reopen_vol(v, dir, VID);
+	assert_int_equal(read_status(v, 1, 11), -ENOENT);
+	expect_blob(v, 2, 12, data, 1000);
+	expect_blob(v, 5, 15, data, 700);
+	volume_close(v);
+	free(data);
+}
+
+static void test_super_block_extra(void **state)
+{
+	/* A super block with extra bytes (SeaweedFS's SuperBlockExtra): needles start after
+	 * them, and a missing index is rebuilt from there. */
+	const char *dir = *state;
+	struct volume_options o = create_opts();
+	struct handmade h = {
+	    .version = NEEDLE_VERSION_3, .append_at_ns = wall_ns(), .no_idx = true};
+	uint8_t *data = make_data(900, 3);
+	struct volume *v;
+	struct model m;
+
+	write_super_block(dir, VID, 3, 16);
+	assert_int_equal(append_handmade(dir, VID, 1, cookie_of(1), data, 900, &h), 24);
+	h.append_at_ns++;
+	append_handmade(dir, VID, 2, cookie_of(2), data, 800, &h);
+	o.create = false;
+	v = open_vol(dir, VID, &o);
+	expect_blob(v, 1, cookie_of(1), data, 900);
+	expect_blob(v, 2, cookie_of(2), data, 800);
+	assert_int_equal(file_size(vpath(dir, VID, ".idx")), 2 * VOLUME_IDX_ENTRY_SIZE);
+	/* appends and vacuum keep working */
+	model_init(&m, 10);
+	model_put(v, &m, 3, 100, 3);
+	assert_int_equal(volume_delete(v, 2, cookie_of(2), NULL), 0);
+	v = reopen_vol(v, dir, VID);
+	expect_blob(v, 1, cookie_of(1), data, 900);
+	model_check(v, &m);
+	assert_int_equal(volume_compact(v), 0);
+	assert_int_equal(volume_commit_compact(v), 0);
+	expect_blob(v, 1, cookie_of(1), data, 900);
+	assert_int_equal(read_status(v, 2, cookie_of(2)), -ENOENT);
+	model_check(v, &m);
+	v = reopen_vol(v, dir, VID);
+	expect_blob(v, 1, cookie_of(1), data, 900);
+	model_check(v, &m);
+	volume_close(v);
+	model_free(&m);
+	free(data);
 }
 
 /* ---- vacuum ----------------------------------------------------------------------------- */
@@ -2175,7 +2430,11 @@ int main(void)
 	    T(test_idx_past_end_of_dat),
 	    T(test_idx_bitrot_does_not_cut_dat),
 	    T(test_idx_entry_key_zero),
+	    T(test_seaweedfs_offset0_deletions_at_tail),
+	    T(test_idx_tombstone_entry_on_live_needle),
 	    T(test_append_time_monotonic_across_reopen),
+	    T(test_version2_volume),
+	    T(test_super_block_extra),
 	    T(test_garbage_ratio),
 	    T(test_vacuum),
 	    T(test_vacuum_crash),
