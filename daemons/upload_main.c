@@ -68,7 +68,24 @@ static bool included(const char *path, const char *pattern)
 	return !pattern || !*pattern || fnmatch(pattern, base ? base + 1 : path, 0) == 0;
 }
 
-/* Adds path (a file, or a directory walked in name order); 0 or -errno (reported). */
+/* The JSON line of a path that cannot be uploaded. */
+static void print_path_error(const char *path, const char *what)
+{
+	json_t *obj =
+	    json_pack("{s:o,s:o}", "fileName", tool_json_text(path), "error", tool_json_text(what));
+	char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	if (text)
+		puts(text);
+	fflush(stdout);
+	free(text);
+	json_decref(obj);
+}
+
+/*
+ * Adds path (a file, or a directory walked in name order). Returns how many paths
+ * could not be read (each reported as a JSON error line), or -ENOMEM.
+ */
 static int walk(struct file_list *l, const char *path, const char *pattern, bool top)
 {
 	struct dirent **names;
@@ -76,8 +93,8 @@ static int walk(struct file_list *l, const char *path, const char *pattern, bool
 	int n, rc = 0;
 
 	if ((top ? stat(path, &st) : lstat(path, &st)) < 0) {
-		fprintf(stderr, "kelp upload: %s: %s\n", path, strerror(errno));
-		return -errno;
+		print_path_error(path, strerror(errno));
+		return 1;
 	}
 	if (S_ISLNK(st.st_mode)) {
 		/* Inside a tree: follow links to files, not to directories (no loops). */
@@ -87,30 +104,32 @@ static int walk(struct file_list *l, const char *path, const char *pattern, bool
 	if (S_ISREG(st.st_mode))
 		return included(path, pattern) ? list_add(l, path, (uint64_t)st.st_size) : 0;
 	if (!S_ISDIR(st.st_mode)) {
-		if (top)
-			fprintf(stderr, "kelp upload: %s: not a file or directory, skipped\n",
-				path);
-		return 0;
+		if (!top)
+			return 0; /* sockets, fifos, devices inside a tree */
+		print_path_error(path, "not a regular file or a directory");
+		return 1;
 	}
 	n = scandir(path, &names, NULL, alphasort);
 	if (n < 0) {
-		fprintf(stderr, "kelp upload: %s: %s\n", path, strerror(errno));
-		return -errno;
+		print_path_error(path, strerror(errno));
+		return 1;
 	}
 	for (int i = 0; i < n; i++) {
 		const char *name = names[i]->d_name;
-		size_t plen = strlen(path);
+		size_t plen = strlen(path), clen = plen + strlen(name) + 2;
 		char *child;
 
-		if (rc == 0 && strcmp(name, ".") && strcmp(name, "..")) {
-			child = malloc(plen + strlen(name) + 2);
+		if (rc >= 0 && strcmp(name, ".") && strcmp(name, "..")) {
+			child = malloc(clen);
 			if (!child) {
 				rc = -ENOMEM;
 			} else {
-				snprintf(child, plen + strlen(name) + 2, "%s%s%s", path,
+				int sub;
+
+				snprintf(child, clen, "%s%s%s", path,
 					 plen && path[plen - 1] == '/' ? "" : "/", name);
-				if (walk(l, child, pattern, false) == -ENOMEM)
-					rc = -ENOMEM;
+				sub = walk(l, child, pattern, false);
+				rc = sub < 0 ? sub : rc + sub;
 				free(child);
 			}
 		}
@@ -161,7 +180,7 @@ int upload_main(int argc, char **argv)
 	struct file_list files = {0};
 	struct tool_progress progress;
 	struct kelp_client *c;
-	int first, failed = 0, walk_failed = 0;
+	int first, failed = 0, unreadable = 0, rc;
 
 	first = flags_parse(flags, "upload", summary, argc - 1, argv + 1);
 	if (first == -2)
@@ -173,11 +192,15 @@ int upload_main(int argc, char **argv)
 		fprintf(stderr, "usage: kelp upload [flags] file-or-dir... (see kelp upload -h)\n");
 		return 2;
 	}
-	if (*dir && walk(&files, dir, include, true) < 0)
-		walk_failed++;
-	for (int i = first; i < argc; i++)
-		if (walk(&files, argv[i], include, true) < 0)
-			walk_failed++;
+	for (int i = *dir ? first - 1 : first; i < argc; i++) {
+		rc = walk(&files, i < first ? dir : argv[i], include, true);
+		if (rc < 0) {
+			fprintf(stderr, "kelp upload: out of memory\n");
+			list_free(&files);
+			return 1;
+		}
+		unreadable += rc;
+	}
 	if (files.n == 0) {
 		fprintf(stderr, "kelp upload: no files to upload\n");
 		list_free(&files);
@@ -201,7 +224,8 @@ int upload_main(int argc, char **argv)
 	tool_progress_start(&progress, "upload", files.n, files.total_bytes);
 	for (size_t i = 0; i < files.n; i++) {
 		struct kelp_put_result res;
-		int rc = kelp_client_put_path(c, &areq, &uopt, files.paths[i], &res);
+
+		rc = kelp_client_put_path(c, &areq, &uopt, files.paths[i], &res);
 
 		if (rc == 0) {
 			char url[KELP_URL_MAX + FID_MAX_LEN + 2];
@@ -222,9 +246,11 @@ int upload_main(int argc, char **argv)
 	tool_progress_finish(&progress);
 	kelp_client_free(c);
 	curl_global_cleanup();
-	if (failed || walk_failed)
-		fprintf(stderr, "kelp upload: %d of %zu files failed%s\n", failed, files.n,
-			walk_failed ? ", and some paths could not be read" : "");
+	if (failed)
+		fprintf(stderr, "kelp upload: %d of %zu files failed\n", failed, files.n);
+	if (unreadable)
+		fprintf(stderr, "kelp upload: %d path%s could not be read\n", unreadable,
+			unreadable == 1 ? "" : "s");
 	list_free(&files);
-	return failed || walk_failed ? 1 : 0;
+	return failed || unreadable ? 1 : 0;
 }

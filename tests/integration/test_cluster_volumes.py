@@ -13,16 +13,30 @@ from conftest import MiB, assert_json, assert_json_error, rand_bytes
 FOUR = [("dc1", "r1"), ("dc1", "r2"), ("dc2", "r1"), ("dc2", "r2")]
 
 
+def _full_and_writable(c, m):
+    """(volume ids at or over the 1 MiB limit per the servers' /status, the writable
+    ids of the default layout per the master)."""
+    sizes = {}
+    for v in c.running():
+        for vid, info in v.volumes().items():
+            sizes[vid] = max(sizes.get(vid, 0), info["Size"])
+    full = {vid for vid, s in sizes.items() if s >= MiB}
+    layout = [lay for lay in m.layouts() if lay["replication"] == "000"
+              and lay["collection"] == "" and lay["ttl"] == ""]
+    assert len(layout) == 1, m.layouts()
+    return full, set(layout[0]["writables"])
+
+
 def test_growth_when_volumes_fill(make_cluster):
     c = make_cluster(FOUR, master_args=["-volumeSizeLimitMB=1"], max=10)
     m = c.master
     blob = 200 * 1024
     blobs = {}              # fid -> (url, sha256)
     initial = None
-    new_vid_written = None
+    new_vids = set()
     deadline = time.monotonic() + 60
-    for i in range(300):
-        body, _ = m.dir_assign()
+    for i in range(120):
+        body, _ = m.dir_assign()   # never fails while there are free slots
         fid, url = body["fid"], body["url"]
         if initial is None:
             initial = c.all_volume_ids()
@@ -31,36 +45,32 @@ def test_growth_when_volumes_fill(make_cluster):
         c.put(url, fid, data)
         blobs[fid] = (url, hashlib.sha256(data).hexdigest())
         if fid_vid(fid) not in initial:
-            new_vid_written = fid
-            if len(blobs) >= 10:
+            new_vids.add(fid_vid(fid))
+            if len(new_vids) >= 2:
                 break
+        if i % 5 == 4:
+            # Uploads are faster than heartbeats: let the master hear about volumes
+            # that are full before going on (it must within a pulse or two).
+            wait_for("full volumes to leave the writable list",
+                     lambda: not set.intersection(*_full_and_writable(c, m)),
+                     2 * PULSE + 1)
         assert time.monotonic() < deadline, "uploads took over 60 s"
-    assert new_vid_written, "after %d uploads of %d KiB into 1 MiB volumes, assign " \
-        "still only hands out the first volumes %r; now %r" % (
+    assert new_vids, "after %d uploads of %d KiB into 1 MiB volumes, assign still only " \
+        "hands out the first volumes %r; now %r" % (
             len(blobs), blob >> 10, sorted(initial), sorted(m.volume_ids()))
     grown = c.all_volume_ids()
-    assert len(grown) > len(initial) and initial < grown
-    assert m.volume_ids() == grown
+    assert initial < grown and new_vids <= grown
+    full, _ = _full_and_writable(c, m)
+    assert len(full) >= 5, "growth before the volumes were full: full %r of %r" % (
+        sorted(full), sorted(initial))
     # every blob is still there
     for fid, (url, sha) in blobs.items():
         r = c.read(url, fid)
         assert r.status_code == 200, (fid, r.status_code)
         assert hashlib.sha256(r.content).hexdigest() == sha, fid
-
-    # full volumes leave the writable list once the master has heard their size
-    def full_not_writable():
-        sizes = {}
-        for v in c.running():
-            for vid, info in v.volumes().items():
-                sizes[vid] = max(sizes.get(vid, 0), info["Size"])
-        full = {vid for vid, s in sizes.items() if s >= MiB}
-        layout = [lay for lay in m.layouts() if lay["replication"] == "000"
-                  and lay["collection"] == "" and lay["ttl"] == ""]
-        assert len(layout) == 1
-        writable = set(layout[0]["writables"])
-        assert full, sizes
-        return not (full & writable) and (writable <= set(sizes))
-    wait_for("full volumes to leave the writable list", full_not_writable, 2 * PULSE + 1)
+    wait_for("full volumes to leave the writable list",
+             lambda: not set.intersection(*_full_and_writable(c, m)), 2 * PULSE + 1)
+    wait_for("/dir/status to list every volume", lambda: m.volume_ids() == grown, 2 * PULSE)
 
 
 def test_grown_volumes_stay_registered(make_cluster):

@@ -74,10 +74,9 @@ struct chunk {
 	size_t len;
 };
 
-#define CHUNK(a)                                                                                   \
-	{                                                                                          \
-		a, sizeof(a)                                                                       \
-	}
+/* clang-format off */
+#define CHUNK(a) {(a), sizeof(a)}
+/* clang-format on */
 
 static const struct chunk go_message[] = {
     CHUNK(f_ip),	 CHUNK(f_port),		  CHUNK(f_public_url),
