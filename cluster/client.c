@@ -656,6 +656,7 @@ struct transfer {
 	struct curl_slist *headers;
 	bool has_expect; /* the empty Expect: is in headers */
 	bool follow_redirects;
+	bool accept_gzip; /* let curl ask for and decode gzip (needles stored gzipped) */
 	bool upload;
 	const uint8_t *src_mem; /* upload source: memory, or src_fd with pread */
 	int src_fd;
@@ -682,6 +683,7 @@ struct transfer {
 	char mime[KELP_MIME_MAX];
 	uint64_t content_length;
 	bool has_content_length;
+	bool encoded; /* Content-Encoding: the length on the wire is not the blob's */
 	uint64_t range_total;
 	bool has_range_total;
 };
@@ -701,7 +703,7 @@ static void transfer_reset_response(struct transfer *t)
 	t->status = 0;
 	t->body_started = false;
 	t->auth[0] = t->etag[0] = t->name[0] = t->mime[0] = '\0';
-	t->has_content_length = t->has_range_total = false;
+	t->has_content_length = t->has_range_total = t->encoded = false;
 	t->content_length = t->range_total = 0;
 	t->errlen = 0;
 	t->errbody[0] = '\0';
@@ -796,7 +798,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 
 		t->status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		t->auth[0] = t->etag[0] = t->name[0] = t->mime[0] = '\0';
-		t->has_content_length = t->has_range_total = false;
+		t->has_content_length = t->has_range_total = t->encoded = false;
 		return n;
 	}
 	if (header_is(data, n, "Authorization", &v, &vlen)) {
@@ -815,6 +817,9 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 		header_value(v, vlen, tmp, sizeof(tmp));
 		t->content_length = strtoull(tmp, NULL, 10);
 		t->has_content_length = true;
+	} else if (header_is(data, n, "Content-Encoding", &v, &vlen)) {
+		header_value(v, vlen, tmp, sizeof(tmp));
+		t->encoded = tmp[0] && strcasecmp(tmp, "identity");
 	} else if (header_is(data, n, "Content-Range", &v, &vlen)) {
 		char *slash;
 
@@ -868,7 +873,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 			size_t ncap = t->cap ? t->cap : 4096;
 			uint8_t *p;
 
-			if (t->has_content_length && t->content_length + 1 > ncap &&
+			if (t->has_content_length && !t->encoded && t->content_length + 1 > ncap &&
 			    t->content_length < t->limit)
 				ncap = (size_t)t->content_length + 1;
 			while (ncap < t->len + n + 1)
@@ -1028,6 +1033,8 @@ static int transfer_perform(struct kelp_client *c, struct transfer *t, uint64_t 
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers);
+	if (t->accept_gzip)
+		curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "gzip");
 	if (t->follow_redirects) {
 		curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
 		curl_easy_setopt(h, CURLOPT_MAXREDIRS, 3L);
@@ -1548,7 +1555,10 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 		rc = upload_until(c, url, out->assign.fid, out->assign.auth, uopt, &t, &out->upload,
 				  deadline);
 		transfer_release(&t);
-		if (rc == 0 || !is_retryable(rc) || uploads++ >= c->upload_retries)
+		/* 404: the master's view is stale; 401: the token expired. Both may pass
+		 * with a new assign. */
+		if (rc == 0 || !(is_retryable(rc) || rc == -ENOENT || rc == -EACCES) ||
+		    uploads++ >= c->upload_retries)
 			return rc;
 		if (rc == -ECONNREFUSED || rc == -EHOSTUNREACH) {
 			copy_string(bad[n_bad % PUT_BAD_SERVERS], KELP_URL_MAX, url);
@@ -1619,12 +1629,14 @@ static void fill_info(const struct transfer *t, struct kelp_blob_info *info)
 	copy_string(info->name, sizeof(info->name), t->name);
 	copy_string(info->mime, sizeof(info->mime), t->mime);
 	copy_string(info->etag, sizeof(info->etag), t->etag);
-	if (t->has_range_total)
+	if (t->has_range_total && !t->encoded)
 		info->size = t->range_total;
-	else if (t->status == 200 && t->has_content_length)
+	else if (t->status == 200 && t->has_content_length && !t->encoded)
 		info->size = t->content_length;
-	else if (t->status == 200)
-		info->size = t->sink == SINK_FD ? t->fd_written : t->len;
+	else if (t->status == 200 && t->sink == SINK_FD)
+		info->size = t->fd_written;
+	else if (t->status == 200 && t->sink == SINK_BUFFER)
+		info->size = t->len;
 }
 
 /*
@@ -1728,6 +1740,7 @@ int kelp_client_read(struct kelp_client *c, const char *fid, uint8_t **data, siz
 	t.sink = SINK_BUFFER;
 	t.limit = SIZE_MAX / 2;
 	t.follow_redirects = true;
+	t.accept_gzip = true;
 	rc = read_common(c, fid, &t, 0, 0, &past_end, info);
 	if (rc == 0) {
 		if (!t.buf && !(t.buf = malloc(1)))
@@ -1757,6 +1770,7 @@ int kelp_client_read_range(struct kelp_client *c, const char *fid, uint64_t offs
 	t.buf = buf;
 	t.cap = len;
 	t.follow_redirects = true;
+	t.accept_gzip = true;
 	rc = read_common(c, fid, &t, offset, offset + len, &past_end, info);
 	if (rc == 0 && !past_end)
 		*got = t.len;
@@ -1776,6 +1790,7 @@ int kelp_client_read_to_fd(struct kelp_client *c, const char *fid, int fd, uint6
 	t.sink = SINK_FD;
 	t.fd = fd;
 	t.follow_redirects = true;
+	t.accept_gzip = true;
 	rc = read_common(c, fid, &t, 0, 0, &past_end, info);
 	if (written)
 		*written = t.fd_written;

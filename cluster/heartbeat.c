@@ -162,13 +162,16 @@ static bool text_valid(const uint8_t *s, size_t len)
 	return true;
 }
 
-/* The first decoding pass; see the top comment. 0 or -EINVAL. */
+/*
+ * The first decoding pass; see the top comment. 0 or -EINVAL. *unknown counts the
+ * unknown fields of the whole message, nested ones included: protobuf-c keeps a copy
+ * of each (about 60 bytes for a 3-byte field), so they need a cap of their own.
+ */
 static int wire_check(const uint8_t *buf, size_t len, const ProtobufCMessageDescriptor *desc,
-		      unsigned depth)
+		      unsigned depth, uint32_t *unknown)
 {
 	struct wire_reader r = {buf, buf + len};
 	uint32_t counts[WIRE_MAX_FIELDS] = {0};
-	uint32_t unknown = 0;
 
 	if (depth > WIRE_MAX_DEPTH || desc->n_fields > WIRE_MAX_FIELDS)
 		return -EINVAL;
@@ -184,7 +187,7 @@ static int wire_check(const uint8_t *buf, size_t len, const ProtobufCMessageDesc
 		wire = (unsigned)(tag & 7);
 		field = protobuf_c_message_descriptor_get_field(desc, (unsigned)(tag >> 3));
 		if (!field) {
-			if (++unknown > HEARTBEAT_MAX_VOLUMES || !skip_value(&r, wire))
+			if (++*unknown > HEARTBEAT_MAX_VOLUMES || !skip_value(&r, wire))
 				return -EINVAL;
 			continue;
 		}
@@ -205,7 +208,7 @@ static int wire_check(const uint8_t *buf, size_t len, const ProtobufCMessageDesc
 			break;
 		case PROTOBUF_C_TYPE_MESSAGE:
 			if (!read_length_delimited(&r, &data, &n) ||
-			    wire_check(data, n, field->descriptor, depth + 1) != 0)
+			    wire_check(data, n, field->descriptor, depth + 1, unknown) != 0)
 				return -EINVAL;
 			break;
 		case PROTOBUF_C_TYPE_UINT32:
@@ -243,13 +246,14 @@ static int unpack_checked(const ProtobufCMessageDescriptor *desc, const uint8_t 
 			  ProtobufCMessage **msg)
 {
 	static const uint8_t empty[1];
+	uint32_t unknown = 0;
 	int ret;
 
 	if (len > HEARTBEAT_MAX_LEN || (!buf && len > 0))
 		return -EINVAL;
 	if (!buf)
 		buf = empty;
-	ret = wire_check(buf, len, desc, 0);
+	ret = wire_check(buf, len, desc, 0, &unknown);
 	if (ret != 0)
 		return ret;
 	*out_of_memory = false;

@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Cap on each of the three volume lists (and on unknown fields per message). */
+/* Cap on each list in a message, and on the unknown fields of a whole message. */
 #define HEARTBEAT_MAX_VOLUMES 100000
 
 /* Encoded messages longer than this are refused by both encode and decode. */

@@ -104,6 +104,14 @@ int sequence_open(const char *dir, struct sequence **out)
 	snprintf(s->path, sizeof(s->path), "%s/sequence.json", dir);
 	s->next_key = 1;
 	j = json_load_file(s->path, 0, &err);
+	if (j && (!json_is_object(j) || !json_is_integer(json_object_get(j, "fileKeyReserved")) ||
+		  json_integer_value(json_object_get(j, "fileKeyReserved")) < 0)) {
+		log_error("sequence: %s is not a kelp sequence file (want an object with a non-negative fileKeyReserved); refusing to start, as file keys could repeat",
+			  s->path);
+		json_decref(j);
+		sequence_close(s);
+		return -EINVAL;
+	}
 	if (j) {
 		json_int_t reserved = json_integer_value(json_object_get(j, "fileKeyReserved"));
 		json_int_t vid = json_integer_value(json_object_get(j, "maxVolumeId"));
@@ -260,6 +268,10 @@ int sequence_next_keys(struct sequence *s, uint64_t count, uint64_t *first)
 
 void sequence_set_max_key(struct sequence *s, uint64_t max)
 {
+	if (max >= SEQUENCE_MAX_KEY) {
+		log_warn("sequence: ignoring a reported file key %" PRIu64 " above 2^62", max);
+		return;
+	}
 	pthread_mutex_lock(&s->lock);
 	if (max >= s->next_key)
 		s->next_key = max + 1;

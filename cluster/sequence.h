@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #define SEQUENCE_BLOCK 10000
+/* Keys above this are ignored by sequence_set_max_key (they would not fit JSON's int64). */
+#define SEQUENCE_MAX_KEY (1ull << 62)
 
 struct sequence;
 

@@ -207,7 +207,8 @@ int topology_apply_heartbeat(struct topology *t, const struct heartbeat *hb, uin
 	snprintf(n->public_url, sizeof(n->public_url), "%s", hb->public_url[0] ? hb->public_url : url);
 	snprintf(n->data_center, sizeof(n->data_center), "%s", dc_name(hb->data_center));
 	snprintf(n->rack, sizeof(n->rack), "%s", rack_name(hb->rack));
-	n->max_volumes = (int)hb->max_volume_count;
+	if (hb->max_volume_count > 0) /* 0: not reported, keep what we knew */
+		n->max_volumes = (int)hb->max_volume_count;
 	n->last_seen = now_ns;
 	if (hb->n_volumes > 0 || hb->has_no_volumes) {
 		n->n_vols = 0;

@@ -192,8 +192,13 @@ int upload_main(int argc, char **argv)
 		fprintf(stderr, "usage: kelp upload [flags] file-or-dir... (see kelp upload -h)\n");
 		return 2;
 	}
-	for (int i = *dir ? first - 1 : first; i < argc; i++) {
-		rc = walk(&files, i < first ? dir : argv[i], include, true);
+	/* -dir first (weed's flag), then the arguments; slot first - 1 stands for -dir. */
+	for (int i = first - 1; i < argc; i++) {
+		const char *path = i == first - 1 ? dir : argv[i];
+
+		if (!*path)
+			continue;
+		rc = walk(&files, path, include, true);
 		if (rc < 0) {
 			fprintf(stderr, "kelp upload: out of memory\n");
 			list_free(&files);

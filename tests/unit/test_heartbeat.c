@@ -808,6 +808,17 @@ static void test_list_cap(void **state)
 	assert_rejected(msg, 3 * n);
 	free(msg);
 
+	/* Unknown fields count over the whole message, not per nested message: volumes
+	 * {17: 0, 17: 0}, two unknown fields each. */
+	n = HEARTBEAT_MAX_VOLUMES / 2 + 1;
+	msg = malloc(8 * n);
+	assert_non_null(msg);
+	for (size_t i = 0; i < n; i++)
+		memcpy(msg + 8 * i, "\x4a\x06\x88\x01\x00\x88\x01\x00", 8);
+	assert_accepted(msg, 8 * (n - 1));
+	assert_rejected(msg, 8 * n);
+	free(msg);
+
 	/* A message over HEARTBEAT_MAX_LEN is refused before a byte is read (the
 	 * 1-byte buffer would make ASan report any read). */
 	assert_rejected((const uint8_t *)"", (size_t)HEARTBEAT_MAX_LEN + 1);
