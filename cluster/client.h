@@ -154,9 +154,12 @@ struct kelp_put_result {
 };
 
 /*
- * Assign + upload. When the upload fails with a connection error or a 5xx, assigns
- * again (possibly another volume) and uploads again, up to opt.upload_retries times.
- * The whole sequence is bounded by opt.timeout_ms.
+ * Assign + upload. When the upload fails with a connection error, a 5xx, a 404 (the
+ * volume is not where the master said) or a 401 (token expired), assigns again
+ * (possibly another volume) and uploads again, up to opt.upload_retries times. While
+ * the master still hands out volumes of a server that refused the connection, those
+ * assigns are redone without uploading. The whole sequence is bounded by
+ * opt.timeout_ms. out is filled on success (out->assign.fid is the blob's id).
  */
 int kelp_client_put_buffer(struct kelp_client *c, const struct kelp_assign_request *areq,
 			   const struct kelp_upload_options *uopt, const void *data, size_t len,
@@ -201,10 +204,13 @@ struct kelp_blob_info {
 
 /*
  * Reads a whole blob into a malloc'ed buffer (*data, caller frees; NUL-terminated
- * for convenience, *len excludes it). On a failed read from one replica, tries the
- * others; when all fail it drops the cached locations and, if they came from the
- * cache, looks the volume up once more. info may be NULL. Errors: -ENOENT (no replica
- * has it, or a wrong cookie), -EINVAL (bad fid), transport errors, -EIO.
+ * for convenience, *len excludes it). Replicas are tried starting at a random one;
+ * on a failed read (connection error, 5xx, 404) the next one is tried. A failure
+ * drops the volume's cached locations (the next call asks a master again); when all
+ * replicas fail and the locations came from the cache, the volume is looked up once
+ * more at once. Redirects (a volume server in -readMode=redirect) are followed.
+ * Blobs stored gzipped are decoded. info may be NULL. Errors: -ENOENT (no replica has
+ * it, or a wrong cookie), -EINVAL (bad fid), -EACCES, transport errors, -EIO.
  */
 int kelp_client_read(struct kelp_client *c, const char *fid, uint8_t **data, size_t *len,
 		     struct kelp_blob_info *info);
@@ -238,9 +244,10 @@ int kelp_client_delete(struct kelp_client *c, const char *fid, const char *auth,
 
 /*
  * GET path_and_query (e.g. "/dir/status") from the leader (leader=true) or any master,
- * with the same discovery and retries as assign. *body is malloc'ed and NUL-terminated
- * (caller frees), *status the HTTP status (any status is returned, not only 2xx).
- * *from (may be NULL, KELP_URL_MAX bytes) receives the master that answered.
+ * with the same discovery and retries as assign (5xx answers are retried, others are
+ * returned). *body is malloc'ed and NUL-terminated (caller frees; the body of a
+ * non-2xx answer is cut to 1 KiB), *status the HTTP status. *from (may be NULL,
+ * KELP_URL_MAX bytes) receives the master that answered.
  */
 int kelp_client_master_get(struct kelp_client *c, const char *path_and_query, bool leader,
 			   long *status, char **body, size_t *len, char *from);

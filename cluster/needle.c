@@ -26,7 +26,13 @@ uint32_t needle_compute_size(struct needle *n)
 {
 	uint32_t size;
 
-	if (n->data_size == 0) {
+	/*
+	 * Empty data with no metadata has no body (Size 0, like a tombstone). With
+	 * metadata the body is kept (DataSize 0), which readers accept and which tells
+	 * an empty blob from a deletion when an index is rebuilt from .dat.
+	 */
+	if (n->data_size == 0 && !(n->flags & NEEDLE_FLAG_HAS_LAST_MOD) && n->name_len == 0 &&
+	    n->mime_len == 0 && n->ttl.count == 0 && n->pairs_len == 0) {
 		n->size = 0;
 		return 0;
 	}
@@ -65,7 +71,7 @@ uint64_t needle_disk_size(uint32_t size, int version)
 
 size_t needle_meta_size(const struct needle *n)
 {
-	if (n->data_size == 0)
+	if (n->size == 0)
 		return 0;
 	return n->size - 4 - n->data_size;
 }
@@ -75,7 +81,7 @@ size_t needle_encode_head(const struct needle *n, uint8_t *buf)
 	put_be32(buf, n->cookie);
 	put_be64(buf + 4, n->id);
 	put_be32(buf + 12, n->size);
-	if (n->data_size == 0)
+	if (n->size == 0)
 		return NEEDLE_HEADER_SIZE;
 	put_be32(buf + 16, n->data_size);
 	return NEEDLE_HEADER_SIZE + 4;
@@ -85,7 +91,7 @@ size_t needle_encode_meta(const struct needle *n, uint8_t *buf)
 {
 	size_t p = 0;
 
-	if (n->data_size == 0)
+	if (n->size == 0)
 		return 0;
 	buf[p++] = n->flags;
 	if (n->flags & NEEDLE_FLAG_HAS_NAME) {
@@ -152,7 +158,7 @@ size_t needle_encode(struct needle *n, int version, uint8_t *out, size_t cap)
 		return p + needle_encode_tail(n, version, out + p);
 	}
 	p = needle_encode_head(n, out);
-	if (n->data_size > 0) {
+	if (n->size > 0) {
 		memcpy(out + p, n->data, n->data_size);
 		p += n->data_size;
 		p += needle_encode_meta(n, out + p);

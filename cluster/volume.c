@@ -236,11 +236,19 @@ static int64_t load_index(struct volume *v)
 				 v->vid);
 			return 0;
 		}
+		/* The tail starts after the needle really there (a deletion entry may point at
+		 * the deleted needle itself rather than at a tombstone). */
+		if ((uint64_t)last_offset * 8 + needle_disk_size(size, v->version) > v->dat_size) {
+			log_warn("volume %u: the last needle runs past the end of .dat, rebuilding the index from .dat",
+				 v->vid);
+			return 0;
+		}
+		max_end = (uint64_t)last_offset * 8 + needle_disk_size(size, v->version);
+		last_size = size;
 		/* Appends continue after the last append time, even if the clock went back. */
 		if (v->version == NEEDLE_VERSION_3) {
 			uint8_t t[8];
-			uint64_t tail = (uint64_t)last_offset * 8 + NEEDLE_HEADER_SIZE +
-					(last_size == VOLUME_TOMBSTONE_SIZE ? 0 : last_size) +
+			uint64_t tail = (uint64_t)last_offset * 8 + NEEDLE_HEADER_SIZE + last_size +
 					NEEDLE_CHECKSUM_SIZE;
 
 			if (pread_all(v->dat_fd, t, sizeof(t), tail) == 0 &&
@@ -297,11 +305,16 @@ static int scan_dat(struct volume *v, uint64_t pos)
 			log_warn("volume %u: needle %" PRIx64 " at offset %" PRIu64 " has a bad checksum, not indexing it",
 				 v->vid, id, pos);
 		} else {
-			struct needle_map_entry e;
 			uint32_t idx_size = size;
 
-			if (size == 0 && needle_map_get(&v->map, id, &e))
-				idx_size = VOLUME_TOMBSTONE_SIZE; /* a tombstone */
+			/*
+			 * Size 0 is a tombstone: kelp writes empty blobs with a body (DataSize 0
+			 * plus their flags), so only deletions have no body. (SeaweedFS writes
+			 * empty blobs without one; losing such a blob's index entry in a crash
+			 * makes it read as deleted, never the reverse.)
+			 */
+			if (size == 0)
+				idx_size = VOLUME_TOMBSTONE_SIZE;
 			ret = append_idx(v, id, (uint32_t)(pos / 8), idx_size);
 			if (ret < 0)
 				goto out;

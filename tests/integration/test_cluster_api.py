@@ -18,6 +18,7 @@ def test_assign_upload_lookup_read_delete(make_cluster):
     c = make_cluster(TWO_DCS)
     m = c.master
     body, r = m.dir_assign()
+    c.settle()
     assert body["count"] == 1
     fid, url = body["fid"], body["url"]
     assert body["publicUrl"] == url  # no -publicUrl given: the same address
@@ -85,6 +86,65 @@ def test_assign_count_reserves_consecutive_keys(make_cluster):
     c.assert_readable(url, fid + "_2", blobs[fid + "_2"])
 
 
+def test_assign_in_a_data_center_and_rack(make_cluster):
+    c = make_cluster(TWO_DCS)
+    m = c.master
+    for dc, rack in (("dc2", None), ("dc1", "r2"), ("dc2", "r1"), ("dc1", None)):
+        params = {"dataCenter": dc}
+        if rack:
+            params["rack"] = rack
+        for _ in range(3):
+            body, _ = m.dir_assign(**params)
+            srv = c.by_addr(body["url"])
+            assert srv.dc == dc, (params, body, srv.dc)
+            if rack:
+                assert srv.rack == rack, (params, body, srv.rack)
+            c.put(body["url"], body["fid"], b"placed")
+
+
+def test_status_endpoints(make_cluster):
+    c = make_cluster(TWO_DCS, max=3)
+    m = c.master
+    m.grow(count=2, replication="010")
+    c.settle()
+    st = m.dir_status()
+    assert st["Version"] and st["TopologyId"]
+    topo = st["Topology"]
+    assert topo["Max"] == 15 and topo["Free"] == 11, topo
+    dcs = {dc["Id"]: dc for dc in topo["DataCenters"]}
+    assert set(dcs) == {"dc1", "dc2"}
+    assert {r["Id"] for r in dcs["dc1"]["Racks"]} == {"r1", "r2"}
+    assert dcs["dc1"]["Max"] == 9 and dcs["dc2"]["Max"] == 6
+    nodes = m.data_nodes()
+    assert set(nodes) == {v.addr for v in c.volumes}
+    for v in c.volumes:
+        n = nodes[v.addr]
+        assert (n["dc"], n["rack"]) == (v.dc, v.rack)
+        assert n["Max"] == 3
+        assert n["Volumes"] == len(v.volumes())
+        assert n["PublicUrl"] == v.addr
+    lays = [lay for lay in topo["Layouts"] if lay["replication"] == "010"]
+    assert len(lays) == 1 and len(lays[0]["writables"]) == 2, topo["Layouts"]
+
+    vs = assert_json(m.get("/vol/status"), 200)["Volumes"]
+    assert vs["Max"] == 15 and vs["Free"] == 11
+    held = {}
+    for dc, racks in vs["DataCenters"].items():
+        for rack, dnodes in racks.items():
+            for url, vols in dnodes.items():
+                assert (c.by_addr(url).dc, c.by_addr(url).rack) == (dc, rack)
+                for v in vols:
+                    assert v["ReplicaPlacement"] == "010"
+                    held.setdefault(v["Id"], set()).add(url)
+    assert len(held) == 2 and all(len(u) == 2 for u in held.values()), held
+
+    cs = assert_json(m.get("/cluster/status"), 200)
+    assert cs.get("IsLeader") is True, cs
+    assert cs.get("Leader") == m.addr, cs
+    assert cs.get("MaxVolumeId") == max(held), cs
+    assert m.get("/healthz").status_code == 200
+
+
 def test_submit_to_master(make_cluster):
     c = make_cluster(TWO_DCS[:3])
     m = c.master
@@ -98,6 +158,7 @@ def test_submit_to_master(make_cluster):
     assert body["eTag"] == etag_of(data)
     addr, path = body["fileUrl"].split("/", 1)
     assert path == fid
+    c.settle()
     assert m.lookup_urls(fid_vid(fid)) == {addr}
     r = c.assert_readable(addr, fid, data)
     assert 'filename="hello.bin"' in r.headers.get("Content-Disposition", "")
@@ -110,6 +171,7 @@ def test_master_redirects_fid_to_a_volume_server(make_cluster):
     c = make_cluster(TWO_DCS[:3])
     m = c.master
     body, _ = m.dir_assign(replication="001")
+    c.settle()
     fid = body["fid"]
     data = rand_bytes(5000, 4)
     c.put(body["url"], fid, data)
@@ -178,6 +240,7 @@ def test_no_free_slots_is_406(make_cluster):
     assert c.all_volume_ids() == set()
 
     assert m.grow(count=2) == {"count": 2}
+    c.settle()
     ids = c.all_volume_ids()
     assert len(ids) == 2
     assert all(len(v.volumes()) == 1 for v in c.volumes)  # one on each server

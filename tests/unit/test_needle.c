@@ -131,11 +131,16 @@ static void test_compute_size(void **state)
 	assert_int_equal(needle_compute_size(&n), 6);
 	assert_int_equal(n.flags, NEEDLE_FLAG_GZIP | NEEDLE_FLAG_CHUNKMANIFEST);
 
-	/* Empty data: Size 0, whatever else is set. */
-	n = (struct needle){.flags = NEEDLE_FLAG_HAS_LAST_MOD, .name = "x", .name_len = 1};
+	/* Empty data, no metadata: no body, Size 0 (the tombstone layout). */
+	n = (struct needle){.cookie = 1, .id = 2};
 	assert_int_equal(needle_compute_size(&n), 0);
 	assert_int_equal(n.size, 0);
 	assert_int_equal(needle_meta_size(&n), 0);
+	/* Empty data with metadata keeps its body (DataSize 0, flags, fields), so an empty
+	 * blob never looks like a deletion: 4 + 0 + 1 + (1 + 1) + 5. */
+	n = (struct needle){.flags = NEEDLE_FLAG_HAS_LAST_MOD, .name = "x", .name_len = 1};
+	assert_int_equal(needle_compute_size(&n), 12);
+	assert_int_equal(needle_meta_size(&n), 8);
 
 	/* Longest name and mime. */
 	n = (struct needle){.data = data,
