@@ -768,8 +768,11 @@ static void handle_submit(struct master *m, struct http_request *req)
 		static __thread char auth[1200];
 		char token[1024];
 
-		jwt_sign_fid(m->opt.jwt_key, fid_text, (int64_t)(now_ns() / 1000000000ull) + 60,
-			     token, sizeof(token));
+		if (jwt_sign_fid(m->opt.jwt_key, fid_text, (int64_t)(now_ns() / 1000000000ull) + 60,
+				 token, sizeof(token)) < 0) {
+			http_reply_error(req, 500, "cannot sign the write token");
+			return;
+		}
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
 		headers[1] = auth;
 	}

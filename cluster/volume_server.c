@@ -189,14 +189,16 @@ static void hb_add_volume(void *ctx, struct volume *v)
 		b->max_file_key = info.max_file_key;
 }
 
-static int build_heartbeat(struct volume_server *vs, uint8_t **out, size_t *len)
+/* goodbye: the last heartbeat of a stopping server, with no volumes. */
+static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out, size_t *len)
 {
 	struct hb_build b = {0};
 	struct heartbeat hb;
 	int max_volumes, count, ret;
 
 	memset(&hb, 0, sizeof(hb));
-	store_each_volume(vs->store, hb_add_volume, &b);
+	if (!goodbye)
+		store_each_volume(vs->store, hb_add_volume, &b);
 	store_counts(vs->store, &max_volumes, &count);
 	snprintf(hb.ip, sizeof(hb.ip), "%s", vs->opt.ip && *vs->opt.ip ? vs->opt.ip : "127.0.0.1");
 	hb.port = (uint32_t)http_server_port(vs->http);
@@ -272,7 +274,7 @@ static void *heartbeat_thread(void *arg)
 		uint8_t *body;
 		size_t len;
 
-		if (build_heartbeat(vs, &body, &len) == 0) {
+		if (build_heartbeat(vs, false, &body, &len) == 0) {
 			rq.body = body;
 			rq.body_len = len;
 			rq.headers = headers;
@@ -1689,6 +1691,29 @@ int volume_server_port(const struct volume_server *vs)
 	return http_server_port(vs->http);
 }
 
+/* Tells every master at once that this server's volumes are gone (graceful stop). */
+static void say_goodbye(struct volume_server *vs)
+{
+	const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
+	uint8_t *body;
+	size_t len;
+
+	if (build_heartbeat(vs, true, &body, &len) < 0)
+		return;
+	for (int i = 0; i < vs->n_masters; i++) {
+		char url[300];
+		struct http_client_request rq = {.method = "POST", .url = url, .body = body,
+						 .body_len = len, .body_fd = -1, .headers = headers,
+						 .timeout_ms = 1000};
+		struct http_client_response rs;
+
+		snprintf(url, sizeof(url), "http://%s/heartbeat", vs->masters[i]);
+		if (http_client_do(&rq, &rs) == 0)
+			http_client_response_release(&rs);
+	}
+	free(body);
+}
+
 void volume_server_stop(struct volume_server *vs)
 {
 	int n_threads;
@@ -1705,6 +1730,7 @@ void volume_server_stop(struct volume_server *vs)
 	pthread_mutex_unlock(&vs->masters_lock);
 	for (int i = 0; i < n_threads; i++)
 		pthread_join(vs->hb_threads[i], NULL);
+	say_goodbye(vs);
 	http_server_stop(vs->http);
 	store_close(vs->store);
 	for (int i = 0; i < vs->n_masters; i++)
