@@ -23,8 +23,8 @@ struct byte_range {
  * Parses header (len bytes, not necessarily NUL-terminated) for an entity of `size`
  * bytes into out[0..RANGE_MAX). Returns:
  *   n > 0       number of satisfiable ranges written
- *   0           the header asks for nothing usable but is well-formed and the caller
- *               should ignore it (never returned today; reserved)
+ *   0           no range at all ("", "bytes=", "bytes= , ,"): serve the whole entity,
+ *               as Go does
  *   -EINVAL     malformed header (caller answers 416, as Go does)
  *   -ERANGE     well-formed but no range is satisfiable (start >= size): 416
  * Ranges whose start is beyond the size are dropped if at least one other range is

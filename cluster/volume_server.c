@@ -811,7 +811,15 @@ static int mp_part_begin(void *ctx, const struct multipart_part *part)
 	sink_reset(u);
 	u->part_taken = part->has_filename ? 2 : 1;
 	u->in_taken_part = true;
-	copy_string(u->name, sizeof(u->name), part->filename);
+	/* Only the last path element of the name, as SeaweedFS keeps it. */
+	{
+		const char *base = part->filename, *p;
+
+		for (p = part->filename; *p; p++)
+			if (*p == '/' || *p == '\\')
+				base = p + 1;
+		copy_string(u->name, sizeof(u->name), base);
+	}
 	if (part->content_type[0])
 		copy_string(u->mime, sizeof(u->mime), part->content_type);
 	if (part->content_md5[0])

@@ -64,14 +64,17 @@ def fid_cookie(fid):
 
 
 class Master(VolumeServer):
-    """One `kelp master` process; process control inherited from VolumeServer."""
+    """One `kelp master` process; process control inherited from VolumeServer. After
+    its first start it keeps its port, so a restart is the same master to the volume
+    servers."""
 
     def __init__(self, kelp_bin, workdir, mdir, args=(), name="master"):
         super().__init__(kelp_bin, workdir, [mdir], max=0, args=args, name=name)
         self.mdir = str(mdir)
 
     def command(self):
-        return [self.kelp_bin, "master", "-port=0", "-readyFile=" + self.ready_path,
+        return [self.kelp_bin, "master", "-port=%d" % (self.port or 0),
+                "-readyFile=" + self.ready_path,
                 "-mdir=" + self.mdir, "-ip=127.0.0.1", "-pulseSeconds=%d" % PULSE,
                 "-vacuumIntervalSeconds=0"] + self.args
 

@@ -86,6 +86,47 @@ def test_assign_count_reserves_consecutive_keys(make_cluster):
     c.assert_readable(url, fid + "_2", blobs[fid + "_2"])
 
 
+def test_assign_takes_a_form_body(make_cluster):
+    """Parameters may come in a url-encoded POST body too (Go's FormValue)."""
+    c = make_cluster(TWO_DCS[:3])
+    m = c.master
+    r = m.post("/dir/assign", data={"replication": "001", "count": "2",
+                                    "collection": "formc"})
+    body = assert_json(r, 200)
+    assert body["count"] == 2
+    vid = fid_vid(body["fid"])
+    c.settle()
+    holders = c.holders(vid)
+    assert len(holders) == 2
+    for h in holders:
+        info = h.volumes()[vid]
+        assert (info["ReplicaPlacement"], info["Collection"]) == ("001", "formc"), info
+    r = m.post("/dir/lookup", data={"volumeId": str(vid)})
+    assert {loc["url"] for loc in assert_json(r, 200)["locations"]} == {
+        h.addr for h in holders}
+
+
+def test_white_list(make_cluster):
+    # only 127.0.0.2 may change things: requests from 127.0.0.1 are refused with 401
+    c = make_cluster([("dc1", "r1")], master_args=["-whiteList=127.0.0.2"])
+    m = c.master
+    m.dir_assign(expect=401)
+    m.grow(expect=401, count=1)
+    assert_json_error(m.get("/vol/vacuum"), 401)
+    assert_json_error(m.get("/col/delete", params={"collection": "x"}), 401)
+    assert_json_error(m.post("/submit", files={"file": ("a", b"x")}), 401)
+    assert c.all_volume_ids() == set()
+    # reads are not guarded; the volume server still registered through heartbeats
+    assert set(m.data_nodes()) == {c.volumes[0].addr}
+    m.lookup(1, expect=404)
+
+
+def test_white_list_allows_listed(make_cluster):
+    c = make_cluster([("dc1", "r1")], master_args=["-whiteList=127.0.0.2,127.0.0.1"])
+    body, _ = c.master.dir_assign()
+    c.put(body["url"], body["fid"], b"ok")
+
+
 def test_assign_in_a_data_center_and_rack(make_cluster):
     c = make_cluster(TWO_DCS)
     m = c.master
@@ -183,6 +224,17 @@ def test_master_redirects_fid_to_a_volume_server(make_cluster):
     assert loc in {"http://%s/%s" % (h, fid) for h in holders}, loc
     r = m.get("/" + fid, allow_redirects=True)
     assert r.status_code == 200 and r.content == data
+    # the other URL forms and the query string are kept (reference 1.12)
+    vid, kc = fid.split(",")
+    for path in ("/%s/%s" % (vid, kc), "/%s/%s/name.txt" % (vid, kc)):
+        r = m.get(path)
+        assert r.status_code == 308, (path, r.status_code, r.content)
+        assert r.headers["Location"] in {"http://%s%s" % (h, path) for h in holders}, (
+            path, r.headers["Location"])
+    r = m.get("/" + fid, params={"dl": "true"})
+    assert r.status_code == 308
+    assert r.headers["Location"].endswith("/%s?dl=true" % fid), \
+        "the query string is lost: Location %r" % r.headers["Location"]
 
     # unknown volume: 404 JSON error
     assert_json_error(m.get("/9999,0123456789"), 404)

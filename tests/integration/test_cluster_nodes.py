@@ -4,10 +4,9 @@ volume (-readMode proxy|redirect|local; SeaweedFS reference 2.3 and 6.1).
 
 import time
 
-import pytest
 
-from cluster import PULSE, fid_vid, make_cluster, wait_for  # noqa: F401
-from conftest import assert_json_error, etag_of, rand_bytes
+from cluster import PULSE, fid_key, fid_vid, make_cluster, wait_for  # noqa: F401
+from conftest import assert_json, assert_json_error, etag_of, rand_bytes
 
 
 def test_killed_server_leaves_and_rejoins(make_cluster):
@@ -78,6 +77,46 @@ def test_graceful_stop_leaves_at_once(make_cluster):
     waited = time.monotonic() - t0
     assert waited < 0.5, "volume %d of a stopped server was still listed %.1f s after " \
         "the server exited" % (vid, waited)
+
+
+def test_master_restart(make_cluster):
+    """A master restarted on the same -mdir and port: the volume servers heartbeat to
+    it again, lookups come back, and neither file keys nor volume ids are reused."""
+    c = make_cluster([("dc1", "r1"), ("dc1", "r1"), ("dc2", "r1")])
+    m = c.master
+    blobs = {}
+    for i in range(5):
+        body, _ = m.dir_assign(replication="001" if i % 2 else "000")
+        c.settle()
+        data = rand_bytes(3000, 50 + i)
+        c.put(body["url"], body["fid"], data)
+        blobs[body["fid"]] = data
+    c.settle()
+    vids = c.all_volume_ids()
+    old_keys = {fid_key(f) for f in blobs}
+    where = {v: m.lookup_urls(v) for v in vids}
+
+    m.kill()
+    m.start()
+    c.wait_nodes()
+    c.settle()
+    for v, urls in where.items():
+        assert m.lookup_urls(v) == urls, v
+    for fid, data in blobs.items():
+        for addr in where[fid_vid(fid)]:
+            c.assert_readable(addr, fid, data)
+    # new keys are past every key handed out before the restart
+    for rp in ("000", "001"):
+        body, _ = m.dir_assign(replication=rp)
+        assert fid_key(body["fid"]) > max(old_keys), (body, sorted(old_keys))
+        c.put(body["url"], body["fid"], b"after restart")
+    # new volumes get new ids
+    before = c.all_volume_ids()
+    m.grow(count=1, replication="000")
+    new = c.all_volume_ids() - before
+    assert len(new) == 1 and min(new) > max(vids), (sorted(vids), sorted(new))
+    cs = assert_json(m.get("/cluster/status"), 200)
+    assert cs["MaxVolumeId"] == max(new), cs
 
 
 def _read_mode_cluster(make_cluster):

@@ -5,7 +5,6 @@ layouts, collection deletion (SeaweedFS reference sections 1.7-1.10, 4.6, 5.2-5.
 import hashlib
 import time
 
-import pytest
 
 from cluster import PULSE, fid_vid, make_cluster, wait_for  # noqa: F401
 from conftest import MiB, assert_json, assert_json_error, rand_bytes
@@ -178,6 +177,55 @@ def test_vacuum_right_after_deletes(make_cluster):
     r = m.get("/vol/vacuum", params={"garbageThreshold": "0.1"}, timeout=60)
     assert_json(r, 200)
     _check_vacuumed(c, vid, holders, before, live, dead, datas)
+
+
+def _master_volume(m, vid):
+    """[(url, volume json)] of vid in the master's /vol/status."""
+    vs = assert_json(m.get("/vol/status"), 200)["Volumes"]["DataCenters"]
+    return [(url, v) for dc in vs.values() for rack in dc.values()
+            for url, node in rack.items() for v in node if v["Id"] == vid]
+
+
+def test_vacuum_skips_a_volume_missing_a_replica(make_cluster):
+    """A volume with fewer live copies than its placement is not vacuumed (SeaweedFS
+    topology_vacuum.go: "skip vacuuming: not enough copies"): compacting the survivor
+    alone would leave the replicas at different compaction revisions."""
+    c = make_cluster([("dc1", "r1"), ("dc1", "r1"), ("dc2", "r1")])
+    m = c.master
+    vid, url, holders, before, live, dead, datas = _dead_and_live(c, m)
+    wait_for("the master to see the deletions", lambda: all(
+        v["DeleteCount"] == len(dead) for _, v in _master_volume(m, vid))
+        and len(_master_volume(m, vid)) == 2, 2 * PULSE + 1)
+    victim = [h for h in holders if h.addr != url][0]
+    survivor = c.by_addr(url)
+    victim.kill()
+    wait_for("the master to drop the killed replica",
+             lambda: m.lookup_urls(vid) == {survivor.addr}, 3 * PULSE + 1)
+    assert_json(m.get("/vol/vacuum", params={"garbageThreshold": "0.1"}, timeout=60), 200)
+    v = survivor.volumes()[vid]
+    b = before[survivor.addr]
+    assert v["CompactRevision"] == b["CompactRevision"] and v["Size"] >= b["Size"], (
+        "volume %d was vacuumed on its only live replica: %r -> %r" % (vid, b, v))
+
+
+def test_vacuum_skips_read_only_volumes(make_cluster):
+    c = make_cluster([("dc1", "r1"), ("dc1", "r1")])
+    m = c.master
+    vid, url, holders, before, live, dead, datas = _dead_and_live(c, m)
+    for h in holders:
+        r = h.admin("mark_readonly", volume=str(vid))
+        assert r.status_code == 200, r.content
+    wait_for("the master to see the volume read-only with its deletions", lambda: all(
+        v["ReadOnly"] and v["DeleteCount"] == len(dead) for _, v in _master_volume(m, vid))
+        and len(_master_volume(m, vid)) == 2, 2 * PULSE + 1)
+    assert_json(m.get("/vol/vacuum", params={"garbageThreshold": "0.1"}, timeout=60), 200)
+    for h in holders:
+        v = h.volumes()[vid]
+        b = before[h.addr]
+        assert v["CompactRevision"] == b["CompactRevision"] and v["Size"] >= b["Size"], (
+            "read-only volume %d was vacuumed on %s: %r -> %r" % (vid, h.addr, b, v))
+        for f in live:
+            c.assert_readable(h.addr, f, datas[f])
 
 
 def test_vacuum_below_threshold_does_nothing(make_cluster):

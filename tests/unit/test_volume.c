@@ -838,6 +838,33 @@ static void test_empty_blob(void **state)
 	assert_int_equal(read_status(v, 5, 9), -ENOENT);
 	v = reopen_vol(v, dir, VID);
 	assert_int_equal(read_status(v, 5, 9), -ENOENT);
+
+	/* Without metadata an empty blob has no body (Size 0, as SeaweedFS writes it): it
+	 * is live as long as its .idx entry says so. (An identical rewrite goes through the
+	 * "unchanged" comparison with no data at all.) */
+	{
+		struct volume_data d = {.mem = (const uint8_t *)"", .fd = -1, .len = 0, .crc = 0};
+		struct needle n;
+		bool unchanged;
+
+		memset(&n, 0, sizeof(n));
+		n.cookie = 7;
+		n.id = 6;
+		assert_int_equal(volume_write(v, &n, &d, false, NULL), 0);
+		assert_int_equal(n.size, 0);
+		memset(&n, 0, sizeof(n));
+		n.cookie = 7;
+		n.id = 6;
+		assert_int_equal(volume_write(v, &n, &d, false, &unchanged), 0);
+		assert_int_equal(volume_read(v, 6, 7, &b), 0);
+		assert_int_equal(b.n.data_size, 0);
+		assert_int_equal(b.n.size, 0);
+		volume_blob_release(&b);
+		v = reopen_vol(v, dir, VID);
+		assert_int_equal(read_status(v, 6, 7), 0);
+		assert_int_equal(volume_delete(v, 6, 7, NULL), 0);
+		assert_int_equal(read_status(v, 6, 7), -ENOENT);
+	}
 	volume_close(v);
 }
 
@@ -1370,7 +1397,7 @@ static void test_unindexed_needles_at_tail(void **state)
 	populate(v, &m, 20);
 	idx_size = file_size(vpath(dir, VID, ".idx"));
 	model_put(v, &m, 30, 500, 30);
-	model_put(v, &m, 31, 0, 31);  /* an empty blob: Size 0 like a tombstone */
+	model_put(v, &m, 31, 0, 31);  /* an empty blob (it has a name, so a body) */
 	model_put(v, &m, 4, 600, 44); /* an overwrite */
 	model_del(v, &m, 5);
 	volume_close(v);
