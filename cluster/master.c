@@ -180,16 +180,23 @@ static const char *param_or(struct http_request *req, const char *name, const ch
 
 /* ---------------------------------------------------------------- helpers */
 
+static bool peer_in_white_list(struct master *m, struct http_request *req, char *ip, size_t cap)
+{
+	http_peer_ip(req, ip, cap);
+	if (m->n_white_list == 0)
+		return true;
+	for (int i = 0; i < m->n_white_list; i++)
+		if (!strcmp(m->white_list[i], ip))
+			return true;
+	return false;
+}
+
 static bool write_allowed(struct master *m, struct http_request *req)
 {
 	char ip[64];
 
-	if (m->n_white_list == 0)
+	if (peer_in_white_list(m, req, ip, sizeof(ip)))
 		return true;
-	http_peer_ip(req, ip, sizeof(ip));
-	for (int i = 0; i < m->n_white_list; i++)
-		if (!strcmp(m->white_list[i], ip))
-			return true;
 	http_reply_error(req, 401, "%s is not in the white list", ip);
 	return false;
 }
@@ -405,6 +412,12 @@ static void handle_assign(struct master *m, struct http_request *req)
 		int grow = wvc && atoi(wvc) > 0 ? atoi(wvc) : growth_count_for(g.rp);
 		int ret = grow_volumes(m, &g, grow, err, sizeof(err));
 
+		if (ret == -ENOSPC && topology_has_late_nodes(m->topo, now_ns())) {
+			http_reply_error(req, 503, "no writable volume now and some volume servers are late with their heartbeats: %s; retry",
+					 err);
+			http_add_header(req, "Retry-After", "1");
+			return;
+		}
 		if (ret == -ENOSPC) {
 			http_reply_error(req, 406, "no writable volumes and no free volumes left: %s", err);
 			return;
@@ -465,6 +478,7 @@ static void handle_lookup(struct master *m, struct http_request *req)
 	struct topo_volume_view v;
 	uint32_t vid;
 	size_t len;
+	char ip[64];
 
 	if (!q || !*q)
 		q = param(req, "fileId");
@@ -491,6 +505,17 @@ static void handle_lookup(struct master *m, struct http_request *req)
 	http_reply_json(req, 200,
 			json_pack("{s:s,s:s,s:o}", "volumeOrFileId", q, "volumeId", q, "locations",
 				  locations_json(&v)));
+	/* As SeaweedFS: a lookup naming a file id gets its write token (for deletes). */
+	if (m->opt.jwt_key && *m->opt.jwt_key && strchr(q, ',') &&
+	    peer_in_white_list(m, req, ip, sizeof(ip))) {
+		char token[1024], header[1100];
+
+		if (jwt_sign_fid(m->opt.jwt_key, q, (int64_t)(now_ns() / 1000000000ull) + 10, token,
+				 sizeof(token)) == 0) {
+			snprintf(header, sizeof(header), "Bearer %s", token);
+			http_add_header(req, "Authorization", header);
+		}
+	}
 }
 
 static void handle_dir_status(struct master *m, struct http_request *req)

@@ -14,6 +14,7 @@ struct node_volume {
 	struct ttl ttl;
 	uint64_t size, file_count, delete_count, deleted_bytes;
 	bool read_only;
+	uint64_t provisional_until; /* grown by the master, not yet in a heartbeat */
 };
 
 struct node {
@@ -211,12 +212,23 @@ int topology_apply_heartbeat(struct topology *t, const struct heartbeat *hb, uin
 		n->max_volumes = (int)hb->max_volume_count;
 	n->last_seen = now_ns;
 	if (hb->n_volumes > 0 || hb->has_no_volumes) {
-		n->n_vols = 0;
+		/*
+		 * A full list replaces the node's volumes, except those the master grew
+		 * moments ago: a heartbeat built before their creation must not drop them.
+		 */
+		size_t kept = 0;
+
+		for (size_t i = 0; i < n->n_vols; i++)
+			if (n->vols[i].provisional_until > now_ns && !hb->has_no_volumes)
+				n->vols[kept++] = n->vols[i];
+		n->n_vols = kept;
 		for (size_t i = 0; i < hb->n_volumes; i++) {
 			struct node_volume *v = node_add_volume(n, hb->volumes[i].id);
 
-			if (v)
+			if (v) {
 				copy_volume_info(v, &hb->volumes[i], true);
+				v->provisional_until = 0;
+			}
 		}
 	}
 	for (size_t i = 0; i < hb->n_new; i++) {
@@ -266,6 +278,7 @@ void topology_add_volume(struct topology *t, const char *node_url, uint32_t vid,
 			snprintf(v->collection, sizeof(v->collection), "%s", collection);
 			v->replica_placement = rp;
 			v->ttl = ttl;
+			v->provisional_until = now_ns + 3 * t->pulse_ns;
 		}
 	}
 	if (vid > t->max_volume_id)
@@ -505,6 +518,18 @@ int topology_nodes(struct topology *t, uint64_t now_ns, struct topo_node_view **
 	pthread_mutex_unlock(&t->lock);
 	*out = v;
 	return n;
+}
+
+bool topology_has_late_nodes(struct topology *t, uint64_t now_ns)
+{
+	bool late = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n_nodes && !late; i++)
+		late = !node_alive(t, t->nodes[i], now_ns) &&
+		       now_ns < t->nodes[i]->last_seen + 10 * t->pulse_ns;
+	pthread_mutex_unlock(&t->lock);
+	return late;
 }
 
 bool topology_has_data_center(struct topology *t, const char *dc, uint64_t now_ns)

@@ -106,6 +106,10 @@ void topology_layout_counts(struct topology *t, const struct topo_filter *f, uin
 /* Live nodes with their free slots (caller frees *out). Returns the count or -ENOMEM. */
 int topology_nodes(struct topology *t, uint64_t now_ns, struct topo_node_view **out);
 
+/* True if a node missed its last heartbeats but was seen within 10 pulses (late, not
+ * gone: a placement that fails now may work in a moment). */
+bool topology_has_late_nodes(struct topology *t, uint64_t now_ns);
+
 /* True if any live node is in data center dc. */
 bool topology_has_data_center(struct topology *t, const char *dc, uint64_t now_ns);
 

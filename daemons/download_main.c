@@ -68,7 +68,8 @@ static int download_one(struct kelp_client *c, const char *dir, const char *fid,
 		snprintf(final, sizeof(final), "%s/%s", dir, name);
 		if (rename(tmp, final) < 0) {
 			rc = -errno;
-			snprintf(err, err_cap, "cannot rename to %.400s: %s", final, strerror(errno));
+			snprintf(err, err_cap, "cannot rename to %.400s: %s", final,
+				 strerror(errno));
 		}
 	}
 	if (rc < 0)

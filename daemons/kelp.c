@@ -16,6 +16,7 @@ static const struct command {
 } commands[] = {
 	{"master", master_main, "run a master: knows the volume servers, assigns file ids, grows volumes"},
 	{"volume", volume_main, "run a volume server: stores blobs in volumes, serves them over HTTP"},
+	{"mount", mount_main, "mount the cluster as a FUSE filesystem (metadata in LMDB)"},
 	{"server", server_main, "run a master and a volume server in one process, for one machine"},
 	{"upload", upload_main, "upload files or directories: assign a file id, store each file"},
 	{"download", download_main, "download blobs by file id into a directory"},

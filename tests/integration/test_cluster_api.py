@@ -348,3 +348,4 @@ def test_kelp_server_end_to_end(kelp_bin, tmp_path, request):
     finally:
         crashed = srv.cleanup()
     assert crashed is None, crashed
+    assert srv.sanitizer_report() is None, srv.sanitizer_report()

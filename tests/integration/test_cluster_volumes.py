@@ -228,8 +228,10 @@ def test_vacuum_skips_read_only_volumes(make_cluster):
             c.assert_readable(h.addr, f, datas[f])
 
 
-def test_vacuum_below_threshold_does_nothing(make_cluster):
-    c = make_cluster([("dc1", "r1"), ("dc1", "r1")])
+def test_vacuum_threshold(make_cluster):
+    """Below the threshold nothing is vacuumed; without a garbageThreshold parameter
+    the master's -garbageThreshold applies."""
+    c = make_cluster([("dc1", "r1"), ("dc1", "r1")], master_args=["-garbageThreshold=0.05"])
     m = c.master
     body, _ = m.dir_assign(replication="001", count=10)
     c.settle()
@@ -241,15 +243,22 @@ def test_vacuum_below_threshold_does_nothing(make_cluster):
     assert r.status_code == 202
     holders = c.holders(vid)
     before = {h.addr: h.volumes()[vid] for h in holders}
-    wait_for("a heartbeat with the deletion", lambda: any(
-        v["Id"] == vid and v["DeleteCount"] == 1
-        for dc in assert_json(m.get("/vol/status"), 200)["Volumes"]["DataCenters"].values()
-        for rack in dc.values() for node in rack.values() for v in node), 2 * PULSE + 1)
+    wait_for("a heartbeat with the deletion", lambda: [
+        v["DeleteCount"] for _, v in _master_volume(m, vid)] == [1, 1], 2 * PULSE + 1)
+    # garbage is about 1/10: 0.5 leaves it alone
     assert_json(m.get("/vol/vacuum", params={"garbageThreshold": "0.5"}), 200)
     for h in holders:
         v = h.volumes()[vid]
         assert v["Size"] == before[h.addr]["Size"], (before[h.addr], v)
         assert v["CompactRevision"] == before[h.addr]["CompactRevision"]
+    # the master's -garbageThreshold=0.05 compacts it
+    assert_json(m.get("/vol/vacuum"), 200)
+    for h in holders:
+        v = h.volumes()[vid]
+        assert v["Size"] < before[h.addr]["Size"], (before[h.addr], v)
+        assert v["CompactRevision"] == before[h.addr]["CompactRevision"] + 1, v
+        c.assert_gone(h.addr, fid)
+        c.assert_readable(h.addr, fid + "_1", rand_bytes(10000, 1))
 
 
 def test_ttl_volumes_have_their_own_layout(make_cluster):

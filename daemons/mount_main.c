@@ -1,0 +1,92 @@
+/* kelp mount: flags, open the metadata, mount, serve until unmounted or signalled. */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cluster/base/flags.h"
+#include "cluster/base/log.h"
+#include "daemons/commands.h"
+#include "fuse/file.h"
+#include "fuse/meta.h"
+#include "fuse/ops.h"
+
+static void mounted(void *ctx)
+{
+	const char *ready_file = ctx;
+
+	if (ready_file && *ready_file && write_ready_file(ready_file, 1) < 0)
+		log_error("cannot write ready file %s", ready_file);
+}
+
+int mount_main(int argc, char **argv)
+{
+	static const char summary[] =
+		"mount the cluster as a filesystem: metadata in LMDB under -meta, data in the cluster";
+	char *dir = "", *master = "localhost:9333", *meta_dir = "/var/lib/kelp/meta",
+	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
+	int chunk_mb = 4, cache_mb = 128, timeout_s = 30, threads = 16;
+	const struct flag flags[] = {
+		FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
+		FLAG("master", FLAG_STRING, &master, "comma list of masters"),
+		FLAG("meta", FLAG_STRING, &meta_dir, "directory of the metadata (LMDB) on this host"),
+		FLAG("collection", FLAG_STRING, &collection, "collection of the file data"),
+		FLAG("replication", FLAG_STRING, &replication, "replication of the file data (\"\" = the master's default)"),
+		FLAG("ttl", FLAG_STRING, &ttl, "time to live of the file data (\"\" = none)"),
+		FLAG("chunkSizeLimitMB", FLAG_INT, &chunk_mb, "files are stored in chunks of this size, MiB"),
+		FLAG("cacheCapacityMB", FLAG_INT, &cache_mb, "memory cache of file chunks, MiB (0 = none)"),
+		FLAG("timeout", FLAG_INT, &timeout_s, "seconds before a cluster call fails with EIO"),
+		FLAG("o", FLAG_STRING, &options, "FUSE mount options, comma list (allow_other, ro, ...)"),
+		FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
+		FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
+		FLAG_END,
+	};
+	struct kelp_fs_options fo;
+	struct kelp_fs fs;
+	struct meta *meta;
+	int ret;
+
+	ret = flags_parse(flags, "mount", summary, argc - 1, argv + 1);
+	if (ret == -2)
+		return 0;
+	if (ret < 0)
+		return 2;
+	if (ret < argc - 1 && !*dir)
+		dir = argv[ret + 1]; /* "kelp mount /mnt/kelp" */
+	if (!*dir) {
+		fprintf(stderr, "kelp mount: -dir (the mount point) is required\n");
+		return 2;
+	}
+	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || timeout_s <= 0) {
+		fprintf(stderr, "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
+		return 2;
+	}
+	curl_global_init(CURL_GLOBAL_ALL);
+	ret = meta_open(meta_dir, &meta);
+	if (ret < 0) {
+		fprintf(stderr, "kelp mount: cannot open the metadata in %s: %s\n", meta_dir,
+			strerror(-ret));
+		return 1;
+	}
+	meta_release_orphans(meta);
+	memset(&fo, 0, sizeof(fo));
+	fo.masters = master;
+	fo.collection = collection;
+	fo.replication = *replication ? replication : NULL;
+	fo.ttl = *ttl ? ttl : NULL;
+	fo.chunk_size = (size_t)chunk_mb << 20;
+	fo.timeout_ms = timeout_s * 1000;
+	fo.cache_bytes = (size_t)cache_mb << 20;
+	ret = kelp_fs_init(&fs, meta, &fo);
+	if (ret == 0)
+		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, ready_file);
+	kelp_fs_destroy(&fs);
+	meta_close(meta);
+	curl_global_cleanup();
+	if (ret < 0) {
+		fprintf(stderr, "kelp mount: %s\n", strerror(-ret));
+		return 1;
+	}
+	return 0;
+}

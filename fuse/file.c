@@ -1,0 +1,528 @@
+#include "fuse/file.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster/base/log.h"
+#include "cluster/base/util.h"
+#include "cluster/client.h"
+
+/* A run of written bytes not yet uploaded. */
+struct extent {
+	uint64_t off;
+	size_t len, cap;
+	uint8_t *data;
+};
+
+struct open_file {
+	uint64_t ino;
+	int refs;             /* protected by fs->files_lock */
+	bool unlinked;        /* protected by fs->files_lock */
+	struct open_file *next; /* protected by fs->files_lock */
+	pthread_mutex_t lock; /* everything below */
+	struct extent *ext;   /* sorted by offset, non-overlapping */
+	int n_ext, cap_ext;
+	int error;            /* a failed upload poisons writes until the next flush */
+};
+
+/* ---------------------------------------------------------------- clients */
+
+static void free_client(void *p)
+{
+	kelp_client_free(p);
+}
+
+/* This thread's cluster client (created on first use). */
+static struct kelp_client *client_of(struct kelp_fs *fs)
+{
+	struct kelp_client *c = pthread_getspecific(fs->client_key);
+
+	if (!c) {
+		struct kelp_client_options o = {0};
+
+		o.masters = fs->opt.masters;
+		o.timeout_ms = fs->opt.timeout_ms;
+		o.connect_timeout_ms = fs->opt.timeout_ms < 5000 ? fs->opt.timeout_ms : 5000;
+		if (kelp_client_new(&o, &c) < 0)
+			return NULL;
+		pthread_setspecific(fs->client_key, c);
+	}
+	return c;
+}
+
+/* ---------------------------------------------------------------- open files */
+
+struct open_file *file_find(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f;
+
+	pthread_mutex_lock(&fs->files_lock);
+	for (f = fs->files; f && f->ino != ino; f = f->next)
+		;
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&fs->files_lock);
+	return f;
+}
+
+struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f, *fresh = calloc(1, sizeof(*fresh));
+
+	pthread_mutex_lock(&fs->files_lock);
+	for (f = fs->files; f && f->ino != ino; f = f->next)
+		;
+	if (f) {
+		f->refs++;
+	} else if (fresh) {
+		f = fresh;
+		fresh = NULL;
+		f->ino = ino;
+		f->refs = 1;
+		pthread_mutex_init(&f->lock, NULL);
+		f->next = fs->files;
+		fs->files = f;
+	}
+	pthread_mutex_unlock(&fs->files_lock);
+	free(fresh);
+	return f;
+}
+
+void file_set_unlinked(struct open_file *f)
+{
+	f->unlinked = true;
+}
+
+void file_put(struct kelp_fs *fs, struct open_file *f)
+{
+	bool last, unlinked;
+
+	pthread_mutex_lock(&fs->files_lock);
+	last = --f->refs == 0;
+	unlinked = f->unlinked;
+	if (last) {
+		for (struct open_file **p = &fs->files; *p; p = &(*p)->next) {
+			if (*p == f) {
+				*p = f->next;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&fs->files_lock);
+	if (!last)
+		return;
+	for (int i = 0; i < f->n_ext; i++)
+		free(f->ext[i].data);
+	free(f->ext);
+	pthread_mutex_destroy(&f->lock);
+	if (unlinked) {
+		meta_release_inode(fs->meta, f->ino);
+		fs_kick_gc(fs);
+	}
+	free(f);
+}
+
+/* ---------------------------------------------------------------- upload */
+
+/* Uploads one extent as a blob; fills c. Caller holds f->lock. */
+static int upload_extent(struct kelp_fs *fs, const struct extent *e, struct meta_chunk *c)
+{
+	struct kelp_client *cl = client_of(fs);
+	struct kelp_assign_request areq = {0};
+	struct kelp_upload_options uopt = {0};
+	struct kelp_put_result res;
+	int rc;
+
+	if (!cl)
+		return -ENOMEM;
+	areq.collection = fs->opt.collection;
+	areq.replication = fs->opt.replication;
+	areq.ttl = fs->opt.ttl;
+	uopt.ttl = fs->opt.ttl;
+	uopt.fsync = true;
+	rc = kelp_client_put_buffer(cl, &areq, &uopt, e->data, e->len, &res);
+	if (rc < 0) {
+		log_error("mount: uploading %zu bytes failed: %s", e->len, kelp_client_error(cl));
+		return -EIO;
+	}
+	memset(c, 0, sizeof(*c));
+	c->offset = e->off;
+	c->length = e->len;
+	c->blob_offset = 0;
+	snprintf(c->fid, sizeof(c->fid), "%s", res.assign.fid);
+	return 0;
+}
+
+/* Uploads extents [from, to) of f and records them in one transaction. */
+static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to)
+{
+	struct meta_chunk *chunks;
+	int rc = 0, n = to - from;
+
+	if (n <= 0)
+		return 0;
+	chunks = calloc((size_t)n, sizeof(*chunks));
+	if (!chunks)
+		return -ENOMEM;
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = upload_extent(fs, &f->ext[from + i], &chunks[i]);
+	if (rc == 0)
+		rc = meta_write_chunks(fs->meta, f->ino, chunks, n, 0, NULL);
+	free(chunks);
+	if (rc < 0)
+		return rc;
+	for (int i = from; i < to; i++)
+		free(f->ext[i].data);
+	memmove(&f->ext[from], &f->ext[to], (size_t)(f->n_ext - to) * sizeof(*f->ext));
+	f->n_ext -= n;
+	fs_kick_gc(fs); /* overwritten blobs may be waiting */
+	return 0;
+}
+
+int file_flush(struct kelp_fs *fs, struct open_file *f)
+{
+	int rc;
+
+	pthread_mutex_lock(&f->lock);
+	rc = commit_extents(fs, f, 0, f->n_ext);
+	if (rc == 0 && f->error) {
+		rc = f->error;
+		f->error = 0; /* reported once */
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+static int ensure_ext_cap(struct open_file *f)
+{
+	if (f->n_ext == f->cap_ext) {
+		int cap = f->cap_ext ? f->cap_ext * 2 : 8;
+		struct extent *p = realloc(f->ext, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		f->ext = p;
+		f->cap_ext = cap;
+	}
+	return 0;
+}
+
+int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void *buf, size_t len)
+{
+	const uint8_t *src = buf;
+	size_t chunk = fs->opt.chunk_size;
+	int rc = 0;
+
+	pthread_mutex_lock(&f->lock);
+	while (len > 0 && rc == 0) {
+		struct extent *e = NULL;
+		size_t n;
+		int i;
+
+		/* An extent containing off, or ending exactly at off with room left. */
+		for (i = 0; i < f->n_ext; i++) {
+			struct extent *x = &f->ext[i];
+
+			if (off >= x->off && off <= x->off + x->len && off - x->off < chunk) {
+				e = x;
+				break;
+			}
+		}
+		if (e) {
+			size_t at = off - e->off;
+
+			n = len < chunk - at ? len : chunk - at;
+			/* It must not run into the next extent. */
+			if (i + 1 < f->n_ext && off + n > f->ext[i + 1].off) {
+				rc = commit_extents(fs, f, i + 1, f->n_ext);
+				continue;
+			}
+			if (at + n > e->cap) {
+				size_t cap = e->cap ? e->cap : 65536;
+				uint8_t *p;
+
+				while (cap < at + n)
+					cap *= 2;
+				if (cap > chunk)
+					cap = chunk;
+				p = realloc(e->data, cap);
+				if (!p) {
+					rc = -ENOMEM;
+					break;
+				}
+				e->data = p;
+				e->cap = cap;
+			}
+			memcpy(e->data + at, src, n);
+			if (at + n > e->len)
+				e->len = at + n;
+			off += n;
+			src += n;
+			len -= n;
+			if (e->len == chunk)
+				rc = commit_extents(fs, f, i, i + 1);
+			continue;
+		}
+		/* A new extent: first upload any extent it would overlap. */
+		n = len < chunk ? len : chunk;
+		for (i = 0; i < f->n_ext; i++)
+			if (f->ext[i].off < off + n && off < f->ext[i].off + f->ext[i].len)
+				break;
+		if (i < f->n_ext) {
+			rc = commit_extents(fs, f, i, i + 1);
+			continue;
+		}
+		rc = ensure_ext_cap(f);
+		if (rc < 0)
+			break;
+		for (i = 0; i < f->n_ext && f->ext[i].off < off; i++)
+			;
+		memmove(&f->ext[i + 1], &f->ext[i], (size_t)(f->n_ext - i) * sizeof(*f->ext));
+		f->n_ext++;
+		memset(&f->ext[i], 0, sizeof(f->ext[i]));
+		f->ext[i].off = off;
+		/* loop again: the extent now takes the bytes */
+	}
+	if (rc < 0 && !f->error)
+		f->error = rc;
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed)
+{
+	uint64_t size = committed;
+
+	pthread_mutex_lock(&f->lock);
+	for (int i = 0; i < f->n_ext; i++)
+		if (f->ext[i].off + f->ext[i].len > size)
+			size = f->ext[i].off + f->ext[i].len;
+	pthread_mutex_unlock(&f->lock);
+	return size;
+}
+
+void file_truncate_dirty(struct open_file *f, uint64_t size)
+{
+	pthread_mutex_lock(&f->lock);
+	for (int i = 0; i < f->n_ext;) {
+		struct extent *e = &f->ext[i];
+
+		if (e->off >= size) {
+			free(e->data);
+			memmove(e, e + 1, (size_t)(f->n_ext - i - 1) * sizeof(*e));
+			f->n_ext--;
+			continue;
+		}
+		if (e->off + e->len > size)
+			e->len = size - e->off;
+		i++;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* ---------------------------------------------------------------- read */
+
+int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from,
+		       uint64_t len, uint8_t *out)
+{
+	const struct chunk_cache_entry *e = chunk_cache_get(fs->cache, c->fid);
+	uint64_t at = c->blob_offset + from;
+
+	if (!e) {
+		struct kelp_client *cl = client_of(fs);
+		uint8_t *data;
+		size_t n;
+
+		if (!cl)
+			return -ENOMEM;
+		if (kelp_client_read(cl, c->fid, &data, &n, NULL) < 0) {
+			log_error("mount: reading chunk %s failed: %s", c->fid, kelp_client_error(cl));
+			return -EIO;
+		}
+		e = chunk_cache_insert(fs->cache, c->fid, data, n);
+		if (!e)
+			return -ENOMEM;
+	}
+	if (at + len > e->len) {
+		/* The blob is shorter than the interval says: a damaged chunk list. */
+		log_error("mount: chunk %s has %zu bytes, the file wants %" PRIu64, c->fid, e->len,
+			  at + len);
+		chunk_cache_put(fs->cache, e);
+		return -EIO;
+	}
+	memcpy(out, e->data + at, len);
+	chunk_cache_put(fs->cache, e);
+	return 0;
+}
+
+int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len, uint8_t *buf,
+	      size_t *got)
+{
+	struct meta_attr a;
+	struct meta_chunk *chunks = NULL;
+	uint64_t size;
+	int n, rc;
+
+	*got = 0;
+	rc = meta_getattr(fs->meta, f ? f->ino : 0, &a);
+	if (rc < 0)
+		return rc;
+	if (f)
+		pthread_mutex_lock(&f->lock);
+	size = a.size;
+	for (int i = 0; f && i < f->n_ext; i++)
+		if (f->ext[i].off + f->ext[i].len > size)
+			size = f->ext[i].off + f->ext[i].len;
+	if (off >= size)
+		goto out;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	memset(buf, 0, len); /* holes */
+	n = meta_read_chunks(fs->meta, a.ino, off, len, &chunks);
+	if (n < 0) {
+		rc = n;
+		goto out;
+	}
+	for (int i = 0; i < n && rc == 0; i++) {
+		uint64_t s = chunks[i].offset > off ? chunks[i].offset : off;
+		uint64_t e = chunks[i].offset + chunks[i].length;
+
+		if (e > off + len)
+			e = off + len;
+		if (s < e)
+			rc = fs_read_blob_range(fs, &chunks[i], s - chunks[i].offset, e - s,
+						buf + (s - off));
+	}
+	free(chunks);
+	/* Unflushed writes on top. */
+	for (int i = 0; f && rc == 0 && i < f->n_ext; i++) {
+		const struct extent *x = &f->ext[i];
+		uint64_t s = x->off > off ? x->off : off;
+		uint64_t e = x->off + x->len < off + len ? x->off + x->len : off + len;
+
+		if (s < e)
+			memcpy(buf + (s - off), x->data + (s - x->off), e - s);
+	}
+	if (rc == 0)
+		*got = len;
+out:
+	if (f)
+		pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- gc and capacity */
+
+static void *gc_loop(void *arg)
+{
+	struct kelp_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->gc_lock);
+	while (!fs->stopping) {
+		char fids[64][META_FID_MAX];
+		uint64_t seqs[64];
+		struct timespec ts;
+		int n;
+
+		pthread_mutex_unlock(&fs->gc_lock);
+		n = meta_gc_take(fs->meta, 64, fids, seqs);
+		for (int i = 0; i < n; i++) {
+			struct kelp_client *cl = client_of(fs);
+			int rc = cl ? kelp_client_delete(cl, fids[i], NULL, NULL) : -ENOMEM;
+
+			chunk_cache_forget(fs->cache, fids[i]);
+			if (rc == 0 || rc == -ENOENT || rc == -EINVAL) {
+				meta_gc_done(fs->meta, seqs[i]);
+			} else {
+				log_warn("mount: cannot delete chunk %s yet (%s); will retry",
+					 fids[i], cl ? kelp_client_error(cl) : "no client");
+				n = 0; /* the cluster is away: wait */
+				break;
+			}
+		}
+		pthread_mutex_lock(&fs->gc_lock);
+		if (n == 64)
+			continue; /* more waiting */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 2;
+		if (!fs->stopping)
+			pthread_cond_timedwait(&fs->gc_cond, &fs->gc_lock, &ts);
+	}
+	pthread_mutex_unlock(&fs->gc_lock);
+	return NULL;
+}
+
+void fs_kick_gc(struct kelp_fs *fs)
+{
+	pthread_mutex_lock(&fs->gc_lock);
+	pthread_cond_signal(&fs->gc_cond);
+	pthread_mutex_unlock(&fs->gc_lock);
+}
+
+void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes)
+{
+	uint64_t now = monotonic_ns();
+
+	pthread_mutex_lock(&fs->statfs_lock);
+	if (fs->statfs_at_ns == 0 || now - fs->statfs_at_ns > 10000000000ull) {
+		struct kelp_client *cl = client_of(fs);
+		char *body = NULL;
+		size_t len;
+		long status = 0;
+
+		fs->statfs_at_ns = now;
+		if (cl && kelp_client_master_get(cl, "/dir/status", false, &status, &body, &len,
+						  NULL) == 0 &&
+		    status == 200) {
+			json_t *j = json_loads(body, 0, NULL);
+			json_t *t = json_object_get(j, "Topology");
+			/* Slots times the default volume size limit (30000 MB). */
+			uint64_t slot = 30000ull << 20;
+
+			fs->total_bytes = (uint64_t)json_integer_value(json_object_get(t, "Max")) * slot;
+			fs->free_bytes = (uint64_t)json_integer_value(json_object_get(t, "Free")) * slot;
+			json_decref(j);
+		}
+		free(body);
+	}
+	*total = fs->total_bytes;
+	*free_bytes = fs->free_bytes;
+	pthread_mutex_unlock(&fs->statfs_lock);
+}
+
+int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_options *opt)
+{
+	memset(fs, 0, sizeof(*fs));
+	fs->opt = *opt;
+	fs->meta = meta;
+	fs->cache = chunk_cache_new(opt->cache_bytes);
+	if (!fs->cache)
+		return -ENOMEM;
+	pthread_mutex_init(&fs->files_lock, NULL);
+	pthread_mutex_init(&fs->gc_lock, NULL);
+	pthread_cond_init(&fs->gc_cond, NULL);
+	pthread_mutex_init(&fs->statfs_lock, NULL);
+	if (pthread_key_create(&fs->client_key, free_client) != 0)
+		return -EAGAIN;
+	if (pthread_create(&fs->gc_thread, NULL, gc_loop, fs) == 0)
+		fs->gc_started = true;
+	return 0;
+}
+
+void kelp_fs_destroy(struct kelp_fs *fs)
+{
+	pthread_mutex_lock(&fs->gc_lock);
+	fs->stopping = true;
+	pthread_cond_broadcast(&fs->gc_cond);
+	pthread_mutex_unlock(&fs->gc_lock);
+	if (fs->gc_started)
+		pthread_join(fs->gc_thread, NULL);
+	chunk_cache_free(fs->cache);
+	pthread_key_delete(fs->client_key);
+}

@@ -1,0 +1,92 @@
+/*
+ * file: the data side of the mount: open files, their write buffers, uploads of
+ * chunks to the cluster, and reads that resolve a file's intervals into blobs.
+ *
+ * One struct open_file per inode with open handles (shared by all its handles).
+ * Writes land in per-file dirty extents (each at most one chunk, -chunkSizeLimitMB);
+ * a full extent is uploaded at once, the others on flush / fsync / release, or when
+ * a write does not fit them. An upload is assign + PUT through cluster/client (retrying
+ * other volumes and masters), then ONE metadata transaction records the new intervals
+ * (meta_write_chunks): after file_flush returns, the data and metadata are durable.
+ * Reads take the committed intervals from meta, the blobs from the chunk cache or the
+ * cluster, and lay the dirty extents on top; holes read as zeros.
+ *
+ * Threads: `files_lock` guards the table of open files; each open file has a mutex
+ * held across its uploads (so one file's writes are ordered) but never while another
+ * file's I/O runs. Each thread uses its own cluster client (thread-local).
+ */
+#ifndef KELP_FILE_H
+#define KELP_FILE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/chunk_cache.h"
+#include "fuse/meta.h"
+
+struct kelp_fs_options {
+	const char *masters;
+	const char *collection;
+	const char *replication;
+	const char *ttl;
+	size_t chunk_size;  /* bytes */
+	int timeout_ms;     /* bound of every cluster call */
+	size_t cache_bytes; /* chunk cache capacity */
+};
+
+struct open_file;
+
+struct kelp_fs {
+	struct kelp_fs_options opt;
+	struct meta *meta;
+	struct chunk_cache *cache;
+	pthread_mutex_t files_lock; /* files */
+	struct open_file *files;
+	pthread_key_t client_key;
+	/* background deletion of superseded blobs */
+	pthread_t gc_thread;
+	pthread_mutex_t gc_lock;
+	pthread_cond_t gc_cond;
+	bool stopping;
+	bool gc_started;
+	/* statfs cache */
+	pthread_mutex_t statfs_lock;
+	uint64_t statfs_at_ns, total_bytes, free_bytes;
+};
+
+int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_options *opt);
+void kelp_fs_destroy(struct kelp_fs *fs);
+
+/* Takes a reference on ino's open file (created on first open). NULL on ENOMEM. */
+struct open_file *file_get(struct kelp_fs *fs, uint64_t ino);
+/* Looks up ino's open file without creating it (with a reference), or NULL. */
+struct open_file *file_find(struct kelp_fs *fs, uint64_t ino);
+/* Drops a reference; the last one frees the file (and its inode if unlinked). */
+void file_put(struct kelp_fs *fs, struct open_file *f);
+/* Marks the file unlinked: the inode is freed when the last reference goes. */
+void file_set_unlinked(struct open_file *f);
+
+int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void *buf, size_t len);
+/* Reads into buf; *got is short at the end of the file. */
+int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len, uint8_t *buf,
+	      size_t *got);
+/* Uploads every dirty extent and records them (fsync / flush / close). */
+int file_flush(struct kelp_fs *fs, struct open_file *f);
+/* The size including unflushed writes (for getattr of an open file). */
+uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed);
+/* Drops dirty data at or beyond size (before a truncate is recorded). */
+void file_truncate_dirty(struct open_file *f, uint64_t size);
+
+/* Reads a blob range for a file without an open handle (no dirty data). */
+int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from,
+		       uint64_t len, uint8_t *out);
+
+/* Capacity of the cluster for statfs (cached 10 s). */
+void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes);
+
+/* Wakes the gc thread (more blobs to delete). */
+void fs_kick_gc(struct kelp_fs *fs);
+
+#endif

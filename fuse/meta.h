@@ -1,0 +1,155 @@
+/*
+ * meta: the mount's metadata in LMDB, the only file that includes lmdb.h.
+ *
+ * Tables (all keys big-endian so ranges scan in order):
+ *   inodes    ino                  -> struct meta_attr (fixed layout)
+ *   symlinks  ino                  -> target
+ *   dentries  parent ino + name    -> child ino
+ *   chunks    ino + file offset    -> fid, offset inside the blob, length   (see below)
+ *   fidrefs   fid                  -> number of chunk entries using that blob
+ *   xattrs    ino + name           -> value
+ *   gc        sequence number      -> fid of a blob to delete in the cluster
+ *   counters  name                 -> u64 (next inode number, next gc sequence)
+ *
+ * A file's data is a set of NON-OVERLAPPING intervals, each a slice of a blob: writing
+ * [o, o+n) with a new blob trims or drops the intervals it covers, so the newest data
+ * wins and reads are a range scan. A blob no interval uses any more goes to `gc`,
+ * and a background thread deletes it in the cluster (the gc table survives restarts,
+ * so nothing leaks). Holes read as zeros.
+ *
+ * Every namespace change is one write transaction, so it is atomic and durable when
+ * the call returns (LMDB syncs on commit). Read-only calls use read transactions.
+ * No transaction is ever held across network I/O: callers upload first, then commit.
+ *
+ * Threads: any thread may call anything; LMDB serialises writers (MDB_NOTLS lets read
+ * transactions move between threads).
+ *
+ * Errors: 0 or -errno (-ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -ENAMETOOLONG,
+ * -ENODATA for a missing xattr, -ERANGE, -EIO for LMDB failures, -ENOSPC when the map
+ * is full).
+ */
+#ifndef KELP_META_H
+#define KELP_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define META_ROOT_INO 1
+#define META_NAME_MAX 255
+#define META_FID_MAX  48
+
+struct meta;
+
+struct meta_attr {
+	uint64_t ino;
+	uint64_t size;
+	uint32_t mode;
+	uint32_t nlink;
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t rdev;
+	uint32_t pad;
+	int64_t atime_ns, mtime_ns, ctime_ns, crtime_ns;
+};
+
+/* One interval of a file's data: bytes [offset, offset+length) come from blob `fid`
+ * starting at blob_offset. */
+struct meta_chunk {
+	uint64_t offset;
+	uint64_t length;
+	uint64_t blob_offset;
+	char fid[META_FID_MAX];
+};
+
+int meta_open(const char *dir, struct meta **out);
+void meta_close(struct meta *m);
+
+int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
+int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out);
+
+/* Creates name in parent: a file, directory, FIFO, device or (target != NULL) symlink. */
+int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out);
+int meta_readlink(struct meta *m, uint64_t ino, char *buf, size_t cap);
+
+/* A new hard link newparent/newname to ino (not a directory). */
+int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newname,
+	      struct meta_attr *out);
+
+/*
+ * Removes parent/name (not a directory; -EISDIR). *gone_ino gets the inode whose link
+ * count dropped to 0 (0 if it still has links): the caller frees it with
+ * meta_release_inode once no open file uses it.
+ */
+int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino);
+int meta_rmdir(struct meta *m, uint64_t parent, const char *name);
+
+/* Renames with flags 0, RENAME_NOREPLACE or RENAME_EXCHANGE; *gone_ino as for unlink. */
+int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newparent,
+		const char *newname, unsigned flags, uint64_t *gone_ino);
+
+/* Deletes an inode with no links left: its data goes to gc. */
+int meta_release_inode(struct meta *m, uint64_t ino);
+
+/* Which fields of struct meta_attr setattr changes. */
+#define META_SET_MODE  (1u << 0)
+#define META_SET_UID   (1u << 1)
+#define META_SET_GID   (1u << 2)
+#define META_SET_SIZE  (1u << 3)
+#define META_SET_ATIME (1u << 4)
+#define META_SET_MTIME (1u << 5)
+#define META_SET_CTIME (1u << 6)
+
+/* Changes attributes; a size change truncates or extends (a hole) the data. */
+int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsigned valid,
+		 struct meta_attr *out);
+
+/*
+ * Records new data: for each chunk, trims what it covers and inserts it; the file
+ * grows to at least min_size; mtime/ctime become now. One transaction.
+ */
+int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chunks, int n,
+		      uint64_t min_size, struct meta_attr *out);
+
+/*
+ * The intervals overlapping [offset, offset+len), in order (caller frees *out).
+ * Returns their number, or -errno.
+ */
+int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len,
+		     struct meta_chunk **out);
+
+/* Number of intervals of a file (tests fragmentation). */
+int meta_chunk_count(struct meta *m, uint64_t ino);
+
+/*
+ * Lists a directory from the entry after `after` ("" = from the start); calls fn for
+ * each entry until it returns non-zero. Returns 0 or -errno.
+ */
+int meta_readdir(struct meta *m, uint64_t ino, const char *after,
+		 int (*fn)(void *ctx, const char *name, const struct meta_attr *attr), void *ctx);
+
+int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value,
+		  size_t len, int flags);
+/* Returns the value's length (copied when cap allows; -ERANGE when cap is too small
+ * and non-zero), -ENODATA when absent. */
+int meta_getxattr(struct meta *m, uint64_t ino, const char *name, void *buf, size_t cap);
+/* Returns the length of the NUL-separated list (same cap rules). */
+int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap);
+int meta_removexattr(struct meta *m, uint64_t ino, const char *name);
+
+/* Up to n fids waiting for deletion; seqs identify them for meta_gc_done. */
+int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs);
+int meta_gc_done(struct meta *m, uint64_t seq);
+int meta_gc_pending(struct meta *m);
+
+/* Number of inodes (statfs). */
+int meta_inode_count(struct meta *m, uint64_t *count);
+
+/* Deletes inodes left with no links by a crash (they were open when it died). */
+int meta_release_orphans(struct meta *m);
+
+int64_t meta_now_ns(void);
+
+#endif

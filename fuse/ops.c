@@ -1,0 +1,691 @@
+#define FUSE_USE_VERSION 312
+
+#include "fuse/ops.h"
+
+#include <errno.h>
+#include <fuse3/fuse_lowlevel.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cluster/base/log.h"
+
+#define ATTR_TIMEOUT 1.0
+#define BLOCK_SIZE   4096
+
+static struct kelp_fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *st)
+{
+	struct open_file *f;
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_rdev = a->rdev;
+	st->st_size = (off_t)a->size;
+	if (S_ISREG(a->mode) && (f = file_find(fs, a->ino))) {
+		st->st_size = (off_t)file_size(fs, f, a->size);
+		file_put(fs, f);
+	}
+	st->st_blksize = BLOCK_SIZE;
+	st->st_blocks = (st->st_size + 511) / 512;
+	st->st_atim.tv_sec = a->atime_ns / 1000000000;
+	st->st_atim.tv_nsec = a->atime_ns % 1000000000;
+	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
+	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
+	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+}
+
+static void reply_entry(fuse_req_t req, const struct meta_attr *a)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = a->ino;
+	e.generation = 1;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
+	to_stat(fs_of(req), a, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_attr(fuse_req_t req, const struct meta_attr *a)
+{
+	struct stat st;
+
+	to_stat(fs_of(req), a, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+/* ---------------------------------------------------------------- names */
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct meta_attr a;
+	int rc = meta_lookup(fs_of(req)->meta, parent, name, &a);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct meta_attr a;
+	int rc = meta_getattr(fs_of(req)->meta, ino, &a);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_attr(req, &a);
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct meta_attr in, out;
+	unsigned valid = 0;
+	int64_t now = meta_now_ns();
+	int rc;
+
+	memset(&in, 0, sizeof(in));
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		valid |= META_SET_MODE;
+		in.mode = attr->st_mode;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		valid |= META_SET_UID;
+		in.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		valid |= META_SET_GID;
+		in.gid = attr->st_gid;
+	}
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+		valid |= META_SET_ATIME;
+		in.atime_ns = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : ts_ns(&attr->st_atim);
+	}
+	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+		valid |= META_SET_MTIME;
+		in.mtime_ns = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : ts_ns(&attr->st_mtim);
+	}
+	if (to_set & FUSE_SET_ATTR_CTIME) {
+		valid |= META_SET_CTIME;
+		in.ctime_ns = ts_ns(&attr->st_ctim);
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		valid |= META_SET_SIZE;
+		in.size = (uint64_t)attr->st_size;
+	}
+	{
+		/*
+		 * Unflushed writes are recorded first: their commit sets mtime, which must
+		 * not override the times set here (cp -a, tar), and a size change must see
+		 * them.
+		 */
+		struct open_file *f = file_find(fs, ino);
+
+		if (f) {
+			if (valid & META_SET_SIZE)
+				file_truncate_dirty(f, in.size);
+			rc = file_flush(fs, f);
+			file_put(fs, f);
+			if (rc < 0) {
+				fuse_reply_err(req, -rc);
+				return;
+			}
+		}
+	}
+	rc = meta_setattr(fs->meta, ino, &in, valid, &out);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (valid & META_SET_SIZE)
+		fs_kick_gc(fs);
+	reply_attr(req, &out);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[4097];
+	int rc = meta_readlink(fs_of(req)->meta, ino, buf, sizeof(buf));
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+/* Creates a node; the setgid bit of the parent passes its group (and to directories). */
+static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev, const char *target, struct meta_attr *out)
+{
+	struct kelp_fs *fs = fs_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct meta_attr p;
+	uint32_t gid = ctx->gid;
+	int rc = meta_getattr(fs->meta, parent, &p);
+
+	if (rc < 0)
+		return rc;
+	if (p.mode & S_ISGID) {
+		gid = p.gid;
+		if (S_ISDIR(mode))
+			mode |= S_ISGID;
+	}
+	return meta_create(fs->meta, parent, name, mode, ctx->uid, gid, (uint32_t)rdev, target, out);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	struct meta_attr a;
+	int rc = do_create(req, parent, name, mode, rdev, NULL, &a);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	op_mknod(req, parent, name, (mode & 07777) | S_IFDIR, 0);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct meta_attr a;
+	int rc = strlen(link) > 4095 ? -ENAMETOOLONG
+				     : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct meta_attr a;
+	int rc = meta_link(fs_of(req)->meta, ino, newparent, newname, &a);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		reply_entry(req, &a);
+}
+
+/* An inode lost its last link: free it now, or at its last release if open. */
+static void inode_gone(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f;
+
+	if (!ino)
+		return;
+	f = file_find(fs, ino);
+	if (f) {
+		file_set_unlinked(f);
+		file_put(fs, f);
+		return;
+	}
+	meta_release_inode(fs->meta, ino);
+	fs_kick_gc(fs);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct kelp_fs *fs = fs_of(req);
+	uint64_t gone = 0;
+	int rc = meta_unlink(fs->meta, parent, name, &gone);
+
+	if (rc == 0)
+		inode_gone(fs, gone);
+	fuse_reply_err(req, -rc);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -meta_rmdir(fs_of(req)->meta, parent, name));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	struct kelp_fs *fs = fs_of(req);
+	uint64_t gone = 0;
+	int rc = meta_rename(fs->meta, parent, name, newparent, newname, flags, &gone);
+
+	if (rc == 0)
+		inode_gone(fs, gone);
+	fuse_reply_err(req, -rc);
+}
+
+/* ---------------------------------------------------------------- files */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct open_file *f = file_get(fs, ino);
+
+	if (!f) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	fi->keep_cache = 1; /* only this mount changes the file */
+	if (fuse_reply_open(req, fi) != 0)
+		file_put(fs, f);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct meta_attr a;
+	struct open_file *f;
+	int rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	f = file_get(fs, a.ino);
+	if (!f) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	memset(&e, 0, sizeof(e));
+	e.ino = a.ino;
+	e.generation = 1;
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ATTR_TIMEOUT;
+	to_stat(fs, &a, &e.attr);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		file_put(fs, f);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+	uint8_t *buf = malloc(size ? size : 1);
+	size_t got = 0;
+	int rc;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = file_read(fs, f, (uint64_t)off, size, buf, &got);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, (const char *)buf, got);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+	int rc = file_write(fs, f, (uint64_t)off, buf, size);
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+
+	fuse_reply_err(req, -file_flush(fs, (struct open_file *)(uintptr_t)fi->fh));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
+	int rc = file_flush(fs, f);
+
+	file_put(fs, f);
+	fuse_reply_err(req, -rc);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+
+	fuse_reply_err(req, -file_flush(fs, (struct open_file *)(uintptr_t)fi->fh));
+}
+
+/* ---------------------------------------------------------------- directories */
+
+struct dir_handle {
+	char last_name[META_NAME_MAX + 1];
+	off_t last_off; /* the offset after last_name */
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dir_handle *d = calloc(1, sizeof(*d));
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	if (fuse_reply_open(req, fi) != 0)
+		free(d);
+}
+
+struct fill {
+	fuse_req_t req;
+	struct kelp_fs *fs;
+	char *buf;
+	size_t cap, len;
+	off_t next_off;  /* offset of the entry being added */
+	off_t skip_to;   /* slow path: entries before this offset are skipped */
+	struct dir_handle *d;
+	bool full;
+};
+
+static int add_entry(struct fill *fl, const char *name, const struct meta_attr *a)
+{
+	struct stat st;
+	size_t need;
+
+	fl->next_off++;
+	if (fl->next_off <= fl->skip_to)
+		return 0;
+	memset(&st, 0, sizeof(st));
+	st.st_ino = a->ino;
+	st.st_mode = a->mode;
+	need = fuse_add_direntry(fl->req, NULL, 0, name, NULL, 0);
+	if (fl->len + need > fl->cap) {
+		fl->full = true;
+		return 1;
+	}
+	fuse_add_direntry(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &st, fl->next_off);
+	fl->len += need;
+	snprintf(fl->d->last_name, sizeof(fl->d->last_name), "%s", name);
+	fl->d->last_off = fl->next_off;
+	return 0;
+}
+
+static int fill_cb(void *ctx, const char *name, const struct meta_attr *a)
+{
+	return add_entry(ctx, name, a);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct fill fl = {.req = req, .fs = fs, .cap = size, .d = d};
+	struct meta_attr self;
+	const char *after = "";
+	int rc;
+
+	fl.buf = malloc(size ? size : 1);
+	if (!fl.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = meta_getattr(fs->meta, ino, &self);
+	if (rc < 0) {
+		free(fl.buf);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	/* "." and ".." are offsets 1 and 2; entries follow in name order. */
+	if (off > 2 && off == d->last_off) {
+		/* Continue after the last name returned (the usual case, O(1)). */
+		after = d->last_name;
+		fl.next_off = off;
+	} else {
+		fl.skip_to = off;
+		if (add_entry(&fl, ".", &self) == 0) {
+			struct meta_attr parent = self;
+
+			parent.ino = 1;
+			add_entry(&fl, "..", &parent);
+		}
+	}
+	if (!fl.full)
+		rc = meta_readdir(fs->meta, ino, after, fill_cb, &fl);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, fl.buf, fl.len);
+	free(fl.buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	free((void *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0); /* every metadata change is already committed */
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct statvfs st;
+	uint64_t total, free_bytes, inodes = 0;
+
+	fs_capacity(fs, &total, &free_bytes);
+	meta_inode_count(fs->meta, &inodes);
+	memset(&st, 0, sizeof(st));
+	st.f_bsize = BLOCK_SIZE;
+	st.f_frsize = BLOCK_SIZE;
+	st.f_blocks = total / BLOCK_SIZE;
+	st.f_bfree = free_bytes / BLOCK_SIZE;
+	st.f_bavail = st.f_bfree;
+	st.f_files = inodes + 1000000000ull;
+	st.f_ffree = 1000000000ull;
+	st.f_favail = st.f_ffree;
+	st.f_namemax = META_NAME_MAX;
+	fuse_reply_statfs(req, &st);
+}
+
+/* ---------------------------------------------------------------- xattrs */
+
+/*
+ * POSIX ACLs are not supported: storing them as plain xattrs would leave the mode
+ * bits wrong (cp -a sets an ACL instead of chmod when the filesystem takes it).
+ */
+static bool is_acl(const char *name)
+{
+	return !strncmp(name, "system.posix_acl_", 17);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	if (is_acl(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	fuse_reply_err(req, -meta_setxattr(fs_of(req)->meta, ino, name, value, size, flags));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	int rc;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (is_acl(name)) {
+		free(buf);
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	rc = meta_getxattr(fs_of(req)->meta, ino, name, buf, size);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	int rc;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = meta_listxattr(fs_of(req)->meta, ino, buf, size);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -meta_removexattr(fs_of(req)->meta, ino, name));
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Bigger writes mean fewer round trips; the kernel caps it at its own limit. */
+	conn->max_write = 1024 * 1024;
+	conn->max_readahead = 1024 * 1024;
+	if (conn->capable & FUSE_CAP_SPLICE_READ)
+		conn->want &= ~FUSE_CAP_SPLICE_READ;
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+};
+
+const struct fuse_lowlevel_ops *kelp_fuse_ops(void)
+{
+	return &ops;
+}
+
+int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts,
+		  int threads, void (*ready)(void *ctx), void *ctx)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_session *se;
+	struct fuse_loop_config *cfg;
+	char opts[1024];
+	int rc = -EIO;
+
+	snprintf(opts, sizeof(opts), "fsname=kelp,subtype=kelp,default_permissions%s%s",
+		 fuse_opts && *fuse_opts ? "," : "", fuse_opts ? fuse_opts : "");
+	if (fuse_opt_add_arg(&args, "kelp") || fuse_opt_add_arg(&args, "-o") ||
+	    fuse_opt_add_arg(&args, opts))
+		return -ENOMEM;
+	se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	if (!se) {
+		fuse_opt_free_args(&args);
+		return -EINVAL;
+	}
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_destroy;
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		log_error("mount: cannot mount on %s", mountpoint);
+		goto out_signals;
+	}
+	log_info("mount: kelp mounted on %s", mountpoint);
+	if (ready)
+		ready(ctx);
+	cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_max_threads(cfg, (unsigned)(threads > 0 ? threads : 16));
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	rc = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
+	fuse_loop_cfg_destroy(cfg);
+	fuse_session_unmount(se);
+	log_info("mount: unmounted %s", mountpoint);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+	fuse_opt_free_args(&args);
+	return rc;
+}
