@@ -690,7 +690,7 @@ static bool same_content(struct volume *v, const struct needle_map_entry *e,
 	if (pread_all(v->dat_fd, buf, disk, (uint64_t)e->offset * 8) == 0 &&
 	    needle_decode(buf, disk, v->version, false, &old) == 0)
 		same = old.checksum == n->checksum && old.data_size == n->data_size &&
-		       memcmp(old.data, data, n->data_size) == 0;
+		       (n->data_size == 0 || memcmp(old.data, data, n->data_size) == 0);
 	free(buf);
 	return same;
 }
@@ -1192,6 +1192,7 @@ int volume_commit_compact(struct volume *v)
 {
 	char cpd_path[4096], cpx_path[4096], cpc_path[4096], dat_path[4096], idx_path[4096];
 	int cpd = -1, cpx = -1, fd, ret;
+	bool marked = false; /* the .cpc exists: only rolling forward is safe now */
 
 	file_name(v, ".cpd", cpd_path, sizeof(cpd_path));
 	file_name(v, ".cpx", cpx_path, sizeof(cpx_path));
@@ -1236,6 +1237,7 @@ int volume_commit_compact(struct volume *v)
 		ret = fsync_dir(v->dir);
 	if (ret < 0)
 		goto out;
+	marked = true;
 	if (FAULT(v, VACUUM_STEP_COMMIT_MARKED)) {
 		ret = -EINTR;
 		goto out;
@@ -1277,7 +1279,13 @@ int volume_commit_compact(struct volume *v)
 	log_info("volume %u: vacuum committed, revision %u, %" PRIu64 " bytes", v->vid,
 		 v->compact_revision, v->dat_size);
 out:
-	if (ret < 0 && ret != -EINTR && ret != -EINVAL) {
+	if (ret < 0 && ret != -EINTR && ret != -EINVAL && marked) {
+		/* The old files may already be replaced: stop writing; the next open rolls
+		 * the commit forward from the marker. */
+		log_error("volume %u: vacuum commit failed after its marker (%s); the volume is read-only until it is reopened",
+			  v->vid, strerror(-ret));
+		atomic_store(&v->read_only, true);
+	} else if (ret < 0 && ret != -EINTR && ret != -EINVAL) {
 		unlink(cpd_path);
 		unlink(cpx_path);
 		v->compacting = false;

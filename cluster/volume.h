@@ -138,7 +138,7 @@ int volume_delete(struct volume *v, uint64_t key, uint32_t cookie, uint32_t *siz
 
 /*
  * Reads key, checking the cookie (-EPERM on mismatch) and the CRC (-EBADMSG), and TTL
- * expiry (-ENOENT). read_deleted: also find needles deleted but not yet vacuumed.
+ * expiry (-ENOENT).
  */
 int volume_read(struct volume *v, uint64_t key, uint32_t cookie, struct volume_blob *out);
 void volume_blob_release(struct volume_blob *b);

@@ -1,5 +1,6 @@
 /* kelp mount: flags, open the metadata, mount, serve until unmounted or signalled. */
 #include <curl/curl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,8 @@ int mount_main(int argc, char **argv)
 		fprintf(stderr, "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
 		return 2;
 	}
+	block_stop_signals(); /* before any thread: kelp_fuse_run waits for them */
+	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_ALL);
 	ret = meta_open(meta_dir, &meta);
 	if (ret < 0) {

@@ -36,6 +36,12 @@ void block_stop_signals(void)
 {
 	sigset_t set;
 
+	/* A shell starts background jobs with SIGINT ignored: undo that, or sigwait
+	 * would never see it. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);

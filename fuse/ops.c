@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -646,12 +648,42 @@ const struct fuse_lowlevel_ops *kelp_fuse_ops(void)
 	return &ops;
 }
 
+struct stopper {
+	struct fuse_session *se;
+	const char *mountpoint;
+};
+
+/*
+ * Waits for SIGINT/SIGTERM/SIGHUP (blocked in every thread by the caller) and ends
+ * the session by unmounting: the kernel then fails the workers' reads, whichever
+ * thread the signal would have hit.
+ */
+static void *stop_on_signal(void *arg)
+{
+	struct stopper *st = arg;
+	sigset_t set;
+	int sig = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigwait(&set, &sig) == 0) {
+		log_info("mount: signal %d, unmounting %s", sig, st->mountpoint);
+		fuse_session_exit(st->se);
+		fuse_session_unmount(st->se);
+	}
+	return NULL;
+}
+
 int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts,
 		  int threads, void (*ready)(void *ctx), void *ctx)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
+	struct stopper st;
+	pthread_t stopper_thread;
 	char opts[1024];
 	int rc = -EIO;
 
@@ -665,13 +697,17 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 		fuse_opt_free_args(&args);
 		return -EINVAL;
 	}
-	if (fuse_set_signal_handlers(se) != 0)
-		goto out_destroy;
 	if (fuse_session_mount(se, mountpoint) != 0) {
 		log_error("mount: cannot mount on %s", mountpoint);
-		goto out_signals;
+		goto out_destroy;
 	}
 	log_info("mount: kelp mounted on %s", mountpoint);
+	st.se = se;
+	st.mountpoint = mountpoint;
+	if (pthread_create(&stopper_thread, NULL, stop_on_signal, &st) != 0) {
+		fuse_session_unmount(se);
+		goto out_destroy;
+	}
 	if (ready)
 		ready(ctx);
 	cfg = fuse_loop_cfg_create();
@@ -680,10 +716,10 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
 	rc = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(cfg);
+	pthread_cancel(stopper_thread);
+	pthread_join(stopper_thread, NULL);
 	fuse_session_unmount(se);
 	log_info("mount: unmounted %s", mountpoint);
-out_signals:
-	fuse_remove_signal_handlers(se);
 out_destroy:
 	fuse_session_destroy(se);
 	fuse_opt_free_args(&args);
