@@ -33,27 +33,53 @@ struct open_file {
 
 /* ---------------------------------------------------------------- clients */
 
+#define FID_POOL      64
+#define FID_POOL_LIFE (5ull * 1000000000ull) /* write tokens live 10 s */
+
+/* A thread's cluster client and its pool of assigned file ids (fid, fid_1, ...). */
+struct thread_client {
+	struct kelp_client *client;
+	struct kelp_assign_result pool;
+	unsigned next;
+	uint64_t pool_at;
+};
+
 static void free_client(void *p)
 {
-	kelp_client_free(p);
+	struct thread_client *tc = p;
+
+	kelp_client_free(tc->client);
+	free(tc);
+}
+
+static struct thread_client *thread_client_of(struct kelp_fs *fs)
+{
+	struct thread_client *tc = pthread_getspecific(fs->client_key);
+
+	if (!tc) {
+		struct kelp_client_options o = {0};
+
+		tc = calloc(1, sizeof(*tc));
+		if (!tc)
+			return NULL;
+		o.masters = fs->opt.masters;
+		o.timeout_ms = fs->opt.timeout_ms;
+		o.connect_timeout_ms = fs->opt.timeout_ms < 5000 ? fs->opt.timeout_ms : 5000;
+		if (kelp_client_new(&o, &tc->client) < 0) {
+			free(tc);
+			return NULL;
+		}
+		pthread_setspecific(fs->client_key, tc);
+	}
+	return tc;
 }
 
 /* This thread's cluster client (created on first use). */
 static struct kelp_client *client_of(struct kelp_fs *fs)
 {
-	struct kelp_client *c = pthread_getspecific(fs->client_key);
+	struct thread_client *tc = thread_client_of(fs);
 
-	if (!c) {
-		struct kelp_client_options o = {0};
-
-		o.masters = fs->opt.masters;
-		o.timeout_ms = fs->opt.timeout_ms;
-		o.connect_timeout_ms = fs->opt.timeout_ms < 5000 ? fs->opt.timeout_ms : 5000;
-		if (kelp_client_new(&o, &c) < 0)
-			return NULL;
-		pthread_setspecific(fs->client_key, c);
-	}
-	return c;
+	return tc ? tc->client : NULL;
 }
 
 /* ---------------------------------------------------------------- open files */
@@ -131,36 +157,68 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 /* ---------------------------------------------------------------- upload */
 
 /* Uploads one extent as a blob; fills c. Caller holds f->lock. */
-static int upload_extent(struct kelp_fs *fs, const struct extent *e, struct meta_chunk *c)
+static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durable,
+			 struct meta_chunk *c)
 {
-	struct kelp_client *cl = client_of(fs);
+	struct thread_client *tc = thread_client_of(fs);
 	struct kelp_assign_request areq = {0};
 	struct kelp_upload_options uopt = {0};
+	struct kelp_upload_result up;
 	struct kelp_put_result res;
-	int rc;
+	char fid[META_FID_MAX];
+	uint64_t now = monotonic_ns();
+	int rc = -1;
 
-	if (!cl)
+	if (!tc)
 		return -ENOMEM;
 	areq.collection = fs->opt.collection;
 	areq.replication = fs->opt.replication;
 	areq.ttl = fs->opt.ttl;
 	uopt.ttl = fs->opt.ttl;
-	uopt.fsync = true;
-	rc = kelp_client_put_buffer(cl, &areq, &uopt, e->data, e->len, &res);
+	uopt.fsync = durable;
+	/* A file id from the pool: one assign serves FID_POOL chunks. */
+	if (tc->next >= tc->pool.count || now - tc->pool_at > FID_POOL_LIFE) {
+		areq.count = FID_POOL;
+		tc->next = tc->pool.count = 0;
+		if (kelp_client_assign(tc->client, &areq, &tc->pool) == 0) {
+			tc->pool_at = now;
+			if (tc->pool.count == 0)
+				tc->pool.count = 1;
+		}
+		areq.count = 0;
+	}
+	if (tc->next < tc->pool.count) {
+		if (tc->next == 0)
+			snprintf(fid, sizeof(fid), "%s", tc->pool.fid);
+		else
+			snprintf(fid, sizeof(fid), "%s_%u", tc->pool.fid, tc->next);
+		tc->next++;
+		rc = kelp_client_upload_buffer(tc->client, tc->pool.url, fid, tc->pool.auth, &uopt,
+					       e->data, e->len, &up);
+		if (rc < 0)
+			tc->next = tc->pool.count; /* that volume may be gone: assign afresh */
+	}
 	if (rc < 0) {
-		log_error("mount: uploading %zu bytes failed: %s", e->len, kelp_client_error(cl));
-		return -EIO;
+		/* Assign + upload with retries on other volumes and masters. */
+		rc = kelp_client_put_buffer(tc->client, &areq, &uopt, e->data, e->len, &res);
+		if (rc < 0) {
+			log_error("mount: uploading %zu bytes failed: %s", e->len,
+				  kelp_client_error(tc->client));
+			return -EIO;
+		}
+		snprintf(fid, sizeof(fid), "%s", res.assign.fid);
 	}
 	memset(c, 0, sizeof(*c));
 	c->offset = e->off;
 	c->length = e->len;
 	c->blob_offset = 0;
-	snprintf(c->fid, sizeof(c->fid), "%s", res.assign.fid);
+	snprintf(c->fid, sizeof(c->fid), "%s", fid);
 	return 0;
 }
 
 /* Uploads extents [from, to) of f and records them in one transaction. */
-static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to)
+static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to,
+			  bool durable)
 {
 	struct meta_chunk *chunks;
 	int rc = 0, n = to - from;
@@ -171,7 +229,7 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 	if (!chunks)
 		return -ENOMEM;
 	for (int i = 0; i < n && rc == 0; i++)
-		rc = upload_extent(fs, &f->ext[from + i], &chunks[i]);
+		rc = upload_extent(fs, &f->ext[from + i], durable, &chunks[i]);
 	if (rc == 0)
 		rc = meta_write_chunks(fs->meta, f->ino, chunks, n, 0, NULL);
 	free(chunks);
@@ -185,12 +243,14 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 	return 0;
 }
 
-int file_flush(struct kelp_fs *fs, struct open_file *f)
+int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
 	int rc;
 
 	pthread_mutex_lock(&f->lock);
-	rc = commit_extents(fs, f, 0, f->n_ext);
+	rc = commit_extents(fs, f, 0, f->n_ext, durable);
+	if (rc == 0 && durable)
+		rc = meta_sync(fs->meta);
 	if (rc == 0 && f->error) {
 		rc = f->error;
 		f->error = 0; /* reported once */
@@ -240,7 +300,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			n = len < chunk - at ? len : chunk - at;
 			/* It must not run into the next extent. */
 			if (i + 1 < f->n_ext && off + n > f->ext[i + 1].off) {
-				rc = commit_extents(fs, f, i + 1, f->n_ext);
+				rc = commit_extents(fs, f, i + 1, f->n_ext, false);
 				continue;
 			}
 			if (at + n > e->cap) {
@@ -266,7 +326,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			src += n;
 			len -= n;
 			if (e->len == chunk)
-				rc = commit_extents(fs, f, i, i + 1);
+				rc = commit_extents(fs, f, i, i + 1, false);
 			continue;
 		}
 		/* A new extent: first upload any extent it would overlap. */
@@ -275,7 +335,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			if (f->ext[i].off < off + n && off < f->ext[i].off + f->ext[i].len)
 				break;
 		if (i < f->n_ext) {
-			rc = commit_extents(fs, f, i, i + 1);
+			rc = commit_extents(fs, f, i, i + 1, false);
 			continue;
 		}
 		rc = ensure_ext_cap(f);
@@ -431,6 +491,7 @@ static void *gc_loop(void *arg)
 		int n;
 
 		pthread_mutex_unlock(&fs->gc_lock);
+		meta_sync(fs->meta); /* commits are not synced one by one (meta.h) */
 		n = meta_gc_take(fs->meta, 64, fids, seqs);
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);
@@ -450,7 +511,7 @@ static void *gc_loop(void *arg)
 		if (n == 64)
 			continue; /* more waiting */
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 2;
+		ts.tv_sec += 1;
 		if (!fs->stopping)
 			pthread_cond_timedwait(&fs->gc_cond, &fs->gc_lock, &ts);
 	}

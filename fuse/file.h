@@ -5,9 +5,10 @@
  * One struct open_file per inode with open handles (shared by all its handles).
  * Writes land in per-file dirty extents (each at most one chunk, -chunkSizeLimitMB);
  * a full extent is uploaded at once, the others on flush / fsync / release, or when
- * a write does not fit them. An upload is assign + PUT through cluster/client (retrying
- * other volumes and masters), then ONE metadata transaction records the new intervals
- * (meta_write_chunks): after file_flush returns, the data and metadata are durable.
+ * a write does not fit them. An upload is a PUT of a file id from a per-thread pool of
+ * ids assigned 64 at a time (falling back to assign + PUT with retries through
+ * cluster/client), then ONE metadata transaction records the new intervals
+ * (meta_write_chunks): after file_flush returns, the data and metadata are stored.
  * Reads take the committed intervals from meta, the blobs from the chunk cache or the
  * cluster, and lay the dirty extents on top; holes read as zeros.
  *
@@ -72,8 +73,13 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 /* Reads into buf; *got is short at the end of the file. */
 int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len, uint8_t *buf,
 	      size_t *got);
-/* Uploads every dirty extent and records them (fsync / flush / close). */
-int file_flush(struct kelp_fs *fs, struct open_file *f);
+/*
+ * Uploads every dirty extent and records them (flush / close). durable (fsync): the
+ * volume servers fsync the chunks and the metadata is synced to disk too; without it
+ * the data survives a crash of the mount daemon (and of one replica), not a power loss
+ * of every machine at once.
+ */
+int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
 /* The size including unflushed writes (for getattr of an open file). */
 uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed);
 /* Drops dirty data at or beyond size (before a truncate is recorded). */

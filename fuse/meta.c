@@ -87,7 +87,7 @@ int meta_open(const char *dir, struct meta **out)
 	if (rc == 0)
 		rc = mdb_env_set_maxreaders(m->env, 512);
 	if (rc == 0)
-		rc = mdb_env_open(m->env, dir, MDB_NOTLS, 0600);
+		rc = mdb_env_open(m->env, dir, MDB_NOTLS | MDB_NOSYNC, 0600);
 	if (rc == 0)
 		rc = mdb_txn_begin(m->env, NULL, 0, &txn);
 	if (rc != 0) {
@@ -149,10 +149,16 @@ int meta_open(const char *dir, struct meta **out)
 	return 0;
 }
 
+int meta_sync(struct meta *m)
+{
+	return lmdb_err(mdb_env_sync(m->env, 1));
+}
+
 void meta_close(struct meta *m)
 {
 	if (!m)
 		return;
+	mdb_env_sync(m->env, 1);
 	mdb_env_close(m->env);
 	free(m);
 }

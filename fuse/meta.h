@@ -17,8 +17,11 @@
  * and a background thread deletes it in the cluster (the gc table survives restarts,
  * so nothing leaks). Holes read as zeros.
  *
- * Every namespace change is one write transaction, so it is atomic and durable when
- * the call returns (LMDB syncs on commit). Read-only calls use read transactions.
+ * Every namespace change is one write transaction, so it is atomic, and it is in the
+ * kernel when the call returns: a crash of the mount process loses nothing. Commits do
+ * not fsync (MDB_NOSYNC); meta_sync does, called on fsync and at least every second by
+ * the mount, so a power loss loses at most the last second of changes not fsync'ed.
+ * Read-only calls use read transactions.
  * No transaction is ever held across network I/O: callers upload first, then commit.
  *
  * Threads: any thread may call anything; LMDB serialises writers (MDB_NOTLS lets read
@@ -64,6 +67,8 @@ struct meta_chunk {
 };
 
 int meta_open(const char *dir, struct meta **out);
+/* Flushes committed transactions to disk. */
+int meta_sync(struct meta *m);
 void meta_close(struct meta *m);
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);

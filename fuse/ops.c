@@ -159,7 +159,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		if (f) {
 			if (valid & META_SET_SIZE)
 				file_truncate_dirty(f, in.size);
-			rc = file_flush(fs, f);
+			rc = file_flush(fs, f, false);
 			file_put(fs, f);
 			if (rc < 0) {
 				fuse_reply_err(req, -rc);
@@ -377,14 +377,14 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kelp_fs *fs = fs_of(req);
 
-	fuse_reply_err(req, -file_flush(fs, (struct open_file *)(uintptr_t)fi->fh));
+	fuse_reply_err(req, -file_flush(fs, (struct open_file *)(uintptr_t)fi->fh, false));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kelp_fs *fs = fs_of(req);
 	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
-	int rc = file_flush(fs, f);
+	int rc = file_flush(fs, f, false);
 
 	file_put(fs, f);
 	fuse_reply_err(req, -rc);
@@ -394,7 +394,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 {
 	struct kelp_fs *fs = fs_of(req);
 
-	fuse_reply_err(req, -file_flush(fs, (struct open_file *)(uintptr_t)fi->fh));
+	fuse_reply_err(req, -file_flush(fs, (struct open_file *)(uintptr_t)fi->fh, true));
 }
 
 /* ---------------------------------------------------------------- directories */
@@ -508,7 +508,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0); /* every metadata change is already committed */
+	fuse_reply_err(req, -meta_sync(fs_of(req)->meta));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -271,12 +271,13 @@ class Writer(threading.Thread):
     Every assign goes to the master it believes is the leader (followers would proxy
     anyway); on a connection error, a timeout or a non-200 answer it asks the masters'
     /cluster/status in turn for the leader and retries after a bounded backoff
-    (50 ms doubling to 400 ms). Records every assigned fid, every acknowledged write
+    (50 ms doubling to max_backoff, 200 ms by default). Records every assigned fid, every acknowledged write
     (fid, data, time) and every failure (time, stage, text).
     """
 
     def __init__(self, masters, seed=1, count=1, replication=None, upload=True,
-                 size=(64, 1024), assign_timeout=(0.5, 3.0), put_timeout=(0.5, 5.0)):
+                 size=(64, 1024), assign_timeout=(0.5, 3.0), put_timeout=(0.5, 5.0),
+                 max_backoff=0.2):
         super().__init__(daemon=True, name="kelp-writer")
         self.masters = list(masters)          # master addresses
         self.rng = random.Random(seed)
@@ -286,6 +287,7 @@ class Writer(threading.Thread):
         self.size = size
         self.assign_timeout = assign_timeout
         self.put_timeout = put_timeout
+        self.max_backoff = max_backoff
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.target = self.masters[0]
@@ -314,7 +316,7 @@ class Writer(threading.Thread):
                     sess = requests.Session()
                     self._rediscover()
                     self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, 0.4)
+                    backoff = min(backoff * 2, self.max_backoff)
         except Exception as e:  # noqa: BLE001  (reported by the test)
             self.error = e
         finally:

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# scripts/bench mount: the kelp mount against libfuse3's passthrough_ll example over a
+# directory on the same disk, in one run. Needs root (mounts, drop_caches).
+#   sequential write 1 GiB (dd bs=1M conv=fsync), sequential read 1 GiB after dropping
+#   caches, 10,000 files of 4 KiB (create+write, then stat), and the mount's peak RSS
+#   during a 4 GiB copy. SIZE_MB / FILES / BIG_MB shrink it for a quick look.
+set -euo pipefail
+kelp=$1
+size_mb=${SIZE_MB:-1024}
+files=${FILES:-10000}
+big_mb=${BIG_MB:-4096}
+work=$(mktemp -d /var/tmp/kelp-bench-mount.XXXXXX)
+pids=()
+cleanup() {
+	for m in "$work/pt" "$work/kelp"; do fusermount3 -u -z "$m" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() { # file or mountpoint, seconds
+	for ((i = 0; i < $2 * 50; i++)); do
+		if [[ -s "$1" ]] || mountpoint -q "$1" 2>/dev/null; then return 0; fi
+		sleep 0.02
+	done
+	echo "timed out waiting for $1" >&2
+	return 1
+}
+
+# passthrough_ll, built from the example shipped with libfuse3-dev
+ex=/usr/share/doc/libfuse3-dev/examples
+cp "$ex/passthrough_ll.c" "$ex/passthrough_helpers.h" "$work/"
+gcc -O2 -Wall "$work/passthrough_ll.c" $(pkg-config fuse3 --cflags --libs) -o "$work/passthrough_ll"
+mkdir -p "$work/pt" "$work/pt-src" "$work/kelp" "$work/data"
+"$work/passthrough_ll" -o source="$work/pt-src" "$work/pt" &
+pids+=($!)
+wait_for "$work/pt" 10
+
+"$kelp" server -dir="$work/data" -master.port=0 -volume.port=0 -readyFile="$work/master" \
+	2>"$work/server.log" &
+pids+=($!)
+wait_for "$work/master" 20
+"$kelp" mount -dir="$work/kelp" -master="127.0.0.1:$(cat "$work/master")" -meta="$work/meta" \
+	2>"$work/mount.log" &
+mount_pid=$!
+pids+=($mount_pid)
+wait_for "$work/kelp" 20
+
+secs() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN {printf "%.1f", n / (b - a)}'; }
+
+declare -A result
+for fs in pt kelp; do
+	dir="$work/$fs"
+	t0=$(secs)
+	dd if=/dev/zero of="$dir/big" bs=1M count="$size_mb" conv=fsync status=none
+	t1=$(secs)
+	result[$fs.write]=$(rate "$size_mb" "$t0" "$t1")
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(secs)
+	dd if="$dir/big" of=/dev/null bs=1M status=none
+	t1=$(secs)
+	result[$fs.read]=$(rate "$size_mb" "$t0" "$t1")
+	rm -f "$dir/big"
+	head -c 4096 /dev/urandom >"$work/4k"
+	mkdir -p "$dir/small"
+	t0=$(secs)
+	/usr/bin/python3 - "$dir/small" "$files" "$work/4k" <<'PY'
+import os, sys
+d, n, src = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read()
+for i in range(n):
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(src)
+PY
+	t1=$(secs)
+	result[$fs.create]=$(rate "$files" "$t0" "$t1")
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(secs)
+	/usr/bin/python3 - "$dir/small" "$files" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    os.stat(os.path.join(d, "f%05d" % i))
+PY
+	t1=$(secs)
+	result[$fs.stat]=$(rate "$files" "$t0" "$t1")
+	rm -rf "$dir/small"
+done
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), disk: $(df -h /var/tmp | awk 'NR==2 {print $1}')"
+printf '%-28s %12s %12s %8s\n' "test" "passthrough" "kelp" "ratio"
+for t in write read create stat; do
+	unit="MiB/s"
+	[[ $t == create || $t == stat ]] && unit="files/s"
+	printf '%-28s %12s %12s %8s\n' "$t ($unit)" "${result[pt.$t]}" "${result[kelp.$t]}" \
+		"$(awk -v a="${result[kelp.$t]}" -v b="${result[pt.$t]}" 'BEGIN {printf "%.2f", a / b}')"
+done
+
+# Peak memory of the mount during a big copy.
+dd if=/dev/zero of="$work/pt-src/bigsrc" bs=1M count="$big_mb" status=none
+cp "$work/pt-src/bigsrc" "$work/kelp/bigcopy"
+echo "kelp mount peak RSS during a ${big_mb} MiB copy: $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$mount_pid/status)"
+cmp "$work/pt-src/bigsrc" "$work/kelp/bigcopy" && echo "copy verified"
