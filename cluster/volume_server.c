@@ -26,7 +26,7 @@
 #include "cluster/store.h"
 #include "cluster/topology.h"
 
-#define MEMORY_BODY_LIMIT (1u << 20)
+#define MEMORY_BODY_LIMIT ((4u << 20) + (64u << 10)) /* a default 4 MiB mount chunk stays in memory */
 #define SERVER_HEADER     "kelp Volume " KELP_VERSION
 
 #define LOCATION_CACHE_NS (10ull * 1000000000ull)

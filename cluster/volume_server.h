@@ -7,9 +7,10 @@
  *   /admin/assign_volume, /admin/delete_volume, /admin/mark_readonly, /admin/mark_writable,
  *   /admin/vacuum/{check,compact,commit,cleanup}, /admin/delete_collection
  *
- * Uploads stream: up to 1 MiB of body is kept in memory, the rest is spooled to an
+ * Uploads stream: up to 4 MiB + 64 KiB of body (a default mount chunk) is kept in
+ * memory, the rest is spooled to an
  * unlinked temporary file in the first data directory, then copied into the volume
- * under its append lock. So a 256 MiB upload needs about 1 MiB of memory.
+ * under its append lock. So a 256 MiB upload needs about 4 MiB of memory.
  *
  * Cluster side: one heartbeat thread per master (-master list) POSTs the full volume
  * list every pulse, and at once after a volume is created or deleted, so every master

@@ -270,9 +270,10 @@ class Writer(threading.Thread):
 
     Every assign goes to the master it believes is the leader (followers would proxy
     anyway); on a connection error, a timeout or a non-200 answer it asks the masters'
-    /cluster/status in turn for the leader and retries after a bounded backoff
-    (50 ms doubling to max_backoff, 200 ms by default). Records every assigned fid, every acknowledged write
-    (fid, data, time) and every failure (time, stage, text).
+    /cluster/status in turn for the leader and retries after a bounded backoff (50 ms
+    doubling up to max_backoff, 200 ms by default). Records every assigned fid, every
+    acknowledged write (fid, data, time) and every failure (time, stage, text). The
+    backoff bounds the resolution of the measured write gaps.
     """
 
     def __init__(self, masters, seed=1, count=1, replication=None, upload=True,

@@ -77,11 +77,11 @@ def test_grown_volumes_stay_registered(make_cluster):
     it created (in /dir/lookup and /dir/status), and a replicated upload to the
     assigned fid succeeds: a heartbeat that a volume server built before one of the
     creations must not make the master forget it. (A race: each round has a fair
-    chance to hit it, so the test runs a dozen growths.)"""
-    c = make_cluster([("dc1", "r1"), ("dc1", "r1"), ("dc2", "r1"), ("dc2", "r1")], max=60)
+    chance to hit it, so the test runs two dozen growths.)"""
+    c = make_cluster([("dc1", "r1"), ("dc1", "r1"), ("dc2", "r1"), ("dc2", "r1")], max=80)
     m = c.master
     problems = []
-    for i in range(16):
+    for i in range(24):
         rp = "001" if i % 2 else "000"
         before = c.all_volume_ids()
         body, _ = m.dir_assign(collection="c%d" % i, replication=rp)
@@ -353,4 +353,5 @@ def test_collection_delete(make_cluster):
     # a new assign for the collection grows fresh volumes
     b2, _ = m.dir_assign(collection="gone", replication="010")
     assert fid_vid(b2["fid"]) not in gone_vids
+    c.settle()
     c.put(b2["url"], b2["fid"], db)
