@@ -1,5 +1,6 @@
 /* kelp mount: flags, open the metadata, mount, serve until unmounted or signalled. */
 #include <curl/curl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,13 @@ int mount_main(int argc, char **argv)
 		fprintf(stderr, "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
 		return 2;
 	}
+	/*
+	 * Chunk-sized buffers (MiBs) come and go all the time: a fixed mmap threshold
+	 * returns them to the system at once instead of letting glibc grow its heaps
+	 * (and RSS) with them, and few arenas keep 16 FUSE threads from each holding some.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	mallopt(M_ARENA_MAX, 4);
 	block_stop_signals(); /* before any thread: kelp_fuse_run waits for them */
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_ALL);

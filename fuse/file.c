@@ -388,27 +388,67 @@ void file_truncate_dirty(struct open_file *f, uint64_t size)
 
 /* ---------------------------------------------------------------- read */
 
+static int fetching_index(struct kelp_fs *fs, const char *fid)
+{
+	for (int i = 0; i < fs->n_fetching; i++)
+		if (!strcmp(fs->fetching[i], fid))
+			return i;
+	return -1;
+}
+
+/*
+ * The blob of a chunk, from the cache or the cluster. Readers of a blob already being
+ * fetched wait for that fetch instead of starting their own (sequential reads hit one
+ * 4 MiB chunk from several FUSE threads at once).
+ */
+static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char *fid)
+{
+	const struct chunk_cache_entry *e;
+	struct kelp_client *cl;
+	uint8_t *data;
+	size_t n;
+	bool mine = false;
+
+	pthread_mutex_lock(&fs->fetch_lock);
+	for (;;) {
+		e = chunk_cache_get(fs->cache, fid);
+		if (e || fetching_index(fs, fid) < 0)
+			break;
+		pthread_cond_wait(&fs->fetch_cond, &fs->fetch_lock);
+	}
+	if (!e && fs->n_fetching < 32) {
+		snprintf(fs->fetching[fs->n_fetching++], META_FID_MAX, "%s", fid);
+		mine = true;
+	}
+	pthread_mutex_unlock(&fs->fetch_lock);
+	if (e)
+		return e;
+	cl = client_of(fs);
+	if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0)
+		e = chunk_cache_insert(fs->cache, fid, data, n);
+	else
+		log_error("mount: reading chunk %s failed: %s", fid,
+			  cl ? kelp_client_error(cl) : "no client");
+	if (mine) {
+		pthread_mutex_lock(&fs->fetch_lock);
+		int i = fetching_index(fs, fid);
+
+		if (i >= 0)
+			memcpy(fs->fetching[i], fs->fetching[--fs->n_fetching], META_FID_MAX);
+		pthread_cond_broadcast(&fs->fetch_cond);
+		pthread_mutex_unlock(&fs->fetch_lock);
+	}
+	return e;
+}
+
 int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from,
 		       uint64_t len, uint8_t *out)
 {
-	const struct chunk_cache_entry *e = chunk_cache_get(fs->cache, c->fid);
+	const struct chunk_cache_entry *e = fetch_blob(fs, c->fid);
 	uint64_t at = c->blob_offset + from;
 
-	if (!e) {
-		struct kelp_client *cl = client_of(fs);
-		uint8_t *data;
-		size_t n;
-
-		if (!cl)
-			return -ENOMEM;
-		if (kelp_client_read(cl, c->fid, &data, &n, NULL) < 0) {
-			log_error("mount: reading chunk %s failed: %s", c->fid, kelp_client_error(cl));
-			return -EIO;
-		}
-		e = chunk_cache_insert(fs->cache, c->fid, data, n);
-		if (!e)
-			return -ENOMEM;
-	}
+	if (!e)
+		return -EIO;
 	if (at + len > e->len) {
 		/* The blob is shorter than the interval says: a damaged chunk list. */
 		log_error("mount: chunk %s has %zu bytes, the file wants %" PRIu64, c->fid, e->len,
@@ -569,6 +609,8 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	pthread_mutex_init(&fs->gc_lock, NULL);
 	pthread_cond_init(&fs->gc_cond, NULL);
 	pthread_mutex_init(&fs->statfs_lock, NULL);
+	pthread_mutex_init(&fs->fetch_lock, NULL);
+	pthread_cond_init(&fs->fetch_cond, NULL);
 	if (pthread_key_create(&fs->client_key, free_client) != 0)
 		return -EAGAIN;
 	if (pthread_create(&fs->gc_thread, NULL, gc_loop, fs) == 0)

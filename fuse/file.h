@@ -52,6 +52,11 @@ struct kelp_fs {
 	pthread_cond_t gc_cond;
 	bool stopping;
 	bool gc_started;
+	/* blobs being fetched: concurrent readers of one chunk wait for one fetch */
+	pthread_mutex_t fetch_lock;
+	pthread_cond_t fetch_cond;
+	char fetching[32][META_FID_MAX];
+	int n_fetching;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;

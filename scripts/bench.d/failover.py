@@ -211,7 +211,8 @@ def main():
         print("write outage per kill (s): %s" % " ".join("%.2f" % o for o in outages))
         print("median write outage: %.2f s (target <= %.1f s): %s" % (
             med, TARGET_MEDIAN_OUTAGE, "ok" if med <= TARGET_MEDIAN_OUTAGE else "MISSED"))
-        print("median election: %.2f s, max %.2f s" % (statistics.median(elections), max(elections)))
+        print("median election: %.2f s, max %.2f s" % (statistics.median(elections),
+                                                         max(elections)))
         if dups:
             print("ERROR: file keys handed out twice: %r" % (dups[:5],))
             rc = 1
@@ -223,7 +224,8 @@ def main():
             w, f, rates = res[name]
             others = ", ".join("%s %.0f/s" % (k, v[0]) for k, v in rates.items()
                                if not k.lower().startswith("writ"))
-            print("%-9s: writes %.0f/s (%d failed)%s" % (name, w, f, "; " + others if others else ""))
+            print("%-9s: writes %.0f/s (%d failed)%s" % (name, w, f,
+                                                        "; " + others if others else ""))
         ratio = res["3 masters"][0] / res["1 master"][0]
         print("writes/s ratio 3 masters / 1 master: %.2f (target >= %.1f): %s" % (
             ratio, TARGET_RATIO, "ok" if ratio >= TARGET_RATIO else "MISSED"))

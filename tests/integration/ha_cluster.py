@@ -119,7 +119,8 @@ class HAMaster(Master):
         port = self.port
         super().start(timeout=timeout, cmd=cmd)
         if self.port != port:
-            raise HAError("%s wrote port %s to its ready file, not %d" % (self.name, self.port, port))
+            raise HAError("%s wrote port %s to its ready file, not %d" % (
+                self.name, self.port, port))
         self.frozen = False
         return self
 
