@@ -10,10 +10,10 @@
 struct entry {
 	struct chunk_cache_entry pub; /* first: handles are entry pointers */
 	char fid[48];
-	int refs;     /* the cache's own reference counts as one while linked */
+	int refs; /* the cache's own reference counts as one while linked */
 	bool linked;
-	struct entry *hnext;          /* hash chain */
-	struct entry *prev, *next;    /* LRU list, most recent first */
+	struct entry *hnext;	   /* hash chain */
+	struct entry *prev, *next; /* LRU list, most recent first */
 };
 
 struct chunk_cache {

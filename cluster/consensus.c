@@ -106,7 +106,9 @@ static void apply_done(struct raft_apply *req, int status, void *result)
 
 	(void)result;
 	pthread_mutex_lock(&c->lock);
-	p->status = status == 0 ? 0 : (status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST) ? -EPERM : -EIO;
+	p->status = status == 0							  ? 0
+		    : (status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST) ? -EPERM
+										  : -EIO;
 	p->done = true;
 	free_it = p->abandoned;
 	pthread_cond_broadcast(&c->cond);
@@ -135,8 +137,8 @@ static void publish_state(struct consensus *c)
 	c->term = c->raft.current_term;
 	pthread_mutex_unlock(&c->lock);
 	if (leader != was)
-		log_info("consensus: %s is %s leader (term %llu)", c->self, leader ? "now" : "no longer",
-			 (unsigned long long)c->raft.current_term);
+		log_info("consensus: %s is %s leader (term %llu)", c->self,
+			 leader ? "now" : "no longer", (unsigned long long)c->raft.current_term);
 }
 
 static void drain_queue(uv_async_t *handle)
@@ -220,7 +222,8 @@ static int raft_setup(struct consensus *c)
 		return -EIO;
 	rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport);
 	if (rv != 0) {
-		log_error("consensus: cannot open the Raft directory %s: %s", c->dir, raft_strerror(rv));
+		log_error("consensus: cannot open the Raft directory %s: %s", c->dir,
+			  raft_strerror(rv));
 		return -EIO;
 	}
 	c->fsm.version = 1;
@@ -249,15 +252,19 @@ static int raft_setup(struct consensus *c)
 		log_error("consensus: bootstrap: %s", raft_strerror(rv));
 		return -EIO;
 	}
-	raft_set_election_timeout(&c->raft, c->opt.election_timeout_ms ? c->opt.election_timeout_ms : 1000);
-	raft_set_heartbeat_timeout(&c->raft, (c->opt.election_timeout_ms ? c->opt.election_timeout_ms : 1000) / 10);
+	raft_set_election_timeout(&c->raft,
+				  c->opt.election_timeout_ms ? c->opt.election_timeout_ms : 1000);
+	raft_set_heartbeat_timeout(
+	    &c->raft, (c->opt.election_timeout_ms ? c->opt.election_timeout_ms : 1000) / 10);
 	raft_set_pre_vote(&c->raft, true);
-	raft_set_snapshot_threshold(&c->raft, c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 256);
+	raft_set_snapshot_threshold(&c->raft,
+				    c->opt.snapshot_threshold ? c->opt.snapshot_threshold : 256);
 	raft_set_snapshot_trailing(&c->raft, 64);
 	raft_uv_set_connect_retry_delay(&c->io, 200);
 	rv = raft_start(&c->raft);
 	if (rv != 0) {
-		log_error("consensus: raft_start: %s (%s)", raft_strerror(rv), raft_errmsg(&c->raft));
+		log_error("consensus: raft_start: %s (%s)", raft_strerror(rv),
+			  raft_errmsg(&c->raft));
 		return -EIO;
 	}
 	uv_async_init(&c->loop, &c->wake, drain_queue);

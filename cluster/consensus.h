@@ -41,9 +41,9 @@ struct consensus_fsm {
 };
 
 struct consensus_options {
-	const char *dir;         /* Raft log and snapshots */
-	const char *self;        /* this node's Raft address */
-	char **peers;            /* every node's Raft address, self included */
+	const char *dir;  /* Raft log and snapshots */
+	const char *self; /* this node's Raft address */
+	char **peers;	  /* every node's Raft address, self included */
 	int n_peers;
 	unsigned election_timeout_ms; /* default 1000 */
 	unsigned snapshot_threshold;  /* entries between snapshots; default 256 */

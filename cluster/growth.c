@@ -44,8 +44,8 @@ static int weighted_pick(const int *weights, int n, unsigned *rs)
 }
 
 /* Free nodes of one rack of one DC (or of the whole DC when rack is NULL). */
-static int free_nodes(const struct topo_node_view *nodes, int n, const char *dc,
-		      const char *rack, int *idx)
+static int free_nodes(const struct topo_node_view *nodes, int n, const char *dc, const char *rack,
+		      int *idx)
 {
 	int count = 0;
 
@@ -90,8 +90,8 @@ static int racks_with(const struct topo_node_view *nodes, int n, const char *dc,
 }
 
 /* Picks k distinct nodes from idx[0..m) weighted by free slots; false if m < k. */
-static bool pick_nodes(const struct topo_node_view *nodes, int *idx, int m, int k,
-		       const char *must, unsigned *rs, int *out)
+static bool pick_nodes(const struct topo_node_view *nodes, int *idx, int m, int k, const char *must,
+		       unsigned *rs, int *out)
 {
 	int *w = malloc(sizeof(int) * (size_t)(m + 1)), got = 0;
 
@@ -101,7 +101,8 @@ static bool pick_nodes(const struct topo_node_view *nodes, int *idx, int m, int 
 	}
 	if (!empty(must)) {
 		for (int i = 0; i < m; i++) {
-			if (!strcmp(nodes[idx[i]].url, must) || !strcmp(nodes[idx[i]].public_url, must)) {
+			if (!strcmp(nodes[idx[i]].url, must) ||
+			    !strcmp(nodes[idx[i]].public_url, must)) {
 				out[got++] = idx[i];
 				idx[i] = idx[--m];
 				break;
@@ -158,8 +159,10 @@ int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, c
 		if (k == n || nodes[k].free_slots <= 0 ||
 		    (!empty(dc) && strcmp(dc, nodes[k].data_center)) ||
 		    (!empty(rack) && strcmp(rack, nodes[k].rack))) {
-			snprintf(reason, reason_cap, "server %s is unknown, full, or not in the data center / rack asked for",
-				 node);
+			snprintf(
+			    reason, reason_cap,
+			    "server %s is unknown, full, or not in the data center / rack asked for",
+			    node);
 			goto out;
 		}
 		dc = nodes[k].data_center;
@@ -185,9 +188,10 @@ int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, c
 		dc_w[n_dcs++] = w;
 	}
 	if (n_dcs == 0) {
-		snprintf(reason, reason_cap,
-			 "no data center%s%s has %d rack(s) with free slots and a rack with %d server(s) with free slots",
-			 empty(dc) ? "" : " named ", empty(dc) ? "" : dc, y + 1, z + 1);
+		snprintf(
+		    reason, reason_cap,
+		    "no data center%s%s has %d rack(s) with free slots and a rack with %d server(s) with free slots",
+		    empty(dc) ? "" : " named ", empty(dc) ? "" : dc, y + 1, z + 1);
 		goto out;
 	}
 	/* Try main data centers in weighted random order until one fits everything. */
@@ -226,25 +230,30 @@ int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, c
 					int q = weighted_pick(rack_w, n_racks, rand_state);
 
 					m = free_nodes(nodes, n, main_name, racks[q], idx);
-					if (pick_nodes(nodes, idx, m, 1, NULL, rand_state, out + got))
+					if (pick_nodes(nodes, idx, m, 1, NULL, rand_state,
+						       out + got))
 						got++;
 					racks[q] = racks[--n_racks];
 					rack_w[q] = rack_w[n_racks];
 				}
 				/* Other data centers: one server each. */
 				{
-					const char **others = calloc((size_t)n + 1, sizeof(*others));
+					const char **others =
+					    calloc((size_t)n + 1, sizeof(*others));
 					int *ow = calloc((size_t)n + 1, sizeof(int));
 
 					for (int i = 0; others && ow && i < n; i++) {
-						bool seen = !strcmp(nodes[i].data_center, main_name);
+						bool seen =
+						    !strcmp(nodes[i].data_center, main_name);
 						int w = 0;
 
 						for (int k = 0; k < n_other && !seen; k++)
-							seen = !strcmp(others[k], nodes[i].data_center);
+							seen = !strcmp(others[k],
+								       nodes[i].data_center);
 						if (seen)
 							continue;
-						m = free_nodes(nodes, n, nodes[i].data_center, NULL, idx);
+						m = free_nodes(nodes, n, nodes[i].data_center, NULL,
+							       idx);
 						for (int k = 0; k < m; k++)
 							w += nodes[idx[k]].free_slots;
 						if (w > 0) {
@@ -274,9 +283,10 @@ int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, c
 		dcs[p] = dcs[--n_dcs];
 		dc_w[p] = dc_w[n_dcs];
 	}
-	snprintf(reason, reason_cap,
-		 "not enough free volume slots for replication %d%d%d: need %d server(s) in %d other data center(s), %d other rack(s) and %d other server(s) of one rack",
-		 x, y, z, x + y + z + 1, x, y, z);
+	snprintf(
+	    reason, reason_cap,
+	    "not enough free volume slots for replication %d%d%d: need %d server(s) in %d other data center(s), %d other rack(s) and %d other server(s) of one rack",
+	    x, y, z, x + y + z + 1, x, y, z);
 out:
 	free(dcs);
 	free(dc_w);

@@ -86,8 +86,7 @@ void http_reply_error(struct http_request *req, unsigned status, const char *fmt
 	http_reply_json(req, status, json_pack("{s:s}", "error", msg));
 }
 
-void http_reply_fd(struct http_request *req, unsigned status, int fd, uint64_t offset,
-		   uint64_t len)
+void http_reply_fd(struct http_request *req, unsigned status, int fd, uint64_t offset, uint64_t len)
 {
 	reply_set(req, status, MHD_create_response_from_fd_at_offset64(len, fd, offset));
 }
@@ -169,7 +168,7 @@ size_t http_query_string(struct http_request *req, char *buf, size_t cap)
 void http_peer_ip(struct http_request *req, char *buf, size_t cap)
 {
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	    MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 
 	buf[0] = '\0';
 	if (!ci || !ci->client_addr)
@@ -298,13 +297,12 @@ int http_server_start(const struct http_server_options *opt, http_handler handle
 	s->handler = handler;
 	s->ctx = ctx;
 	s->daemon = MHD_start_daemon(
-		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
-		access_handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED,
-		request_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-		opt->timeout_s ? opt->timeout_s : 120u, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
+	    access_handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
+	    MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s ? opt->timeout_s : 120u,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (!s->daemon) {
 		free(s);
 		return -EADDRINUSE;

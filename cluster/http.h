@@ -33,7 +33,7 @@ struct http_request {
 	const char *method; /* "GET", "POST", ... */
 	const char *path;   /* without the query string */
 	void *server_ctx;   /* from http_server_start */
-	void *state;        /* the handler's per-request state */
+	void *state;	    /* the handler's per-request state */
 	int (*on_body)(struct http_request *req, const uint8_t *data, size_t len);
 	void (*on_complete)(struct http_request *req);
 	void (*on_cleanup)(struct http_request *req);
@@ -47,9 +47,9 @@ struct http_request {
 typedef void (*http_handler)(struct http_request *req);
 
 struct http_server_options {
-	const char *ip;    /* bind address; NULL or "" = all */
-	int port;          /* 0 = any free port */
-	int threads;       /* 0 = 2 x CPUs, at least 4 */
+	const char *ip;	    /* bind address; NULL or "" = all */
+	int port;	    /* 0 = any free port */
+	int threads;	    /* 0 = 2 x CPUs, at least 4 */
 	unsigned timeout_s; /* idle connection timeout; 0 = 120 */
 };
 
@@ -74,7 +74,7 @@ void http_peer_ip(struct http_request *req, char *buf, size_t cap);
  */
 void http_reply_json(struct http_request *req, unsigned status, json_t *body); /* steals body */
 void http_reply_error(struct http_request *req, unsigned status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void http_reply_empty(struct http_request *req, unsigned status);
 /* mode: copy the bytes, or take ownership of a malloc'ed buffer (free it when sent). */
 void http_reply_buffer(struct http_request *req, unsigned status, const void *data, size_t len,

@@ -77,15 +77,15 @@ static size_t read_header(char *data, size_t size, size_t n, void *cls)
 		size_t off;
 		size_t cap;
 	} wanted[] = {
-		{"Location:", offsetof(struct http_client_response, location), 512},
-		{"Content-Type:", offsetof(struct http_client_response, content_type), 128},
-		{"Content-Disposition:", offsetof(struct http_client_response, content_disposition),
-		 512},
-		{"ETag:", offsetof(struct http_client_response, etag), 64},
-		{"Last-Modified:", offsetof(struct http_client_response, last_modified), 64},
-		{"Content-Range:", offsetof(struct http_client_response, content_range), 128},
-		{"Authorization:", offsetof(struct http_client_response, authorization), 1200},
-		{"Retry-After:", offsetof(struct http_client_response, retry_after), 32},
+	    {"Location:", offsetof(struct http_client_response, location), 512},
+	    {"Content-Type:", offsetof(struct http_client_response, content_type), 128},
+	    {"Content-Disposition:", offsetof(struct http_client_response, content_disposition),
+	     512},
+	    {"ETag:", offsetof(struct http_client_response, etag), 64},
+	    {"Last-Modified:", offsetof(struct http_client_response, last_modified), 64},
+	    {"Content-Range:", offsetof(struct http_client_response, content_range), 128},
+	    {"Authorization:", offsetof(struct http_client_response, authorization), 1200},
+	    {"Retry-After:", offsetof(struct http_client_response, retry_after), 32},
 	};
 
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
@@ -182,7 +182,8 @@ int http_client_do(const struct http_client_request *req, struct http_client_res
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(headers);
 	if (rc != CURLE_OK) {
-		snprintf(resp->error, sizeof(resp->error), "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		snprintf(resp->error, sizeof(resp->error), "%s",
+			 errbuf[0] ? errbuf : curl_easy_strerror(rc));
 		free(resp->body);
 		resp->body = NULL;
 		resp->len = 0;
@@ -213,8 +214,8 @@ char *http_client_escape(const char *s, char *out, size_t cap)
 	for (; s && *s && o + 4 < cap; s++) {
 		unsigned char ch = (unsigned char)*s;
 
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
 			out[o++] = (char)ch;
 		} else {
 			out[o++] = '%';

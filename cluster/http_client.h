@@ -15,20 +15,20 @@
 #include <stdint.h>
 
 struct http_client_request {
-	const char *method;  /* "GET", "POST", "PUT", "DELETE" */
-	const char *url;     /* "http://host:port/path?query" */
+	const char *method;	    /* "GET", "POST", "PUT", "DELETE" */
+	const char *url;	    /* "http://host:port/path?query" */
 	const char *const *headers; /* NULL-terminated "Name: value" list, or NULL */
-	const void *body;    /* request body from memory ... */
+	const void *body;	    /* request body from memory ... */
 	size_t body_len;
-	int body_fd;         /* ... or from a file (body == NULL, body_fd >= 0) */
+	int body_fd; /* ... or from a file (body == NULL, body_fd >= 0) */
 	uint64_t body_fd_len;
 	long timeout_ms;
 	size_t max_response; /* 0 = 64 MiB */
 };
 
 struct http_client_response {
-	long status;        /* 0 when no HTTP answer arrived */
-	char *body;         /* NUL-terminated, caller frees */
+	long status; /* 0 when no HTTP answer arrived */
+	char *body;  /* NUL-terminated, caller frees */
 	size_t len;
 	char error[256];    /* curl's message when status == 0 */
 	char location[512]; /* Location header, if any */

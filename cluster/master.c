@@ -24,9 +24,9 @@
 #include "cluster/sequence.h"
 #include "cluster/topology.h"
 
-#define FORM_LIMIT      (64u << 10)
+#define FORM_LIMIT	(64u << 10)
 #define HEARTBEAT_LIMIT (16u << 20)
-#define SUBMIT_LIMIT    (256ull << 20)
+#define SUBMIT_LIMIT	(256ull << 20)
 
 struct master {
 	struct master_options opt;
@@ -47,9 +47,9 @@ struct master {
 	int n_white_list;
 	/* HA */
 	struct consensus *cons; /* NULL for a single master */
-	char **peers;           /* HTTP addresses of all masters */
+	char **peers;		/* HTTP addresses of all masters */
 	int n_peers;
-	char **raft_peers;      /* their Raft addresses (port + 10000) */
+	char **raft_peers; /* their Raft addresses (port + 10000) */
 };
 
 #define RAFT_PORT_OFFSET 10000
@@ -206,8 +206,8 @@ static int call_volume_server(const char *url, const char *path_and_query, long 
 			      char *err, size_t err_cap)
 {
 	char full[1024];
-	struct http_client_request rq = {.method = "POST", .url = full, .body_fd = -1,
-					 .timeout_ms = timeout_ms};
+	struct http_client_request rq = {
+	    .method = "POST", .url = full, .body_fd = -1, .timeout_ms = timeout_ms};
 	struct http_client_response rs;
 	int ret;
 
@@ -268,12 +268,14 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 			break;
 		}
 		if (sequence_next_volume_id(m->seq, &vid) < 0) {
-			snprintf(err, err_cap, "cannot persist the next volume id under %s", m->opt.mdir);
+			snprintf(err, err_cap, "cannot persist the next volume id under %s",
+				 m->opt.mdir);
 			ret = -EIO;
 			break;
 		}
-		snprintf(path, sizeof(path), "/admin/assign_volume?volume=%u&collection=%s&replication=%s&ttl=%s",
-			 vid, coll, repl, ttl);
+		snprintf(path, sizeof(path),
+			 "/admin/assign_volume?volume=%u&collection=%s&replication=%s&ttl=%s", vid,
+			 coll, repl, ttl);
 		for (done = 0; done < copies; done++)
 			if (call_volume_server(nodes[idx[done]].url, path, 10000, err, err_cap) < 0)
 				break;
@@ -288,12 +290,14 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 			break;
 		}
 		for (int k = 0; k < copies; k++) {
-			topology_add_volume(m->topo, nodes[idx[k]].url, vid, g->collection ? g->collection : "",
-					    g->rp, g->ttl, now_ns());
+			topology_add_volume(m->topo, nodes[idx[k]].url, vid,
+					    g->collection ? g->collection : "", g->rp, g->ttl,
+					    now_ns());
 			nodes[idx[k]].free_slots--;
 		}
-		log_info("master: grew volume %u (collection \"%s\", replication %s, ttl \"%s\") on %d server(s)",
-			 vid, g->collection ? g->collection : "", repl, ttl, copies);
+		log_info(
+		    "master: grew volume %u (collection \"%s\", replication %s, ttl \"%s\") on %d server(s)",
+		    vid, g->collection ? g->collection : "", repl, ttl, copies);
 		created++;
 	}
 	pthread_mutex_unlock(&m->grow_lock);
@@ -316,11 +320,12 @@ static int parse_grow_options(struct master *m, struct http_request *req, struct
 		return -EINVAL;
 	}
 	if (ttl_parse(ttl, &g->ttl) < 0) {
-		http_reply_error(req, 406, "bad ttl \"%s\": want a number with a unit m, h, d, w, M or y",
-				 ttl);
+		http_reply_error(
+		    req, 406, "bad ttl \"%s\": want a number with a unit m, h, d, w, M or y", ttl);
 		return -EINVAL;
 	}
-	if (strlen(g->collection) > 100 || strchr(g->collection, '/') || strchr(g->collection, ',')) {
+	if (strlen(g->collection) > 100 || strchr(g->collection, '/') ||
+	    strchr(g->collection, ',')) {
 		http_reply_error(req, 400, "bad collection name \"%s\"", g->collection);
 		return -EINVAL;
 	}
@@ -328,7 +333,8 @@ static int parse_grow_options(struct master *m, struct http_request *req, struct
 	g->rack = param_or(req, "rack", NULL);
 	g->data_node = param_or(req, "dataNode", NULL);
 	if (g->data_center && !topology_has_data_center(m->topo, g->data_center, now_ns())) {
-		http_reply_error(req, 400, "data center %s not found in the topology", g->data_center);
+		http_reply_error(req, 400, "data center %s not found in the topology",
+				 g->data_center);
 		return -EINVAL;
 	}
 	return 0;
@@ -352,17 +358,23 @@ static void proxy_to_leader(struct master *m, struct http_request *req)
 	char leader[160], url[4096], query[3000], ct[300];
 	const char *ctype = http_header(req, "Content-Type");
 	const char *headers[2] = {NULL, NULL};
-	struct http_client_request rq = {.method = req->method, .url = url, .body_fd = -1,
-					 .headers = headers, .timeout_ms = 30000};
+	struct http_client_request rq = {.method = req->method,
+					 .url = url,
+					 .body_fd = -1,
+					 .headers = headers,
+					 .timeout_ms = 30000};
 	struct http_client_response rs;
 
 	if (!leader_http(m, leader, sizeof(leader)) || !strcmp(leader, m->self)) {
-		http_reply_error(req, 503, "no master leader is known right now (election in progress or no quorum); retry");
+		http_reply_error(
+		    req, 503,
+		    "no master leader is known right now (election in progress or no quorum); retry");
 		http_add_header(req, "Retry-After", "1");
 		return;
 	}
 	http_query_string(req, query, sizeof(query));
-	snprintf(url, sizeof(url), "http://%s%s%s%s", leader, req->path, query[0] ? "?" : "", query);
+	snprintf(url, sizeof(url), "http://%s%s%s%s", leader, req->path, query[0] ? "?" : "",
+		 query);
 	if (ctype) {
 		snprintf(ct, sizeof(ct), "Content-Type: %s", ctype);
 		headers[0] = ct;
@@ -413,13 +425,16 @@ static void handle_assign(struct master *m, struct http_request *req)
 		int ret = grow_volumes(m, &g, grow, err, sizeof(err));
 
 		if (ret == -ENOSPC && topology_has_late_nodes(m->topo, now_ns())) {
-			http_reply_error(req, 503, "no writable volume now and some volume servers are late with their heartbeats: %s; retry",
-					 err);
+			http_reply_error(
+			    req, 503,
+			    "no writable volume now and some volume servers are late with their heartbeats: %s; retry",
+			    err);
 			http_add_header(req, "Retry-After", "1");
 			return;
 		}
 		if (ret == -ENOSPC) {
-			http_reply_error(req, 406, "no writable volumes and no free volumes left: %s", err);
+			http_reply_error(req, 406,
+					 "no writable volumes and no free volumes left: %s", err);
 			return;
 		}
 		if (ret < 0) {
@@ -434,7 +449,9 @@ static void handle_assign(struct master *m, struct http_request *req)
 	}
 	if (sequence_next_keys(m->seq, (uint64_t)count, &first) < 0) {
 		if (m->cons) {
-			http_reply_error(req, 503, "cannot reserve file keys: no Raft quorum or leadership lost; retry");
+			http_reply_error(
+			    req, 503,
+			    "cannot reserve file keys: no Raft quorum or leadership lost; retry");
 			http_add_header(req, "Retry-After", "1");
 		} else {
 			http_reply_error(req, 500, "cannot persist the file key sequence under %s",
@@ -449,7 +466,8 @@ static void handle_assign(struct master *m, struct http_request *req)
 	fid_format(&fid, fid_text);
 	http_reply_json(req, 200,
 			json_pack("{s:s,s:s,s:s,s:I}", "fid", fid_text, "url", v.locations[0].url,
-				  "publicUrl", v.locations[0].public_url, "count", (json_int_t)count));
+				  "publicUrl", v.locations[0].public_url, "count",
+				  (json_int_t)count));
 	if (m->opt.jwt_key && *m->opt.jwt_key) {
 		char token[1024], header[1100];
 
@@ -489,17 +507,17 @@ static void handle_lookup(struct master *m, struct http_request *req)
 	len = strcspn(q, ",");
 	if (fid_parse_vid(q, len, &vid) < 0) {
 		http_reply_json(req, 400,
-				json_pack("{s:s,s:s,s:s}", "volumeOrFileId", q, "volumeId", q, "error",
-					  "unknown volume id format"));
+				json_pack("{s:s,s:s,s:s}", "volumeOrFileId", q, "volumeId", q,
+					  "error", "unknown volume id format"));
 		return;
 	}
 	if (!topology_lookup(m->topo, vid, now_ns(), &v)) {
 		char msg[64];
 
 		snprintf(msg, sizeof(msg), "volume id %u not found", vid);
-		http_reply_json(req, 404,
-				json_pack("{s:s,s:s,s:s}", "volumeOrFileId", q, "volumeId", q, "error",
-					  msg));
+		http_reply_json(
+		    req, 404,
+		    json_pack("{s:s,s:s,s:s}", "volumeOrFileId", q, "volumeId", q, "error", msg));
 		return;
 	}
 	http_reply_json(req, 200,
@@ -556,7 +574,8 @@ static void handle_grow(struct master *m, struct http_request *req)
 	if (!write_allowed(m, req))
 		return;
 	if (!count_s || !end || *end || count <= 0 || count > 1000) {
-		http_reply_error(req, 400, "parameter count must be a number from 1 to 1000, got \"%s\"",
+		http_reply_error(req, 400,
+				 "parameter count must be a number from 1 to 1000, got \"%s\"",
 				 count_s ? count_s : "");
 		return;
 	}
@@ -596,8 +615,8 @@ static void vacuum_volume(struct master *m, const struct topo_volume_view *v, do
 
 	for (int i = 0; i < v->n_locations; i++) {
 		char full[300];
-		struct http_client_request rq = {.method = "GET", .url = full, .body_fd = -1,
-						 .timeout_ms = 10000};
+		struct http_client_request rq = {
+		    .method = "GET", .url = full, .body_fd = -1, .timeout_ms = 10000};
 		struct http_client_response rs;
 		json_t *j;
 
@@ -620,8 +639,8 @@ static void vacuum_volume(struct master *m, const struct topo_volume_view *v, do
 		ok = call_volume_server(v->locations[i].url, path, 600000, err, sizeof(err)) == 0;
 	if (!ok)
 		log_warn("master: vacuum of volume %u failed: %s", v->id, err);
-	snprintf(path, sizeof(path), ok ? "/admin/vacuum/commit?volume=%u" : "/admin/vacuum/cleanup?volume=%u",
-		 v->id);
+	snprintf(path, sizeof(path),
+		 ok ? "/admin/vacuum/commit?volume=%u" : "/admin/vacuum/cleanup?volume=%u", v->id);
 	for (int i = 0; i < v->n_locations; i++)
 		if (call_volume_server(v->locations[i].url, path, 600000, err, sizeof(err)) < 0)
 			log_warn("master: vacuum of volume %u: %s", v->id, err);
@@ -754,8 +773,8 @@ static void handle_submit(struct master *m, struct http_request *req)
 	struct topo_volume_view v;
 	struct fid fid;
 	char fid_text[FID_MAX_LEN], url[512], ct[600], *headers[3] = {NULL};
-	struct http_client_request rq = {.method = "POST", .url = url, .body_fd = -1,
-					 .timeout_ms = 60000};
+	struct http_client_request rq = {
+	    .method = "POST", .url = url, .body_fd = -1, .timeout_ms = 60000};
 	struct http_client_response rs;
 	const char *ctype = http_header(req, "Content-Type");
 	uint64_t first;
@@ -810,16 +829,16 @@ static void handle_submit(struct master *m, struct http_request *req)
 	}
 	j = json_loads(rs.body, 0, NULL);
 	if (rs.status != 201 && rs.status != 204) {
-		http_reply_error(req, 500, "upload to %s failed with %ld: %.300s", v.locations[0].url,
-				 rs.status, rs.body);
+		http_reply_error(req, 500, "upload to %s failed with %ld: %.300s",
+				 v.locations[0].url, rs.status, rs.body);
 	} else {
 		char file_url[700];
 
 		snprintf(file_url, sizeof(file_url), "%s/%s", v.locations[0].public_url, fid_text);
 		http_reply_json(req, 201,
 				json_pack("{s:s,s:s,s:s,s:I,s:s}", "fileName",
-					  json_string_value(json_object_get(j, "name")) ?: "", "fid",
-					  fid_text, "fileUrl", file_url, "size",
+					  json_string_value(json_object_get(j, "name")) ?: "",
+					  "fid", fid_text, "fileUrl", file_url, "size",
 					  json_integer_value(json_object_get(j, "size")), "eTag",
 					  json_string_value(json_object_get(j, "eTag")) ?: ""));
 	}
@@ -962,7 +981,7 @@ static void handle_request(struct http_request *req)
 	}
 	r->m = m;
 	r->limit = !strcmp(req->path, "/heartbeat") ? HEARTBEAT_LIMIT
-		   : !strcmp(req->path, "/submit") ? SUBMIT_LIMIT
+		   : !strcmp(req->path, "/submit")  ? SUBMIT_LIMIT
 						    : FORM_LIMIT;
 	req->state = r;
 	req->on_body = mreq_body;
@@ -1043,8 +1062,9 @@ static int start_consensus(struct master *m)
 		listed |= !strcmp(m->peers[i], m->self);
 	}
 	if (!listed) {
-		log_error("master: this master %s is not in -peers=%s (list every master, this one too, as -ip:-port)",
-			  m->self, m->opt.peers);
+		log_error(
+		    "master: this master %s is not in -peers=%s (list every master, this one too, as -ip:-port)",
+		    m->self, m->opt.peers);
 		return -EINVAL;
 	}
 	ret = sequence_open_replicated(&repl, &m->seq);
@@ -1057,7 +1077,8 @@ static int start_consensus(struct master *m)
 	co.self = raft_self;
 	co.peers = m->raft_peers;
 	co.n_peers = m->n_peers;
-	co.election_timeout_ms = m->opt.election_timeout_ms > 0 ? (unsigned)m->opt.election_timeout_ms : 1000;
+	co.election_timeout_ms =
+	    m->opt.election_timeout_ms > 0 ? (unsigned)m->opt.election_timeout_ms : 1000;
 	ret = consensus_start(&co, &fsm, &m->cons);
 	if (ret < 0)
 		log_error("master: cannot start Raft in %s: %s", raft_dir, strerror(-ret));
@@ -1085,7 +1106,8 @@ int master_start(const struct master_options *opt, struct master **out)
 	m->white_list = split_list(opt->white_list, &m->n_white_list);
 	http_client_global_init();
 	m->topo = topology_new((uint64_t)opt->volume_size_limit_mb << 20,
-			       (uint64_t)(opt->pulse_seconds > 0 ? opt->pulse_seconds : 1) * 1000000000ull);
+			       (uint64_t)(opt->pulse_seconds > 0 ? opt->pulse_seconds : 1) *
+				   1000000000ull);
 	if (!m->topo) {
 		master_stop(m);
 		return -ENOMEM;

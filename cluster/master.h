@@ -37,7 +37,7 @@ struct master_options {
 	int volume_size_limit_mb;
 	double garbage_threshold;
 	int pulse_seconds;
-	const char *jwt_key;    /* "" = no signing */
+	const char *jwt_key;	/* "" = no signing */
 	const char *white_list; /* comma list of IPs allowed to write; "" = all */
 	int vacuum_interval_seconds;
 	int threads;

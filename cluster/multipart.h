@@ -20,17 +20,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MULTIPART_MAX_BOUNDARY 70  /* RFC 2046 limit */
+#define MULTIPART_MAX_BOUNDARY 70   /* RFC 2046 limit */
 #define MULTIPART_MAX_HEADER   8192 /* all header lines of one part together */
 
 /* The headers of one part that kelp uses; strings are NUL-terminated, "" when absent. */
 struct multipart_part {
-	char name[256];              /* Content-Disposition name="" */
-	char filename[256];          /* Content-Disposition filename="" (truncated at 255) */
-	char content_type[256];      /* Content-Type */
-	char content_md5[64];        /* Content-MD5 */
-	char content_encoding[64];   /* Content-Encoding */
-	int has_filename;            /* 1 when a filename= parameter was present */
+	char name[256];		   /* Content-Disposition name="" */
+	char filename[256];	   /* Content-Disposition filename="" (truncated at 255) */
+	char content_type[256];	   /* Content-Type */
+	char content_md5[64];	   /* Content-MD5 */
+	char content_encoding[64]; /* Content-Encoding */
+	int has_filename;	   /* 1 when a filename= parameter was present */
 };
 
 struct multipart_callbacks {
@@ -44,14 +44,14 @@ struct multipart_parser {
 	char boundary[MULTIPART_MAX_BOUNDARY + 8]; /* "\r\n--" + boundary */
 	size_t boundary_len;
 	int state;
-	size_t match;              /* bytes of the delimiter matched so far */
+	size_t match; /* bytes of the delimiter matched so far */
 	char header[MULTIPART_MAX_HEADER];
 	size_t header_len;
 	struct multipart_part part;
 	struct multipart_callbacks cb;
 	void *ctx;
 	int error;
-	int in_part;               /* a part's headers were delivered, its end not yet */
+	int in_part; /* a part's headers were delivered, its end not yet */
 };
 
 /*

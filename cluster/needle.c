@@ -229,8 +229,7 @@ int needle_decode_meta(const uint8_t *meta, size_t meta_len, struct needle *out)
 	return p == meta_len ? 0 : -EINVAL;
 }
 
-int needle_decode(const uint8_t *buf, size_t len, int version, bool verify_crc,
-		  struct needle *out)
+int needle_decode(const uint8_t *buf, size_t len, int version, bool verify_crc, struct needle *out)
 {
 	uint64_t disk;
 	size_t tail;
@@ -272,7 +271,7 @@ static const struct {
 	char letter;
 	uint32_t minutes;
 } ttl_units[] = {
-	{0, 0}, {'m', 1}, {'h', 60}, {'d', 1440}, {'w', 10080}, {'M', 43200}, {'y', 525600},
+    {0, 0}, {'m', 1}, {'h', 60}, {'d', 1440}, {'w', 10080}, {'M', 43200}, {'y', 525600},
 };
 
 int ttl_parse(const char *s, struct ttl *out)

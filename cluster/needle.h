@@ -28,12 +28,12 @@
 /* Largest data that keeps Size (data + every optional field) within 32 bits. */
 #define NEEDLE_MAX_DATA_SIZE (0xFFFFFFFFu - (1u << 20))
 
-#define NEEDLE_FLAG_GZIP          0x01
-#define NEEDLE_FLAG_HAS_NAME      0x02
-#define NEEDLE_FLAG_HAS_MIME      0x04
+#define NEEDLE_FLAG_GZIP	  0x01
+#define NEEDLE_FLAG_HAS_NAME	  0x02
+#define NEEDLE_FLAG_HAS_MIME	  0x04
 #define NEEDLE_FLAG_HAS_LAST_MOD  0x08
-#define NEEDLE_FLAG_HAS_TTL       0x10
-#define NEEDLE_FLAG_HAS_PAIRS     0x20
+#define NEEDLE_FLAG_HAS_TTL	  0x10
+#define NEEDLE_FLAG_HAS_PAIRS	  0x20
 #define NEEDLE_FLAG_CHUNKMANIFEST 0x80
 
 /* TTL as stored: count and unit (0 empty, 1 m, 2 h, 3 d, 4 w, 5 M, 6 y). */
@@ -105,8 +105,7 @@ void needle_parse_header(const uint8_t *buf, uint32_t *cookie, uint64_t *id, uin
  * Returns 0, -EINVAL (malformed or truncated) or -EBADMSG (checksum mismatch; *out is
  * still filled so the caller can report it).
  */
-int needle_decode(const uint8_t *buf, size_t len, int version, bool verify_crc,
-		  struct needle *out);
+int needle_decode(const uint8_t *buf, size_t len, int version, bool verify_crc, struct needle *out);
 
 /*
  * Decodes the body fields that follow Data: meta points at the flags byte, meta_len is

@@ -18,7 +18,7 @@
 struct needle_map_entry {
 	uint64_t key;
 	uint32_t offset; /* in units of 8 bytes, as in .idx */
-	uint32_t size;   /* the needle header Size field */
+	uint32_t size;	 /* the needle header Size field */
 };
 
 struct needle_map {

@@ -61,8 +61,10 @@ static int propose_state(struct sequence *s, uint64_t reserved_end, uint32_t max
 			 const char *topology_id)
 {
 	char cmd[256];
-	int n = snprintf(cmd, sizeof(cmd), "{\"fileKeyReserved\":%" PRIu64 ",\"maxVolumeId\":%u,\"topologyId\":\"%s\"}",
-			 reserved_end, max_vid, topology_id ? topology_id : "");
+	int n =
+	    snprintf(cmd, sizeof(cmd),
+		     "{\"fileKeyReserved\":%" PRIu64 ",\"maxVolumeId\":%u,\"topologyId\":\"%s\"}",
+		     reserved_end, max_vid, topology_id ? topology_id : "");
 
 	return s->repl.propose(s->repl.ctx, cmd, (size_t)n);
 }
@@ -106,8 +108,9 @@ int sequence_open(const char *dir, struct sequence **out)
 	j = json_load_file(s->path, 0, &err);
 	if (j && (!json_is_object(j) || !json_is_integer(json_object_get(j, "fileKeyReserved")) ||
 		  json_integer_value(json_object_get(j, "fileKeyReserved")) < 0)) {
-		log_error("sequence: %s is not a kelp sequence file (want an object with a non-negative fileKeyReserved); refusing to start, as file keys could repeat",
-			  s->path);
+		log_error(
+		    "sequence: %s is not a kelp sequence file (want an object with a non-negative fileKeyReserved); refusing to start, as file keys could repeat",
+		    s->path);
 		json_decref(j);
 		sequence_close(s);
 		return -EINVAL;
@@ -124,8 +127,9 @@ int sequence_open(const char *dir, struct sequence **out)
 		snprintf(s->topology_id, sizeof(s->topology_id), "%s", tid ? tid : "");
 		json_decref(j);
 	} else if (access(s->path, F_OK) == 0) {
-		log_error("sequence: %s is unreadable (%s); refusing to start, as file keys could repeat",
-			  s->path, err.text);
+		log_error(
+		    "sequence: %s is unreadable (%s); refusing to start, as file keys could repeat",
+		    s->path, err.text);
 		sequence_close(s);
 		return -EINVAL;
 	}
@@ -240,8 +244,8 @@ int sequence_next_keys(struct sequence *s, uint64_t count, uint64_t *first)
 		count = 1;
 	pthread_mutex_lock(&s->lock);
 	while (s->replicated && s->next_key + count > s->reserved_end) {
-		uint64_t end = (s->next_key > s->reserved_end ? s->next_key : s->reserved_end) + count +
-			       SEQUENCE_BLOCK;
+		uint64_t end = (s->next_key > s->reserved_end ? s->next_key : s->reserved_end) +
+			       count + SEQUENCE_BLOCK;
 
 		pthread_mutex_unlock(&s->lock);
 		ret = propose_state(s, end, 0, NULL);

@@ -17,7 +17,7 @@ struct store_entry {
 	struct volume *v;
 	int location;
 	atomic_int refs; /* the table holds one */
-	bool deleted;   /* remove files when the last reference goes */
+	bool deleted;	 /* remove files when the last reference goes */
 	struct store_entry *next;
 };
 
@@ -110,15 +110,16 @@ static void load_location(struct store *s, int location)
 		if (!parse_volume_file(de->d_name, collection, sizeof(collection), &vid))
 			continue;
 		if (find_entry(s, vid)) {
-			log_error("store: volume %u found twice (again in %s), ignoring the second copy",
-				  vid, loc->dir);
+			log_error(
+			    "store: volume %u found twice (again in %s), ignoring the second copy",
+			    vid, loc->dir);
 			continue;
 		}
 		volume_options_for(s, &o);
 		if (volume_open(loc->dir, collection, vid, &o, &v) == 0) {
 			add_entry(s, v, location);
-			log_info("store: loaded volume %u%s%s from %s", vid, *collection ? " of " : "",
-				 collection, loc->dir);
+			log_info("store: loaded volume %u%s%s from %s", vid,
+				 *collection ? " of " : "", collection, loc->dir);
 		}
 	}
 	closedir(d);
@@ -265,9 +266,8 @@ int store_create_volume(struct store *s, uint32_t vid, const char *collection,
 	for (int i = 0; i < s->n_locations; i++) {
 		int free_slots = s->locations[i].max_volumes - s->locations[i].count;
 
-		if (free_slots > 0 &&
-		    (best < 0 ||
-		     free_slots > s->locations[best].max_volumes - s->locations[best].count))
+		if (free_slots > 0 && (best < 0 || free_slots > s->locations[best].max_volumes -
+								    s->locations[best].count))
 			best = i;
 	}
 	if (best < 0) {

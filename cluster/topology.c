@@ -205,7 +205,8 @@ int topology_apply_heartbeat(struct topology *t, const struct heartbeat *hb, uin
 		snprintf(n->url, sizeof(n->url), "%s", url);
 		t->nodes[t->n_nodes++] = n;
 	}
-	snprintf(n->public_url, sizeof(n->public_url), "%s", hb->public_url[0] ? hb->public_url : url);
+	snprintf(n->public_url, sizeof(n->public_url), "%s",
+		 hb->public_url[0] ? hb->public_url : url);
 	snprintf(n->data_center, sizeof(n->data_center), "%s", dc_name(hb->data_center));
 	snprintf(n->rack, sizeof(n->rack), "%s", rack_name(hb->rack));
 	if (hb->max_volume_count > 0) /* 0: not reported, keep what we knew */
@@ -384,7 +385,8 @@ static int layout_views(struct topology *t, const struct topo_filter *f, uint64_
 				continue;
 			if (n == cap) {
 				int c2 = cap ? cap * 2 : 16;
-				struct topo_volume_view *p = realloc(views, (size_t)c2 * sizeof(*p));
+				struct topo_volume_view *p =
+				    realloc(views, (size_t)c2 * sizeof(*p));
 				uint32_t *q = realloc(seen, (size_t)c2 * sizeof(*q));
 
 				if (p)
@@ -564,7 +566,8 @@ int topology_volumes(struct topology *t, uint64_t now_ns, struct topo_volume_vie
 				continue;
 			if (n == cap) {
 				int c2 = cap ? cap * 2 : 16;
-				struct topo_volume_view *p = realloc(views, (size_t)c2 * sizeof(*p));
+				struct topo_volume_view *p =
+				    realloc(views, (size_t)c2 * sizeof(*p));
 				uint32_t *q = realloc(ids, (size_t)c2 * sizeof(*q));
 
 				if (p)
@@ -718,11 +721,11 @@ static json_t *volume_id_ranges(const struct node *n)
 		while (j + 1 < n->n_vols && ids[j + 1] == ids[j] + 1)
 			j++;
 		if (j > i)
-			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%u-%u", len ? " " : "",
-						ids[i], ids[j]);
+			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%u-%u",
+						len ? " " : "", ids[i], ids[j]);
 		else
-			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%u", len ? " " : "",
-						ids[i]);
+			len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%u",
+						len ? " " : "", ids[i]);
 		i = j + 1;
 	}
 	free(ids);
@@ -747,8 +750,9 @@ static void add_counts(json_t *obj, int max, int free_slots)
 {
 	json_object_set_new(obj, "Max",
 			    json_integer(json_integer_value(json_object_get(obj, "Max")) + max));
-	json_object_set_new(obj, "Free", json_integer(json_integer_value(json_object_get(obj, "Free")) +
-						      free_slots));
+	json_object_set_new(
+	    obj, "Free",
+	    json_integer(json_integer_value(json_object_get(obj, "Free")) + free_slots));
 }
 
 json_t *topology_status_json(struct topology *t, uint64_t now_ns)
@@ -772,15 +776,15 @@ json_t *topology_status_json(struct topology *t, uint64_t now_ns)
 			free_slots = 0;
 		dc = find_by_id(dcs, node->data_center);
 		if (!dc) {
-			dc = json_pack("{s:s,s:i,s:i,s:[]}", "Id", node->data_center, "Max", 0, "Free",
-				       0, "Racks");
+			dc = json_pack("{s:s,s:i,s:i,s:[]}", "Id", node->data_center, "Max", 0,
+				       "Free", 0, "Racks");
 			json_array_append_new(dcs, dc);
 		}
 		racks = json_object_get(dc, "Racks");
 		rack = find_by_id(racks, node->rack);
 		if (!rack) {
-			rack = json_pack("{s:s,s:i,s:i,s:[]}", "Id", node->rack, "Max", 0, "Free", 0,
-					 "DataNodes");
+			rack = json_pack("{s:s,s:i,s:i,s:[]}", "Id", node->rack, "Max", 0, "Free",
+					 0, "DataNodes");
 			json_array_append_new(racks, rack);
 		}
 		dn = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:o}", "Url", node->url, "PublicUrl",
@@ -814,8 +818,8 @@ json_t *topology_status_json(struct topology *t, uint64_t now_ns)
 			}
 		}
 		if (!layout) {
-			layout = json_pack("{s:s,s:s,s:s,s:[],s:s}", "replication", repl, "ttl", ttl,
-					   "collection", views[i].collection, "writables",
+			layout = json_pack("{s:s,s:s,s:s,s:[],s:s}", "replication", repl, "ttl",
+					   ttl, "collection", views[i].collection, "writables",
 					   "diskType", "");
 			json_array_append_new(layouts, layout);
 		}
@@ -863,13 +867,13 @@ json_t *topology_volume_status_json(struct topology *t, uint64_t now_ns)
 			placement_format(v->replica_placement, repl);
 			ttl_format(v->ttl, ttl, sizeof(ttl));
 			json_array_append_new(
-				list, json_pack("{s:I,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:b}", "Id",
-						(json_int_t)v->id, "Size", (json_int_t)v->size,
-						"Collection", v->collection, "ReplicaPlacement", repl,
-						"Ttl", ttl, "FileCount", (json_int_t)v->file_count,
-						"DeleteCount", (json_int_t)v->delete_count,
-						"DeletedByteCount", (json_int_t)v->deleted_bytes,
-						"ReadOnly", v->read_only));
+			    list,
+			    json_pack("{s:I,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:b}", "Id",
+				      (json_int_t)v->id, "Size", (json_int_t)v->size, "Collection",
+				      v->collection, "ReplicaPlacement", repl, "Ttl", ttl,
+				      "FileCount", (json_int_t)v->file_count, "DeleteCount",
+				      (json_int_t)v->delete_count, "DeletedByteCount",
+				      (json_int_t)v->deleted_bytes, "ReadOnly", v->read_only));
 		}
 		json_object_set_new(rack, node->url, list);
 	}

@@ -28,7 +28,7 @@
 struct topology;
 
 struct topo_location {
-	char url[128];        /* ip:port */
+	char url[128]; /* ip:port */
 	char public_url[256];
 	char data_center[64];
 	char rack[64];

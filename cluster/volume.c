@@ -165,7 +165,8 @@ static int64_t load_index(struct volume *v)
 	}
 	whole = (uint64_t)st.st_size - (uint64_t)st.st_size % VOLUME_IDX_ENTRY_SIZE;
 	if (whole != (uint64_t)st.st_size) {
-		log_warn("volume %u: .idx has %" PRIu64 " stray bytes after the last whole entry, cutting them",
+		log_warn("volume %u: .idx has %" PRIu64
+			 " stray bytes after the last whole entry, cutting them",
 			 v->vid, (uint64_t)st.st_size - whole);
 		if (ftruncate(v->idx_fd, (off_t)whole) < 0) {
 			free(buf);
@@ -173,8 +174,9 @@ static int64_t load_index(struct volume *v)
 		}
 	}
 	while (pos < whole) {
-		size_t n = whole - pos > BATCH * VOLUME_IDX_ENTRY_SIZE ? BATCH * VOLUME_IDX_ENTRY_SIZE
-								       : whole - pos;
+		size_t n = whole - pos > BATCH * VOLUME_IDX_ENTRY_SIZE
+			       ? BATCH * VOLUME_IDX_ENTRY_SIZE
+			       : whole - pos;
 
 		ret = pread_all(v->idx_fd, buf, n, pos);
 		if (ret < 0) {
@@ -188,15 +190,19 @@ static int64_t load_index(struct volume *v)
 			if (key == 0) {
 				/* Never issued: a damaged entry. Its needle, if any, is found again by the tail scan or a rebuild. */
 				if (!zero_key_warned)
-					log_warn("volume %u: .idx entry %" PRIu64 " has key 0, ignoring it",
+					log_warn("volume %u: .idx entry %" PRIu64
+						 " has key 0, ignoring it",
 						 v->vid, (pos + i) / VOLUME_IDX_ENTRY_SIZE);
 				zero_key_warned = true;
 				continue;
 			}
 			end = entry_end(v, offset, size);
-			if (end > v->dat_size || (offset != 0 && (uint64_t)offset * 8 < v->data_start)) {
-				log_warn("volume %u: .idx entry %" PRIu64 " points past the end of .dat, rebuilding the index from .dat",
-					 v->vid, (pos + i) / VOLUME_IDX_ENTRY_SIZE);
+			if (end > v->dat_size ||
+			    (offset != 0 && (uint64_t)offset * 8 < v->data_start)) {
+				log_warn(
+				    "volume %u: .idx entry %" PRIu64
+				    " points past the end of .dat, rebuilding the index from .dat",
+				    v->vid, (pos + i) / VOLUME_IDX_ENTRY_SIZE);
 				free(buf);
 				return 0;
 			}
@@ -230,17 +236,18 @@ static int64_t load_index(struct volume *v)
 		if (ret < 0)
 			return ret;
 		needle_parse_header(h, &cookie, &id, &size);
-		if (id != last_key ||
-		    (last_size != VOLUME_TOMBSTONE_SIZE && size != last_size)) {
-			log_warn("volume %u: last .idx entry does not match .dat, rebuilding the index from .dat",
-				 v->vid);
+		if (id != last_key || (last_size != VOLUME_TOMBSTONE_SIZE && size != last_size)) {
+			log_warn(
+			    "volume %u: last .idx entry does not match .dat, rebuilding the index from .dat",
+			    v->vid);
 			return 0;
 		}
 		/* The tail starts after the needle really there (a deletion entry may point at
 		 * the deleted needle itself rather than at a tombstone). */
 		if ((uint64_t)last_offset * 8 + needle_disk_size(size, v->version) > v->dat_size) {
-			log_warn("volume %u: the last needle runs past the end of .dat, rebuilding the index from .dat",
-				 v->vid);
+			log_warn(
+			    "volume %u: the last needle runs past the end of .dat, rebuilding the index from .dat",
+			    v->vid);
 			return 0;
 		}
 		max_end = (uint64_t)last_offset * 8 + needle_disk_size(size, v->version);
@@ -302,7 +309,8 @@ static int scan_dat(struct volume *v, uint64_t pos)
 		if (ret == -EINVAL || (v->version == NEEDLE_VERSION_3 && n.append_at_ns == 0))
 			break;
 		if (ret == -EBADMSG) {
-			log_warn("volume %u: needle %" PRIx64 " at offset %" PRIu64 " has a bad checksum, not indexing it",
+			log_warn("volume %u: needle %" PRIx64 " at offset %" PRIu64
+				 " has a bad checksum, not indexing it",
 				 v->vid, id, pos);
 		} else {
 			uint32_t idx_size = size;
@@ -332,7 +340,8 @@ static int scan_dat(struct volume *v, uint64_t pos)
 		log_warn("volume %u: indexed %" PRIu64 " needles found after the last .idx entry",
 			 v->vid, indexed);
 	if (pos < v->dat_size) {
-		log_warn("volume %u: cutting a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " of .dat",
+		log_warn("volume %u: cutting a torn tail of %" PRIu64 " bytes at offset %" PRIu64
+			 " of .dat",
 			 v->vid, v->dat_size - pos, pos);
 		if (ftruncate(v->dat_fd, (off_t)pos) < 0) {
 			ret = -errno;
@@ -677,8 +686,8 @@ static int copy_from_fd(int dst, uint64_t dst_off, int src, uint64_t src_off, ui
 }
 
 /* True when the stored needle at e has exactly data (for the "unchanged" shortcut). */
-static bool same_content(struct volume *v, const struct needle_map_entry *e,
-			 const struct needle *n, const uint8_t *data)
+static bool same_content(struct volume *v, const struct needle_map_entry *e, const struct needle *n,
+			 const uint8_t *data)
 {
 	uint64_t disk = needle_disk_size(e->size, v->version);
 	struct needle old;
@@ -695,8 +704,8 @@ static bool same_content(struct volume *v, const struct needle_map_entry *e,
 	return same;
 }
 
-int volume_write(struct volume *v, struct needle *n, const struct volume_data *data,
-		 bool fsync, bool *unchanged)
+int volume_write(struct volume *v, struct needle *n, const struct volume_data *data, bool fsync,
+		 bool *unchanged)
 {
 	struct needle_map_entry e;
 	uint8_t *rec = NULL, head[NEEDLE_HEADER_SIZE + 4], *tail_buf = NULL;
@@ -876,8 +885,8 @@ static bool needle_expired(const struct volume *v, const struct needle *n)
 
 	if (secs == 0)
 		return false;
-	written = v->version == NEEDLE_VERSION_3 ? n->append_at_ns / 1000000000ull
-						 : n->last_modified;
+	written =
+	    v->version == NEEDLE_VERSION_3 ? n->append_at_ns / 1000000000ull : n->last_modified;
 	return now_ns() / 1000000000ull >= written + secs;
 }
 
@@ -986,7 +995,8 @@ int volume_read(struct volume *v, uint64_t key, uint32_t cookie, struct volume_b
 					   out->n.checksum);
 		}
 		if (ret == -EBADMSG)
-			log_error("volume %u: needle %" PRIx64 " at offset %" PRIu64 ": data on disk corrupted (checksum mismatch)",
+			log_error("volume %u: needle %" PRIx64 " at offset %" PRIu64
+				  ": data on disk corrupted (checksum mismatch)",
 				  v->vid, key, offset);
 	}
 	if (ret < 0)
@@ -1147,8 +1157,7 @@ static int replay_since_compact(struct volume *v, int cpd, int cpx)
 	if (fstat(cpx, &st) < 0)
 		return -errno;
 	idx_pos = (uint64_t)st.st_size;
-	for (at = v->compact_idx_size; at < v->idx_size && ret == 0;
-	     at += VOLUME_IDX_ENTRY_SIZE) {
+	for (at = v->compact_idx_size; at < v->idx_size && ret == 0; at += VOLUME_IDX_ENTRY_SIZE) {
 		uint8_t e[VOLUME_IDX_ENTRY_SIZE];
 		uint64_t key, start = pos;
 		uint32_t offset, size;
@@ -1282,8 +1291,9 @@ out:
 	if (ret < 0 && ret != -EINTR && ret != -EINVAL && marked) {
 		/* The old files may already be replaced: stop writing; the next open rolls
 		 * the commit forward from the marker. */
-		log_error("volume %u: vacuum commit failed after its marker (%s); the volume is read-only until it is reopened",
-			  v->vid, strerror(-ret));
+		log_error(
+		    "volume %u: vacuum commit failed after its marker (%s); the volume is read-only until it is reopened",
+		    v->vid, strerror(-ret));
 		atomic_store(&v->read_only, true);
 	} else if (ret < 0 && ret != -EINTR && ret != -EINVAL) {
 		unlink(cpd_path);

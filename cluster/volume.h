@@ -36,18 +36,18 @@
 #include "cluster/needle.h"
 
 #define VOLUME_SUPER_BLOCK_SIZE 8
-#define VOLUME_MAX_SIZE         (32ull << 30) /* 4-byte offsets in units of 8 bytes */
-#define VOLUME_IDX_ENTRY_SIZE   16
-#define VOLUME_TOMBSTONE_SIZE   0xFFFFFFFFu
+#define VOLUME_MAX_SIZE		(32ull << 30) /* 4-byte offsets in units of 8 bytes */
+#define VOLUME_IDX_ENTRY_SIZE	16
+#define VOLUME_TOMBSTONE_SIZE	0xFFFFFFFFu
 
 struct volume;
 
 struct volume_options {
 	uint8_t replica_placement; /* 100x + 10y + z */
 	struct ttl ttl;
-	bool create;           /* create the files when missing */
+	bool create;		/* create the files when missing */
 	bool fsync_every_write; /* -fsync: every write waits for the group fsync */
-	uint64_t max_size;     /* 0 = VOLUME_MAX_SIZE; lower in tests */
+	uint64_t max_size;	/* 0 = VOLUME_MAX_SIZE; lower in tests */
 	/* Test hook: called at each vacuum step; non-zero return simulates a crash there. */
 	int (*fault)(int step);
 };
@@ -55,8 +55,8 @@ struct volume_options {
 /* Vacuum steps passed to the fault hook, in order. */
 enum volume_vacuum_step {
 	VACUUM_STEP_COMPACT_COPIED = 1, /* .cpd/.cpx written and synced */
-	VACUUM_STEP_COMMIT_REPLAYED,    /* writes since compact replayed into .cpd/.cpx */
-	VACUUM_STEP_COMMIT_MARKED,      /* .cpc written */
+	VACUUM_STEP_COMMIT_REPLAYED,	/* writes since compact replayed into .cpd/.cpx */
+	VACUUM_STEP_COMMIT_MARKED,	/* .cpc written */
 	VACUUM_STEP_COMMIT_DAT_RENAMED, /* .cpd renamed to .dat */
 	VACUUM_STEP_COMMIT_IDX_RENAMED, /* .cpx renamed to .idx, .cpc still present */
 };
@@ -81,9 +81,9 @@ struct volume_info {
 
 /* A blob read from a volume. Release with volume_blob_release. */
 struct volume_blob {
-	struct needle n;   /* n.data is NULL for large blobs: read them from fd */
-	uint8_t *buf;      /* the whole record for small blobs (owned) */
-	int fd;            /* large blobs: a dup of the .dat fd (owned), else -1 */
+	struct needle n;      /* n.data is NULL for large blobs: read them from fd */
+	uint8_t *buf;	      /* the whole record for small blobs (owned) */
+	int fd;		      /* large blobs: a dup of the .dat fd (owned), else -1 */
 	uint64_t data_offset; /* large blobs: where the data starts in fd */
 };
 
@@ -126,8 +126,8 @@ bool volume_is_read_only(struct volume *v);
  * Errors: -EROFS read-only, -EFBIG the volume would exceed its size limit, -EPERM the key
  * exists with a different cookie, -EIO/-ENOSPC write failure (volume turns read-only).
  */
-int volume_write(struct volume *v, struct needle *n, const struct volume_data *data,
-		 bool fsync, bool *unchanged);
+int volume_write(struct volume *v, struct needle *n, const struct volume_data *data, bool fsync,
+		 bool *unchanged);
 
 /*
  * Deletes key (cookie must match): appends a tombstone needle and an .idx entry with

@@ -26,11 +26,12 @@
 #include "cluster/store.h"
 #include "cluster/topology.h"
 
-#define MEMORY_BODY_LIMIT ((4u << 20) + (64u << 10)) /* a default 4 MiB mount chunk stays in memory */
-#define SERVER_HEADER     "kelp Volume " KELP_VERSION
+#define MEMORY_BODY_LIMIT                                                                          \
+	((4u << 20) + (64u << 10)) /* a default 4 MiB mount chunk stays in memory */
+#define SERVER_HEADER "kelp Volume " KELP_VERSION
 
-#define LOCATION_CACHE_NS (10ull * 1000000000ull)
-#define MAX_MASTERS       64
+#define LOCATION_CACHE_NS   (10ull * 1000000000ull)
+#define MAX_MASTERS	    64
 #define PEER_REFRESH_PULSES 10
 #define LOCATION_CACHE_SIZE 64
 
@@ -46,7 +47,7 @@ struct volume_server {
 	struct store *store;
 	struct http_server *http;
 	uint64_t size_limit; /* bytes */
-	char self_url[128]; /* ip:port */
+	char self_url[128];  /* ip:port */
 	char public_url[256];
 
 	pthread_mutex_t masters_lock; /* masters, n_masters, hb_threads */
@@ -73,18 +74,30 @@ static const struct {
 	const char *ext;
 	const char *mime;
 } mime_types[] = {
-	{".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-	{".css", "text/css; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
-	{".json", "application/json"},         {".txt", "text/plain; charset=utf-8"},
-	{".xml", "text/xml; charset=utf-8"},   {".csv", "text/csv; charset=utf-8"},
-	{".md", "text/markdown; charset=utf-8"}, {".jpg", "image/jpeg"},
-	{".jpeg", "image/jpeg"},               {".png", "image/png"},
-	{".gif", "image/gif"},                 {".webp", "image/webp"},
-	{".svg", "image/svg+xml"},             {".ico", "image/vnd.microsoft.icon"},
-	{".pdf", "application/pdf"},           {".zip", "application/zip"},
-	{".gz", "application/gzip"},           {".tar", "application/x-tar"},
-	{".mp4", "video/mp4"},                 {".mp3", "audio/mpeg"},
-	{".wasm", "application/wasm"},         {".bin", "application/octet-stream"},
+    {".html", "text/html; charset=utf-8"},
+    {".htm", "text/html; charset=utf-8"},
+    {".css", "text/css; charset=utf-8"},
+    {".js", "text/javascript; charset=utf-8"},
+    {".json", "application/json"},
+    {".txt", "text/plain; charset=utf-8"},
+    {".xml", "text/xml; charset=utf-8"},
+    {".csv", "text/csv; charset=utf-8"},
+    {".md", "text/markdown; charset=utf-8"},
+    {".jpg", "image/jpeg"},
+    {".jpeg", "image/jpeg"},
+    {".png", "image/png"},
+    {".gif", "image/gif"},
+    {".webp", "image/webp"},
+    {".svg", "image/svg+xml"},
+    {".ico", "image/vnd.microsoft.icon"},
+    {".pdf", "application/pdf"},
+    {".zip", "application/zip"},
+    {".gz", "application/gzip"},
+    {".tar", "application/x-tar"},
+    {".mp4", "video/mp4"},
+    {".mp3", "audio/mpeg"},
+    {".wasm", "application/wasm"},
+    {".bin", "application/octet-stream"},
 };
 
 static const char *mime_by_name(const char *name, size_t len)
@@ -205,7 +218,8 @@ static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out
 	snprintf(hb.public_url, sizeof(hb.public_url), "%s", vs->public_url);
 	hb.max_volume_count = (uint32_t)max_volumes;
 	hb.max_file_key = b.max_file_key;
-	snprintf(hb.data_center, sizeof(hb.data_center), "%s", vs->opt.data_center ? vs->opt.data_center : "");
+	snprintf(hb.data_center, sizeof(hb.data_center), "%s",
+		 vs->opt.data_center ? vs->opt.data_center : "");
 	snprintf(hb.rack, sizeof(hb.rack), "%s", vs->opt.rack ? vs->opt.rack : "");
 	snprintf(hb.id, sizeof(hb.id), "%s", vs->self_url);
 	hb.volumes = b.vols;
@@ -231,8 +245,8 @@ static void start_heartbeat_thread(struct volume_server *vs, const char *master)
 static void learn_masters(struct volume_server *vs, const char *master)
 {
 	char url[300];
-	struct http_client_request rq = {.method = "GET", .url = url, .body_fd = -1,
-					 .timeout_ms = 2000};
+	struct http_client_request rq = {
+	    .method = "GET", .url = url, .body_fd = -1, .timeout_ms = 2000};
 	struct http_client_response rs;
 	json_t *j, *peers, *p;
 	size_t i;
@@ -266,7 +280,9 @@ static void *heartbeat_thread(void *arg)
 
 	snprintf(url, sizeof(url), "http://%s/heartbeat", a->master);
 	for (;;) {
-		struct http_client_request rq = {.method = "POST", .url = url, .body_fd = -1,
+		struct http_client_request rq = {.method = "POST",
+						 .url = url,
+						 .body_fd = -1,
 						 .timeout_ms = 1000L * pulse + 1000};
 		struct http_client_response rs;
 		const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
@@ -281,18 +297,20 @@ static void *heartbeat_thread(void *arg)
 			if (http_client_do(&rq, &rs) == 0 && rs.status == 200) {
 				struct heartbeat_response r;
 
-				if (heartbeat_response_decode((const uint8_t *)rs.body, rs.len, &r) == 0 &&
+				if (heartbeat_response_decode((const uint8_t *)rs.body, rs.len,
+							      &r) == 0 &&
 				    r.volume_size_limit > 0)
 					vs->volume_size_limit = r.volume_size_limit;
 				if (failures > 0)
-					log_info("volume server: master %s is reachable again", a->master);
+					log_info("volume server: master %s is reachable again",
+						 a->master);
 				failures = 0;
 				if (beats++ % PEER_REFRESH_PULSES == 0)
 					learn_masters(vs, a->master);
 			} else {
 				if (failures++ == 0)
-					log_warn("volume server: heartbeat to master %s failed: %s", a->master,
-						 rs.status ? "bad status" : rs.error);
+					log_warn("volume server: heartbeat to master %s failed: %s",
+						 a->master, rs.status ? "bad status" : rs.error);
 			}
 			http_client_response_release(&rs);
 			free(body);
@@ -341,9 +359,11 @@ static void start_heartbeat_thread(struct volume_server *vs, const char *master)
 	if (a && vs->n_hb_threads < vs->n_masters) {
 		a->vs = vs;
 		a->master = vs->masters[vs->n_hb_threads];
-		if (pthread_create(&vs->hb_threads[vs->n_hb_threads], NULL, heartbeat_thread, a) == 0) {
+		if (pthread_create(&vs->hb_threads[vs->n_hb_threads], NULL, heartbeat_thread, a) ==
+		    0) {
 			if (vs->n_hb_threads > 0)
-				log_info("volume server: also heartbeating to master %s", a->master);
+				log_info("volume server: also heartbeating to master %s",
+					 a->master);
 			vs->n_hb_threads++;
 			a = NULL;
 		}
@@ -383,8 +403,8 @@ static int lookup_locations(struct volume_server *vs, uint32_t vid, struct cache
 		}
 		snprintf(master, sizeof(master), "%s", vs->masters[i]);
 		pthread_mutex_unlock(&vs->masters_lock);
-		struct http_client_request rq = {.method = "GET", .url = url, .body_fd = -1,
-						 .timeout_ms = 3000};
+		struct http_client_request rq = {
+		    .method = "GET", .url = url, .body_fd = -1, .timeout_ms = 3000};
 		struct http_client_response rs;
 		json_t *j, *locs, *loc;
 		size_t k;
@@ -403,7 +423,8 @@ static int lookup_locations(struct volume_server *vs, uint32_t vid, struct cache
 				const char *u = json_string_value(json_object_get(loc, "url"));
 
 				if (u && out->n < 8)
-					snprintf(out->urls[out->n++], sizeof(out->urls[0]), "%s", u);
+					snprintf(out->urls[out->n++], sizeof(out->urls[0]), "%s",
+						 u);
 			}
 			json_decref(j);
 			out->expires = now + LOCATION_CACHE_NS;
@@ -471,7 +492,8 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
 			const char *kc = slash + 1;
 
 			klen = strcspn(kc, "_./");
-			snprintf(fid_text, sizeof(fid_text), "%.*s,%.*s", (int)vlen, p, (int)klen, kc);
+			snprintf(fid_text, sizeof(fid_text), "%.*s,%.*s", (int)vlen, p, (int)klen,
+				 kc);
 		} else {
 			snprintf(fid_text, sizeof(fid_text), "%.*s", (int)(end - p), p);
 		}
@@ -483,7 +505,7 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
 	 */
 	if (token && jwt_verify_fid(vs->opt.jwt_key, token, strlen(token), fid_text,
 				    (int64_t)(now_ns() / 1000000000ull) -
-					    (is_replica_request(req) ? 3600 : 0)) == 0)
+					(is_replica_request(req) ? 3600 : 0)) == 0)
 		return true;
 	http_reply_error(req, 401, "wrong jwt");
 	return false;
@@ -517,9 +539,14 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 	}
 	for (int i = 0; i < locs.n; i++) {
 		char url[1200];
-		struct http_client_request rq = {.method = method, .url = url, .headers = headers,
-						 .body = mem, .body_len = len, .body_fd = mem ? -1 : fd,
-						 .body_fd_len = len, .timeout_ms = 60000};
+		struct http_client_request rq = {.method = method,
+						 .url = url,
+						 .headers = headers,
+						 .body = mem,
+						 .body_len = len,
+						 .body_fd = mem ? -1 : fd,
+						 .body_fd_len = len,
+						 .timeout_ms = 60000};
 		struct http_client_response rs;
 
 		if (is_self(vs, locs.urls[i]))
@@ -532,12 +559,13 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 		}
 		if (http_client_do(&rq, &rs) < 0) {
 			invalidate_locations(vs, fid->vid);
-			snprintf(err, err_cap, "failed to write to replica %s: %s", locs.urls[i], rs.error);
+			snprintf(err, err_cap, "failed to write to replica %s: %s", locs.urls[i],
+				 rs.error);
 			return -EIO;
 		}
 		if (rs.status >= 300 && !(rs.status == 404 && !strcmp(method, "DELETE"))) {
-			snprintf(err, err_cap, "failed to write to replica %s: %ld %.200s", locs.urls[i],
-				 rs.status, rs.body);
+			snprintf(err, err_cap, "failed to write to replica %s: %ld %.200s",
+				 locs.urls[i], rs.status, rs.body);
 			http_client_response_release(&rs);
 			return -EIO;
 		}
@@ -560,15 +588,14 @@ static json_t *volume_json(struct volume *v)
 	volume_get_info(v, &info);
 	format_replication(info.replica_placement, repl);
 	ttl_format(info.ttl, ttl, sizeof(ttl));
-	return json_pack("{s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:s,s:s,s:i,s:i,s:I,s:I,s:f}", "Id",
-			 (json_int_t)info.id, "Size", (json_int_t)info.size, "Collection",
-			 info.collection, "FileCount", (json_int_t)info.file_count, "DeleteCount",
-			 (json_int_t)info.delete_count, "DeletedByteCount",
-			 (json_int_t)info.deleted_bytes, "ReadOnly", info.read_only,
-			 "ReplicaPlacement", repl, "Ttl", ttl, "Version", info.version,
-			 "CompactRevision", info.compact_revision, "ModifiedAtSecond",
-			 (json_int_t)info.modified_at_second, "MaxFileKey",
-			 (json_int_t)info.max_file_key, "GarbageRatio", volume_garbage_ratio(v));
+	return json_pack(
+	    "{s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:s,s:s,s:i,s:i,s:I,s:I,s:f}", "Id", (json_int_t)info.id,
+	    "Size", (json_int_t)info.size, "Collection", info.collection, "FileCount",
+	    (json_int_t)info.file_count, "DeleteCount", (json_int_t)info.delete_count,
+	    "DeletedByteCount", (json_int_t)info.deleted_bytes, "ReadOnly", info.read_only,
+	    "ReplicaPlacement", repl, "Ttl", ttl, "Version", info.version, "CompactRevision",
+	    info.compact_revision, "ModifiedAtSecond", (json_int_t)info.modified_at_second,
+	    "MaxFileKey", (json_int_t)info.max_file_key, "GarbageRatio", volume_garbage_ratio(v));
 }
 
 static void status_add_volume(void *ctx, struct volume *v)
@@ -590,13 +617,14 @@ static void handle_status(struct volume_server *vs, struct http_request *req)
 		double all = (double)disks[i].all;
 
 		json_array_append_new(
-			jd, json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:s,s:i,s:i}", "dir", disks[i].dir,
-				      "all", (json_int_t)disks[i].all, "used",
-				      (json_int_t)disks[i].used, "free", (json_int_t)disks[i].free,
-				      "percent_free", all > 0 ? 100.0 * (double)disks[i].free / all : 0.0,
-				      "percent_used", all > 0 ? 100.0 * (double)disks[i].used / all : 0.0,
-				      "disk_type", "hdd", "max_volumes", disks[i].max_volumes,
-				      "volume_count", disks[i].volume_count));
+		    jd,
+		    json_pack("{s:s,s:I,s:I,s:I,s:f,s:f,s:s,s:i,s:i}", "dir", disks[i].dir, "all",
+			      (json_int_t)disks[i].all, "used", (json_int_t)disks[i].used, "free",
+			      (json_int_t)disks[i].free, "percent_free",
+			      all > 0 ? 100.0 * (double)disks[i].free / all : 0.0, "percent_used",
+			      all > 0 ? 100.0 * (double)disks[i].used / all : 0.0, "disk_type",
+			      "hdd", "max_volumes", disks[i].max_volumes, "volume_count",
+			      disks[i].volume_count));
 	}
 	http_reply_json(req, 200,
 			json_pack("{s:s,s:o,s:o}", "Version", KELP_VERSION, "DiskStatuses", jd,
@@ -649,7 +677,8 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 		else if (ret == -ENOSPC)
 			http_reply_error(req, 507, "no free volume slot for volume %u", vid);
 		else if (ret < 0)
-			http_reply_error(req, 500, "cannot create volume %u: %s", vid, strerror(-ret));
+			http_reply_error(req, 500, "cannot create volume %u: %s", vid,
+					 strerror(-ret));
 		else
 			http_reply_json(req, 200, json_pack("{s:I}", "volume", (json_int_t)vid));
 		kick_heartbeat(vs);
@@ -693,7 +722,8 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 		else if (ret == -EINVAL)
 			http_reply_error(req, 409, "volume %u has no vacuum to commit", vid);
 		else if (ret < 0)
-			http_reply_error(req, 500, "volume %u: %s failed: %s", vid, op, strerror(-ret));
+			http_reply_error(req, 500, "volume %u: %s failed: %s", vid, op,
+					 strerror(-ret));
 		else
 			http_reply_json(req, 200, volume_json(v));
 	}
@@ -737,8 +767,7 @@ static void sink_reset(struct upload *u)
 	}
 }
 
-static int sink_write(struct http_request *req, struct upload *u, const uint8_t *data,
-		      size_t len)
+static int sink_write(struct http_request *req, struct upload *u, const uint8_t *data, size_t len)
 {
 	if (u->len + len > u->vs->size_limit) {
 		http_reply_error(req, 413, "file over the limit of %d MiB (-fileSizeLimitMB)",
@@ -771,7 +800,8 @@ static int sink_write(struct http_request *req, struct upload *u, const uint8_t 
 		int ret;
 
 		if (u->spool_fd < 0) {
-			u->spool_fd = open(u->vs->opt.dirs[0], O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+			u->spool_fd =
+			    open(u->vs->opt.dirs[0], O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 			if (u->spool_fd < 0) {
 				http_reply_error(req, 500, "cannot spool the upload: %s",
 						 strerror(errno));
@@ -914,7 +944,6 @@ static enum MHD_Result collect_pair(void *cls, enum MHD_ValueKind kind, const ch
 	return MHD_YES;
 }
 
-
 /* Forwards a stored upload to the other replicas; replies 500 and returns -EREMOTEIO
  * when one fails. copies == 0: this server holds no copy, send to every holder. */
 static int replicate_upload(struct http_request *req, struct upload *u, const struct needle *n,
@@ -929,7 +958,8 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 	const char *token = request_token(req);
 	int ret;
 
-	snprintf(ct, sizeof(ct), "Content-Type: %s", u->mime[0] ? u->mime : "application/octet-stream");
+	snprintf(ct, sizeof(ct), "Content-Type: %s",
+		 u->mime[0] ? u->mime : "application/octet-stream");
 	headers[nh++] = ct;
 	if (u->name[0]) {
 		snprintf(cd, sizeof(cd), "Content-Disposition: inline; filename=\"%s\"", u->name);
@@ -943,8 +973,8 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 		json_object_foreach(pairs, key, value)
 		{
 			if (np < 32 && json_is_string(value)) {
-				snprintf(pair_headers[np], sizeof(pair_headers[np]), "Seaweed-%s: %s", key,
-					 json_string_value(value));
+				snprintf(pair_headers[np], sizeof(pair_headers[np]),
+					 "Seaweed-%s: %s", key, json_string_value(value));
 				headers[nh++] = pair_headers[np++];
 			}
 		}
@@ -955,11 +985,12 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 		 ttl[0] ? "&ttl=" : "", ttl, http_query_bool(req, "fsync") ? "&fsync=true" : "",
 		 (n->flags & NEEDLE_FLAG_CHUNKMANIFEST) ? "&cm=true" : "");
 	ret = replicate(u->vs, req, &u->fid, copies, "PUT", query, headers,
-			u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)""), u->spool_fd,
-			u->len, err, sizeof(err));
+			u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)""),
+			u->spool_fd, u->len, err, sizeof(err));
 	if (ret < 0) {
 		if (ret == -ENOENT)
-			http_reply_error(req, 404, "volume %u is not on this server: %s", u->fid.vid, err);
+			http_reply_error(req, 404, "volume %u is not on this server: %s",
+					 u->fid.vid, err);
 		else
 			http_reply_error(req, 500, "%s", err);
 		json_decref(pairs);
@@ -994,7 +1025,8 @@ static void upload_complete(struct http_request *req)
 	}
 	md5_final(&u->md5, digest);
 	if (u->gzip && gunzip_measure(u, &original_size, digest) < 0) {
-		http_reply_error(req, 400, "Content-Encoding is gzip but the body is not gzip data");
+		http_reply_error(req, 400,
+				 "Content-Encoding is gzip but the body is not gzip data");
 		return;
 	}
 	base64_encode(digest, 16, md5_b64);
@@ -1087,9 +1119,10 @@ static void upload_complete(struct http_request *req)
 				 u->fid.vid);
 		return;
 	case -EPERM:
-		http_reply_error(req, 500,
-				 "failed to write to local disk: mismatching cookie for needle %" PRIx64,
-				 u->fid.key);
+		http_reply_error(
+		    req, 500,
+		    "failed to write to local disk: mismatching cookie for needle %" PRIx64,
+		    u->fid.key);
 		return;
 	case -EFBIG:
 		http_reply_error(req, 500, "failed to write to local disk: volume %u is full",
@@ -1156,8 +1189,7 @@ static void raw_upload_name(struct http_request *req, char *out, size_t cap)
 	copy_string(out, cap, last ? last + 1 : req->path);
 }
 
-static void handle_upload(struct volume_server *vs, struct http_request *req,
-			  const struct fid *fid)
+static void handle_upload(struct volume_server *vs, struct http_request *req, const struct fid *fid)
 {
 	const char *ct = http_header(req, "Content-Type");
 	const char *cl = http_header(req, "Content-Length");
@@ -1224,8 +1256,7 @@ static void handle_upload(struct volume_server *vs, struct http_request *req,
 
 /* ---------------------------------------------------------------- delete */
 
-static void handle_delete(struct volume_server *vs, struct http_request *req,
-			  const struct fid *fid)
+static void handle_delete(struct volume_server *vs, struct http_request *req, const struct fid *fid)
 {
 	struct volume *v;
 	uint32_t size = 0;
@@ -1261,7 +1292,8 @@ static void handle_delete(struct volume_server *vs, struct http_request *req,
 				  sizeof(err));
 
 		if (r == -ENOENT) {
-			http_reply_error(req, 404, "volume %u is not on this server: %s", fid->vid, err);
+			http_reply_error(req, 404, "volume %u is not on this server: %s", fid->vid,
+					 err);
 			return;
 		}
 		if (r < 0) {
@@ -1380,11 +1412,11 @@ static void reply_multirange(struct http_request *req, const uint8_t *body, uint
 		return;
 	}
 	for (int i = 0; i < n; i++) {
-		len += (size_t)snprintf(out + len, cap - len,
-					"\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %" PRIu64
-					"-%" PRIu64 "/%" PRIu64 "\r\n\r\n",
-					boundary, ctype, r[i].start, r[i].start + r[i].length - 1,
-					size);
+		len += (size_t)snprintf(
+		    out + len, cap - len,
+		    "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %" PRIu64 "-%" PRIu64
+		    "/%" PRIu64 "\r\n\r\n",
+		    boundary, ctype, r[i].start, r[i].start + r[i].length - 1, size);
 		memcpy(out + len, body + r[i].start, r[i].length);
 		len += r[i].length;
 	}
@@ -1425,8 +1457,11 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 		const char *range = http_header(req, "Range");
 		char range_h[300];
 		const char *headers[2] = {NULL, NULL};
-		struct http_client_request rq = {.method = req->method, .url = url, .body_fd = -1,
-						 .headers = headers, .timeout_ms = 60000,
+		struct http_client_request rq = {.method = req->method,
+						 .url = url,
+						 .body_fd = -1,
+						 .headers = headers,
+						 .timeout_ms = 60000,
 						 .max_response = vs->size_limit + (1u << 20)};
 		struct http_client_response rs;
 
@@ -1454,8 +1489,8 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 	}
 }
 
-static void handle_read(struct volume_server *vs, struct http_request *req,
-			const struct fid *fid, const char *url_name, size_t url_name_len)
+static void handle_read(struct volume_server *vs, struct http_request *req, const struct fid *fid,
+			const char *url_name, size_t url_name_len)
 {
 	struct volume *v = store_get_volume(vs->store, fid->vid);
 	struct volume_blob blob;
@@ -1478,7 +1513,9 @@ static void handle_read(struct volume_server *vs, struct http_request *req,
 		return;
 	}
 	if (ret == -EBADMSG) {
-		http_reply_error(req, 500, "data on disk corrupted: needle %" PRIx64 " of volume %u fails its checksum",
+		http_reply_error(req, 500,
+				 "data on disk corrupted: needle %" PRIx64
+				 " of volume %u fails its checksum",
 				 fid->key, fid->vid);
 		return;
 	}
@@ -1525,7 +1562,8 @@ static void handle_read(struct volume_server *vs, struct http_request *req,
 			inflated = gunzip_buffer(blob.n.data, blob.n.data_size, &out_len,
 						 vs->size_limit * 4 + (1u << 20));
 			if (!inflated) {
-				http_reply_error(req, 500, "stored gzip data cannot be decompressed");
+				http_reply_error(req, 500,
+						 "stored gzip data cannot be decompressed");
 				volume_blob_release(&blob);
 				return;
 			}
@@ -1623,7 +1661,8 @@ static void handle_request(struct http_request *req)
 		handle_admin(vs, req, path + 7);
 	} else if (!strcmp(req->method, "OPTIONS")) {
 		http_reply_empty(req, 200);
-		http_add_header(req, "Access-Control-Allow-Methods", "PUT, POST, GET, DELETE, OPTIONS");
+		http_add_header(req, "Access-Control-Allow-Methods",
+				"PUT, POST, GET, DELETE, OPTIONS");
 	} else if (fid_parse_path(path, strlen(path), &fid, &url_name, &url_name_len) < 0) {
 		http_reply_error(req, 400, "bad file id in path \"%s\"", path);
 	} else if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD")) {
@@ -1648,8 +1687,7 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 {
 	struct volume_server *vs = calloc(1, sizeof(*vs));
 	struct store_options so = {.fsync_every_write = opt->fsync};
-	struct http_server_options ho = {.ip = opt->ip, .port = opt->port,
-					 .threads = opt->threads};
+	struct http_server_options ho = {.ip = opt->ip, .port = opt->port, .threads = opt->threads};
 	int ret;
 
 	if (!vs)
@@ -1710,8 +1748,12 @@ static void say_goodbye(struct volume_server *vs)
 		return;
 	for (int i = 0; i < vs->n_masters; i++) {
 		char url[300];
-		struct http_client_request rq = {.method = "POST", .url = url, .body = body,
-						 .body_len = len, .body_fd = -1, .headers = headers,
+		struct http_client_request rq = {.method = "POST",
+						 .url = url,
+						 .body = body,
+						 .body_len = len,
+						 .body_fd = -1,
+						 .headers = headers,
 						 .timeout_ms = 1000};
 		struct http_client_response rs;
 

@@ -44,8 +44,8 @@ struct volume_server_options {
 	bool fsync;
 	const char *read_mode; /* proxy | redirect | local */
 	int threads;
-	int pulse_seconds;      /* heartbeat period (1) */
-	const char *jwt_key;    /* "" = writes need no token */
+	int pulse_seconds;	/* heartbeat period (1) */
+	const char *jwt_key;	/* "" = writes need no token */
 	const char *white_list; /* comma list of IPs allowed to write; "" = all */
 };
 

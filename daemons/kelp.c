@@ -14,17 +14,18 @@ static const struct command {
 	int (*main)(int argc, char **argv);
 	const char *summary;
 } commands[] = {
-	{"master", master_main, "run a master: knows the volume servers, assigns file ids, grows volumes"},
-	{"volume", volume_main, "run a volume server: stores blobs in volumes, serves them over HTTP"},
-	{"mount", mount_main, "mount the cluster as a FUSE filesystem (metadata in LMDB)"},
-	{"server", server_main, "run a master and a volume server in one process, for one machine"},
-	{"upload", upload_main, "upload files or directories: assign a file id, store each file"},
-	{"download", download_main, "download blobs by file id into a directory"},
-	{"delete", delete_main, "delete blobs by file id"},
-	{"status", status_main, "show the cluster: masters, leader, volume servers, volumes"},
-	{"benchmark", benchmark_main, "write then read many small blobs; report throughput, latency"},
-	{"version", version_main, "print the version"},
-	{"help", help_main, "list the commands, or the flags of one: kelp help <command>"},
+    {"master", master_main,
+     "run a master: knows the volume servers, assigns file ids, grows volumes"},
+    {"volume", volume_main, "run a volume server: stores blobs in volumes, serves them over HTTP"},
+    {"mount", mount_main, "mount the cluster as a FUSE filesystem (metadata in LMDB)"},
+    {"server", server_main, "run a master and a volume server in one process, for one machine"},
+    {"upload", upload_main, "upload files or directories: assign a file id, store each file"},
+    {"download", download_main, "download blobs by file id into a directory"},
+    {"delete", delete_main, "delete blobs by file id"},
+    {"status", status_main, "show the cluster: masters, leader, volume servers, volumes"},
+    {"benchmark", benchmark_main, "write then read many small blobs; report throughput, latency"},
+    {"version", version_main, "print the version"},
+    {"help", help_main, "list the commands, or the flags of one: kelp help <command>"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -11,28 +11,37 @@
 int master_main(int argc, char **argv)
 {
 	static const char summary[] =
-		"run a master: knows the volume servers, assigns file ids, grows volumes";
+	    "run a master: knows the volume servers, assigns file ids, grows volumes";
 	char *ip = "127.0.0.1", *mdir = "/tmp", *peers = "", *default_replication = "000",
 	     *jwt_key = "", *white_list = "", *ready_file = "";
 	int port = 9333, volume_size_limit_mb = 30000, pulse_seconds = 1, threads = 0,
 	    vacuum_interval = 15 * 60, election_timeout_ms = 1000;
 	double garbage_threshold = 0.3;
 	const struct flag flags[] = {
-		FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
-		FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
-		FLAG("mdir", FLAG_STRING, &mdir, "directory for the master's state (sequence, raft)"),
-		FLAG("peers", FLAG_STRING, &peers, "comma list of every master's ip:port, this one included (HA with Raft)"),
-		FLAG("defaultReplication", FLAG_STRING, &default_replication, "replication when assign names none"),
-		FLAG("volumeSizeLimitMB", FLAG_INT, &volume_size_limit_mb, "a volume over this size stops taking writes, MiB"),
-		FLAG("garbageThreshold", FLAG_DOUBLE, &garbage_threshold, "vacuum volumes with more garbage than this ratio"),
-		FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "heartbeat period of volume servers; a node is dead after 3"),
-		FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign write tokens with this key; \"\" = no tokens"),
-		FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write; \"\" = all"),
-		FLAG("vacuumIntervalSeconds", FLAG_INT, &vacuum_interval, "seconds between automatic vacuum passes; 0 = never"),
-		FLAG("electionTimeoutMs", FLAG_INT, &election_timeout_ms, "Raft election timeout with -peers, ms"),
-		FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
-		FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
-		FLAG_END,
+	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
+	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
+	    FLAG("mdir", FLAG_STRING, &mdir, "directory for the master's state (sequence, raft)"),
+	    FLAG("peers", FLAG_STRING, &peers,
+		 "comma list of every master's ip:port, this one included (HA with Raft)"),
+	    FLAG("defaultReplication", FLAG_STRING, &default_replication,
+		 "replication when assign names none"),
+	    FLAG("volumeSizeLimitMB", FLAG_INT, &volume_size_limit_mb,
+		 "a volume over this size stops taking writes, MiB"),
+	    FLAG("garbageThreshold", FLAG_DOUBLE, &garbage_threshold,
+		 "vacuum volumes with more garbage than this ratio"),
+	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds,
+		 "heartbeat period of volume servers; a node is dead after 3"),
+	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
+		 "sign write tokens with this key; \"\" = no tokens"),
+	    FLAG("whiteList", FLAG_STRING, &white_list,
+		 "comma list of IPs allowed to write; \"\" = all"),
+	    FLAG("vacuumIntervalSeconds", FLAG_INT, &vacuum_interval,
+		 "seconds between automatic vacuum passes; 0 = never"),
+	    FLAG("electionTimeoutMs", FLAG_INT, &election_timeout_ms,
+		 "Raft election timeout with -peers, ms"),
+	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
+	    FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
+	    FLAG_END,
 	};
 	struct master_options opt;
 	struct master *m;
@@ -49,7 +58,9 @@ int master_main(int argc, char **argv)
 	}
 	if (port < 0 || port > 65535 || volume_size_limit_mb <= 0 || pulse_seconds <= 0 ||
 	    volume_size_limit_mb > 32 * 1024) {
-		fprintf(stderr, "kelp master: -port must be 0-65535, -pulseSeconds positive, -volumeSizeLimitMB 1-32768\n");
+		fprintf(
+		    stderr,
+		    "kelp master: -port must be 0-65535, -pulseSeconds positive, -volumeSizeLimitMB 1-32768\n");
 		return 2;
 	}
 	memset(&opt, 0, sizeof(opt));

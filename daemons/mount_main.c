@@ -25,24 +25,28 @@ static void mounted(void *ctx)
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
-		"mount the cluster as a filesystem: metadata in LMDB under -meta, data in the cluster";
+	    "mount the cluster as a filesystem: metadata in LMDB under -meta, data in the cluster";
 	char *dir = "", *master = "localhost:9333", *meta_dir = "/var/lib/kelp/meta",
 	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
 	int chunk_mb = 4, cache_mb = 128, timeout_s = 30, threads = 16;
 	const struct flag flags[] = {
-		FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
-		FLAG("master", FLAG_STRING, &master, "comma list of masters"),
-		FLAG("meta", FLAG_STRING, &meta_dir, "directory of the metadata (LMDB) on this host"),
-		FLAG("collection", FLAG_STRING, &collection, "collection of the file data"),
-		FLAG("replication", FLAG_STRING, &replication, "replication of the file data (\"\" = the master's default)"),
-		FLAG("ttl", FLAG_STRING, &ttl, "time to live of the file data (\"\" = none)"),
-		FLAG("chunkSizeLimitMB", FLAG_INT, &chunk_mb, "files are stored in chunks of this size, MiB"),
-		FLAG("cacheCapacityMB", FLAG_INT, &cache_mb, "memory cache of file chunks, MiB (0 = none)"),
-		FLAG("timeout", FLAG_INT, &timeout_s, "seconds before a cluster call fails with EIO"),
-		FLAG("o", FLAG_STRING, &options, "FUSE mount options, comma list (allow_other, ro, ...)"),
-		FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
-		FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
-		FLAG_END,
+	    FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
+	    FLAG("master", FLAG_STRING, &master, "comma list of masters"),
+	    FLAG("meta", FLAG_STRING, &meta_dir, "directory of the metadata (LMDB) on this host"),
+	    FLAG("collection", FLAG_STRING, &collection, "collection of the file data"),
+	    FLAG("replication", FLAG_STRING, &replication,
+		 "replication of the file data (\"\" = the master's default)"),
+	    FLAG("ttl", FLAG_STRING, &ttl, "time to live of the file data (\"\" = none)"),
+	    FLAG("chunkSizeLimitMB", FLAG_INT, &chunk_mb,
+		 "files are stored in chunks of this size, MiB"),
+	    FLAG("cacheCapacityMB", FLAG_INT, &cache_mb,
+		 "memory cache of file chunks, MiB (0 = none)"),
+	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds before a cluster call fails with EIO"),
+	    FLAG("o", FLAG_STRING, &options,
+		 "FUSE mount options, comma list (allow_other, ro, ...)"),
+	    FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
+	    FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
+	    FLAG_END,
 	};
 	struct kelp_fs_options fo;
 	struct kelp_fs fs;
@@ -61,7 +65,9 @@ int mount_main(int argc, char **argv)
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || timeout_s <= 0) {
-		fprintf(stderr, "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
+		fprintf(
+		    stderr,
+		    "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
 		return 2;
 	}
 	/*

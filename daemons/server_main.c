@@ -15,7 +15,7 @@
 int server_main(int argc, char **argv)
 {
 	static const char summary[] =
-		"run a master and a volume server in one process, for one machine";
+	    "run a master and a volume server in one process, for one machine";
 	char *ip = "127.0.0.1", *dir = "./data", *default_replication = "000", *jwt_key = "",
 	     *white_list = "", *ready_file = "", *volume_ready_file = "", *dc = "", *rack = "";
 	int mport = 9333, volume_port = 8080, volume_max = 32, volume_size_limit_mb = 30000,
@@ -23,25 +23,32 @@ int server_main(int argc, char **argv)
 	double garbage_threshold = 0.3;
 	bool fsync_writes = false;
 	const struct flag flags[] = {
-		FLAG("dir", FLAG_STRING, &dir, "data directory (master state and volumes under it)"),
-		FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
-		FLAG("master.port", FLAG_INT, &mport, "master HTTP port; 0 picks a free one"),
-		FLAG("volume.port", FLAG_INT, &volume_port, "volume server HTTP port; 0 picks a free one"),
-		FLAG("volume.max", FLAG_INT, &volume_max, "most volumes this server holds"),
-		FLAG("dataCenter", FLAG_STRING, &dc, "data center name"),
-		FLAG("rack", FLAG_STRING, &rack, "rack name"),
-		FLAG("defaultReplication", FLAG_STRING, &default_replication, "replication when assign names none"),
-		FLAG("volumeSizeLimitMB", FLAG_INT, &volume_size_limit_mb, "a volume over this size stops taking writes, MiB"),
-		FLAG("fileSizeLimitMB", FLAG_INT, &file_size_limit_mb, "largest accepted upload, MiB"),
-		FLAG("garbageThreshold", FLAG_DOUBLE, &garbage_threshold, "vacuum volumes with more garbage than this ratio"),
-		FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "heartbeat period"),
-		FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
-		FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign and check write tokens with this key"),
-		FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write"),
-		FLAG("readyFile", FLAG_STRING, &ready_file, "write the master's port here once serving"),
-		FLAG("volume.readyFile", FLAG_STRING, &volume_ready_file, "write the volume server's port here once serving"),
-		FLAG("threads", FLAG_INT, &threads, "HTTP worker threads per server (0 = 2 x CPUs, at least 4)"),
-		FLAG_END,
+	    FLAG("dir", FLAG_STRING, &dir, "data directory (master state and volumes under it)"),
+	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
+	    FLAG("master.port", FLAG_INT, &mport, "master HTTP port; 0 picks a free one"),
+	    FLAG("volume.port", FLAG_INT, &volume_port,
+		 "volume server HTTP port; 0 picks a free one"),
+	    FLAG("volume.max", FLAG_INT, &volume_max, "most volumes this server holds"),
+	    FLAG("dataCenter", FLAG_STRING, &dc, "data center name"),
+	    FLAG("rack", FLAG_STRING, &rack, "rack name"),
+	    FLAG("defaultReplication", FLAG_STRING, &default_replication,
+		 "replication when assign names none"),
+	    FLAG("volumeSizeLimitMB", FLAG_INT, &volume_size_limit_mb,
+		 "a volume over this size stops taking writes, MiB"),
+	    FLAG("fileSizeLimitMB", FLAG_INT, &file_size_limit_mb, "largest accepted upload, MiB"),
+	    FLAG("garbageThreshold", FLAG_DOUBLE, &garbage_threshold,
+		 "vacuum volumes with more garbage than this ratio"),
+	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "heartbeat period"),
+	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
+	    FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign and check write tokens with this key"),
+	    FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write"),
+	    FLAG("readyFile", FLAG_STRING, &ready_file,
+		 "write the master's port here once serving"),
+	    FLAG("volume.readyFile", FLAG_STRING, &volume_ready_file,
+		 "write the volume server's port here once serving"),
+	    FLAG("threads", FLAG_INT, &threads,
+		 "HTTP worker threads per server (0 = 2 x CPUs, at least 4)"),
+	    FLAG_END,
 	};
 	struct master_options mo;
 	struct volume_server_options vo;
@@ -104,7 +111,8 @@ int server_main(int argc, char **argv)
 	vo.white_list = white_list;
 	ret = volume_server_start(&vo, &vs);
 	if (ret < 0) {
-		fprintf(stderr, "kelp server: cannot start the volume server: %s\n", strerror(-ret));
+		fprintf(stderr, "kelp server: cannot start the volume server: %s\n",
+			strerror(-ret));
 		master_stop(m);
 		return 1;
 	}

@@ -65,7 +65,7 @@ int wait_for_stop_signal(void)
 int volume_main(int argc, char **argv)
 {
 	static const char summary[] =
-		"run a volume server: stores blobs in volumes, serves them over HTTP";
+	    "run a volume server: stores blobs in volumes, serves them over HTTP";
 	char *ip = "127.0.0.1", *public_url = "", *dir = "/tmp", *max = "8",
 	     *master = "localhost:9333", *dc = "", *rack = "", *ready_file = "",
 	     *read_mode = "proxy";
@@ -73,24 +73,29 @@ int volume_main(int argc, char **argv)
 	int port = 8080, file_size_limit_mb = 256, threads = 0, pulse_seconds = 1, n_dirs, n_max;
 	bool fsync_writes = false;
 	const struct flag flags[] = {
-		FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
-		FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
-		FLAG("publicUrl", FLAG_STRING, &public_url, "address clients should use (default ip:port)"),
-		FLAG("dir", FLAG_STRING, &dir, "comma list of data directories"),
-		FLAG("max", FLAG_STRING, &max, "comma list of max volume counts, one per -dir"),
-		FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
-		FLAG_ALIAS("mserver", FLAG_STRING, &master),
-		FLAG("dataCenter", FLAG_STRING, &dc, "data center name"),
-		FLAG("rack", FLAG_STRING, &rack, "rack name"),
-		FLAG("fileSizeLimitMB", FLAG_INT, &file_size_limit_mb, "largest accepted upload, MiB"),
-		FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
-		FLAG("readMode", FLAG_STRING, &read_mode, "reads of volumes held elsewhere: proxy|redirect|local"),
-		FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
-		FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
-		FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "seconds between heartbeats to each master"),
-		FLAG("jwtKey", FLAG_STRING, &jwt_key, "key of the masters' write tokens; \"\" = no tokens needed"),
-		FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write; \"\" = all"),
-		FLAG_END,
+	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
+	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
+	    FLAG("publicUrl", FLAG_STRING, &public_url,
+		 "address clients should use (default ip:port)"),
+	    FLAG("dir", FLAG_STRING, &dir, "comma list of data directories"),
+	    FLAG("max", FLAG_STRING, &max, "comma list of max volume counts, one per -dir"),
+	    FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
+	    FLAG_ALIAS("mserver", FLAG_STRING, &master),
+	    FLAG("dataCenter", FLAG_STRING, &dc, "data center name"),
+	    FLAG("rack", FLAG_STRING, &rack, "rack name"),
+	    FLAG("fileSizeLimitMB", FLAG_INT, &file_size_limit_mb, "largest accepted upload, MiB"),
+	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
+	    FLAG("readMode", FLAG_STRING, &read_mode,
+		 "reads of volumes held elsewhere: proxy|redirect|local"),
+	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
+	    FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
+	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds,
+		 "seconds between heartbeats to each master"),
+	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
+		 "key of the masters' write tokens; \"\" = no tokens needed"),
+	    FLAG("whiteList", FLAG_STRING, &white_list,
+		 "comma list of IPs allowed to write; \"\" = all"),
+	    FLAG_END,
 	};
 	struct volume_server_options opt;
 	struct volume_server *vs;

@@ -22,13 +22,13 @@ struct extent {
 
 struct open_file {
 	uint64_t ino;
-	int refs;             /* protected by fs->files_lock */
-	bool unlinked;        /* protected by fs->files_lock */
+	int refs;		/* protected by fs->files_lock */
+	bool unlinked;		/* protected by fs->files_lock */
 	struct open_file *next; /* protected by fs->files_lock */
-	pthread_mutex_t lock; /* everything below */
-	struct extent *ext;   /* sorted by offset, non-overlapping */
+	pthread_mutex_t lock;	/* everything below */
+	struct extent *ext;	/* sorted by offset, non-overlapping */
 	int n_ext, cap_ext;
-	int error;            /* a failed upload poisons writes until the next flush */
+	int error; /* a failed upload poisons writes until the next flush */
 };
 
 /* ---------------------------------------------------------------- clients */
@@ -217,8 +217,7 @@ static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durabl
 }
 
 /* Uploads extents [from, to) of f and records them in one transaction. */
-static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to,
-			  bool durable)
+static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to, bool durable)
 {
 	struct meta_chunk *chunks;
 	int rc = 0, n = to - from;
@@ -441,8 +440,8 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 	return e;
 }
 
-int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from,
-		       uint64_t len, uint8_t *out)
+int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,
+		       uint8_t *out)
 {
 	const struct chunk_cache_entry *e = fetch_blob(fs, c->fid);
 	uint64_t at = c->blob_offset + from;
@@ -578,16 +577,19 @@ void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes)
 		long status = 0;
 
 		fs->statfs_at_ns = now;
-		if (cl && kelp_client_master_get(cl, "/dir/status", false, &status, &body, &len,
-						  NULL) == 0 &&
+		if (cl &&
+		    kelp_client_master_get(cl, "/dir/status", false, &status, &body, &len, NULL) ==
+			0 &&
 		    status == 200) {
 			json_t *j = json_loads(body, 0, NULL);
 			json_t *t = json_object_get(j, "Topology");
 			/* Slots times the default volume size limit (30000 MB). */
 			uint64_t slot = 30000ull << 20;
 
-			fs->total_bytes = (uint64_t)json_integer_value(json_object_get(t, "Max")) * slot;
-			fs->free_bytes = (uint64_t)json_integer_value(json_object_get(t, "Free")) * slot;
+			fs->total_bytes =
+			    (uint64_t)json_integer_value(json_object_get(t, "Max")) * slot;
+			fs->free_bytes =
+			    (uint64_t)json_integer_value(json_object_get(t, "Free")) * slot;
 			json_decref(j);
 		}
 		free(body);

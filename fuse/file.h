@@ -33,7 +33,7 @@ struct kelp_fs_options {
 	const char *replication;
 	const char *ttl;
 	size_t chunk_size;  /* bytes */
-	int timeout_ms;     /* bound of every cluster call */
+	int timeout_ms;	    /* bound of every cluster call */
 	size_t cache_bytes; /* chunk cache capacity */
 };
 
@@ -91,8 +91,8 @@ uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed);
 void file_truncate_dirty(struct open_file *f, uint64_t size);
 
 /* Reads a blob range for a file without an open handle (no dirty data). */
-int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from,
-		       uint64_t len, uint8_t *out);
+int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,
+		       uint8_t *out);
 
 /* Capacity of the cluster for statfs (cached 10 s). */
 void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes);

@@ -214,8 +214,7 @@ static int get_dentry(struct meta *m, MDB_txn *txn, uint64_t parent, const char 
 	return 0;
 }
 
-static int put_dentry(struct meta *m, MDB_txn *txn, uint64_t parent, const char *name,
-		      uint64_t ino)
+static int put_dentry(struct meta *m, MDB_txn *txn, uint64_t parent, const char *name, uint64_t ino)
 {
 	uint8_t k[8 + META_NAME_MAX], v[8];
 	MDB_val key = {dentry_key(k, parent, name), k}, val = {8, v};
@@ -347,8 +346,8 @@ static int decode_chunk(const MDB_val *key, const MDB_val *val, struct meta_chun
 }
 
 /* Collects the chunks of ino overlapping [start, end) (caller frees). */
-static int collect_chunks(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t start,
-			  uint64_t end, struct meta_chunk **out)
+static int collect_chunks(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t start, uint64_t end,
+			  struct meta_chunk **out)
 {
 	MDB_cursor *cur;
 	uint8_t k[16];
@@ -997,8 +996,8 @@ int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len
 
 	if (rc < 0)
 		return rc;
-	rc = collect_chunks(m, txn, ino, offset, len > UINT64_MAX - offset ? UINT64_MAX : offset + len,
-			    out);
+	rc = collect_chunks(m, txn, ino, offset,
+			    len > UINT64_MAX - offset ? UINT64_MAX : offset + len, out);
 	mdb_txn_abort(txn);
 	return rc;
 }
@@ -1065,8 +1064,8 @@ static size_t xattr_key(uint8_t *k, uint64_t ino, const char *name)
 	return 8 + n;
 }
 
-int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value,
-		  size_t len, int flags)
+int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value, size_t len,
+		  int flags)
 {
 	uint8_t k[8 + 256];
 	MDB_val key, val = {len, (void *)value}, old;

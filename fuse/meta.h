@@ -135,8 +135,8 @@ int meta_chunk_count(struct meta *m, uint64_t ino);
 int meta_readdir(struct meta *m, uint64_t ino, const char *after,
 		 int (*fn)(void *ctx, const char *name, const struct meta_attr *attr), void *ctx);
 
-int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value,
-		  size_t len, int flags);
+int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value, size_t len,
+		  int flags);
 /* Returns the value's length (copied when cap allows; -ERANGE when cap is too small
  * and non-zero), -ENODATA when absent. */
 int meta_getxattr(struct meta *m, uint64_t ino, const char *name, void *buf, size_t cap);

@@ -189,8 +189,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* Creates a node; the setgid bit of the parent passes its group (and to directories). */
-static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev, const char *target, struct meta_attr *out)
+static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
+		     const char *target, struct meta_attr *out)
 {
 	struct kelp_fs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -205,11 +205,11 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		if (S_ISDIR(mode))
 			mode |= S_ISGID;
 	}
-	return meta_create(fs->meta, parent, name, mode, ctx->uid, gid, (uint32_t)rdev, target, out);
+	return meta_create(fs->meta, parent, name, mode, ctx->uid, gid, (uint32_t)rdev, target,
+			   out);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev)
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct meta_attr a;
 	int rc = do_create(req, parent, name, mode, rdev, NULL, &a);
@@ -422,8 +422,8 @@ struct fill {
 	struct kelp_fs *fs;
 	char *buf;
 	size_t cap, len;
-	off_t next_off;  /* offset of the entry being added */
-	off_t skip_to;   /* slow path: entries before this offset are skipped */
+	off_t next_off; /* offset of the entry being added */
+	off_t skip_to;	/* slow path: entries before this offset are skipped */
 	struct dir_handle *d;
 	bool full;
 };
@@ -611,36 +611,36 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 static const struct fuse_lowlevel_ops ops = {
-	.init = op_init,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.readlink = op_readlink,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.symlink = op_symlink,
-	.link = op_link,
-	.unlink = op_unlink,
-	.rmdir = op_rmdir,
-	.rename = op_rename,
-	.open = op_open,
-	.create = op_create,
-	.read = op_read,
-	.write = op_write,
-	.flush = op_flush,
-	.release = op_release,
-	.fsync = op_fsync,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.releasedir = op_releasedir,
-	.fsyncdir = op_fsyncdir,
-	.statfs = op_statfs,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.removexattr = op_removexattr,
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .symlink = op_symlink,
+    .link = op_link,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .rename = op_rename,
+    .open = op_open,
+    .create = op_create,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
 };
 
 const struct fuse_lowlevel_ops *kelp_fuse_ops(void)
@@ -676,8 +676,8 @@ static void *stop_on_signal(void *arg)
 	return NULL;
 }
 
-int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts,
-		  int threads, void (*ready)(void *ctx), void *ctx)
+int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts, int threads,
+		  void (*ready)(void *ctx), void *ctx)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;

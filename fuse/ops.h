@@ -22,7 +22,7 @@ const struct fuse_lowlevel_ops *kelp_fuse_ops(void);
  * SIGHUP; the caller blocks them in every thread before starting any). fuse_opts: extra "-o" options (comma list), may be NULL. ready: called once
  * mounted (may be NULL). Returns 0 or -errno.
  */
-int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts,
-		  int threads, void (*ready)(void *ctx), void *ctx);
+int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts, int threads,
+		  void (*ready)(void *ctx), void *ctx);
 
 #endif

@@ -27,8 +27,8 @@ int main(int argc, char **argv)
 		return 1;
 	for (uint64_t i = 1; i <= n; i++) {
 		struct needle nd = {.cookie = 0x12345678, .id = i};
-		struct volume_data d = {.mem = data, .len = sizeof(data),
-					.crc = crc32c(0, data, sizeof(data))};
+		struct volume_data d = {
+		    .mem = data, .len = sizeof(data), .crc = crc32c(0, data, sizeof(data))};
 
 		if (volume_write(v, &nd, &d, false, NULL) < 0) {
 			fprintf(stderr, "write %" PRIu64 " failed\n", i);

@@ -76,7 +76,9 @@ void flags_usage(const struct flag *table, const char *cmd, const char *summary,
 			break;
 		}
 		fprintf(out, "  -%s %s\n\t%s (default %s)\n", f->name,
-			f->type == FLAG_INT ? "int" : f->type == FLAG_DOUBLE ? "float" : "bool",
+			f->type == FLAG_INT	 ? "int"
+			: f->type == FLAG_DOUBLE ? "float"
+						 : "bool",
 			f->help, def);
 	}
 }

@@ -24,9 +24,18 @@ struct flag {
 };
 
 /* Table entries: FLAG(name, type, &var, help), FLAG_ALIAS(name, type, &var), FLAG_END. */
-#define FLAG(name, type, target, help)  {(name), (type), (target), (help), false}
-#define FLAG_ALIAS(name, type, target) {(name), (type), (target), "", true}
-#define FLAG_END                        {NULL, FLAG_BOOL, NULL, NULL, false}
+#define FLAG(name, type, target, help)                                                             \
+	{                                                                                          \
+		(name), (type), (target), (help), false                                            \
+	}
+#define FLAG_ALIAS(name, type, target)                                                             \
+	{                                                                                          \
+		(name), (type), (target), "", true                                                 \
+	}
+#define FLAG_END                                                                                   \
+	{                                                                                          \
+		NULL, FLAG_BOOL, NULL, NULL, false                                                 \
+	}
 
 /*
  * Parses argv[0..argc) against the table. Returns the index of the first positional

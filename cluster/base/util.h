@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
-uint64_t now_ns(void);       /* CLOCK_REALTIME in nanoseconds */
+uint64_t now_ns(void);	     /* CLOCK_REALTIME in nanoseconds */
 uint64_t monotonic_ns(void); /* CLOCK_MONOTONIC in nanoseconds */
 
 /* Standard base64 with padding. Returns the output length (out holds 4*ceil(n/3)+1). */
