@@ -1,11 +1,13 @@
 /* kelp mount: flags, open the metadata, mount, serve until unmounted or signalled. */
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
@@ -14,12 +16,63 @@
 #include "fuse/meta.h"
 #include "fuse/ops.h"
 
+struct mount_ready {
+	const char *ready_file;
+	int daemon_pipe; /* -daemon: tells the waiting parent the mount is up, or -1 */
+};
+
 static void mounted(void *ctx)
 {
-	const char *ready_file = ctx;
+	struct mount_ready *r = ctx;
 
-	if (ready_file && *ready_file && write_ready_file(ready_file, 1) < 0)
-		log_error("cannot write ready file %s", ready_file);
+	if (r->ready_file && *r->ready_file && write_ready_file(r->ready_file, 1) < 0)
+		log_error("cannot write ready file %s", r->ready_file);
+	if (r->daemon_pipe >= 0) {
+		if (write(r->daemon_pipe, "1", 1) != 1)
+			log_error("cannot tell the parent the mount is up");
+		close(r->daemon_pipe);
+		r->daemon_pipe = -1;
+	}
+}
+
+/*
+ * -daemon: forks; the parent waits until the child has mounted (exit 0) or failed
+ * (exit 1), so "kelp mount -daemon" and mount(8) return once the mount works.
+ * Returns the pipe the child reports on, or -1 in the parent's error case.
+ */
+static int daemonize(const char *log_file)
+{
+	int fds[2], fd;
+	pid_t pid;
+	char c;
+
+	if (pipe(fds) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0) {
+		close(fds[1]);
+		_exit(read(fds[0], &c, 1) == 1 ? 0 : 1);
+	}
+	close(fds[0]);
+	setsid();
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		close(fd);
+	}
+	fd = open(log_file && *log_file ? log_file : "/dev/null",
+		  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		dup2(fd, STDERR_FILENO);
+		close(fd);
+	}
+	if (chdir("/") < 0) {
+		/* nothing depends on the working directory */
+	}
+	return fds[1];
 }
 
 int mount_main(int argc, char **argv)
@@ -28,7 +81,10 @@ int mount_main(int argc, char **argv)
 	    "mount the cluster as a filesystem: metadata in LMDB under -meta, data in the cluster";
 	char *dir = "", *master = "localhost:9333", *meta_dir = "/var/lib/kelp/meta",
 	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
+	char *log_file = "";
 	int chunk_mb = 4, cache_mb = 128, timeout_s = 30, threads = 16;
+	bool daemon_mode = false;
+	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
 	    FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
 	    FLAG("master", FLAG_STRING, &master, "comma list of masters"),
@@ -46,6 +102,8 @@ int mount_main(int argc, char **argv)
 		 "FUSE mount options, comma list (allow_other, ro, ...)"),
 	    FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
+	    FLAG("daemon", FLAG_BOOL, &daemon_mode, "run in the background; return once mounted"),
+	    FLAG("logFile", FLAG_STRING, &log_file, "with -daemon: append the log here"),
 	    FLAG_END,
 	};
 	struct kelp_fs_options fo;
@@ -70,6 +128,29 @@ int mount_main(int argc, char **argv)
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
 		return 2;
 	}
+	if (daemon_mode) {
+		char meta_abs[4096], dir_abs[4096];
+
+		/* Paths are relative to where we were started, not to "/". */
+		if (!realpath(meta_dir, meta_abs)) {
+			if (mkdir(meta_dir, 0700) < 0 || !realpath(meta_dir, meta_abs)) {
+				fprintf(stderr, "kelp mount: bad -meta %s\n", meta_dir);
+				return 2;
+			}
+		}
+		if (!realpath(dir, dir_abs)) {
+			fprintf(stderr, "kelp mount: bad mount point %s\n", dir);
+			return 2;
+		}
+		meta_dir = strdup(meta_abs);
+		dir = strdup(dir_abs);
+		ready.daemon_pipe = daemonize(log_file);
+		if (ready.daemon_pipe < 0) {
+			fprintf(stderr, "kelp mount: cannot daemonize\n");
+			return 1;
+		}
+	}
+	ready.ready_file = ready_file;
 	/*
 	 * Chunk-sized buffers (MiBs) come and go all the time: a fixed mmap threshold
 	 * returns them to the system at once instead of letting glibc grow its heaps
@@ -97,7 +178,7 @@ int mount_main(int argc, char **argv)
 	fo.cache_bytes = (size_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
 	if (ret == 0)
-		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, ready_file);
+		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
 	kelp_fs_destroy(&fs);
 	meta_close(meta);
 	curl_global_cleanup();
