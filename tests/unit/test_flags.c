@@ -247,7 +247,7 @@ static void test_usage(void **state)
 	FILE *f = open_memstream(&text, &len);
 
 	assert_non_null(f);
-	o.dir = strdup("/data");
+	o.dir = "/data";
 	flags_usage(table, "volume", "start a volume server", f);
 	fclose(f);
 	assert_non_null(strstr(text, "kelp volume"));
