@@ -51,6 +51,17 @@ struct consensus {
 	uint64_t term;
 };
 
+/*
+ * libraft 0.15 copies entry payloads in whole 8-byte words (a payload of another
+ * length reads past its buffer on the receiving side), so payloads are padded with
+ * spaces to a multiple of 8: the state machine's commands are JSON, where trailing
+ * whitespace is harmless.
+ */
+static size_t pad8(size_t len)
+{
+	return (len + 7) & ~(size_t)7;
+}
+
 /* ---------------------------------------------------------------- state machine glue */
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -74,14 +85,16 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 		free(data);
 		return RAFT_NOMEM;
 	}
-	(*bufs)[0].base = raft_malloc(len);
+	/* libraft moves entries and snapshots in 8-byte units: pad (see propose). */
+	(*bufs)[0].base = raft_malloc(pad8(len));
 	if (!(*bufs)[0].base) {
 		raft_free(*bufs);
 		free(data);
 		return RAFT_NOMEM;
 	}
+	memset((*bufs)[0].base, ' ', pad8(len));
 	memcpy((*bufs)[0].base, data, len);
-	(*bufs)[0].len = len;
+	(*bufs)[0].len = pad8(len);
 	*n = 1;
 	free(data);
 	return 0;
@@ -169,10 +182,11 @@ static void drain_queue(uv_async_t *handle)
 		int rv;
 
 		list = p->next;
-		buf.base = raft_malloc(p->len);
-		buf.len = p->len;
+		buf.base = raft_malloc(pad8(p->len));
+		buf.len = pad8(p->len);
 		rv = buf.base ? 0 : RAFT_NOMEM;
 		if (rv == 0) {
+			memset(buf.base, ' ', buf.len);
 			memcpy(buf.base, p->cmd, p->len);
 			p->req.data = p;
 			rv = raft_apply(&c->raft, &p->req, &buf, 1, apply_done);

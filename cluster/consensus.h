@@ -4,7 +4,8 @@
  * The masters replicate only small, monotonic state through Raft (the max volume id,
  * the file-key high-water mark, the cluster id): the caller provides a state machine
  * as callbacks, and proposes commands from any thread with consensus_propose, which
- * blocks until the command is committed and applied here, or fails.
+ * blocks until the command is committed and applied here, or fails. Commands and
+ * snapshots reach the state machine padded with spaces to a multiple of 8 bytes.
  *
  * Addresses are Raft addresses (host:port of the Raft TCP transport). Node ids are
  * raft_digest(address), so every master derives the same ids from the same -peers

@@ -11,11 +11,17 @@
 #include <unistd.h>
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static __thread CURL *thread_handle;
+static pthread_key_t handle_key; /* each thread's curl handle, cleaned up at its exit */
+
+static void free_handle(void *h)
+{
+	curl_easy_cleanup(h);
+}
 
 static void global_init(void)
 {
 	curl_global_init(CURL_GLOBAL_ALL);
+	pthread_key_create(&handle_key, free_handle);
 }
 
 void http_client_global_init(void)
@@ -134,9 +140,12 @@ int http_client_do(const struct http_client_request *req, struct http_client_res
 
 	memset(resp, 0, sizeof(*resp));
 	http_client_global_init();
-	if (!thread_handle)
-		thread_handle = curl_easy_init();
-	c = thread_handle;
+	c = pthread_getspecific(handle_key);
+	if (!c) {
+		c = curl_easy_init();
+		if (c)
+			pthread_setspecific(handle_key, c);
+	}
 	if (!c) {
 		snprintf(resp->error, sizeof(resp->error), "cannot create a curl handle");
 		return -EIO;

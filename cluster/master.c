@@ -861,8 +861,14 @@ static void handle_redirect(struct master *m, struct http_request *req)
 		http_reply_error(req, 404, "volume id %u not found", fid.vid);
 		return;
 	}
-	snprintf(location, sizeof(location), "http://%s%s",
-		 v.locations[(unsigned)now_ns() % (unsigned)v.n_locations].public_url, path);
+	{
+		char query[600];
+
+		http_query_string(req, query, sizeof(query));
+		snprintf(location, sizeof(location), "http://%s%s%s%s",
+			 v.locations[(unsigned)now_ns() % (unsigned)v.n_locations].public_url, path,
+			 query[0] ? "?" : "", query);
+	}
 	http_reply_empty(req, 308);
 	http_add_header(req, "Location", location);
 }
