@@ -49,6 +49,12 @@ struct consensus {
 	bool is_leader;
 	char leader[128];
 	uint64_t term;
+
+	/* loop thread only: a new leader first applies everything committed before it */
+	struct raft_barrier barrier;
+	bool barrier_pending;
+	bool leader_ready;
+	uint64_t ready_term;
 };
 
 /*
@@ -130,12 +136,38 @@ static void apply_done(struct raft_apply *req, int status, void *result)
 		free(p);
 }
 
+static void barrier_done(struct raft_barrier *req, int status)
+{
+	struct consensus *c = req->data;
+
+	c->barrier_pending = false;
+	if (status == 0 && raft_state(&c->raft) == RAFT_LEADER) {
+		c->leader_ready = true;
+		c->ready_term = c->raft.current_term;
+	}
+}
+
 static void publish_state(struct consensus *c)
 {
 	raft_id id;
 	const char *addr = NULL;
-	bool leader = raft_state(&c->raft) == RAFT_LEADER;
-	bool was;
+	bool raft_leader_now = raft_state(&c->raft) == RAFT_LEADER;
+	bool leader, was;
+
+	/*
+	 * A new leader may not have applied every entry its predecessor committed (it
+	 * learns the commit index with its own first entry). It counts as leader only
+	 * once a barrier has gone through: then the state machine is complete, and the
+	 * sequence can skip the last reserved block.
+	 */
+	if (!raft_leader_now || c->ready_term != c->raft.current_term)
+		c->leader_ready = false;
+	if (raft_leader_now && !c->leader_ready && !c->barrier_pending) {
+		c->barrier.data = c;
+		if (raft_barrier(&c->raft, &c->barrier, barrier_done) == 0)
+			c->barrier_pending = true;
+	}
+	leader = raft_leader_now && c->leader_ready;
 
 	raft_leader(&c->raft, &id, &addr);
 	pthread_mutex_lock(&c->lock);

@@ -13,8 +13,9 @@
  * Replies are queued on libmicrohttpd's second call for a request, never the first,
  * which keeps connections alive (DESIGN.md, "known traps").
  *
- * Threads: libmicrohttpd runs an epoll thread pool; the handler and callbacks of one
- * request always run on one thread, handlers of different requests concurrently.
+ * Threads: libmicrohttpd runs an epoll thread pool, or a thread per connection
+ * (http_server_options.thread_per_connection); the handler and callbacks of one request
+ * always run on one thread, handlers of different requests concurrently.
  */
 #ifndef KELP_HTTP_H
 #define KELP_HTTP_H
@@ -51,6 +52,9 @@ struct http_server_options {
 	int port;	    /* 0 = any free port */
 	int threads;	    /* 0 = 2 x CPUs, at least 4 */
 	unsigned timeout_s; /* idle connection timeout; 0 = 120 */
+	/* One thread per connection instead of the epoll pool: handlers may block on
+	 * other servers (proxying, replication) without stalling unrelated clients. */
+	bool thread_per_connection;
 };
 
 /* Starts listening. Returns 0 and *out, or -errno (e.g. -EADDRINUSE). */

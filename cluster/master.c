@@ -654,9 +654,17 @@ static void vacuum_all(struct master *m, double threshold)
 
 	pthread_mutex_lock(&m->vacuum_lock);
 	n = topology_volumes(m->topo, now_ns(), &views);
-	for (int i = 0; i < n; i++)
-		if (views[i].deleted_bytes > 0)
-			vacuum_volume(m, &views[i], threshold);
+	for (int i = 0; i < n; i++) {
+		/*
+		 * Every replica is asked for its garbage ratio (heartbeats may not have
+		 * reported recent deletes yet). A volume missing a replica or read-only is
+		 * left alone: the copies would end up at different revisions.
+		 */
+		if (views[i].read_only ||
+		    views[i].n_locations < placement_copies(views[i].replica_placement))
+			continue;
+		vacuum_volume(m, &views[i], threshold);
+	}
 	if (n > 0)
 		free(views);
 	pthread_mutex_unlock(&m->vacuum_lock);
@@ -1094,7 +1102,10 @@ static int start_consensus(struct master *m)
 int master_start(const struct master_options *opt, struct master **out)
 {
 	struct master *m = calloc(1, sizeof(*m));
-	struct http_server_options ho = {.ip = opt->ip, .port = opt->port, .threads = opt->threads};
+	struct http_server_options ho = {.ip = opt->ip,
+					 .port = opt->port,
+					 .threads = opt->threads,
+					 .thread_per_connection = true};
 	int ret;
 
 	if (!m)

@@ -1687,7 +1687,12 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 {
 	struct volume_server *vs = calloc(1, sizeof(*vs));
 	struct store_options so = {.fsync_every_write = opt->fsync};
-	struct http_server_options ho = {.ip = opt->ip, .port = opt->port, .threads = opt->threads};
+	/*
+	 * Replication and proxied reads block a pool thread on another server; enough
+	 * threads keep one slow peer from stalling the rest.
+	 */
+	struct http_server_options ho = {
+	    .ip = opt->ip, .port = opt->port, .threads = opt->threads > 0 ? opt->threads : 16};
 	int ret;
 
 	if (!vs)

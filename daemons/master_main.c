@@ -40,7 +40,7 @@ int master_main(int argc, char **argv)
 	    FLAG("electionTimeoutMs", FLAG_INT, &election_timeout_ms,
 		 "Raft election timeout with -peers, ms"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
-	    FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
+	    FLAG("threads", FLAG_INT, &threads, "unused: the master runs a thread per connection"),
 	    FLAG_END,
 	};
 	struct master_options opt;

@@ -88,7 +88,7 @@ int volume_main(int argc, char **argv)
 	    FLAG("readMode", FLAG_STRING, &read_mode,
 		 "reads of volumes held elsewhere: proxy|redirect|local"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
-	    FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 2 x CPUs, at least 4)"),
+	    FLAG("threads", FLAG_INT, &threads, "HTTP worker threads (0 = 16)"),
 	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds,
 		 "seconds between heartbeats to each master"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
