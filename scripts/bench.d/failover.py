@@ -9,14 +9,15 @@ leader dies, and what the Raft group costs in write throughput.
    gap between two acknowledged writes from just before the kill until writes flow
    again. Prints each outage and the median (target: median <= 3 s).
 2. `kelp benchmark -n N` against 3 masters (every master listed) and against one
-   master without -peers, each with 3 fresh volume servers; prints writes/s of both and
-   their ratio (target: >= 0.8).
+   master without -peers, each with 3 fresh volume servers, --rounds times each
+   (alternating, a fresh cluster every time: this machine's noise is large); prints
+   every run, the median writes/s of both and their ratio (target: >= 0.8).
 
 Everything runs in a temporary directory (removed unless --keep or a failure) and every
 process is killed on exit, whatever happens. Bounded: each wait has a timeout and the
 whole run is aborted after --budget seconds (default 290).
 
-Usage: failover.py [--kelp PATH] [--kills 10] [-n 20000] [-c 16] [--keep]
+Usage: failover.py [--kelp PATH] [--kills 10] [-n 20000] [-c 16] [--rounds 3] [--keep]
 KELP_BIN is the default of --kelp, then build-release/daemons/kelp, then build/daemons/kelp.
 """
 
@@ -119,9 +120,6 @@ def run_benchmark(kelp, masters, n, c, listfile, log):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     with open(log, "w") as f:
         f.write("$ %s\n%s\n%s" % (" ".join(cmd), r.stdout, r.stderr))
-    if r.returncode != 0:
-        raise RuntimeError("kelp benchmark exited with %d after %.0f s (see %s):\n%s" % (
-            r.returncode, time.monotonic() - t, log, (r.stdout + r.stderr)[-2000:]))
     sections = re.split(r"-{5,} (.+?) -{5,}", r.stdout)
     rates = {}
     for title, body in zip(sections[1::2], sections[2::2]):
@@ -131,45 +129,70 @@ def run_benchmark(kelp, masters, n, c, listfile, log):
             rates[title.strip()] = (float(m.group(1)), int(f.group(1)) if f else -1)
     write = [v for k, v in rates.items() if k.lower().startswith("writ")]
     if not write:
-        raise RuntimeError("no write phase in the benchmark output:\n" + r.stdout[-2000:])
+        raise RuntimeError("kelp benchmark exited with %d after %.0f s, no write phase in its "
+                           "output (see %s):\n%s" % (r.returncode, time.monotonic() - t, log,
+                                                     (r.stdout + r.stderr)[-2000:]))
+    if r.returncode != 0:
+        errors = sorted(set(re.findall(r"First error: (.*)", r.stdout)))
+        print("  kelp benchmark exited with %d (failed requests); first errors: %s" % (
+            r.returncode, errors or "?"), flush=True)
     return write[0], rates
 
 
-def throughput(kelp, work, registry, n, c):
-    results = {}
-    # 3 masters in a Raft group, every master given to the client
-    d = os.path.join(work, "bench-ha")
+def bench_cluster(kelp, d, registry, n_masters, n, c):
+    """Fresh masters (a Raft group of n_masters, or one master without -peers) and 3
+    fresh volume servers; runs kelp benchmark with every master listed; stops them."""
     os.makedirs(d)
-    cl = HACluster(kelp, d, registry, 3)
-    cl.start_masters()
-    leader = cl.wait_leader(15)
-    for i in range(3):
-        cl.add_volume("dc1", "r%d" % (i + 1), cl.masters[0], max=8)
-    cl.wait_nodes(leader)
-    (w3, f3), r3 = run_benchmark(kelp, [m.addr for m in cl.masters], n, c,
-                                 os.path.join(d, "list.txt"), os.path.join(d, "benchmark.log"))
-    for p in list(cl.masters) + list(cl.volumes):
-        p.cleanup()
-    results["3 masters"] = (w3, f3, r3)
-    # one master, no -peers
-    d = os.path.join(work, "bench-single")
-    os.makedirs(d)
-    m = Master(kelp, d, os.path.join(d, "mdir"), name="single")
-    registry.append(m)
-    m.start()
-    for i in range(3):
-        vs = ClusterVolume(kelp, d, [os.path.join(d, "vs%d-data" % i)], m, "dc1", "r%d" % (i + 1),
-                           max=8, name="vs%d" % i)
-        registry.append(vs)
-        vs.start()
-    deadline = time.monotonic() + 15
-    while len(m.data_nodes()) < 3:
-        if time.monotonic() > deadline:
-            raise HAError("the single master does not list 3 volume servers")
-        time.sleep(0.05)
-    (w1, f1), r1 = run_benchmark(kelp, [m.addr], n, c, os.path.join(d, "list.txt"),
-                                 os.path.join(d, "benchmark.log"))
-    results["1 master"] = (w1, f1, r1)
+    procs = []
+    if n_masters > 1:
+        cl = HACluster(kelp, d, registry, n_masters)
+        cl.start_masters()
+        leader = cl.wait_leader(15)
+        for i in range(3):
+            cl.add_volume("dc1", "r%d" % (i + 1), cl.masters[0], max=8)
+        cl.wait_nodes(leader)
+        masters = [m.addr for m in cl.masters]
+        procs = list(cl.masters) + list(cl.volumes)
+    else:
+        m = Master(kelp, d, os.path.join(d, "mdir"), name="single")
+        registry.append(m)
+        m.start()
+        procs.append(m)
+        for i in range(3):
+            vs = ClusterVolume(kelp, d, [os.path.join(d, "vs%d-data" % i)], m, "dc1",
+                               "r%d" % (i + 1), max=8, name="vs%d" % i)
+            registry.append(vs)
+            procs.append(vs)
+            vs.start()
+        deadline = time.monotonic() + 15
+        while len(m.data_nodes()) < 3:
+            if time.monotonic() > deadline:
+                raise HAError("the single master does not list 3 volume servers")
+            time.sleep(0.05)
+        masters = [m.addr]
+    try:
+        return run_benchmark(kelp, masters, n, c, os.path.join(d, "list.txt"),
+                             os.path.join(d, "benchmark.log"))
+    finally:
+        for p in procs:
+            p.cleanup()
+
+
+def throughput(kelp, work, registry, n, c, rounds, deadline):
+    """rounds x (1 master, 3 masters), alternating, each on a fresh cluster. Returns
+    {label: [(writes/s, failed, {phase: (rate, failed)}), ...]}."""
+    results = {"1 master": [], "3 masters": []}
+    for r in range(rounds):
+        for label, n_masters in (("1 master", 1), ("3 masters", 3)):
+            if time.monotonic() > deadline:
+                raise Budget("time budget spent in the throughput runs")
+            (w, f), rates = bench_cluster(kelp, os.path.join(work, "bench-%d-%d" % (r, n_masters)),
+                                          registry, n_masters, n, c)
+            reads = ", ".join("%s %.0f/s" % (k, v[0]) for k, v in rates.items()
+                              if not k.lower().startswith("writ"))
+            print("  round %d, %-9s: writes %.0f/s (%d failed)%s" % (
+                r + 1, label, w, f, "; " + reads if reads else ""), flush=True)
+            results[label].append((w, f, rates))
     return results
 
 
@@ -179,6 +202,8 @@ def main():
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("-c", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="benchmark runs per configuration (fresh cluster each)")
     ap.add_argument("--budget", type=float, default=290.0)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -217,17 +242,15 @@ def main():
             print("ERROR: file keys handed out twice: %r" % (dups[:5],))
             rc = 1
 
-        print("== kelp benchmark -n %d -c %d -size 1024: 3 masters vs 1 master" % (args.n, args.c),
-              flush=True)
-        res = throughput(args.kelp, work, registry, args.n, args.c)
-        for name in ("1 master", "3 masters"):
-            w, f, rates = res[name]
-            others = ", ".join("%s %.0f/s" % (k, v[0]) for k, v in rates.items()
-                               if not k.lower().startswith("writ"))
-            print("%-9s: writes %.0f/s (%d failed)%s" % (name, w, f,
-                                                        "; " + others if others else ""))
-        ratio = res["3 masters"][0] / res["1 master"][0]
-        print("writes/s ratio 3 masters / 1 master: %.2f (target >= %.1f): %s" % (
+        print("== kelp benchmark -n %d -c %d -size 1024: 3 masters vs 1 master, %d rounds" % (
+            args.n, args.c, args.rounds), flush=True)
+        res = throughput(args.kelp, work, registry, args.n, args.c, args.rounds, deadline)
+        med = {k: statistics.median(w for w, _, _ in v) for k, v in res.items()}
+        for k in ("1 master", "3 masters"):
+            print("%-9s: median writes %.0f/s over %d runs, %d failed requests in all" % (
+                k, med[k], len(res[k]), sum(f for _, f, _ in res[k])))
+        ratio = med["3 masters"] / med["1 master"]
+        print("writes/s ratio 3 masters / 1 master (medians): %.2f (target >= %.1f): %s" % (
             ratio, TARGET_RATIO, "ok" if ratio >= TARGET_RATIO else "MISSED"))
         print("total time %.0f s" % (time.monotonic() - start))
         ok = True

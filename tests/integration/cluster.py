@@ -44,7 +44,7 @@ def wait_for(what, fn, timeout, interval=POLL):
             last = e
         if time.monotonic() > deadline:
             pytest.fail("timed out after %.1f s waiting for %s; last: %r" % (
-                timeout, what, last), pytrace=False)
+                timeout, what, last))
         time.sleep(interval)
 
 
@@ -228,13 +228,8 @@ class Cluster:
 
     def settle(self, timeout=2 * PULSE + 1):
         """Waits until the master's /dir/status lists, for every running server,
-        exactly the volumes that server's own /status lists.
-
-        Right after a growth the master can briefly forget a volume it just created
-        (a heartbeat built before the creation overwrites the registration: see
-        test_grown_volumes_stay_registered, which checks that strictly). Tests about
-        something else call settle() after growing so that this one race does not
-        fail them too; drop the calls once that race is fixed."""
+        exactly the volumes that server's own /status lists (e.g. after a master
+        restart, until every volume server has sent its full volume list)."""
         def same():
             truth = {v.addr: set(v.volumes()) for v in self.running()}
             view = {u: parse_id_ranges(n.get("VolumeIds", ""))

@@ -18,7 +18,6 @@ def test_assign_upload_lookup_read_delete(make_cluster):
     c = make_cluster(TWO_DCS)
     m = c.master
     body, r = m.dir_assign()
-    c.settle()
     assert body["count"] == 1
     fid, url = body["fid"], body["url"]
     assert body["publicUrl"] == url  # no -publicUrl given: the same address
@@ -95,7 +94,6 @@ def test_assign_takes_a_form_body(make_cluster):
     body = assert_json(r, 200)
     assert body["count"] == 2
     vid = fid_vid(body["fid"])
-    c.settle()
     holders = c.holders(vid)
     assert len(holders) == 2
     for h in holders:
@@ -147,7 +145,6 @@ def test_status_endpoints(make_cluster):
     c = make_cluster(TWO_DCS, max=3)
     m = c.master
     m.grow(count=2, replication="010")
-    c.settle()
     st = m.dir_status()
     assert st["Version"] and st["TopologyId"]
     topo = st["Topology"]
@@ -199,7 +196,6 @@ def test_submit_to_master(make_cluster):
     assert body["eTag"] == etag_of(data)
     addr, path = body["fileUrl"].split("/", 1)
     assert path == fid
-    c.settle()
     assert m.lookup_urls(fid_vid(fid)) == {addr}
     r = c.assert_readable(addr, fid, data)
     assert 'filename="hello.bin"' in r.headers.get("Content-Disposition", "")
@@ -212,7 +208,6 @@ def test_master_redirects_fid_to_a_volume_server(make_cluster):
     c = make_cluster(TWO_DCS[:3])
     m = c.master
     body, _ = m.dir_assign(replication="001")
-    c.settle()
     fid = body["fid"]
     data = rand_bytes(5000, 4)
     c.put(body["url"], fid, data)
@@ -292,7 +287,6 @@ def test_no_free_slots_is_406(make_cluster):
     assert c.all_volume_ids() == set()
 
     assert m.grow(count=2) == {"count": 2}
-    c.settle()
     ids = c.all_volume_ids()
     assert len(ids) == 2
     assert all(len(v.volumes()) == 1 for v in c.volumes)  # one on each server

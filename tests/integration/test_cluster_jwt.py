@@ -61,7 +61,6 @@ def test_jwt_write_tokens(make_cluster):
                      master_args=["-jwtKey=" + KEY], volume_args=["-jwtKey=" + KEY])
     m = c.master
     body, r = m.dir_assign(replication="001", count=2)
-    c.settle()
     fid, url = body["fid"], body["url"]
     auth = r.headers.get("Authorization", "")
     assert auth.startswith("Bearer "), r.headers

@@ -13,7 +13,6 @@ def test_killed_server_leaves_and_rejoins(make_cluster):
     c = make_cluster([("dc1", "r1"), ("dc1", "r2"), ("dc2", "r1")])
     m = c.master
     body, _ = m.dir_assign()
-    c.settle()
     fid, url = body["fid"], body["url"]
     vid = fid_vid(fid)
     data = rand_bytes(20000, 1)
@@ -66,7 +65,6 @@ def test_graceful_stop_leaves_at_once(make_cluster):
     c = make_cluster([("dc1", "r1"), ("dc1", "r1")])
     m = c.master
     body, _ = m.dir_assign()
-    c.settle()
     victim = c.by_addr(body["url"])
     vid = fid_vid(body["fid"])
     assert m.lookup_urls(vid) == {victim.addr}
@@ -87,11 +85,9 @@ def test_master_restart(make_cluster):
     blobs = {}
     for i in range(5):
         body, _ = m.dir_assign(replication="001" if i % 2 else "000")
-        c.settle()
         data = rand_bytes(3000, 50 + i)
         c.put(body["url"], body["fid"], data)
         blobs[body["fid"]] = data
-    c.settle()
     vids = c.all_volume_ids()
     old_keys = {fid_key(f) for f in blobs}
     where = {v: m.lookup_urls(v) for v in vids}
@@ -134,7 +130,6 @@ def _read_mode_cluster(make_cluster):
                             name="redirect")
     local = c.add_volume("dc2", "r1", args=["-readMode=local"], wait=False, name="local")
     c.wait_nodes()
-    c.settle()
     vid = fid_vid(fid)
     for s in (proxy, redirect, local):
         assert vid not in s.volumes()

@@ -26,7 +26,6 @@ def check_placement(c, rp, vid):
     """Asserts that volume vid is held where placement rp says, with rp recorded on
     every copy, and that /dir/lookup lists exactly the holders."""
     x, y, z = (int(ch) for ch in rp)
-    c.settle()
     holders = c.holders(vid)
     where = sorted((h.dc, h.rack, h.addr) for h in holders)
     assert len(holders) == x + y + z + 1, "volume %d (%s) held by %r" % (vid, rp, where)

@@ -15,6 +15,7 @@ Numbers measured along the way (election times, write gaps, failures) are printe
 run pytest with -s (or -rP) to see them.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -547,6 +548,51 @@ def test_frozen_leader_is_replaced_and_steps_down(make_ha):
     check_writer(w, lines, [m.addr for m in cl.masters])
 
 
+def test_hung_leader_does_not_stall_the_followers(make_ha):
+    """A leader that hangs (SIGSTOP: connections are accepted, nothing is answered)
+    while clients send their requests to the followers, as a client that gives up on an
+    unresponsive leader does (client.h: "a leader that cannot be reached is bypassed
+    by sending the request to another master, which proxies it"). The followers'
+    proxied requests to the hung leader must not keep them from electing a new leader,
+    answering /cluster/status, taking heartbeats and serving assigns: within
+    LEADER_WITHIN seconds a new leader is established and lists every volume server."""
+    lines = []
+    cl, old = _small_cluster(make_ha)
+    followers = cl.followers(old)
+    want = cl.want_nodes()
+    tf = time.monotonic()
+    old.freeze()
+
+    def client(addr):
+        try:
+            requests.get("http://%s/dir/assign" % addr, timeout=(0.5, 0.5))
+        except requests.RequestException:
+            pass
+    threads = [threading.Thread(target=client, args=(f.addr,), daemon=True)
+               for f in followers for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    try:
+        new = cl.wait_leader(15, not_in=(old,))
+    except HAError as e:
+        raise AssertionError("with %s hung and 8 assigns sent to each follower, no leader could "
+                             "be seen within 15 s: %s; followers' /cluster/status %r" % (
+                                 old.name, e, {m.name: m.cluster_status() for m in followers})) \
+            from None
+    took = time.monotonic() - tf
+    say(lines, "froze %s, 8 assigns to each follower: new leader %s seen after %.2f s" % (
+        old.name, new.name, took))
+    assert took <= LEADER_WITHIN, "a new leader could be seen only after %.2f s (> %.1f s)" % (
+        took, LEADER_WITHIN)
+    n, bad = sample_nodes(new, want, 3.0)
+    assert not bad, "the new leader %s's /dir/status:\n%s" % (new.name, "\n".join(bad[:20]))
+    status, body, t = assign_status(new.addr)
+    assert status == 200 and t <= NO_QUORUM_REPLY_WITHIN, (status, body, t)
+    old.thaw()
+
+
 def _iptables_usable():
     if not shutil.which("iptables"):
         return "iptables is not installed"
@@ -564,7 +610,6 @@ class Partition:
     our own (KELPHA<pid>) hooked into INPUT and OUTPUT; heal() removes everything."""
 
     def __init__(self):
-        import os
         self.chain = "KELPHA%d" % os.getpid()
         self.hooked = False
 
@@ -578,10 +623,12 @@ class Partition:
         """Drops everything sent to m's Raft port, and what m sends on its established
         connections to the others' Raft ports (libraft sends each message on its own
         outgoing connection, so both directions are cut)."""
+        self.hooked = True
+        self.heal()      # a chain left over by an earlier run of this process id
+        self.hooked = True
         self._ipt("-N", self.chain)
         self._ipt("-I", "INPUT", "1", "-j", self.chain)
         self._ipt("-I", "OUTPUT", "1", "-j", self.chain)
-        self.hooked = True
         self._ipt("-A", self.chain, "-p", "tcp", "--dport", str(m.raft_port), "-j", "DROP")
         ports = {o.raft_port for o in others}
         out = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True,

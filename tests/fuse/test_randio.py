@@ -1,0 +1,88 @@
+"""The random-I/O checker (randio.py) on a mount with 1 MiB chunks, so that chunk
+boundaries, partial overwrites of chunks and truncates inside chunks happen all the time.
+
+Seeds: fixed by default (reproducible CI); RANDIO_SEED=N runs with seed N,
+RANDIO_SEED=random with a random one. The seed is printed and is in every failure."""
+
+import os
+import random
+import threading
+
+import randio
+from conftest import MiB
+
+CHUNK_ARGS = ["-chunkSizeLimitMB=1", "-cacheCapacityMB=16"]
+
+
+def _seed(default):
+    env = os.environ.get("RANDIO_SEED")
+    if env == "random":
+        return random.randrange(1 << 32)
+    if env:
+        return int(env)
+    return default
+
+
+def test_randio_fd(kelp, tmp_path):
+    kelp.start_server()
+    m = kelp.mount(CHUNK_ARGS)
+    seed = _seed(20240601)
+    print("randio fd seed=%d" % seed)
+    path, mirror = m.path("rand.bin"), str(tmp_path / "rand.mirror")
+    counts = randio.run_fd(path, mirror, seed, ops=20000, chunk=MiB, time_limit=120)
+    print(counts)
+    assert counts["write"] > 5000 and counts["truncate"] > 1000
+    assert counts["read"] + counts["read_direct"] > 5000
+    # the data is in the cluster and the metadata, not only in the kernel's page cache
+    assert m.unmount() == 0
+    m2 = kelp.remount(m)
+    try:
+        randio.compare_files(m2.path("rand.bin"), mirror)
+    except randio.Mismatch as e:
+        raise randio.Mismatch("seed=%d: after remount: %s" % (seed, e)) from None
+
+
+def test_randio_mmap(kelp, tmp_path):
+    kelp.start_server()
+    m = kelp.mount(CHUNK_ARGS)
+    seed = _seed(777)
+    print("randio mmap seed=%d" % seed)
+    path, mirror = m.path("map.bin"), str(tmp_path / "map.mirror")
+    counts = randio.run_mmap(path, mirror, seed, ops=5000, time_limit=90)
+    print(counts)
+    assert counts["msync"] > 100
+    assert m.unmount() == 0
+    m2 = kelp.remount(m)
+    try:
+        randio.compare_files(m2.path("map.bin"), mirror)
+    except randio.Mismatch as e:
+        raise randio.Mismatch("seed=%d: after remount: %s" % (seed, e)) from None
+
+
+def test_randio_concurrent_files(kelp, tmp_path):
+    """Four randio runs at once on four files (threads: the mount serves them from
+    several FUSE threads, each with its own cluster client), then all compared after a
+    remount."""
+    kelp.start_server()
+    m = kelp.mount(CHUNK_ARGS)
+    base = _seed(99)
+    print("randio concurrent base seed=%d" % base)
+    errors = []
+
+    def one(i):
+        try:
+            randio.run_fd(m.path("f%d" % i), str(tmp_path / ("f%d" % i)), base + i, ops=1500,
+                          chunk=MiB, max_size=3 * MiB, time_limit=60)
+        except BaseException as e:  # noqa: B902 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not any(t.is_alive() for t in threads), "a randio thread is still running"
+    assert not errors, errors[0]
+    m2 = kelp.remount(m)
+    for i in range(4):
+        randio.compare_files(m2.path("f%d" % i), str(tmp_path / ("f%d" % i)))
