@@ -230,7 +230,7 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 	for (int i = 0; i < n && rc == 0; i++)
 		rc = upload_extent(fs, &f->ext[from + i], durable, &chunks[i]);
 	if (rc == 0)
-		rc = meta_write_chunks(fs->meta, f->ino, chunks, n, 0, NULL);
+		rc = meta_write_chunks(fs->meta, f->ino, chunks, n, 0, true, NULL);
 	free(chunks);
 	if (rc < 0)
 		return rc;
@@ -242,12 +242,77 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 	return 0;
 }
 
+#define COMPACT_MIN_PIECES 8 /* a chunk-sized window in more pieces than this is rewritten */
+
+/*
+ * Random overwrites cut a file's data into many small intervals (and blobs). A
+ * chunk-aligned window made of more than COMPACT_MIN_PIECES intervals, with no hole,
+ * is read back and rewritten as one blob; the pieces go to gc. Caller holds f->lock
+ * and has no dirty extents.
+ */
+static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
+{
+	struct meta_chunk *list;
+	uint64_t window = fs->opt.chunk_size;
+	int n = meta_read_chunks(fs->meta, f->ino, 0, UINT64_MAX, &list), rc = 0;
+
+	if (n <= COMPACT_MIN_PIECES) {
+		if (n > 0)
+			free(list);
+		return n < 0 ? n : 0;
+	}
+	for (int i = 0; i < n && rc == 0;) {
+		uint64_t start = list[i].offset / window * window, end = start + window;
+		uint64_t covered = 0, last_end = start;
+		int j = i, pieces = 0;
+		bool dense = list[i].offset == start;
+
+		for (; j < n && list[j].offset < end; j++) {
+			uint64_t e = list[j].offset + list[j].length;
+
+			if (e > end) {
+				dense = false; /* straddles the window: leave it */
+				j++;
+				break;
+			}
+			dense = dense && list[j].offset == last_end;
+			last_end = e;
+			covered += list[j].length;
+			pieces++;
+		}
+		if (dense && pieces > COMPACT_MIN_PIECES && covered > 0) {
+			struct extent x = {.off = start, .len = covered};
+			struct meta_chunk c;
+
+			x.data = malloc(covered);
+			if (!x.data) {
+				rc = -ENOMEM;
+				break;
+			}
+			for (int k = i; k < i + pieces && rc == 0; k++)
+				rc = fs_read_blob_range(fs, &list[k], 0, list[k].length,
+							x.data + (list[k].offset - start));
+			if (rc == 0)
+				rc = upload_extent(fs, &x, false, &c);
+			if (rc == 0)
+				rc = meta_write_chunks(fs->meta, f->ino, &c, 1, 0, false, NULL);
+			free(x.data);
+		}
+		i = j > i ? j : i + 1;
+	}
+	free(list);
+	return rc;
+}
+
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
 	int rc;
 
 	pthread_mutex_lock(&f->lock);
 	rc = commit_extents(fs, f, 0, f->n_ext, durable);
+	if (rc == 0 && compact_chunks(fs, f) < 0)
+		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
+			 f->ino);
 	if (rc == 0 && durable)
 		rc = meta_sync(fs->meta);
 	if (rc == 0 && f->error) {

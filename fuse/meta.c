@@ -952,7 +952,7 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 }
 
 int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chunks, int n,
-		      uint64_t min_size, struct meta_attr *out)
+		      uint64_t min_size, bool touch, struct meta_attr *out)
 {
 	struct meta_attr a;
 	MDB_txn *txn;
@@ -979,7 +979,8 @@ int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chu
 	if (rc == 0) {
 		if (min_size > a.size)
 			a.size = min_size;
-		a.mtime_ns = a.ctime_ns = now;
+		if (touch)
+			a.mtime_ns = a.ctime_ns = now;
 		rc = put_attr(m, txn, &a);
 	}
 	rc = txn_end(txn, rc);

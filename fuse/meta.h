@@ -113,10 +113,11 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 
 /*
  * Records new data: for each chunk, trims what it covers and inserts it; the file
- * grows to at least min_size; mtime/ctime become now. One transaction.
+ * grows to at least min_size; with touch, mtime/ctime become now (not when the same
+ * bytes are only rewritten into fewer blobs). One transaction.
  */
 int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chunks, int n,
-		      uint64_t min_size, struct meta_attr *out);
+		      uint64_t min_size, bool touch, struct meta_attr *out);
 
 /*
  * The intervals overlapping [offset, offset+len), in order (caller frees *out).
