@@ -3,6 +3,7 @@
 #include "fuse/ops.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +25,18 @@ static struct kelp_fs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* Nanoseconds to a timespec, flooring (times before 1970 keep tv_nsec in [0, 1e9)). */
+static struct timespec ns_to_ts(int64_t ns)
+{
+	struct timespec t = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+
+	if (t.tv_nsec < 0) {
+		t.tv_nsec += 1000000000;
+		t.tv_sec--;
+	}
+	return t;
+}
+
 static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *st)
 {
 	struct open_file *f;
@@ -42,12 +55,9 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 	}
 	st->st_blksize = BLOCK_SIZE;
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_atim.tv_sec = a->atime_ns / 1000000000;
-	st->st_atim.tv_nsec = a->atime_ns % 1000000000;
-	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
-	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
-	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+	st->st_atim = ns_to_ts(a->atime_ns);
+	st->st_mtim = ns_to_ts(a->mtime_ns);
+	st->st_ctim = ns_to_ts(a->ctime_ns);
 }
 
 static void reply_entry(fuse_req_t req, const struct meta_attr *a)
@@ -303,6 +313,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!f) {
 		fuse_reply_err(req, ENOMEM);
 		return;
+	}
+	if (fi->flags & O_TRUNC) {
+		/* libfuse turns on atomic O_TRUNC: the truncation is ours to do. */
+		struct meta_attr in = {.size = 0};
+		int rc;
+
+		file_truncate_dirty(f, 0);
+		rc = meta_setattr(fs->meta, ino, &in, META_SET_SIZE, NULL);
+		if (rc < 0) {
+			file_put(fs, f);
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		fs_kick_gc(fs);
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	fi->keep_cache = 1; /* only this mount changes the file */
