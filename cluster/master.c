@@ -237,8 +237,8 @@ struct grow_options {
  * Grows `count` logical volumes. Returns how many were created (>= 0), or -ENOSPC /
  * -EIO with the reason in err when not even one could be.
  */
-static int grow_volumes(struct master *m, const struct grow_options *g, int count, char *err,
-			size_t err_cap)
+static int grow_volumes(struct master *m, const struct grow_options *g, int count,
+			const struct topo_filter *unless_writable, char *err, size_t err_cap)
 {
 	struct topo_node_view *nodes;
 	unsigned rs = (unsigned)now_ns();
@@ -249,6 +249,15 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 	ttl_format(g->ttl, ttl, sizeof(ttl));
 	http_client_escape(g->collection ? g->collection : "", coll, sizeof(coll));
 	pthread_mutex_lock(&m->grow_lock);
+	if (unless_writable) {
+		/* Concurrent assigns wait here for one growth: the others find its volumes. */
+		struct topo_volume_view v;
+
+		if (topology_pick_for_write(m->topo, unless_writable, now_ns(), &v)) {
+			pthread_mutex_unlock(&m->grow_lock);
+			return 0;
+		}
+	}
 	n = topology_nodes(m->topo, now_ns(), &nodes);
 	if (n < 0) {
 		pthread_mutex_unlock(&m->grow_lock);
@@ -422,8 +431,10 @@ static void handle_assign(struct master *m, struct http_request *req)
 	if (!topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
 		const char *wvc = param(req, "writableVolumeCount");
 		int grow = wvc && atoi(wvc) > 0 ? atoi(wvc) : growth_count_for(g.rp);
-		int ret = grow_volumes(m, &g, grow, err, sizeof(err));
+		int ret = grow_volumes(m, &g, grow, &f, err, sizeof(err));
 
+		if (ret == -ENOSPC && topology_pick_for_write(m->topo, &f, now_ns(), &v))
+			ret = 0; /* another assign's growth made room meanwhile */
 		if (ret == -ENOSPC && topology_has_late_nodes(m->topo, now_ns())) {
 			http_reply_error(
 			    req, 503,
@@ -588,7 +599,7 @@ static void handle_grow(struct master *m, struct http_request *req)
 				 count * copies);
 		return;
 	}
-	ret = grow_volumes(m, &g, (int)count, err, sizeof(err));
+	ret = grow_volumes(m, &g, (int)count, NULL, err, sizeof(err));
 	if (ret == -ENOSPC) {
 		http_reply_error(req, 406, "%s", err);
 		return;
@@ -798,7 +809,7 @@ static void handle_submit(struct master *m, struct http_request *req)
 	if (!topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
 		char err[512];
 
-		if (grow_volumes(m, &g, growth_count_for(g.rp), err, sizeof(err)) < 0 ||
+		if (grow_volumes(m, &g, growth_count_for(g.rp), &f, err, sizeof(err)) < 0 ||
 		    !topology_pick_for_write(m->topo, &f, now_ns(), &v)) {
 			http_reply_error(req, 406, "no writable volumes: %s", err);
 			return;

@@ -9,15 +9,13 @@
  *  - a proposal (sequence_replication.propose) is raft_apply on the node's own server,
  *    then the fixture is stepped until the entry is applied there (or 2 s of fixture
  *    time pass: -ETIMEDOUT, as consensus_propose);
- *  - "this node became leader" (sequence_on_leader) is delivered when the node is seen
- *    as leader, either at once, as consensus.c does today (its
- *    50 ms timer looks at raft_state() only), or after a raft_barrier() of the new term
- *    is applied, which guarantees that every entry of earlier terms is applied first
- *    (establish_leader()).
- *    The *_notify_at_once tests model the code as it is; the *_after_barrier ones show
- *    that notifying after a barrier is enough for the state machine. If consensus.c
- *    moves to barrier-first notification, the at-once tests describe a timing that no
- *    longer exists and can be dropped.
+ *  - "this node became leader" (sequence_on_leader) is delivered as consensus.c does
+ *    it: once a raft_barrier() of the new term has been applied, so that every entry
+ *    committed by earlier leaders is applied first (establish_leader()). Delivered as
+ *    soon as raft_state() says LEADER instead (what consensus.c did before), every
+ *    test here fails: a new leader that has not yet applied its predecessor's last
+ *    reservation skips only the block before it, and hands out keys (and a volume id)
+ *    a second time. Pass false to establish_leader() to see it.
  *
  * No sockets, no sleeps: fixture time is simulated.
  */
@@ -259,9 +257,9 @@ static bool other_is_leader(struct raft_fixture *f, void *arg)
 
 /*
  * Steps until a server other than `skip` is leader and delivers "you are leader" to its
- * sequence: at once (as consensus.c does today), or once a barrier of its term has
- * been applied (a leader that loses its leadership meanwhile is not notified; the wait
- * goes on for the next one). Returns the leader.
+ * sequence: once a barrier of its term has been applied, as consensus.c does (a leader
+ * that loses its leadership meanwhile is not notified; the wait goes on for the next
+ * one), or at once when after_barrier is false. Returns the leader.
  */
 static unsigned establish_leader(struct harness *h, unsigned skip, bool after_barrier)
 {
@@ -360,12 +358,7 @@ static void leader_loss(void **state, bool after_barrier)
 	assert_no_overlap(h);
 }
 
-static void test_leader_loss_notify_at_once(void **state)
-{
-	leader_loss(state, false);
-}
-
-static void test_leader_loss_after_barrier(void **state)
+static void test_leader_loss(void **state)
 {
 	leader_loss(state, true);
 }
@@ -423,12 +416,7 @@ static void partition_and_heal(void **state, bool after_barrier)
 	(void)stale_ok;
 }
 
-static void test_partition_and_heal_notify_at_once(void **state)
-{
-	partition_and_heal(state, false);
-}
-
-static void test_partition_and_heal_after_barrier(void **state)
+static void test_partition_and_heal(void **state)
 {
 	partition_and_heal(state, true);
 }
@@ -459,12 +447,7 @@ static void volume_ids(void **state, bool after_barrier)
 	}
 }
 
-static void test_volume_ids_notify_at_once(void **state)
-{
-	volume_ids(state, false);
-}
-
-static void test_volume_ids_after_barrier(void **state)
+static void test_volume_ids(void **state)
 {
 	volume_ids(state, true);
 }
@@ -472,12 +455,9 @@ static void test_volume_ids_after_barrier(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_leader_loss_notify_at_once, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_leader_loss_after_barrier, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_partition_and_heal_notify_at_once, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_partition_and_heal_after_barrier, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_volume_ids_notify_at_once, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_volume_ids_after_barrier, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_leader_loss, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_partition_and_heal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_volume_ids, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
