@@ -82,7 +82,8 @@ int mount_main(int argc, char **argv)
 	char *dir = "", *master = "localhost:9333", *meta_dir = "/var/lib/kelp/meta",
 	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
 	char *log_file = "";
-	int chunk_mb = 4, cache_mb = 128, timeout_s = 30, threads = 16;
+	char *cache_dir = "";
+	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
 	bool daemon_mode = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
@@ -95,8 +96,12 @@ int mount_main(int argc, char **argv)
 	    FLAG("ttl", FLAG_STRING, &ttl, "time to live of the file data (\"\" = none)"),
 	    FLAG("chunkSizeLimitMB", FLAG_INT, &chunk_mb,
 		 "files are stored in chunks of this size, MiB"),
+	    FLAG("cacheDir", FLAG_STRING, &cache_dir,
+		 "on-disk chunk cache directory (default <meta>/cache)"),
 	    FLAG("cacheCapacityMB", FLAG_INT, &cache_mb,
-		 "memory cache of file chunks, MiB (0 = none)"),
+		 "on-disk chunk cache size, MiB (0 = none)"),
+	    FLAG("memoryCacheMB", FLAG_INT, &memory_cache_mb,
+		 "memory chunk cache size, MiB (0 = none)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds before a cluster call fails with EIO"),
 	    FLAG("o", FLAG_STRING, &options,
 		 "FUSE mount options, comma list (allow_other, ro, ...)"),
@@ -122,10 +127,11 @@ int mount_main(int argc, char **argv)
 		fprintf(stderr, "kelp mount: -dir (the mount point) is required\n");
 		return 2;
 	}
-	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || timeout_s <= 0) {
+	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
+	    timeout_s <= 0) {
 		fprintf(
 		    stderr,
-		    "kelp mount: -chunkSizeLimitMB must be 1-1024, -cacheCapacityMB >= 0, -timeout > 0\n");
+		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > 0\n");
 		return 2;
 	}
 	if (daemon_mode) {
@@ -175,7 +181,17 @@ int mount_main(int argc, char **argv)
 	fo.ttl = *ttl ? ttl : NULL;
 	fo.chunk_size = (size_t)chunk_mb << 20;
 	fo.timeout_ms = timeout_s * 1000;
-	fo.cache_bytes = (size_t)cache_mb << 20;
+	fo.cache_bytes = (size_t)memory_cache_mb << 20;
+	{
+		static char default_dir[4200];
+
+		if (!*cache_dir) {
+			snprintf(default_dir, sizeof(default_dir), "%s/cache", meta_dir);
+			cache_dir = default_dir;
+		}
+	}
+	fo.cache_dir = cache_dir;
+	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);

@@ -488,11 +488,16 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 	if (e)
 		return e;
 	cl = client_of(fs);
-	if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0)
+	if (fs->disk && disk_cache_get(fs->disk, fid, &data, &n) == 0) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
-	else
+	} else if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0) {
+		if (fs->disk)
+			disk_cache_put(fs->disk, fid, data, n);
+		e = chunk_cache_insert(fs->cache, fid, data, n);
+	} else {
 		log_error("mount: reading chunk %s failed: %s", fid,
 			  cl ? kelp_client_error(cl) : "no client");
+	}
 	if (mine) {
 		pthread_mutex_lock(&fs->fetch_lock);
 		int i = fetching_index(fs, fid);
@@ -581,6 +586,35 @@ out:
 	return rc;
 }
 
+void fs_flush_all(struct kelp_fs *fs)
+{
+	struct open_file **list = NULL;
+	int n = 0, cap = 0;
+
+	pthread_mutex_lock(&fs->files_lock);
+	for (struct open_file *f = fs->files; f; f = f->next) {
+		if (n == cap) {
+			struct open_file **p;
+
+			cap = cap ? cap * 2 : 64;
+			p = realloc(list, (size_t)cap * sizeof(*p));
+			if (!p)
+				break;
+			list = p;
+		}
+		f->refs++;
+		list[n++] = f;
+	}
+	pthread_mutex_unlock(&fs->files_lock);
+	for (int i = 0; i < n; i++) {
+		if (file_flush(fs, list[i], true) < 0)
+			log_error("mount: could not store the unflushed data of inode %" PRIu64,
+				  list[i]->ino);
+		file_put(fs, list[i]);
+	}
+	free(list);
+}
+
 /* ---------------------------------------------------------------- gc and capacity */
 
 static void *gc_loop(void *arg)
@@ -602,6 +636,8 @@ static void *gc_loop(void *arg)
 			int rc = cl ? kelp_client_delete(cl, fids[i], NULL, NULL) : -ENOMEM;
 
 			chunk_cache_forget(fs->cache, fids[i]);
+			if (fs->disk)
+				disk_cache_forget(fs->disk, fids[i]);
 			if (rc == 0 || rc == -ENOENT || rc == -EINVAL) {
 				meta_gc_done(fs->meta, seqs[i]);
 			} else {
@@ -672,6 +708,12 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	fs->cache = chunk_cache_new(opt->cache_bytes);
 	if (!fs->cache)
 		return -ENOMEM;
+	if (opt->cache_dir && *opt->cache_dir && opt->disk_cache_bytes > 0) {
+		fs->disk = disk_cache_open(opt->cache_dir, opt->disk_cache_bytes);
+		if (!fs->disk)
+			log_warn("mount: cannot use %s as a chunk cache; reading without it",
+				 opt->cache_dir);
+	}
 	pthread_mutex_init(&fs->files_lock, NULL);
 	pthread_mutex_init(&fs->gc_lock, NULL);
 	pthread_cond_init(&fs->gc_cond, NULL);
@@ -694,5 +736,6 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 	if (fs->gc_started)
 		pthread_join(fs->gc_thread, NULL);
 	chunk_cache_free(fs->cache);
+	disk_cache_close(fs->disk);
 	pthread_key_delete(fs->client_key);
 }

@@ -9,8 +9,9 @@
  * ids assigned 64 at a time (falling back to assign + PUT with retries through
  * cluster/client), then ONE metadata transaction records the new intervals
  * (meta_write_chunks): after file_flush returns, the data and metadata are stored.
- * Reads take the committed intervals from meta, the blobs from the chunk cache or the
- * cluster, and lay the dirty extents on top; holes read as zeros.
+ * Reads take the committed intervals from meta, the blobs from the memory cache, the
+ * on-disk cache (-cacheDir) or the cluster, and lay the dirty extents on top; holes
+ * read as zeros.
  *
  * Threads: `files_lock` guards the table of open files; each open file has a mutex
  * held across its uploads (so one file's writes are ordered) but never while another
@@ -25,6 +26,7 @@
 #include <stdint.h>
 
 #include "cache/chunk_cache.h"
+#include "cache/disk_cache.h"
 #include "fuse/meta.h"
 
 struct kelp_fs_options {
@@ -32,9 +34,11 @@ struct kelp_fs_options {
 	const char *collection;
 	const char *replication;
 	const char *ttl;
-	size_t chunk_size;  /* bytes */
-	int timeout_ms;	    /* bound of every cluster call */
-	size_t cache_bytes; /* chunk cache capacity */
+	size_t chunk_size;	   /* bytes */
+	int timeout_ms;		   /* bound of every cluster call */
+	size_t cache_bytes;	   /* memory chunk cache capacity */
+	const char *cache_dir;	   /* on-disk chunk cache; NULL = none */
+	uint64_t disk_cache_bytes; /* its capacity */
 };
 
 struct open_file;
@@ -43,6 +47,7 @@ struct kelp_fs {
 	struct kelp_fs_options opt;
 	struct meta *meta;
 	struct chunk_cache *cache;
+	struct disk_cache *disk;    /* NULL when disabled */
 	pthread_mutex_t files_lock; /* files */
 	struct open_file *files;
 	pthread_key_t client_key;
@@ -96,6 +101,9 @@ int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t 
 
 /* Capacity of the cluster for statfs (cached 10 s). */
 void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes);
+
+/* Uploads the unflushed data of every open file (before a clean stop). */
+void fs_flush_all(struct kelp_fs *fs);
 
 /* Wakes the gc thread (more blobs to delete). */
 void fs_kick_gc(struct kelp_fs *fs);

@@ -11,14 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include "cluster/base/log.h"
 
-#define ATTR_TIMEOUT 1.0
-#define BLOCK_SIZE   4096
+#define ATTR_TIMEOUT	1.0
+#define STAT_BLOCK_SIZE 4096
 
 static struct kelp_fs *fs_of(fuse_req_t req)
 {
@@ -53,7 +55,7 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 		st->st_size = (off_t)file_size(fs, f, a->size);
 		file_put(fs, f);
 	}
-	st->st_blksize = BLOCK_SIZE;
+	st->st_blksize = STAT_BLOCK_SIZE;
 	st->st_blocks = (st->st_size + 511) / 512;
 	st->st_atim = ns_to_ts(a->atime_ns);
 	st->st_mtim = ns_to_ts(a->mtime_ns);
@@ -544,10 +546,10 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fs_capacity(fs, &total, &free_bytes);
 	meta_inode_count(fs->meta, &inodes);
 	memset(&st, 0, sizeof(st));
-	st.f_bsize = BLOCK_SIZE;
-	st.f_frsize = BLOCK_SIZE;
-	st.f_blocks = total / BLOCK_SIZE;
-	st.f_bfree = free_bytes / BLOCK_SIZE;
+	st.f_bsize = STAT_BLOCK_SIZE;
+	st.f_frsize = STAT_BLOCK_SIZE;
+	st.f_blocks = total / STAT_BLOCK_SIZE;
+	st.f_bfree = free_bytes / STAT_BLOCK_SIZE;
 	st.f_bavail = st.f_bfree;
 	st.f_files = inodes + 1000000000ull;
 	st.f_ffree = 1000000000ull;
@@ -674,7 +676,9 @@ const struct fuse_lowlevel_ops *kelp_fuse_ops(void)
 
 struct stopper {
 	struct fuse_session *se;
+	struct kelp_fs *fs;
 	const char *mountpoint;
+	bool detached; /* by a signal: nothing left to unmount */
 };
 
 /*
@@ -693,9 +697,39 @@ static void *stop_on_signal(void *arg)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	if (sigwait(&set, &sig) == 0) {
+		struct stat sb;
+		bool have_dev = stat(st->mountpoint, &sb) == 0;
+
 		log_info("mount: signal %d, unmounting %s", sig, st->mountpoint);
+		/* write() accepted these bytes: store them before going away. */
+		fs_flush_all(st->fs);
 		fuse_session_exit(st->se);
-		fuse_session_unmount(st->se);
+		/*
+		 * Detach (open files would make a plain unmount fail), then abort the
+		 * connection so the workers' reads of /dev/fuse return and the loop ends;
+		 * programs still using the mount get ENOTCONN instead of hanging.
+		 */
+		if (umount2(st->mountpoint, MNT_DETACH) == 0)
+			st->detached = true;
+		else
+			fuse_session_unmount(st->se);
+		if (have_dev) {
+			char path[128];
+			int fd;
+
+			snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort",
+				 (unsigned)minor(sb.st_dev));
+			fd = open(path, O_WRONLY | O_CLOEXEC);
+			if (fd < 0 && errno == ENOENT &&
+			    mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
+				fd = open(path, O_WRONLY | O_CLOEXEC); /* fusectl was not mounted */
+			if (fd >= 0) {
+				if (write(fd, "1", 1) < 0) {
+					/* the loop ends by the unmount alone */
+				}
+				close(fd);
+			}
+		}
 	}
 	return NULL;
 }
@@ -727,7 +761,9 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	}
 	log_info("mount: kelp mounted on %s", mountpoint);
 	st.se = se;
+	st.fs = fs;
 	st.mountpoint = mountpoint;
+	st.detached = false;
 	if (pthread_create(&stopper_thread, NULL, stop_on_signal, &st) != 0) {
 		fuse_session_unmount(se);
 		goto out_destroy;
@@ -742,7 +778,8 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	fuse_loop_cfg_destroy(cfg);
 	pthread_cancel(stopper_thread);
 	pthread_join(stopper_thread, NULL);
-	fuse_session_unmount(se);
+	if (!st.detached)
+		fuse_session_unmount(se);
 	log_info("mount: unmounted %s", mountpoint);
 out_destroy:
 	fuse_session_destroy(se);
