@@ -20,16 +20,32 @@ struct extent {
 	uint8_t *data;
 };
 
+/* A full extent being uploaded by the pool; committed in submission order. */
+struct job {
+	struct open_file *f;
+	struct extent ext;
+	struct meta_chunk chunk;
+	int rc;
+	bool done;
+	struct job *next_in_file; /* f->jobs, oldest first */
+	struct job *next_queued;  /* fs->queue */
+};
+
 struct open_file {
 	uint64_t ino;
 	int refs;		/* protected by fs->files_lock */
 	bool unlinked;		/* protected by fs->files_lock */
 	struct open_file *next; /* protected by fs->files_lock */
 	pthread_mutex_t lock;	/* everything below */
+	pthread_cond_t cond;	/* a job of this file finished */
 	struct extent *ext;	/* sorted by offset, non-overlapping */
 	int n_ext, cap_ext;
+	struct job *jobs, *jobs_tail; /* uploads in flight, oldest first */
+	int n_jobs;
 	int error; /* a failed upload poisons writes until the next flush */
 };
+
+#define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
 
 /* ---------------------------------------------------------------- clients */
 
@@ -112,6 +128,7 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 		f->ino = ino;
 		f->refs = 1;
 		pthread_mutex_init(&f->lock, NULL);
+		pthread_cond_init(&f->cond, NULL);
 		f->next = fs->files;
 		fs->files = f;
 	}
@@ -147,9 +164,19 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 		free(f->ext[i].data);
 	free(f->ext);
 	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->cond);
 	if (unlinked) {
-		meta_release_inode(fs->meta, f->ino);
-		fs_kick_gc(fs);
+		/* Still known to the kernel (a lookup it has not forgotten): its forget frees it. */
+		struct needle_map_entry e;
+		bool referenced;
+
+		pthread_mutex_lock(&fs->lookups_lock);
+		referenced = needle_map_get(&fs->lookups, f->ino, &e);
+		pthread_mutex_unlock(&fs->lookups_lock);
+		if (!referenced) {
+			meta_release_inode(fs->meta, f->ino);
+			fs_kick_gc(fs);
+		}
 	}
 	free(f);
 }
@@ -216,6 +243,108 @@ static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durabl
 	return 0;
 }
 
+/* Waits until every upload of f in flight is committed (or failed). f->lock held. */
+static void wait_jobs(struct open_file *f)
+{
+	while (f->n_jobs > 0)
+		pthread_cond_wait(&f->cond, &f->lock);
+}
+
+/*
+ * Commits the finished jobs at the head of f's queue, in order, so an older chunk is
+ * never recorded over a newer one. f->lock held.
+ */
+static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
+{
+	while (f->jobs && f->jobs->done) {
+		struct job *j = f->jobs;
+		int rc = j->rc;
+
+		if (rc == 0)
+			rc = meta_write_chunks(fs->meta, f->ino, &j->chunk, 1, 0, true, NULL);
+		if (rc < 0 && !f->error)
+			f->error = rc;
+		f->jobs = j->next_in_file;
+		if (!f->jobs)
+			f->jobs_tail = NULL;
+		f->n_jobs--;
+		free(j->ext.data);
+		free(j);
+	}
+	pthread_cond_broadcast(&f->cond);
+}
+
+static void *upload_worker(void *arg)
+{
+	struct kelp_fs *fs = arg;
+
+	for (;;) {
+		struct job *j;
+
+		pthread_mutex_lock(&fs->queue_lock);
+		while (!fs->queue && !fs->stopping)
+			pthread_cond_wait(&fs->queue_cond, &fs->queue_lock);
+		j = fs->queue;
+		if (!j) {
+			pthread_mutex_unlock(&fs->queue_lock);
+			return NULL;
+		}
+		fs->queue = j->next_queued;
+		if (!fs->queue)
+			fs->queue_tail = NULL;
+		pthread_mutex_unlock(&fs->queue_lock);
+
+		struct open_file *f = j->f;
+
+		j->rc = upload_extent(fs, &j->ext, false, &j->chunk);
+		pthread_mutex_lock(&f->lock);
+		j->done = true;
+		commit_done_jobs(fs, f);
+		pthread_mutex_unlock(&f->lock);
+		fs_kick_gc(fs);
+		file_put(fs, f); /* the job's reference */
+	}
+}
+
+/*
+ * Hands the full extent i of f to the upload pool (the writer goes on at once); at most
+ * MAX_JOBS_PER_FILE in flight per file. f->lock held.
+ */
+static int submit_extent(struct kelp_fs *fs, struct open_file *f, int i)
+{
+	struct job *j;
+
+	if (fs->n_workers == 0)
+		return -EAGAIN; /* no pool: the caller uploads itself */
+	while (f->n_jobs >= MAX_JOBS_PER_FILE)
+		pthread_cond_wait(&f->cond, &f->lock);
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->f = f;
+	j->ext = f->ext[i];
+	memmove(&f->ext[i], &f->ext[i + 1], (size_t)(f->n_ext - i - 1) * sizeof(*f->ext));
+	f->n_ext--;
+	pthread_mutex_lock(&fs->files_lock);
+	f->refs++;
+	pthread_mutex_unlock(&fs->files_lock);
+	if (f->jobs_tail)
+		f->jobs_tail->next_in_file = j;
+	else
+		f->jobs = j;
+	f->jobs_tail = j;
+	f->n_jobs++;
+	pthread_mutex_lock(&fs->queue_lock);
+	if (fs->queue_tail)
+		fs->queue_tail->next_queued = j;
+	else
+		fs->queue = j;
+	fs->queue_tail = j;
+	pthread_cond_signal(&fs->queue_cond);
+	pthread_mutex_unlock(&fs->queue_lock);
+	return 0;
+}
+
 /* Uploads extents [from, to) of f and records them in one transaction. */
 static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to, bool durable)
 {
@@ -224,6 +353,8 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 
 	if (n <= 0)
 		return 0;
+	/* Older chunks in flight are recorded first. */
+	wait_jobs(f);
 	chunks = calloc((size_t)n, sizeof(*chunks));
 	if (!chunks)
 		return -ENOMEM;
@@ -309,6 +440,7 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	int rc;
 
 	pthread_mutex_lock(&f->lock);
+	wait_jobs(f);
 	rc = commit_extents(fs, f, 0, f->n_ext, durable);
 	if (rc == 0 && compact_chunks(fs, f) < 0)
 		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
@@ -389,7 +521,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			off += n;
 			src += n;
 			len -= n;
-			if (e->len == chunk)
+			if (e->len == chunk && submit_extent(fs, f, i) < 0)
 				rc = commit_extents(fs, f, i, i + 1, false);
 			continue;
 		}
@@ -427,6 +559,9 @@ uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed)
 	for (int i = 0; i < f->n_ext; i++)
 		if (f->ext[i].off + f->ext[i].len > size)
 			size = f->ext[i].off + f->ext[i].len;
+	for (struct job *j = f->jobs; j; j = j->next_in_file)
+		if (j->ext.off + j->ext.len > size)
+			size = j->ext.off + j->ext.len;
 	pthread_mutex_unlock(&f->lock);
 	return size;
 }
@@ -434,6 +569,7 @@ uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed)
 void file_truncate_dirty(struct open_file *f, uint64_t size)
 {
 	pthread_mutex_lock(&f->lock);
+	wait_jobs(f); /* recorded before the truncation, which then cuts them */
 	for (int i = 0; i < f->n_ext;) {
 		struct extent *e = &f->ext[i];
 
@@ -548,6 +684,9 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 	for (int i = 0; f && i < f->n_ext; i++)
 		if (f->ext[i].off + f->ext[i].len > size)
 			size = f->ext[i].off + f->ext[i].len;
+	for (struct job *j = f ? f->jobs : NULL; j; j = j->next_in_file)
+		if (j->ext.off + j->ext.len > size)
+			size = j->ext.off + j->ext.len;
 	if (off >= size)
 		goto out;
 	if (len > size - off)
@@ -569,7 +708,15 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 						buf + (s - off));
 	}
 	free(chunks);
-	/* Unflushed writes on top. */
+	/* Chunks being uploaded, oldest first, then unflushed writes on top. */
+	for (struct job *j = f ? f->jobs : NULL; rc == 0 && j; j = j->next_in_file) {
+		const struct extent *x = &j->ext;
+		uint64_t s = x->off > off ? x->off : off;
+		uint64_t e = x->off + x->len < off + len ? x->off + x->len : off + len;
+
+		if (s < e)
+			memcpy(buf + (s - off), x->data + (s - x->off), e - s);
+	}
 	for (int i = 0; f && rc == 0 && i < f->n_ext; i++) {
 		const struct extent *x = &f->ext[i];
 		uint64_t s = x->off > off ? x->off : off;
@@ -719,11 +866,18 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	pthread_cond_init(&fs->gc_cond, NULL);
 	pthread_mutex_init(&fs->statfs_lock, NULL);
 	pthread_mutex_init(&fs->fetch_lock, NULL);
+	pthread_mutex_init(&fs->lookups_lock, NULL);
+	needle_map_init(&fs->lookups);
 	pthread_cond_init(&fs->fetch_cond, NULL);
 	if (pthread_key_create(&fs->client_key, free_client) != 0)
 		return -EAGAIN;
 	if (pthread_create(&fs->gc_thread, NULL, gc_loop, fs) == 0)
 		fs->gc_started = true;
+	pthread_mutex_init(&fs->queue_lock, NULL);
+	pthread_cond_init(&fs->queue_cond, NULL);
+	for (int i = 0; i < UPLOAD_WORKERS; i++)
+		if (pthread_create(&fs->workers[fs->n_workers], NULL, upload_worker, fs) == 0)
+			fs->n_workers++;
 	return 0;
 }
 
@@ -735,7 +889,13 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 	pthread_mutex_unlock(&fs->gc_lock);
 	if (fs->gc_started)
 		pthread_join(fs->gc_thread, NULL);
+	pthread_mutex_lock(&fs->queue_lock);
+	pthread_cond_broadcast(&fs->queue_cond);
+	pthread_mutex_unlock(&fs->queue_lock);
+	for (int i = 0; i < fs->n_workers; i++)
+		pthread_join(fs->workers[i], NULL);
 	chunk_cache_free(fs->cache);
 	disk_cache_close(fs->disk);
+	needle_map_release(&fs->lookups);
 	pthread_key_delete(fs->client_key);
 }

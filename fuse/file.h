@@ -4,8 +4,9 @@
  *
  * One struct open_file per inode with open handles (shared by all its handles).
  * Writes land in per-file dirty extents (each at most one chunk, -chunkSizeLimitMB);
- * a full extent is uploaded at once, the others on flush / fsync / release, or when
- * a write does not fit them. An upload is a PUT of a file id from a per-thread pool of
+ * a full extent goes to a pool of UPLOAD_WORKERS upload threads (at most 4 in flight
+ * per file, committed in submission order so newer data always wins), the others are
+ * uploaded on flush / fsync / release, or when a write does not fit them. An upload is a PUT of a file id from a per-thread pool of
  * ids assigned 64 at a time (falling back to assign + PUT with retries through
  * cluster/client), then ONE metadata transaction records the new intervals
  * (meta_write_chunks): after file_flush returns, the data and metadata are stored.
@@ -27,6 +28,7 @@
 
 #include "cache/chunk_cache.h"
 #include "cache/disk_cache.h"
+#include "cluster/needle_map.h"
 #include "fuse/meta.h"
 
 struct kelp_fs_options {
@@ -41,7 +43,10 @@ struct kelp_fs_options {
 	uint64_t disk_cache_bytes; /* its capacity */
 };
 
+#define UPLOAD_WORKERS 4
+
 struct open_file;
+struct job;
 
 struct kelp_fs {
 	struct kelp_fs_options opt;
@@ -57,11 +62,21 @@ struct kelp_fs {
 	pthread_cond_t gc_cond;
 	bool stopping;
 	bool gc_started;
+	/* upload pool: full chunks are uploaded in parallel while writers go on */
+	pthread_mutex_t queue_lock; /* queue */
+	pthread_cond_t queue_cond;
+	struct job *queue, *queue_tail;
+	pthread_t workers[UPLOAD_WORKERS];
+	int n_workers;
 	/* blobs being fetched: concurrent readers of one chunk wait for one fetch */
 	pthread_mutex_t fetch_lock;
 	pthread_cond_t fetch_cond;
 	char fetching[32][META_FID_MAX];
 	int n_fetching;
+	/* the kernel's lookup count per inode (FUSE forget); a removed inode is freed
+	 * when it drops to 0. Kept in a needle_map: key = ino, offset = count. */
+	pthread_mutex_t lookups_lock;
+	struct needle_map lookups;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;

@@ -721,14 +721,15 @@ int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gon
 	return txn_end(txn, rc);
 }
 
-int meta_rmdir(struct meta *m, uint64_t parent, const char *name)
+int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
 	struct meta_attr a, p;
 	MDB_txn *txn;
-	uint64_t ino, gone = 0;
+	uint64_t ino;
 	int64_t now = meta_now_ns();
 	int rc = txn_begin(m, true, &txn);
 
+	*gone_ino = 0;
 	if (rc < 0)
 		return rc;
 	rc = get_dentry(m, txn, parent, name, &ino);
@@ -741,9 +742,7 @@ int meta_rmdir(struct meta *m, uint64_t parent, const char *name)
 	if (rc == 0)
 		rc = del_dentry(m, txn, parent, name);
 	if (rc == 0)
-		rc = drop_link(m, txn, ino, now, &gone);
-	if (rc == 0)
-		rc = free_inode(m, txn, ino); /* directories hold no data */
+		rc = drop_link(m, txn, ino, now, gone_ino); /* freed once unused (orphans) */
 	if (rc == 0)
 		rc = get_attr(m, txn, parent, &p);
 	if (rc == 0) {
@@ -854,11 +853,8 @@ int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newp
 			rc = -ENOTEMPTY;
 		if (rc == 0)
 			rc = drop_link(m, txn, target, now, gone_ino);
-		if (rc == 0 && S_ISDIR(dst.mode)) {
-			rc = free_inode(m, txn, target);
-			*gone_ino = 0;
+		if (rc == 0 && S_ISDIR(dst.mode))
 			np.nlink--;
-		}
 	}
 	if (rc == 0)
 		rc = del_dentry(m, txn, parent, name);

@@ -85,11 +85,13 @@ int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newn
 
 /*
  * Removes parent/name (not a directory; -EISDIR). *gone_ino gets the inode whose link
- * count dropped to 0 (0 if it still has links): the caller frees it with
- * meta_release_inode once no open file uses it.
+ * count dropped to 0 (0 if it still has links): it is recorded as an orphan, and the
+ * caller frees it with meta_release_inode once the kernel no longer references it
+ * (open files, lookups); orphans left by a crash go at meta_release_orphans.
  */
 int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino);
-int meta_rmdir(struct meta *m, uint64_t parent, const char *name);
+/* Removes an empty directory; *gone_ino as for unlink (freed once unused). */
+int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino);
 
 /* Renames with flags 0, RENAME_NOREPLACE or RENAME_EXCHANGE; *gone_ino as for unlink. */
 int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newparent,

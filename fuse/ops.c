@@ -62,6 +62,71 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 	st->st_ctim = ns_to_ts(a->ctime_ns);
 }
 
+/* The kernel holds one more reference (lookup count) on ino. */
+static void lookup_ref(struct kelp_fs *fs, uint64_t ino)
+{
+	struct needle_map_entry e;
+
+	if (ino == FUSE_ROOT_ID)
+		return;
+	pthread_mutex_lock(&fs->lookups_lock);
+	if (!needle_map_get(&fs->lookups, ino, &e))
+		e.offset = 0;
+	needle_map_set(&fs->lookups, ino, e.offset + 1, 0, NULL);
+	pthread_mutex_unlock(&fs->lookups_lock);
+}
+
+static bool kernel_uses(struct kelp_fs *fs, uint64_t ino)
+{
+	struct needle_map_entry e;
+	bool used;
+
+	pthread_mutex_lock(&fs->lookups_lock);
+	used = needle_map_get(&fs->lookups, ino, &e);
+	pthread_mutex_unlock(&fs->lookups_lock);
+	return used;
+}
+
+/* Frees a removed inode once neither the kernel nor an open file refers to it. */
+static void release_if_unused(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f;
+
+	if (!ino || kernel_uses(fs, ino))
+		return;
+	f = file_find(fs, ino);
+	if (f) {
+		file_set_unlinked(f);
+		file_put(fs, f);
+		return;
+	}
+	meta_release_inode(fs->meta, ino);
+	fs_kick_gc(fs);
+}
+
+static void lookup_unref(struct kelp_fs *fs, uint64_t ino, uint64_t n)
+{
+	struct needle_map_entry e;
+	bool gone = false;
+
+	pthread_mutex_lock(&fs->lookups_lock);
+	if (needle_map_get(&fs->lookups, ino, &e)) {
+		if (e.offset <= n) {
+			needle_map_delete(&fs->lookups, ino, NULL);
+			gone = true;
+		} else {
+			needle_map_set(&fs->lookups, ino, e.offset - (uint32_t)n, 0, NULL);
+		}
+	}
+	pthread_mutex_unlock(&fs->lookups_lock);
+	if (gone) {
+		struct meta_attr a;
+
+		if (meta_getattr(fs->meta, ino, &a) == 0 && a.nlink == 0)
+			release_if_unused(fs, ino);
+	}
+}
+
 static void reply_entry(fuse_req_t req, const struct meta_attr *a)
 {
 	struct fuse_entry_param e;
@@ -72,7 +137,9 @@ static void reply_entry(fuse_req_t req, const struct meta_attr *a)
 	e.attr_timeout = ATTR_TIMEOUT;
 	e.entry_timeout = ATTR_TIMEOUT;
 	to_stat(fs_of(req), a, &e.attr);
-	fuse_reply_entry(req, &e);
+	lookup_ref(fs_of(req), a->ino);
+	if (fuse_reply_entry(req, &e) != 0)
+		lookup_unref(fs_of(req), a->ino, 1); /* the kernel did not take it */
 }
 
 static void reply_attr(fuse_req_t req, const struct meta_attr *a)
@@ -98,11 +165,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
+	lookup_unref(fs_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	for (size_t i = 0; i < count; i++)
+		lookup_unref(fs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -260,23 +330,6 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_entry(req, &a);
 }
 
-/* An inode lost its last link: free it now, or at its last release if open. */
-static void inode_gone(struct kelp_fs *fs, uint64_t ino)
-{
-	struct open_file *f;
-
-	if (!ino)
-		return;
-	f = file_find(fs, ino);
-	if (f) {
-		file_set_unlinked(f);
-		file_put(fs, f);
-		return;
-	}
-	meta_release_inode(fs->meta, ino);
-	fs_kick_gc(fs);
-}
-
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct kelp_fs *fs = fs_of(req);
@@ -284,13 +337,19 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int rc = meta_unlink(fs->meta, parent, name, &gone);
 
 	if (rc == 0)
-		inode_gone(fs, gone);
+		release_if_unused(fs, gone);
 	fuse_reply_err(req, -rc);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -meta_rmdir(fs_of(req)->meta, parent, name));
+	struct kelp_fs *fs = fs_of(req);
+	uint64_t gone = 0;
+	int rc = meta_rmdir(fs->meta, parent, name, &gone);
+
+	if (rc == 0)
+		release_if_unused(fs, gone);
+	fuse_reply_err(req, -rc);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -301,7 +360,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	int rc = meta_rename(fs->meta, parent, name, newparent, newname, flags, &gone);
 
 	if (rc == 0)
-		inode_gone(fs, gone);
+		release_if_unused(fs, gone);
 	fuse_reply_err(req, -rc);
 }
 
@@ -361,8 +420,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.attr_timeout = ATTR_TIMEOUT;
 	e.entry_timeout = ATTR_TIMEOUT;
 	to_stat(fs, &a, &e.attr);
-	if (fuse_reply_create(req, &e, fi) != 0)
+	lookup_ref(fs, a.ino);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		lookup_unref(fs, a.ino, 1);
 		file_put(fs, f);
+	}
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -32,9 +32,9 @@ import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
-DEFAULT_BIN = "/work/main/build/daemons/kelp"
-if not os.path.exists(DEFAULT_BIN):
-    DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
+# /work/main/build/daemons/kelp for the repository at /work/main (a clone elsewhere, as
+# in CI, uses its own build)
+DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
 
 READY_TIMEOUT = 15.0   # seconds until a server / mount must be ready
 POLL = 0.02            # seconds between two looks at a ready file
@@ -44,6 +44,10 @@ GiB = 1 << 30
 
 if HERE not in sys.path:
     sys.path.insert(0, HERE)   # `import randio`
+# The test modules import the helpers below as `kelp_fuse_conftest`: the plain name
+# `conftest` is shared with tests/integration/conftest.py when pytest is given both
+# directories (the last conftest loaded wins sys.modules["conftest"]).
+sys.modules["kelp_fuse_conftest"] = sys.modules[__name__]
 
 
 class KelpError(Exception):
@@ -413,8 +417,10 @@ def kelp_bin():
     path = os.environ.get("KELP_BIN") or DEFAULT_BIN
     if not os.access(path, os.X_OK):
         pytest.fail("no kelp binary at %s (build it or set KELP_BIN)" % path)
+    if os.geteuid() != 0:
+        pytest.skip("the FUSE tests run as root (mounts with allow_other, chown, setpriv)")
     if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        pytest.skip("no /dev/fuse or fusermount3")
+        need("fusermount3")
     return path
 
 
@@ -471,6 +477,17 @@ def pytest_runtest_makereport(item, call):
 
 # --------------------------------------------------------------------------------------
 # helpers for the tests
+
+
+def need(*tools):
+    """The test needs these programs: a missing one skips the test on a developer's
+    machine and fails it in CI (CI=true), where a skip would hide a missing install."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = "missing program(s): %s (scripts/install-deps)" % ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
 
 
 def run(cmd, check=True, timeout=120, **kw):

@@ -11,7 +11,7 @@ point, remount on the same -meta.
 import os
 import re
 
-from conftest import MiB, read_file, wait_until, write_file
+from kelp_fuse_conftest import MiB, read_file, wait_until, write_file
 
 
 def used_inodes(path):
@@ -118,3 +118,43 @@ def test_unlinked_open_file_gone_after_kill9(kelp):
                lambda: live_blobs() == 1, 20, interval=0.2)
     assert not log_errors(m2), log_errors(m2)
     assert m2.unmount() == 0
+
+
+def test_sigterm_with_open_file_keeps_written_data(kelp):
+    """A clean stop (SIGTERM) while an application still has a file open with written
+    but not yet uploaded data: the mount exits promptly (it does not wait for the
+    application to close), and the bytes write() accepted are stored before it exits
+    (the application's later close may fail: the mount is gone)."""
+    import signal
+    import subprocess
+    import time
+    kelp.start_server()
+    m = kelp.mount()
+    fd = os.open(m.path("open-at-stop"), os.O_CREAT | os.O_WRONLY, 0o644)
+    data = os.urandom(100000)
+    problems = []
+    try:
+        os.write(fd, data)
+        m.expect_running = False
+        t0 = time.monotonic()
+        m.signal_group(signal.SIGTERM)
+        try:
+            m.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            problems.append("the mount did not exit within 10 s of SIGTERM while a file "
+                            "was open (it exits only once the file is closed)")
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    m.proc.wait(10)
+    if m.proc.returncode != 0:
+        problems.append("exit status %s after SIGTERM" % m.proc.returncode)
+    print("exited %.1f s after SIGTERM" % (time.monotonic() - t0))
+    m2 = kelp.remount(m)
+    got = read_file(m2.path("open-at-stop"))
+    if got != data:
+        problems.append("the %d bytes written before the SIGTERM are lost (size after "
+                        "remount %d)" % (len(data), len(got)))
+    assert not problems, "; ".join(problems)

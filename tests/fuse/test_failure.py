@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import MiB, free_port, read_file, write_file
+from kelp_fuse_conftest import MiB, free_port, read_file, write_file
 
 TIMEOUT_S = 3
 BOUND_S = 10.0   # what "does not hang" means here

@@ -7,7 +7,7 @@ blobs are FileCount - DeleteCount."""
 
 import os
 
-from conftest import MiB, read_file, wait_until, write_file
+from kelp_fuse_conftest import MiB, free_port, read_file, wait_until, write_file
 
 CHUNK = ["-chunkSizeLimitMB=1"]
 
@@ -85,7 +85,6 @@ def test_partial_overwrite_keeps_shared_chunk(kelp):
 def test_gc_queue_survives_restart(kelp):
     """Blobs queued for deletion while the cluster is down are deleted after the mount
     restarts (the gc table is persistent), and nothing else is deleted."""
-    from conftest import free_port
     srv = kelp.start_server(master_port=free_port(), volume_port=free_port())
     m = kelp.mount(CHUNK + ["-timeout=2"])
     base = _totals(srv)

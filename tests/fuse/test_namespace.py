@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from conftest import (GiB, MiB, as_nobody, expect_errno, read_file, run, wait_until,
-                      write_file)
+from kelp_fuse_conftest import (GiB, MiB, as_nobody, expect_errno, need, read_file,
+                                run, wait_until, write_file)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -181,6 +181,9 @@ def test_hard_links_counts(mnt):
         f.write(b" data")
     assert read_file(mnt.path("b")) == b"shared data"
     expect_errno(errno.EEXIST, os.link, a, mnt.path("b"))
+    # renaming a name onto another link of the same inode does nothing
+    os.rename(a, mnt.path("b"))
+    assert os.path.exists(a) and os.stat(a).st_nlink == 3
     expect_errno(errno.EPERM, os.link, mnt.path("d"), mnt.path("dlink"))
     before = used_inodes(mnt.mnt)
     os.unlink(a)
@@ -190,6 +193,11 @@ def test_hard_links_counts(mnt):
     assert read_file(mnt.path("b")) == b"shared data"
     assert used_inodes(mnt.mnt) == before
     os.unlink(mnt.path("b"))
+    # the inode is freed when the kernel forgets it (FUSE forget, sent asynchronously
+    # right after the last unlink): poll briefly
+    deadline = time.monotonic() + 5
+    while used_inodes(mnt.mnt) != before - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert used_inodes(mnt.mnt) == before - 1
 
 
@@ -255,6 +263,12 @@ def test_directory_with_20000_entries(mnt):
     r = subprocess.run("ls %s | wc -l" % d, shell=True, capture_output=True, timeout=60)
     assert r.stdout.strip() == b"%d" % n, (r.stdout, r.stderr)
     assert set(os.listdir(d)) == names
+    # readdir's inode numbers and types are those stat gives
+    with os.scandir(d) as it:
+        for i, e in enumerate(it):
+            if i % 97 == 0:
+                st = e.stat(follow_symlinks=False)
+                assert e.inode() == st.st_ino and e.is_file(follow_symlinks=False), e.name
     r = run(["ls", "-la", d], timeout=60)
     assert r.stdout.count(b"\n") == n + 3   # total, ., ..
     # a directory listing interleaved with deletions (what rm -rf does)
@@ -262,6 +276,139 @@ def test_directory_with_20000_entries(mnt):
     assert not os.path.exists(d)
     assert os.listdir(mnt.mnt) == []
     print("created %d entries in %.1f s" % (n, created))
+
+
+def test_open_directory_after_rmdir(mnt):
+    """A directory removed while open (or the cwd of a process) still answers fstat
+    (st_nlink 0) and lists as empty; nothing can be created in it. (The local
+    filesystem behaves so; POSIX: the directory is freed once no one references it.)"""
+    d = mnt.path("d")
+    os.mkdir(d)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.rmdir(d)
+        time.sleep(1.2)   # past the kernel's attribute cache (1 s)
+        st = os.fstat(fd)
+        assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0
+        assert os.listdir(fd) == []
+        expect_errno(errno.ENOENT, os.open, "x", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.mkdir(d)
+    r = subprocess.run(["/bin/sh", "-c", "cd %s && rmdir %s && sleep 1.2 && stat -c %%h ." %
+                        (d, d)], capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == b"0\n", r
+
+
+def test_o_path_fd_after_unlink(mnt):
+    """fstat through an O_PATH descriptor (no FUSE open) of a file unlinked since."""
+    p = mnt.path("f")
+    write_file(p, b"data")
+    fd = os.open(p, os.O_PATH)
+    try:
+        os.unlink(p)
+        time.sleep(1.2)
+        st = os.fstat(fd)
+        assert st.st_nlink == 0 and st.st_size == 4
+    finally:
+        os.close(fd)
+
+
+def test_reads_without_chunk_cache(kelp):
+    """-cacheCapacityMB=0: every read fetches from the cluster."""
+    kelp.start_server()
+    m = kelp.mount(["-cacheCapacityMB=0", "-chunkSizeLimitMB=1"])
+    data = os.urandom(3 * MiB + 17)
+    write_file(m.path("f"), data)
+    m2 = kelp.remount(m)
+    assert read_file(m2.path("f")) == data
+    fd = os.open(m2.path("f"), os.O_RDONLY | os.O_DIRECT)
+    try:
+        for off in (0, MiB - 5, 2 * MiB + 100, 3 * MiB):
+            assert os.pread(fd, 70000, off) == data[off:off + 70000]
+    finally:
+        os.close(fd)
+
+
+NS_WORKER = r"""
+import errno, os, random, sys, time
+root, seed, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rnd = random.Random(seed)
+names = ["n%d" % i for i in range(12)]
+dirs = [root] + [os.path.join(root, "d%d" % i) for i in range(4)]
+end = time.monotonic() + secs
+ops = 0
+while time.monotonic() < end and ops < 20000:
+    ops += 1
+    d = rnd.choice(dirs)
+    a = os.path.join(d, rnd.choice(names))
+    b = os.path.join(rnd.choice(dirs), rnd.choice(names))
+    op = rnd.randrange(9)
+    try:
+        if op == 0:
+            with open(a, "ab") as f:
+                f.write(b"x" * rnd.randrange(1, 5000))
+        elif op == 1:
+            os.mkdir(a)
+        elif op == 2:
+            os.rename(a, b)
+        elif op == 3:
+            os.unlink(a)
+        elif op == 4:
+            os.rmdir(a)
+        elif op == 5:
+            os.link(a, b)
+        elif op == 6:
+            os.symlink("t", a)
+        elif op == 7:
+            fd = os.open(a, os.O_RDWR)
+            os.unlink(a)
+            os.write(fd, b"gone")
+            os.close(fd)
+        else:
+            os.listdir(d)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR,
+                           errno.ENOTDIR, errno.EINVAL, errno.EPERM):
+            print("unexpected %s on op %d %s %s" % (e, op, a, b))
+            sys.exit(1)
+print(ops)
+"""
+
+
+def test_concurrent_namespace_ops_stay_consistent(mnt):
+    """Four processes create, rename, link, unlink, rmdir in a few shared directories
+    for a few seconds; then every entry resolves, directory link counts are 2 + the
+    subdirectories, file link counts match the names found, and statfs counts exactly
+    the reachable inodes (no leak, nothing freed that is still named)."""
+    for i in range(4):
+        os.mkdir(mnt.path("d%d" % i))
+    procs = [subprocess.Popen([sys.executable, "-c", NS_WORKER, mnt.mnt, str(s), "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for s in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, (out, err)
+    inodes = {}
+    subdirs = {}
+    for dirpath, dirnames, filenames in os.walk(mnt.mnt):
+        st = os.lstat(dirpath)
+        inodes[st.st_ino] = ("dir", st.st_nlink, 1)
+        subdirs[dirpath] = len(dirnames)
+        for name in filenames + [x for x in dirnames if os.path.islink(
+                os.path.join(dirpath, x))]:
+            st = os.lstat(os.path.join(dirpath, name))
+            kind, nlink, seen = inodes.get(st.st_ino, ("file", st.st_nlink, 0))
+            inodes[st.st_ino] = (kind, st.st_nlink, seen + 1)
+    for dirpath, n in subdirs.items():
+        real = len([x for x in os.listdir(dirpath) if os.path.isdir(os.path.join(dirpath, x))
+                    and not os.path.islink(os.path.join(dirpath, x))])
+        assert os.lstat(dirpath).st_nlink == 2 + real, dirpath
+    for ino, (kind, nlink, seen) in inodes.items():
+        if kind == "file":
+            assert nlink == seen, "inode %d: st_nlink %d, %d names found" % (ino, nlink, seen)
+    wait_until("statfs to count exactly the %d reachable inodes" % len(inodes),
+               lambda: used_inodes(mnt.mnt) == len(inodes), 10)
 
 
 def test_readdir_seek_and_rewind(mnt):
@@ -277,6 +424,27 @@ def test_readdir_seek_and_rewind(mnt):
     with os.scandir(d) as it:
         b = [e.name for e in it]
     assert sorted(a) == sorted(b) == first
+
+
+def test_directory_times_follow_changes(mnt):
+    d = mnt.path("d")
+    os.mkdir(d)
+    old = 1_000_000_000_000_000_000
+
+    def changed(action):
+        os.utime(d, ns=(old, old))
+        action()
+        st = os.stat(d)
+        return st.st_mtime_ns != old and st.st_ctime_ns > 0
+
+    assert changed(lambda: write_file(os.path.join(d, "f"), b""))
+    assert changed(lambda: os.mkdir(os.path.join(d, "sub")))
+    assert changed(lambda: os.rename(os.path.join(d, "f"), os.path.join(d, "g")))
+    assert changed(lambda: os.link(os.path.join(d, "g"), os.path.join(d, "h")))
+    assert changed(lambda: os.symlink("g", os.path.join(d, "s")))
+    assert changed(lambda: os.unlink(os.path.join(d, "h")))
+    assert changed(lambda: os.rmdir(os.path.join(d, "sub")))
+    assert changed(lambda: os.rename(os.path.join(d, "g"), mnt.path("moved-out")))
 
 
 def test_mkdir_rmdir_errors_and_nlink(mnt):
@@ -385,6 +553,14 @@ def test_fifo_and_device_nodes(mnt):
 
 
 def test_chmod_chown_utimens_ns(mnt):
+    old = os.umask(0o027)
+    try:
+        write_file(mnt.path("masked"), b"")
+        os.mkdir(mnt.path("maskdir"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(mnt.path("masked")).st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(mnt.path("maskdir")).st_mode) == 0o750
     p = mnt.path("f")
     write_file(p, b"data")
     for mode in (0o600, 0o4755, 0o2711, 0o1777, 0o0, 0o7777):
@@ -480,6 +656,7 @@ def omnt(kelp):
 
 
 def test_permissions_as_nobody(omnt):
+    need("setpriv")
     m = omnt
     os.chmod(m.mnt, 0o755)
     r = as_nobody("touch %s/x" % m.mnt)
@@ -521,6 +698,7 @@ def test_permissions_as_nobody(omnt):
 
 
 def test_sticky_directory(omnt):
+    need("setpriv")
     m = omnt
     t = m.path("tmp")
     os.mkdir(t)
@@ -557,6 +735,7 @@ def _suid_steps(base):
 def test_write_truncate_chown_clear_setuid(kelp, omnt):
     """A write or truncate by another user and a chown clear the setuid and setgid bits
     (the Linux rule, checked against the local filesystem)."""
+    need("setpriv", "truncate")
     m = omnt
     d = m.path("s")
     os.mkdir(d)
@@ -617,6 +796,7 @@ def test_xattrs(mnt):
     assert os.getxattr(mnt.path("d"), "user.dir") == b"d"
     assert os.listxattr(mnt.path("d")) == ["user.dir"]
     # the CLI tools
+    need("setfattr", "getfattr")
     run(["setfattr", "-n", "user.cli", "-v", "hello", p])
     r = run(["getfattr", "-n", "user.cli", "--only-values", p])
     assert r.stdout == b"hello"
@@ -707,6 +887,29 @@ def test_file_over_4gib(kelp):
         assert os.pread(fd, 5, 5 * GiB) == bytes(5)
     finally:
         os.close(fd)
+
+
+def test_mmap_writes_without_msync_stored_at_munmap(kelp):
+    """Pages dirtied through a shared map and never msync'ed reach the mount when the
+    map goes away; they are there after a remount."""
+    import mmap
+    kelp.start_server()
+    m = kelp.mount(["-chunkSizeLimitMB=1"])
+    p = m.path("m")
+    size = 2 * MiB + 1234
+    base = bytearray(os.urandom(size))
+    write_file(p, bytes(base))
+    fd = os.open(p, os.O_RDWR)
+    mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    os.close(fd)   # the map keeps the file open
+    for off in (0, 4095, MiB - 2, MiB + 77777, size - 10):
+        piece = os.urandom(10)
+        mm[off:off + 10] = piece
+        base[off:off + 10] = piece
+    mm.close()
+    assert read_file(p) == bytes(base)
+    m2 = kelp.remount(m)
+    assert read_file(m2.path("m")) == bytes(base)
 
 
 # ------------------------------------------------------------------------------ write modes

@@ -9,7 +9,7 @@ import random
 import threading
 
 import randio
-from conftest import MiB
+from kelp_fuse_conftest import MiB
 
 CHUNK_ARGS = ["-chunkSizeLimitMB=1", "-cacheCapacityMB=16"]
 

@@ -8,15 +8,16 @@ import subprocess
 
 import pytest
 
-from conftest import compare_tree_meta, read_file, run, write_file
+from kelp_fuse_conftest import compare_tree_meta, need, read_file, run, write_file
 
 SRC_TREE = "/usr/include"
 
 
 def test_cp_a_tree_then_diff_and_metadata(mnt):
     """cp -a of /usr/include into the mount: same bytes (diff -r), same modes, owners,
-    mtimes (ns), link counts and symlink targets; then the same after a remount (the
-    data comes from the cluster, not the page cache)."""
+    mtimes (ns, directories and symlinks included), link counts and symlink targets; a
+    clean unmount exits 0."""
+    need("cp", "diff")
     dst = mnt.path("inc")
     run(["cp", "-a", SRC_TREE, dst], timeout=180)
     # --no-dereference: some symlinks point outside the tree
@@ -37,6 +38,23 @@ def test_cp_a_survives_remount(kelp):
     m2 = kelp.remount(m)
     run(["diff", "-r", "--no-dereference", src, m2.path("linux")], timeout=120)
     compare_tree_meta(src, m2.path("linux"))
+
+
+def test_cp_over_existing_files(mnt, tmp_path):
+    """cp of a tree over an older copy of itself whose files were longer (cp opens the
+    existing files with O_TRUNC)."""
+    src = str(tmp_path / "src")
+    os.makedirs(os.path.join(src, "d"))
+    for i in range(20):
+        write_file(os.path.join(src, "d", "f%d" % i), os.urandom(1000 + 50000 * i))
+    dst = mnt.path("dst")
+    run(["cp", "-a", src, dst])
+    run(["diff", "-r", src, dst])
+    for i in range(20):
+        write_file(os.path.join(src, "d", "f%d" % i), os.urandom(500 + 1000 * i))
+    run(["cp", "-a", src + "/.", dst])
+    run(["diff", "-r", src, dst])
+    compare_tree_meta(src, dst, dir_mtime=False)
 
 
 def _make_tree_with_hardlinks(root):
@@ -63,6 +81,7 @@ def _make_tree_with_hardlinks(root):
 
 
 def test_rsync_aH_keeps_hard_links(mnt, tmp_path):
+    need("rsync", "diff")
     src = str(tmp_path / "src")
     pairs = _make_tree_with_hardlinks(src)
     dst = mnt.path("dst")
@@ -91,6 +110,7 @@ def test_rsync_aH_keeps_hard_links(mnt, tmp_path):
 
 
 def test_tar_from_and_into_mount(mnt, tmp_path):
+    need("tar", "diff")
     src = os.path.join(SRC_TREE, "linux")
     run(["cp", "-a", src, mnt.path("a")], timeout=120)
     tarball = str(tmp_path / "a.tar")
@@ -123,6 +143,7 @@ def _git(args, cwd, **kw):
 
 
 def test_git_init_commit_clone_fsck(mnt, tmp_path):
+    need("git", "diff")
     repo = mnt.path("repo")
     os.mkdir(repo)
     _git(["init", "-q"], repo)
@@ -155,6 +176,7 @@ def test_git_init_commit_clone_fsck(mnt, tmp_path):
 
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 def test_sqlite_10000_inserts(kelp, journal):
+    need("sqlite3")
     kelp.start_server()
     m = kelp.mount()
     db = m.path("t.db")
