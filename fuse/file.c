@@ -588,6 +588,69 @@ void file_truncate_dirty(struct open_file *f, uint64_t size)
 
 /* ---------------------------------------------------------------- read */
 
+#define DISK_QUEUE_MAX 16
+
+/* A chunk to copy into the disk cache; holds a reference on the memory cache entry. */
+struct disk_job {
+	char fid[META_FID_MAX];
+	const struct chunk_cache_entry *e;
+	struct disk_job *next;
+};
+
+/*
+ * Hands a fetched chunk to the disk-cache writer, so reads do not wait for the copy;
+ * when the writer is behind, the chunk is simply not cached on disk.
+ */
+static void queue_disk_write(struct kelp_fs *fs, const char *fid, const struct chunk_cache_entry *e)
+{
+	struct disk_job *j;
+
+	pthread_mutex_lock(&fs->disk_lock);
+	if (!fs->disk_started || fs->n_disk_queue >= DISK_QUEUE_MAX ||
+	    !(j = calloc(1, sizeof(*j)))) {
+		pthread_mutex_unlock(&fs->disk_lock);
+		return;
+	}
+	snprintf(j->fid, sizeof(j->fid), "%s", fid);
+	j->e = chunk_cache_get(fs->cache, fid);
+	if (!j->e) {
+		pthread_mutex_unlock(&fs->disk_lock);
+		free(j);
+		return;
+	}
+	j->next = fs->disk_queue;
+	fs->disk_queue = j;
+	fs->n_disk_queue++;
+	pthread_cond_signal(&fs->disk_cond);
+	pthread_mutex_unlock(&fs->disk_lock);
+	(void)e;
+}
+
+static void *disk_writer(void *arg)
+{
+	struct kelp_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->disk_lock);
+	for (;;) {
+		struct disk_job *j;
+
+		while (!fs->disk_queue && !fs->stopping)
+			pthread_cond_wait(&fs->disk_cond, &fs->disk_lock);
+		j = fs->disk_queue;
+		if (!j)
+			break;
+		fs->disk_queue = j->next;
+		fs->n_disk_queue--;
+		pthread_mutex_unlock(&fs->disk_lock);
+		disk_cache_put(fs->disk, j->fid, j->e->data, j->e->len);
+		chunk_cache_put(fs->cache, j->e);
+		free(j);
+		pthread_mutex_lock(&fs->disk_lock);
+	}
+	pthread_mutex_unlock(&fs->disk_lock);
+	return NULL;
+}
+
 static int fetching_index(struct kelp_fs *fs, const char *fid)
 {
 	for (int i = 0; i < fs->n_fetching; i++)
@@ -627,9 +690,9 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 	if (fs->disk && disk_cache_get(fs->disk, fid, &data, &n) == 0) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
 	} else if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0) {
-		if (fs->disk)
-			disk_cache_put(fs->disk, fid, data, n);
 		e = chunk_cache_insert(fs->cache, fid, data, n);
+		if (e && fs->disk)
+			queue_disk_write(fs, fid, e);
 	} else {
 		log_error("mount: reading chunk %s failed: %s", fid,
 			  cl ? kelp_client_error(cl) : "no client");
@@ -855,11 +918,15 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	fs->cache = chunk_cache_new(opt->cache_bytes);
 	if (!fs->cache)
 		return -ENOMEM;
+	pthread_mutex_init(&fs->disk_lock, NULL);
+	pthread_cond_init(&fs->disk_cond, NULL);
 	if (opt->cache_dir && *opt->cache_dir && opt->disk_cache_bytes > 0) {
 		fs->disk = disk_cache_open(opt->cache_dir, opt->disk_cache_bytes);
 		if (!fs->disk)
 			log_warn("mount: cannot use %s as a chunk cache; reading without it",
 				 opt->cache_dir);
+		else if (pthread_create(&fs->disk_thread, NULL, disk_writer, fs) == 0)
+			fs->disk_started = true;
 	}
 	pthread_mutex_init(&fs->files_lock, NULL);
 	pthread_mutex_init(&fs->gc_lock, NULL);
@@ -892,6 +959,18 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 	pthread_mutex_lock(&fs->queue_lock);
 	pthread_cond_broadcast(&fs->queue_cond);
 	pthread_mutex_unlock(&fs->queue_lock);
+	pthread_mutex_lock(&fs->disk_lock);
+	pthread_cond_broadcast(&fs->disk_cond);
+	pthread_mutex_unlock(&fs->disk_lock);
+	if (fs->disk_started)
+		pthread_join(fs->disk_thread, NULL);
+	while (fs->disk_queue) {
+		struct disk_job *j = fs->disk_queue;
+
+		fs->disk_queue = j->next;
+		chunk_cache_put(fs->cache, j->e);
+		free(j);
+	}
 	for (int i = 0; i < fs->n_workers; i++)
 		pthread_join(fs->workers[i], NULL);
 	chunk_cache_free(fs->cache);

@@ -47,6 +47,7 @@ struct kelp_fs_options {
 
 struct open_file;
 struct job;
+struct disk_job;
 
 struct kelp_fs {
 	struct kelp_fs_options opt;
@@ -68,6 +69,13 @@ struct kelp_fs {
 	struct job *queue, *queue_tail;
 	pthread_t workers[UPLOAD_WORKERS];
 	int n_workers;
+	/* chunks waiting to be written to the disk cache (off the read path) */
+	pthread_mutex_t disk_lock; /* disk_queue, n_disk_queue */
+	pthread_cond_t disk_cond;
+	struct disk_job *disk_queue;
+	int n_disk_queue;
+	pthread_t disk_thread;
+	bool disk_started;
 	/* blobs being fetched: concurrent readers of one chunk wait for one fetch */
 	pthread_mutex_t fetch_lock;
 	pthread_cond_t fetch_cond;

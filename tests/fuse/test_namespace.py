@@ -53,7 +53,10 @@ def test_rename_file_over_file(mnt):
     assert read_file(b) == b"AAAA"
     assert os.stat(b).st_ino == ino_a
     assert sorted(os.listdir(mnt.mnt)) == ["b"]
-    assert used_inodes(mnt.mnt) == before - 1, "the replaced inode is freed"
+    # freed once no name and no kernel reference (lookup, open) is left: poll, the
+    # kernel's FORGET is asynchronous
+    wait_until("the replaced inode to be freed", lambda: used_inodes(mnt.mnt) == before - 1,
+               10)
 
 
 def test_rename_over_open_file_keeps_it_readable(mnt):
