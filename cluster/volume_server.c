@@ -1,6 +1,5 @@
 #include "cluster/volume_server.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -121,30 +120,6 @@ static int parse_vid_param(struct http_request *req, uint32_t *vid)
 		return -EINVAL;
 	}
 	return 0;
-}
-
-/* Parses "xyz" (1-3 digits, left-padded with zeros) into the placement byte. */
-static int parse_replication(const char *s, uint8_t *out)
-{
-	size_t len = s ? strlen(s) : 0;
-	int v = 0;
-
-	if (len > 3)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (!isdigit((unsigned char)s[i]))
-			return -EINVAL;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v > 255)
-		return -EINVAL;
-	*out = (uint8_t)v;
-	return 0;
-}
-
-static void format_replication(uint8_t b, char buf[4])
-{
-	snprintf(buf, 4, "%d%d%d", b / 100, (b / 10) % 10, b % 10);
 }
 
 static void etag_of(uint32_t crc, char *buf, size_t cap)
@@ -586,7 +561,7 @@ static json_t *volume_json(struct volume *v)
 	char repl[4], ttl[16];
 
 	volume_get_info(v, &info);
-	format_replication(info.replica_placement, repl);
+	placement_format(info.replica_placement, repl);
 	ttl_format(info.ttl, ttl, sizeof(ttl));
 	return json_pack(
 	    "{s:I,s:I,s:s,s:I,s:I,s:I,s:b,s:s,s:s,s:i,s:i,s:I,s:I,s:f}", "Id", (json_int_t)info.id,
@@ -658,7 +633,7 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 		uint8_t repl = 0;
 		struct ttl ttl;
 
-		if (parse_replication(http_query(req, "replication"), &repl) < 0) {
+		if (placement_parse(http_query(req, "replication"), &repl) < 0) {
 			http_reply_error(req, 400, "bad replication \"%s\"",
 					 http_query(req, "replication"));
 			return;
