@@ -729,6 +729,63 @@ int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t 
 	return 0;
 }
 
+#define READAHEAD_CHUNKS 2
+
+/* Fetches queued chunks into the caches (fetch_blob: readers of them wait for it). */
+static void *readahead_loop(void *arg)
+{
+	struct kelp_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->ra_lock);
+	for (;;) {
+		char fid[META_FID_MAX];
+
+		while (fs->n_ra == 0 && !fs->stopping)
+			pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
+		if (fs->n_ra == 0)
+			break;
+		memcpy(fid, fs->ra_fids[--fs->n_ra], sizeof(fid));
+		pthread_mutex_unlock(&fs->ra_lock);
+		chunk_cache_put(fs->cache, fetch_blob(fs, fid));
+		pthread_mutex_lock(&fs->ra_lock);
+	}
+	pthread_mutex_unlock(&fs->ra_lock);
+	return NULL;
+}
+
+/*
+ * A reader in the second half of a chunk will want the next ones: queue the chunks
+ * after `end` (at most READAHEAD_CHUNKS) unless cached or already queued.
+ */
+static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t file_size)
+{
+	struct meta_chunk *next;
+	int n;
+
+	if (fs->n_ra_threads == 0 || end >= file_size)
+		return;
+	n = meta_read_chunks(fs->meta, ino, end, fs->opt.chunk_size * READAHEAD_CHUNKS, &next);
+	for (int i = 0; i < n; i++) {
+		const struct chunk_cache_entry *e = chunk_cache_get(fs->cache, next[i].fid);
+		bool queued = false;
+
+		if (e) {
+			chunk_cache_put(fs->cache, e);
+			continue;
+		}
+		pthread_mutex_lock(&fs->ra_lock);
+		for (int k = 0; k < fs->n_ra && !queued; k++)
+			queued = !strcmp(fs->ra_fids[k], next[i].fid);
+		if (!queued && fs->n_ra < 8) {
+			snprintf(fs->ra_fids[fs->n_ra++], META_FID_MAX, "%s", next[i].fid);
+			pthread_cond_signal(&fs->ra_cond);
+		}
+		pthread_mutex_unlock(&fs->ra_lock);
+	}
+	if (n > 0)
+		free(next);
+}
+
 int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len, uint8_t *buf,
 	      size_t *got)
 {
@@ -769,6 +826,12 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 		if (s < e)
 			rc = fs_read_blob_range(fs, &chunks[i], s - chunks[i].offset, e - s,
 						buf + (s - off));
+	}
+	if (rc == 0 && n > 0) {
+		const struct meta_chunk *last = &chunks[n - 1];
+
+		if (off + len > last->offset + last->length / 2)
+			readahead(fs, a.ino, last->offset + last->length, size);
 	}
 	free(chunks);
 	/* Chunks being uploaded, oldest first, then unflushed writes on top. */
@@ -920,6 +983,12 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 		return -ENOMEM;
 	pthread_mutex_init(&fs->disk_lock, NULL);
 	pthread_cond_init(&fs->disk_cond, NULL);
+	pthread_mutex_init(&fs->ra_lock, NULL);
+	pthread_cond_init(&fs->ra_cond, NULL);
+	for (int i = 0; i < 2; i++)
+		if (pthread_create(&fs->ra_threads[fs->n_ra_threads], NULL, readahead_loop, fs) ==
+		    0)
+			fs->n_ra_threads++;
 	if (opt->cache_dir && *opt->cache_dir && opt->disk_cache_bytes > 0) {
 		fs->disk = disk_cache_open(opt->cache_dir, opt->disk_cache_bytes);
 		if (!fs->disk)
@@ -959,6 +1028,12 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 	pthread_mutex_lock(&fs->queue_lock);
 	pthread_cond_broadcast(&fs->queue_cond);
 	pthread_mutex_unlock(&fs->queue_lock);
+	pthread_mutex_lock(&fs->ra_lock);
+	fs->n_ra = 0;
+	pthread_cond_broadcast(&fs->ra_cond);
+	pthread_mutex_unlock(&fs->ra_lock);
+	for (int i = 0; i < fs->n_ra_threads; i++)
+		pthread_join(fs->ra_threads[i], NULL);
 	pthread_mutex_lock(&fs->disk_lock);
 	pthread_cond_broadcast(&fs->disk_cond);
 	pthread_mutex_unlock(&fs->disk_lock);

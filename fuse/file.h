@@ -69,6 +69,13 @@ struct kelp_fs {
 	struct job *queue, *queue_tail;
 	pthread_t workers[UPLOAD_WORKERS];
 	int n_workers;
+	/* readahead: chunks to fetch before a sequential reader gets to them */
+	pthread_mutex_t ra_lock; /* ra_fids, n_ra */
+	pthread_cond_t ra_cond;
+	char ra_fids[8][META_FID_MAX];
+	int n_ra;
+	pthread_t ra_threads[2];
+	int n_ra_threads;
 	/* chunks waiting to be written to the disk cache (off the read path) */
 	pthread_mutex_t disk_lock; /* disk_queue, n_disk_queue */
 	pthread_cond_t disk_cond;
