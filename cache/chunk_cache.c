@@ -176,6 +176,13 @@ void chunk_cache_put(struct chunk_cache *c, const struct chunk_cache_entry *pub)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void chunk_cache_ref(struct chunk_cache *c, const struct chunk_cache_entry *pub)
+{
+	pthread_mutex_lock(&c->lock);
+	((struct entry *)pub)->refs++;
+	pthread_mutex_unlock(&c->lock);
+}
+
 void chunk_cache_forget(struct chunk_cache *c, const char *fid)
 {
 	struct entry *e;

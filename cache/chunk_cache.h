@@ -34,6 +34,8 @@ const struct chunk_cache_entry *chunk_cache_get(struct chunk_cache *c, const cha
 const struct chunk_cache_entry *chunk_cache_insert(struct chunk_cache *c, const char *fid,
 						   uint8_t *data, size_t len);
 void chunk_cache_put(struct chunk_cache *c, const struct chunk_cache_entry *e);
+/* Takes one more reference on an entry the caller holds (release with chunk_cache_put). */
+void chunk_cache_ref(struct chunk_cache *c, const struct chunk_cache_entry *e);
 
 /* Drops a blob (deleted, or found damaged). */
 void chunk_cache_forget(struct chunk_cache *c, const char *fid);

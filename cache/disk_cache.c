@@ -10,10 +10,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <isa-l/crc.h>
+
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 
-#define MAGIC 0x6b656c70636863ull /* "kelpchc" */
+#define MAGIC  0x6b656c70636863ull /* "kelpchc" */
+#define HEADER 24		   /* magic u64 | length u64 | crc32c u32 | zero u32 */
+
+static uint32_t checksum(const uint8_t *p, size_t n)
+{
+	return ~crc32_iscsi((unsigned char *)p, (int)n, ~0u);
+}
 
 struct disk_cache {
 	char *dir;
@@ -84,7 +92,7 @@ void disk_cache_close(struct disk_cache *c)
 int disk_cache_get(struct disk_cache *c, const char *fid, uint8_t **data, size_t *len)
 {
 	char path[4096];
-	uint8_t head[16];
+	uint8_t head[HEADER];
 	struct stat st;
 	uint64_t n;
 	int fd, rc = -ENOENT;
@@ -94,21 +102,28 @@ int disk_cache_get(struct disk_cache *c, const char *fid, uint8_t **data, size_t
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;
-	if (fstat(fd, &st) == 0 && st.st_size >= 16 && pread_all(fd, head, 16, 0) == 0) {
+	if (fstat(fd, &st) == 0 && st.st_size >= HEADER && pread_all(fd, head, HEADER, 0) == 0) {
 		uint64_t magic = 0;
+		uint32_t crc = 0;
 
 		for (int i = 0; i < 8; i++)
 			magic = magic << 8 | head[i];
 		n = 0;
 		for (int i = 8; i < 16; i++)
 			n = n << 8 | head[i];
-		if (magic == MAGIC && n == (uint64_t)st.st_size - 16) {
+		for (int i = 16; i < 20; i++)
+			crc = crc << 8 | head[i];
+		if (magic == MAGIC && n == (uint64_t)st.st_size - HEADER) {
 			*data = malloc(n ? n : 1);
-			if (*data && pread_all(fd, *data, n, 16) == 0) {
+			if (*data && pread_all(fd, *data, n, HEADER) == 0 &&
+			    checksum(*data, n) == crc) {
 				*len = n;
 				rc = 0;
 			} else {
 				free(*data);
+				log_warn(
+				    "disk cache: %s is damaged, reading the chunk from the cluster",
+				    path);
 			}
 		}
 	}
@@ -174,33 +189,38 @@ static void evict(struct disk_cache *c)
 void disk_cache_put(struct disk_cache *c, const char *fid, const uint8_t *data, size_t len)
 {
 	char path[4096], tmp[4200];
-	uint8_t head[16];
+	uint8_t head[HEADER];
 	unsigned seq;
 	int fd, rc;
 
-	if (len + 16 > c->capacity || path_of(c, fid, path, sizeof(path)) < 0)
+	if (len + HEADER > c->capacity || path_of(c, fid, path, sizeof(path)) < 0)
 		return;
 	pthread_mutex_lock(&c->lock);
 	seq = c->tmp_seq++;
 	pthread_mutex_unlock(&c->lock);
 	snprintf(tmp, sizeof(tmp), "%s.%u.tmp", path, seq);
+	uint32_t crc = checksum(data, len);
+
+	memset(head, 0, sizeof(head));
 	for (int i = 0; i < 8; i++)
 		head[i] = (uint8_t)(MAGIC >> (56 - 8 * i));
 	for (int i = 0; i < 8; i++)
 		head[8 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+	for (int i = 0; i < 4; i++)
+		head[16 + i] = (uint8_t)(crc >> (24 - 8 * i));
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	rc = pwrite_all(fd, head, 16, 0);
+	rc = pwrite_all(fd, head, HEADER, 0);
 	if (rc == 0)
-		rc = pwrite_all(fd, data, len, 16);
+		rc = pwrite_all(fd, data, len, HEADER);
 	close(fd);
 	if (rc < 0 || rename(tmp, path) < 0) {
 		unlink(tmp);
 		return;
 	}
 	pthread_mutex_lock(&c->lock);
-	c->used += len + 16;
+	c->used += len + HEADER;
 	if (c->used > c->capacity)
 		evict(c);
 	pthread_mutex_unlock(&c->lock);

@@ -612,18 +612,13 @@ static void queue_disk_write(struct kelp_fs *fs, const char *fid, const struct c
 		return;
 	}
 	snprintf(j->fid, sizeof(j->fid), "%s", fid);
-	j->e = chunk_cache_get(fs->cache, fid);
-	if (!j->e) {
-		pthread_mutex_unlock(&fs->disk_lock);
-		free(j);
-		return;
-	}
+	chunk_cache_ref(fs->cache, e); /* held even when the memory cache is off */
+	j->e = e;
 	j->next = fs->disk_queue;
 	fs->disk_queue = j;
 	fs->n_disk_queue++;
 	pthread_cond_signal(&fs->disk_cond);
 	pthread_mutex_unlock(&fs->disk_lock);
-	(void)e;
 }
 
 static void *disk_writer(void *arg)
