@@ -296,7 +296,8 @@ static void *upload_worker(void *arg)
 
 		struct open_file *f = j->f;
 
-		j->rc = upload_extent(fs, &j->ext, false, &j->chunk);
+		/* Synced on the volume servers: fsync() of the file only waits for these. */
+		j->rc = upload_extent(fs, &j->ext, true, &j->chunk);
 		pthread_mutex_lock(&f->lock);
 		j->done = true;
 		commit_done_jobs(fs, f);
@@ -307,17 +308,23 @@ static void *upload_worker(void *arg)
 }
 
 /*
- * Hands the full extent i of f to the upload pool (the writer goes on at once); at most
- * MAX_JOBS_PER_FILE in flight per file. f->lock held.
+ * Hands the full extent at offset off to the upload pool (the writer goes on at once);
+ * at most MAX_JOBS_PER_FILE in flight per file. f->lock held.
  */
-static int submit_extent(struct kelp_fs *fs, struct open_file *f, int i)
+static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
 {
 	struct job *j;
+	int i;
 
 	if (fs->n_workers == 0)
 		return -EAGAIN; /* no pool: the caller uploads itself */
 	while (f->n_jobs >= MAX_JOBS_PER_FILE)
 		pthread_cond_wait(&f->cond, &f->lock);
+	/* The wait let other threads flush or change the extents: find it again. */
+	for (i = 0; i < f->n_ext && f->ext[i].off != off; i++)
+		;
+	if (i == f->n_ext || f->ext[i].len < fs->opt.chunk_size)
+		return 0; /* already uploaded by a flush, or no longer full */
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
@@ -353,8 +360,20 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 
 	if (n <= 0)
 		return 0;
-	/* Older chunks in flight are recorded first. */
-	wait_jobs(f);
+	/* Older chunks in flight are recorded first; the wait lets other threads change
+	 * the extents, so they are found again by offset. */
+	if (f->n_jobs > 0) {
+		uint64_t lo = f->ext[from].off, hi = f->ext[to - 1].off + f->ext[to - 1].len;
+
+		wait_jobs(f);
+		for (from = 0; from < f->n_ext && f->ext[from].off < lo; from++)
+			;
+		for (to = from; to < f->n_ext && f->ext[to].off < hi; to++)
+			;
+		n = to - from;
+		if (n <= 0)
+			return 0;
+	}
 	chunks = calloc((size_t)n, sizeof(*chunks));
 	if (!chunks)
 		return -ENOMEM;
@@ -424,9 +443,11 @@ static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
 				rc = fs_read_blob_range(fs, &list[k], 0, list[k].length,
 							x.data + (list[k].offset - start));
 			if (rc == 0)
-				rc = upload_extent(fs, &x, false, &c);
+				rc = upload_extent(fs, &x, true, &c);
+			/* Recorded only if those pieces are still there (a truncate may have
+			 * run meanwhile); otherwise the new blob just goes to gc. */
 			if (rc == 0)
-				rc = meta_write_chunks(fs->meta, f->ino, &c, 1, 0, false, NULL);
+				rc = meta_replace_chunks(fs->meta, f->ino, &list[i], pieces, &c);
 			free(x.data);
 		}
 		i = j > i ? j : i + 1;
@@ -521,8 +542,13 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			off += n;
 			src += n;
 			len -= n;
-			if (e->len == chunk && submit_extent(fs, f, i) < 0)
-				rc = commit_extents(fs, f, i, i + 1, false);
+			if (e->len == chunk && submit_extent(fs, f, e->off) < 0) {
+				/* No pool: upload it here (it may have moved while waiting). */
+				for (i = 0; i < f->n_ext && f->ext[i].off != off - chunk; i++)
+					;
+				if (i < f->n_ext && f->ext[i].len == chunk)
+					rc = commit_extents(fs, f, i, i + 1, false);
+			}
 			continue;
 		}
 		/* A new extent: first upload any extent it would overlap. */

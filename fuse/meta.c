@@ -985,6 +985,34 @@ int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chu
 	return rc;
 }
 
+int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *old, int n,
+			const struct meta_chunk *fresh)
+{
+	struct meta_chunk *now = NULL;
+	MDB_txn *txn;
+	bool same;
+	int got, rc = txn_begin(m, true, &txn);
+
+	if (rc < 0)
+		return rc;
+	got = collect_chunks(m, txn, ino, fresh->offset, fresh->offset + fresh->length, &now);
+	same = got == n;
+	for (int i = 0; same && i < n; i++)
+		same = now[i].offset == old[i].offset && now[i].length == old[i].length &&
+		       now[i].blob_offset == old[i].blob_offset && !strcmp(now[i].fid, old[i].fid);
+	free(now);
+	if (got < 0)
+		rc = got;
+	else if (same)
+		rc = punch(m, txn, ino, fresh->offset, fresh->offset + fresh->length);
+	if (rc == 0 && same)
+		rc = put_chunk(m, txn, ino, fresh);
+	/* A reference when used, none otherwise: then the blob goes straight to gc. */
+	if (rc == 0)
+		rc = fidref_add(m, txn, fresh->fid, same ? 1 : 0);
+	return txn_end(txn, rc);
+}
+
 int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len,
 		     struct meta_chunk **out)
 {

@@ -122,6 +122,14 @@ int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chu
 		      uint64_t min_size, bool touch, struct meta_attr *out);
 
 /*
+ * Replaces the intervals old[0..n) (contiguous, in order) by one chunk with the same
+ * bytes, if they are all still exactly there; else records nothing and sends the new
+ * chunk's blob to gc. Times and size are untouched. One transaction.
+ */
+int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *old, int n,
+			const struct meta_chunk *fresh);
+
+/*
  * The intervals overlapping [offset, offset+len), in order (caller frees *out).
  * Returns their number, or -errno.
  */

@@ -318,9 +318,10 @@ def test_o_path_fd_after_unlink(mnt):
 
 
 def test_reads_without_chunk_cache(kelp):
-    """-cacheCapacityMB=0: every read fetches from the cluster."""
+    """-cacheCapacityMB=0 -memoryCacheMB=0 (no disk and no memory chunk cache): every
+    read fetches from the cluster."""
     kelp.start_server()
-    m = kelp.mount(["-cacheCapacityMB=0", "-chunkSizeLimitMB=1"])
+    m = kelp.mount(["-cacheCapacityMB=0", "-memoryCacheMB=0", "-chunkSizeLimitMB=1"])
     data = os.urandom(3 * MiB + 17)
     write_file(m.path("f"), data)
     m2 = kelp.remount(m)

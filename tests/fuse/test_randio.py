@@ -11,7 +11,8 @@ import threading
 import randio
 from kelp_fuse_conftest import MiB
 
-CHUNK_ARGS = ["-chunkSizeLimitMB=1", "-cacheCapacityMB=16"]
+# small caches: chunks are evicted from memory (8 MiB) and from disk (16 MiB) during a run
+CHUNK_ARGS = ["-chunkSizeLimitMB=1", "-memoryCacheMB=8", "-cacheCapacityMB=16"]
 
 
 def _seed(default):

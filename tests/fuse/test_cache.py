@@ -1,0 +1,94 @@
+"""The mount's on-disk chunk cache (-cacheDir, default <meta>/cache): it survives
+restarts, serves reads while the cluster is away, and a damaged cache file is a miss
+(the data then comes from the cluster), never wrong data."""
+
+import os
+import time
+
+from kelp_fuse_conftest import MiB, free_port, read_file, wait_until, write_file
+
+ARGS = ["-chunkSizeLimitMB=1"]
+
+
+def _cache_files(meta):
+    out = []
+    for dirpath, _, names in os.walk(os.path.join(str(meta), "cache")):
+        for n in names:
+            if ".tmp" not in n:
+                out.append(os.path.join(dirpath, n))
+    return out
+
+
+def _fill_cache(kelp, m, data, nfiles, args=None):
+    """Reads the file through a fresh mount so that its chunks land in the disk cache;
+    returns that mount, unmounted. (Each mount is a new process: its memory cache starts
+    empty, so the next mount's reads come from the disk cache or the cluster.)"""
+    m2 = kelp.remount(m, args=args)
+    assert read_file(m2.path("f")) == data
+    # the disk cache is written in the background
+    wait_until("%d chunk files in the disk cache" % nfiles,
+               lambda: len(_cache_files(m2.meta)) >= nfiles, 10)
+    assert m2.unmount() == 0
+    return m2
+
+
+def test_disk_cache_serves_reads_with_cluster_down(kelp):
+    srv = kelp.start_server(master_port=free_port(), volume_port=free_port())
+    m = kelp.mount(ARGS)
+    data = os.urandom(3 * MiB + 5)
+    write_file(m.path("f"), data)
+    assert m.unmount() == 0
+    m2 = _fill_cache(kelp, m, data, 4)
+    m3 = kelp.mount(ARGS + ["-timeout=3"], mnt=m2.mnt, meta=m2.meta)
+    srv.kill9()
+    t0 = time.monotonic()
+    assert read_file(m3.path("f")) == data
+    assert time.monotonic() - t0 < 5
+
+
+def test_damaged_disk_cache_files_are_misses(kelp):
+    kelp.start_server()
+    m = kelp.mount(ARGS)
+    data = os.urandom(3 * MiB + 5)
+    write_file(m.path("f"), data)
+    assert m.unmount() == 0
+    m2 = _fill_cache(kelp, m, data, 4)
+    files = sorted(_cache_files(m2.meta))
+    assert len(files) >= 4
+    # damage each file differently: a flipped byte in the data, a flipped byte near the
+    # end, a truncation, an empty file
+    for i, p in enumerate(files):
+        size = os.path.getsize(p)
+        with open(p, "r+b") as f:
+            if i % 4 == 0:
+                f.seek(size // 2)
+                b = f.read(1)
+                f.seek(size // 2)
+                f.write(bytes([b[0] ^ 0xFF]))
+            elif i % 4 == 1:
+                f.seek(size - 3)
+                b = f.read(1)
+                f.seek(size - 3)
+                f.write(bytes([b[0] ^ 0x01]))
+            elif i % 4 == 2:
+                f.truncate(size // 2)
+            else:
+                f.truncate(0)
+    m3 = kelp.mount(ARGS, mnt=m2.mnt, meta=m2.meta)
+    got = read_file(m3.path("f"))
+    assert len(got) == len(data)
+    if got != data:
+        bad = [k // MiB for k in range(0, len(data), MiB) if got[k:k + MiB] != data[k:k + MiB]]
+        raise AssertionError("reads return the damaged cache contents (chunks at MiB %r "
+                             "differ) instead of treating the files as misses" % bad)
+
+
+def test_disk_cache_filled_without_memory_cache(kelp):
+    """-memoryCacheMB=0 disables the memory cache only: chunks read still go to the
+    disk cache."""
+    kelp.start_server()
+    m = kelp.mount(ARGS + ["-memoryCacheMB=0"])
+    data = os.urandom(2 * MiB)
+    write_file(m.path("f"), data)
+    assert m.unmount() == 0
+    _fill_cache(kelp, m, data, 2, args=ARGS + ["-memoryCacheMB=0"])
