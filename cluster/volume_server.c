@@ -354,8 +354,12 @@ static void invalidate_locations(struct volume_server *vs, uint32_t vid)
 	pthread_mutex_unlock(&vs->cache_lock);
 }
 
-/* Locations of vid from the masters (cached for 10 s). -ENOENT unknown, -EIO no master. */
-static int lookup_locations(struct volume_server *vs, uint32_t vid, struct cached_locations *out)
+/*
+ * Locations of vid from the masters (cached for 10 s), asking them in turn from the
+ * first-th. -ENOENT unknown, -EIO no master answered.
+ */
+static int lookup_locations(struct volume_server *vs, uint32_t vid, int first,
+			    struct cached_locations *out)
 {
 	struct cached_locations *c = &vs->cache[vid % LOCATION_CACHE_SIZE];
 	uint64_t now = monotonic_ns();
@@ -376,7 +380,7 @@ static int lookup_locations(struct volume_server *vs, uint32_t vid, struct cache
 			pthread_mutex_unlock(&vs->masters_lock);
 			break;
 		}
-		snprintf(master, sizeof(master), "%s", vs->masters[i]);
+		snprintf(master, sizeof(master), "%s", vs->masters[(first + i) % vs->n_masters]);
 		pthread_mutex_unlock(&vs->masters_lock);
 		struct http_client_request rq = {
 		    .method = "GET", .url = url, .body_fd = -1, .timeout_ms = 3000};
@@ -498,19 +502,32 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 	struct cached_locations locs;
 	int others = 0, ret;
 
-	ret = lookup_locations(vs, fid->vid, &locs);
-	if (ret < 0) {
-		snprintf(err, err_cap, "cannot look up the replicas of volume %u: %s", fid->vid,
-			 ret == -ENOENT ? "unknown to the masters" : "no master answered");
-		return copies == 0 ? -ENOENT : -EIO;
-	}
-	for (int i = 0; i < locs.n; i++)
-		others += !is_self(vs, locs.urls[i]);
-	if (copies > 0 && others < copies - 1) {
+	/*
+	 * A volume grown a moment ago may not be complete yet in every master's topology
+	 * (each replica's heartbeat reaches each master on its own): ask again, another
+	 * master each time, for up to about a second before failing the write.
+	 */
+	for (int attempt = 0;; attempt++) {
+		ret = lookup_locations(vs, fid->vid, attempt, &locs);
+		if (ret < 0 && (ret != -ENOENT || attempt >= 5)) {
+			snprintf(err, err_cap, "cannot look up the replicas of volume %u: %s",
+				 fid->vid,
+				 ret == -ENOENT ? "unknown to the masters" : "no master answered");
+			return copies == 0 ? -ENOENT : -EIO;
+		}
+		others = 0;
+		for (int i = 0; ret == 0 && i < locs.n; i++)
+			others += !is_self(vs, locs.urls[i]);
+		if (ret == 0 && (copies == 0 || others >= copies - 1))
+			break;
 		invalidate_locations(vs, fid->vid);
-		snprintf(err, err_cap, "volume %u has %d of its %d replicas known to the masters",
-			 fid->vid, others + 1, copies);
-		return -EIO;
+		if (attempt >= 5) {
+			snprintf(err, err_cap,
+				 "volume %u has %d of its %d replicas known to the masters",
+				 fid->vid, others + 1, copies);
+			return -EIO;
+		}
+		usleep(200000);
 	}
 	for (int i = 0; i < locs.n; i++) {
 		char url[1200];
@@ -1414,7 +1431,7 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
 		return;
 	}
-	if (lookup_locations(vs, fid->vid, &locs) == 0)
+	if (lookup_locations(vs, fid->vid, 0, &locs) == 0)
 		for (int i = 0; i < locs.n && !other; i++)
 			if (!is_self(vs, locs.urls[i]))
 				other = locs.urls[i];
