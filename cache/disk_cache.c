@@ -215,11 +215,19 @@ void disk_cache_put(struct disk_cache *c, const char *fid, const uint8_t *data, 
 	if (rc == 0)
 		rc = pwrite_all(fd, data, len, HEADER);
 	close(fd);
-	if (rc < 0 || rename(tmp, path) < 0) {
-		unlink(tmp);
-		return;
+	{
+		/* Replacing a file (a damaged copy, or a second put): count it once. */
+		struct stat old;
+
+		if (stat(path, &old) < 0)
+			old.st_size = 0;
+		if (rc < 0 || rename(tmp, path) < 0) {
+			unlink(tmp);
+			return;
+		}
+		pthread_mutex_lock(&c->lock);
+		c->used -= (uint64_t)old.st_size < c->used ? (uint64_t)old.st_size : c->used;
 	}
-	pthread_mutex_lock(&c->lock);
 	c->used += len + HEADER;
 	if (c->used > c->capacity)
 		evict(c);

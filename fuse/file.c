@@ -1069,6 +1069,19 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 	}
 	for (int i = 0; i < fs->n_workers; i++)
 		pthread_join(fs->workers[i], NULL);
+	/* Files programs still had open when the session ended (a signal): their data
+	 * was flushed by fs_flush_all; nothing can reach them any more. */
+	while (fs->files) {
+		struct open_file *f = fs->files;
+
+		fs->files = f->next;
+		for (int i = 0; i < f->n_ext; i++)
+			free(f->ext[i].data);
+		free(f->ext);
+		pthread_mutex_destroy(&f->lock);
+		pthread_cond_destroy(&f->cond);
+		free(f);
+	}
 	chunk_cache_free(fs->cache);
 	disk_cache_close(fs->disk);
 	needle_map_release(&fs->lookups);

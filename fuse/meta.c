@@ -961,11 +961,14 @@ int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chu
 	for (int i = 0; i < n && rc == 0; i++) {
 		if (chunks[i].length == 0)
 			continue;
-		rc = punch(m, txn, ino, chunks[i].offset, chunks[i].offset + chunks[i].length);
+		/* Referenced before the punch, so rewriting a blob's own range never
+		 * sends it to gc. */
+		rc = fidref_add(m, txn, chunks[i].fid, 1);
+		if (rc == 0)
+			rc = punch(m, txn, ino, chunks[i].offset,
+				   chunks[i].offset + chunks[i].length);
 		if (rc == 0)
 			rc = put_chunk(m, txn, ino, &chunks[i]);
-		if (rc == 0)
-			rc = fidref_add(m, txn, chunks[i].fid, 1);
 		if (rc == 0 && chunks[i].offset + chunks[i].length > a.size)
 			a.size = chunks[i].offset + chunks[i].length;
 	}

@@ -740,7 +740,6 @@ struct stopper {
 	struct fuse_session *se;
 	struct kelp_fs *fs;
 	const char *mountpoint;
-	bool detached; /* by a signal: nothing left to unmount */
 };
 
 /*
@@ -771,10 +770,7 @@ static void *stop_on_signal(void *arg)
 		 * connection so the workers' reads of /dev/fuse return and the loop ends;
 		 * programs still using the mount get ENOTCONN instead of hanging.
 		 */
-		if (umount2(st->mountpoint, MNT_DETACH) == 0)
-			st->detached = true;
-		else
-			fuse_session_unmount(st->se);
+		fuse_session_unmount(st->se); /* lazy (MNT_DETACH) for root; frees its state */
 		if (have_dev) {
 			char path[128];
 			int fd;
@@ -825,7 +821,6 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	st.se = se;
 	st.fs = fs;
 	st.mountpoint = mountpoint;
-	st.detached = false;
 	if (pthread_create(&stopper_thread, NULL, stop_on_signal, &st) != 0) {
 		fuse_session_unmount(se);
 		goto out_destroy;
@@ -840,8 +835,7 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	fuse_loop_cfg_destroy(cfg);
 	pthread_cancel(stopper_thread);
 	pthread_join(stopper_thread, NULL);
-	if (!st.detached)
-		fuse_session_unmount(se);
+	fuse_session_unmount(se); /* a no-op when the signal thread did it */
 	log_info("mount: unmounted %s", mountpoint);
 out_destroy:
 	fuse_session_destroy(se);

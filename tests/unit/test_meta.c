@@ -1,0 +1,1142 @@
+/*
+ * Unit tests for fuse/meta: the mount's LMDB metadata (namespace, link counts, renames,
+ * data intervals, blob garbage collection, xattrs, readdir and persistence). Each test
+ * gets a fresh database in a temporary directory under /tmp.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fuse/meta.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+struct fx {
+	char dir[64];
+	struct meta *m;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/kelp-test-meta-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	assert_int_equal(meta_open(f->dir, &f->m), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	meta_close(f->m);
+	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static void reopen(struct fx *f)
+{
+	meta_close(f->m);
+	f->m = NULL;
+	assert_int_equal(meta_open(f->dir, &f->m), 0);
+}
+
+static uint64_t mk(struct meta *m, uint64_t parent, const char *name, uint32_t mode)
+{
+	struct meta_attr a;
+
+	assert_int_equal(meta_create(m, parent, name, mode, 0, 0, 0, NULL, &a), 0);
+	return a.ino;
+}
+
+static uint64_t mkfile(struct meta *m, uint64_t parent, const char *name)
+{
+	return mk(m, parent, name, S_IFREG | 0644);
+}
+
+static uint64_t mkdir_(struct meta *m, uint64_t parent, const char *name)
+{
+	return mk(m, parent, name, S_IFDIR | 0755);
+}
+
+static uint32_t nlink_of(struct meta *m, uint64_t ino)
+{
+	struct meta_attr a;
+
+	assert_int_equal(meta_getattr(m, ino, &a), 0);
+	return a.nlink;
+}
+
+static uint64_t size_of(struct meta *m, uint64_t ino)
+{
+	struct meta_attr a;
+
+	assert_int_equal(meta_getattr(m, ino, &a), 0);
+	return a.size;
+}
+
+static uint64_t ino_at(struct meta *m, uint64_t parent, const char *name)
+{
+	struct meta_attr a;
+
+	assert_int_equal(meta_lookup(m, parent, name, &a), 0);
+	return a.ino;
+}
+
+static struct meta_chunk chunk(uint64_t off, uint64_t len, uint64_t boff, const char *fid)
+{
+	struct meta_chunk c;
+
+	memset(&c, 0, sizeof(c));
+	c.offset = off;
+	c.length = len;
+	c.blob_offset = boff;
+	snprintf(c.fid, sizeof(c.fid), "%s", fid);
+	return c;
+}
+
+static void write1(struct meta *m, uint64_t ino, uint64_t off, uint64_t len, uint64_t boff,
+		   const char *fid)
+{
+	struct meta_chunk c = chunk(off, len, boff, fid);
+
+	assert_int_equal(meta_write_chunks(m, ino, &c, 1, 0, true, NULL), 0);
+}
+
+static void expect_chunk(const struct meta_chunk *c, uint64_t off, uint64_t len, uint64_t boff,
+			 const char *fid)
+{
+	assert_true(c->offset == off);
+	assert_true(c->length == len);
+	assert_true(c->blob_offset == boff);
+	assert_string_equal(c->fid, fid);
+}
+
+#define GC_MAX 8192
+static char gc_fids[GC_MAX][META_FID_MAX];
+static uint64_t gc_seqs[GC_MAX];
+
+/* How many times fid is waiting in gc. */
+static int gc_count(struct meta *m, const char *fid)
+{
+	int n = meta_gc_take(m, GC_MAX, gc_fids, gc_seqs), hits = 0;
+
+	assert_true(n >= 0);
+	assert_int_equal(n, meta_gc_pending(m));
+	for (int i = 0; i < n; i++)
+		if (!strcmp(gc_fids[i], fid))
+			hits++;
+	return hits;
+}
+
+/* Marks every gc entry done. */
+static void gc_drain(struct meta *m)
+{
+	int n = meta_gc_take(m, GC_MAX, gc_fids, gc_seqs);
+
+	for (int i = 0; i < n; i++)
+		assert_int_equal(meta_gc_done(m, gc_seqs[i]), 0);
+	assert_int_equal(meta_gc_pending(m), 0);
+}
+
+/* ---------------------------------------------------------------- namespace */
+
+static void test_root(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	uint64_t count = 0;
+
+	assert_int_equal(meta_getattr(f->m, META_ROOT_INO, &a), 0);
+	assert_true(a.ino == META_ROOT_INO);
+	assert_true(S_ISDIR(a.mode));
+	assert_int_equal(a.nlink, 2);
+	assert_int_equal(meta_inode_count(f->m, &count), 0);
+	assert_true(count == 1);
+	assert_int_equal(meta_getattr(f->m, 12345, &a), -ENOENT);
+}
+
+static void test_create_kinds(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a, b;
+	char buf[64];
+	uint64_t file, dir, fifo;
+
+	assert_int_equal(meta_create(f->m, 1, "file", S_IFREG | 0640, 10, 20, 0, NULL, &a), 0);
+	file = a.ino;
+	assert_true(file > META_ROOT_INO);
+	assert_true(S_ISREG(a.mode));
+	assert_int_equal(a.mode & 07777, 0640);
+	assert_int_equal(a.uid, 10);
+	assert_int_equal(a.gid, 20);
+	assert_int_equal(a.nlink, 1);
+	assert_true(a.size == 0);
+
+	assert_int_equal(meta_lookup(f->m, 1, "file", &b), 0);
+	assert_true(b.ino == file);
+	assert_int_equal(meta_getattr(f->m, file, &b), 0);
+	assert_int_equal(b.mode, a.mode);
+
+	dir = mkdir_(f->m, 1, "dir");
+	assert_int_equal(meta_getattr(f->m, dir, &b), 0);
+	assert_true(S_ISDIR(b.mode));
+	assert_int_equal(b.nlink, 2);
+	assert_int_equal(nlink_of(f->m, 1), 3);
+
+	assert_int_equal(meta_create(f->m, dir, "link", 0, 0, 0, 0, "../file", &a), 0);
+	assert_true(S_ISLNK(a.mode));
+	assert_true(a.size == strlen("../file"));
+	assert_int_equal(meta_readlink(f->m, a.ino, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "../file");
+	/* Truncated to the buffer, still terminated. */
+	assert_int_equal(meta_readlink(f->m, a.ino, buf, 4), 0);
+	assert_string_equal(buf, "../");
+	/* Not a symlink. */
+	assert_int_equal(meta_readlink(f->m, file, buf, sizeof(buf)), -EINVAL);
+
+	fifo = mk(f->m, dir, "fifo", S_IFIFO | 0600);
+	assert_int_equal(meta_getattr(f->m, fifo, &b), 0);
+	assert_true(S_ISFIFO(b.mode));
+	assert_int_equal(meta_create(f->m, dir, "dev", S_IFCHR | 0600, 0, 0, 0x0103, NULL, &a), 0);
+	assert_true(S_ISCHR(a.mode));
+	assert_int_equal(a.rdev, 0x0103);
+
+	assert_int_equal(meta_lookup(f->m, 1, "nope", &b), -ENOENT);
+	assert_int_equal(meta_lookup(f->m, dir, "file", &b), -ENOENT);
+}
+
+static void test_create_errors(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	char longname[300];
+	uint64_t file, dir, gone;
+
+	file = mkfile(f->m, 1, "f");
+	assert_int_equal(meta_create(f->m, 1, "f", S_IFREG | 0644, 0, 0, 0, NULL, &a), -EEXIST);
+	assert_int_equal(meta_create(f->m, 1, "f", S_IFDIR | 0755, 0, 0, 0, NULL, &a), -EEXIST);
+	assert_int_equal(meta_create(f->m, file, "x", S_IFREG | 0644, 0, 0, 0, NULL, &a), -ENOTDIR);
+	assert_int_equal(meta_create(f->m, 999, "x", S_IFREG | 0644, 0, 0, 0, NULL, &a), -ENOENT);
+
+	memset(longname, 'n', 256);
+	longname[256] = '\0';
+	assert_int_equal(meta_create(f->m, 1, longname, S_IFREG | 0644, 0, 0, 0, NULL, &a),
+			 -ENAMETOOLONG);
+	assert_int_equal(meta_lookup(f->m, 1, longname, &a), -ENAMETOOLONG);
+	/* 255 bytes is fine. */
+	longname[255] = '\0';
+	assert_int_equal(meta_create(f->m, 1, longname, S_IFREG | 0644, 0, 0, 0, NULL, &a), 0);
+	assert_int_equal(meta_lookup(f->m, 1, longname, &a), 0);
+
+	/* A removed directory (still referenced by the kernel) takes no new entries. */
+	dir = mkdir_(f->m, 1, "d");
+	assert_int_equal(meta_rmdir(f->m, 1, "d", &gone), 0);
+	assert_true(gone == dir);
+	assert_int_equal(meta_create(f->m, dir, "x", S_IFREG | 0644, 0, 0, 0, NULL, &a), -ENOENT);
+	assert_int_equal(meta_release_inode(f->m, dir), 0);
+	assert_int_equal(meta_create(f->m, dir, "x", S_IFREG | 0644, 0, 0, 0, NULL, &a), -ENOENT);
+	assert_int_equal(meta_getattr(f->m, dir, &a), -ENOENT);
+}
+
+static void test_link_counts(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	uint64_t file, d1, d2, sub, gone = 99;
+
+	file = mkfile(f->m, 1, "f");
+	d1 = mkdir_(f->m, 1, "d1");
+	assert_int_equal(nlink_of(f->m, 1), 3);
+	d2 = mkdir_(f->m, 1, "d2");
+	assert_int_equal(nlink_of(f->m, 1), 4);
+	sub = mkdir_(f->m, d1, "sub");
+	assert_int_equal(nlink_of(f->m, d1), 3);
+	assert_int_equal(nlink_of(f->m, sub), 2);
+	/* Files do not count in a directory's links. */
+	mkfile(f->m, d1, "x");
+	assert_int_equal(nlink_of(f->m, d1), 3);
+
+	assert_int_equal(meta_link(f->m, file, d1, "f2", &a), 0);
+	assert_int_equal(a.nlink, 2);
+	assert_int_equal(meta_link(f->m, file, d2, "f3", &a), 0);
+	assert_int_equal(a.nlink, 3);
+	assert_int_equal(nlink_of(f->m, file), 3);
+	assert_true(ino_at(f->m, d2, "f3") == file);
+	assert_int_equal(meta_link(f->m, file, d2, "f3", &a), -EEXIST);
+	assert_int_equal(meta_link(f->m, d1, d2, "dl", &a), -EPERM);
+	assert_int_equal(meta_link(f->m, file, file, "zz", &a), -ENOTDIR);
+
+	assert_int_equal(meta_unlink(f->m, 1, "f", &gone), 0);
+	assert_true(gone == 0);
+	assert_int_equal(nlink_of(f->m, file), 2);
+	assert_int_equal(meta_unlink(f->m, d1, "f2", &gone), 0);
+	assert_true(gone == 0);
+	assert_int_equal(nlink_of(f->m, file), 1);
+	assert_int_equal(meta_unlink(f->m, d2, "f3", &gone), 0);
+	assert_true(gone == file);
+	assert_int_equal(nlink_of(f->m, file), 0);
+	/* No new link to an unlinked file. */
+	assert_int_equal(meta_link(f->m, file, 1, "back", &a), -ENOENT);
+	assert_int_equal(meta_unlink(f->m, d2, "f3", &gone), -ENOENT);
+	assert_int_equal(meta_unlink(f->m, 1, "d1", &gone), -EISDIR);
+
+	/* rmdir: non-empty, not a directory, then empty. */
+	assert_int_equal(meta_rmdir(f->m, 1, "d1", &gone), -ENOTEMPTY);
+	assert_int_equal(meta_rmdir(f->m, d1, "x", &gone), -ENOTDIR);
+	assert_int_equal(meta_rmdir(f->m, d1, "sub", &gone), 0);
+	assert_true(gone == sub);
+	assert_int_equal(nlink_of(f->m, d1), 2);
+	assert_int_equal(meta_unlink(f->m, d1, "x", &gone), 0);
+	assert_int_equal(meta_rmdir(f->m, 1, "d1", &gone), 0);
+	assert_true(gone == d1);
+	assert_int_equal(nlink_of(f->m, 1), 3);
+	assert_int_equal(meta_rmdir(f->m, 1, "d2", &gone), 0);
+	assert_int_equal(nlink_of(f->m, 1), 2);
+	assert_int_equal(meta_lookup(f->m, 1, "d1", &a), -ENOENT);
+}
+
+/* ---------------------------------------------------------------- rename */
+
+static void test_rename_basic(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	uint64_t a_ino, b_ino, d, gone = 99;
+
+	a_ino = mkfile(f->m, 1, "a");
+	d = mkdir_(f->m, 1, "d");
+	assert_int_equal(meta_rename(f->m, 1, "a", 1, "b", 0, &gone), 0);
+	assert_true(gone == 0);
+	assert_int_equal(meta_lookup(f->m, 1, "a", &a), -ENOENT);
+	assert_true(ino_at(f->m, 1, "b") == a_ino);
+
+	/* Across directories. */
+	assert_int_equal(meta_rename(f->m, 1, "b", d, "c", 0, &gone), 0);
+	assert_true(ino_at(f->m, d, "c") == a_ino);
+	assert_int_equal(meta_lookup(f->m, 1, "b", &a), -ENOENT);
+
+	/* Over an existing file: the old one is gone. */
+	b_ino = mkfile(f->m, 1, "b");
+	assert_int_equal(meta_rename(f->m, d, "c", 1, "b", 0, &gone), 0);
+	assert_true(gone == b_ino);
+	assert_int_equal(nlink_of(f->m, b_ino), 0);
+	assert_true(ino_at(f->m, 1, "b") == a_ino);
+	assert_int_equal(meta_lookup(f->m, d, "c", &a), -ENOENT);
+
+	/* Over a hard link of itself: nothing happens. */
+	assert_int_equal(meta_link(f->m, a_ino, 1, "b2", NULL), 0);
+	assert_int_equal(meta_rename(f->m, 1, "b", 1, "b2", 0, &gone), 0);
+	assert_true(gone == 0);
+	assert_true(ino_at(f->m, 1, "b") == a_ino);
+	assert_true(ino_at(f->m, 1, "b2") == a_ino);
+	assert_int_equal(nlink_of(f->m, a_ino), 2);
+
+	/* Missing source, bad flags, long name. */
+	assert_int_equal(meta_rename(f->m, 1, "zz", 1, "yy", 0, &gone), -ENOENT);
+	assert_int_equal(meta_rename(f->m, 1, "b", 1, "yy", 0x80, &gone), -EINVAL);
+	{
+		char longname[300];
+
+		memset(longname, 'q', 256);
+		longname[256] = '\0';
+		assert_int_equal(meta_rename(f->m, 1, "b", 1, longname, 0, &gone), -ENAMETOOLONG);
+	}
+}
+
+static void test_rename_dirs(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	uint64_t src, empty, full, file, sub, p2, gone = 99;
+
+	src = mkdir_(f->m, 1, "src");
+	empty = mkdir_(f->m, 1, "empty");
+	full = mkdir_(f->m, 1, "full");
+	mkfile(f->m, full, "x");
+	file = mkfile(f->m, 1, "file");
+	assert_int_equal(nlink_of(f->m, 1), 5);
+
+	assert_int_equal(meta_rename(f->m, 1, "src", 1, "full", 0, &gone), -ENOTEMPTY);
+	assert_int_equal(meta_rename(f->m, 1, "file", 1, "empty", 0, &gone), -EISDIR);
+	assert_int_equal(meta_rename(f->m, 1, "src", 1, "file", 0, &gone), -ENOTDIR);
+	assert_true(ino_at(f->m, 1, "src") == src);
+	assert_true(ino_at(f->m, 1, "file") == file);
+
+	/* Directory over an empty directory (same parent). */
+	assert_int_equal(meta_rename(f->m, 1, "src", 1, "empty", 0, &gone), 0);
+	assert_true(gone == empty);
+	assert_true(ino_at(f->m, 1, "empty") == src);
+	assert_int_equal(nlink_of(f->m, 1), 4);
+	assert_int_equal(meta_release_inode(f->m, empty), 0);
+	assert_int_equal(meta_getattr(f->m, empty, &a), -ENOENT);
+
+	/* Directory over an empty directory in another parent. */
+	p2 = mkdir_(f->m, 1, "p2");
+	sub = mkdir_(f->m, p2, "target");
+	assert_int_equal(nlink_of(f->m, 1), 5);
+	assert_int_equal(nlink_of(f->m, p2), 3);
+	assert_int_equal(meta_rename(f->m, 1, "empty", p2, "target", 0, &gone), 0);
+	assert_true(gone == sub);
+	assert_int_equal(nlink_of(f->m, 1), 4);
+	assert_int_equal(nlink_of(f->m, p2), 3);
+	assert_true(ino_at(f->m, p2, "target") == src);
+
+	/* Plain move of a directory: link counts follow. */
+	assert_int_equal(meta_rename(f->m, p2, "target", full, "moved", 0, &gone), 0);
+	assert_true(gone == 0);
+	assert_int_equal(nlink_of(f->m, p2), 2);
+	assert_int_equal(nlink_of(f->m, full), 3);
+
+	/* Into its own subtree. */
+	sub = mkdir_(f->m, src, "child");
+	assert_int_equal(meta_rename(f->m, 1, "full", src, "loop", 0, &gone), -EINVAL);
+	assert_int_equal(meta_rename(f->m, 1, "full", sub, "loop", 0, &gone), -EINVAL);
+	assert_int_equal(meta_rename(f->m, 1, "full", full, "loop", 0, &gone), -EINVAL);
+	assert_true(ino_at(f->m, 1, "full") == full);
+	/* Into a file. */
+	assert_int_equal(meta_rename(f->m, 1, "p2", file, "x", 0, &gone), -ENOTDIR);
+}
+
+static void test_rename_flags(void **state)
+{
+	struct fx *f = *state;
+	uint64_t a, b, d1, d2, dir, gone = 99;
+
+	a = mkfile(f->m, 1, "a");
+	b = mkfile(f->m, 1, "b");
+	assert_int_equal(meta_rename(f->m, 1, "a", 1, "b", RENAME_NOREPLACE, &gone), -EEXIST);
+	assert_true(ino_at(f->m, 1, "a") == a);
+	assert_int_equal(meta_rename(f->m, 1, "a", 1, "c", RENAME_NOREPLACE, &gone), 0);
+	assert_true(ino_at(f->m, 1, "c") == a);
+
+	/* Exchange needs both names. */
+	assert_int_equal(meta_rename(f->m, 1, "c", 1, "nope", RENAME_EXCHANGE, &gone), -ENOENT);
+	assert_int_equal(meta_rename(f->m, 1, "c", 1, "b", RENAME_EXCHANGE, &gone), 0);
+	assert_true(gone == 0);
+	assert_true(ino_at(f->m, 1, "c") == b);
+	assert_true(ino_at(f->m, 1, "b") == a);
+	assert_int_equal(nlink_of(f->m, a), 1);
+	assert_int_equal(nlink_of(f->m, b), 1);
+
+	/* A file and a directory across parents: the parents' link counts swap. */
+	d1 = mkdir_(f->m, 1, "d1");
+	d2 = mkdir_(f->m, 1, "d2");
+	dir = mkdir_(f->m, d1, "dir");
+	mkfile(f->m, dir, "inside");
+	assert_int_equal(meta_rename(f->m, 1, "b", d2, "file", 0, &gone), 0);
+	assert_int_equal(nlink_of(f->m, d1), 3);
+	assert_int_equal(nlink_of(f->m, d2), 2);
+	assert_int_equal(meta_rename(f->m, d1, "dir", d2, "file", RENAME_EXCHANGE, &gone), 0);
+	assert_true(gone == 0);
+	assert_true(ino_at(f->m, d1, "dir") == a);
+	assert_true(ino_at(f->m, d2, "file") == dir);
+	assert_int_equal(nlink_of(f->m, d1), 2);
+	assert_int_equal(nlink_of(f->m, d2), 3);
+	assert_int_equal(nlink_of(f->m, dir), 2);
+	/* The moved directory's new parent is known: moving d2 into it is a loop. */
+	assert_int_equal(meta_rename(f->m, 1, "d2", dir, "loop", 0, &gone), -EINVAL);
+	/* And d1 can be removed once the file goes. */
+	assert_int_equal(meta_unlink(f->m, d1, "dir", &gone), 0);
+	assert_true(gone == a);
+	assert_int_equal(meta_rmdir(f->m, 1, "d1", &gone), 0);
+
+	/* Back the other way (file in the new parent, directory in the old). */
+	mkfile(f->m, 1, "f2");
+	assert_int_equal(meta_rename(f->m, 1, "f2", d2, "file", RENAME_EXCHANGE, &gone), 0);
+	assert_true(ino_at(f->m, 1, "f2") == dir);
+	assert_int_equal(nlink_of(f->m, d2), 2);
+	assert_int_equal(nlink_of(f->m, 1), 4); /* root: d2 and the directory now at "f2" */
+}
+
+/* ---------------------------------------------------------------- chunks */
+
+static void test_chunks_overlap(void **state)
+{
+	struct fx *f = *state;
+	struct meta_chunk *l;
+	uint64_t ino = mkfile(f->m, 1, "f");
+	int n;
+
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	assert_true(size_of(f->m, ino) == 100);
+	/* Middle overwrite splits A. */
+	write1(f->m, ino, 40, 20, 5, "1,b");
+	n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+	assert_int_equal(n, 3);
+	expect_chunk(&l[0], 0, 40, 0, "1,a");
+	expect_chunk(&l[1], 40, 20, 5, "1,b");
+	expect_chunk(&l[2], 60, 40, 60, "1,a");
+	free(l);
+	assert_true(size_of(f->m, ino) == 100);
+
+	/* Overlapping the tail of the file grows it, trims the right piece of A. */
+	write1(f->m, ino, 90, 50, 0, "1,c");
+	assert_true(size_of(f->m, ino) == 140);
+	/* Covering the start: trims the left piece of A, drops nothing else. */
+	write1(f->m, ino, 0, 10, 100, "1,d");
+	/* Covers B exactly and part of A's right piece. */
+	write1(f->m, ino, 40, 30, 7, "1,e");
+	n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+	assert_int_equal(n, 5);
+	expect_chunk(&l[0], 0, 10, 100, "1,d");
+	expect_chunk(&l[1], 10, 30, 10, "1,a");
+	expect_chunk(&l[2], 40, 30, 7, "1,e");
+	expect_chunk(&l[3], 70, 20, 70, "1,a");
+	expect_chunk(&l[4], 90, 50, 0, "1,c");
+	free(l);
+	assert_int_equal(meta_chunk_count(f->m, ino), 5);
+	assert_int_equal(gc_count(f->m, "1,b"), 1);
+	assert_int_equal(gc_count(f->m, "1,a"), 0);
+
+	/* Partial reads: the interval before the offset reaching in is included. */
+	n = meta_read_chunks(f->m, ino, 45, 30, &l);
+	assert_int_equal(n, 2);
+	expect_chunk(&l[0], 40, 30, 7, "1,e");
+	expect_chunk(&l[1], 70, 20, 70, "1,a");
+	free(l);
+	n = meta_read_chunks(f->m, ino, 70, 1, &l);
+	assert_int_equal(n, 1);
+	expect_chunk(&l[0], 70, 20, 70, "1,a");
+	free(l);
+	n = meta_read_chunks(f->m, ino, 140, 100, &l);
+	assert_int_equal(n, 0);
+	free(l);
+
+	/* Several chunks in one call, later ones win; min_size grows the file. */
+	{
+		struct meta_chunk cs[2] = {chunk(200, 10, 0, "1,f"), chunk(205, 10, 0, "1,g")};
+		struct meta_attr a;
+
+		assert_int_equal(meta_write_chunks(f->m, ino, cs, 2, 500, false, &a), 0);
+		assert_true(a.size == 500);
+		n = meta_read_chunks(f->m, ino, 150, 100, &l);
+		assert_int_equal(n, 2);
+		expect_chunk(&l[0], 200, 5, 0, "1,f");
+		expect_chunk(&l[1], 205, 10, 0, "1,g");
+		free(l);
+	}
+	/* A hole between chunks is simply absent. */
+	n = meta_read_chunks(f->m, ino, 140, 60, &l);
+	assert_int_equal(n, 0);
+	free(l);
+
+	/* Another file's chunks do not leak in. */
+	{
+		uint64_t other = mkfile(f->m, 1, "g");
+
+		write1(f->m, other, 0, 1000, 0, "2,a");
+		n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+		assert_int_equal(n, 7);
+		free(l);
+		n = meta_read_chunks(f->m, other, 0, UINT64_MAX, &l);
+		assert_int_equal(n, 1);
+		free(l);
+	}
+}
+
+static void test_truncate(void **state)
+{
+	struct fx *f = *state;
+	struct meta_chunk *l;
+	struct meta_attr in = {0}, out;
+	uint64_t ino = mkfile(f->m, 1, "f"), d = mkdir_(f->m, 1, "d");
+	int n;
+
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	write1(f->m, ino, 100, 100, 0, "1,b");
+	in.size = 150;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &out), 0);
+	assert_true(out.size == 150);
+	n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+	assert_int_equal(n, 2);
+	expect_chunk(&l[1], 100, 50, 0, "1,b");
+	free(l);
+	assert_int_equal(gc_count(f->m, "1,b"), 0);
+	in.size = 50;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &out), 0);
+	assert_int_equal(gc_count(f->m, "1,b"), 1);
+	/* Extend: a hole, no chunk. */
+	in.size = 4096;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &out), 0);
+	assert_true(size_of(f->m, ino) == 4096);
+	n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+	assert_int_equal(n, 1);
+	expect_chunk(&l[0], 0, 50, 0, "1,a");
+	free(l);
+	in.size = 0;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &out), 0);
+	assert_int_equal(meta_chunk_count(f->m, ino), 0);
+	assert_int_equal(gc_count(f->m, "1,a"), 1);
+	assert_int_equal(meta_setattr(f->m, d, &in, META_SET_SIZE, &out), -EISDIR);
+
+	/* Other attributes. */
+	in.mode = S_IFDIR | 0600; /* the type never changes */
+	in.uid = 7;
+	in.gid = 8;
+	in.atime_ns = 111;
+	in.mtime_ns = 222;
+	in.ctime_ns = 333;
+	assert_int_equal(meta_setattr(f->m, ino, &in,
+				      META_SET_MODE | META_SET_UID | META_SET_GID | META_SET_ATIME |
+					  META_SET_MTIME | META_SET_CTIME,
+				      &out),
+			 0);
+	assert_true(S_ISREG(out.mode));
+	assert_int_equal(out.mode & 07777, 0600);
+	assert_int_equal(out.uid, 7);
+	assert_int_equal(out.gid, 8);
+	assert_true(out.atime_ns == 111 && out.mtime_ns == 222 && out.ctime_ns == 333);
+	assert_int_equal(meta_getattr(f->m, ino, &in), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+}
+
+/* Randomised model check: a reference byte array says which blob byte each file byte is. */
+#define MODEL_MAX 4096
+#define MODEL_OPS 2000
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(uint64_t n)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state % n;
+}
+
+static void test_chunks_model(void **state)
+{
+	struct fx *f = *state;
+	static int who[MODEL_MAX];	  /* write number, -1 for a hole */
+	static uint64_t where[MODEL_MAX]; /* position inside that write's blob */
+	static int seen[MODEL_OPS];
+	static int live[MODEL_OPS];
+	static int gc_seen[MODEL_OPS];
+	uint64_t ino = mkfile(f->m, 1, "model"), size = 0;
+	int writes = 0;
+
+	for (int i = 0; i < MODEL_MAX; i++)
+		who[i] = -1;
+	rng_state = 0x9e3779b97f4a7c15ull;
+	for (int op = 0; op < MODEL_OPS; op++) {
+		struct meta_chunk *l;
+		int n;
+
+		if (rnd(8) == 0) {
+			struct meta_attr in = {0};
+
+			in.size = rnd(MODEL_MAX);
+			assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, NULL), 0);
+			for (uint64_t p = in.size; p < MODEL_MAX; p++)
+				who[p] = -1;
+			size = in.size;
+		} else {
+			uint64_t off = rnd(MODEL_MAX - 1), len = 1 + rnd(600), boff = rnd(100);
+			char fid[META_FID_MAX];
+
+			if (off + len > MODEL_MAX)
+				len = MODEL_MAX - off;
+			snprintf(fid, sizeof(fid), "7,%x", writes);
+			write1(f->m, ino, off, len, boff, fid);
+			for (uint64_t p = off; p < off + len; p++) {
+				who[p] = writes;
+				where[p] = boff + (p - off);
+			}
+			if (off + len > size)
+				size = off + len;
+			writes++;
+		}
+		assert_true(size_of(f->m, ino) == size);
+
+		/* The whole file. */
+		n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+		assert_true(n >= 0);
+		memset(seen, 0, sizeof(seen));
+		{
+			uint64_t next = 0;
+
+			for (int i = 0; i < n; i++) {
+				unsigned w;
+
+				assert_true(l[i].length > 0);
+				assert_true(l[i].offset >= next); /* in order, no overlap */
+				assert_true(l[i].offset + l[i].length <= size);
+				for (uint64_t p = next; p < l[i].offset; p++)
+					assert_int_equal(who[p], -1);
+				assert_int_equal(sscanf(l[i].fid, "7,%x", &w), 1);
+				for (uint64_t p = l[i].offset; p < l[i].offset + l[i].length; p++) {
+					if (who[p] != (int)w ||
+					    where[p] != l[i].blob_offset + (p - l[i].offset))
+						fail_msg(
+						    "op %d: byte %llu is (%d,%llu) in the model "
+						    "but (%u,%llu) in meta",
+						    op, (unsigned long long)p, who[p],
+						    (unsigned long long)where[p], w,
+						    (unsigned long long)(l[i].blob_offset +
+									 (p - l[i].offset)));
+				}
+				next = l[i].offset + l[i].length;
+			}
+			for (uint64_t p = next; p < MODEL_MAX; p++)
+				assert_int_equal(who[p], -1);
+		}
+		free(l);
+
+		/* A random window returns exactly the intervals overlapping it. */
+		{
+			uint64_t off = rnd(MODEL_MAX), len = 1 + rnd(1000);
+			struct meta_chunk *all;
+			int na = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &all), expect = 0;
+
+			for (int i = 0; i < na; i++)
+				if (all[i].offset < off + len &&
+				    all[i].offset + all[i].length > off)
+					expect++;
+			n = meta_read_chunks(f->m, ino, off, len, &l);
+			assert_int_equal(n, expect);
+			for (int i = 0, j = 0; i < na; i++)
+				if (all[i].offset < off + len &&
+				    all[i].offset + all[i].length > off)
+					assert_true(l[j++].offset == all[i].offset);
+			free(l);
+			free(all);
+		}
+
+		/* gc: exactly the blobs no byte uses any more, each once. */
+		if (op % 50 == 49 || op == MODEL_OPS - 1) {
+			int g = meta_gc_take(f->m, GC_MAX, gc_fids, gc_seqs);
+
+			assert_true(g >= 0 && g < GC_MAX);
+			memset(live, 0, sizeof(live));
+			memset(gc_seen, 0, sizeof(gc_seen));
+			for (int p = 0; p < MODEL_MAX; p++)
+				if (who[p] >= 0)
+					live[who[p]] = 1;
+			for (int i = 0; i < g; i++) {
+				unsigned w;
+
+				assert_int_equal(sscanf(gc_fids[i], "7,%x", &w), 1);
+				assert_true(w < (unsigned)writes);
+				gc_seen[w]++;
+			}
+			for (int w = 0; w < writes; w++)
+				if (gc_seen[w] != !live[w])
+					fail_msg("op %d: blob %d live=%d but %d time(s) in gc", op,
+						 w, live[w], gc_seen[w]);
+		}
+	}
+	/* Everything to gc once the file is deleted. */
+	{
+		uint64_t gone;
+
+		assert_int_equal(meta_unlink(f->m, 1, "model", &gone), 0);
+		assert_true(gone == ino);
+		assert_int_equal(meta_release_inode(f->m, ino), 0);
+		assert_int_equal(meta_gc_pending(f->m), writes);
+	}
+}
+
+/* ---------------------------------------------------------------- gc */
+
+static void test_gc(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "f"), gone;
+	int n;
+
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	/* Partially overwritten (split in two): still used. */
+	write1(f->m, ino, 10, 10, 0, "1,b");
+	assert_int_equal(gc_count(f->m, "1,a"), 0);
+	write1(f->m, ino, 0, 15, 0, "1,c");
+	assert_int_equal(gc_count(f->m, "1,a"), 0);
+	assert_int_equal(gc_count(f->m, "1,b"), 0);
+	/* Its last piece goes. */
+	write1(f->m, ino, 15, 85, 0, "1,d");
+	assert_int_equal(gc_count(f->m, "1,a"), 1);
+	assert_int_equal(gc_count(f->m, "1,b"), 1);
+	assert_int_equal(meta_gc_pending(f->m), 2);
+
+	/* gc_done removes exactly that entry; unknown seqs are fine. */
+	n = meta_gc_take(f->m, GC_MAX, gc_fids, gc_seqs);
+	assert_int_equal(n, 2);
+	assert_int_equal(meta_gc_done(f->m, gc_seqs[0]), 0);
+	assert_int_equal(meta_gc_pending(f->m), 1);
+	assert_int_equal(meta_gc_done(f->m, gc_seqs[0]), 0);
+	assert_int_equal(meta_gc_done(f->m, 987654), 0);
+	assert_int_equal(meta_gc_pending(f->m), 1);
+	gc_drain(f->m);
+	/* take with a small n. */
+	write1(f->m, ino, 0, 100, 0, "1,e");
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	n = meta_gc_take(f->m, 1, gc_fids, gc_seqs);
+	assert_int_equal(n, 1);
+	gc_drain(f->m);
+
+	/* Data of a file with links left is not freed; of one with none, it is. */
+	assert_int_equal(meta_link(f->m, ino, 1, "g", NULL), 0);
+	assert_int_equal(meta_release_inode(f->m, ino), 0);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	assert_int_equal(meta_unlink(f->m, 1, "f", &gone), 0);
+	assert_true(gone == 0);
+	assert_int_equal(meta_release_inode(f->m, ino), 0);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	assert_int_equal(meta_unlink(f->m, 1, "g", &gone), 0);
+	assert_true(gone == ino);
+	/* Unlinked but open: still readable and writable. */
+	assert_int_equal(meta_chunk_count(f->m, ino), 1);
+	write1(f->m, ino, 100, 10, 0, "1,f");
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	assert_int_equal(meta_release_inode(f->m, ino), 0);
+	assert_int_equal(gc_count(f->m, "1,e"), 1);
+	assert_int_equal(gc_count(f->m, "1,f"), 1);
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	/* Twice is harmless. */
+	assert_int_equal(meta_release_inode(f->m, ino), 0);
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	{
+		struct meta_attr a;
+
+		assert_int_equal(meta_getattr(f->m, ino, &a), -ENOENT);
+	}
+}
+
+/* A blob referenced twice by two files goes to gc only when both are gone. */
+static void test_gc_shared_blob(void **state)
+{
+	struct fx *f = *state;
+	uint64_t a = mkfile(f->m, 1, "a"), b = mkfile(f->m, 1, "b"), gone;
+
+	write1(f->m, a, 0, 50, 0, "1,s");
+	write1(f->m, b, 0, 50, 50, "1,s");
+	write1(f->m, a, 0, 50, 0, "1,t");
+	assert_int_equal(gc_count(f->m, "1,s"), 0);
+	assert_int_equal(meta_unlink(f->m, 1, "b", &gone), 0);
+	assert_int_equal(meta_release_inode(f->m, b), 0);
+	assert_int_equal(gc_count(f->m, "1,s"), 1);
+}
+
+/*
+ * Recording the same chunk again (e.g. a retried commit of the same upload) leaves
+ * the blob in use, so it must not be sent to gc: deleting it would lose the file's data.
+ */
+static void test_gc_rewrite_same_blob(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "f");
+
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	assert_int_equal(meta_chunk_count(f->m, ino), 1);
+	assert_int_equal(gc_count(f->m, "1,a"), 0);
+}
+
+static void test_orphans(void **state)
+{
+	struct fx *f = *state;
+	uint64_t a = mkfile(f->m, 1, "a"), b = mkfile(f->m, 1, "b"), d = mkdir_(f->m, 1, "d");
+	uint64_t gone, count;
+	struct meta_attr attr;
+
+	write1(f->m, a, 0, 10, 0, "1,a");
+	write1(f->m, b, 0, 10, 0, "1,b");
+	assert_int_equal(meta_setxattr(f->m, a, "user.x", "v", 1, 0), 0);
+	assert_int_equal(meta_unlink(f->m, 1, "a", &gone), 0);
+	assert_true(gone == a);
+	assert_int_equal(meta_rmdir(f->m, 1, "d", &gone), 0);
+	assert_true(gone == d);
+	/* "Crash" while they are open: reopen, then release the orphans. */
+	reopen(f);
+	assert_int_equal(meta_getattr(f->m, a, &attr), 0);
+	assert_int_equal(attr.nlink, 0);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	assert_int_equal(meta_release_orphans(f->m), 0);
+	assert_int_equal(meta_getattr(f->m, a, &attr), -ENOENT);
+	assert_int_equal(meta_getattr(f->m, d, &attr), -ENOENT);
+	assert_int_equal(meta_getxattr(f->m, a, "user.x", NULL, 0), -ENODATA);
+	assert_int_equal(gc_count(f->m, "1,a"), 1);
+	assert_int_equal(gc_count(f->m, "1,b"), 0);
+	assert_int_equal(meta_getattr(f->m, b, &attr), 0);
+	assert_int_equal(meta_inode_count(f->m, &count), 0);
+	assert_true(count == 2);
+	/* Nothing left to release. */
+	assert_int_equal(meta_release_orphans(f->m), 0);
+	assert_int_equal(meta_gc_pending(f->m), 1);
+}
+
+static void test_replace_chunks(void **state)
+{
+	struct fx *f = *state;
+	struct meta_chunk *old, *l, fresh;
+	uint64_t ino = mkfile(f->m, 1, "f");
+	struct meta_attr before, after;
+	int n;
+
+	write1(f->m, ino, 0, 10, 0, "1,a");
+	write1(f->m, ino, 10, 10, 0, "1,b");
+	write1(f->m, ino, 20, 10, 0, "1,c");
+	write1(f->m, ino, 30, 10, 0, "1,x");
+	n = meta_read_chunks(f->m, ino, 0, 30, &old);
+	assert_int_equal(n, 3);
+	assert_int_equal(meta_getattr(f->m, ino, &before), 0);
+
+	/* Unchanged: replaced by one chunk, the old blobs go to gc, times unchanged. */
+	fresh = chunk(0, 30, 0, "1,m");
+	assert_int_equal(meta_replace_chunks(f->m, ino, old, 3, &fresh), 0);
+	n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &l);
+	assert_int_equal(n, 2);
+	expect_chunk(&l[0], 0, 30, 0, "1,m");
+	expect_chunk(&l[1], 30, 10, 0, "1,x");
+	free(l);
+	assert_int_equal(gc_count(f->m, "1,a"), 1);
+	assert_int_equal(gc_count(f->m, "1,b"), 1);
+	assert_int_equal(gc_count(f->m, "1,c"), 1);
+	assert_int_equal(gc_count(f->m, "1,m"), 0);
+	assert_int_equal(meta_getattr(f->m, ino, &after), 0);
+	assert_true(after.mtime_ns == before.mtime_ns);
+	assert_true(after.size == before.size);
+	gc_drain(f->m);
+
+	/* Changed meanwhile: nothing recorded, the new blob goes to gc. */
+	write1(f->m, ino, 15, 2, 0, "1,n");
+	fresh = chunk(0, 30, 0, "1,o");
+	{
+		struct meta_chunk stale = chunk(0, 30, 0, "1,m");
+
+		assert_int_equal(meta_replace_chunks(f->m, ino, &stale, 1, &fresh), 0);
+	}
+	n = meta_read_chunks(f->m, ino, 0, 30, &l);
+	assert_int_equal(n, 3);
+	expect_chunk(&l[0], 0, 15, 0, "1,m");
+	expect_chunk(&l[1], 15, 2, 0, "1,n");
+	expect_chunk(&l[2], 17, 13, 17, "1,m");
+	free(l);
+	assert_int_equal(gc_count(f->m, "1,o"), 1);
+	assert_int_equal(gc_count(f->m, "1,m"), 0);
+	assert_int_equal(meta_gc_pending(f->m), 1);
+	free(old);
+}
+
+/* ---------------------------------------------------------------- xattrs */
+
+static void test_xattrs(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "f"), other = mkfile(f->m, 1, "g");
+	char buf[64];
+
+	assert_int_equal(meta_getxattr(f->m, ino, "user.a", buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(meta_listxattr(f->m, ino, buf, sizeof(buf)), 0);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.a", "hello", 5, 2), -ENODATA);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.a", "hello", 5, 1), 0);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.a", "again", 5, 1), -EEXIST);
+	assert_int_equal(meta_getxattr(f->m, ino, "user.a", buf, sizeof(buf)), 5);
+	assert_memory_equal(buf, "hello", 5);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.a", "hi", 2, 2), 0);
+	assert_int_equal(meta_getxattr(f->m, ino, "user.a", buf, sizeof(buf)), 2);
+	assert_memory_equal(buf, "hi", 2);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.b", "", 0, 0), 0);
+	assert_int_equal(meta_getxattr(f->m, ino, "user.b", buf, sizeof(buf)), 0);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.c", "12345678", 8, 0), 0);
+	assert_int_equal(meta_setxattr(f->m, ino, "user.c", "abcdefgh", 8, 0), 0);
+	/* Sizes and small buffers. */
+	assert_int_equal(meta_getxattr(f->m, ino, "user.c", NULL, 0), 8);
+	assert_int_equal(meta_getxattr(f->m, ino, "user.c", buf, 7), -ERANGE);
+	assert_int_equal(meta_getxattr(f->m, ino, "user.c", buf, 8), 8);
+	assert_memory_equal(buf, "abcdefgh", 8);
+	assert_int_equal(meta_listxattr(f->m, ino, NULL, 0), 21);
+	assert_int_equal(meta_listxattr(f->m, ino, buf, 20), -ERANGE);
+	assert_int_equal(meta_listxattr(f->m, ino, buf, 21), 21);
+	assert_memory_equal(buf, "user.a\0user.b\0user.c\0", 21);
+	/* Per inode. */
+	assert_int_equal(meta_listxattr(f->m, other, buf, sizeof(buf)), 0);
+	assert_int_equal(meta_getxattr(f->m, other, "user.a", buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(meta_setxattr(f->m, 9999, "user.a", "x", 1, 0), -ENOENT);
+
+	assert_int_equal(meta_removexattr(f->m, ino, "user.b"), 0);
+	assert_int_equal(meta_removexattr(f->m, ino, "user.b"), -ENODATA);
+	assert_int_equal(meta_listxattr(f->m, ino, buf, sizeof(buf)), 14);
+	assert_memory_equal(buf, "user.a\0user.c\0", 14);
+	assert_int_equal(meta_getxattr(f->m, ino, "user.b", buf, sizeof(buf)), -ENODATA);
+}
+
+/* ---------------------------------------------------------------- readdir */
+
+struct names {
+	char list[16][16];
+	int n, stop_after;
+};
+
+static int collect(void *ctx, const char *name, const struct meta_attr *attr)
+{
+	struct names *s = ctx;
+
+	assert_true(s->n < 16);
+	snprintf(s->list[s->n++], sizeof(s->list[0]), "%s", name);
+	assert_true(attr->ino > META_ROOT_INO);
+	return s->stop_after && s->n >= s->stop_after;
+}
+
+static void test_readdir(void **state)
+{
+	struct fx *f = *state;
+	struct names s;
+	uint64_t d = mkdir_(f->m, 1, "d"), gone;
+	const char *order[] = {"a", "ab", "b", "c", "zz"};
+
+	mkfile(f->m, d, "zz");
+	mkfile(f->m, d, "b");
+	mkdir_(f->m, d, "ab");
+	mkfile(f->m, d, "a");
+	mkfile(f->m, d, "c");
+	mkfile(f->m, 1, "outside");
+
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(meta_readdir(f->m, d, "", collect, &s), 0);
+	assert_int_equal(s.n, 5);
+	for (int i = 0; i < 5; i++)
+		assert_string_equal(s.list[i], order[i]);
+
+	/* Stop early, resume after the last name. */
+	memset(&s, 0, sizeof(s));
+	s.stop_after = 2;
+	assert_int_equal(meta_readdir(f->m, d, "", collect, &s), 0);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.list[1], "ab");
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(meta_readdir(f->m, d, "ab", collect, &s), 0);
+	assert_int_equal(s.n, 3);
+	assert_string_equal(s.list[0], "b");
+	assert_string_equal(s.list[2], "zz");
+
+	/* Resume after a name removed meanwhile. */
+	assert_int_equal(meta_unlink(f->m, d, "b", &gone), 0);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(meta_readdir(f->m, d, "b", collect, &s), 0);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.list[0], "c");
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(meta_readdir(f->m, d, "zz", collect, &s), 0);
+	assert_int_equal(s.n, 0);
+	/* NULL = from the start. */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(meta_readdir(f->m, d, NULL, collect, &s), 0);
+	assert_int_equal(s.n, 4);
+
+	/* An empty directory. */
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(meta_readdir(f->m, ino_at(f->m, d, "ab"), "", collect, &s), 0);
+	assert_int_equal(s.n, 0);
+}
+
+/* ---------------------------------------------------------------- persistence */
+
+static void test_persistence(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a, b;
+	struct meta_chunk *l;
+	char buf[64];
+	uint64_t d, sub, file, sym, gone, count;
+
+	d = mkdir_(f->m, 1, "d");
+	sub = mkdir_(f->m, d, "sub");
+	assert_int_equal(meta_create(f->m, d, "file", S_IFREG | 0600, 5, 6, 0, NULL, &a), 0);
+	file = a.ino;
+	write1(f->m, file, 0, 100, 3, "1,a");
+	write1(f->m, file, 50, 10, 0, "1,b");
+	assert_int_equal(meta_link(f->m, file, 1, "hard", NULL), 0);
+	assert_int_equal(meta_create(f->m, 1, "sym", 0, 0, 0, 0, "d/file", &b), 0);
+	sym = b.ino;
+	assert_int_equal(meta_setxattr(f->m, file, "user.k", "v", 1, 0), 0);
+	write1(f->m, file, 0, 100, 0, "1,c"); /* a and b to gc */
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	assert_int_equal(meta_sync(f->m), 0);
+	assert_int_equal(meta_getattr(f->m, file, &a), 0);
+
+	reopen(f);
+	assert_int_equal(meta_getattr(f->m, file, &b), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+	assert_true(ino_at(f->m, 1, "d") == d);
+	assert_true(ino_at(f->m, d, "file") == file);
+	assert_true(ino_at(f->m, 1, "hard") == file);
+	assert_int_equal(nlink_of(f->m, file), 2);
+	assert_int_equal(nlink_of(f->m, 1), 3);
+	assert_int_equal(meta_readlink(f->m, sym, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "d/file");
+	assert_int_equal(meta_getxattr(f->m, file, "user.k", buf, sizeof(buf)), 1);
+	assert_int_equal(meta_read_chunks(f->m, file, 0, UINT64_MAX, &l), 1);
+	expect_chunk(&l[0], 0, 100, 0, "1,c");
+	free(l);
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	assert_int_equal(gc_count(f->m, "1,a"), 1);
+	assert_int_equal(meta_inode_count(f->m, &count), 0);
+	assert_true(count == 5);
+	assert_int_equal(nlink_of(f->m, d), 3);
+	/* The inode counter survives: new inodes do not reuse numbers. */
+	{
+		uint64_t n = mkfile(f->m, 1, "new");
+
+		assert_true(n > sym && n > file && n > d);
+	}
+	/* The gc sequence survives: new entries do not overwrite old ones. */
+	write1(f->m, file, 0, 100, 0, "1,d");
+	assert_int_equal(meta_gc_pending(f->m), 3);
+	/* And the parent links: a rename loop is still refused. */
+	assert_int_equal(meta_rename(f->m, 1, "d", sub, "x", 0, &gone), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_root, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_kinds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_link_counts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rename_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rename_dirs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rename_flags, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_overlap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_truncate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunks_model, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_shared_blob, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_rewrite_same_blob, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_chunks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
