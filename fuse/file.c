@@ -685,7 +685,7 @@ static int fetching_index(struct kelp_fs *fs, const char *fid)
  * fetched wait for that fetch instead of starting their own (sequential reads hit one
  * 4 MiB chunk from several FUSE threads at once).
  */
-static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char *fid)
+static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char *fid, bool to_disk)
 {
 	const struct chunk_cache_entry *e;
 	struct kelp_client *cl;
@@ -712,7 +712,7 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 		e = chunk_cache_insert(fs->cache, fid, data, n);
 	} else if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
-		if (e && fs->disk)
+		if (e && fs->disk && to_disk)
 			queue_disk_write(fs, fid, e);
 	} else {
 		log_error("mount: reading chunk %s failed: %s", fid,
@@ -733,7 +733,7 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,
 		       uint8_t *out)
 {
-	const struct chunk_cache_entry *e = fetch_blob(fs, c->fid);
+	const struct chunk_cache_entry *e = fetch_blob(fs, c->fid, true);
 	uint64_t at = c->blob_offset + from;
 
 	if (!e)
@@ -767,7 +767,9 @@ static void *readahead_loop(void *arg)
 			break;
 		memcpy(fid, fs->ra_fids[--fs->n_ra], sizeof(fid));
 		pthread_mutex_unlock(&fs->ra_lock);
-		chunk_cache_put(fs->cache, fetch_blob(fs, fid));
+		/* Streamed data is read once: not worth a disk-cache write competing with
+		 * the reads (chunks a reader asks for itself are cached on disk). */
+		chunk_cache_put(fs->cache, fetch_blob(fs, fid, false));
 		pthread_mutex_lock(&fs->ra_lock);
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
