@@ -35,10 +35,10 @@
 
 #include "cluster/sequence.h"
 
-#define N	  3
-#define BATCH	  9000 /* keys per assign: every other assign reserves a new block */
+#define N	   3
+#define BATCH	   9000 /* keys per assign: every other assign reserves a new block */
 #define MAX_RANGES 4096
-#define MAX_REQS  4096
+#define MAX_REQS   4096
 
 struct harness;
 
@@ -279,7 +279,8 @@ static unsigned establish_leader(struct harness *h, unsigned skip, bool after_ba
 		assert_non_null(b);
 		h->reqs[h->n_reqs++] = b; /* freed at teardown */
 		b->req.data = b;
-		assert_int_equal(raft_barrier(raft_fixture_get(&h->f, w.found), &b->req, barrier_cb), 0);
+		assert_int_equal(
+		    raft_barrier(raft_fixture_get(&h->f, w.found), &b->req, barrier_cb), 0);
 		bw = (struct barrier_wait){b, w.found};
 		if (raft_fixture_step_until(&h->f, barrier_over, &bw, 5000) && b->finished &&
 		    b->status == 0 && raft_state(raft_fixture_get(&h->f, w.found)) == RAFT_LEADER) {
@@ -321,10 +322,11 @@ static void assert_no_overlap(struct harness *h)
 		const struct range *a = &sorted[k - 1], *b = &sorted[k];
 
 		if (b->first < a->first + a->count)
-			fail_msg("keys %llu..%llu handed out by server %u and again from %llu by server %u",
-				 (unsigned long long)a->first,
-				 (unsigned long long)(a->first + a->count - 1), a->by,
-				 (unsigned long long)b->first, b->by);
+			fail_msg(
+			    "keys %llu..%llu handed out by server %u and again from %llu by server %u",
+			    (unsigned long long)a->first,
+			    (unsigned long long)(a->first + a->count - 1), a->by,
+			    (unsigned long long)b->first, b->by);
 	}
 }
 
@@ -408,8 +410,8 @@ static void partition_and_heal(void **state, bool after_barrier)
 	for (int k = 0; k < 3; k++)
 		assert_int_equal(take(h, now, BATCH), 0);
 	/* the healed follower has caught up: the old leader's view equals the new one's */
-	assert_true(raft_fixture_step_until_applied(&h->f, N, raft_last_index(
-							       raft_fixture_get(&h->f, now)), 10000));
+	assert_true(raft_fixture_step_until_applied(
+	    &h->f, N, raft_last_index(raft_fixture_get(&h->f, now)), 10000));
 	assert_int_equal(sequence_max_volume_id(h->nodes[old].seq),
 			 sequence_max_volume_id(h->nodes[now].seq));
 	assert_no_overlap(h);
@@ -441,8 +443,9 @@ static void volume_ids(void **state, bool after_barrier)
 		assert_int_equal(sequence_next_volume_id(h->nodes[now].seq, &vid), 0);
 		for (int j = 0; j < n; j++)
 			if (seen[j] == vid)
-				fail_msg("volume id %u handed out twice (old leader %u, new leader %u)",
-					 vid, old, now);
+				fail_msg(
+				    "volume id %u handed out twice (old leader %u, new leader %u)",
+				    vid, old, now);
 		seen[n++] = vid;
 	}
 }
