@@ -179,6 +179,27 @@ void http_peer_ip(struct http_request *req, char *buf, size_t cap)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ci->client_addr)->sin6_addr, buf, cap);
 }
 
+bool http_peer_in_list(struct http_request *req, char *const *list, int n, char *ip, size_t cap)
+{
+	http_peer_ip(req, ip, cap);
+	if (n == 0)
+		return true;
+	for (int i = 0; i < n; i++)
+		if (!strcmp(list[i], ip))
+			return true;
+	return false;
+}
+
+bool http_check_white_list(struct http_request *req, char *const *list, int n)
+{
+	char ip[64];
+
+	if (http_peer_in_list(req, list, n, ip, sizeof(ip)))
+		return true;
+	http_reply_error(req, 401, "%s is not in the white list", ip);
+	return false;
+}
+
 static enum MHD_Result queue(struct http_request *req)
 {
 	enum MHD_Result ret;

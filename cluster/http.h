@@ -71,6 +71,10 @@ bool http_query_bool(struct http_request *req, const char *name);
 size_t http_query_string(struct http_request *req, char *buf, size_t cap);
 /* The peer's IP address as text. */
 void http_peer_ip(struct http_request *req, char *buf, size_t cap);
+/* True if the peer's IP (written to ip) is in list[0..n); an empty list allows all. */
+bool http_peer_in_list(struct http_request *req, char *const *list, int n, char *ip, size_t cap);
+/* -whiteList for writes: true if allowed, else replies 401 and returns false. */
+bool http_check_white_list(struct http_request *req, char *const *list, int n);
 
 /*
  * Replies. Each sets the one response of the request; the last call wins (earlier

@@ -180,25 +180,9 @@ static const char *param_or(struct http_request *req, const char *name, const ch
 
 /* ---------------------------------------------------------------- helpers */
 
-static bool peer_in_white_list(struct master *m, struct http_request *req, char *ip, size_t cap)
-{
-	http_peer_ip(req, ip, cap);
-	if (m->n_white_list == 0)
-		return true;
-	for (int i = 0; i < m->n_white_list; i++)
-		if (!strcmp(m->white_list[i], ip))
-			return true;
-	return false;
-}
-
 static bool write_allowed(struct master *m, struct http_request *req)
 {
-	char ip[64];
-
-	if (peer_in_white_list(m, req, ip, sizeof(ip)))
-		return true;
-	http_reply_error(req, 401, "%s is not in the white list", ip);
-	return false;
+	return http_check_white_list(req, m->white_list, m->n_white_list);
 }
 
 /* Calls a volume server's admin route; 0 on a 2xx answer, else -EIO with why in err. */
@@ -536,7 +520,7 @@ static void handle_lookup(struct master *m, struct http_request *req)
 				  locations_json(&v)));
 	/* As SeaweedFS: a lookup naming a file id gets its write token (for deletes). */
 	if (m->opt.jwt_key && *m->opt.jwt_key && strchr(q, ',') &&
-	    peer_in_white_list(m, req, ip, sizeof(ip))) {
+	    http_peer_in_list(req, m->white_list, m->n_white_list, ip, sizeof(ip))) {
 		char token[1024], header[1100];
 
 		if (jwt_sign_fid(m->opt.jwt_key, q, (int64_t)(now_ns() / 1000000000ull) + 10, token,

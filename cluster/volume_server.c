@@ -424,16 +424,7 @@ static bool is_self(const struct volume_server *vs, const char *url)
 
 static bool write_allowed(struct volume_server *vs, struct http_request *req)
 {
-	char ip[64];
-
-	if (vs->n_white_list == 0)
-		return true;
-	http_peer_ip(req, ip, sizeof(ip));
-	for (int i = 0; i < vs->n_white_list; i++)
-		if (!strcmp(vs->white_list[i], ip))
-			return true;
-	http_reply_error(req, 401, "%s is not in the white list", ip);
-	return false;
+	return http_check_white_list(req, vs->white_list, vs->n_white_list);
 }
 
 static bool is_replica_request(struct http_request *req)

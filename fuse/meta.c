@@ -692,7 +692,9 @@ int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newn
 	return rc;
 }
 
-int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
+/* unlink (dir false) and rmdir (dir true): one transaction removing parent/name. */
+static int remove_name(struct meta *m, uint64_t parent, const char *name, bool dir,
+		       uint64_t *gone_ino)
 {
 	struct meta_attr a, p;
 	MDB_txn *txn;
@@ -706,38 +708,11 @@ int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gon
 	rc = get_dentry(m, txn, parent, name, &ino);
 	if (rc == 0)
 		rc = get_attr(m, txn, ino, &a);
-	if (rc == 0 && S_ISDIR(a.mode))
+	if (rc == 0 && !dir && S_ISDIR(a.mode))
 		rc = -EISDIR;
-	if (rc == 0)
-		rc = del_dentry(m, txn, parent, name);
-	if (rc == 0)
-		rc = drop_link(m, txn, ino, now, gone_ino);
-	if (rc == 0)
-		rc = get_attr(m, txn, parent, &p);
-	if (rc == 0) {
-		p.mtime_ns = p.ctime_ns = now;
-		rc = put_attr(m, txn, &p);
-	}
-	return txn_end(txn, rc);
-}
-
-int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
-{
-	struct meta_attr a, p;
-	MDB_txn *txn;
-	uint64_t ino;
-	int64_t now = meta_now_ns();
-	int rc = txn_begin(m, true, &txn);
-
-	*gone_ino = 0;
-	if (rc < 0)
-		return rc;
-	rc = get_dentry(m, txn, parent, name, &ino);
-	if (rc == 0)
-		rc = get_attr(m, txn, ino, &a);
-	if (rc == 0 && !S_ISDIR(a.mode))
+	if (rc == 0 && dir && !S_ISDIR(a.mode))
 		rc = -ENOTDIR;
-	if (rc == 0 && !dir_empty(m, txn, ino))
+	if (rc == 0 && dir && !dir_empty(m, txn, ino))
 		rc = -ENOTEMPTY;
 	if (rc == 0)
 		rc = del_dentry(m, txn, parent, name);
@@ -746,12 +721,22 @@ int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone
 	if (rc == 0)
 		rc = get_attr(m, txn, parent, &p);
 	if (rc == 0) {
-		if (p.nlink > 2)
-			p.nlink--;
+		if (dir && p.nlink > 2)
+			p.nlink--; /* the removed directory's ".." */
 		p.mtime_ns = p.ctime_ns = now;
 		rc = put_attr(m, txn, &p);
 	}
 	return txn_end(txn, rc);
+}
+
+int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
+{
+	return remove_name(m, parent, name, false, gone_ino);
+}
+
+int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
+{
+	return remove_name(m, parent, name, true, gone_ino);
 }
 
 /* True if directory `ancestor` is `ino` or one of its ancestors (a rename into itself). */
