@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cluster/base/log.h"
+#include "cluster/http_client.h"
 
 struct http_server {
 	struct MHD_Daemon *daemon;
@@ -51,6 +52,29 @@ void http_reply_buffer(struct http_request *req, unsigned status, const void *da
 	else
 		r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
 	reply_set(req, status, r);
+}
+
+void http_reply_relay(struct http_request *req, struct http_client_response *resp)
+{
+	const struct {
+		const char *name;
+		const char *value;
+	} headers[] = {
+	    {"Content-Type", resp->content_type},
+	    {"Content-Disposition", resp->content_disposition},
+	    {"ETag", resp->etag},
+	    {"Last-Modified", resp->last_modified},
+	    {"Content-Range", resp->content_range},
+	    {"Authorization", resp->authorization},
+	    {"Retry-After", resp->retry_after},
+	    {"Location", resp->location},
+	};
+
+	http_reply_buffer(req, (unsigned)resp->status, resp->body, resp->len, true);
+	resp->body = NULL;
+	for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++)
+		if (headers[i].value[0])
+			http_add_header(req, headers[i].name, headers[i].value);
 }
 
 void http_reply_empty(struct http_request *req, unsigned status)

@@ -95,6 +95,10 @@ void http_reply_callback(struct http_request *req, unsigned status, uint64_t siz
 			 ssize_t (*reader)(void *cls, uint64_t pos, char *buf, size_t max),
 			 void *cls, void (*free_cls)(void *cls));
 void http_add_header(struct http_request *req, const char *name, const char *value);
+struct http_client_response;
+/* Replies with another server's answer: its status, body (taken over: resp->body is
+ * set to NULL) and the headers http_client captures (Content-Type, ETag, ...). */
+void http_reply_relay(struct http_request *req, struct http_client_response *resp);
 bool http_has_reply(const struct http_request *req);
 
 #endif

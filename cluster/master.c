@@ -381,16 +381,7 @@ static void proxy_to_leader(struct master *m, struct http_request *req)
 		http_add_header(req, "Retry-After", "1");
 		return;
 	}
-	http_reply_buffer(req, (unsigned)rs.status, rs.body, rs.len, true);
-	rs.body = NULL;
-	if (rs.content_type[0])
-		http_add_header(req, "Content-Type", rs.content_type);
-	if (rs.authorization[0])
-		http_add_header(req, "Authorization", rs.authorization);
-	if (rs.retry_after[0])
-		http_add_header(req, "Retry-After", rs.retry_after);
-	if (rs.location[0])
-		http_add_header(req, "Location", rs.location);
+	http_reply_relay(req, &rs);
 }
 
 /* ---------------------------------------------------------------- handlers */

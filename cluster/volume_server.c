@@ -1457,18 +1457,7 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 			http_reply_error(req, 502, "reading from %s failed: %s", other, rs.error);
 			return;
 		}
-		http_reply_buffer(req, (unsigned)rs.status, rs.body, rs.len, true);
-		rs.body = NULL;
-		if (rs.content_type[0])
-			http_add_header(req, "Content-Type", rs.content_type);
-		if (rs.content_disposition[0])
-			http_add_header(req, "Content-Disposition", rs.content_disposition);
-		if (rs.etag[0])
-			http_add_header(req, "ETag", rs.etag);
-		if (rs.last_modified[0])
-			http_add_header(req, "Last-Modified", rs.last_modified);
-		if (rs.content_range[0])
-			http_add_header(req, "Content-Range", rs.content_range);
+		http_reply_relay(req, &rs);
 	}
 }
 

@@ -97,25 +97,26 @@ int meta_open(const char *dir, struct meta **out)
 		free(m);
 		return -EIO;
 	}
-	rc = mdb_dbi_open(txn, "inodes", MDB_CREATE, &m->inodes);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "symlinks", MDB_CREATE, &m->symlinks);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "dentries", MDB_CREATE, &m->dentries);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "chunks", MDB_CREATE, &m->chunks);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "fidrefs", MDB_CREATE, &m->fidrefs);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "xattrs", MDB_CREATE, &m->xattrs);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "gc", MDB_CREATE, &m->gc);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "counters", MDB_CREATE, &m->counters);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "orphans", MDB_CREATE, &m->orphans);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "parents", MDB_CREATE, &m->parents);
+	{
+		const struct {
+			const char *name;
+			MDB_dbi *dbi;
+		} tables[] = {
+		    {"inodes", &m->inodes},
+		    {"symlinks", &m->symlinks},
+		    {"dentries", &m->dentries},
+		    {"chunks", &m->chunks},
+		    {"fidrefs", &m->fidrefs},
+		    {"xattrs", &m->xattrs},
+		    {"gc", &m->gc},
+		    {"counters", &m->counters},
+		    {"orphans", &m->orphans},
+		    {"parents", &m->parents},
+		};
+
+		for (size_t i = 0; rc == 0 && i < sizeof(tables) / sizeof(tables[0]); i++)
+			rc = mdb_dbi_open(txn, tables[i].name, MDB_CREATE, tables[i].dbi);
+	}
 	if (rc == 0) {
 		/* The root directory, on first use. */
 		uint8_t k[8];
