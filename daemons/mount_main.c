@@ -84,7 +84,7 @@ int mount_main(int argc, char **argv)
 	char *log_file = "";
 	char *cache_dir = "";
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
-	bool daemon_mode = false;
+	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
 	    FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
@@ -102,7 +102,11 @@ int mount_main(int argc, char **argv)
 		 "on-disk chunk cache size, MiB (0 = none)"),
 	    FLAG("memoryCacheMB", FLAG_INT, &memory_cache_mb,
 		 "memory chunk cache size, MiB (0 = none)"),
-	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds before a cluster call fails with EIO"),
+	    FLAG("timeout", FLAG_INT, &timeout_s,
+		 "seconds before a call fails with EIO when the cluster is unreachable"),
+	    FLAG("metaOffline", FLAG_BOOL, &meta_offline,
+		 "keep serving metadata calls (stat, ls, rename, ...) from LMDB while no master "
+		 "answers, instead of failing them with EIO"),
 	    FLAG("o", FLAG_STRING, &options,
 		 "FUSE mount options, comma list (allow_other, ro, ...)"),
 	    FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
@@ -181,6 +185,7 @@ int mount_main(int argc, char **argv)
 	fo.ttl = *ttl ? ttl : NULL;
 	fo.chunk_size = (size_t)chunk_mb << 20;
 	fo.timeout_ms = timeout_s * 1000;
+	fo.meta_offline = meta_offline;
 	fo.cache_bytes = (size_t)memory_cache_mb << 20;
 	{
 		static char default_dir[4200];

@@ -996,8 +996,52 @@ void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes)
 	pthread_mutex_unlock(&fs->statfs_lock);
 }
 
+/* Any master answering /cluster/status (leader or not, any status) is the cluster. */
+static int probe_masters(void *ctx)
+{
+	struct kelp_fs *fs = ctx;
+	char *body = NULL;
+	size_t len;
+	long status;
+	int rc;
+
+	rc = kelp_client_master_get(fs->probe_client, "/cluster/status", false, &status, &body,
+				    &len, NULL);
+	free(body);
+	if (rc < 0)
+		log_debug("mount: no master answers: %s", kelp_client_error(fs->probe_client));
+	return rc;
+}
+
+int fs_cluster_check(struct kelp_fs *fs)
+{
+	return health_check(&fs->health);
+}
+
+/* Probes twice a second, each probe bounded by half the timeout (at most 2 s), so the
+ * mount notices a lost cluster within -timeout and a returned one within a second. */
+static int start_health(struct kelp_fs *fs)
+{
+	struct kelp_client_options o = {0};
+	int bound = fs->opt.timeout_ms / 2 < 2000 ? fs->opt.timeout_ms / 2 : 2000;
+	int rc;
+
+	if (fs->opt.meta_offline)
+		return 0;
+	o.masters = fs->opt.masters;
+	o.timeout_ms = bound > 0 ? bound : 1;
+	o.connect_timeout_ms = o.timeout_ms;
+	rc = kelp_client_new(&o, &fs->probe_client);
+	if (rc < 0)
+		return rc;
+	return health_start(&fs->health, (uint64_t)fs->opt.timeout_ms * 1000000u, 500000000u,
+			    probe_masters, fs);
+}
+
 int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_options *opt)
 {
+	int rc;
+
 	memset(fs, 0, sizeof(*fs));
 	fs->opt = *opt;
 	fs->meta = meta;
@@ -1037,11 +1081,17 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	for (int i = 0; i < UPLOAD_WORKERS; i++)
 		if (pthread_create(&fs->workers[fs->n_workers], NULL, upload_worker, fs) == 0)
 			fs->n_workers++;
+	rc = start_health(fs);
+	if (rc < 0)
+		return rc;
 	return 0;
 }
 
 void kelp_fs_destroy(struct kelp_fs *fs)
 {
+	health_stop(&fs->health);
+	kelp_client_free(fs->probe_client);
+	fs->probe_client = NULL;
 	pthread_mutex_lock(&fs->gc_lock);
 	fs->stopping = true;
 	pthread_cond_broadcast(&fs->gc_cond);

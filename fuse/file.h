@@ -29,6 +29,7 @@
 #include "cache/chunk_cache.h"
 #include "cache/disk_cache.h"
 #include "cluster/needle_map.h"
+#include "fuse/health.h"
 #include "fuse/meta.h"
 
 struct kelp_fs_options {
@@ -41,12 +42,14 @@ struct kelp_fs_options {
 	size_t cache_bytes;	   /* memory chunk cache capacity */
 	const char *cache_dir;	   /* on-disk chunk cache; NULL = none */
 	uint64_t disk_cache_bytes; /* its capacity */
+	bool meta_offline;	   /* serve metadata calls while the cluster is away */
 };
 
 #define UPLOAD_WORKERS 4
 
 struct open_file;
 struct job;
+struct kelp_client;
 struct disk_job;
 
 struct kelp_fs {
@@ -92,6 +95,9 @@ struct kelp_fs {
 	 * when it drops to 0. Kept in a needle_map: key = ino, offset = count. */
 	pthread_mutex_t lookups_lock;
 	struct needle_map lookups;
+	/* is the cluster reachable (checked by every FUSE call unless meta_offline) */
+	struct cluster_health health;
+	struct kelp_client *probe_client;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;
@@ -134,6 +140,10 @@ void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes);
 
 /* Uploads the unflushed data of every open file (before a clean stop). */
 void fs_flush_all(struct kelp_fs *fs);
+
+/* 0 when the cluster is reachable (or -metaOffline), -EIO when it has not been for
+ * -timeout; may wait while it is in doubt (fuse/health.h). */
+int fs_cluster_check(struct kelp_fs *fs);
 
 /* Wakes the gc thread (more blobs to delete). */
 void fs_kick_gc(struct kelp_fs *fs);

@@ -150,13 +150,29 @@ static void reply_attr(fuse_req_t req, const struct meta_attr *a)
 	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
+/*
+ * Replies EIO when no master has answered for -timeout (fuse/health.h): the namespace
+ * is not shown while its data cannot be read. forget, flush, fsync, release and the
+ * locks are never refused (flush and fsync fail by themselves when an upload does).
+ */
+static bool cluster_away(fuse_req_t req)
+{
+	if (fs_cluster_check(fs_of(req)) == 0)
+		return false;
+	fuse_reply_err(req, EIO);
+	return true;
+}
+
 /* ---------------------------------------------------------------- names */
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
-	int rc = meta_lookup(fs_of(req)->meta, parent, name, &a);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_lookup(fs_of(req)->meta, parent, name, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -179,8 +195,11 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct meta_attr a;
-	int rc = meta_getattr(fs_of(req)->meta, ino, &a);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_getattr(fs_of(req)->meta, ino, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -201,6 +220,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	int64_t now = meta_now_ns();
 	int rc;
 
+	if (cluster_away(req))
+		return;
 	memset(&in, 0, sizeof(in));
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		valid |= META_SET_MODE;
@@ -262,8 +283,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	char buf[4097];
-	int rc = meta_readlink(fs_of(req)->meta, ino, buf, sizeof(buf));
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_readlink(fs_of(req)->meta, ino, buf, sizeof(buf));
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -294,8 +318,11 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct meta_attr a;
-	int rc = do_create(req, parent, name, mode, rdev, NULL, &a);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = do_create(req, parent, name, mode, rdev, NULL, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -310,9 +337,12 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
-	int rc = strlen(link) > 4095 ? -ENAMETOOLONG
-				     : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = strlen(link) > 4095 ? -ENAMETOOLONG
+				 : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -322,8 +352,11 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct meta_attr a;
-	int rc = meta_link(fs_of(req)->meta, ino, newparent, newname, &a);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_link(fs_of(req)->meta, ino, newparent, newname, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -334,8 +367,11 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct kelp_fs *fs = fs_of(req);
 	uint64_t gone = 0;
-	int rc = meta_unlink(fs->meta, parent, name, &gone);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_unlink(fs->meta, parent, name, &gone);
 	if (rc == 0)
 		release_if_unused(fs, gone);
 	fuse_reply_err(req, -rc);
@@ -345,8 +381,11 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct kelp_fs *fs = fs_of(req);
 	uint64_t gone = 0;
-	int rc = meta_rmdir(fs->meta, parent, name, &gone);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_rmdir(fs->meta, parent, name, &gone);
 	if (rc == 0)
 		release_if_unused(fs, gone);
 	fuse_reply_err(req, -rc);
@@ -357,8 +396,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
 	struct kelp_fs *fs = fs_of(req);
 	uint64_t gone = 0;
-	int rc = meta_rename(fs->meta, parent, name, newparent, newname, flags, &gone);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = meta_rename(fs->meta, parent, name, newparent, newname, flags, &gone);
 	if (rc == 0)
 		release_if_unused(fs, gone);
 	fuse_reply_err(req, -rc);
@@ -369,8 +411,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kelp_fs *fs = fs_of(req);
-	struct open_file *f = file_get(fs, ino);
+	struct open_file *f;
 
+	if (cluster_away(req))
+		return;
+	f = file_get(fs, ino);
 	if (!f) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -402,8 +447,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	struct meta_attr a;
 	struct open_file *f;
-	int rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -432,10 +480,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct kelp_fs *fs = fs_of(req);
 	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
-	uint8_t *buf = malloc(size ? size : 1);
+	uint8_t *buf;
 	size_t got = 0;
 	int rc;
 
+	if (cluster_away(req))
+		return;
+	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -453,8 +504,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	struct kelp_fs *fs = fs_of(req);
 	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
-	int rc = file_write(fs, f, (uint64_t)off, buf, size);
+	int rc;
 
+	if (cluster_away(req))
+		return;
+	rc = file_write(fs, f, (uint64_t)off, buf, size);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -494,8 +548,11 @@ struct dir_handle {
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dir_handle *d = calloc(1, sizeof(*d));
+	struct dir_handle *d;
 
+	if (cluster_away(req))
+		return;
+	d = calloc(1, sizeof(*d));
 	if (!d) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -554,6 +611,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	const char *after = "";
 	int rc;
 
+	if (cluster_away(req))
+		return;
 	fl.buf = malloc(size ? size : 1);
 	if (!fl.buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -605,6 +664,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs st;
 	uint64_t total, free_bytes, inodes = 0;
 
+	if (cluster_away(req))
+		return;
 	fs_capacity(fs, &total, &free_bytes);
 	meta_inode_count(fs->meta, &inodes);
 	memset(&st, 0, sizeof(st));
@@ -634,6 +695,8 @@ static bool is_acl(const char *name)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
+	if (cluster_away(req))
+		return;
 	if (is_acl(name)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
@@ -643,9 +706,12 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	int rc;
 
+	if (cluster_away(req))
+		return;
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -667,9 +733,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	int rc;
 
+	if (cluster_away(req))
+		return;
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -686,6 +755,8 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	if (cluster_away(req))
+		return;
 	fuse_reply_err(req, -meta_removexattr(fs_of(req)->meta, ino, name));
 }
 

@@ -381,7 +381,8 @@ class Kelp:
         """Unmounts `old` (if still up) and mounts again on the same point and metadata."""
         if old.alive():
             old.unmount()
-        return self.mount(args=old.args if args is None else args, mnt=old.mnt, meta=old.meta)
+        return self.mount(args=old.args if args is None else args, mnt=old.mnt, meta=old.meta,
+                          server=old.server)
 
     def abort_all(self):
         for m in self.mounts:

@@ -47,11 +47,14 @@ def test_disk_cache_serves_reads_with_cluster_down(kelp):
     write_file(m.path("f"), data)
     assert m.unmount() == 0
     m2 = _fill_cache(kelp, m, data, 4)
-    m3 = kelp.mount(ARGS + ["-timeout=3"], mnt=m2.mnt, meta=m2.meta)
+    # -metaOffline: calls are not refused while the cluster is away (fuse/health.h)
+    m3 = kelp.mount(ARGS + ["-timeout=3", "-metaOffline"], mnt=m2.mnt, meta=m2.meta)
     srv.kill9()
     t0 = time.monotonic()
     assert read_file(m3.path("f")) == data
     assert time.monotonic() - t0 < 5
+    time.sleep(3.5)  # well past -timeout: still served from the disk cache
+    assert read_file(m3.path("f")) == data
 
 
 def test_damaged_disk_cache_files_are_misses(kelp):

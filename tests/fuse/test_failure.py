@@ -1,7 +1,8 @@
-"""The cluster goes away under a live mount (-timeout=3): reads of data not cached and
-write + fsync fail with EIO within the timeout (measured: well under 10 s), nothing
-hangs, the metadata side keeps working; when the server comes back on the same -dir and
-ports, the same operations work again (with the same open file descriptor).
+"""The cluster goes away under a live mount (-timeout=3): reads of data not cached,
+fsync, and the metadata calls (stat, ls, mkdir) fail with EIO within the timeout
+(measured: well under 10 s), nothing hangs; when the server comes back on the same -dir
+and ports, the same operations work again (with the same open file descriptor). With
+-metaOffline the metadata calls keep working from LMDB while the cluster is away.
 
 File operations run in a child process (an "agent" driven over a pipe) so that a hang
 in the mount cannot hang the test: the agent is killed after a bound."""
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from kelp_fuse_conftest import MiB, free_port, read_file, write_file
+from kelp_fuse_conftest import MiB, free_port, read_file, wait_until, write_file
 
 TIMEOUT_S = 3
 BOUND_S = 10.0   # what "does not hang" means here
@@ -36,6 +37,12 @@ for line in sys.stdin:
             os.fsync(fds[req["name"]])
         elif op == "close":
             os.close(fds.pop(req["name"]))
+        elif op == "stat":
+            res["size"] = os.stat(req["path"]).st_size
+        elif op == "listdir":
+            res["names"] = sorted(os.listdir(req["path"]))
+        elif op == "mkdir":
+            os.mkdir(req["path"])
         elif op == "read":
             fd = os.open(req["path"], os.O_RDONLY)
             try:
@@ -114,6 +121,8 @@ def test_cluster_down_eio_then_recovers(kelp):
     agent = Agent()
     try:
         assert agent.call(op="open", name="w", path=m.path("new"))["errno"] == 0
+        # buffered, not uploaded yet (less than a chunk)
+        assert agent.call(op="write", name="w", hex="ab", times=300000, off=0)["errno"] == 0
         srv.kill9()
         # reading data that is not cached
         r = agent.call(op="read", path=m.path("cold"))
@@ -121,20 +130,25 @@ def test_cluster_down_eio_then_recovers(kelp):
         assert r["errno"] == errno.EIO, "read with the cluster down: %r" % r
         assert r["wall"] < BOUND_S, "read took %.1f s to fail (-timeout=%d)" % (
             r["wall"], TIMEOUT_S)
-        # write + fsync
-        assert agent.call(op="write", name="w", hex="ab", times=300000, off=0)["errno"] == 0
+        # fsync of the buffered data
         r = agent.call(op="fsync", name="w")
         print("fsync while down: %r" % r)
         assert r["errno"] == errno.EIO, "fsync with the cluster down: %r" % r
         assert r["wall"] < BOUND_S, "fsync took %.1f s to fail (-timeout=%d)" % (
             r["wall"], TIMEOUT_S)
-        # the metadata side keeps working
-        assert "cold" in os.listdir(m.mnt)
-        assert os.stat(m.path("cold")).st_size == len(cold)
-        os.mkdir(m.path("dir-while-down"))
+        # the metadata calls fail too (no master has answered for -timeout)
+        for req in ({"op": "stat", "path": m.path("cold")}, {"op": "listdir", "path": m.mnt},
+                    {"op": "mkdir", "path": m.path("dir-while-down")}):
+            r = agent.call(**req)
+            assert r["errno"] == errno.EIO, "%r with the cluster down: %r" % (req, r)
+            assert r["wall"] < BOUND_S, r
         # the cluster comes back on the same dir and ports
         srv.start()
         assert (srv.master_port, srv.volume_port) == mports
+        wait_until("stat to work again",
+                   lambda: agent.call(op="stat", path=m.path("cold"))["errno"] == 0, 30)
+        assert agent.call(op="stat", path=m.path("cold"))["size"] == len(cold)
+        assert not os.path.exists(m.path("dir-while-down"))
         r = agent.call(op="read", path=m.path("cold"), bound=60)
         assert r["errno"] == 0, "read after the cluster came back: %r" % r
         assert r["sha"] == hashlib.sha256(cold).hexdigest()
@@ -171,3 +185,31 @@ def test_cluster_down_close_reports_eio(kelp):
         assert r["wall"] < BOUND_S, r
     finally:
         agent.close()
+
+
+def test_meta_offline_keeps_the_namespace(kelp):
+    """-metaOffline: with the cluster away, stat, ls, mkdir and rename keep working from
+    LMDB; reading data that is not cached still fails with EIO within the bound."""
+    srv = kelp.start_server(master_port=free_port(), volume_port=free_port())
+    m = kelp.mount()
+    data = os.urandom(MiB + 5)
+    write_file(m.path("cold"), data)
+    assert m.unmount() == 0
+    m = kelp.remount(m, args=["-timeout=%d" % TIMEOUT_S, "-metaOffline"])
+    agent = Agent()
+    try:
+        srv.kill9()
+        t0 = time.monotonic()
+        # well past the timeout: the namespace is still served
+        while time.monotonic() - t0 < TIMEOUT_S + 1.5:
+            r = agent.call(op="stat", path=m.path("cold"))
+            assert r["errno"] == 0 and r["size"] == len(data), r
+            time.sleep(0.2)
+        assert agent.call(op="listdir", path=m.mnt)["names"] == ["cold"]
+        assert agent.call(op="mkdir", path=m.path("d"))["errno"] == 0
+        os.rename(m.path("d"), m.path("d2"))
+        r = agent.call(op="read", path=m.path("cold"))
+        assert r["errno"] == errno.EIO and r["wall"] < BOUND_S, r
+    finally:
+        agent.close()
+    assert sorted(os.listdir(m.mnt)) == ["cold", "d2"]
