@@ -1510,36 +1510,77 @@ int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fi
 }
 
 #define PUT_BAD_SERVERS 4
+#define PUT_BAD_VOLUMES 8
+
+struct put_avoid {
+	char servers[PUT_BAD_SERVERS][KELP_URL_MAX];
+	uint32_t vids[PUT_BAD_VOLUMES];
+	int n_servers, n_vids;
+};
+
+static uint32_t vid_of(const char *fid)
+{
+	uint32_t vid = 0;
+	const char *comma = strchr(fid, ',');
+
+	if (!comma || fid_parse_vid(fid, (size_t)(comma - fid), &vid) < 0)
+		return 0;
+	return vid;
+}
+
+static bool avoided(const struct put_avoid *a, const char *url, uint32_t vid)
+{
+	for (int i = 0; i < a->n_servers && i < PUT_BAD_SERVERS; i++)
+		if (!strcmp(a->servers[i], url))
+			return true;
+	for (int i = 0; i < a->n_vids && i < PUT_BAD_VOLUMES; i++)
+		if (a->vids[i] == vid)
+			return true;
+	return false;
+}
+
+/* Remembers what failed: the server when it could not be reached, else the volume
+ * (a replica of it is down, or it is gone from that server). */
+static void avoid(struct put_avoid *a, int rc, const char *url, uint32_t vid)
+{
+	if (rc == -ECONNREFUSED || rc == -EHOSTUNREACH)
+		copy_string(a->servers[a->n_servers++ % PUT_BAD_SERVERS], KELP_URL_MAX, url);
+	else if (vid && (rc == -EIO || rc == -ENOENT || rc == -ETIMEDOUT || rc == -ECONNRESET))
+		a->vids[a->n_vids++ % PUT_BAD_VOLUMES] = vid;
+}
 
 /*
  * Assign + upload with re-assigns; src_mem or (src_fd, offset) provide the body.
- * A volume server that refused a connection is remembered for this put: until the
- * master notices it is gone (a few heartbeats), it keeps assigning its volumes, so
- * an assign that points there again is redone (after a backoff) without counting
- * as an upload attempt. The deadline bounds it all.
+ * What failed is remembered for this put: a volume server that refused a connection,
+ * or a volume whose write failed (a replica of it down: the primary answers 500). Until
+ * the master notices (a few heartbeats) it keeps assigning them, so an assign that
+ * points there again is redone after a backoff without counting as an upload
+ * attempt. The deadline bounds it all.
  */
 static int put_common(struct kelp_client *c, const struct kelp_assign_request *areq,
 		      const struct kelp_upload_options *uopt, const void *data, int fd,
 		      uint64_t offset, uint64_t size, struct kelp_put_result *out)
 {
 	uint64_t deadline = deadline_after(c);
-	char bad[PUT_BAD_SERVERS][KELP_URL_MAX], last_err[sizeof(c->err)];
-	int rc, uploads = 0, n_bad = 0, waits = 0;
+	struct put_avoid bad;
+	char last_err[sizeof(c->err)];
+	int rc, uploads = 0, waits = 0;
 
 	c->err[0] = '\0';
+	last_err[0] = '\0';
+	memset(&bad, 0, sizeof(bad));
 	memset(out, 0, sizeof(*out));
 	for (;;) {
 		const char *url;
 		struct transfer t;
-		bool known_bad = false;
+		uint32_t vid;
 
 		rc = assign_until(c, areq, &out->assign, deadline);
 		if (rc < 0)
 			return rc;
 		url = c->use_public_url ? out->assign.public_url : out->assign.url;
-		for (int i = 0; i < n_bad; i++)
-			known_bad |= !strcmp(bad[i], url);
-		if (known_bad) {
+		vid = vid_of(out->assign.fid);
+		if (avoided(&bad, url, vid)) {
 			if (backoff(waits++, deadline))
 				continue;
 			copy_string(c->err, sizeof(c->err), last_err);
@@ -1560,11 +1601,7 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 		if (rc == 0 || !(is_retryable(rc) || rc == -ENOENT || rc == -EACCES) ||
 		    uploads++ >= c->upload_retries)
 			return rc;
-		if (rc == -ECONNREFUSED || rc == -EHOSTUNREACH) {
-			copy_string(bad[n_bad % PUT_BAD_SERVERS], KELP_URL_MAX, url);
-			if (n_bad < PUT_BAD_SERVERS)
-				n_bad++;
-		}
+		avoid(&bad, rc, url, vid);
 		copy_string(last_err, sizeof(last_err), c->err);
 		if (!backoff(uploads - 1, deadline))
 			return rc;

@@ -80,6 +80,9 @@ static struct thread_client *thread_client_of(struct kelp_fs *fs)
 			return NULL;
 		o.masters = fs->opt.masters;
 		o.timeout_ms = fs->opt.timeout_ms;
+		/* A lost replica fails writes to its volumes until the masters notice (a few
+		 * heartbeats): keep trying other volumes until -timeout, not a fixed count. */
+		o.upload_retries = 1000;
 		o.connect_timeout_ms = fs->opt.timeout_ms < 5000 ? fs->opt.timeout_ms : 5000;
 		if (kelp_client_new(&o, &tc->client) < 0) {
 			free(tc);

@@ -186,3 +186,41 @@ def test_every_master_stopped_then_restarted(kelp, tmp_path):
     with open(m2.path("after"), "rb") as f:
         assert f.read() == more
     assert sorted(os.listdir(m2.mnt)) == ["after", "before"]
+
+
+def test_volume_server_lost_during_copy(kelp, tmp_path):
+    """-replication=001 over 3 volume servers: kill -9 one of them in the middle of a
+    `cp -a`: the copy succeeds (uploads are retried on other volumes), `diff -r` is
+    clean, and after a remount (cold caches) every file reads back from the surviving
+    replicas."""
+    rng = random.Random(13)
+    ports, masters, peers = _ha_cluster(kelp, tmp_path, rng, 3)
+    volumes = [d for d in kelp.daemons if d.name.startswith("volume")]
+
+    class Masters:
+        master_addr = peers
+
+    m = kelp.mount(["-replication=001"], server=Masters())
+    src = str(tmp_path / "src")
+    _make_tree(src, 120, rng)
+    dst = m.path("copy")
+    cp = subprocess.Popen(["cp", "-a", src, dst])
+    try:
+        wait_until("copy under way",
+                   lambda: os.path.exists(os.path.join(dst, "big003.bin")) or cp.poll() is not None,
+                   60)
+        victim = volumes[rng.randrange(len(volumes))]
+        victim.expect_running = False
+        victim.signal_group(signal.SIGKILL)
+        t0 = time.monotonic()
+        rc = cp.wait(timeout=300)
+    finally:
+        if cp.poll() is None:
+            cp.kill()
+    assert rc == 0, "cp -a failed after a volume server was killed"
+    print("copy finished %.1f s after %s was killed" % (time.monotonic() - t0, victim.name))
+    r = subprocess.run(["diff", "-r", src, dst], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stdout[:2000]
+    m2 = kelp.remount(m, args=["-replication=001", "-cacheCapacityMB=0", "-memoryCacheMB=0"])
+    r = subprocess.run(["diff", "-r", src, m2.path("copy")], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stdout[:2000]

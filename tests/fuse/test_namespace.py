@@ -249,10 +249,10 @@ def test_unlink_open_file_still_usable(mnt):
 # ------------------------------------------------------------------------------ dirs
 
 
-def test_directory_with_20000_entries(mnt):
+def test_directory_with_100000_entries(mnt):
     d = mnt.path("big")
     os.mkdir(d)
-    n = 20000
+    n = 100000
     t0 = time.monotonic()
     names = set()
     for i in range(n):
