@@ -1545,14 +1545,16 @@ static void avoid(struct put_avoid *a, int rc, const char *url, uint32_t vid)
 {
 	if (rc == -ECONNREFUSED || rc == -EHOSTUNREACH)
 		copy_string(a->servers[a->n_servers++ % PUT_BAD_SERVERS], KELP_URL_MAX, url);
-	else if (vid && (rc == -EIO || rc == -ENOENT || rc == -ETIMEDOUT || rc == -ECONNRESET))
+	else if (vid && (rc == -EIO || rc == -ENOENT || rc == -ETIMEDOUT || rc == -ECONNRESET ||
+			 rc == -ENOSPC))
 		a->vids[a->n_vids++ % PUT_BAD_VOLUMES] = vid;
 }
 
 /*
  * Assign + upload with re-assigns; src_mem or (src_fd, offset) provide the body.
  * What failed is remembered for this put: a volume server that refused a connection,
- * or a volume whose write failed (a replica of it down: the primary answers 500). Until
+ * or a volume whose write failed (a replica of it down: the primary answers 500; its
+ * disk full: 507). Until
  * the master notices (a few heartbeats) it keeps assigning them, so an assign that
  * points there again is redone after a backoff without counting as an upload
  * attempt. The deadline bounds it all.
@@ -1564,7 +1566,7 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 	uint64_t deadline = deadline_after(c);
 	struct put_avoid bad;
 	char last_err[sizeof(c->err)];
-	int rc, uploads = 0, waits = 0;
+	int rc, last_rc = -EHOSTUNREACH, uploads = 0, waits = 0;
 
 	c->err[0] = '\0';
 	last_err[0] = '\0';
@@ -1584,7 +1586,7 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 			if (backoff(waits++, deadline))
 				continue;
 			copy_string(c->err, sizeof(c->err), last_err);
-			return -EHOSTUNREACH;
+			return last_rc; /* what the last upload got */
 		}
 		transfer_init(&t, "PUT");
 		if (data || fd < 0)
@@ -1596,12 +1598,14 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 		rc = upload_until(c, url, out->assign.fid, out->assign.auth, uopt, &t, &out->upload,
 				  deadline);
 		transfer_release(&t);
-		/* 404: the master's view is stale; 401: the token expired. Both may pass
-		 * with a new assign. */
-		if (rc == 0 || !(is_retryable(rc) || rc == -ENOENT || rc == -EACCES) ||
+		/* 404: the master's view is stale; 401: the token expired; 507: that disk
+		 * is full. Each may pass with a new assign. */
+		if (rc == 0 ||
+		    !(is_retryable(rc) || rc == -ENOENT || rc == -EACCES || rc == -ENOSPC) ||
 		    uploads++ >= c->upload_retries)
 			return rc;
 		avoid(&bad, rc, url, vid);
+		last_rc = rc;
 		copy_string(last_err, sizeof(last_err), c->err);
 		if (!backoff(uploads - 1, deadline))
 			return rc;

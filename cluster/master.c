@@ -185,7 +185,8 @@ static bool write_allowed(struct master *m, struct http_request *req)
 	return http_check_white_list(req, m->white_list, m->n_white_list);
 }
 
-/* Calls a volume server's admin route; 0 on a 2xx answer, else -EIO with why in err. */
+/* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or
+ * no disk space there), else -EIO; why in err. */
 static int call_volume_server(const char *url, const char *path_and_query, long timeout_ms,
 			      char *err, size_t err_cap)
 {
@@ -203,8 +204,9 @@ static int call_volume_server(const char *url, const char *path_and_query, long 
 	}
 	if (rs.status < 200 || rs.status >= 300) {
 		snprintf(err, err_cap, "%s answered %ld: %.200s", url, rs.status, rs.body);
+		ret = rs.status == 507 ? -ENOSPC : -EIO;
 		http_client_response_release(&rs);
-		return -EIO;
+		return ret;
 	}
 	http_client_response_release(&rs);
 	return 0;
@@ -227,7 +229,7 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 	struct topo_node_view *nodes;
 	unsigned rs = (unsigned)now_ns();
 	char repl[4], ttl[16], coll[400];
-	int n, created = 0, ret = 0;
+	int n, created = 0, ret = 0, refusals = 0;
 
 	placement_format(g->rp, repl);
 	ttl_format(g->ttl, ttl, sizeof(ttl));
@@ -269,9 +271,11 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 		snprintf(path, sizeof(path),
 			 "/admin/assign_volume?volume=%u&collection=%s&replication=%s&ttl=%s", vid,
 			 coll, repl, ttl);
-		for (done = 0; done < copies; done++)
-			if (call_volume_server(nodes[idx[done]].url, path, 10000, err, err_cap) < 0)
+		for (done = 0; done < copies; done++) {
+			ret = call_volume_server(nodes[idx[done]].url, path, 10000, err, err_cap);
+			if (ret < 0)
 				break;
+		}
 		if (done < copies) {
 			char ignored[256];
 
@@ -279,7 +283,15 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 			for (int k = 0; k < done; k++)
 				call_volume_server(nodes[idx[k]].url, path, 5000, ignored,
 						   sizeof(ignored));
-			ret = -EIO;
+			if (ret == -ENOSPC && refusals++ < n) {
+				/* Its disk is full (its next heartbeat will say so): place the
+				 * volume elsewhere if the rule allows. */
+				log_warn("master: growth: %s", err);
+				nodes[idx[done]].free_slots = 0;
+				i--;
+				continue;
+			}
+			ret = ret == -ENOSPC ? -ENOSPC : -EIO;
 			break;
 		}
 		for (int k = 0; k < copies; k++) {

@@ -25,6 +25,7 @@ struct store_location {
 	char *dir;
 	int max_volumes;
 	int count;
+	bool low; /* short of space at the last store_check_space */
 };
 
 struct store {
@@ -251,6 +252,19 @@ void store_put_volume(struct store *s, struct volume *v)
 		orphan_unref(s, e);
 }
 
+/* Free bytes of a directory's disk and the reserve -minFreeSpace keeps; false when
+ * statvfs fails. */
+static bool disk_space(const struct store *s, int i, uint64_t *free_bytes, uint64_t *reserve)
+{
+	struct statvfs st;
+
+	if (statvfs(s->locations[i].dir, &st) < 0)
+		return false;
+	*free_bytes = (uint64_t)st.f_bavail * st.f_frsize;
+	*reserve = (uint64_t)st.f_blocks * st.f_frsize / 100 * s->opt.min_free_percent;
+	return true;
+}
+
 int store_create_volume(struct store *s, uint32_t vid, const char *collection,
 			uint8_t replica_placement, struct ttl ttl)
 {
@@ -265,7 +279,11 @@ int store_create_volume(struct store *s, uint32_t vid, const char *collection,
 	}
 	for (int i = 0; i < s->n_locations; i++) {
 		int free_slots = s->locations[i].max_volumes - s->locations[i].count;
+		uint64_t free_bytes, reserve;
 
+		if (s->locations[i].low ||
+		    (disk_space(s, i, &free_bytes, &reserve) && free_bytes <= reserve))
+			continue; /* a new volume there would be read-only at once */
 		if (free_slots > 0 && (best < 0 || free_slots > s->locations[best].max_volumes -
 								    s->locations[best].count))
 			best = i;
@@ -351,6 +369,31 @@ void store_each_volume(struct store *s, void (*fn)(void *ctx, struct volume *v),
 	pthread_rwlock_unlock(&s->lock);
 }
 
+bool store_check_space(struct store *s)
+{
+	bool changed = false;
+
+	pthread_rwlock_rdlock(&s->lock);
+	for (int i = 0; i < s->n_locations; i++) {
+		uint64_t free_bytes, reserve, needed = 0;
+		bool low;
+
+		if (!disk_space(s, i, &free_bytes, &reserve))
+			continue;
+		/* A write that failed with ENOSPC on one volume holds for the whole disk. */
+		for (struct store_entry *e = s->entries; e; e = e->next)
+			if (e->location == i && volume_space_needed(e->v) > needed)
+				needed = volume_space_needed(e->v);
+		low = free_bytes < reserve || (needed && free_bytes < reserve + needed);
+		s->locations[i].low = low;
+		for (struct store_entry *e = s->entries; e; e = e->next)
+			if (e->location == i && !e->deleted)
+				changed |= volume_set_low_space(e->v, low);
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return changed;
+}
+
 int store_disk_statuses(struct store *s, struct store_disk_status *out, int cap)
 {
 	pthread_rwlock_rdlock(&s->lock);
@@ -376,7 +419,9 @@ void store_counts(struct store *s, int *max_volumes, int *volume_count)
 	*max_volumes = *volume_count = 0;
 	pthread_rwlock_rdlock(&s->lock);
 	for (int i = 0; i < s->n_locations; i++) {
-		*max_volumes += s->locations[i].max_volumes;
+		/* A disk short of space offers no free slot: masters grow volumes elsewhere. */
+		*max_volumes +=
+		    s->locations[i].low ? s->locations[i].count : s->locations[i].max_volumes;
 		*volume_count += s->locations[i].count;
 	}
 	pthread_rwlock_unlock(&s->lock);

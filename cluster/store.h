@@ -22,7 +22,8 @@ struct store_volume; /* an acquired volume: use store_volume_get(sv) */
 
 struct store_options {
 	bool fsync_every_write;
-	uint64_t max_volume_size; /* 0 = VOLUME_MAX_SIZE */
+	uint64_t max_volume_size;  /* 0 = VOLUME_MAX_SIZE */
+	unsigned min_free_percent; /* -minFreeSpace: the free space kept on each disk */
 };
 
 struct store_disk_status {
@@ -37,13 +38,20 @@ int store_open(char **dirs, const int *max_volumes, int n, const struct store_op
 	       struct store **out);
 void store_close(struct store *s);
 
+/*
+ * Checks the free space of every directory: its volumes refuse writes (-ENOSPC, and
+ * report read-only) while it has less than opt.min_free_percent of its size free, or
+ * less than a write that failed with ENOSPC needs. True when a volume changed state.
+ */
+bool store_check_space(struct store *s);
+
 /* Looks up volume vid and takes a reference (NULL when absent). */
 struct volume *store_get_volume(struct store *s, uint32_t vid);
 void store_put_volume(struct store *s, struct volume *v);
 
 /*
- * Creates volume vid in the directory with the most free slots.
- * -EEXIST when it exists, -ENOSPC when no directory has a free slot.
+ * Creates volume vid in the directory with the most free slots (skipping disks short of
+ * space). -EEXIST when it exists, -ENOSPC when no directory has a free slot or room.
  */
 int store_create_volume(struct store *s, uint32_t vid, const char *collection,
 			uint8_t replica_placement, struct ttl ttl);
@@ -60,7 +68,8 @@ void store_each_volume(struct store *s, void (*fn)(void *ctx, struct volume *v),
 /* Fills up to cap disk statuses; returns the number of directories. */
 int store_disk_statuses(struct store *s, struct store_disk_status *out, int cap);
 
-/* Sum of max volumes over all directories, and number of volumes held. */
+/* Sum of max volumes over all directories (a disk short of space counts only the
+ * volumes it holds: no free slot), and number of volumes held. */
 void store_counts(struct store *s, int *max_volumes, int *volume_count);
 
 #endif

@@ -49,6 +49,10 @@ struct volume {
 	uint64_t synced_gen;
 
 	atomic_bool read_only;
+	/* The disk is (nearly) full: writes are refused with -ENOSPC until it has room
+	 * again (volume_check_space). space_needed: the record that did not fit. */
+	atomic_bool low_space;
+	_Atomic uint64_t space_needed;
 	bool compacting; /* protected by append_lock */
 	uint64_t compact_idx_size;
 	uint16_t compact_from_revision;
@@ -564,7 +568,8 @@ void volume_get_info(struct volume *v, struct volume_info *out)
 	out->delete_count = v->delete_count;
 	out->deleted_bytes = v->deleted_bytes;
 	out->live_count = v->map.count;
-	out->read_only = atomic_load(&v->read_only);
+	out->low_space = atomic_load(&v->low_space);
+	out->read_only = atomic_load(&v->read_only) || out->low_space;
 	out->replica_placement = v->replica_placement;
 	out->ttl = v->ttl;
 	out->version = v->version;
@@ -583,6 +588,34 @@ void volume_set_read_only(struct volume *v, bool read_only)
 bool volume_is_read_only(struct volume *v)
 {
 	return atomic_load(&v->read_only);
+}
+
+uint64_t volume_space_needed(struct volume *v)
+{
+	return atomic_load(&v->space_needed);
+}
+
+bool volume_set_low_space(struct volume *v, bool low)
+{
+	bool was = atomic_exchange(&v->low_space, low);
+
+	if (!low)
+		atomic_store(&v->space_needed, 0);
+	if (low != was)
+		log_info("volume %u: %s", v->vid,
+			 low ? "its disk is full: read-only until it has room"
+			     : "its disk has room again: writable");
+	return low != was;
+}
+
+/* A write that did not fit: refuse writes until the disk has room for it. */
+static void out_of_space(struct volume *v, const char *what, uint64_t needed)
+{
+	log_warn("volume %u: %s: no space left on the disk; writes are refused until it has "
+		 "room",
+		 v->vid, what);
+	atomic_store(&v->space_needed, needed ? needed : 1);
+	atomic_store(&v->low_space, true);
 }
 
 size_t volume_map_memory(struct volume *v)
@@ -718,6 +751,8 @@ int volume_write(struct volume *v, struct needle *n, const struct volume_data *d
 		*unchanged = false;
 	if (atomic_load(&v->read_only))
 		return -EROFS;
+	if (atomic_load(&v->low_space))
+		return -ENOSPC;
 	if (data->len > NEEDLE_MAX_DATA_SIZE)
 		return -EFBIG;
 	n->data_size = data->len;
@@ -802,11 +837,14 @@ int volume_write(struct volume *v, struct needle *n, const struct volume_data *d
 		if (ftruncate(v->idx_fd, (off_t)v->idx_size) < 0) {
 			/* likewise */
 		}
-		fail_read_only(v, "append", ret);
+		if (ret == -ENOSPC || ret == -EDQUOT)
+			out_of_space(v, "append", disk);
+		else
+			fail_read_only(v, "append", ret);
 		pthread_mutex_unlock(&v->append_lock);
 		free(rec);
 		free(tail_buf);
-		return ret == -ENOSPC ? -ENOSPC : -EIO;
+		return ret == -ENOSPC || ret == -EDQUOT ? -ENOSPC : -EIO;
 	}
 	v->last_append_ns = n->append_at_ns;
 	__atomic_store_n(&v->dat_size, offset + disk, __ATOMIC_RELAXED);
@@ -834,6 +872,8 @@ int volume_delete(struct volume *v, uint64_t key, uint32_t cookie, uint32_t *siz
 	uint32_t stored_cookie;
 	int ret;
 
+	/* Allowed on a disk short of space (a tombstone is tiny; if it does not fit, it
+	 * fails alone): deleting is how room is made. */
 	if (atomic_load(&v->read_only))
 		return -EROFS;
 	pthread_mutex_lock(&v->append_lock);
@@ -860,8 +900,16 @@ int volume_delete(struct volume *v, uint64_t key, uint32_t cookie, uint32_t *siz
 		if (ftruncate(v->dat_fd, (off_t)offset) < 0) {
 			/* cut at the next open */
 		}
-		fail_read_only(v, "delete", ret);
-		ret = -EIO;
+		if (ftruncate(v->idx_fd, (off_t)v->idx_size) < 0) {
+			/* likewise */
+		}
+		if (ret == -ENOSPC || ret == -EDQUOT) {
+			log_warn("volume %u: delete: no space left on the disk", v->vid);
+			ret = -ENOSPC;
+		} else {
+			fail_read_only(v, "delete", ret);
+			ret = -EIO;
+		}
 		goto out;
 	}
 	v->last_append_ns = t.append_at_ns;

@@ -69,7 +69,8 @@ struct volume_info {
 	uint64_t delete_count;
 	uint64_t deleted_bytes;
 	uint64_t live_count;
-	bool read_only;
+	bool read_only; /* also when low_space */
+	bool low_space; /* the disk is full: writes refused until it has room */
 	uint8_t replica_placement;
 	struct ttl ttl;
 	uint8_t version;
@@ -117,6 +118,15 @@ const char *volume_collection(const struct volume *v);
 void volume_get_info(struct volume *v, struct volume_info *out);
 void volume_set_read_only(struct volume *v, bool read_only);
 bool volume_is_read_only(struct volume *v);
+/*
+ * A volume whose disk is short of space refuses writes with -ENOSPC and reports
+ * read-only (not a permanent state: the store lifts it when space comes back).
+ * A write that fails with ENOSPC sets it by itself and records the bytes it needed
+ * (volume_space_needed); volume_set_low_space(v, false) clears both. Returns true when
+ * the state changed.
+ */
+bool volume_set_low_space(struct volume *v, bool low);
+uint64_t volume_space_needed(struct volume *v);
 
 /*
  * Appends needle n (cookie, id, flags, name, mime, last_modified, ttl, pairs set by the

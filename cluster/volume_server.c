@@ -54,6 +54,8 @@ struct volume_server {
 	int n_masters;
 	pthread_t hb_threads[MAX_MASTERS];
 	int n_hb_threads;
+	pthread_t space_thread; /* watches the free space of the data directories */
+	bool space_started;
 	pthread_mutex_t hb_lock; /* stopping, hb_generation */
 	pthread_cond_t hb_cond;
 	bool stopping;
@@ -135,6 +137,31 @@ static void kick_heartbeat(struct volume_server *vs)
 	vs->hb_generation++;
 	pthread_cond_broadcast(&vs->hb_cond);
 	pthread_mutex_unlock(&vs->hb_lock);
+}
+
+/*
+ * Every second: volumes on a disk short of -minFreeSpace turn read-only (and back when
+ * space returns); the masters hear of it at once, so they assign elsewhere.
+ */
+static void *space_thread(void *arg)
+{
+	struct volume_server *vs = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&vs->hb_lock);
+	while (!vs->stopping) {
+		pthread_mutex_unlock(&vs->hb_lock);
+		if (store_check_space(vs->store))
+			kick_heartbeat(vs);
+		pthread_mutex_lock(&vs->hb_lock);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		while (!vs->stopping &&
+		       pthread_cond_timedwait(&vs->hb_cond, &vs->hb_lock, &ts) == 0)
+			;
+	}
+	pthread_mutex_unlock(&vs->hb_lock);
+	return NULL;
 }
 
 struct hb_build {
@@ -658,7 +685,8 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 		if (ret == -EEXIST)
 			http_reply_error(req, 409, "volume %u already exists", vid);
 		else if (ret == -ENOSPC)
-			http_reply_error(req, 507, "no free volume slot for volume %u", vid);
+			http_reply_error(req, 507,
+					 "no free volume slot or disk space for volume %u", vid);
 		else if (ret < 0)
 			http_reply_error(req, 500, "cannot create volume %u: %s", vid,
 					 strerror(-ret));
@@ -1111,6 +1139,15 @@ static void upload_complete(struct http_request *req)
 		http_reply_error(req, 500, "failed to write to local disk: volume %u is full",
 				 u->fid.vid);
 		return;
+	case -ENOSPC:
+		http_reply_error(
+		    req, 507,
+		    "failed to write to local disk: no space left on the disk of volume %u",
+		    u->fid.vid);
+		/* the other volumes on that disk too, and tell the masters now */
+		if (store_check_space(u->vs->store))
+			kick_heartbeat(u->vs);
+		return;
 	default:
 		http_reply_error(req, 500, "failed to write to local disk: %s", strerror(-ret));
 		return;
@@ -1292,6 +1329,9 @@ static void handle_delete(struct volume_server *vs, struct http_request *req, co
 		http_reply_error(req, 400, "File Random Cookie does not match.");
 	else if (ret == -EROFS)
 		http_reply_error(req, 500, "Deletion Failed: volume %u is read only", fid->vid);
+	else if (ret == -ENOSPC)
+		http_reply_error(
+		    req, 507, "Deletion Failed: no space left on the disk of volume %u", fid->vid);
 	else
 		http_reply_error(req, 500, "Deletion Failed: %s", strerror(-ret));
 }
@@ -1658,7 +1698,9 @@ static void handle_request(struct http_request *req)
 int volume_server_start(const struct volume_server_options *opt, struct volume_server **out)
 {
 	struct volume_server *vs = calloc(1, sizeof(*vs));
-	struct store_options so = {.fsync_every_write = opt->fsync};
+	struct store_options so = {
+	    .fsync_every_write = opt->fsync,
+	    .min_free_percent = opt->min_free_percent >= 0 ? (unsigned)opt->min_free_percent : 1};
 	/*
 	 * Replication and proxied reads block a pool thread on another server; enough
 	 * threads keep one slow peer from stalling the rest.
@@ -1695,6 +1737,9 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	snprintf(vs->public_url, sizeof(vs->public_url), "%s",
 		 opt->public_url && *opt->public_url ? opt->public_url : vs->self_url);
 	vs->white_list = split_list(opt->white_list, &vs->n_white_list);
+	store_check_space(vs->store);
+	if (pthread_create(&vs->space_thread, NULL, space_thread, vs) == 0)
+		vs->space_started = true;
 	{
 		int n;
 		char **seeds = split_list(opt->masters, &n);
@@ -1757,6 +1802,8 @@ void volume_server_stop(struct volume_server *vs)
 	pthread_mutex_unlock(&vs->masters_lock);
 	for (int i = 0; i < n_threads; i++)
 		pthread_join(vs->hb_threads[i], NULL);
+	if (vs->space_started)
+		pthread_join(vs->space_thread, NULL);
 	say_goodbye(vs);
 	http_server_stop(vs->http);
 	store_close(vs->store);

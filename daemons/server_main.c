@@ -19,7 +19,7 @@ int server_main(int argc, char **argv)
 	char *ip = "127.0.0.1", *dir = "./data", *default_replication = "000", *jwt_key = "",
 	     *white_list = "", *ready_file = "", *volume_ready_file = "", *dc = "", *rack = "";
 	int mport = 9333, volume_port = 8080, volume_max = 32, volume_size_limit_mb = 30000,
-	    file_size_limit_mb = 256, pulse_seconds = 1, threads = 0;
+	    file_size_limit_mb = 256, pulse_seconds = 1, threads = 0, min_free = 1;
 	double garbage_threshold = 0.3;
 	bool fsync_writes = false;
 	const struct flag flags[] = {
@@ -42,6 +42,8 @@ int server_main(int argc, char **argv)
 	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign and check write tokens with this key"),
 	    FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write"),
+	    FLAG("volume.minFreeSpace", FLAG_INT, &min_free,
+		 "percent of a disk kept free: below it its volumes turn read-only"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file,
 		 "write the master's port here once serving"),
 	    FLAG("volume.readyFile", FLAG_STRING, &volume_ready_file,
@@ -109,6 +111,7 @@ int server_main(int argc, char **argv)
 	vo.pulse_seconds = pulse_seconds;
 	vo.jwt_key = jwt_key;
 	vo.white_list = white_list;
+	vo.min_free_percent = min_free;
 	ret = volume_server_start(&vo, &vs);
 	if (ret < 0) {
 		fprintf(stderr, "kelp server: cannot start the volume server: %s\n",

@@ -70,6 +70,7 @@ int volume_main(int argc, char **argv)
 	     *master = "localhost:9333", *dc = "", *rack = "", *ready_file = "",
 	     *read_mode = "proxy";
 	char *jwt_key = "", *white_list = "";
+	int min_free = 1;
 	int port = 8080, file_size_limit_mb = 256, threads = 0, pulse_seconds = 1, n_dirs, n_max;
 	bool fsync_writes = false;
 	const struct flag flags[] = {
@@ -95,6 +96,8 @@ int volume_main(int argc, char **argv)
 		 "key of the masters' write tokens; \"\" = no tokens needed"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
 		 "comma list of IPs allowed to write; \"\" = all"),
+	    FLAG("minFreeSpace", FLAG_INT, &min_free,
+		 "percent of a disk kept free: below it its volumes turn read-only"),
 	    FLAG_END,
 	};
 	struct volume_server_options opt;
@@ -154,6 +157,7 @@ int volume_main(int argc, char **argv)
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
 	opt.white_list = white_list;
+	opt.min_free_percent = min_free;
 
 	block_stop_signals();
 	ret = volume_server_start(&opt, &vs);

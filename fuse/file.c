@@ -234,7 +234,7 @@ static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durabl
 		if (rc < 0) {
 			log_error("mount: uploading %zu bytes failed: %s", e->len,
 				  kelp_client_error(tc->client));
-			return -EIO;
+			return rc == -ENOSPC ? -ENOSPC : -EIO; /* the cluster is full, or away */
 		}
 		snprintf(fid, sizeof(fid), "%s", res.assign.fid);
 	}
