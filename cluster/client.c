@@ -1432,6 +1432,8 @@ static int upload_until(struct kelp_client *c, const char *url, const char *fid,
 	snprintf(path, sizeof(path), "/%s", fid);
 	if (opt && opt->fsync)
 		add_param(c, path, sizeof(path), "fsync", "true");
+	if (opt && opt->no_md5)
+		add_param(c, path, sizeof(path), "md5", "false");
 	if (opt)
 		add_param(c, path, sizeof(path), "ttl", opt->ttl);
 	set_url(t, url, path);

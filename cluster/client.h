@@ -120,6 +120,7 @@ struct kelp_upload_options {
 	const char *mime; /* Content-Type; NULL = application/octet-stream */
 	const char *ttl;  /* must match the volume's ttl for TTL volumes; NULL = none */
 	bool fsync;	  /* ask the volume server to fsync before replying */
+	bool no_md5;	  /* ?md5=false: the server skips the MD5 (none in the reply) */
 };
 
 struct kelp_upload_result {

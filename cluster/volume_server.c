@@ -764,6 +764,7 @@ struct upload {
 	uint64_t len;
 	uint32_t crc;
 	struct md5_ctx md5;
+	bool want_md5; /* unless ?md5=false and there is no Content-MD5 to check */
 };
 
 static void sink_reset(struct upload *u)
@@ -786,7 +787,8 @@ static int sink_write(struct http_request *req, struct upload *u, const uint8_t 
 		return -EFBIG;
 	}
 	u->crc = crc32c(u->crc, data, len);
-	md5_update(&u->md5, data, len);
+	if (u->want_md5)
+		md5_update(&u->md5, data, len);
 	if (u->spool_fd < 0 && u->mem_len + len <= MEMORY_BODY_LIMIT) {
 		if (u->mem_len + len > u->mem_cap) {
 			/* Sized from Content-Length when known, so small bodies take one malloc. */
@@ -863,8 +865,10 @@ static int mp_part_begin(void *ctx, const struct multipart_part *part)
 	}
 	if (part->content_type[0])
 		copy_string(u->mime, sizeof(u->mime), part->content_type);
-	if (part->content_md5[0])
+	if (part->content_md5[0]) {
 		copy_string(u->content_md5, sizeof(u->content_md5), part->content_md5);
+		u->want_md5 = true; /* before any of the part's data */
+	}
 	u->gzip = !strcasecmp(part->content_encoding, "gzip");
 	return 0;
 }
@@ -992,9 +996,10 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 	}
 	headers[nh] = NULL;
 	ttl_format(n->ttl, ttl, sizeof(ttl));
-	snprintf(query, sizeof(query), "&ts=%" PRIu64 "%s%s%s%s", n->last_modified,
+	snprintf(query, sizeof(query), "&ts=%" PRIu64 "%s%s%s%s%s", n->last_modified,
 		 ttl[0] ? "&ttl=" : "", ttl, http_query_bool(req, "fsync") ? "&fsync=true" : "",
-		 (n->flags & NEEDLE_FLAG_CHUNKMANIFEST) ? "&cm=true" : "");
+		 (n->flags & NEEDLE_FLAG_CHUNKMANIFEST) ? "&cm=true" : "",
+		 u->want_md5 ? "" : "&md5=false");
 	ret = replicate(u->vs, req, &u->fid, copies, "PUT", query, headers,
 			u->spool_fd >= 0 ? NULL : (u->mem ? u->mem : (const uint8_t *)""),
 			u->spool_fd, u->len, err, sizeof(err));
@@ -1040,7 +1045,9 @@ static void upload_complete(struct http_request *req)
 				 "Content-Encoding is gzip but the body is not gzip data");
 		return;
 	}
-	base64_encode(digest, 16, md5_b64);
+	md5_b64[0] = '\0';
+	if (u->want_md5 || u->gzip)
+		base64_encode(digest, 16, md5_b64);
 	if (u->content_md5[0] && strcmp(u->content_md5, md5_b64)) {
 		http_reply_error(req, 400, "Content-MD5 %s does not match the data's MD5 %s",
 				 u->content_md5, md5_b64);
@@ -1160,11 +1167,13 @@ static void upload_complete(struct http_request *req)
 				   (json_int_t)original_size, "eTag", etag_hex);
 		if (n.mime_len)
 			json_object_set_new(result, "mime", json_string(u->mime));
-		json_object_set_new(result, "contentMd5", json_string(md5_b64));
+		if (md5_b64[0])
+			json_object_set_new(result, "contentMd5", json_string(md5_b64));
 		http_reply_json(req, 201, result);
 	}
 	http_add_header(req, "ETag", etag);
-	http_add_header(req, "Content-MD5", md5_b64);
+	if (md5_b64[0])
+		http_add_header(req, "Content-MD5", md5_b64);
 }
 
 static void upload_cleanup(struct http_request *req)
@@ -1180,6 +1189,11 @@ static void upload_cleanup(struct http_request *req)
 	free(u->mem);
 	free(u);
 	req->state = NULL;
+}
+
+static bool is_false(const char *v)
+{
+	return v && (!strcmp(v, "false") || !strcmp(v, "0"));
 }
 
 /* The file name of a raw upload: Content-Disposition, else the last path element. */
@@ -1270,6 +1284,9 @@ static void handle_upload(struct volume_server *vs, struct http_request *req, co
 	if (!u->multipart || !u->content_md5[0])
 		copy_string(u->content_md5, sizeof(u->content_md5),
 			    http_header(req, "Content-MD5"));
+	/* ?md5=false (kelp's mount: its chunks are checked by CRC32C) saves hashing every
+	 * byte; a Content-MD5 to check is hashed anyway. */
+	u->want_md5 = !is_false(http_query(req, "md5")) || u->content_md5[0];
 	req->on_body = upload_body;
 	req->on_complete = upload_complete;
 }

@@ -206,6 +206,7 @@ static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durabl
 	areq.ttl = fs->opt.ttl;
 	uopt.ttl = fs->opt.ttl;
 	uopt.fsync = durable;
+	uopt.no_md5 = true; /* chunks are checked by CRC32C; MD5 would cost the servers CPU */
 	/* A file id from the pool: one assign serves FID_POOL chunks. */
 	if (tc->next >= tc->pool.count || now - tc->pool_at > FID_POOL_LIFE) {
 		areq.count = FID_POOL;
@@ -916,19 +917,29 @@ void fs_flush_all(struct kelp_fs *fs)
 
 /* ---------------------------------------------------------------- gc and capacity */
 
+/*
+ * Deletes queued blobs in the cluster, and syncs LMDB once a second (commits are not
+ * synced one by one, meta.h). Woken by fs_kick_gc only when something was queued.
+ */
 static void *gc_loop(void *arg)
 {
 	struct kelp_fs *fs = arg;
+	uint64_t last_sync = 0;
 
 	pthread_mutex_lock(&fs->gc_lock);
 	while (!fs->stopping) {
 		char fids[64][META_FID_MAX];
-		uint64_t seqs[64];
+		uint64_t seqs[64], now = monotonic_ns();
 		struct timespec ts;
 		int n;
 
 		pthread_mutex_unlock(&fs->gc_lock);
-		meta_sync(fs->meta); /* commits are not synced one by one (meta.h) */
+		if (now - last_sync >= 1000000000ull) {
+			meta_sync(fs->meta);
+			last_sync = now;
+		}
+		/* Seen before taking: what is queued after this wakes us again. */
+		__atomic_store_n(&fs->gc_seen, meta_gc_generation(fs->meta), __ATOMIC_RELEASE);
 		n = meta_gc_take(fs->meta, 64, fids, seqs);
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);
@@ -960,6 +971,8 @@ static void *gc_loop(void *arg)
 
 void fs_kick_gc(struct kelp_fs *fs)
 {
+	if (meta_gc_generation(fs->meta) == __atomic_load_n(&fs->gc_seen, __ATOMIC_ACQUIRE))
+		return; /* nothing new queued: no wake-up for every write */
 	pthread_mutex_lock(&fs->gc_lock);
 	pthread_cond_signal(&fs->gc_cond);
 	pthread_mutex_unlock(&fs->gc_lock);

@@ -66,6 +66,7 @@ struct kelp_fs {
 	pthread_cond_t gc_cond;
 	bool stopping;
 	bool gc_started;
+	uint64_t gc_seen; /* meta_gc_generation when the gc thread last looked (atomic) */
 	/* upload pool: full chunks are uploaded in parallel while writers go on */
 	pthread_mutex_t queue_lock; /* queue */
 	pthread_cond_t queue_cond;

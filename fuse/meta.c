@@ -21,6 +21,7 @@
 struct meta {
 	MDB_env *env;
 	MDB_dbi inodes, symlinks, dentries, chunks, fidrefs, xattrs, gc, counters, orphans, parents;
+	uint64_t gc_generation; /* bumped (atomically) by every blob sent to gc */
 };
 
 int64_t meta_now_ns(void)
@@ -305,6 +306,9 @@ static int fidref_add(struct meta *m, MDB_txn *txn, const char *fid, int delta)
 		if (rc < 0)
 			return rc;
 		be64(k, seq);
+		/* Counted before the commit: a gc pass that runs in between misses the
+		 * blob, and the next one (at most a second later) takes it. */
+		__atomic_add_fetch(&m->gc_generation, 1, __ATOMIC_RELEASE);
 		return lmdb_err(mdb_put(txn, m->gc, &gk, &gv, 0));
 	}
 	val.mv_size = 4;
@@ -1256,6 +1260,11 @@ static int count_entries(struct meta *m, MDB_dbi dbi, uint64_t *count)
 		*count = st.ms_entries;
 	mdb_txn_abort(txn);
 	return rc;
+}
+
+uint64_t meta_gc_generation(struct meta *m)
+{
+	return __atomic_load_n(&m->gc_generation, __ATOMIC_ACQUIRE);
 }
 
 int meta_gc_pending(struct meta *m)

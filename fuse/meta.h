@@ -159,6 +159,8 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name);
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs);
 int meta_gc_done(struct meta *m, uint64_t seq);
 int meta_gc_pending(struct meta *m);
+/* Changes whenever a blob may have been sent to gc (cheap: no transaction). */
+uint64_t meta_gc_generation(struct meta *m);
 
 /* Number of inodes (statfs). */
 int meta_inode_count(struct meta *m, uint64_t *count);

@@ -20,14 +20,6 @@ static const uint32_t md5_t[64] = {
     0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 };
 
-/* Left-rotation amounts, four per round. */
-static const uint8_t md5_shift[4][4] = {
-    {7, 12, 17, 22},
-    {5, 9, 14, 20},
-    {4, 11, 16, 23},
-    {6, 10, 15, 21},
-};
-
 static uint32_t rotl32(uint32_t x, unsigned n)
 {
 	return (x << n) | (x >> (32 - n));
@@ -35,7 +27,14 @@ static uint32_t rotl32(uint32_t x, unsigned n)
 
 static uint32_t load_le32(const uint8_t *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint32_t v;
+
+	memcpy(&v, p, 4); /* one unaligned load */
+	return v;
+#else
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+#endif
 }
 
 static void store_le32(uint8_t *p, uint32_t v)
@@ -46,7 +45,20 @@ static void store_le32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)(v >> 24);
 }
 
-/* Processes one 64-byte block (RFC 1321 section 3.4). */
+/*
+ * The four auxiliary functions of RFC 1321 section 3.4, in equivalent forms with one
+ * operation less: F = (b & c) | (~b & d), G = (b & d) | (c & ~d).
+ */
+#define MD5_F(b, c, d) ((d) ^ ((b) & ((c) ^ (d))))
+#define MD5_G(b, c, d) ((c) ^ ((d) & ((b) ^ (c))))
+#define MD5_H(b, c, d) ((b) ^ (c) ^ (d))
+#define MD5_I(b, c, d) ((c) ^ ((b) | ~(d)))
+
+/* One of the 64 steps: a = b + ((a + fn(b, c, d) + x[k] + T[i]) <<< s). */
+#define MD5_STEP(fn, a, b, c, d, k, i, s)                                                        \
+	(a) = (b) + rotl32((a) + fn((b), (c), (d)) + x[(k)] + md5_t[(i)], (s))
+
+/* Processes one 64-byte block (RFC 1321 section 3.4), the 64 steps unrolled. */
 static void md5_block(uint32_t state[4], const uint8_t block[64])
 {
 	uint32_t x[16];
@@ -55,34 +67,33 @@ static void md5_block(uint32_t state[4], const uint8_t block[64])
 	for (int i = 0; i < 16; i++)
 		x[i] = load_le32(block + 4 * i);
 
-	for (unsigned i = 0; i < 64; i++) {
-		unsigned round = i / 16;
-		uint32_t f, tmp;
-		unsigned k;
-
-		switch (round) {
-		case 0:
-			f = (b & c) | (~b & d);
-			k = i;
-			break;
-		case 1:
-			f = (b & d) | (c & ~d);
-			k = (5 * i + 1) % 16;
-			break;
-		case 2:
-			f = b ^ c ^ d;
-			k = (3 * i + 5) % 16;
-			break;
-		default:
-			f = c ^ (b | ~d);
-			k = (7 * i) % 16;
-			break;
-		}
-		tmp = d;
-		d = c;
-		c = b;
-		b = b + rotl32(a + f + x[k] + md5_t[i], md5_shift[round][i % 4]);
-		a = tmp;
+	/* Round 1: k = i. */
+	for (int i = 0; i < 16; i += 4) {
+		MD5_STEP(MD5_F, a, b, c, d, i, i, 7);
+		MD5_STEP(MD5_F, d, a, b, c, i + 1, i + 1, 12);
+		MD5_STEP(MD5_F, c, d, a, b, i + 2, i + 2, 17);
+		MD5_STEP(MD5_F, b, c, d, a, i + 3, i + 3, 22);
+	}
+	/* Round 2: k = (5i + 1) mod 16. */
+	for (int i = 16; i < 32; i += 4) {
+		MD5_STEP(MD5_G, a, b, c, d, (5 * i + 1) % 16, i, 5);
+		MD5_STEP(MD5_G, d, a, b, c, (5 * i + 6) % 16, i + 1, 9);
+		MD5_STEP(MD5_G, c, d, a, b, (5 * i + 11) % 16, i + 2, 14);
+		MD5_STEP(MD5_G, b, c, d, a, (5 * i + 16) % 16, i + 3, 20);
+	}
+	/* Round 3: k = (3i + 5) mod 16. */
+	for (int i = 32; i < 48; i += 4) {
+		MD5_STEP(MD5_H, a, b, c, d, (3 * i + 5) % 16, i, 4);
+		MD5_STEP(MD5_H, d, a, b, c, (3 * i + 8) % 16, i + 1, 11);
+		MD5_STEP(MD5_H, c, d, a, b, (3 * i + 11) % 16, i + 2, 16);
+		MD5_STEP(MD5_H, b, c, d, a, (3 * i + 14) % 16, i + 3, 23);
+	}
+	/* Round 4: k = 7i mod 16. */
+	for (int i = 48; i < 64; i += 4) {
+		MD5_STEP(MD5_I, a, b, c, d, (7 * i) % 16, i, 6);
+		MD5_STEP(MD5_I, d, a, b, c, (7 * i + 7) % 16, i + 1, 10);
+		MD5_STEP(MD5_I, c, d, a, b, (7 * i + 14) % 16, i + 2, 15);
+		MD5_STEP(MD5_I, b, c, d, a, (7 * i + 21) % 16, i + 3, 21);
 	}
 
 	state[0] += a;

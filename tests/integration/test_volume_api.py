@@ -305,8 +305,8 @@ def test_put_raw_then_get(server):
     assert body["size"] == len(data)
     assert body["eTag"] == etag_of(data)
     assert r.headers["ETag"] == '"%s"' % etag_of(data)
-    if "Content-MD5" in r.headers:
-        assert r.headers["Content-MD5"] == md5_b64(data)
+    assert r.headers["Content-MD5"] == md5_b64(data)
+    assert body["contentMd5"] == md5_b64(data)
     g = server.get("/" + fid)
     assert g.status_code == 200
     assert g.content == data
@@ -419,6 +419,23 @@ def test_content_md5(server):
                     headers={"Content-Type": "multipart/form-data; boundary=" + boundary})
     assert_json_error(r, 400)
     assert server.get("/" + fid1(11)).status_code == 404
+
+
+def test_md5_false_skips_the_md5(server):
+    """?md5=false (what kelp's mount sends): no MD5 is computed, the reply has none; a
+    Content-MD5 sent along is still checked."""
+    data = rand_bytes(70000, 18)
+    r = server.upload(fid1(13), data, params={"md5": "false"})
+    body = assert_json(r, 201)
+    assert "contentMd5" not in body and "Content-MD5" not in r.headers
+    assert body["eTag"] == etag_of(data)
+    assert server.get("/" + fid1(13)).content == data
+    r = server.put("/" + fid1(14), data=data, params={"md5": "false"},
+                   headers={"Content-MD5": md5_b64(b"other")})
+    assert_json_error(r, 400)
+    r = server.upload(fid1(14), data, params={"md5": "false"},
+                      headers={"Content-MD5": md5_b64(data)})
+    assert r.headers["Content-MD5"] == md5_b64(data)
 
 
 def test_seaweed_pair_headers(server):
