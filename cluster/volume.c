@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "cluster/base/log.h"
@@ -690,6 +691,36 @@ static int read_cookie(struct volume *v, uint32_t offset, uint32_t *cookie)
 	return 0;
 }
 
+/* Bodies up to this size are copied into one record buffer and written at once. */
+#define SMALL_RECORD (64u << 10)
+
+/* Writes every iovec at offset (iov is consumed); 0 or -errno. */
+static int pwritev_all(int fd, struct iovec *iov, int n, uint64_t offset)
+{
+	while (n > 0) {
+		ssize_t w = pwritev(fd, iov, n, (off_t)offset);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		offset += (uint64_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
 /* Copies len bytes from a spooled upload into .dat. */
 static int copy_from_fd(int dst, uint64_t dst_off, int src, uint64_t src_off, uint64_t len)
 {
@@ -789,7 +820,7 @@ int volume_write(struct volume *v, struct needle *n, const struct volume_data *d
 	/* Encode everything but the append time outside the lock. */
 	meta_len = needle_meta_size(n);
 	tail_len = (size_t)(disk - NEEDLE_HEADER_SIZE - n->size);
-	if (data->mem) {
+	if (data->mem && data->len <= SMALL_RECORD) {
 		rec = malloc(disk);
 		if (!rec)
 			return -ENOMEM;
@@ -818,6 +849,14 @@ int volume_write(struct volume *v, struct needle *n, const struct volume_data *d
 	if (rec) {
 		needle_encode_tail(n, v->version, rec + NEEDLE_HEADER_SIZE + n->size);
 		ret = pwrite_all(v->dat_fd, rec, disk, offset);
+	} else if (data->mem) {
+		/* A big body is written from where it is, not copied into a record. */
+		struct iovec iov[3] = {{head, head_len},
+				       {(void *)data->mem, data->len},
+				       {tail_buf, meta_len + tail_len}};
+
+		needle_encode_tail(n, v->version, tail_buf + meta_len);
+		ret = pwritev_all(v->dat_fd, iov, 3, offset);
 	} else {
 		needle_encode_tail(n, v->version, tail_buf + meta_len);
 		ret = pwrite_all(v->dat_fd, head, head_len, offset);

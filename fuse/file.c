@@ -20,6 +20,66 @@ struct extent {
 	uint8_t *data;
 };
 
+/*
+ * Chunk-sized write buffers are kept for reuse (up to CHUNK_BUF_POOL of them): a
+ * fresh 4 MiB buffer costs a thousand page faults and the kernel zeroing it, for
+ * every chunk a sequential writer fills.
+ */
+#define CHUNK_BUF_POOL 8 /* = the size of kelp_fs.bufs */
+
+static uint8_t *chunk_buf_get(struct kelp_fs *fs)
+{
+	uint8_t *p = NULL;
+
+	pthread_mutex_lock(&fs->bufs_lock);
+	if (fs->n_bufs > 0)
+		p = fs->bufs[--fs->n_bufs];
+	pthread_mutex_unlock(&fs->bufs_lock);
+	return p ? p : malloc(fs->opt.chunk_size);
+}
+
+/* Frees an extent's buffer, or keeps it when it is a whole chunk's. */
+static void extent_free(struct kelp_fs *fs, struct extent *e)
+{
+	if (e->data && e->cap == fs->opt.chunk_size) {
+		pthread_mutex_lock(&fs->bufs_lock);
+		if (fs->n_bufs < CHUNK_BUF_POOL) {
+			fs->bufs[fs->n_bufs++] = e->data;
+			e->data = NULL;
+		}
+		pthread_mutex_unlock(&fs->bufs_lock);
+	}
+	free(e->data);
+	e->data = NULL;
+}
+
+/* Makes room for cap bytes in e (at most a chunk), keeping its len bytes. */
+static int extent_grow(struct kelp_fs *fs, struct extent *e, size_t need)
+{
+	size_t chunk = fs->opt.chunk_size, cap = e->cap ? e->cap : 65536;
+	uint8_t *p;
+
+	while (cap < need)
+		cap *= 2;
+	/* Big writes (a sequential writer) take a whole chunk's buffer at once. */
+	if (cap > chunk || (e->cap == 0 && need >= 65536))
+		cap = chunk;
+	if (cap == chunk) {
+		p = chunk_buf_get(fs);
+		if (p && e->len)
+			memcpy(p, e->data, e->len);
+		if (p)
+			free(e->data);
+	} else {
+		p = realloc(e->data, cap);
+	}
+	if (!p)
+		return -ENOMEM;
+	e->data = p;
+	e->cap = cap;
+	return 0;
+}
+
 /* A full extent being uploaded by the pool; committed in submission order. */
 struct job {
 	struct open_file *f;
@@ -164,7 +224,7 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 	if (!last)
 		return;
 	for (int i = 0; i < f->n_ext; i++)
-		free(f->ext[i].data);
+		extent_free(fs, &f->ext[i]);
 	free(f->ext);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
@@ -272,7 +332,7 @@ static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 		if (!f->jobs)
 			f->jobs_tail = NULL;
 		f->n_jobs--;
-		free(j->ext.data);
+		extent_free(fs, &j->ext);
 		free(j);
 	}
 	pthread_cond_broadcast(&f->cond);
@@ -389,7 +449,7 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 	if (rc < 0)
 		return rc;
 	for (int i = from; i < to; i++)
-		free(f->ext[i].data);
+		extent_free(fs, &f->ext[i]);
 	memmove(&f->ext[from], &f->ext[to], (size_t)(f->n_ext - to) * sizeof(*f->ext));
 	f->n_ext -= n;
 	fs_kick_gc(fs); /* overwritten blobs may be waiting */
@@ -524,22 +584,8 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 				rc = commit_extents(fs, f, i + 1, f->n_ext, false);
 				continue;
 			}
-			if (at + n > e->cap) {
-				size_t cap = e->cap ? e->cap : 65536;
-				uint8_t *p;
-
-				while (cap < at + n)
-					cap *= 2;
-				if (cap > chunk)
-					cap = chunk;
-				p = realloc(e->data, cap);
-				if (!p) {
-					rc = -ENOMEM;
-					break;
-				}
-				e->data = p;
-				e->cap = cap;
-			}
+			if (at + n > e->cap && (rc = extent_grow(fs, e, at + n)) < 0)
+				break;
 			memcpy(e->data + at, src, n);
 			if (at + n > e->len)
 				e->len = at + n;
@@ -596,7 +642,7 @@ uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed)
 	return size;
 }
 
-void file_truncate_dirty(struct open_file *f, uint64_t size)
+void file_truncate_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t size)
 {
 	pthread_mutex_lock(&f->lock);
 	wait_jobs(f); /* recorded before the truncation, which then cuts them */
@@ -604,7 +650,7 @@ void file_truncate_dirty(struct open_file *f, uint64_t size)
 		struct extent *e = &f->ext[i];
 
 		if (e->off >= size) {
-			free(e->data);
+			extent_free(fs, e);
 			memmove(e, e + 1, (size_t)(f->n_ext - i - 1) * sizeof(*e));
 			f->n_ext--;
 			continue;
@@ -1084,6 +1130,7 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	pthread_mutex_init(&fs->gc_lock, NULL);
 	pthread_cond_init(&fs->gc_cond, NULL);
 	pthread_mutex_init(&fs->statfs_lock, NULL);
+	pthread_mutex_init(&fs->bufs_lock, NULL);
 	pthread_mutex_init(&fs->fetch_lock, NULL);
 	pthread_mutex_init(&fs->lookups_lock, NULL);
 	needle_map_init(&fs->lookups);
@@ -1150,6 +1197,8 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 		pthread_cond_destroy(&f->cond);
 		free(f);
 	}
+	while (fs->n_bufs > 0)
+		free(fs->bufs[--fs->n_bufs]);
 	chunk_cache_free(fs->cache);
 	disk_cache_close(fs->disk);
 	needle_map_release(&fs->lookups);

@@ -99,6 +99,10 @@ struct kelp_fs {
 	/* is the cluster reachable (checked by every FUSE call unless meta_offline) */
 	struct cluster_health health;
 	struct kelp_client *probe_client;
+	/* chunk-sized write buffers kept for reuse */
+	pthread_mutex_t bufs_lock;
+	uint8_t *bufs[8];
+	int n_bufs;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;
@@ -130,7 +134,7 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
 /* The size including unflushed writes (for getattr of an open file). */
 uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed);
 /* Drops dirty data at or beyond size (before a truncate is recorded). */
-void file_truncate_dirty(struct open_file *f, uint64_t size);
+void file_truncate_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t size);
 
 /* Reads a blob range for a file without an open handle (no dirty data). */
 int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,

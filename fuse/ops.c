@@ -261,7 +261,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 		if (f) {
 			if (valid & META_SET_SIZE)
-				file_truncate_dirty(f, in.size);
+				file_truncate_dirty(fs, f, in.size);
 			rc = file_flush(fs, f, false);
 			file_put(fs, f);
 			if (rc < 0) {
@@ -425,7 +425,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct meta_attr in = {.size = 0};
 		int rc;
 
-		file_truncate_dirty(f, 0);
+		file_truncate_dirty(fs, f, 0);
 		rc = meta_setattr(fs->meta, ino, &in, META_SET_SIZE, NULL);
 		if (rc < 0) {
 			file_put(fs, f);
