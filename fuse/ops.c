@@ -21,6 +21,9 @@
 
 #define ATTR_TIMEOUT	1.0
 #define STAT_BLOCK_SIZE 4096
+/* st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it,
+ * and 1 MiB (the largest FUSE write) costs 8 times fewer round trips than 128 KiB. */
+#define IO_BLOCK_SIZE (1 << 20)
 
 static struct kelp_fs *fs_of(fuse_req_t req)
 {
@@ -55,7 +58,7 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 		st->st_size = (off_t)file_size(fs, f, a->size);
 		file_put(fs, f);
 	}
-	st->st_blksize = STAT_BLOCK_SIZE;
+	st->st_blksize = IO_BLOCK_SIZE;
 	st->st_blocks = (st->st_size + 511) / 512;
 	st->st_atim = ns_to_ts(a->atime_ns);
 	st->st_mtim = ns_to_ts(a->mtime_ns);
