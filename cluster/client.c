@@ -1914,6 +1914,42 @@ int kelp_client_delete(struct kelp_client *c, const char *fid_text, const char *
 	return other ? other : -ENOENT;
 }
 
+int kelp_client_sync_volume(struct kelp_client *c, uint32_t vid)
+{
+	uint64_t deadline = deadline_after(c);
+	struct kelp_locations locs;
+	char path[64], msg[256];
+	struct transfer t;
+	int rc;
+
+	c->err[0] = '\0';
+	rc = lookup_until(c, vid, NULL, false, &locs, NULL, NULL, deadline);
+	if (rc < 0)
+		return rc;
+	snprintf(path, sizeof(path), "/admin/sync?volume=%u", vid);
+	transfer_init(&t, "POST");
+	t.sink = SINK_BUFFER;
+	t.limit = 1u << 20;
+	for (int i = 0; i < locs.n && rc == 0; i++) {
+		const char *server = location_address(c, &locs.loc[i]);
+		bool local;
+
+		set_url(&t, server, path);
+		rc = transfer_perform(c, &t, deadline, &local);
+		if (rc < 0) {
+			set_error(c, "sync of volume %u on %s: %s", vid, server, c->curl_err);
+		} else if (t.status != 200) {
+			set_error(c, "sync of volume %u on %s: HTTP %ld: %s", vid, server, t.status,
+				  t.errlen ? error_text(&t, msg, sizeof(msg)) : "");
+			rc = t.status == 404 ? -ENOENT : -EIO;
+		}
+	}
+	transfer_release(&t);
+	if (rc < 0)
+		kelp_location_cache_drop(&c->cache, vid);
+	return rc;
+}
+
 /* ---------------------------------------------------------------- life cycle */
 
 int kelp_client_new(const struct kelp_client_options *opt, struct kelp_client **out)

@@ -241,6 +241,14 @@ int kelp_client_read_to_fd(struct kelp_client *c, const char *fid, int fd, uint6
  */
 int kelp_client_delete(struct kelp_client *c, const char *fid, const char *auth, uint64_t *size);
 
+/*
+ * Makes every replica of volume vid flush to disk what it has taken so far
+ * (POST /admin/sync, a kelp extension): writes made earlier without fsync become
+ * durable. Errors: -ENOENT (a replica lacks the volume), -EIO (a replica failed to
+ * sync or answered an error), transport errors.
+ */
+int kelp_client_sync_volume(struct kelp_client *c, uint32_t vid);
+
 /* ---------------------------------------------------------------- masters */
 
 /*

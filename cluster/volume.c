@@ -677,6 +677,16 @@ static int group_sync(struct volume *v, uint64_t gen)
 	return ret;
 }
 
+int volume_sync(struct volume *v)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&v->append_lock);
+	gen = v->write_gen;
+	pthread_mutex_unlock(&v->append_lock);
+	return group_sync(v, gen);
+}
+
 /* Reads the cookie of the needle at an index offset. */
 static int read_cookie(struct volume *v, uint32_t offset, uint32_t *cookie)
 {

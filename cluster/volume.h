@@ -126,6 +126,9 @@ bool volume_is_read_only(struct volume *v);
  * the state changed.
  */
 bool volume_set_low_space(struct volume *v, bool low);
+/* Flushes every write made so far to disk (.dat and .idx; one group fsync); at once
+ * when nothing is pending. 0 or -errno (the volume then turns read-only). */
+int volume_sync(struct volume *v);
 uint64_t volume_space_needed(struct volume *v);
 
 /*

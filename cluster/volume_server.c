@@ -724,6 +724,8 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 		ret = volume_commit_compact(v);
 	} else if (!strcmp(op, "vacuum/cleanup")) {
 		ret = volume_cleanup_compact(v);
+	} else if (!strcmp(op, "sync")) {
+		ret = volume_sync(v);
 	} else {
 		http_reply_error(req, 404, "unknown admin operation \"%s\"", op);
 	}

@@ -12,6 +12,7 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "cluster/client.h"
+#include "cluster/fid.h"
 
 /* A run of written bytes not yet uploaded. */
 struct extent {
@@ -91,6 +92,8 @@ struct job {
 	struct job *next_queued;  /* fs->queue */
 };
 
+#define LAZY_VIDS 16
+
 struct open_file {
 	uint64_t ino;
 	int refs;		/* protected by fs->files_lock */
@@ -103,6 +106,12 @@ struct open_file {
 	struct job *jobs, *jobs_tail; /* uploads in flight, oldest first */
 	int n_jobs;
 	int error; /* a failed upload poisons writes until the next flush */
+	/* fsync makes the volumes of the file's blobs flush what they took without fsync:
+	 * all of them the first time (blobs from before this open), then those written
+	 * lazily since (close of another descriptor, a write that did not fit). */
+	bool synced_all;
+	uint32_t lazy_vids[LAZY_VIDS];
+	int n_lazy;
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -416,6 +425,89 @@ static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
 	return 0;
 }
 
+static uint32_t vid_of(const char *fid)
+{
+	const char *comma = strchr(fid, ',');
+	uint32_t vid = 0;
+
+	if (!comma || fid_parse_vid(fid, (size_t)(comma - fid), &vid) < 0)
+		return 0;
+	return vid;
+}
+
+/* Remembers the volume of a blob uploaded without fsync. f->lock held. */
+static void note_lazy(struct open_file *f, const char *fid)
+{
+	uint32_t vid = vid_of(fid);
+
+	for (int i = 0; i < f->n_lazy; i++)
+		if (f->lazy_vids[i] == vid)
+			return;
+	if (f->n_lazy < LAZY_VIDS)
+		f->lazy_vids[f->n_lazy++] = vid;
+	else
+		f->synced_all = false; /* too many to list: sync them all at fsync */
+}
+
+static bool has_vid(const uint32_t *vids, int n, uint32_t vid)
+{
+	for (int i = 0; i < n; i++)
+		if (vids[i] == vid)
+			return true;
+	return false;
+}
+
+/*
+ * fsync's part on the volume servers: every replica of every volume holding data of
+ * f written without fsync flushes it to disk (the blobs fsync itself uploads were
+ * written with fsync). f->lock held.
+ */
+static int sync_volumes(struct kelp_fs *fs, struct open_file *f)
+{
+	struct kelp_client *cl = client_of(fs);
+	uint32_t *vids = f->lazy_vids;
+	int n = f->n_lazy, rc = 0;
+	bool all = !f->synced_all;
+
+	if (!cl)
+		return -ENOMEM;
+	if (all) {
+		struct meta_chunk *list;
+		int nc = meta_read_chunks(fs->meta, f->ino, 0, UINT64_MAX, &list);
+
+		if (nc < 0)
+			return nc;
+		vids = malloc(((size_t)nc + LAZY_VIDS) * sizeof(*vids));
+		if (!vids) {
+			if (nc > 0)
+				free(list);
+			return -ENOMEM;
+		}
+		memcpy(vids, f->lazy_vids, (size_t)f->n_lazy * sizeof(*vids));
+		for (int i = 0; i < nc; i++) {
+			uint32_t vid = vid_of(list[i].fid);
+
+			if (vid && !has_vid(vids, n, vid))
+				vids[n++] = vid;
+		}
+		if (nc > 0)
+			free(list);
+	}
+	for (int i = 0; i < n && rc == 0; i++) {
+		rc = kelp_client_sync_volume(cl, vids[i]);
+		if (rc < 0)
+			log_error("mount: fsync of inode %" PRIu64 ": %s", f->ino,
+				  kelp_client_error(cl));
+	}
+	if (all)
+		free(vids);
+	if (rc < 0)
+		return -EIO;
+	f->synced_all = true;
+	f->n_lazy = 0;
+	return 0;
+}
+
 /* Uploads extents [from, to) of f and records them in one transaction. */
 static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to, bool durable)
 {
@@ -441,8 +533,11 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 	chunks = calloc((size_t)n, sizeof(*chunks));
 	if (!chunks)
 		return -ENOMEM;
-	for (int i = 0; i < n && rc == 0; i++)
+	for (int i = 0; i < n && rc == 0; i++) {
 		rc = upload_extent(fs, &f->ext[from + i], durable, &chunks[i]);
+		if (rc == 0 && !durable)
+			note_lazy(f, chunks[i].fid);
+	}
 	if (rc == 0)
 		rc = meta_write_chunks(fs->meta, f->ino, chunks, n, 0, true, NULL);
 	free(chunks);
@@ -530,6 +625,8 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	if (rc == 0 && compact_chunks(fs, f) < 0)
 		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
 			 f->ino);
+	if (rc == 0 && durable)
+		rc = sync_volumes(fs, f);
 	if (rc == 0 && durable)
 		rc = meta_sync(fs->meta);
 	if (rc == 0 && f->error) {

@@ -272,3 +272,34 @@ def test_full_cluster_gives_enospc_then_recovers(kelp, tmp_path):
             agent.close()
         # lazily: the server (killed by the fixture) may still hold files there
         subprocess.run(["umount", "-l", str(vdir)], capture_output=True)
+
+
+def test_fsync_reaches_data_written_before_open(kelp):
+    """fsync() makes durable everything the file holds, not only what this descriptor
+    wrote: data closed earlier (uploaded without fsync) is flushed by the volume servers
+    (POST /admin/sync). Seen from outside: with the server frozen, an fsync with
+    nothing new to write still fails with EIO (it must reach the server); thawed, it
+    succeeds."""
+    import signal
+
+    srv = kelp.start_server()
+    m = kelp.mount(["-timeout=%d" % TIMEOUT_S])
+    write_file(m.path("f"), b"closed earlier, not fsynced" * 100)
+    agent = Agent()
+    try:
+        assert agent.call(op="open", name="f", path=m.path("f"))["errno"] == 0
+        srv.signal_group(signal.SIGSTOP)
+        try:
+            r = agent.call(op="fsync", name="f")
+        finally:
+            srv.signal_group(signal.SIGCONT)
+        assert r["errno"] == errno.EIO, "fsync did not reach the volume server: %r" % r
+        assert r["wall"] < BOUND_S, r
+        r = agent.call(op="fsync", name="f", bound=60)
+        assert r["errno"] == 0, r
+        # a second fsync has nothing left to flush there
+        assert agent.call(op="fsync", name="f")["errno"] == 0
+        assert agent.call(op="close", name="f")["errno"] == 0
+    finally:
+        agent.close()
+    assert read_file(m.path("f")) == b"closed earlier, not fsynced" * 100

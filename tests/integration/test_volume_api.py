@@ -250,7 +250,7 @@ def test_mark_readonly_writable(server):
 
 @pytest.mark.parametrize("action", [
     "delete_volume", "mark_readonly", "mark_writable", "vacuum/check", "vacuum/compact",
-    "vacuum/commit", "vacuum/cleanup"])
+    "vacuum/commit", "vacuum/cleanup", "sync"])
 def test_admin_unknown_volume(server, action):
     assert_json_error(server.admin(action, volume="77"), 404)
     assert server.volume_status(1) is not None
@@ -259,7 +259,7 @@ def test_admin_unknown_volume(server, action):
 
 @pytest.mark.parametrize("action", [
     "delete_volume", "mark_readonly", "mark_writable", "vacuum/check", "vacuum/compact",
-    "vacuum/commit", "vacuum/cleanup"])
+    "vacuum/commit", "vacuum/cleanup", "sync"])
 @pytest.mark.parametrize("vol", [None, "", "abc", "-3", "1.5"])
 def test_admin_bad_volume_param(server, action, vol):
     params = {} if vol is None else {"volume": vol}
@@ -268,6 +268,21 @@ def test_admin_bad_volume_param(server, action, vol):
     assert_json_error(r, r.status_code)
     assert server.volume_status(1) is not None
     server.assert_healthy()
+
+
+def test_admin_sync_flushes_earlier_writes(server):
+    """POST /admin/sync (kelp extension): what was written without fsync is flushed; the
+    volume is reported back, and keeps serving. A sync of a volume that turned
+    read-only is still answered."""
+    data = rand_bytes(5000, 6)
+    server.upload(fid1(1), data)
+    r = server.admin("sync", volume="1", method="POST")
+    body = assert_json(r, 200)
+    assert body.get("Id") == 1, body
+    assert server.admin("sync", volume="1", method="POST").status_code == 200  # nothing new
+    assert server.get("/" + fid1(1)).content == data
+    server.admin("mark_readonly", volume="1")
+    assert server.admin("sync", volume="1", method="POST").status_code == 200
 
 
 def test_delete_collection_needs_name(server):
