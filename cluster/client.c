@@ -1520,16 +1520,6 @@ struct put_avoid {
 	int n_servers, n_vids;
 };
 
-static uint32_t vid_of(const char *fid)
-{
-	uint32_t vid = 0;
-	const char *comma = strchr(fid, ',');
-
-	if (!comma || fid_parse_vid(fid, (size_t)(comma - fid), &vid) < 0)
-		return 0;
-	return vid;
-}
-
 static bool avoided(const struct put_avoid *a, const char *url, uint32_t vid)
 {
 	for (int i = 0; i < a->n_servers && i < PUT_BAD_SERVERS; i++)
@@ -1583,7 +1573,7 @@ static int put_common(struct kelp_client *c, const struct kelp_assign_request *a
 		if (rc < 0)
 			return rc;
 		url = c->use_public_url ? out->assign.public_url : out->assign.url;
-		vid = vid_of(out->assign.fid);
+		vid = fid_text_vid(out->assign.fid);
 		if (avoided(&bad, url, vid)) {
 			if (backoff(waits++, deadline))
 				continue;

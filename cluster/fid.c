@@ -60,6 +60,16 @@ int fid_parse_vid(const char *s, size_t len, uint32_t *vid)
 	return 0;
 }
 
+uint32_t fid_text_vid(const char *fid)
+{
+	const char *comma = strchr(fid, ',');
+	uint32_t vid = 0;
+
+	if (!comma || fid_parse_vid(fid, (size_t)(comma - fid), &vid) < 0)
+		return 0;
+	return vid;
+}
+
 int fid_parse_key_cookie(const char *s, size_t len, uint64_t *key, uint32_t *cookie)
 {
 	const char *underscore = memchr(s, '_', len);

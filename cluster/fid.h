@@ -28,6 +28,9 @@ int fid_parse_key_cookie(const char *s, size_t len, uint64_t *key, uint32_t *coo
 /* Parses a decimal volume id (1-10 digits, fits in uint32). */
 int fid_parse_vid(const char *s, size_t len, uint32_t *vid);
 
+/* The volume id of a fid text "<vid>,..."; 0 when there is none. */
+uint32_t fid_text_vid(const char *fid);
+
 /* Parses a whole fid "<vid>,<key><cookie>[_<delta>]". */
 int fid_parse(const char *s, size_t len, struct fid *out);
 

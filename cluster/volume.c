@@ -51,7 +51,8 @@ struct volume {
 
 	atomic_bool read_only;
 	/* The disk is (nearly) full: writes are refused with -ENOSPC until it has room
-	 * again (volume_check_space). space_needed: the record that did not fit. */
+	 * again (the store checks, volume_set_low_space). space_needed: the record that
+	 * did not fit. */
 	atomic_bool low_space;
 	_Atomic uint64_t space_needed;
 	bool compacting; /* protected by append_lock */
@@ -703,33 +704,6 @@ static int read_cookie(struct volume *v, uint32_t offset, uint32_t *cookie)
 
 /* Bodies up to this size are copied into one record buffer and written at once. */
 #define SMALL_RECORD (64u << 10)
-
-/* Writes every iovec at offset (iov is consumed); 0 or -errno. */
-static int pwritev_all(int fd, struct iovec *iov, int n, uint64_t offset)
-{
-	while (n > 0) {
-		ssize_t w = pwritev(fd, iov, n, (off_t)offset);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (w == 0)
-			return -EIO;
-		offset += (uint64_t)w;
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
 
 /* Copies len bytes from a spooled upload into .dat. */
 static int copy_from_fd(int dst, uint64_t dst_off, int src, uint64_t src_off, uint64_t len)

@@ -54,7 +54,7 @@ static void extent_free(struct kelp_fs *fs, struct extent *e)
 	e->data = NULL;
 }
 
-/* Makes room for cap bytes in e (at most a chunk), keeping its len bytes. */
+/* Makes room for need bytes in e (at most a chunk), keeping its len bytes. */
 static int extent_grow(struct kelp_fs *fs, struct extent *e, size_t need)
 {
 	size_t chunk = fs->opt.chunk_size, cap = e->cap ? e->cap : 65536;
@@ -425,20 +425,10 @@ static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
 	return 0;
 }
 
-static uint32_t vid_of(const char *fid)
-{
-	const char *comma = strchr(fid, ',');
-	uint32_t vid = 0;
-
-	if (!comma || fid_parse_vid(fid, (size_t)(comma - fid), &vid) < 0)
-		return 0;
-	return vid;
-}
-
 /* Remembers the volume of a blob uploaded without fsync. f->lock held. */
 static void note_lazy(struct open_file *f, const char *fid)
 {
-	uint32_t vid = vid_of(fid);
+	uint32_t vid = fid_text_vid(fid);
 
 	for (int i = 0; i < f->n_lazy; i++)
 		if (f->lazy_vids[i] == vid)
@@ -485,7 +475,7 @@ static int sync_volumes(struct kelp_fs *fs, struct open_file *f)
 		}
 		memcpy(vids, f->lazy_vids, (size_t)f->n_lazy * sizeof(*vids));
 		for (int i = 0; i < nc; i++) {
-			uint32_t vid = vid_of(list[i].fid);
+			uint32_t vid = fid_text_vid(list[i].fid);
 
 			if (vid && !has_vid(vids, n, vid))
 				vids[n++] = vid;

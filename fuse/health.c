@@ -37,7 +37,6 @@ static void *prober(void *arg)
 		pthread_mutex_unlock(&h->lock);
 		rc = h->probe(h->probe_ctx);
 		pthread_mutex_lock(&h->lock);
-		h->probes++;
 		if (rc == 0)
 			__atomic_store_n(&h->last_ok_ns, monotonic_ns(), __ATOMIC_RELEASE);
 		__atomic_store_n(&h->failing, rc < 0, __ATOMIC_RELEASE);

@@ -37,7 +37,6 @@ struct cluster_health {
 	bool started, stopping;
 	bool failing;	     /* the last probe failed */
 	uint64_t last_ok_ns; /* end of the last successful probe (the start time at first) */
-	uint64_t probes;     /* finished probes */
 	uint64_t timeout_ns, interval_ns;
 	health_probe_fn probe;
 	void *probe_ctx;
@@ -51,7 +50,8 @@ enum health_verdict health_verdict(bool failing, uint64_t last_ok_ns, uint64_t n
 /* Starts the prober thread. 0 or a negative errno. */
 int health_start(struct cluster_health *h, uint64_t timeout_ns, uint64_t interval_ns,
 		 health_probe_fn probe, void *ctx);
-/* Stops and joins the prober (waiters get -EIO). Safe on a never-started h. */
+/* Stops and joins the prober; call it once no health_check can run any more (the
+ * FUSE session is over). Safe on a never-started h. */
 void health_stop(struct cluster_health *h);
 /* 0 when the cluster is reachable, -EIO when it has not been for timeout. */
 int health_check(struct cluster_health *h);

@@ -55,7 +55,7 @@ static void store_le32(uint8_t *p, uint32_t v)
 #define MD5_I(b, c, d) ((c) ^ ((b) | ~(d)))
 
 /* One of the 64 steps: a = b + ((a + fn(b, c, d) + x[k] + T[i]) <<< s). */
-#define MD5_STEP(fn, a, b, c, d, k, i, s)                                                        \
+#define MD5_STEP(fn, a, b, c, d, k, i, s)                                                          \
 	(a) = (b) + rotl32((a) + fn((b), (c), (d)) + x[(k)] + md5_t[(i)], (s))
 
 /* Processes one 64-byte block (RFC 1321 section 3.4), the 64 steps unrolled. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 uint64_t now_ns(void)
@@ -119,6 +120,32 @@ int pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
 		p += n;
 		len -= (size_t)n;
 		offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+int pwritev_all(int fd, struct iovec *iov, int n, uint64_t offset)
+{
+	while (n > 0) {
+		ssize_t w = pwritev(fd, iov, n, (off_t)offset);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		offset += (uint64_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
 }

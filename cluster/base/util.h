@@ -25,6 +25,9 @@ time_t http_date_parse(const char *s);
 /* Writes the whole buffer / reads exactly len bytes at offset; 0 or -errno. */
 int pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
 int pread_all(int fd, void *buf, size_t len, uint64_t offset);
+/* Writes n iovecs at offset, whole (iov is consumed); 0 or -errno. */
+struct iovec;
+int pwritev_all(int fd, struct iovec *iov, int n, uint64_t offset);
 
 /* fsyncs a directory so renames and creations in it are durable. */
 int fsync_dir(const char *dir);

@@ -104,6 +104,28 @@ def _ha_cluster(kelp, tmp_path, rng, volumes):
     return ports, masters, peers
 
 
+def _copy_killing(src, dst, marker, pick_victim):
+    """`cp -a src dst`; once `marker` exists in dst, SIGKILLs the daemon pick_victim()
+    returns. The copy must succeed and `diff -r` be clean."""
+    cp = subprocess.Popen(["cp", "-a", src, dst])
+    try:
+        wait_until("copy under way",
+                   lambda: os.path.exists(os.path.join(dst, marker)) or cp.poll() is not None,
+                   60)
+        victim = pick_victim()
+        victim.expect_running = False
+        victim.signal_group(signal.SIGKILL)
+        t0 = time.monotonic()
+        rc = cp.wait(timeout=300)
+    finally:
+        if cp.poll() is None:
+            cp.kill()
+    assert rc == 0, "cp -a failed after %s was killed" % victim.name
+    print("copy finished %.1f s after %s was killed" % (time.monotonic() - t0, victim.name))
+    r = subprocess.run(["diff", "-r", src, dst], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stdout[:2000]
+
+
 def test_leader_killed_during_big_copy(kelp, tmp_path):
     rng = random.Random(7)
     ports, masters, peers = _ha_cluster(kelp, tmp_path, rng, 2)
@@ -112,29 +134,17 @@ def test_leader_killed_during_big_copy(kelp, tmp_path):
         master_addr = peers
 
     m = kelp.mount(["-timeout=30"], server=Masters())
-    src = str(tmp_path / "src")
+    src, dst = str(tmp_path / "src"), m.path("copy")
     _make_tree(src, TREE_MB, rng)
-    dst = m.path("copy")
-    cp = subprocess.Popen(["cp", "-a", src, dst])
-    try:
-        # kill the leader once the copy is well under way
-        wait_until("copy under way",
-                   lambda: os.path.exists(os.path.join(dst, "big002.bin")) or cp.poll() is not None,
-                   60)
-        leader = _leader(ports)
+    killed = {}
+
+    def leader_daemon():
+        killed["port"] = leader = _leader(ports)
         assert leader, "no leader to kill"
-        masters[leader].expect_running = False
-        masters[leader].signal_group(signal.SIGKILL)
-        t0 = time.monotonic()
-        rc = cp.wait(timeout=300)
-    finally:
-        if cp.poll() is None:
-            cp.kill()
-    assert rc == 0, "cp -a failed after the leader was killed"
-    print("copy finished %.1f s after the leader was killed" % (time.monotonic() - t0))
-    assert _leader([p for p in ports if p != leader]), "no new leader"
-    r = subprocess.run(["diff", "-r", src, dst], capture_output=True, timeout=300)
-    assert r.returncode == 0, r.stdout[:2000]
+        return masters[leader]
+
+    _copy_killing(src, dst, "big002.bin", leader_daemon)
+    assert _leader([p for p in ports if p != killed["port"]]), "no new leader"
 
 
 def test_every_master_stopped_then_restarted(kelp, tmp_path):
@@ -201,26 +211,9 @@ def test_volume_server_lost_during_copy(kelp, tmp_path):
         master_addr = peers
 
     m = kelp.mount(["-replication=001"], server=Masters())
-    src = str(tmp_path / "src")
+    src, dst = str(tmp_path / "src"), m.path("copy")
     _make_tree(src, 120, rng)
-    dst = m.path("copy")
-    cp = subprocess.Popen(["cp", "-a", src, dst])
-    try:
-        wait_until("copy under way",
-                   lambda: os.path.exists(os.path.join(dst, "big003.bin")) or cp.poll() is not None,
-                   60)
-        victim = volumes[rng.randrange(len(volumes))]
-        victim.expect_running = False
-        victim.signal_group(signal.SIGKILL)
-        t0 = time.monotonic()
-        rc = cp.wait(timeout=300)
-    finally:
-        if cp.poll() is None:
-            cp.kill()
-    assert rc == 0, "cp -a failed after a volume server was killed"
-    print("copy finished %.1f s after %s was killed" % (time.monotonic() - t0, victim.name))
-    r = subprocess.run(["diff", "-r", src, dst], capture_output=True, timeout=300)
-    assert r.returncode == 0, r.stdout[:2000]
+    _copy_killing(src, dst, "big003.bin", lambda: volumes[rng.randrange(len(volumes))])
     m2 = kelp.remount(m, args=["-replication=001", "-cacheCapacityMB=0", "-memoryCacheMB=0"])
     r = subprocess.run(["diff", "-r", src, m2.path("copy")], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stdout[:2000]
