@@ -304,6 +304,7 @@ static int volume_from_wire(const MasterPb__VolumeInformationMessage *m, struct 
 	v->delete_count = m->delete_count;
 	v->deleted_bytes = m->deleted_byte_count;
 	v->read_only = m->read_only;
+	v->low_space = m->low_disk_space;
 	v->version = m->version;
 	v->ttl = m->ttl;
 	v->compact_revision = m->compact_revision;
@@ -498,6 +499,7 @@ static void volume_to_wire(const struct hb_volume *v, MasterPb__VolumeInformatio
 	m->delete_count = v->delete_count;
 	m->deleted_byte_count = v->deleted_bytes;
 	m->read_only = v->read_only;
+	m->low_disk_space = v->low_space;
 	m->replica_placement = v->replica_placement;
 	m->version = v->version;
 	m->ttl = v->ttl;

@@ -41,6 +41,7 @@ struct hb_volume {
 	char collection[128];
 	uint64_t file_count, delete_count, deleted_bytes;
 	bool read_only;
+	bool low_space;		   /* read_only because the disk is full (kelp; still vacuumed) */
 	uint8_t replica_placement; /* the super block byte, e.g. 0x01 for "001" */
 	uint32_t version;
 	uint32_t ttl; /* count<<8|unit */

@@ -655,10 +655,12 @@ static void vacuum_all(struct master *m, double threshold)
 	for (int i = 0; i < n; i++) {
 		/*
 		 * Every replica is asked for its garbage ratio (heartbeats may not have
-		 * reported recent deletes yet). A volume missing a replica or read-only is
-		 * left alone: the copies would end up at different revisions.
+		 * reported recent deletes yet). A volume missing a replica or marked
+		 * read-only is left alone: the copies would end up at different revisions.
+		 * One read-only because its disk is full is vacuumed: that is how room
+		 * comes back after deletions.
 		 */
-		if (views[i].read_only ||
+		if (views[i].marked_read_only ||
 		    views[i].n_locations < placement_copies(views[i].replica_placement))
 			continue;
 		vacuum_volume(m, &views[i], threshold);

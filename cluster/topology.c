@@ -13,7 +13,7 @@ struct node_volume {
 	uint8_t replica_placement;
 	struct ttl ttl;
 	uint64_t size, file_count, delete_count, deleted_bytes;
-	bool read_only;
+	bool read_only, low_space;
 	uint64_t provisional_until; /* grown by the master, not yet in a heartbeat */
 };
 
@@ -171,6 +171,7 @@ static void copy_volume_info(struct node_volume *v, const struct hb_volume *h, b
 		v->delete_count = h->delete_count;
 		v->deleted_bytes = h->deleted_bytes;
 		v->read_only = h->read_only;
+		v->low_space = h->low_space;
 	}
 }
 
@@ -307,6 +308,7 @@ static void add_location(struct topo_volume_view *view, const struct node *n,
 	if (v->deleted_bytes > view->deleted_bytes)
 		view->deleted_bytes = v->deleted_bytes;
 	view->read_only |= v->read_only;
+	view->marked_read_only |= v->read_only && !v->low_space;
 	if (view->n_locations >= TOPO_MAX_LOCATIONS)
 		return;
 	l = &view->locations[view->n_locations++];

@@ -42,7 +42,8 @@ struct topo_volume_view {
 	struct ttl ttl;
 	uint64_t size; /* largest over replicas */
 	uint64_t file_count, delete_count, deleted_bytes;
-	bool read_only;
+	bool read_only;	       /* on some replica: not writable */
+	bool marked_read_only; /* for another reason than a full disk (not vacuumed) */
 	int n_locations;
 	struct topo_location locations[TOPO_MAX_LOCATIONS];
 };

@@ -195,6 +195,7 @@ static void hb_add_volume(void *ctx, struct volume *v)
 	h->delete_count = info.delete_count;
 	h->deleted_bytes = info.deleted_bytes;
 	h->read_only = info.read_only;
+	h->low_space = info.low_space;
 	h->replica_placement = info.replica_placement;
 	h->version = info.version;
 	h->ttl = (uint32_t)info.ttl.count << 8 | info.ttl.unit;

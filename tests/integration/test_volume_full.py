@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from cluster import make_cluster, wait_for  # noqa: F401 (a fixture)
 from conftest import MiB, assert_json_error, make_fid, rand_bytes
 
 COOKIE = 0x1234ABCD
@@ -118,3 +119,52 @@ def test_min_free_space_keeps_a_reserve(make_server, small_disk):
     _wait("the volume to be writable", lambda: not _read_only(srv, 1))
     srv.upload(make_fid(1, 2, COOKIE), b"y" * 1000)
     assert srv.get("/" + make_fid(1, 1, COOKIE)).content == b"x" * 1000
+
+
+def test_full_cluster_is_vacuumed_back_to_writable(make_cluster, small_disk):
+    """A master and one volume server whose disk fills: assigns or uploads are refused
+    (406 / 507), nothing acknowledged is lost; after most blobs are deleted,
+    /vol/vacuum still compacts the full disk's volumes (they are read-only only for
+    lack of space) and writes work again, without restarting anything."""
+    c = make_cluster([])
+    vs = c.add_volume("dc1", "r1", start=False, name="full")
+    vs.dirs = [str(small_disk / "vol")]   # on the fixture's tmpfs
+    vs.start()
+    c.wait_nodes()
+    m = c.master
+    acked = {}
+    refusal = None
+    for i in range(60):   # 60 MiB cannot fit in 24 MiB: bounded
+        r = m.get("/dir/assign")
+        if r.status_code != 200:
+            refusal = r
+            break
+        a = r.json()
+        data = rand_bytes(MiB, 100 + i)
+        r = c.http("PUT", a["url"], "/" + a["fid"], data=data)
+        if r.status_code != 201:
+            refusal = r
+            break
+        acked[a["fid"]] = (a["url"], data)
+    assert refusal is not None and refusal.status_code in (406, 503, 507), refusal
+    assert len(acked) >= 10
+    for fid, (url, data) in acked.items():
+        c.assert_readable(url, fid, data)
+    # delete all but two, then vacuum
+    keep = dict(list(acked.items())[:2])
+    for fid, (url, _) in acked.items():
+        if fid not in keep:
+            assert c.http("DELETE", url, "/" + fid).status_code == 202
+    r = m.get("/vol/vacuum", params={"garbageThreshold": "0.1"}, timeout=120)
+    assert r.status_code == 200, r.content
+
+    def writable():
+        r = m.get("/dir/assign")
+        if r.status_code != 200:
+            return False
+        a = r.json()
+        return c.http("PUT", a["url"], "/" + a["fid"], data=b"z" * MiB).status_code == 201
+
+    wait_for("writes to work again after the vacuum", writable, 30)
+    for fid, (url, data) in keep.items():
+        c.assert_readable(url, fid, data)
