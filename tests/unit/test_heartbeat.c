@@ -162,6 +162,7 @@ static void assert_volume_equal(const struct hb_volume *a, const struct hb_volum
 	assert_int_equal(a->delete_count, b->delete_count);
 	assert_int_equal(a->deleted_bytes, b->deleted_bytes);
 	assert_int_equal(a->read_only, b->read_only);
+	assert_int_equal(a->low_space, b->low_space);
 	assert_int_equal(a->replica_placement, b->replica_placement);
 	assert_int_equal(a->version, b->version);
 	assert_int_equal(a->ttl, b->ttl);
@@ -383,6 +384,7 @@ static void fill_volume(struct hb_volume *v, uint32_t i)
 	v->delete_count = i % 7;
 	v->deleted_bytes = i * 4096ull;
 	v->read_only = i % 2;
+	v->low_space = i % 4 == 1; /* kelp's field 100, only with read_only */
 	v->replica_placement = (uint8_t)(i * 37);
 	v->version = 2 + i % 2;
 	v->ttl = i % 6 ? (uint32_t)(i % 200) << 8 | (i % 6) : 0;
