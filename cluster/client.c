@@ -1546,10 +1546,9 @@ static void avoid(struct put_avoid *a, int rc, const char *url, uint32_t vid)
  * Assign + upload with re-assigns; src_mem or (src_fd, offset) provide the body.
  * What failed is remembered for this put: a volume server that refused a connection,
  * or a volume whose write failed (a replica of it down: the primary answers 500; its
- * disk full: 507). Until
- * the master notices (a few heartbeats) it keeps assigning them, so an assign that
- * points there again is redone after a backoff without counting as an upload
- * attempt. The deadline bounds it all.
+ * disk full: 507). Until the master notices (a few heartbeats) it keeps assigning
+ * them, so an assign that points there again is redone after a backoff without
+ * counting as an upload attempt. The deadline bounds it all.
  */
 static int put_common(struct kelp_client *c, const struct kelp_assign_request *areq,
 		      const struct kelp_upload_options *uopt, const void *data, int fd,

@@ -156,11 +156,13 @@ struct kelp_put_result {
 
 /*
  * Assign + upload. When the upload fails with a connection error, a 5xx, a 404 (the
- * volume is not where the master said) or a 401 (token expired), assigns again
- * (possibly another volume) and uploads again, up to opt.upload_retries times. While
- * the master still hands out volumes of a server that refused the connection, those
- * assigns are redone without uploading. The whole sequence is bounded by
- * opt.timeout_ms. out is filled on success (out->assign.fid is the blob's id).
+ * volume is not where the master said), a 401 (token expired) or a 507 (that disk is
+ * full), assigns again (possibly another volume) and uploads again, up to
+ * opt.upload_retries times. While the master still hands out a server that refused
+ * the connection, or a volume whose write failed, those assigns are redone without
+ * uploading. The whole sequence is bounded by opt.timeout_ms. out is filled on
+ * success (out->assign.fid is the blob's id); when it fails, the error is the last
+ * upload's (-ENOSPC when the disks were full).
  */
 int kelp_client_put_buffer(struct kelp_client *c, const struct kelp_assign_request *areq,
 			   const struct kelp_upload_options *uopt, const void *data, size_t len,
