@@ -1,9 +1,11 @@
 #include "fuse/health.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
+#include "cluster/base/log.h"
 #include "cluster/base/util.h"
 
 enum health_verdict health_verdict(bool failing, uint64_t last_ok_ns, uint64_t now_ns,
@@ -39,6 +41,14 @@ static void *prober(void *arg)
 		pthread_mutex_lock(&h->lock);
 		if (rc == 0)
 			__atomic_store_n(&h->last_ok_ns, monotonic_ns(), __ATOMIC_RELEASE);
+		if ((rc < 0) != h->failing) {
+			if (rc < 0)
+				log_warn("mount: no master answers (%s); calls fail with EIO if "
+					 "none does within %" PRIu64 " s",
+					 strerror(-rc), h->timeout_ns / 1000000000u);
+			else
+				log_info("mount: a master answers again");
+		}
 		__atomic_store_n(&h->failing, rc < 0, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&h->cond);
 		until = monotonic_ts(monotonic_ns() + h->interval_ns);
