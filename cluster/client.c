@@ -1903,24 +1903,20 @@ int kelp_client_delete(struct kelp_client *c, const char *fid_text, const char *
 	return other ? other : -ENOENT;
 }
 
-int kelp_client_sync_volume(struct kelp_client *c, uint32_t vid)
+/* POST /admin/sync?volume=vid to every location; stops at the first failure. */
+static int sync_locations(struct kelp_client *c, uint32_t vid, const struct kelp_locations *locs,
+			  uint64_t deadline)
 {
-	uint64_t deadline = deadline_after(c);
-	struct kelp_locations locs;
 	char path[64], msg[256];
 	struct transfer t;
-	int rc;
+	int rc = 0;
 
-	c->err[0] = '\0';
-	rc = lookup_until(c, vid, NULL, false, &locs, NULL, NULL, deadline);
-	if (rc < 0)
-		return rc;
 	snprintf(path, sizeof(path), "/admin/sync?volume=%u", vid);
 	transfer_init(&t, "POST");
 	t.sink = SINK_BUFFER;
 	t.limit = 1u << 20;
-	for (int i = 0; i < locs.n && rc == 0; i++) {
-		const char *server = location_address(c, &locs.loc[i]);
+	for (int i = 0; i < locs->n && rc == 0; i++) {
+		const char *server = location_address(c, &locs->loc[i]);
 		bool local;
 
 		set_url(&t, server, path);
@@ -1930,13 +1926,34 @@ int kelp_client_sync_volume(struct kelp_client *c, uint32_t vid)
 		} else if (t.status != 200) {
 			set_error(c, "sync of volume %u on %s: HTTP %ld: %s", vid, server, t.status,
 				  t.errlen ? error_text(&t, msg, sizeof(msg)) : "");
-			rc = t.status == 404 ? -ENOENT : -EIO;
+			rc = t.status == 404 ? -ENOENT : kelp_errno_from_status(t.status);
+			if (rc == 0)
+				rc = -EIO;
 		}
 	}
 	transfer_release(&t);
-	if (rc < 0)
-		kelp_location_cache_drop(&c->cache, vid);
 	return rc;
+}
+
+int kelp_client_sync_volume(struct kelp_client *c, uint32_t vid)
+{
+	uint64_t deadline = deadline_after(c);
+	struct kelp_locations locs;
+	int rc;
+
+	c->err[0] = '\0';
+	/* A volume the master does not list (a heartbeat late after a pause), or a
+	 * replica that fails, is retried with fresh locations until the deadline. */
+	for (int attempt = 0;; attempt++) {
+		rc = lookup_until(c, vid, NULL, attempt > 0, &locs, NULL, NULL, deadline);
+		if (rc == 0)
+			rc = sync_locations(c, vid, &locs, deadline);
+		if (rc == 0)
+			return 0;
+		kelp_location_cache_drop(&c->cache, vid);
+		if (!(rc == -ENOENT || is_retryable(rc)) || !backoff(attempt, deadline))
+			return rc;
+	}
 }
 
 /* ---------------------------------------------------------------- life cycle */

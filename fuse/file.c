@@ -162,6 +162,16 @@ static struct thread_client *thread_client_of(struct kelp_fs *fs)
 	return tc;
 }
 
+void fs_release_thread_client(struct kelp_fs *fs)
+{
+	struct thread_client *tc = pthread_getspecific(fs->client_key);
+
+	if (tc) {
+		pthread_setspecific(fs->client_key, NULL);
+		free_client(tc);
+	}
+}
+
 /* This thread's cluster client (created on first use). */
 static struct kelp_client *client_of(struct kelp_fs *fs)
 {

@@ -145,6 +145,9 @@ void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes);
 
 /* Uploads the unflushed data of every open file (before a clean stop). */
 void fs_flush_all(struct kelp_fs *fs);
+/* Frees the calling thread's cluster client now (threads that end before
+ * kelp_fs_destroy and may not reach their TLS destructor). */
+void fs_release_thread_client(struct kelp_fs *fs);
 
 /* 0 when the cluster is reachable (or -metaOffline), -EIO when it has not been for
  * -timeout; may wait while it is in doubt (fuse/health.h). */

@@ -814,6 +814,7 @@ struct stopper {
 	struct fuse_session *se;
 	struct kelp_fs *fs;
 	const char *mountpoint;
+	bool loop_done; /* (atomic) the session ended otherwise: just return */
 };
 
 /*
@@ -831,7 +832,7 @@ static void *stop_on_signal(void *arg)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
-	if (sigwait(&set, &sig) == 0) {
+	if (sigwait(&set, &sig) == 0 && !__atomic_load_n(&st->loop_done, __ATOMIC_ACQUIRE)) {
 		struct stat sb;
 		bool have_dev = stat(st->mountpoint, &sb) == 0;
 
@@ -862,6 +863,7 @@ static void *stop_on_signal(void *arg)
 				close(fd);
 			}
 		}
+		fs_release_thread_client(st->fs); /* the flush's, before fs is destroyed */
 	}
 	return NULL;
 }
@@ -872,7 +874,7 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
-	struct stopper st;
+	struct stopper st = {0};
 	pthread_t stopper_thread;
 	char opts[1024];
 	int rc = -EIO;
@@ -907,7 +909,10 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
 	rc = fuse_session_loop_mt(se, cfg) < 0 ? -EIO : 0;
 	fuse_loop_cfg_destroy(cfg);
-	pthread_cancel(stopper_thread);
+	/* Wake the signal thread (an unmount by fusermount3 -u, no signal): it returns.
+	 * Not a cancel: one in the middle of its flush would lose what it holds. */
+	__atomic_store_n(&st.loop_done, true, __ATOMIC_RELEASE);
+	pthread_kill(stopper_thread, SIGHUP);
 	pthread_join(stopper_thread, NULL);
 	fuse_session_unmount(se); /* a no-op when the signal thread did it */
 	log_info("mount: unmounted %s", mountpoint);
