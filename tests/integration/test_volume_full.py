@@ -168,3 +168,48 @@ def test_full_cluster_is_vacuumed_back_to_writable(make_cluster, small_disk):
     wait_for("writes to work again after the vacuum", writable, 30)
     for fid, (url, data) in keep.items():
         c.assert_readable(url, fid, data)
+
+
+def test_master_disk_full_refuses_assigns_keeps_lookups(make_cluster, tmp_path):
+    """The master's -mdir fills up: assigns that need a new key block fail with a
+    clear 5xx (the client retries those), lookups and existing blobs keep working; once
+    space is freed, assigns work again without a restart."""
+    mdir = tmp_path / "mdir"
+    mdir.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mdir)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs: %s" % r.stderr.decode().strip())
+    try:
+        c = make_cluster([("dc1", "r1")])
+        m = c.master
+        body, _ = m.dir_assign()
+        c.put(body["url"], body["fid"], b"before the disk filled")
+        fd = os.open(mdir / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while os.write(fd, b"\0" * 65536) > 0:
+                pass
+        except OSError:
+            pass   # full
+        finally:
+            os.close(fd)
+        refused = None
+        for _ in range(20):   # each takes a new block of 10,000 keys: bounded
+            r = m.get("/dir/assign", params={"count": "10000"})
+            if r.status_code != 200:
+                refused = r
+                break
+        assert refused is not None, "assigns never needed the disk"
+        body_err = assert_json_error(refused, refused.status_code)
+        assert refused.status_code >= 500 and "persist" in body_err["error"], body_err
+        vid = int(body["fid"].split(",")[0])
+        assert m.lookup(vid)["locations"]
+        r = c.read(body["url"], body["fid"])
+        assert r.status_code == 200 and r.content == b"before the disk filled"
+        os.unlink(mdir / "filler")
+        after, _ = m.dir_assign(count="10000")
+        c.put(after["url"], after["fid"], b"after")
+        # keys never go back: the new fid is past everything handed out before
+        assert after["fid"] != body["fid"]
+    finally:
+        subprocess.run(["umount", "-l", str(mdir)], capture_output=True)
