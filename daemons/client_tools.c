@@ -13,6 +13,23 @@
 
 #define BAR_WIDTH 30
 
+int tool_parse_args(const struct flag *flags, const char *cmd, const char *summary,
+		    const char *operands, bool operands_optional, int argc, char **argv, int *first)
+{
+	int n = flags_parse(flags, cmd, summary, argc - 1, argv + 1);
+
+	if (n == -2)
+		return 0;
+	if (n < 0)
+		return 2;
+	*first = n + 1;
+	if (*first >= argc && !operands_optional) {
+		fprintf(stderr, "usage: kelp %s [flags] %s (see kelp %s -h)\n", cmd, operands, cmd);
+		return 2;
+	}
+	return -1;
+}
+
 int tool_client_new(const char *cmd, const char *masters, int timeout_s, bool use_public_url,
 		    struct kelp_client **out)
 {

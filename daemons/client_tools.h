@@ -16,7 +16,18 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cluster/base/flags.h"
 #include "cluster/client.h"
+
+/*
+ * Parses the flags of `kelp <cmd>`, which takes operands described by `operands`
+ * ("fid...", "file-or-dir..."). Returns -1 with *first the index in argv of the first
+ * operand, or the status to exit with: 0 after -h, 2 on a bad flag or (unless
+ * operands_optional) no operand, with a usage line.
+ */
+int tool_parse_args(const struct flag *flags, const char *cmd, const char *summary,
+		    const char *operands, bool operands_optional, int argc, char **argv,
+		    int *first);
 
 /*
  * Makes a client for masters with timeout_s seconds per call (0 = the client's

@@ -30,18 +30,11 @@ int delete_main(int argc, char **argv)
 	    FLAG_END,
 	};
 	struct kelp_client *c;
-	int first, failed = 0;
+	int first, failed = 0, ret;
 
-	first = flags_parse(flags, "delete", summary, argc - 1, argv + 1);
-	if (first == -2)
-		return 0;
-	if (first < 0)
-		return 2;
-	first++;
-	if (first >= argc) {
-		fprintf(stderr, "usage: kelp delete [flags] fid... (see kelp delete -h)\n");
-		return 2;
-	}
+	ret = tool_parse_args(flags, "delete", summary, "fid...", false, argc, argv, &first);
+	if (ret >= 0)
+		return ret;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (tool_client_new("delete", master, timeout_s, use_public_url, &c) < 0) {
 		curl_global_cleanup();

@@ -96,18 +96,11 @@ int download_main(int argc, char **argv)
 	struct kelp_client *c;
 	struct stat st;
 	mode_t mask, mode;
-	int first, failed = 0;
+	int first, failed = 0, ret;
 
-	first = flags_parse(flags, "download", summary, argc - 1, argv + 1);
-	if (first == -2)
-		return 0;
-	if (first < 0)
-		return 2;
-	first++;
-	if (first >= argc) {
-		fprintf(stderr, "usage: kelp download [flags] fid... (see kelp download -h)\n");
-		return 2;
-	}
+	ret = tool_parse_args(flags, "download", summary, "fid...", false, argc, argv, &first);
+	if (ret >= 0)
+		return ret;
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "kelp download: -dir %s is not a directory\n", dir);
 		return 2;

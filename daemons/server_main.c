@@ -68,6 +68,11 @@ int server_main(int argc, char **argv)
 		fprintf(stderr, "kelp server: unexpected argument \"%s\"\n", argv[ret + 1]);
 		return 2;
 	}
+	if (min_free < 0 || min_free > 99) {
+		fprintf(stderr,
+			"kelp server: -volume.minFreeSpace must be a percentage from 0 to 99\n");
+		return 2;
+	}
 	snprintf(mdir, sizeof(mdir), "%s/master", dir);
 	snprintf(vdir, sizeof(vdir), "%s/volume", dir);
 

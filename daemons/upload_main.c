@@ -182,16 +182,10 @@ int upload_main(int argc, char **argv)
 	struct kelp_client *c;
 	int first, failed = 0, unreadable = 0, rc;
 
-	first = flags_parse(flags, "upload", summary, argc - 1, argv + 1);
-	if (first == -2)
-		return 0;
-	if (first < 0)
-		return 2;
-	first++;
-	if (first >= argc && !*dir) {
-		fprintf(stderr, "usage: kelp upload [flags] file-or-dir... (see kelp upload -h)\n");
-		return 2;
-	}
+	rc = tool_parse_args(flags, "upload", summary, "file-or-dir...", *dir != '\0', argc, argv,
+			     &first);
+	if (rc >= 0)
+		return rc;
 	/* -dir first (weed's flag), then the arguments; slot first - 1 stands for -dir. */
 	for (int i = first - 1; i < argc; i++) {
 		const char *path = i == first - 1 ? dir : argv[i];

@@ -42,10 +42,7 @@ void block_stop_signals(void)
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
+	stop_signal_set(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
@@ -54,10 +51,7 @@ int wait_for_stop_signal(void)
 	sigset_t set;
 	int sig = 0;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
+	stop_signal_set(&set);
 	sigwait(&set, &sig);
 	return sig;
 }
@@ -138,6 +132,10 @@ int volume_main(int argc, char **argv)
 	if (strcmp(read_mode, "proxy") && strcmp(read_mode, "redirect") &&
 	    strcmp(read_mode, "local")) {
 		fprintf(stderr, "kelp volume: -readMode must be proxy, redirect or local\n");
+		return 2;
+	}
+	if (min_free < 0 || min_free > 99) {
+		fprintf(stderr, "kelp volume: -minFreeSpace must be a percentage from 0 to 99\n");
 		return 2;
 	}
 	memset(&opt, 0, sizeof(opt));

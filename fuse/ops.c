@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cluster/base/log.h"
+#include "cluster/base/util.h"
 
 #define ATTR_TIMEOUT	1.0
 #define STAT_BLOCK_SIZE 4096
@@ -366,6 +367,15 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_entry(req, &a);
 }
 
+/* Replies to a call that may have dropped a name (unlink, rmdir, rename over one):
+ * the inode that lost its last name is freed unless still in use. */
+static void reply_removed(fuse_req_t req, int rc, uint64_t gone)
+{
+	if (rc == 0)
+		release_if_unused(fs_of(req), gone);
+	fuse_reply_err(req, -rc);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct kelp_fs *fs = fs_of(req);
@@ -375,9 +385,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (cluster_away(req))
 		return;
 	rc = meta_unlink(fs->meta, parent, name, &gone);
-	if (rc == 0)
-		release_if_unused(fs, gone);
-	fuse_reply_err(req, -rc);
+	reply_removed(req, rc, gone);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -389,9 +397,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (cluster_away(req))
 		return;
 	rc = meta_rmdir(fs->meta, parent, name, &gone);
-	if (rc == 0)
-		release_if_unused(fs, gone);
-	fuse_reply_err(req, -rc);
+	reply_removed(req, rc, gone);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -404,9 +410,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (cluster_away(req))
 		return;
 	rc = meta_rename(fs->meta, parent, name, newparent, newname, flags, &gone);
-	if (rc == 0)
-		release_if_unused(fs, gone);
-	fuse_reply_err(req, -rc);
+	reply_removed(req, rc, gone);
 }
 
 /* ---------------------------------------------------------------- files */
@@ -828,10 +832,7 @@ static void *stop_on_signal(void *arg)
 	sigset_t set;
 	int sig = 0;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
+	stop_signal_set(&set);
 	if (sigwait(&set, &sig) == 0 && !__atomic_load_n(&st->loop_done, __ATOMIC_ACQUIRE)) {
 		struct stat sb;
 		bool have_dev = stat(st->mountpoint, &sb) == 0;

@@ -241,3 +241,11 @@ void free_list(char **list)
 		free(*p);
 	free(list);
 }
+
+void stop_signal_set(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+}

@@ -4,6 +4,7 @@
 #ifndef KELP_UTIL_H
 #define KELP_UTIL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +29,9 @@ int pread_all(int fd, void *buf, size_t len, uint64_t offset);
 /* Writes n iovecs at offset, whole (iov is consumed); 0 or -errno. */
 struct iovec;
 int pwritev_all(int fd, struct iovec *iov, int n, uint64_t offset);
+
+/* SIGINT, SIGTERM and SIGHUP: the signals that stop a daemon cleanly. */
+void stop_signal_set(sigset_t *set);
 
 /* fsyncs a directory so renames and creations in it are durable. */
 int fsync_dir(const char *dir);

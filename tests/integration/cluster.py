@@ -30,9 +30,10 @@ NODE_TIMEOUT = 10.0       # seconds for volume servers to show up in /dir/status
 POLL = 0.05               # seconds between two looks of a bounded poll
 
 
-def wait_for(what, fn, timeout, interval=POLL):
-    """Calls fn() until it returns a true value, which is returned; fails the test
-    after `timeout` seconds with `what` and the last value or exception."""
+def poll_until(what, fn, timeout, interval=POLL, tolerated=(), give_up=None):
+    """Calls fn() until it returns a true value, which is returned. The exceptions in
+    `tolerated` count as "not yet". After `timeout` seconds, calls give_up(message)
+    (pytest.fail by default) with `what` and the last value or exception."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -40,12 +41,19 @@ def wait_for(what, fn, timeout, interval=POLL):
             last = fn()
             if last:
                 return last
-        except (requests.RequestException, AssertionError, ValueError) as e:
+        except tolerated as e:
             last = e
         if time.monotonic() > deadline:
-            pytest.fail("timed out after %.1f s waiting for %s; last: %r" % (
+            (give_up or pytest.fail)("timed out after %.1f s waiting for %s; last: %r" % (
                 timeout, what, last))
         time.sleep(interval)
+
+
+def wait_for(what, fn, timeout, interval=POLL):
+    """poll_until that fails the test; HTTP errors, failed asserts and unreadable
+    replies count as "not yet"."""
+    return poll_until(what, fn, timeout, interval,
+                      (requests.RequestException, AssertionError, ValueError))
 
 
 def fid_vid(fid):

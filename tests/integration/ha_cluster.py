@@ -24,7 +24,7 @@ import time
 
 import requests
 
-from cluster import ClusterVolume, Master, fid_key, fid_vid, parse_id_ranges
+from cluster import ClusterVolume, Master, fid_key, fid_vid, parse_id_ranges, poll_until
 
 RAFT_OFFSET = 10000
 ELECTION_MS = 1000
@@ -63,22 +63,14 @@ def free_master_port(rng=random):
     raise HAError("no free port pair P, P+%d in %d..%d" % (RAFT_OFFSET, PORT_LO, PORT_HI))
 
 
+def _raise_ha_error(message):
+    raise HAError(message)
+
+
 def poll(what, fn, timeout, interval=POLL):
-    """Calls fn() until it returns a true value (returned); raises HAError after
-    `timeout` seconds with `what` and the last value or exception."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (requests.RequestException, ValueError, KeyError) as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise HAError("timed out after %.1f s waiting for %s; last: %r" % (
-                timeout, what, last))
-        time.sleep(interval)
+    """poll_until that raises HAError (usable outside a test's own thread)."""
+    return poll_until(what, fn, timeout, interval,
+                      (requests.RequestException, ValueError, KeyError), _raise_ha_error)
 
 
 def http_get(addr, path, timeout=STATUS_TIMEOUT, **kw):

@@ -213,3 +213,13 @@ def test_master_disk_full_refuses_assigns_keeps_lookups(make_cluster, tmp_path):
         assert after["fid"] != body["fid"]
     finally:
         subprocess.run(["umount", "-l", str(mdir)], capture_output=True)
+
+
+@pytest.mark.parametrize("cmd,flag", [("volume", "-minFreeSpace"),
+                                      ("server", "-volume.minFreeSpace")])
+@pytest.mark.parametrize("value", ["-1", "100", "abc"])
+def test_bad_min_free_space_is_refused(kelp_bin, tmp_path, cmd, flag, value):
+    r = subprocess.run([kelp_bin, cmd, "-dir=" + str(tmp_path / "d"), "%s=%s" % (flag, value)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "inFreeSpace" in r.stderr, r.stderr
