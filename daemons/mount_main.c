@@ -1,6 +1,8 @@
 /* kelp mount: flags, open the metadata, mount, serve until unmounted or signalled. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,8 +13,10 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
+#include "cluster/client.h"
 #include "daemons/commands.h"
 #include "fuse/file.h"
+#include "fuse/kv.h"
 #include "fuse/meta.h"
 #include "fuse/ops.h"
 
@@ -75,21 +79,66 @@ static int daemonize(const char *log_file)
 	return fds[1];
 }
 
+/*
+ * The masters' cluster id (TopologyId of /dir/status) into out, "" when no master
+ * answered within timeout_ms (the check against the metadata is then skipped).
+ */
+static void cluster_id(const char *masters, int timeout_ms, char *out, size_t cap)
+{
+	struct kelp_client_options co = {.masters = masters, .timeout_ms = timeout_ms};
+	struct kelp_client *c = NULL;
+	char *body = NULL;
+	size_t len = 0;
+	long status = 0;
+
+	out[0] = '\0';
+	if (kelp_client_new(&co, &c) < 0)
+		return;
+	if (kelp_client_master_get(c, "/dir/status", false, &status, &body, &len, NULL) == 0 &&
+	    status == 200) {
+		json_t *j = json_loadb(body, len, 0, NULL);
+		const char *id = j ? json_string_value(json_object_get(j, "TopologyId")) : NULL;
+
+		if (id)
+			snprintf(out, cap, "%s", id);
+		json_decref(j);
+	} else {
+		log_warn("mount: no master answered for the cluster id (%s); the metadata's "
+			 "cluster is not checked",
+			 kelp_client_error(c));
+	}
+	free(body);
+	kelp_client_free(c);
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
-	    "mount the cluster as a filesystem: metadata in LMDB under -meta, data in the cluster";
+	    "mount the cluster as a filesystem: metadata in LMDB under -meta (or in a PostgreSQL "
+	    "database shared by many mounts: -meta=postgres://...), data in the cluster";
 	char *dir = "", *master = "localhost:9333", *meta_dir = "/var/lib/kelp/meta",
 	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
 	char *log_file = "";
 	char *cache_dir = "";
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
+	int meta_conns = 8;
+	double attr_cache_s = 1, entry_cache_s = 1;
 	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
 	    FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
 	    FLAG("master", FLAG_STRING, &master, "comma list of masters"),
-	    FLAG("meta", FLAG_STRING, &meta_dir, "directory of the metadata (LMDB) on this host"),
+	    FLAG("meta", FLAG_STRING, &meta_dir,
+		 "the metadata: an LMDB directory on this host, or "
+		 "postgres://user[:password]@host[:port]/dbname (also postgresql://; libpq "
+		 "conventions: PGPASSWORD, ~/.pgpass, ?sslmode=...) shared by every mount of it"),
+	    FLAG("metaConnections", FLAG_INT, &meta_conns,
+		 "PostgreSQL: connections of this mount to the database"),
+	    FLAG("attrCacheSec", FLAG_DOUBLE, &attr_cache_s,
+		 "seconds the kernel caches attributes (0 = always ask; with a shared -meta, "
+		 "how late another mount's changes may be seen)"),
+	    FLAG("entryCacheSec", FLAG_DOUBLE, &entry_cache_s,
+		 "seconds the kernel caches names (0 = always ask)"),
 	    FLAG("collection", FLAG_STRING, &collection, "collection of the file data"),
 	    FLAG("replication", FLAG_STRING, &replication,
 		 "replication of the file data (\"\" = the master's default)"),
@@ -97,7 +146,8 @@ int mount_main(int argc, char **argv)
 	    FLAG("chunkSizeLimitMB", FLAG_INT, &chunk_mb,
 		 "files are stored in chunks of this size, MiB"),
 	    FLAG("cacheDir", FLAG_STRING, &cache_dir,
-		 "on-disk chunk cache directory (default <meta>/cache)"),
+		 "on-disk chunk cache directory (default <meta>/cache; none with a postgres:// "
+		 "-meta unless given)"),
 	    FLAG("cacheCapacityMB", FLAG_INT, &cache_mb,
 		 "on-disk chunk cache size, MiB (0 = none)"),
 	    FLAG("memoryCacheMB", FLAG_INT, &memory_cache_mb,
@@ -118,6 +168,9 @@ int mount_main(int argc, char **argv)
 	struct kelp_fs_options fo;
 	struct kelp_fs fs;
 	struct meta *meta;
+	struct meta_options mo;
+	char meta_shown[512], cid[128] = "";
+	bool is_pg = false;
 	int ret;
 
 	ret = flags_parse(flags, "mount", summary, argc - 1, argv + 1);
@@ -132,17 +185,23 @@ int mount_main(int argc, char **argv)
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
-	    timeout_s <= 0) {
+	    timeout_s <= 0 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
+	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400) {
 		fprintf(
 		    stderr,
-		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > 0\n");
+		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
+		    "0, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
 		return 2;
 	}
+	is_pg = kv_is_pg_url(meta_dir);
+	kv_mask_url(meta_dir, meta_shown, sizeof(meta_shown));
 	if (daemon_mode) {
 		char meta_abs[4096], dir_abs[4096];
 
 		/* Paths are relative to where we were started, not to "/". */
-		if (!realpath(meta_dir, meta_abs)) {
+		if (is_pg) {
+			snprintf(meta_abs, sizeof(meta_abs), "%s", meta_dir);
+		} else if (!realpath(meta_dir, meta_abs)) {
 			if (mkdir(meta_dir, 0700) < 0 || !realpath(meta_dir, meta_abs)) {
 				fprintf(stderr, "kelp mount: bad -meta %s\n", meta_dir);
 				return 2;
@@ -154,6 +213,8 @@ int mount_main(int argc, char **argv)
 		}
 		meta_dir = strdup(meta_abs);
 		dir = strdup(dir_abs);
+		if (*cache_dir && realpath(cache_dir, meta_abs))
+			cache_dir = strdup(meta_abs);
 		ready.daemon_pipe = daemonize(log_file);
 		if (ready.daemon_pipe < 0) {
 			fprintf(stderr, "kelp mount: cannot daemonize\n");
@@ -182,13 +243,26 @@ int mount_main(int argc, char **argv)
 	block_stop_signals(); /* before any thread: kelp_fuse_run waits for them */
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_ALL);
-	ret = meta_open(meta_dir, &meta);
+	memset(&mo, 0, sizeof(mo));
+	mo.timeout_ms = timeout_s * 1000;
+	mo.connections = meta_conns;
+	if (is_pg) {
+		cluster_id(master, timeout_s * 1000, cid, sizeof(cid));
+		mo.cluster_id = cid;
+	}
+	ret = meta_open_opts(meta_dir, &mo, &meta);
 	if (ret < 0) {
-		fprintf(stderr, "kelp mount: cannot open the metadata in %s: %s\n", meta_dir,
-			strerror(-ret));
+		fprintf(stderr, "kelp mount: cannot open the metadata in %s: %s\n", meta_shown,
+			ret == -ENOTCONN	  ? "the database is unreachable"
+			: ret == -EXDEV		  ? "it belongs to another cluster (see the log)"
+			: ret == -EPROTONOSUPPORT ? "it has a newer format (see the log)"
+						  : strerror(-ret));
 		return 1;
 	}
-	meta_release_orphans(meta);
+	/* Orphans of a crash: with a shared database, another mount may still have them
+	 * open (sessions are not done yet), so only LMDB releases them here. */
+	if (!meta_shared(meta))
+		meta_release_orphans(meta);
 	memset(&fo, 0, sizeof(fo));
 	fo.masters = master;
 	fo.collection = collection;
@@ -201,12 +275,14 @@ int mount_main(int argc, char **argv)
 	{
 		static char default_dir[4200];
 
-		if (!*cache_dir) {
+		if (!*cache_dir && !is_pg) {
 			snprintf(default_dir, sizeof(default_dir), "%s/cache", meta_dir);
 			cache_dir = default_dir;
 		}
 	}
-	fo.cache_dir = cache_dir;
+	fo.cache_dir = *cache_dir ? cache_dir : NULL;
+	fo.attr_timeout = attr_cache_s;
+	fo.entry_timeout = entry_cache_s;
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
 	if (ret == 0)

@@ -249,11 +249,10 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 	pthread_cond_destroy(&f->cond);
 	if (unlinked) {
 		/* Still known to the kernel (a lookup it has not forgotten): its forget frees it. */
-		struct needle_map_entry e;
 		bool referenced;
 
 		pthread_mutex_lock(&fs->lookups_lock);
-		referenced = needle_map_get(&fs->lookups, f->ino, &e);
+		referenced = inomap_get(&fs->lookups, f->ino) > 0;
 		pthread_mutex_unlock(&fs->lookups_lock);
 		if (!referenced) {
 			meta_release_inode(fs->meta, f->ino);
@@ -1230,7 +1229,7 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	pthread_mutex_init(&fs->bufs_lock, NULL);
 	pthread_mutex_init(&fs->fetch_lock, NULL);
 	pthread_mutex_init(&fs->lookups_lock, NULL);
-	needle_map_init(&fs->lookups);
+	inomap_init(&fs->lookups);
 	pthread_cond_init(&fs->fetch_cond, NULL);
 	if (pthread_key_create(&fs->client_key, free_client) != 0)
 		return -EAGAIN;
@@ -1298,6 +1297,6 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 		free(fs->bufs[--fs->n_bufs]);
 	chunk_cache_free(fs->cache);
 	disk_cache_close(fs->disk);
-	needle_map_release(&fs->lookups);
+	inomap_release(&fs->lookups);
 	pthread_key_delete(fs->client_key);
 }

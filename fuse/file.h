@@ -28,8 +28,8 @@
 
 #include "cache/chunk_cache.h"
 #include "cache/disk_cache.h"
-#include "cluster/needle_map.h"
 #include "fuse/health.h"
+#include "fuse/inomap.h"
 #include "fuse/meta.h"
 
 struct kelp_fs_options {
@@ -43,6 +43,8 @@ struct kelp_fs_options {
 	const char *cache_dir;	   /* on-disk chunk cache; NULL = none */
 	uint64_t disk_cache_bytes; /* its capacity */
 	bool meta_offline;	   /* serve metadata calls while the cluster is away */
+	double attr_timeout;	   /* seconds the kernel caches attributes */
+	double entry_timeout;	   /* seconds the kernel caches names */
 };
 
 #define UPLOAD_WORKERS 4
@@ -93,9 +95,9 @@ struct kelp_fs {
 	char fetching[32][META_FID_MAX];
 	int n_fetching;
 	/* the kernel's lookup count per inode (FUSE forget); a removed inode is freed
-	 * when it drops to 0. Kept in a needle_map: key = ino, offset = count. */
+	 * when it drops to 0. */
 	pthread_mutex_t lookups_lock;
-	struct needle_map lookups;
+	struct inomap lookups;
 	/* is the cluster reachable (checked by every FUSE call unless meta_offline) */
 	struct cluster_health health;
 	struct kelp_client *probe_client;

@@ -1,15 +1,16 @@
 #include "fuse/meta.h"
 
 #include <errno.h>
-#include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/kv.h"
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -19,15 +20,84 @@
 #endif
 
 struct meta {
-	MDB_env *env;
-	MDB_dbi inodes, symlinks, dentries, chunks, fidrefs, xattrs, gc, counters, orphans, parents;
+	struct kv *kv;
 	uint64_t gc_generation; /* bumped (atomically) by every blob sent to gc */
+	int timeout_ms;		/* how long a transaction waits for a lost server */
+	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
 };
 
 int64_t meta_now_ns(void)
 {
 	return (int64_t)now_ns();
 }
+
+/* ---------------------------------------------------------------- transactions */
+
+static int txn_finish(struct kv_txn *t, int rc)
+{
+	if (rc < 0 || !t->write || t->failed) {
+		int failed = t->failed;
+
+		t->kv->ops->abort(t);
+		return failed ? failed : rc;
+	}
+	return t->kv->ops->commit(t);
+}
+
+/*
+ * After a run of a transaction ended with rc: true to run it again. Serialization
+ * failures (-EAGAIN) are retried at once with a growing random pause; a lost server
+ * (-ENOTCONN) every 100 ms to 1 s. Both up to the timeout, then *rc becomes -EIO.
+ */
+static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
+{
+	uint64_t waited_ms = (monotonic_ns() - start_ns) / 1000000;
+	unsigned pause_us;
+
+	if (*rc != -EAGAIN && *rc != -ENOTCONN)
+		return false;
+	if (waited_ms >= (uint64_t)m->timeout_ms) {
+		log_error("meta: %s for %llu ms: giving up (EIO)",
+			  *rc == -EAGAIN ? "transaction conflicts" : "metadata server unreachable",
+			  (unsigned long long)waited_ms);
+		*rc = -EIO;
+		return false;
+	}
+	__atomic_add_fetch(&m->retries, 1, __ATOMIC_RELAXED);
+	if (*rc == -EAGAIN) {
+		unsigned cap = attempt < 10 ? 1u << attempt : 1024; /* x 100 us */
+
+		pause_us = (unsigned)(rand() % (int)cap) * 100;
+	} else {
+		if (attempt == 1)
+			log_error("meta: metadata server unreachable; retrying for up to %d s",
+				  m->timeout_ms / 1000);
+		pause_us = attempt < 10 ? 100000u * (unsigned)attempt : 1000000u;
+	}
+	if (pause_us)
+		usleep(pause_us);
+	return true;
+}
+
+/*
+ * Runs expr (an int expression using the transaction `t`) in a read-only or read-write
+ * transaction, again from the start while txn_retry says so. Its value is expr's, or
+ * the commit's error.
+ */
+#define IN_TXN(m, rw, expr)                                                                        \
+	({                                                                                         \
+		int rc_, try_ = 0;                                                                 \
+		uint64_t start_ = monotonic_ns();                                                  \
+		do {                                                                               \
+			struct kv_txn *t;                                                          \
+			rc_ = (m)->kv->ops->begin((m)->kv, (rw), &t);                              \
+			if (rc_ == 0) {                                                            \
+				rc_ = (expr);                                                      \
+				rc_ = txn_finish(t, rc_);                                          \
+			}                                                                          \
+		} while (txn_retry((m), &rc_, ++try_, start_));                                    \
+		rc_;                                                                               \
+	})
 
 /* ---------------------------------------------------------------- encoding */
 
@@ -48,148 +118,121 @@ static uint64_t rd64(const uint8_t *p)
 	return v;
 }
 
-static int lmdb_err(int rc)
-{
-	switch (rc) {
-	case 0:
-		return 0;
-	case MDB_NOTFOUND:
-		return -ENOENT;
-	case MDB_MAP_FULL:
-		return -ENOSPC;
-	case ENOMEM:
-		return -ENOMEM;
-	default:
-		log_error("meta: lmdb: %s", mdb_strerror(rc));
-		return -EIO;
-	}
-}
-
 /* ---------------------------------------------------------------- open */
 
-int meta_open(const char *dir, struct meta **out)
+static int init_root(struct kv_txn *t)
+{
+	uint8_t k[8];
+	const uint8_t *v;
+	size_t vlen;
+	struct meta_attr root = {0};
+	int64_t now = meta_now_ns();
+	int rc;
+
+	be64(k, META_ROOT_INO);
+	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
+	if (rc != -ENOENT)
+		return rc;
+	root.ino = META_ROOT_INO;
+	root.mode = S_IFDIR | 0755;
+	root.nlink = 2;
+	root.atime_ns = root.mtime_ns = root.ctime_ns = root.crtime_ns = now;
+	return kv_put(t, KV_INODES, k, 8, &root, sizeof(root));
+}
+
+int meta_open_opts(const char *spec, const struct meta_options *o, struct meta **out)
 {
 	struct meta *m = calloc(1, sizeof(*m));
-	MDB_txn *txn;
 	int rc;
 
 	if (!m)
 		return -ENOMEM;
-	rc = mkdir_p(dir, 0700);
+	m->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 30000;
+	if (kv_is_pg_url(spec)) {
+		struct kv_pg_options po = {
+		    .cluster_id = o ? o->cluster_id : NULL,
+		    .timeout_ms = m->timeout_ms,
+		    .connections = o ? o->connections : 0,
+		};
+
+		rc = kv_pg_open(spec, &po, &m->kv);
+	} else {
+		rc = kv_lmdb_open(spec, &m->kv);
+	}
 	if (rc < 0) {
 		free(m);
 		return rc;
 	}
-	rc = mdb_env_create(&m->env);
-	if (rc == 0)
-		rc = mdb_env_set_maxdbs(m->env, 16);
-	if (rc == 0)
-		rc = mdb_env_set_mapsize(m->env, (size_t)64 << 30);
-	if (rc == 0)
-		rc = mdb_env_set_maxreaders(m->env, 512);
-	if (rc == 0)
-		rc = mdb_env_open(m->env, dir, MDB_NOTLS | MDB_NOSYNC, 0600);
-	if (rc == 0)
-		rc = mdb_txn_begin(m->env, NULL, 0, &txn);
-	if (rc != 0) {
-		log_error("meta: cannot open LMDB in %s: %s", dir, mdb_strerror(rc));
-		if (m->env)
-			mdb_env_close(m->env);
+	/* The root directory, on first use. */
+	rc = IN_TXN(m, true, init_root(t));
+	if (rc < 0) {
+		log_error("meta: cannot create the root directory: %s", strerror(-rc));
+		m->kv->ops->close(m->kv);
 		free(m);
-		return -EIO;
-	}
-	{
-		const struct {
-			const char *name;
-			MDB_dbi *dbi;
-		} tables[] = {
-		    {"inodes", &m->inodes},
-		    {"symlinks", &m->symlinks},
-		    {"dentries", &m->dentries},
-		    {"chunks", &m->chunks},
-		    {"fidrefs", &m->fidrefs},
-		    {"xattrs", &m->xattrs},
-		    {"gc", &m->gc},
-		    {"counters", &m->counters},
-		    {"orphans", &m->orphans},
-		    {"parents", &m->parents},
-		};
-
-		for (size_t i = 0; rc == 0 && i < sizeof(tables) / sizeof(tables[0]); i++)
-			rc = mdb_dbi_open(txn, tables[i].name, MDB_CREATE, tables[i].dbi);
-	}
-	if (rc == 0) {
-		/* The root directory, on first use. */
-		uint8_t k[8];
-		MDB_val key = {8, k}, val;
-
-		be64(k, META_ROOT_INO);
-		if (mdb_get(txn, m->inodes, &key, &val) == MDB_NOTFOUND) {
-			struct meta_attr root = {0};
-			int64_t now = meta_now_ns();
-
-			root.ino = META_ROOT_INO;
-			root.mode = S_IFDIR | 0755;
-			root.nlink = 2;
-			root.atime_ns = root.mtime_ns = root.ctime_ns = root.crtime_ns = now;
-			val.mv_size = sizeof(root);
-			val.mv_data = &root;
-			rc = mdb_put(txn, m->inodes, &key, &val, 0);
-		}
-	}
-	if (rc == 0)
-		rc = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
-	if (rc != 0) {
-		log_error("meta: cannot set up LMDB in %s: %s", dir, mdb_strerror(rc));
-		mdb_env_close(m->env);
-		free(m);
-		return -EIO;
+		return rc;
 	}
 	*out = m;
 	return 0;
 }
 
+int meta_open(const char *spec, struct meta **out)
+{
+	return meta_open_opts(spec, NULL, out);
+}
+
+bool meta_shared(struct meta *m)
+{
+	return m->kv->shared;
+}
+
+const char *meta_engine(struct meta *m)
+{
+	return m->kv->ops->name;
+}
+
+uint64_t meta_retries(struct meta *m)
+{
+	return __atomic_load_n(&m->retries, __ATOMIC_RELAXED);
+}
+
 int meta_sync(struct meta *m)
 {
-	return lmdb_err(mdb_env_sync(m->env, 1));
+	return m->kv->ops->sync(m->kv);
 }
 
 void meta_close(struct meta *m)
 {
 	if (!m)
 		return;
-	mdb_env_sync(m->env, 1);
-	mdb_env_close(m->env);
+	m->kv->ops->close(m->kv);
 	free(m);
 }
 
 /* ---------------------------------------------------------------- helpers (in a txn) */
 
-static int get_attr(struct meta *m, MDB_txn *txn, uint64_t ino, struct meta_attr *out)
+static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
 {
 	uint8_t k[8];
-	MDB_val key = {8, k}, val;
+	const uint8_t *v;
+	size_t vlen;
 	int rc;
 
 	be64(k, ino);
-	rc = mdb_get(txn, m->inodes, &key, &val);
+	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
 	if (rc != 0)
-		return lmdb_err(rc);
-	if (val.mv_size != sizeof(*out))
+		return rc;
+	if (vlen != sizeof(*out))
 		return -EIO;
-	memcpy(out, val.mv_data, sizeof(*out));
+	memcpy(out, v, sizeof(*out));
 	return 0;
 }
 
-static int put_attr(struct meta *m, MDB_txn *txn, const struct meta_attr *a)
+static int put_attr(struct kv_txn *t, const struct meta_attr *a)
 {
 	uint8_t k[8];
-	MDB_val key = {8, k}, val = {sizeof(*a), (void *)a};
 
 	be64(k, a->ino);
-	return lmdb_err(mdb_put(txn, m->inodes, &key, &val, 0));
+	return kv_put(t, KV_INODES, k, 8, a, sizeof(*a));
 }
 
 static size_t dentry_key(uint8_t *buf, uint64_t parent, const char *name)
@@ -201,96 +244,83 @@ static size_t dentry_key(uint8_t *buf, uint64_t parent, const char *name)
 	return 8 + n;
 }
 
-static int get_dentry(struct meta *m, MDB_txn *txn, uint64_t parent, const char *name,
-		      uint64_t *ino)
+static int get_dentry(struct kv_txn *t, uint64_t parent, const char *name, uint64_t *ino)
 {
 	uint8_t k[8 + META_NAME_MAX];
-	MDB_val key = {dentry_key(k, parent, name), k}, val;
-	int rc = mdb_get(txn, m->dentries, &key, &val);
+	const uint8_t *v;
+	size_t vlen;
+	int rc = kv_get(t, KV_DENTRIES, k, dentry_key(k, parent, name), &v, &vlen);
 
 	if (rc != 0)
-		return lmdb_err(rc);
-	if (val.mv_size != 8)
+		return rc;
+	if (vlen != 8)
 		return -EIO;
-	*ino = rd64(val.mv_data);
+	*ino = rd64(v);
 	return 0;
 }
 
-static int put_dentry(struct meta *m, MDB_txn *txn, uint64_t parent, const char *name, uint64_t ino)
+static int put_dentry(struct kv_txn *t, uint64_t parent, const char *name, uint64_t ino)
 {
 	uint8_t k[8 + META_NAME_MAX], v[8];
-	MDB_val key = {dentry_key(k, parent, name), k}, val = {8, v};
 
 	be64(v, ino);
-	return lmdb_err(mdb_put(txn, m->dentries, &key, &val, 0));
+	return kv_put(t, KV_DENTRIES, k, dentry_key(k, parent, name), v, 8);
 }
 
-static int del_dentry(struct meta *m, MDB_txn *txn, uint64_t parent, const char *name)
+static int del_dentry(struct kv_txn *t, uint64_t parent, const char *name)
 {
 	uint8_t k[8 + META_NAME_MAX];
-	MDB_val key = {dentry_key(k, parent, name), k};
 
-	return lmdb_err(mdb_del(txn, m->dentries, &key, NULL));
-}
-
-static int next_counter(struct meta *m, MDB_txn *txn, const char *name, uint64_t first,
-			uint64_t *out)
-{
-	MDB_val key = {strlen(name), (void *)name}, val;
-	uint8_t v[8];
-	uint64_t n = first;
-	int rc = mdb_get(txn, m->counters, &key, &val);
-
-	if (rc == 0 && val.mv_size == 8)
-		n = rd64(val.mv_data);
-	else if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_err(rc);
-	*out = n;
-	be64(v, n + 1);
-	val.mv_size = 8;
-	val.mv_data = v;
-	return lmdb_err(mdb_put(txn, m->counters, &key, &val, 0));
+	return kv_del(t, KV_DENTRIES, k, dentry_key(k, parent, name));
 }
 
 /* Directories remember their parent (for the rename-into-itself check). */
-static int set_parent(struct meta *m, MDB_txn *txn, uint64_t dir, uint64_t parent)
+static int set_parent(struct kv_txn *t, uint64_t dir, uint64_t parent)
 {
 	uint8_t k[8], v[8];
-	MDB_val key = {8, k}, val = {8, v};
 
 	be64(k, dir);
 	be64(v, parent);
-	return lmdb_err(mdb_put(txn, m->parents, &key, &val, 0));
+	return kv_put(t, KV_PARENTS, k, 8, v, 8);
 }
 
-static bool dir_empty(struct meta *m, MDB_txn *txn, uint64_t ino)
+static int stop_at_first(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
-	MDB_cursor *c;
-	uint8_t k[8];
-	MDB_val key = {8, k}, val;
-	bool empty = true;
+	*(bool *)ctx = true;
+	return 1;
+}
 
-	be64(k, ino);
-	if (mdb_cursor_open(txn, m->dentries, &c) != 0)
+/* The range of keys that start with ino (8 bytes big-endian). */
+static void ino_range(uint8_t *from, uint8_t *to, uint64_t ino)
+{
+	be64(from, ino);
+	be64(to, ino + 1);
+}
+
+static bool dir_empty(struct kv_txn *t, uint64_t ino)
+{
+	uint8_t from[8], to[8];
+	bool found = false;
+
+	ino_range(from, to, ino);
+	if (kv_scan(t, KV_DENTRIES, from, 8, to, 8, false, 1, stop_at_first, &found) < 0)
 		return false;
-	if (mdb_cursor_get(c, &key, &val, MDB_SET_RANGE) == 0 && key.mv_size >= 8 &&
-	    rd64(key.mv_data) == ino)
-		empty = false;
-	mdb_cursor_close(c);
-	return empty;
+	return !found;
 }
 
 /* Adds delta to a blob's reference count; at 0 the blob goes to gc. */
-static int fidref_add(struct meta *m, MDB_txn *txn, const char *fid, int delta)
+static int fidref_add(struct meta *m, struct kv_txn *t, const char *fid, int delta)
 {
-	MDB_val key = {strlen(fid), (void *)fid}, val;
+	size_t flen = strlen(fid);
+	const uint8_t *v;
+	size_t vlen;
 	uint32_t count = 0;
-	int rc = mdb_get(txn, m->fidrefs, &key, &val);
+	int rc = kv_get(t, KV_FIDREFS, fid, flen, &v, &vlen);
 
-	if (rc == 0 && val.mv_size == 4)
-		memcpy(&count, val.mv_data, 4);
-	else if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_err(rc);
+	if (rc == 0 && vlen == 4)
+		memcpy(&count, v, 4);
+	else if (rc != 0 && rc != -ENOENT)
+		return rc;
 	if (delta < 0 && count < (uint32_t)-delta)
 		count = 0;
 	else
@@ -298,22 +328,22 @@ static int fidref_add(struct meta *m, MDB_txn *txn, const char *fid, int delta)
 	if (count == 0) {
 		uint64_t seq;
 		uint8_t k[8];
-		MDB_val gk = {8, k}, gv = {strlen(fid), (void *)fid};
 
-		if (rc == 0)
-			mdb_del(txn, m->fidrefs, &key, NULL);
-		rc = next_counter(m, txn, "gc_seq", 1, &seq);
+		if (rc == 0) {
+			rc = kv_del(t, KV_FIDREFS, fid, flen);
+			if (rc < 0)
+				return rc;
+		}
+		rc = kv_next_id(t, KV_ID_GC, 1, &seq);
 		if (rc < 0)
 			return rc;
 		be64(k, seq);
 		/* Counted before the commit: a gc pass that runs in between misses the
 		 * blob, and the next one (at most a second later) takes it. */
 		__atomic_add_fetch(&m->gc_generation, 1, __ATOMIC_RELEASE);
-		return lmdb_err(mdb_put(txn, m->gc, &gk, &gv, 0));
+		return kv_put(t, KV_GC, k, 8, fid, flen);
 	}
-	val.mv_size = 4;
-	val.mv_data = &count;
-	return lmdb_err(mdb_put(txn, m->fidrefs, &key, &val, 0));
+	return kv_put(t, KV_FIDREFS, fid, flen, &count, 4);
 }
 
 static void chunk_key(uint8_t *k, uint64_t ino, uint64_t offset)
@@ -322,106 +352,93 @@ static void chunk_key(uint8_t *k, uint64_t ino, uint64_t offset)
 	be64(k + 8, offset);
 }
 
-static int put_chunk(struct meta *m, MDB_txn *txn, uint64_t ino, const struct meta_chunk *c)
+static int put_chunk(struct kv_txn *t, uint64_t ino, const struct meta_chunk *c)
 {
 	uint8_t k[16], v[16 + META_FID_MAX];
 	size_t flen = strnlen(c->fid, META_FID_MAX - 1);
-	MDB_val key = {16, k}, val = {16 + flen, v};
 
 	chunk_key(k, ino, c->offset);
 	be64(v, c->length);
 	be64(v + 8, c->blob_offset);
 	memcpy(v + 16, c->fid, flen);
-	return lmdb_err(mdb_put(txn, m->chunks, &key, &val, 0));
+	return kv_put(t, KV_CHUNKS, k, 16, v, 16 + flen);
 }
 
-static int decode_chunk(const MDB_val *key, const MDB_val *val, struct meta_chunk *c)
+static int decode_chunk(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			struct meta_chunk *c)
 {
 	size_t flen;
 
-	if (key->mv_size != 16 || val->mv_size < 17 || val->mv_size > 16 + META_FID_MAX - 1)
+	if (klen != 16 || vlen < 17 || vlen > 16 + META_FID_MAX - 1)
 		return -EIO;
-	c->offset = rd64((const uint8_t *)key->mv_data + 8);
-	c->length = rd64(val->mv_data);
-	c->blob_offset = rd64((const uint8_t *)val->mv_data + 8);
-	flen = val->mv_size - 16;
-	memcpy(c->fid, (const uint8_t *)val->mv_data + 16, flen);
+	c->offset = rd64(k + 8);
+	c->length = rd64(v);
+	c->blob_offset = rd64(v + 8);
+	flen = vlen - 16;
+	memcpy(c->fid, v + 16, flen);
 	c->fid[flen] = '\0';
 	return 0;
 }
 
+struct chunk_list {
+	struct meta_chunk *list;
+	int n, cap;
+	uint64_t start, end;
+};
+
+static int collect_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct chunk_list *l = ctx;
+	struct meta_chunk c;
+
+	if (decode_chunk(k, klen, v, vlen, &c) < 0)
+		return -EIO;
+	if (c.offset >= l->end)
+		return 1;
+	if (c.offset + c.length <= l->start)
+		return 0;
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 16;
+		struct meta_chunk *p = realloc(l->list, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		l->list = p;
+		l->cap = cap;
+	}
+	l->list[l->n++] = c;
+	return 0;
+}
+
 /* Collects the chunks of ino overlapping [start, end) (caller frees). */
-static int collect_chunks(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t start, uint64_t end,
+static int collect_chunks(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
 			  struct meta_chunk **out)
 {
-	MDB_cursor *cur;
-	uint8_t k[16];
-	MDB_val key = {16, k}, val;
-	struct meta_chunk *list = NULL;
-	int n = 0, cap = 0, rc;
+	struct chunk_list l = {NULL, 0, 0, start, end};
+	uint8_t lo[16], at[16], hi[8];
+	int rc;
 
 	*out = NULL;
-	if (mdb_cursor_open(txn, m->chunks, &cur) != 0)
-		return -EIO;
-	chunk_key(k, ino, start);
-	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	chunk_key(lo, ino, 0);
+	chunk_key(at, ino, start);
+	be64(hi, ino + 1);
 	/* The interval just before start may reach into the range. */
-	if (rc == 0 || rc == MDB_NOTFOUND) {
-		MDB_val pk, pv;
-		int prc = rc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV)
-				  : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
-
-		if (prc == 0 && pk.mv_size == 16 && rd64(pk.mv_data) == ino) {
-			key = pk;
-			val = pv;
-			rc = 0;
-		} else {
-			chunk_key(k, ino, start);
-			key.mv_size = 16;
-			key.mv_data = k;
-			rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
-		}
+	rc = start ? kv_scan(t, KV_CHUNKS, lo, 16, at, 16, true, 1, collect_one, &l) : 0;
+	if (rc == 0)
+		rc = kv_scan(t, KV_CHUNKS, at, 16, hi, 8, false, 0, collect_one, &l);
+	if (rc < 0) {
+		free(l.list);
+		return rc;
 	}
-	for (; rc == 0; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		struct meta_chunk c;
-
-		if (key.mv_size != 16 || rd64(key.mv_data) != ino)
-			break;
-		if (decode_chunk(&key, &val, &c) < 0) {
-			rc = -EIO;
-			goto fail;
-		}
-		if (c.offset >= end)
-			break;
-		if (c.offset + c.length <= start)
-			continue;
-		if (n == cap) {
-			struct meta_chunk *p;
-
-			cap = cap ? cap * 2 : 16;
-			p = realloc(list, (size_t)cap * sizeof(*p));
-			if (!p) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			list = p;
-		}
-		list[n++] = c;
-	}
-	mdb_cursor_close(cur);
-	*out = list;
-	return n;
-fail:
-	mdb_cursor_close(cur);
-	free(list);
-	return rc;
+	*out = l.list;
+	return l.n;
 }
 
 /* Removes [start, end) from ino's data: drops or trims the intervals there. */
-static int punch(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t start, uint64_t end)
+static int punch(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end)
 {
 	struct meta_chunk *list;
-	int n = collect_chunks(m, txn, ino, start, end, &list), rc = 0;
+	int n = collect_chunks(t, ino, start, end, &list), rc = 0;
 
 	if (n < 0)
 		return n;
@@ -429,17 +446,16 @@ static int punch(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t start, uin
 		struct meta_chunk c = list[i];
 		uint64_t a = c.offset, b = c.offset + c.length;
 		uint8_t k[16];
-		MDB_val key = {16, k};
 
 		chunk_key(k, ino, a);
-		rc = lmdb_err(mdb_del(txn, m->chunks, &key, NULL));
+		rc = kv_del(t, KV_CHUNKS, k, 16);
 		if (rc == 0 && a < start) {
 			struct meta_chunk left = c;
 
 			left.length = start - a;
-			rc = put_chunk(m, txn, ino, &left);
+			rc = put_chunk(t, ino, &left);
 			if (rc == 0)
-				rc = fidref_add(m, txn, c.fid, 1);
+				rc = fidref_add(m, t, c.fid, 1);
 		}
 		if (rc == 0 && b > end) {
 			struct meta_chunk right = c;
@@ -447,55 +463,78 @@ static int punch(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t start, uin
 			right.offset = end;
 			right.length = b - end;
 			right.blob_offset = c.blob_offset + (end - a);
-			rc = put_chunk(m, txn, ino, &right);
+			rc = put_chunk(t, ino, &right);
 			if (rc == 0)
-				rc = fidref_add(m, txn, c.fid, 1);
+				rc = fidref_add(m, t, c.fid, 1);
 		}
 		if (rc == 0)
-			rc = fidref_add(m, txn, c.fid, -1);
+			rc = fidref_add(m, t, c.fid, -1);
 	}
 	free(list);
 	return rc;
 }
 
-static int free_inode(struct meta *m, MDB_txn *txn, uint64_t ino)
+struct key_list {
+	uint8_t (*keys)[8 + 256];
+	size_t *lens;
+	int n, cap;
+};
+
+static int collect_key(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
-	uint8_t k[8];
-	MDB_val key = {8, k}, val;
-	MDB_cursor *cur;
+	struct key_list *l = ctx;
+
+	if (klen > 8 + 256)
+		return 0;
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 8;
+		void *a = realloc(l->keys, (size_t)cap * sizeof(*l->keys));
+
+		if (!a)
+			return -ENOMEM;
+		l->keys = a;
+		a = realloc(l->lens, (size_t)cap * sizeof(*l->lens));
+		if (!a)
+			return -ENOMEM;
+		l->lens = a;
+		l->cap = cap;
+	}
+	memcpy(l->keys[l->n], k, klen);
+	l->lens[l->n++] = klen;
+	return 0;
+}
+
+static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
+{
+	uint8_t k[8], to[8];
+	struct key_list xattrs = {0};
 	int rc;
 
-	rc = punch(m, txn, ino, 0, UINT64_MAX);
+	rc = punch(m, t, ino, 0, UINT64_MAX);
 	if (rc < 0)
 		return rc;
-	/* xattrs */
-	if (mdb_cursor_open(txn, m->xattrs, &cur) == 0) {
-		be64(k, ino);
-		key.mv_size = 8;
-		key.mv_data = k;
-		for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
-		     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-			if (key.mv_size < 8 || rd64(key.mv_data) != ino)
-				break;
-			mdb_cursor_del(cur, 0);
-		}
-		mdb_cursor_close(cur);
-	}
+	/* xattrs: listed, then deleted */
+	ino_range(k, to, ino);
+	rc = kv_scan(t, KV_XATTRS, k, 8, to, 8, false, 0, collect_key, &xattrs);
+	for (int i = 0; rc == 0 && i < xattrs.n; i++)
+		rc = kv_del(t, KV_XATTRS, xattrs.keys[i], xattrs.lens[i]);
+	free(xattrs.keys);
+	free(xattrs.lens);
+	if (rc < 0)
+		return rc;
 	be64(k, ino);
-	key.mv_size = 8;
-	key.mv_data = k;
-	mdb_del(txn, m->symlinks, &key, NULL);
-	mdb_del(txn, m->orphans, &key, NULL);
-	mdb_del(txn, m->parents, &key, NULL);
-	rc = mdb_del(txn, m->inodes, &key, NULL);
-	return rc == MDB_NOTFOUND ? 0 : lmdb_err(rc);
+	kv_del(t, KV_SYMLINKS, k, 8);
+	kv_del(t, KV_ORPHANS, k, 8);
+	kv_del(t, KV_PARENTS, k, 8);
+	rc = kv_del(t, KV_INODES, k, 8);
+	return rc == -ENOENT ? 0 : rc;
 }
 
 /* Drops one link of ino; at 0 the inode is recorded as an orphan (freed on release). */
-static int drop_link(struct meta *m, MDB_txn *txn, uint64_t ino, int64_t now, uint64_t *gone)
+static int drop_link(struct kv_txn *t, uint64_t ino, int64_t now, uint64_t *gone)
 {
 	struct meta_attr a;
-	int rc = get_attr(m, txn, ino, &a);
+	int rc = get_attr(t, ino, &a);
 
 	if (rc < 0)
 		return rc;
@@ -504,30 +543,15 @@ static int drop_link(struct meta *m, MDB_txn *txn, uint64_t ino, int64_t now, ui
 	else if (a.nlink > 0)
 		a.nlink--;
 	a.ctime_ns = now;
-	rc = put_attr(m, txn, &a);
+	rc = put_attr(t, &a);
 	if (rc == 0 && a.nlink == 0) {
 		uint8_t k[8];
-		MDB_val key = {8, k}, val = {1, "1"};
 
 		be64(k, ino);
-		rc = lmdb_err(mdb_put(txn, m->orphans, &key, &val, 0));
+		rc = kv_put(t, KV_ORPHANS, k, 8, "1", 1);
 		*gone = ino;
 	}
 	return rc;
-}
-
-static int txn_begin(struct meta *m, bool write, MDB_txn **txn)
-{
-	return lmdb_err(mdb_txn_begin(m->env, NULL, write ? 0 : MDB_RDONLY, txn));
-}
-
-static int txn_end(MDB_txn *txn, int rc)
-{
-	if (rc < 0) {
-		mdb_txn_abort(txn);
-		return rc;
-	}
-	return lmdb_err(mdb_txn_commit(txn));
 }
 
 static int check_name(const char *name)
@@ -545,57 +569,43 @@ static int check_name(const char *name)
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 {
-	MDB_txn *txn;
-	int rc = txn_begin(m, false, &txn);
+	return IN_TXN(m, false, get_attr(t, ino, out));
+}
 
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, ino, out);
-	mdb_txn_abort(txn);
+static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct meta_attr *out)
+{
+	uint64_t ino;
+	int rc = get_dentry(t, parent, name, &ino);
+
+	if (rc == 0)
+		rc = get_attr(t, ino, out);
 	return rc;
 }
 
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out)
 {
-	MDB_txn *txn;
-	uint64_t ino;
-	int rc;
-
 	if (strlen(name) > META_NAME_MAX)
 		return -ENAMETOOLONG;
-	rc = txn_begin(m, false, &txn);
-	if (rc < 0)
-		return rc;
-	rc = get_dentry(m, txn, parent, name, &ino);
-	if (rc == 0)
-		rc = get_attr(m, txn, ino, out);
-	mdb_txn_abort(txn);
-	return rc;
+	return IN_TXN(m, false, lookup_tx(t, parent, name, out));
 }
 
-int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
-		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out)
+static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
+		     uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
+		     struct meta_attr *out)
 {
 	struct meta_attr p, a;
-	MDB_txn *txn;
 	uint64_t ino;
 	int64_t now = meta_now_ns();
-	int rc = check_name(name);
+	int rc = get_attr(t, parent, &p);
 
-	if (rc < 0)
-		return rc;
-	rc = txn_begin(m, true, &txn);
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, parent, &p);
 	if (rc == 0 && !S_ISDIR(p.mode))
 		rc = -ENOTDIR;
 	if (rc == 0 && p.nlink == 0)
 		rc = -ENOENT; /* a removed directory */
-	if (rc == 0 && get_dentry(m, txn, parent, name, &ino) == 0)
+	if (rc == 0 && get_dentry(t, parent, name, &ino) == 0)
 		rc = -EEXIST;
 	if (rc == 0)
-		rc = next_counter(m, txn, "next_ino", 2, &ino);
+		rc = kv_next_id(t, KV_ID_INO, 2, &ino);
 	if (rc == 0) {
 		memset(&a, 0, sizeof(a));
 		a.ino = ino;
@@ -607,216 +617,220 @@ int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode
 		a.atime_ns = a.mtime_ns = a.ctime_ns = a.crtime_ns = now;
 		if (target)
 			a.size = strlen(target);
-		rc = put_attr(m, txn, &a);
+		rc = put_attr(t, &a);
 	}
 	if (rc == 0 && target) {
 		uint8_t k[8];
-		MDB_val key = {8, k}, val = {strlen(target), (void *)target};
 
 		be64(k, ino);
-		rc = lmdb_err(mdb_put(txn, m->symlinks, &key, &val, 0));
+		rc = kv_put(t, KV_SYMLINKS, k, 8, target, strlen(target));
 	}
 	if (rc == 0)
-		rc = put_dentry(m, txn, parent, name, ino);
+		rc = put_dentry(t, parent, name, ino);
 	if (rc == 0 && S_ISDIR(a.mode))
-		rc = set_parent(m, txn, ino, parent);
+		rc = set_parent(t, ino, parent);
 	if (rc == 0) {
 		if (S_ISDIR(a.mode))
 			p.nlink++;
 		p.mtime_ns = p.ctime_ns = now;
-		rc = put_attr(m, txn, &p);
+		rc = put_attr(t, &p);
 	}
-	rc = txn_end(txn, rc);
 	if (rc == 0 && out)
 		*out = a;
 	return rc;
 }
 
-int meta_readlink(struct meta *m, uint64_t ino, char *buf, size_t cap)
+int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out)
 {
-	MDB_txn *txn;
-	uint8_t k[8];
-	MDB_val key = {8, k}, val;
-	int rc = txn_begin(m, false, &txn);
+	int rc = check_name(name);
 
 	if (rc < 0)
 		return rc;
-	be64(k, ino);
-	rc = lmdb_err(mdb_get(txn, m->symlinks, &key, &val));
-	if (rc == 0) {
-		size_t n = val.mv_size < cap - 1 ? val.mv_size : cap - 1;
+	return IN_TXN(m, true, create_tx(t, parent, name, mode, uid, gid, rdev, target, out));
+}
 
-		memcpy(buf, val.mv_data, n);
+static int readlink_tx(struct kv_txn *t, uint64_t ino, char *buf, size_t cap)
+{
+	uint8_t k[8];
+	const uint8_t *v;
+	size_t vlen;
+	int rc;
+
+	be64(k, ino);
+	rc = kv_get(t, KV_SYMLINKS, k, 8, &v, &vlen);
+	if (rc == 0) {
+		size_t n = vlen < cap - 1 ? vlen : cap - 1;
+
+		memcpy(buf, v, n);
 		buf[n] = '\0';
 	} else if (rc == -ENOENT) {
 		rc = -EINVAL;
 	}
-	mdb_txn_abort(txn);
+	return rc;
+}
+
+int meta_readlink(struct meta *m, uint64_t ino, char *buf, size_t cap)
+{
+	return IN_TXN(m, false, readlink_tx(t, ino, buf, cap));
+}
+
+static int link_tx(struct kv_txn *t, uint64_t ino, uint64_t newparent, const char *newname,
+		   struct meta_attr *out)
+{
+	struct meta_attr a, p;
+	uint64_t existing;
+	int64_t now = meta_now_ns();
+	int rc = get_attr(t, ino, &a);
+
+	if (rc == 0 && S_ISDIR(a.mode))
+		rc = -EPERM;
+	if (rc == 0)
+		rc = get_attr(t, newparent, &p);
+	if (rc == 0 && !S_ISDIR(p.mode))
+		rc = -ENOTDIR;
+	if (rc == 0 && get_dentry(t, newparent, newname, &existing) == 0)
+		rc = -EEXIST;
+	if (rc == 0 && a.nlink == 0)
+		rc = -ENOENT;
+	if (rc == 0)
+		rc = put_dentry(t, newparent, newname, ino);
+	if (rc == 0) {
+		a.nlink++;
+		a.ctime_ns = now;
+		rc = put_attr(t, &a);
+	}
+	if (rc == 0) {
+		p.mtime_ns = p.ctime_ns = now;
+		rc = put_attr(t, &p);
+	}
+	if (rc == 0 && out)
+		*out = a;
 	return rc;
 }
 
 int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newname,
 	      struct meta_attr *out)
 {
-	struct meta_attr a, p;
-	MDB_txn *txn;
-	uint64_t existing;
-	int64_t now = meta_now_ns();
 	int rc = check_name(newname);
 
 	if (rc < 0)
 		return rc;
-	rc = txn_begin(m, true, &txn);
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, ino, &a);
-	if (rc == 0 && S_ISDIR(a.mode))
-		rc = -EPERM;
-	if (rc == 0)
-		rc = get_attr(m, txn, newparent, &p);
-	if (rc == 0 && !S_ISDIR(p.mode))
-		rc = -ENOTDIR;
-	if (rc == 0 && get_dentry(m, txn, newparent, newname, &existing) == 0)
-		rc = -EEXIST;
-	if (rc == 0 && a.nlink == 0)
-		rc = -ENOENT;
-	if (rc == 0)
-		rc = put_dentry(m, txn, newparent, newname, ino);
-	if (rc == 0) {
-		a.nlink++;
-		a.ctime_ns = now;
-		rc = put_attr(m, txn, &a);
-	}
-	if (rc == 0) {
-		p.mtime_ns = p.ctime_ns = now;
-		rc = put_attr(m, txn, &p);
-	}
-	rc = txn_end(txn, rc);
-	if (rc == 0 && out)
-		*out = a;
-	return rc;
+	return IN_TXN(m, true, link_tx(t, ino, newparent, newname, out));
 }
 
 /* unlink (dir false) and rmdir (dir true): one transaction removing parent/name. */
-static int remove_name(struct meta *m, uint64_t parent, const char *name, bool dir,
-		       uint64_t *gone_ino)
+static int remove_tx(struct kv_txn *t, uint64_t parent, const char *name, bool dir,
+		     uint64_t *gone_ino)
 {
 	struct meta_attr a, p;
-	MDB_txn *txn;
 	uint64_t ino;
 	int64_t now = meta_now_ns();
-	int rc = txn_begin(m, true, &txn);
+	int rc;
 
 	*gone_ino = 0;
-	if (rc < 0)
-		return rc;
-	rc = get_dentry(m, txn, parent, name, &ino);
+	rc = get_dentry(t, parent, name, &ino);
 	if (rc == 0)
-		rc = get_attr(m, txn, ino, &a);
+		rc = get_attr(t, ino, &a);
 	if (rc == 0 && !dir && S_ISDIR(a.mode))
 		rc = -EISDIR;
 	if (rc == 0 && dir && !S_ISDIR(a.mode))
 		rc = -ENOTDIR;
-	if (rc == 0 && dir && !dir_empty(m, txn, ino))
+	if (rc == 0 && dir && !dir_empty(t, ino))
 		rc = -ENOTEMPTY;
 	if (rc == 0)
-		rc = del_dentry(m, txn, parent, name);
+		rc = del_dentry(t, parent, name);
 	if (rc == 0)
-		rc = drop_link(m, txn, ino, now, gone_ino); /* freed once unused (orphans) */
+		rc = drop_link(t, ino, now, gone_ino); /* freed once unused (orphans) */
 	if (rc == 0)
-		rc = get_attr(m, txn, parent, &p);
+		rc = get_attr(t, parent, &p);
 	if (rc == 0) {
 		if (dir && p.nlink > 2)
 			p.nlink--; /* the removed directory's ".." */
 		p.mtime_ns = p.ctime_ns = now;
-		rc = put_attr(m, txn, &p);
+		rc = put_attr(t, &p);
 	}
-	return txn_end(txn, rc);
+	return rc;
 }
 
 int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
-	return remove_name(m, parent, name, false, gone_ino);
+	*gone_ino = 0;
+	return IN_TXN(m, true, remove_tx(t, parent, name, false, gone_ino));
 }
 
 int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
-	return remove_name(m, parent, name, true, gone_ino);
+	*gone_ino = 0;
+	return IN_TXN(m, true, remove_tx(t, parent, name, true, gone_ino));
 }
 
 /* True if directory `ancestor` is `ino` or one of its ancestors (a rename into itself). */
-static bool is_ancestor(struct meta *m, MDB_txn *txn, uint64_t ancestor, uint64_t ino)
+static bool is_ancestor(struct kv_txn *t, uint64_t ancestor, uint64_t ino)
 {
 	for (int depth = 0; depth < 65536; depth++) {
 		uint8_t k[8];
-		MDB_val key = {8, k}, val;
+		const uint8_t *v;
+		size_t vlen;
 
 		if (ino == ancestor)
 			return true;
 		if (ino == META_ROOT_INO)
 			return false;
 		be64(k, ino);
-		if (mdb_get(txn, m->parents, &key, &val) != 0 || val.mv_size != 8)
+		if (kv_get(t, KV_PARENTS, k, 8, &v, &vlen) != 0 || vlen != 8)
 			return false;
-		ino = rd64(val.mv_data);
+		ino = rd64(v);
 	}
 	return true; /* a loop: refuse */
 }
 
-int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newparent,
-		const char *newname, unsigned flags, uint64_t *gone_ino)
+static int rename_tx(struct kv_txn *t, uint64_t parent, const char *name, uint64_t newparent,
+		     const char *newname, unsigned flags, uint64_t *gone_ino)
 {
 	struct meta_attr src, dst, p, np;
-	MDB_txn *txn;
 	uint64_t ino, target = 0;
 	int64_t now = meta_now_ns();
 	bool target_exists;
-	int rc = check_name(newname);
+	int rc;
 
 	*gone_ino = 0;
-	if (rc < 0)
-		return rc;
-	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
-		return -EINVAL;
-	rc = txn_begin(m, true, &txn);
-	if (rc < 0)
-		return rc;
-	rc = get_dentry(m, txn, parent, name, &ino);
+	rc = get_dentry(t, parent, name, &ino);
 	if (rc == 0)
-		rc = get_attr(m, txn, ino, &src);
+		rc = get_attr(t, ino, &src);
 	if (rc == 0)
-		rc = get_attr(m, txn, newparent, &np);
+		rc = get_attr(t, newparent, &np);
 	if (rc == 0 && !S_ISDIR(np.mode))
 		rc = -ENOTDIR;
 	if (rc < 0)
-		return txn_end(txn, rc);
-	target_exists = get_dentry(m, txn, newparent, newname, &target) == 0;
+		return rc;
+	target_exists = get_dentry(t, newparent, newname, &target) == 0;
 	if (target_exists && target == ino)
-		return txn_end(txn, 0); /* the same file: nothing to do */
+		return 0; /* the same file: nothing to do */
 	if ((flags & RENAME_NOREPLACE) && target_exists)
-		return txn_end(txn, -EEXIST);
+		return -EEXIST;
 	if ((flags & RENAME_EXCHANGE) && !target_exists)
-		return txn_end(txn, -ENOENT);
-	if (S_ISDIR(src.mode) && parent != newparent && is_ancestor(m, txn, ino, newparent))
-		return txn_end(txn, -EINVAL);
+		return -ENOENT;
+	if (S_ISDIR(src.mode) && parent != newparent && is_ancestor(t, ino, newparent))
+		return -EINVAL;
 	if (target_exists) {
-		rc = get_attr(m, txn, target, &dst);
+		rc = get_attr(t, target, &dst);
 		if (rc < 0)
-			return txn_end(txn, rc);
+			return rc;
 	}
 	if (flags & RENAME_EXCHANGE) {
-		if (S_ISDIR(dst.mode) && parent != newparent && is_ancestor(m, txn, target, parent))
-			return txn_end(txn, -EINVAL);
-		rc = put_dentry(m, txn, parent, name, target);
+		if (S_ISDIR(dst.mode) && parent != newparent && is_ancestor(t, target, parent))
+			return -EINVAL;
+		rc = put_dentry(t, parent, name, target);
 		if (rc == 0)
-			rc = put_dentry(m, txn, newparent, newname, ino);
+			rc = put_dentry(t, newparent, newname, ino);
 		if (rc == 0 && S_ISDIR(src.mode))
-			rc = set_parent(m, txn, ino, newparent);
+			rc = set_parent(t, ino, newparent);
 		if (rc == 0 && S_ISDIR(dst.mode))
-			rc = set_parent(m, txn, target, parent);
+			rc = set_parent(t, target, parent);
 		if (rc == 0 && parent != newparent && S_ISDIR(src.mode) != S_ISDIR(dst.mode)) {
 			/* A directory moved each way: fix the parents' link counts. */
-			rc = get_attr(m, txn, parent, &p);
+			rc = get_attr(t, parent, &p);
 			if (rc == 0 && S_ISDIR(src.mode)) {
 				p.nlink--;
 				np.nlink++;
@@ -825,13 +839,13 @@ int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newp
 				np.nlink--;
 			}
 			if (rc == 0)
-				rc = put_attr(m, txn, &p);
+				rc = put_attr(t, &p);
 		}
 		src.ctime_ns = dst.ctime_ns = now;
 		if (rc == 0)
-			rc = put_attr(m, txn, &src);
+			rc = put_attr(t, &src);
 		if (rc == 0)
-			rc = put_attr(m, txn, &dst);
+			rc = put_attr(t, &dst);
 		goto parents;
 	}
 	if (target_exists) {
@@ -839,78 +853,88 @@ int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newp
 			rc = -ENOTDIR;
 		else if (!S_ISDIR(src.mode) && S_ISDIR(dst.mode))
 			rc = -EISDIR;
-		else if (S_ISDIR(dst.mode) && !dir_empty(m, txn, target))
+		else if (S_ISDIR(dst.mode) && !dir_empty(t, target))
 			rc = -ENOTEMPTY;
 		if (rc == 0)
-			rc = drop_link(m, txn, target, now, gone_ino);
+			rc = drop_link(t, target, now, gone_ino);
 		if (rc == 0 && S_ISDIR(dst.mode))
 			np.nlink--;
 	}
 	if (rc == 0)
-		rc = del_dentry(m, txn, parent, name);
+		rc = del_dentry(t, parent, name);
 	if (rc == 0)
-		rc = put_dentry(m, txn, newparent, newname, ino);
+		rc = put_dentry(t, newparent, newname, ino);
 	if (rc == 0 && S_ISDIR(src.mode))
-		rc = set_parent(m, txn, ino, newparent);
+		rc = set_parent(t, ino, newparent);
 	if (rc == 0 && S_ISDIR(src.mode) && parent != newparent) {
-		rc = get_attr(m, txn, parent, &p);
+		rc = get_attr(t, parent, &p);
 		if (rc == 0) {
 			p.nlink--;
-			rc = put_attr(m, txn, &p);
+			rc = put_attr(t, &p);
 		}
 		np.nlink++;
 	}
 	if (rc == 0) {
 		src.ctime_ns = now;
-		rc = put_attr(m, txn, &src);
+		rc = put_attr(t, &src);
 	}
 parents:
 	if (rc == 0) {
 		np.mtime_ns = np.ctime_ns = now;
-		rc = put_attr(m, txn, &np);
+		rc = put_attr(t, &np);
 	}
 	if (rc == 0 && parent != newparent) {
-		rc = get_attr(m, txn, parent, &p);
+		rc = get_attr(t, parent, &p);
 		if (rc == 0) {
 			p.mtime_ns = p.ctime_ns = now;
-			rc = put_attr(m, txn, &p);
+			rc = put_attr(t, &p);
 		}
 	}
-	return txn_end(txn, rc);
+	return rc;
+}
+
+int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newparent,
+		const char *newname, unsigned flags, uint64_t *gone_ino)
+{
+	int rc = check_name(newname);
+
+	*gone_ino = 0;
+	if (rc < 0)
+		return rc;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	return IN_TXN(m, true, rename_tx(t, parent, name, newparent, newname, flags, gone_ino));
+}
+
+static int release_tx(struct meta *m, struct kv_txn *t, uint64_t ino)
+{
+	struct meta_attr a;
+	int rc = get_attr(t, ino, &a);
+
+	if (rc == -ENOENT)
+		return 0;
+	if (rc == 0 && a.nlink == 0)
+		rc = free_inode(m, t, ino);
+	return rc;
 }
 
 int meta_release_inode(struct meta *m, uint64_t ino)
 {
-	struct meta_attr a;
-	MDB_txn *txn;
-	int rc = txn_begin(m, true, &txn);
-
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, ino, &a);
-	if (rc == -ENOENT)
-		return txn_end(txn, 0);
-	if (rc == 0 && a.nlink == 0)
-		rc = free_inode(m, txn, ino);
-	return txn_end(txn, rc);
+	return IN_TXN(m, true, release_tx(m, t, ino));
 }
 
-int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsigned valid,
-		 struct meta_attr *out)
+static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const struct meta_attr *in,
+		      unsigned valid, struct meta_attr *out)
 {
 	struct meta_attr a;
-	MDB_txn *txn;
 	int64_t now = meta_now_ns();
-	int rc = txn_begin(m, true, &txn);
+	int rc = get_attr(t, ino, &a);
 
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, ino, &a);
 	if (rc == 0 && (valid & META_SET_SIZE)) {
 		if (S_ISDIR(a.mode))
 			rc = -EISDIR;
 		else if (in->size < a.size)
-			rc = punch(m, txn, ino, in->size, UINT64_MAX);
+			rc = punch(m, t, ino, in->size, UINT64_MAX);
 		if (rc == 0) {
 			if (in->size != a.size)
 				a.mtime_ns = now;
@@ -929,9 +953,49 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 		if (valid & META_SET_MTIME)
 			a.mtime_ns = in->mtime_ns;
 		a.ctime_ns = (valid & META_SET_CTIME) ? in->ctime_ns : now;
-		rc = put_attr(m, txn, &a);
+		rc = put_attr(t, &a);
 	}
-	rc = txn_end(txn, rc);
+	if (rc == 0 && out)
+		*out = a;
+	return rc;
+}
+
+int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsigned valid,
+		 struct meta_attr *out)
+{
+	return IN_TXN(m, true, setattr_tx(m, t, ino, in, valid, out));
+}
+
+static int write_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
+			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
+			   struct meta_attr *out)
+{
+	struct meta_attr a;
+	int64_t now = meta_now_ns();
+	int rc = get_attr(t, ino, &a);
+
+	for (int i = 0; i < n && rc == 0; i++) {
+		if (chunks[i].length == 0)
+			continue;
+		/* Referenced before the punch, so rewriting a blob's own range never
+		 * sends it to gc. */
+		rc = fidref_add(m, t, chunks[i].fid, 1);
+		if (rc == 0)
+			rc =
+			    punch(m, t, ino, chunks[i].offset, chunks[i].offset + chunks[i].length);
+		if (rc == 0)
+			rc = put_chunk(t, ino, &chunks[i]);
+		if (rc == 0 && chunks[i].offset + chunks[i].length > a.size)
+			a.size = chunks[i].offset + chunks[i].length;
+	}
+	/* Written after the last unlink (nlink 0) is fine: freed at release. */
+	if (rc == 0) {
+		if (min_size > a.size)
+			a.size = min_size;
+		if (touch)
+			a.mtime_ns = a.ctime_ns = now;
+		rc = put_attr(t, &a);
+	}
 	if (rc == 0 && out)
 		*out = a;
 	return rc;
@@ -940,55 +1004,17 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chunks, int n,
 		      uint64_t min_size, bool touch, struct meta_attr *out)
 {
-	struct meta_attr a;
-	MDB_txn *txn;
-	int64_t now = meta_now_ns();
-	int rc = txn_begin(m, true, &txn);
-
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, ino, &a);
-	for (int i = 0; i < n && rc == 0; i++) {
-		if (chunks[i].length == 0)
-			continue;
-		/* Referenced before the punch, so rewriting a blob's own range never
-		 * sends it to gc. */
-		rc = fidref_add(m, txn, chunks[i].fid, 1);
-		if (rc == 0)
-			rc = punch(m, txn, ino, chunks[i].offset,
-				   chunks[i].offset + chunks[i].length);
-		if (rc == 0)
-			rc = put_chunk(m, txn, ino, &chunks[i]);
-		if (rc == 0 && chunks[i].offset + chunks[i].length > a.size)
-			a.size = chunks[i].offset + chunks[i].length;
-	}
-	if (rc == 0 && a.nlink == 0) {
-		/* Written after the last unlink: fine, freed at release. */
-	}
-	if (rc == 0) {
-		if (min_size > a.size)
-			a.size = min_size;
-		if (touch)
-			a.mtime_ns = a.ctime_ns = now;
-		rc = put_attr(m, txn, &a);
-	}
-	rc = txn_end(txn, rc);
-	if (rc == 0 && out)
-		*out = a;
-	return rc;
+	return IN_TXN(m, true, write_chunks_tx(m, t, ino, chunks, n, min_size, touch, out));
 }
 
-int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *old, int n,
-			const struct meta_chunk *fresh)
+static int replace_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
+			     const struct meta_chunk *old, int n, const struct meta_chunk *fresh)
 {
 	struct meta_chunk *now = NULL;
-	MDB_txn *txn;
 	bool same;
-	int got, rc = txn_begin(m, true, &txn);
+	int got, rc = 0;
 
-	if (rc < 0)
-		return rc;
-	got = collect_chunks(m, txn, ino, fresh->offset, fresh->offset + fresh->length, &now);
+	got = collect_chunks(t, ino, fresh->offset, fresh->offset + fresh->length, &now);
 	same = got == n;
 	for (int i = 0; same && i < n; i++)
 		same = now[i].offset == old[i].offset && now[i].length == old[i].length &&
@@ -997,27 +1023,27 @@ int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *o
 	if (got < 0)
 		rc = got;
 	else if (same)
-		rc = punch(m, txn, ino, fresh->offset, fresh->offset + fresh->length);
+		rc = punch(m, t, ino, fresh->offset, fresh->offset + fresh->length);
 	if (rc == 0 && same)
-		rc = put_chunk(m, txn, ino, fresh);
+		rc = put_chunk(t, ino, fresh);
 	/* A reference when used, none otherwise: then the blob goes straight to gc. */
 	if (rc == 0)
-		rc = fidref_add(m, txn, fresh->fid, same ? 1 : 0);
-	return txn_end(txn, rc);
+		rc = fidref_add(m, t, fresh->fid, same ? 1 : 0);
+	return rc;
+}
+
+int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *old, int n,
+			const struct meta_chunk *fresh)
+{
+	return IN_TXN(m, true, replace_chunks_tx(m, t, ino, old, n, fresh));
 }
 
 int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len,
 		     struct meta_chunk **out)
 {
-	MDB_txn *txn;
-	int rc = txn_begin(m, false, &txn);
+	uint64_t end = len > UINT64_MAX - offset ? UINT64_MAX : offset + len;
 
-	if (rc < 0)
-		return rc;
-	rc = collect_chunks(m, txn, ino, offset,
-			    len > UINT64_MAX - offset ? UINT64_MAX : offset + len, out);
-	mdb_txn_abort(txn);
-	return rc;
+	return IN_TXN(m, false, collect_chunks(t, ino, offset, end, out));
 }
 
 int meta_chunk_count(struct meta *m, uint64_t ino)
@@ -1030,47 +1056,99 @@ int meta_chunk_count(struct meta *m, uint64_t ino)
 	return n;
 }
 
+/* readdir reads a directory in batches, each one read transaction; fn is called
+ * outside of them (it may be slow, and a transaction that runs again must not call it
+ * twice for one entry). */
+#define READDIR_BATCH 128
+
+struct dir_batch {
+	uint64_t ino;
+	const char *after;
+	int n;
+	char last[META_NAME_MAX + 1]; /* the last name scanned (to go on from) */
+	struct dir_entry {
+		char name[META_NAME_MAX + 1];
+		uint64_t ino;
+		struct meta_attr attr;
+	} e[READDIR_BATCH];
+};
+
+static int batch_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct dir_batch *b = ctx;
+	size_t n = klen - 8;
+
+	if (klen < 8 || n > META_NAME_MAX || vlen != 8)
+		return 0;
+	if (b->after && *b->after && n == strlen(b->after) && !memcmp(k + 8, b->after, n))
+		return 0; /* the entry to start after */
+	if (b->n == READDIR_BATCH)
+		return 1;
+	memcpy(b->e[b->n].name, k + 8, n);
+	b->e[b->n].name[n] = '\0';
+	b->e[b->n].ino = rd64(v);
+	b->n++;
+	return 0;
+}
+
+static int readdir_tx(struct kv_txn *t, struct dir_batch *b)
+{
+	uint8_t from[8 + META_NAME_MAX], to[8];
+	int rc, kept = 0;
+
+	b->n = 0;
+	be64(to, b->ino + 1);
+	rc = kv_scan(t, KV_DENTRIES, from, dentry_key(from, b->ino, b->after), to, 8, false,
+		     READDIR_BATCH + 1, batch_one, b);
+	for (int i = 0; rc == 0 && i < b->n; i++) {
+		int r = get_attr(t, b->e[i].ino, &b->e[kept].attr);
+
+		if (r == -ENOENT)
+			continue;
+		if (r < 0)
+			return r;
+		if (kept != i) {
+			memcpy(b->e[kept].name, b->e[i].name, sizeof(b->e[i].name));
+			b->e[kept].ino = b->e[i].ino;
+		}
+		kept++;
+	}
+	if (rc == 0 && b->n == READDIR_BATCH) {
+		memcpy(b->last, b->e[b->n - 1].name, sizeof(b->last));
+		rc = 1; /* more may follow */
+	}
+	b->n = kept;
+	return rc;
+}
+
 int meta_readdir(struct meta *m, uint64_t ino, const char *after,
 		 int (*fn)(void *ctx, const char *name, const struct meta_attr *attr), void *ctx)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	uint8_t k[8 + META_NAME_MAX];
-	MDB_val key, val;
-	int rc = txn_begin(m, false, &txn);
+	struct dir_batch *b = malloc(sizeof(*b));
+	char last[META_NAME_MAX + 1];
+	int rc;
 
-	if (rc < 0)
-		return rc;
-	if (mdb_cursor_open(txn, m->dentries, &cur) != 0) {
-		mdb_txn_abort(txn);
-		return -EIO;
-	}
-	key.mv_size = dentry_key(k, ino, after ? after : "");
-	key.mv_data = k;
-	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
-	if (rc == 0 && after && *after && key.mv_size == 8 + strlen(after) &&
-	    rd64(key.mv_data) == ino && !memcmp((uint8_t *)key.mv_data + 8, after, strlen(after)))
-		rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
-	for (; rc == 0; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		char name[META_NAME_MAX + 1];
-		struct meta_attr a;
-		size_t n;
+	if (!b)
+		return -ENOMEM;
+	snprintf(last, sizeof(last), "%s", after ? after : "");
+	b->ino = ino;
+	for (;;) {
+		bool more, stop = false;
 
-		if (key.mv_size < 8 || rd64(key.mv_data) != ino)
+		b->after = last;
+		rc = IN_TXN(m, false, readdir_tx(t, b));
+		if (rc < 0)
 			break;
-		n = key.mv_size - 8;
-		if (n > META_NAME_MAX || val.mv_size != 8)
-			continue;
-		memcpy(name, (uint8_t *)key.mv_data + 8, n);
-		name[n] = '\0';
-		if (get_attr(m, txn, rd64(val.mv_data), &a) < 0)
-			continue;
-		if (fn(ctx, name, &a))
+		more = rc == 1;
+		rc = 0;
+		for (int i = 0; i < b->n && !stop; i++)
+			stop = fn(ctx, b->e[i].name, &b->e[i].attr) != 0;
+		if (stop || !more)
 			break;
+		memcpy(last, b->last, sizeof(last));
 	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return 0;
+	free(b);
+	return rc;
 }
 
 static size_t xattr_key(uint8_t *k, uint64_t ino, const char *name)
@@ -1082,27 +1160,16 @@ static size_t xattr_key(uint8_t *k, uint64_t ino, const char *name)
 	return 8 + n;
 }
 
-int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value, size_t len,
-		  int flags)
+static int setxattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t klen,
+		       const void *value, size_t len, int flags)
 {
-	uint8_t k[8 + 256];
-	MDB_val key, val = {len, (void *)value}, old;
-	MDB_txn *txn;
 	struct meta_attr a;
-	int rc;
+	const uint8_t *old;
+	size_t oldlen;
+	int rc = get_attr(t, ino, &a);
 
-	if (strlen(name) == 0 || strlen(name) > 255)
-		return -ERANGE;
-	if (len > 65536)
-		return -E2BIG;
-	key.mv_size = xattr_key(k, ino, name);
-	key.mv_data = k;
-	rc = txn_begin(m, true, &txn);
-	if (rc < 0)
-		return rc;
-	rc = get_attr(m, txn, ino, &a);
 	if (rc == 0) {
-		bool exists = mdb_get(txn, m->xattrs, &key, &old) == 0;
+		bool exists = kv_get(t, KV_XATTRS, k, klen, &old, &oldlen) == 0;
 
 		if ((flags & 1 /* XATTR_CREATE */) && exists)
 			rc = -EEXIST;
@@ -1110,156 +1177,170 @@ int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *va
 			rc = -ENODATA;
 	}
 	if (rc == 0)
-		rc = lmdb_err(mdb_put(txn, m->xattrs, &key, &val, 0));
+		rc = kv_put(t, KV_XATTRS, k, klen, value, len);
 	if (rc == 0) {
 		a.ctime_ns = meta_now_ns();
-		rc = put_attr(m, txn, &a);
+		rc = put_attr(t, &a);
 	}
-	return txn_end(txn, rc);
+	return rc;
+}
+
+int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *value, size_t len,
+		  int flags)
+{
+	uint8_t k[8 + 256];
+	size_t klen;
+
+	if (strlen(name) == 0 || strlen(name) > 255)
+		return -ERANGE;
+	if (len > 65536)
+		return -E2BIG;
+	klen = xattr_key(k, ino, name);
+	return IN_TXN(m, true, setxattr_tx(t, ino, k, klen, value, len, flags));
+}
+
+static int getxattr_tx(struct kv_txn *t, const uint8_t *k, size_t klen, void *buf, size_t cap)
+{
+	const uint8_t *v;
+	size_t vlen;
+	int rc = kv_get(t, KV_XATTRS, k, klen, &v, &vlen);
+
+	if (rc == -ENOENT)
+		return -ENODATA;
+	if (rc < 0)
+		return rc;
+	if (cap == 0)
+		return (int)vlen;
+	if (cap < vlen)
+		return -ERANGE;
+	memcpy(buf, v, vlen);
+	return (int)vlen;
 }
 
 int meta_getxattr(struct meta *m, uint64_t ino, const char *name, void *buf, size_t cap)
 {
 	uint8_t k[8 + 256];
-	MDB_val key, val;
-	MDB_txn *txn;
-	int rc;
+	size_t klen;
 
 	if (strlen(name) == 0 || strlen(name) > 255)
 		return -ENODATA;
-	key.mv_size = xattr_key(k, ino, name);
-	key.mv_data = k;
-	rc = txn_begin(m, false, &txn);
-	if (rc < 0)
-		return rc;
-	rc = mdb_get(txn, m->xattrs, &key, &val);
-	if (rc == MDB_NOTFOUND) {
-		rc = -ENODATA;
-	} else if (rc != 0) {
-		rc = lmdb_err(rc);
-	} else if (cap == 0) {
-		rc = (int)val.mv_size;
-	} else if (cap < val.mv_size) {
-		rc = -ERANGE;
-	} else {
-		memcpy(buf, val.mv_data, val.mv_size);
-		rc = (int)val.mv_size;
+	klen = xattr_key(k, ino, name);
+	return IN_TXN(m, false, getxattr_tx(t, k, klen, buf, cap));
+}
+
+struct xattr_list {
+	char *buf;
+	size_t cap, total;
+};
+
+static int list_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct xattr_list *l = ctx;
+	size_t n;
+
+	if (klen <= 8)
+		return 0;
+	n = klen - 8;
+	if (l->cap > 0) {
+		if (l->total + n + 1 > l->cap)
+			return -ERANGE;
+		memcpy(l->buf + l->total, k + 8, n);
+		l->buf[l->total + n] = '\0';
 	}
-	mdb_txn_abort(txn);
-	return rc;
+	l->total += n + 1;
+	return 0;
+}
+
+static int listxattr_tx(struct kv_txn *t, uint64_t ino, char *buf, size_t cap)
+{
+	struct xattr_list l = {buf, cap, 0};
+	uint8_t from[8], to[8];
+	int rc;
+
+	ino_range(from, to, ino);
+	rc = kv_scan(t, KV_XATTRS, from, 8, to, 8, false, 0, list_one, &l);
+	if (rc == -ERANGE) {
+		t->failed = 0; /* not the engine's failure */
+		return -ERANGE;
+	}
+	return rc < 0 ? rc : (int)l.total;
 }
 
 int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	uint8_t k[8];
-	MDB_val key = {8, k}, val;
-	size_t total = 0;
-	int rc = txn_begin(m, false, &txn);
+	return IN_TXN(m, false, listxattr_tx(t, ino, buf, cap));
+}
 
-	if (rc < 0)
-		return rc;
-	if (mdb_cursor_open(txn, m->xattrs, &cur) != 0) {
-		mdb_txn_abort(txn);
-		return -EIO;
-	}
-	be64(k, ino);
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
-	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		size_t n;
+static int removexattr_tx(struct kv_txn *t, const uint8_t *k, size_t klen)
+{
+	int rc = kv_del(t, KV_XATTRS, k, klen);
 
-		if (key.mv_size <= 8 || rd64(key.mv_data) != ino)
-			break;
-		n = key.mv_size - 8;
-		if (cap > 0) {
-			if (total + n + 1 > cap) {
-				total = (size_t)-1;
-				break;
-			}
-			memcpy(buf + total, (uint8_t *)key.mv_data + 8, n);
-			buf[total + n] = '\0';
-		}
-		total += n + 1;
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return total == (size_t)-1 ? -ERANGE : (int)total;
+	return rc == -ENOENT ? -ENODATA : rc;
 }
 
 int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 {
 	uint8_t k[8 + 256];
-	MDB_val key;
-	MDB_txn *txn;
-	int rc;
+	size_t klen;
 
 	if (strlen(name) == 0 || strlen(name) > 255)
 		return -ENODATA;
-	key.mv_size = xattr_key(k, ino, name);
-	key.mv_data = k;
-	rc = txn_begin(m, true, &txn);
-	if (rc < 0)
-		return rc;
-	rc = mdb_del(txn, m->xattrs, &key, NULL);
-	rc = rc == MDB_NOTFOUND ? -ENODATA : lmdb_err(rc);
-	return txn_end(txn, rc);
+	klen = xattr_key(k, ino, name);
+	return IN_TXN(m, true, removexattr_tx(t, k, klen));
+}
+
+struct gc_list {
+	int n, max;
+	char (*fids)[META_FID_MAX];
+	uint64_t *seqs;
+};
+
+static int gc_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct gc_list *l = ctx;
+
+	if (klen != 8 || vlen >= META_FID_MAX)
+		return 0;
+	if (l->n == l->max)
+		return 1;
+	l->seqs[l->n] = rd64(k);
+	memcpy(l->fids[l->n], v, vlen);
+	l->fids[l->n][vlen] = '\0';
+	l->n++;
+	return 0;
+}
+
+static int gc_take_tx(struct kv_txn *t, struct gc_list *l)
+{
+	uint8_t from[8];
+	int rc;
+
+	l->n = 0;
+	be64(from, 0);
+	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, l->max, gc_one, l);
+	return rc < 0 ? rc : l->n;
 }
 
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val key, val;
-	int got = 0, rc = txn_begin(m, false, &txn);
+	struct gc_list l = {0, n, fids, seqs};
 
-	if (rc < 0)
-		return rc;
-	if (mdb_cursor_open(txn, m->gc, &cur) != 0) {
-		mdb_txn_abort(txn);
-		return -EIO;
-	}
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0 && got < n;
-	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		if (key.mv_size != 8 || val.mv_size >= META_FID_MAX)
-			continue;
-		seqs[got] = rd64(key.mv_data);
-		memcpy(fids[got], val.mv_data, val.mv_size);
-		fids[got][val.mv_size] = '\0';
-		got++;
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return got;
+	return IN_TXN(m, false, gc_take_tx(t, &l));
+}
+
+static int gc_done_tx(struct kv_txn *t, uint64_t seq)
+{
+	uint8_t k[8];
+	int rc;
+
+	be64(k, seq);
+	rc = kv_del(t, KV_GC, k, 8);
+	return rc == -ENOENT ? 0 : rc;
 }
 
 int meta_gc_done(struct meta *m, uint64_t seq)
 {
-	uint8_t k[8];
-	MDB_val key = {8, k};
-	MDB_txn *txn;
-	int rc = txn_begin(m, true, &txn);
-
-	if (rc < 0)
-		return rc;
-	be64(k, seq);
-	rc = mdb_del(txn, m->gc, &key, NULL);
-	return txn_end(txn, rc == MDB_NOTFOUND ? 0 : lmdb_err(rc));
-}
-
-static int count_entries(struct meta *m, MDB_dbi dbi, uint64_t *count)
-{
-	MDB_txn *txn;
-	MDB_stat st;
-	int rc = txn_begin(m, false, &txn);
-
-	if (rc < 0)
-		return rc;
-	rc = lmdb_err(mdb_stat(txn, dbi, &st));
-	if (rc == 0)
-		*count = st.ms_entries;
-	mdb_txn_abort(txn);
-	return rc;
+	return IN_TXN(m, true, gc_done_tx(t, seq));
 }
 
 uint64_t meta_gc_generation(struct meta *m)
@@ -1270,40 +1351,52 @@ uint64_t meta_gc_generation(struct meta *m)
 int meta_gc_pending(struct meta *m)
 {
 	uint64_t n = 0;
-	int rc = count_entries(m, m->gc, &n);
+	int rc = IN_TXN(m, false, kv_count(t, KV_GC, &n));
 
 	return rc < 0 ? rc : (int)n;
 }
 
 int meta_inode_count(struct meta *m, uint64_t *count)
 {
-	return count_entries(m, m->inodes, count);
+	return IN_TXN(m, false, kv_count(t, KV_INODES, count));
+}
+
+struct ino_list {
+	uint64_t inos[256];
+	int n;
+};
+
+static int orphan_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct ino_list *l = ctx;
+
+	if (klen == 8 && l->n < 256)
+		l->inos[l->n++] = rd64(k);
+	return 0;
+}
+
+static int orphans_tx(struct kv_txn *t, struct ino_list *l)
+{
+	uint8_t from[8];
+
+	l->n = 0;
+	be64(from, 0);
+	return kv_scan(t, KV_ORPHANS, from, 8, NULL, 0, false, 256, orphan_one, l);
 }
 
 int meta_release_orphans(struct meta *m)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val key, val;
-	uint64_t inos[256];
-	int n = 0, rc = txn_begin(m, false, &txn);
+	struct ino_list l;
+	int rc = IN_TXN(m, false, orphans_tx(t, &l));
 
 	if (rc < 0)
 		return rc;
-	if (mdb_cursor_open(txn, m->orphans, &cur) == 0) {
-		for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0 && n < 256;
-		     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT))
-			if (key.mv_size == 8)
-				inos[n++] = rd64(key.mv_data);
-		mdb_cursor_close(cur);
-	}
-	mdb_txn_abort(txn);
-	for (int i = 0; i < n; i++) {
-		rc = meta_release_inode(m, inos[i]);
+	for (int i = 0; i < l.n; i++) {
+		rc = meta_release_inode(m, l.inos[i]);
 		if (rc < 0)
 			return rc;
 	}
-	if (n)
-		log_info("meta: released %d file(s) unlinked while open before a restart", n);
-	return n == 256 ? meta_release_orphans(m) : 0;
+	if (l.n)
+		log_info("meta: released %d file(s) unlinked while open before a restart", l.n);
+	return l.n == 256 ? meta_release_orphans(m) : 0;
 }

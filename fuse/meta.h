@@ -1,5 +1,9 @@
 /*
- * meta: the mount's metadata in LMDB, the only file that includes lmdb.h.
+ * meta: the mount's metadata: the filesystem rules (names, inodes, link counts, rename
+ * semantics, data intervals, xattrs, the gc queue), written once over an ordered
+ * transactional key-value engine (fuse/kv.h): LMDB in a directory on the mount host
+ * (kv_lmdb.c, the default), or a PostgreSQL database shared by many mounts (kv_pg.c,
+ * when the spec is a postgres:// or postgresql:// URL).
  *
  * Tables (all keys big-endian so ranges scan in order):
  *   inodes    ino                  -> struct meta_attr (fixed layout)
@@ -9,7 +13,9 @@
  *   fidrefs   fid                  -> number of chunk entries using that blob
  *   xattrs    ino + name           -> value
  *   gc        sequence number      -> fid of a blob to delete in the cluster
- *   counters  name                 -> u64 (next inode number, next gc sequence)
+ *   counters  name                 -> u64 (next inode number, next gc sequence; LMDB)
+ *   orphans   ino                  -> inodes with no links left, still in use
+ *   parents   directory ino        -> its parent (for the rename-into-itself check)
  *
  * A file's data is a set of NON-OVERLAPPING intervals, each a slice of a blob: writing
  * [o, o+n) with a new blob trims or drops the intervals it covers, so the newest data
@@ -17,19 +23,22 @@
  * and a background thread deletes it in the cluster (the gc table survives restarts,
  * so nothing leaks). Holes read as zeros.
  *
- * Every namespace change is one write transaction, so it is atomic, and it is in the
- * kernel when the call returns: a crash of the mount process loses nothing. Commits do
- * not fsync (MDB_NOSYNC); meta_sync does, called on fsync and at least every second by
- * the mount, so a power loss loses at most the last second of changes not fsync'ed.
- * Read-only calls use read transactions.
- * No transaction is ever held across network I/O: callers upload first, then commit.
+ * Every namespace change is one read-write transaction, so it is atomic; with
+ * PostgreSQL it runs at SERIALIZABLE and is run again from the start when it conflicts
+ * with another mount's (serialization failure, deadlock) or the server was lost (up to
+ * the timeout, then -EIO). It is in the engine when the call returns: a crash of the
+ * mount process loses nothing. LMDB commits do not fsync (MDB_NOSYNC); meta_sync does,
+ * called on fsync and at least every second by the mount, so a power loss loses at most
+ * the last second of changes not fsync'ed. PostgreSQL commits are durable as the server
+ * is configured (synchronous_commit). Read-only calls use read transactions (one
+ * snapshot). No transaction is ever held across network I/O to the cluster: callers
+ * upload first, then commit.
  *
- * Threads: any thread may call anything; LMDB serialises writers (MDB_NOTLS lets read
- * transactions move between threads).
+ * Threads: any thread may call anything.
  *
  * Errors: 0 or -errno (-ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -ENAMETOOLONG,
- * -ENODATA for a missing xattr, -ERANGE, -EIO for LMDB failures, -ENOSPC when the map
- * is full).
+ * -ENODATA for a missing xattr, -ERANGE, -EIO for engine failures, -ENOSPC when the
+ * LMDB map is full).
  */
 #ifndef KELP_META_H
 #define KELP_META_H
@@ -66,7 +75,21 @@ struct meta_chunk {
 	char fid[META_FID_MAX];
 };
 
-int meta_open(const char *dir, struct meta **out);
+struct meta_options {
+	const char *cluster_id; /* PostgreSQL: the masters' TopologyId, checked and stored */
+	int timeout_ms;		/* how long calls wait for a lost server (default 30 s) */
+	int connections;	/* PostgreSQL: connections in the pool (default 8) */
+};
+
+/* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
+int meta_open(const char *spec, struct meta **out);
+int meta_open_opts(const char *spec, const struct meta_options *o, struct meta **out);
+/* True when other mounts may change the metadata (PostgreSQL). */
+bool meta_shared(struct meta *m);
+/* "lmdb" or "postgres". */
+const char *meta_engine(struct meta *m);
+/* Transactions run again after a conflict or a lost server, since open. */
+uint64_t meta_retries(struct meta *m);
 /* Flushes committed transactions to disk. */
 int meta_sync(struct meta *m);
 void meta_close(struct meta *m);

@@ -20,7 +20,6 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 
-#define ATTR_TIMEOUT	1.0
 #define STAT_BLOCK_SIZE 4096
 /* st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it,
  * and 1 MiB (the largest FUSE write) costs 8 times fewer round trips than 128 KiB. */
@@ -69,24 +68,20 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 /* The kernel holds one more reference (lookup count) on ino. */
 static void lookup_ref(struct kelp_fs *fs, uint64_t ino)
 {
-	struct needle_map_entry e;
-
 	if (ino == FUSE_ROOT_ID)
 		return;
 	pthread_mutex_lock(&fs->lookups_lock);
-	if (!needle_map_get(&fs->lookups, ino, &e))
-		e.offset = 0;
-	needle_map_set(&fs->lookups, ino, e.offset + 1, 0, NULL);
+	if (inomap_set(&fs->lookups, ino, inomap_get(&fs->lookups, ino) + 1) < 0)
+		log_error("mount: out of memory counting the kernel's references");
 	pthread_mutex_unlock(&fs->lookups_lock);
 }
 
 static bool kernel_uses(struct kelp_fs *fs, uint64_t ino)
 {
-	struct needle_map_entry e;
 	bool used;
 
 	pthread_mutex_lock(&fs->lookups_lock);
-	used = needle_map_get(&fs->lookups, ino, &e);
+	used = inomap_get(&fs->lookups, ino) > 0;
 	pthread_mutex_unlock(&fs->lookups_lock);
 	return used;
 }
@@ -110,17 +105,14 @@ static void release_if_unused(struct kelp_fs *fs, uint64_t ino)
 
 static void lookup_unref(struct kelp_fs *fs, uint64_t ino, uint64_t n)
 {
-	struct needle_map_entry e;
+	uint64_t count;
 	bool gone = false;
 
 	pthread_mutex_lock(&fs->lookups_lock);
-	if (needle_map_get(&fs->lookups, ino, &e)) {
-		if (e.offset <= n) {
-			needle_map_delete(&fs->lookups, ino, NULL);
-			gone = true;
-		} else {
-			needle_map_set(&fs->lookups, ino, e.offset - (uint32_t)n, 0, NULL);
-		}
+	count = inomap_get(&fs->lookups, ino);
+	if (count) {
+		gone = count <= n;
+		inomap_set(&fs->lookups, ino, gone ? 0 : count - n);
 	}
 	pthread_mutex_unlock(&fs->lookups_lock);
 	if (gone) {
@@ -138,8 +130,8 @@ static void reply_entry(fuse_req_t req, const struct meta_attr *a)
 	memset(&e, 0, sizeof(e));
 	e.ino = a->ino;
 	e.generation = 1;
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ATTR_TIMEOUT;
+	e.attr_timeout = fs_of(req)->opt.attr_timeout;
+	e.entry_timeout = fs_of(req)->opt.entry_timeout;
 	to_stat(fs_of(req), a, &e.attr);
 	lookup_ref(fs_of(req), a->ino);
 	if (fuse_reply_entry(req, &e) != 0)
@@ -151,7 +143,7 @@ static void reply_attr(fuse_req_t req, const struct meta_attr *a)
 	struct stat st;
 
 	to_stat(fs_of(req), a, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+	fuse_reply_attr(req, &st, fs_of(req)->opt.attr_timeout);
 }
 
 /*
@@ -442,7 +434,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_kick_gc(fs);
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
-	fi->keep_cache = 1; /* only this mount changes the file */
+	/* Close-to-open: with a shared metadata another mount may have changed the file
+	 * since the kernel cached its pages, so they go at every open. */
+	fi->keep_cache = !meta_shared(fs_of(req)->meta);
 	if (fuse_reply_open(req, fi) != 0)
 		file_put(fs, f);
 }
@@ -472,8 +466,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
 	e.generation = 1;
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ATTR_TIMEOUT;
+	e.attr_timeout = fs_of(req)->opt.attr_timeout;
+	e.entry_timeout = fs_of(req)->opt.entry_timeout;
 	to_stat(fs, &a, &e.attr);
 	lookup_ref(fs, a.ino);
 	if (fuse_reply_create(req, &e, fi) != 0) {

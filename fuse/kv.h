@@ -1,0 +1,155 @@
+/*
+ * kv: the storage engines under the mount's metadata (fuse/meta.c): an ordered,
+ * transactional key-value store with a few named tables. meta.c holds the filesystem
+ * rules and talks only to this interface; kv_lmdb.c (an LMDB environment on the mount
+ * host) and kv_pg.c (a PostgreSQL database shared by many mounts) implement it. Another
+ * transactional ordered store (etcd, TiKV, FoundationDB) would be one more file.
+ *
+ * Keys compare as bytes (memcmp, shorter first on a tie), so big-endian integers scan in
+ * order. A transaction is read-only or read-write; everything it reads is one snapshot,
+ * and a read-write one commits all or nothing. Two read-write transactions that
+ * conflict: one of them fails with -EAGAIN (at any call or at commit), and the caller
+ * runs it again from the start (meta.c's retry loop). An engine that lost its server
+ * returns -ENOTCONN; the caller waits and retries up to its timeout.
+ *
+ * Once a call of a transaction fails (anything but -ENOENT), every later call and the
+ * commit fail the same way (t->failed), so a caller that ignores one error (an existence
+ * test) still cannot commit a half-seen state.
+ *
+ * Values returned by get and scan stay valid until the transaction ends.
+ */
+#ifndef KELP_KV_H
+#define KELP_KV_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum kv_table {
+	KV_INODES,
+	KV_SYMLINKS,
+	KV_DENTRIES,
+	KV_CHUNKS,
+	KV_FIDREFS,
+	KV_XATTRS,
+	KV_GC,
+	KV_COUNTERS,
+	KV_ORPHANS,
+	KV_PARENTS,
+	KV_NTABLES
+};
+
+/* Counters handed out by next_id: never the same number twice, across every mount. */
+enum kv_id { KV_ID_INO, KV_ID_GC };
+
+struct kv;
+
+struct kv_txn {
+	struct kv *kv;
+	bool write;
+	int failed; /* 0, or the error every later call returns */
+};
+
+/* Called for each key in a scan; non-zero stops it (a negative value is returned). */
+typedef int (*kv_scan_fn)(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
+
+struct kv_ops {
+	const char *name;
+	int (*begin)(struct kv *kv, bool write, struct kv_txn **out);
+	/* -ENOENT when absent. */
+	int (*get)(struct kv_txn *t, int table, const void *k, size_t klen, const uint8_t **v,
+		   size_t *vlen);
+	int (*put)(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
+		   size_t vlen);
+	/* -ENOENT when absent. */
+	int (*del)(struct kv_txn *t, int table, const void *k, size_t klen);
+	/*
+	 * The keys in [from, to) (to NULL: up to the end of the table), ascending, or
+	 * descending with reverse. limit > 0: at most that many (a hint that lets an engine
+	 * fetch fewer rows). Returns 0, what fn returned when negative, or -errno.
+	 */
+	int (*scan)(struct kv_txn *t, int table, const void *from, size_t flen, const void *to,
+		    size_t tlen, bool reverse, int limit, kv_scan_fn fn, void *ctx);
+	int (*count)(struct kv_txn *t, int table, uint64_t *n);
+	/* A number never handed out before (starting at first); may skip numbers. */
+	int (*next_id)(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out);
+	/* Ends the transaction (t is freed): 0, -EAGAIN (run it again), -ENOTCONN, -errno. */
+	int (*commit)(struct kv_txn *t);
+	void (*abort)(struct kv_txn *t);
+	/* Makes committed transactions durable (LMDB commits without fsync). */
+	int (*sync)(struct kv *kv);
+	void (*close)(struct kv *kv);
+};
+
+struct kv {
+	const struct kv_ops *ops;
+	bool shared; /* other mounts may change the data (caches must not trust it) */
+};
+
+/* Opens an LMDB environment in dir (created if missing). */
+int kv_lmdb_open(const char *dir, struct kv **out);
+
+struct kv_pg_options {
+	const char *cluster_id; /* the masters' TopologyId, "" or NULL = unknown */
+	int timeout_ms;		/* how long to wait for an unreachable server at open */
+	int connections;	/* pool size */
+};
+
+/* Connects to a postgres:// or postgresql:// URL, creating the schema on first use. */
+int kv_pg_open(const char *url, const struct kv_pg_options *o, struct kv **out);
+
+/* True when spec names a PostgreSQL database (postgres:// or postgresql://). */
+bool kv_is_pg_url(const char *spec);
+
+/* The URL with its password replaced by "***" (for messages). */
+void kv_mask_url(const char *url, char *out, size_t cap);
+
+/*
+ * Inline wrappers. Any failure but -ENOENT marks the transaction failed: every later
+ * call returns the same error and it cannot commit (see above).
+ */
+static inline int kv_failed(struct kv_txn *t, int rc)
+{
+	if (rc < 0 && rc != -ENOENT && !t->failed)
+		t->failed = rc;
+	return rc;
+}
+
+static inline int kv_get(struct kv_txn *t, int table, const void *k, size_t klen, const uint8_t **v,
+			 size_t *vlen)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->get(t, table, k, klen, v, vlen));
+}
+
+static inline int kv_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
+			 size_t vlen)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->put(t, table, k, klen, v, vlen));
+}
+
+static inline int kv_del(struct kv_txn *t, int table, const void *k, size_t klen)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->del(t, table, k, klen));
+}
+
+static inline int kv_scan(struct kv_txn *t, int table, const void *from, size_t flen,
+			  const void *to, size_t tlen, bool reverse, int limit, kv_scan_fn fn,
+			  void *ctx)
+{
+	return t->failed ? t->failed
+			 : kv_failed(t, t->kv->ops->scan(t, table, from, flen, to, tlen, reverse,
+							 limit, fn, ctx));
+}
+
+static inline int kv_count(struct kv_txn *t, int table, uint64_t *n)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->count(t, table, n));
+}
+
+static inline int kv_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->next_id(t, id, first, out));
+}
+
+#endif

@@ -1,0 +1,693 @@
+/*
+ * kv_pg: the kv engine (fuse/kv.h) on PostgreSQL through libpq, the only file that
+ * includes libpq-fe.h. Any number of mounts may use one database at once.
+ *
+ * Schema (created by the first mount of an empty database, under an advisory lock):
+ *   kelp_format (name text primary key, value text)  format = 1, cluster_id = TopologyId
+ *   kelp_kv (k bytea primary key, v bytea)           every table: k = table byte + key
+ *   kelp_ino_seq, kelp_gc_seq                        sequences, INCREMENT 1024
+ * One table keeps a transaction's reads and writes in one index (bytea compares as
+ * memcmp, the order kv.h promises). Read-write transactions run at SERIALIZABLE,
+ * read-only ones at REPEATABLE READ READ ONLY (one snapshot, never a conflict).
+ * 40001 (serialization failure) and 40P01 (deadlock) become -EAGAIN: meta.c runs the
+ * transaction again. A lost connection becomes -ENOTCONN and is reopened at the next
+ * transaction.
+ *
+ * Inode numbers and gc sequence numbers come from the sequences a block of 1024 at a
+ * time per mount (nextval is outside every transaction: no conflicts, never the same
+ * block twice), handed out from memory; a restart skips the rest of a block.
+ *
+ * Connections: a pool of -connections (default 8) opened on demand; a transaction
+ * holds one from begin to commit/abort. Statements are prepared once per connection,
+ * parameters and results are binary.
+ */
+#include "fuse/kv.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster/base/log.h"
+#include "cluster/base/util.h"
+
+#define PG_FORMAT     1
+#define ID_BLOCK      1024
+#define SCAN_BATCH    256
+#define KEY_MAX	      1024
+#define DEFAULT_CONNS 8
+
+struct pg_conn {
+	PGconn *c;
+	bool busy;
+};
+
+struct kv_pg {
+	struct kv base;
+	char *url;
+	char masked[512];
+	pthread_mutex_t lock; /* conns[].busy, ids */
+	pthread_cond_t cond;
+	struct pg_conn *conns;
+	int n_conns;
+	uint64_t id_next[2], id_end[2];
+};
+
+struct pg_txn {
+	struct kv_txn base;
+	struct pg_conn *pc;
+	PGresult **res; /* kept until the end: values point into them */
+	int n_res, cap_res;
+};
+
+enum stmt { S_GET, S_PUT, S_DEL, S_SCAN, S_RSCAN, S_COUNT, S_NEXT_INO, S_NEXT_GC, S_N };
+
+static const char *const stmt_sql[S_N] = {
+    [S_GET] = "SELECT v FROM kelp_kv WHERE k = $1",
+    [S_PUT] = "INSERT INTO kelp_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = "
+	      "EXCLUDED.v",
+    [S_DEL] = "DELETE FROM kelp_kv WHERE k = $1",
+    [S_SCAN] = "SELECT k, v FROM kelp_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+    [S_RSCAN] = "SELECT k, v FROM kelp_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3",
+    [S_COUNT] = "SELECT count(*) FROM kelp_kv WHERE k >= $1 AND k < $2",
+    [S_NEXT_INO] = "SELECT nextval('kelp_ino_seq')",
+    [S_NEXT_GC] = "SELECT nextval('kelp_gc_seq')",
+};
+
+static const char *const stmt_name[S_N] = {"get",   "put",   "del",	 "scan",
+					   "rscan", "count", "next_ino", "next_gc"};
+
+bool kv_is_pg_url(const char *spec)
+{
+	return spec && (!strncmp(spec, "postgres://", 11) || !strncmp(spec, "postgresql://", 13));
+}
+
+void kv_mask_url(const char *url, char *out, size_t cap)
+{
+	const char *scheme = strstr(url, "://"), *at, *colon, *pw;
+	size_t n;
+
+	snprintf(out, cap, "%s", url);
+	if (!scheme)
+		return;
+	scheme += 3;
+	at = strchr(scheme, '@');
+	colon = strchr(scheme, ':');
+	if (at && colon && colon < at) {
+		n = (size_t)(colon + 1 - url);
+		snprintf(out, cap, "%.*s***%s", (int)n, url, at);
+	}
+	/* password=... in the query string */
+	pw = strstr(out, "password=");
+	if (pw) {
+		char rest[512];
+		const char *amp = strchr(pw, '&');
+
+		snprintf(rest, sizeof(rest), "%s", amp ? amp : "");
+		snprintf((char *)pw, cap - (size_t)(pw - out), "password=***%s", rest);
+	}
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static bool conn_lost(PGconn *c, const char *state)
+{
+	if (PQstatus(c) != CONNECTION_OK)
+		return true;
+	/* 08: connection exceptions; 57P01-3: the server shutting down or starting */
+	return state && (!strncmp(state, "08", 2) || !strcmp(state, "57P01") ||
+			 !strcmp(state, "57P02") || !strcmp(state, "57P03"));
+}
+
+/* The errno of a failed result (NULL res: the connection failed). */
+static int pg_error(struct kv_pg *pg, PGconn *c, PGresult *res, const char *what)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	if (state && (!strcmp(state, "40001") || !strcmp(state, "40P01")))
+		return -EAGAIN;
+	if (conn_lost(c, state))
+		return -ENOTCONN;
+	if (state && !strcmp(state, "53100"))
+		return -ENOSPC;
+	log_error("meta: postgres %s: %s: %s", pg->masked, what,
+		  res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+	return -EIO;
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static PGconn *pg_connect(struct kv_pg *pg, char *err, size_t cap)
+{
+	const char *keys[] = {"connect_timeout",
+			      "keepalives_idle",
+			      "keepalives_interval",
+			      "keepalives_count",
+			      "application_name",
+			      "dbname",
+			      NULL};
+	const char *vals[] = {"5", "10", "3", "3", "kelp", pg->url, NULL};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+	if (!c) {
+		snprintf(err, cap, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(c) != CONNECTION_OK) {
+		snprintf(err, cap, "%s", PQerrorMessage(c));
+		for (char *p = err + strlen(err); p > err && (p[-1] == '\n' || p[-1] == ' ');)
+			*--p = '\0';
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+static int prepare_all(struct kv_pg *pg, PGconn *c)
+{
+	for (int i = 0; i < S_N; i++) {
+		PGresult *r = PQprepare(c, stmt_name[i], stmt_sql[i], 0, NULL);
+		int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_error(pg, c, r, "prepare");
+
+		PQclear(r);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Takes a free connection (opened if needed). */
+static int conn_take(struct kv_pg *pg, struct pg_conn **out)
+{
+	struct pg_conn *pc = NULL;
+	char err[512];
+
+	pthread_mutex_lock(&pg->lock);
+	for (;;) {
+		for (int i = 0; i < pg->n_conns && !pc; i++)
+			if (!pg->conns[i].busy && pg->conns[i].c)
+				pc = &pg->conns[i];
+		for (int i = 0; i < pg->n_conns && !pc; i++)
+			if (!pg->conns[i].busy)
+				pc = &pg->conns[i];
+		if (pc)
+			break;
+		pthread_cond_wait(&pg->cond, &pg->lock);
+	}
+	pc->busy = true;
+	pthread_mutex_unlock(&pg->lock);
+	if (pc->c && PQstatus(pc->c) != CONNECTION_OK) {
+		PQfinish(pc->c);
+		pc->c = NULL;
+	}
+	if (!pc->c) {
+		pc->c = pg_connect(pg, err, sizeof(err));
+		if (pc->c && prepare_all(pg, pc->c) < 0) {
+			PQfinish(pc->c);
+			pc->c = NULL;
+			snprintf(err, sizeof(err), "cannot prepare statements");
+		}
+		if (!pc->c) {
+			log_debug("meta: postgres %s: %s", pg->masked, err);
+			pthread_mutex_lock(&pg->lock);
+			pc->busy = false;
+			pthread_cond_signal(&pg->cond);
+			pthread_mutex_unlock(&pg->lock);
+			return -ENOTCONN;
+		}
+	}
+	*out = pc;
+	return 0;
+}
+
+static void conn_give(struct kv_pg *pg, struct pg_conn *pc, bool broken)
+{
+	if (broken && pc->c) {
+		PQfinish(pc->c);
+		pc->c = NULL;
+	}
+	pthread_mutex_lock(&pg->lock);
+	pc->busy = false;
+	pthread_cond_signal(&pg->cond);
+	pthread_mutex_unlock(&pg->lock);
+}
+
+/* ---------------------------------------------------------------- statements */
+
+static struct kv_pg *pg_of(struct kv_txn *t)
+{
+	return (struct kv_pg *)t->kv;
+}
+
+static struct pg_txn *ptx(struct kv_txn *t)
+{
+	return (struct pg_txn *)t;
+}
+
+/* Runs a prepared statement; *res is kept by the transaction (NULL for none). */
+static int run(struct kv_txn *t, enum stmt s, int n, const char *const *vals, const int *lens,
+	       const int *fmts, PGresult **out)
+{
+	struct pg_txn *x = ptx(t);
+	PGconn *c = x->pc->c;
+	PGresult *r = PQexecPrepared(c, stmt_name[s], n, vals, lens, fmts, 1);
+	ExecStatusType st = PQresultStatus(r);
+	int rc;
+
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		rc = pg_error(pg_of(t), c, r, stmt_name[s]);
+		PQclear(r);
+		return rc;
+	}
+	if (x->n_res == x->cap_res) {
+		int cap = x->cap_res ? x->cap_res * 2 : 16;
+		PGresult **p = realloc(x->res, (size_t)cap * sizeof(*p));
+
+		if (!p) {
+			PQclear(r);
+			return -ENOMEM;
+		}
+		x->res = p;
+		x->cap_res = cap;
+	}
+	x->res[x->n_res++] = r;
+	if (out)
+		*out = r;
+	return 0;
+}
+
+/* The table byte, then the key. */
+static int tkey(uint8_t *buf, int table, const void *k, size_t klen)
+{
+	if (klen + 1 > KEY_MAX)
+		return -ENAMETOOLONG;
+	buf[0] = (uint8_t)table;
+	memcpy(buf + 1, k, klen);
+	return (int)klen + 1;
+}
+
+static int simple(PGconn *c, const char *sql, struct kv_pg *pg)
+{
+	PGresult *r = PQexec(c, sql);
+	int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_error(pg, c, r, sql);
+
+	PQclear(r);
+	return rc;
+}
+
+static int p_begin(struct kv *kv, bool write, struct kv_txn **out)
+{
+	struct kv_pg *pg = (struct kv_pg *)kv;
+	struct pg_txn *x = calloc(1, sizeof(*x));
+	int rc;
+
+	if (!x)
+		return -ENOMEM;
+	rc = conn_take(pg, &x->pc);
+	if (rc < 0) {
+		free(x);
+		return rc;
+	}
+	rc = simple(x->pc->c,
+		    write ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
+			  : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+		    pg);
+	if (rc < 0) {
+		conn_give(pg, x->pc, rc == -ENOTCONN);
+		free(x);
+		return rc;
+	}
+	x->base.kv = kv;
+	x->base.write = write;
+	*out = &x->base;
+	return 0;
+}
+
+static void txn_free(struct kv_txn *t, bool broken)
+{
+	struct pg_txn *x = ptx(t);
+
+	for (int i = 0; i < x->n_res; i++)
+		PQclear(x->res[i]);
+	free(x->res);
+	conn_give(pg_of(t), x->pc, broken);
+	free(x);
+}
+
+static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const uint8_t **v,
+		 size_t *vlen)
+{
+	uint8_t key[KEY_MAX];
+	int kl = tkey(key, table, k, klen), fmt = 1, rc;
+	const char *vals[1] = {(const char *)key};
+	PGresult *r;
+
+	if (kl < 0)
+		return kl;
+	rc = run(t, S_GET, 1, vals, &kl, &fmt, &r);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(r) == 0)
+		return -ENOENT;
+	*v = (const uint8_t *)PQgetvalue(r, 0, 0);
+	*vlen = (size_t)PQgetlength(r, 0, 0);
+	return 0;
+}
+
+static int p_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
+		 size_t vlen)
+{
+	uint8_t key[KEY_MAX];
+	int kl = tkey(key, table, k, klen), lens[2], fmts[2] = {1, 1};
+	const char *vals[2] = {(const char *)key, vlen ? (const char *)v : ""};
+
+	if (kl < 0)
+		return kl;
+	lens[0] = kl;
+	lens[1] = (int)vlen;
+	return run(t, S_PUT, 2, vals, lens, fmts, NULL);
+}
+
+static int p_del(struct kv_txn *t, int table, const void *k, size_t klen)
+{
+	uint8_t key[KEY_MAX];
+	int kl = tkey(key, table, k, klen), fmt = 1, rc;
+	const char *vals[1] = {(const char *)key};
+	PGresult *r;
+
+	if (kl < 0)
+		return kl;
+	rc = run(t, S_DEL, 1, vals, &kl, &fmt, &r);
+	if (rc < 0)
+		return rc;
+	return strcmp(PQcmdTuples(r), "0") ? 0 : -ENOENT;
+}
+
+static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, const void *to,
+		  size_t tlen, bool reverse, int limit, kv_scan_fn fn, void *ctx)
+{
+	uint8_t lo[KEY_MAX + 1], hi[KEY_MAX];
+	int lol = tkey(lo, table, from, flen), hil, fmts[3] = {1, 1, 0}, seen = 0;
+
+	if (lol < 0)
+		return lol;
+	if (to) {
+		hil = tkey(hi, table, to, tlen);
+		if (hil < 0)
+			return hil;
+	} else {
+		hi[0] = (uint8_t)(table + 1);
+		hil = 1;
+	}
+	for (;;) {
+		int batch = limit > 0 && limit - seen < SCAN_BATCH ? limit - seen : SCAN_BATCH;
+		char lim[16];
+		const char *vals[3] = {(const char *)lo, (const char *)hi, lim};
+		int lens[3] = {lol, hil, 0}, rows, rc;
+		PGresult *r;
+
+		snprintf(lim, sizeof(lim), "%d", batch);
+		rc = run(t, reverse ? S_RSCAN : S_SCAN, 3, vals, lens, fmts, &r);
+		if (rc < 0)
+			return rc;
+		rows = PQntuples(r);
+		for (int i = 0; i < rows; i++) {
+			const uint8_t *k = (const uint8_t *)PQgetvalue(r, i, 0);
+			int kl = PQgetlength(r, i, 0);
+
+			if (kl < 1)
+				continue;
+			rc = fn(ctx, k + 1, (size_t)kl - 1, (const uint8_t *)PQgetvalue(r, i, 1),
+				(size_t)PQgetlength(r, i, 1));
+			if (rc)
+				return rc < 0 ? rc : 0;
+			seen++;
+		}
+		if (rows < batch || (limit > 0 && seen >= limit))
+			return 0;
+		/* Go on after (or, reversed, before) the last key of this batch. */
+		{
+			const uint8_t *k = (const uint8_t *)PQgetvalue(r, rows - 1, 0);
+			int kl = PQgetlength(r, rows - 1, 0);
+
+			if (kl > KEY_MAX)
+				return -EIO;
+			if (!reverse) {
+				memcpy(lo, k, (size_t)kl);
+				lo[kl] = 0; /* the smallest key above k */
+				lol = kl + 1;
+			} else {
+				memcpy(hi, k, (size_t)kl);
+				hil = kl;
+			}
+		}
+	}
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static int p_count(struct kv_txn *t, int table, uint64_t *n)
+{
+	uint8_t lo[1] = {(uint8_t)table}, hi[1] = {(uint8_t)(table + 1)};
+	const char *vals[2] = {(const char *)lo, (const char *)hi};
+	int lens[2] = {1, 1}, fmts[2] = {1, 1}, rc;
+	PGresult *r;
+
+	rc = run(t, S_COUNT, 2, vals, lens, fmts, &r);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(r) != 1 || PQgetlength(r, 0, 0) != 8)
+		return -EIO;
+	*n = rd64((const uint8_t *)PQgetvalue(r, 0, 0));
+	return 0;
+}
+
+static int p_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out)
+{
+	struct kv_pg *pg = pg_of(t);
+	PGresult *r;
+	uint64_t start;
+	int rc;
+
+	pthread_mutex_lock(&pg->lock);
+	if (pg->id_next[id] < pg->id_end[id]) {
+		*out = pg->id_next[id]++;
+		pthread_mutex_unlock(&pg->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&pg->lock);
+	/* nextval is never rolled back: the block is ours even if t aborts */
+	rc = run(t, id == KV_ID_INO ? S_NEXT_INO : S_NEXT_GC, 0, NULL, NULL, NULL, &r);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(r) != 1 || PQgetlength(r, 0, 0) != 8)
+		return -EIO;
+	start = rd64((const uint8_t *)PQgetvalue(r, 0, 0));
+	if (start < first)
+		return -EIO;
+	pthread_mutex_lock(&pg->lock);
+	/* Another thread may have refilled meanwhile: the older block is dropped. */
+	pg->id_next[id] = start + 1;
+	pg->id_end[id] = start + ID_BLOCK;
+	pthread_mutex_unlock(&pg->lock);
+	*out = start;
+	return 0;
+}
+
+static int p_commit(struct kv_txn *t)
+{
+	struct pg_txn *x = ptx(t);
+	int rc = t->failed;
+
+	if (!rc)
+		rc = simple(x->pc->c, "COMMIT", pg_of(t));
+	else
+		simple(x->pc->c, "ROLLBACK", pg_of(t));
+	txn_free(t, rc == -ENOTCONN);
+	return rc;
+}
+
+static void p_abort(struct kv_txn *t)
+{
+	struct pg_txn *x = ptx(t);
+	int rc = simple(x->pc->c, "ROLLBACK", pg_of(t));
+
+	txn_free(t, rc == -ENOTCONN);
+}
+
+static int p_sync(struct kv *kv)
+{
+	return 0; /* a commit is as durable as the server makes it */
+}
+
+static void p_close(struct kv *kv)
+{
+	struct kv_pg *pg = (struct kv_pg *)kv;
+
+	for (int i = 0; i < pg->n_conns; i++)
+		if (pg->conns[i].c)
+			PQfinish(pg->conns[i].c);
+	free(pg->conns);
+	free(pg->url);
+	pthread_mutex_destroy(&pg->lock);
+	pthread_cond_destroy(&pg->cond);
+	free(pg);
+}
+
+static const struct kv_ops pg_ops = {
+    .name = "postgres",
+    .begin = p_begin,
+    .get = p_get,
+    .put = p_put,
+    .del = p_del,
+    .scan = p_scan,
+    .count = p_count,
+    .next_id = p_next_id,
+    .commit = p_commit,
+    .abort = p_abort,
+    .sync = p_sync,
+    .close = p_close,
+};
+
+/* ---------------------------------------------------------------- schema */
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS kelp_format (name text PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS kelp_kv (k bytea PRIMARY KEY, v bytea NOT NULL);"
+    "CREATE SEQUENCE IF NOT EXISTS kelp_ino_seq START 2 INCREMENT 1024;"
+    "CREATE SEQUENCE IF NOT EXISTS kelp_gc_seq START 1 INCREMENT 1024;"
+    "INSERT INTO kelp_format VALUES ('format', '1') ON CONFLICT DO NOTHING;";
+
+/* A value of kelp_format, "" when absent. */
+static int format_value(struct kv_pg *pg, PGconn *c, const char *name, char *out, size_t cap)
+{
+	const char *vals[1] = {name};
+	PGresult *r = PQexecParams(c, "SELECT value FROM kelp_format WHERE name = $1", 1, NULL,
+				   vals, NULL, NULL, 0);
+	int rc = 0;
+
+	out[0] = '\0';
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		rc = pg_error(pg, c, r, "read kelp_format");
+	else if (PQntuples(r) == 1)
+		snprintf(out, cap, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return rc;
+}
+
+/* Creates the schema if missing, then checks the format and the cluster id. */
+static int check_schema(struct kv_pg *pg, PGconn *c, const char *cluster_id)
+{
+	char format[32], stored[128];
+	int rc;
+
+	/* One mount at a time creates it (CREATE ... IF NOT EXISTS races otherwise). */
+	rc = simple(c, "BEGIN", pg);
+	if (rc == 0) {
+		PGresult *r = PQexec(c, "SELECT pg_advisory_xact_lock(4207120010)");
+
+		rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg_error(pg, c, r, "lock");
+		PQclear(r);
+	}
+	if (rc == 0) {
+		PGresult *r = PQexec(c, schema_sql);
+
+		rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_error(pg, c, r, "schema");
+		PQclear(r);
+	}
+	if (rc == 0)
+		rc = format_value(pg, c, "format", format, sizeof(format));
+	if (rc == 0 && atoi(format) > PG_FORMAT) {
+		log_error("meta: the database %s has format %s; this kelp (%s) knows format %d "
+			  "at most: upgrade kelp",
+			  pg->masked, format, KELP_VERSION, PG_FORMAT);
+		rc = -EPROTONOSUPPORT;
+	}
+	if (rc == 0)
+		rc = format_value(pg, c, "cluster_id", stored, sizeof(stored));
+	if (rc == 0 && cluster_id && *cluster_id) {
+		if (!*stored) {
+			const char *vals[1] = {cluster_id};
+			PGresult *r =
+			    PQexecParams(c, "INSERT INTO kelp_format VALUES ('cluster_id', $1)", 1,
+					 NULL, vals, NULL, NULL, 0);
+
+			rc = PQresultStatus(r) == PGRES_COMMAND_OK
+				 ? 0
+				 : pg_error(pg, c, r, "cluster id");
+			PQclear(r);
+		} else if (strcmp(stored, cluster_id)) {
+			log_error(
+			    "meta: the database %s belongs to the cluster %s, and the masters "
+			    "are the cluster %s: refusing to mount it",
+			    pg->masked, stored, cluster_id);
+			rc = -EXDEV;
+		}
+	}
+	if (rc == 0)
+		rc = simple(c, "COMMIT", pg);
+	else
+		simple(c, "ROLLBACK", pg);
+	return rc;
+}
+
+int kv_pg_open(const char *url, const struct kv_pg_options *o, struct kv **out)
+{
+	struct kv_pg *pg = calloc(1, sizeof(*pg));
+	uint64_t deadline;
+	char err[512] = "";
+	PGconn *c = NULL;
+	int rc;
+
+	if (!pg)
+		return -ENOMEM;
+	pg->url = strdup(url);
+	pg->n_conns = o && o->connections > 0 ? o->connections : DEFAULT_CONNS;
+	pg->conns = calloc((size_t)pg->n_conns, sizeof(*pg->conns));
+	if (!pg->url || !pg->conns) {
+		free(pg->url);
+		free(pg->conns);
+		free(pg);
+		return -ENOMEM;
+	}
+	kv_mask_url(url, pg->masked, sizeof(pg->masked));
+	pthread_mutex_init(&pg->lock, NULL);
+	pthread_cond_init(&pg->cond, NULL);
+	pg->base.ops = &pg_ops;
+	pg->base.shared = true;
+	/* The server may be starting: wait for it up to the timeout. */
+	deadline =
+	    monotonic_ns() + (uint64_t)(o && o->timeout_ms > 0 ? o->timeout_ms : 30000) * 1000000;
+	for (;;) {
+		c = pg_connect(pg, err, sizeof(err));
+		if (c || monotonic_ns() >= deadline)
+			break;
+		usleep(200000);
+	}
+	if (!c) {
+		log_error("meta: cannot connect to the metadata database %s: %s", pg->masked, err);
+		p_close(&pg->base);
+		return -ENOTCONN;
+	}
+	rc = check_schema(pg, c, o ? o->cluster_id : NULL);
+	if (rc == 0)
+		rc = prepare_all(pg, c);
+	if (rc < 0) {
+		PQfinish(c);
+		p_close(&pg->base);
+		return rc;
+	}
+	pg->conns[0].c = c;
+	*out = &pg->base;
+	return 0;
+}
