@@ -20,6 +20,13 @@
  * Connections: a pool of -connections (default 8) opened on demand; a transaction
  * holds one from begin to commit/abort. Statements are prepared once per connection,
  * parameters and results are binary.
+ *
+ * Round trips: every connection is in libpq's pipeline mode. BEGIN is sent with the
+ * transaction's first statement, puts are sent without waiting (their errors surface at
+ * the next statement that waits, or the commit, failing the transaction), and the
+ * ROLLBACK that ends a read-only transaction is not waited for (read with the next use
+ * of the connection). A create is 3 round trips (read the parent and the name, then
+ * COMMIT with the writes), a lookup 2, a stat 1.
  */
 #include "fuse/kv.h"
 
@@ -40,9 +47,15 @@
 #define KEY_MAX	      1024
 #define DEFAULT_CONNS 8
 
+/* What a query sent in pipeline mode is waiting for. */
+enum want { W_SYNC, W_IGNORE, W_CHECK, W_KEEP };
+
 struct pg_conn {
 	PGconn *c;
 	bool busy;
+	bool broken;	 /* lost: reopened at the next use */
+	enum want *want; /* queries and syncs sent whose results are unread, in order */
+	int n_want, cap_want;
 };
 
 struct kv_pg {
@@ -140,6 +153,11 @@ static int pg_error(struct kv_pg *pg, PGconn *c, PGresult *res, const char *what
 
 /* ---------------------------------------------------------------- connections */
 
+static void notice(void *ctx, const char *message)
+{
+	log_debug("meta: postgres: %s", message);
+}
+
 static PGconn *pg_connect(struct kv_pg *pg, char *err, size_t cap)
 {
 	const char *keys[] = {"connect_timeout",
@@ -163,6 +181,7 @@ static PGconn *pg_connect(struct kv_pg *pg, char *err, size_t cap)
 		PQfinish(c);
 		return NULL;
 	}
+	PQsetNoticeProcessor(c, notice, NULL);
 	return c;
 }
 
@@ -179,7 +198,16 @@ static int prepare_all(struct kv_pg *pg, PGconn *c)
 	return 0;
 }
 
-/* Takes a free connection (opened if needed). */
+static void conn_drop(struct pg_conn *pc)
+{
+	if (pc->c)
+		PQfinish(pc->c);
+	pc->c = NULL;
+	pc->broken = false;
+	pc->n_want = 0;
+}
+
+/* Takes a free connection (opened if needed, in pipeline mode). */
 static int conn_take(struct kv_pg *pg, struct pg_conn **out)
 {
 	struct pg_conn *pc = NULL;
@@ -199,15 +227,12 @@ static int conn_take(struct kv_pg *pg, struct pg_conn **out)
 	}
 	pc->busy = true;
 	pthread_mutex_unlock(&pg->lock);
-	if (pc->c && PQstatus(pc->c) != CONNECTION_OK) {
-		PQfinish(pc->c);
-		pc->c = NULL;
-	}
+	if (pc->broken || (pc->c && PQstatus(pc->c) != CONNECTION_OK))
+		conn_drop(pc);
 	if (!pc->c) {
 		pc->c = pg_connect(pg, err, sizeof(err));
-		if (pc->c && prepare_all(pg, pc->c) < 0) {
-			PQfinish(pc->c);
-			pc->c = NULL;
+		if (pc->c && (prepare_all(pg, pc->c) < 0 || !PQenterPipelineMode(pc->c))) {
+			conn_drop(pc);
 			snprintf(err, sizeof(err), "cannot prepare statements");
 		}
 		if (!pc->c) {
@@ -223,16 +248,93 @@ static int conn_take(struct kv_pg *pg, struct pg_conn **out)
 	return 0;
 }
 
-static void conn_give(struct kv_pg *pg, struct pg_conn *pc, bool broken)
+static void conn_give(struct kv_pg *pg, struct pg_conn *pc)
 {
-	if (broken && pc->c) {
-		PQfinish(pc->c);
-		pc->c = NULL;
-	}
+	if (pc->broken)
+		conn_drop(pc);
 	pthread_mutex_lock(&pg->lock);
 	pc->busy = false;
 	pthread_cond_signal(&pg->cond);
 	pthread_mutex_unlock(&pg->lock);
+}
+
+static int want_push(struct pg_conn *pc, enum want w)
+{
+	if (pc->n_want == pc->cap_want) {
+		int cap = pc->cap_want ? pc->cap_want * 2 : 32;
+		enum want *p = realloc(pc->want, (size_t)cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		pc->want = p;
+		pc->cap_want = cap;
+	}
+	pc->want[pc->n_want++] = w;
+	return 0;
+}
+
+/*
+ * Reads every result the connection owes, in order: the first error of a W_CHECK or
+ * W_KEEP query is returned; the W_KEEP result goes to *keep (the caller clears it).
+ */
+static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
+{
+	int rc = 0;
+
+	for (int i = 0; i < pc->n_want; i++) {
+		PGresult *r = PQgetResult(pc->c);
+		ExecStatusType st;
+
+		if (!r) {
+			pc->broken = true;
+			return -ENOTCONN;
+		}
+		st = PQresultStatus(r);
+		if (pc->want[i] == W_SYNC) {
+			PQclear(r);
+			if (st != PGRES_PIPELINE_SYNC) {
+				pc->broken = true; /* out of step: start afresh */
+				return rc ? rc : -EIO;
+			}
+			continue;
+		}
+		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+			if (pc->want[i] == W_KEEP && keep)
+				*keep = r;
+			else
+				PQclear(r);
+		} else {
+			if (st != PGRES_PIPELINE_ABORTED && pc->want[i] != W_IGNORE && !rc)
+				rc = pg_error(pg, pc->c, r, "query");
+			else if (conn_lost(pc->c, NULL) && !rc)
+				rc = -ENOTCONN;
+			PQclear(r);
+		}
+		/* the end of this query's results */
+		r = PQgetResult(pc->c);
+		if (r) {
+			PQclear(r);
+			pc->broken = true;
+			return rc ? rc : -EIO;
+		}
+	}
+	pc->n_want = 0;
+	if (rc == -ENOTCONN)
+		pc->broken = true;
+	return rc;
+}
+
+/* Sends a sync and reads everything owed (see drain). */
+static int sync_drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
+{
+	int rc;
+
+	if (!PQpipelineSync(pc->c)) {
+		pc->broken = true;
+		return -ENOTCONN;
+	}
+	rc = want_push(pc, W_SYNC);
+	return rc < 0 ? rc : drain(pg, pc, keep);
 }
 
 /* ---------------------------------------------------------------- statements */
@@ -247,21 +349,21 @@ static struct pg_txn *ptx(struct kv_txn *t)
 	return (struct pg_txn *)t;
 }
 
-/* Runs a prepared statement; *res is kept by the transaction (NULL for none). */
-static int run(struct kv_txn *t, enum stmt s, int n, const char *const *vals, const int *lens,
-	       const int *fmts, PGresult **out)
+/* Sends a prepared statement, no wait. */
+static int send(struct kv_txn *t, enum stmt s, int n, const char *const *vals, const int *lens,
+		const int *fmts, enum want w)
 {
-	struct pg_txn *x = ptx(t);
-	PGconn *c = x->pc->c;
-	PGresult *r = PQexecPrepared(c, stmt_name[s], n, vals, lens, fmts, 1);
-	ExecStatusType st = PQresultStatus(r);
-	int rc;
+	struct pg_conn *pc = ptx(t)->pc;
 
-	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-		rc = pg_error(pg_of(t), c, r, stmt_name[s]);
-		PQclear(r);
-		return rc;
+	if (!PQsendQueryPrepared(pc->c, stmt_name[s], n, vals, lens, fmts, 1)) {
+		pc->broken = true;
+		return -ENOTCONN;
 	}
+	return want_push(pc, w);
+}
+
+static int keep_result(struct pg_txn *x, PGresult *r)
+{
 	if (x->n_res == x->cap_res) {
 		int cap = x->cap_res ? x->cap_res * 2 : 16;
 		PGresult **p = realloc(x->res, (size_t)cap * sizeof(*p));
@@ -274,9 +376,33 @@ static int run(struct kv_txn *t, enum stmt s, int n, const char *const *vals, co
 		x->cap_res = cap;
 	}
 	x->res[x->n_res++] = r;
-	if (out)
-		*out = r;
 	return 0;
+}
+
+/*
+ * Runs a prepared statement and waits for it (and for everything sent before it);
+ * *out is kept by the transaction.
+ */
+static int run(struct kv_txn *t, enum stmt s, int n, const char *const *vals, const int *lens,
+	       const int *fmts, PGresult **out)
+{
+	struct pg_txn *x = ptx(t);
+	PGresult *r = NULL;
+	int rc = send(t, s, n, vals, lens, fmts, W_KEEP);
+
+	if (rc == 0)
+		rc = sync_drain(pg_of(t), x->pc, &r);
+	if (rc < 0) {
+		if (r)
+			PQclear(r);
+		return rc;
+	}
+	if (!r)
+		return -EIO;
+	rc = keep_result(x, r);
+	if (rc == 0 && out)
+		*out = r;
+	return rc;
 }
 
 /* The table byte, then the key. */
@@ -298,6 +424,16 @@ static int simple(PGconn *c, const char *sql, struct kv_pg *pg)
 	return rc;
 }
 
+/* Sends a statement without parameters, no wait. */
+static int send_sql(struct pg_conn *pc, const char *sql, enum want w)
+{
+	if (!PQsendQueryParams(pc->c, sql, 0, NULL, NULL, NULL, NULL, 1)) {
+		pc->broken = true;
+		return -ENOTCONN;
+	}
+	return want_push(pc, w);
+}
+
 static int p_begin(struct kv *kv, bool write, struct kv_txn **out)
 {
 	struct kv_pg *pg = (struct kv_pg *)kv;
@@ -311,12 +447,13 @@ static int p_begin(struct kv *kv, bool write, struct kv_txn **out)
 		free(x);
 		return rc;
 	}
-	rc = simple(x->pc->c,
-		    write ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
-			  : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-		    pg);
+	/* The previous transaction's ROLLBACK may still be owed: read with this one. */
+	rc = send_sql(x->pc,
+		      write ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
+			    : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+		      W_CHECK);
 	if (rc < 0) {
-		conn_give(pg, x->pc, rc == -ENOTCONN);
+		conn_give(pg, x->pc);
 		free(x);
 		return rc;
 	}
@@ -326,14 +463,14 @@ static int p_begin(struct kv *kv, bool write, struct kv_txn **out)
 	return 0;
 }
 
-static void txn_free(struct kv_txn *t, bool broken)
+static void txn_free(struct kv_txn *t)
 {
 	struct pg_txn *x = ptx(t);
 
 	for (int i = 0; i < x->n_res; i++)
 		PQclear(x->res[i]);
 	free(x->res);
-	conn_give(pg_of(t), x->pc, broken);
+	conn_give(pg_of(t), x->pc);
 	free(x);
 }
 
@@ -364,11 +501,19 @@ static int p_put(struct kv_txn *t, int table, const void *k, size_t klen, const 
 	int kl = tkey(key, table, k, klen), lens[2], fmts[2] = {1, 1};
 	const char *vals[2] = {(const char *)key, vlen ? (const char *)v : ""};
 
+	struct pg_conn *pc = ptx(t)->pc;
+	int rc;
+
 	if (kl < 0)
 		return kl;
 	lens[0] = kl;
 	lens[1] = (int)vlen;
-	return run(t, S_PUT, 2, vals, lens, fmts, NULL);
+	/* Not waited for (see the top); a long run of them is read now and then, so the
+	 * server never blocks on results nobody reads. */
+	rc = send(t, S_PUT, 2, vals, lens, fmts, W_CHECK);
+	if (rc == 0 && pc->n_want >= 64)
+		rc = sync_drain(pg_of(t), pc, NULL);
+	return rc;
 }
 
 static int p_del(struct kv_txn *t, int table, const void *k, size_t klen)
@@ -509,20 +654,26 @@ static int p_commit(struct kv_txn *t)
 	struct pg_txn *x = ptx(t);
 	int rc = t->failed;
 
-	if (!rc)
-		rc = simple(x->pc->c, "COMMIT", pg_of(t));
-	else
-		simple(x->pc->c, "ROLLBACK", pg_of(t));
-	txn_free(t, rc == -ENOTCONN);
+	if (!rc) {
+		rc = send_sql(x->pc, "COMMIT", W_CHECK);
+		if (rc == 0)
+			rc = sync_drain(pg_of(t), x->pc, NULL);
+	} else if (!x->pc->broken && send_sql(x->pc, "ROLLBACK", W_IGNORE) == 0) {
+		sync_drain(pg_of(t), x->pc, NULL);
+	}
+	txn_free(t);
 	return rc;
 }
 
+/* The ROLLBACK is sent, not waited for: the next user of the connection reads it. */
 static void p_abort(struct kv_txn *t)
 {
 	struct pg_txn *x = ptx(t);
-	int rc = simple(x->pc->c, "ROLLBACK", pg_of(t));
 
-	txn_free(t, rc == -ENOTCONN);
+	if (!x->pc->broken && (send_sql(x->pc, "ROLLBACK", W_IGNORE) < 0 ||
+			       !PQpipelineSync(x->pc->c) || want_push(x->pc, W_SYNC) < 0))
+		x->pc->broken = true;
+	txn_free(t);
 }
 
 static int p_sync(struct kv *kv)
@@ -534,9 +685,10 @@ static void p_close(struct kv *kv)
 {
 	struct kv_pg *pg = (struct kv_pg *)kv;
 
-	for (int i = 0; i < pg->n_conns; i++)
-		if (pg->conns[i].c)
-			PQfinish(pg->conns[i].c);
+	for (int i = 0; i < pg->n_conns; i++) {
+		conn_drop(&pg->conns[i]);
+		free(pg->conns[i].want);
+	}
 	free(pg->conns);
 	free(pg->url);
 	pthread_mutex_destroy(&pg->lock);
@@ -682,6 +834,8 @@ int kv_pg_open(const char *url, const struct kv_pg_options *o, struct kv **out)
 	rc = check_schema(pg, c, o ? o->cluster_id : NULL);
 	if (rc == 0)
 		rc = prepare_all(pg, c);
+	if (rc == 0 && !PQenterPipelineMode(c))
+		rc = -EIO;
 	if (rc < 0) {
 		PQfinish(c);
 		p_close(&pg->base);

@@ -64,6 +64,10 @@ int main(int argc, char **argv)
 	}
 	printf("lookup       %.0f /s\n", n / (secs() - t0));
 	t0 = secs();
+	for (int i = 0; i < n; i++)
+		check(meta_getattr(m, inos[i], &a), "getattr");
+	printf("getattr      %.0f /s\n", n / (secs() - t0));
+	t0 = secs();
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "f%06d", i);
 		snprintf(name2, sizeof(name2), "g%06d", i);

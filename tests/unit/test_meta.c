@@ -1,7 +1,9 @@
 /*
- * Unit tests for fuse/meta: the mount's LMDB metadata (namespace, link counts, renames,
+ * Unit tests for fuse/meta: the mount's metadata (namespace, link counts, renames,
  * data intervals, blob garbage collection, xattrs, readdir and persistence). Each test
- * gets a fresh database in a temporary directory under /tmp.
+ * gets a fresh database: an LMDB directory under /tmp, or, when KELP_TEST_PG_URL is set
+ * (a PostgreSQL URL of a user allowed to create databases; tests/fuse/test_meta_pg.py
+ * sets it), a new PostgreSQL database dropped afterwards. Same tests, both engines.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "fuse/meta.h"
 
@@ -31,8 +34,36 @@
 
 struct fx {
 	char dir[64];
+	char spec[512]; /* dir, or the URL of the test's PostgreSQL database */
+	char db[64];	/* its name ("" with LMDB) */
 	struct meta *m;
 };
+
+/* Runs one statement on the server of KELP_TEST_PG_URL (its admin database). */
+static void pg_admin(const char *sql)
+{
+	PGconn *c = PQconnectdb(getenv("KELP_TEST_PG_URL"));
+	PGresult *r;
+
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("cannot connect to KELP_TEST_PG_URL: %s", PQerrorMessage(c));
+	r = PQexec(c, sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/* The URL of database db on KELP_TEST_PG_URL's server (its path replaced). */
+static void pg_url(char *out, size_t cap, const char *db)
+{
+	const char *base = getenv("KELP_TEST_PG_URL");
+	const char *host = strstr(base, "://") + 3;
+	const char *slash = strchr(host, '/');
+	int n = slash ? (int)(slash - base) : (int)strlen(base);
+
+	snprintf(out, cap, "%.*s/%s", n, base, db);
+}
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -46,7 +77,17 @@ static int setup(void **state)
 	assert_non_null(f);
 	strcpy(f->dir, "/tmp/kelp-test-meta-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
-	assert_int_equal(meta_open(f->dir, &f->m), 0);
+	snprintf(f->spec, sizeof(f->spec), "%s", f->dir);
+	if (getenv("KELP_TEST_PG_URL")) {
+		static int n;
+		char sql[128];
+
+		snprintf(f->db, sizeof(f->db), "kelp_test_meta_%d_%d", (int)getpid(), ++n);
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->db);
+		pg_admin(sql);
+		pg_url(f->spec, sizeof(f->spec), f->db);
+	}
+	assert_int_equal(meta_open(f->spec, &f->m), 0);
 	*state = f;
 	return 0;
 }
@@ -57,6 +98,12 @@ static int teardown(void **state)
 
 	meta_close(f->m);
 	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (f->db[0]) {
+		char sql[128];
+
+		snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", f->db);
+		pg_admin(sql);
+	}
 	free(f);
 	return 0;
 }
@@ -65,7 +112,7 @@ static void reopen(struct fx *f)
 {
 	meta_close(f->m);
 	f->m = NULL;
-	assert_int_equal(meta_open(f->dir, &f->m), 0);
+	assert_int_equal(meta_open(f->spec, &f->m), 0);
 }
 
 static uint64_t mk(struct meta *m, uint64_t parent, const char *name, uint32_t mode)
