@@ -60,6 +60,14 @@ struct kv_ops {
 	/* -ENOENT when absent. */
 	int (*get)(struct kv_txn *t, int table, const void *k, size_t klen, const uint8_t **v,
 		   size_t *vlen);
+	/*
+	 * Gets n keys of one table (each keys[i] of lens[i] bytes) at once: fn gets each
+	 * index with its value (v NULL when absent). An engine with round trips does all
+	 * in one. Returns 0, what fn returned when negative, or -errno.
+	 */
+	int (*get_many)(struct kv_txn *t, int table, int n, const void *const *keys,
+			const size_t *lens,
+			int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx);
 	int (*put)(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		   size_t vlen);
 	/* -ENOENT when absent. */
@@ -120,6 +128,14 @@ static inline int kv_get(struct kv_txn *t, int table, const void *k, size_t klen
 			 size_t *vlen)
 {
 	return t->failed ? t->failed : kv_failed(t, t->kv->ops->get(t, table, k, klen, v, vlen));
+}
+
+static inline int kv_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
+			      const size_t *lens,
+			      int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx)
+{
+	return t->failed ? t->failed
+			 : kv_failed(t, t->kv->ops->get_many(t, table, n, keys, lens, fn, ctx));
 }
 
 static inline int kv_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,

@@ -91,6 +91,24 @@ static int l_get(struct kv_txn *t, int table, const void *k, size_t klen, const 
 	return 0;
 }
 
+static int l_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
+		      const size_t *lens, int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen),
+		      void *ctx)
+{
+	for (int i = 0; i < n; i++) {
+		const uint8_t *v = NULL;
+		size_t vlen = 0;
+		int rc = l_get(t, table, keys[i], lens[i], &v, &vlen);
+
+		if (rc < 0 && rc != -ENOENT)
+			return rc;
+		rc = fn(ctx, i, rc == 0 ? v : NULL, vlen);
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
+	return 0;
+}
+
 static int l_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		 size_t vlen)
 {
@@ -243,6 +261,7 @@ static const struct kv_ops lmdb_ops = {
     .name = "lmdb",
     .begin = l_begin,
     .get = l_get,
+    .get_many = l_get_many,
     .put = l_put,
     .del = l_del,
     .scan = l_scan,

@@ -494,6 +494,84 @@ static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const 
 	return 0;
 }
 
+/* n gets sent at once, one sync, one round trip. */
+static int p_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
+		      const size_t *lens, int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen),
+		      void *ctx)
+{
+	struct pg_txn *x = ptx(t);
+	struct pg_conn *pc = x->pc;
+	int rc = 0, first;
+
+	/* Owed results first, so the gets' results are the last n + 1. */
+	if (pc->n_want) {
+		rc = sync_drain(pg_of(t), pc, NULL);
+		if (rc < 0)
+			return rc;
+	}
+	for (int i = 0; i < n && rc == 0; i++) {
+		uint8_t key[KEY_MAX];
+		int kl = tkey(key, table, keys[i], lens[i]), fmt = 1;
+		const char *vals[1] = {(const char *)key};
+
+		rc = kl < 0 ? kl : send(t, S_GET, 1, vals, &kl, &fmt, W_KEEP);
+	}
+	first = x->n_res;
+	if (rc == 0) {
+		/* drain keeps one W_KEEP result: read them here instead */
+		if (!PQpipelineSync(pc->c)) {
+			pc->broken = true;
+			return -ENOTCONN;
+		}
+		for (int i = 0; i < n && rc == 0; i++) {
+			PGresult *r = PQgetResult(pc->c), *end;
+			ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+			if (!r) {
+				pc->broken = true;
+				return -ENOTCONN;
+			}
+			if (st != PGRES_TUPLES_OK) {
+				rc = st == PGRES_PIPELINE_ABORTED ? -EIO
+								  : pg_error(pg_of(t), pc->c, r, "get");
+				PQclear(r);
+			} else {
+				rc = keep_result(x, r);
+			}
+			end = PQgetResult(pc->c);
+			if (end) {
+				PQclear(end);
+				pc->broken = true;
+				return rc ? rc : -EIO;
+			}
+		}
+		/* the rest of the results and the sync */
+		pc->n_want = 0;
+		if (rc == 0) {
+			PGresult *r = PQgetResult(pc->c);
+
+			if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+				pc->broken = true;
+			if (r)
+				PQclear(r);
+			if (pc->broken)
+				return -ENOTCONN;
+		} else {
+			pc->broken = true; /* simplest: do not read the rest, start afresh */
+			return rc == -EAGAIN ? rc : -ENOTCONN;
+		}
+	}
+	for (int i = 0; i < n && rc == 0; i++) {
+		PGresult *r = x->res[first + i];
+
+		rc = fn(ctx, i, PQntuples(r) ? (const uint8_t *)PQgetvalue(r, 0, 0) : NULL,
+			PQntuples(r) ? (size_t)PQgetlength(r, 0, 0) : 0);
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
+	return rc;
+}
+
 static int p_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		 size_t vlen)
 {
@@ -700,6 +778,7 @@ static const struct kv_ops pg_ops = {
     .name = "postgres",
     .begin = p_begin,
     .get = p_get,
+    .get_many = p_get_many,
     .put = p_put,
     .del = p_del,
     .scan = p_scan,

@@ -1091,33 +1091,58 @@ static int batch_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
 	return 0;
 }
 
+struct attr_fill {
+	struct dir_batch *b;
+	int kept;
+};
+
+/* The attributes of the batch's entries, compacting away those gone meanwhile. */
+static int attr_one(void *ctx, int i, const uint8_t *v, size_t vlen)
+{
+	struct attr_fill *af = ctx;
+	struct dir_batch *b = af->b;
+
+	if (!v)
+		return 0;
+	if (vlen != sizeof(struct meta_attr))
+		return -EIO;
+	if (af->kept != i) {
+		memcpy(b->e[af->kept].name, b->e[i].name, sizeof(b->e[i].name));
+		b->e[af->kept].ino = b->e[i].ino;
+	}
+	memcpy(&b->e[af->kept].attr, v, sizeof(struct meta_attr));
+	af->kept++;
+	return 0;
+}
+
 static int readdir_tx(struct kv_txn *t, struct dir_batch *b)
 {
-	uint8_t from[8 + META_NAME_MAX], to[8];
-	int rc, kept = 0;
+	uint8_t from[8 + META_NAME_MAX], to[8], keys[READDIR_BATCH][8];
+	const void *kp[READDIR_BATCH];
+	size_t lens[READDIR_BATCH];
+	struct attr_fill af = {b, 0};
+	int rc;
 
 	b->n = 0;
 	be64(to, b->ino + 1);
 	rc = kv_scan(t, KV_DENTRIES, from, dentry_key(from, b->ino, b->after), to, 8, false,
 		     READDIR_BATCH + 1, batch_one, b);
-	for (int i = 0; rc == 0 && i < b->n; i++) {
-		int r = get_attr(t, b->e[i].ino, &b->e[kept].attr);
-
-		if (r == -ENOENT)
-			continue;
-		if (r < 0)
-			return r;
-		if (kept != i) {
-			memcpy(b->e[kept].name, b->e[i].name, sizeof(b->e[i].name));
-			b->e[kept].ino = b->e[i].ino;
-		}
-		kept++;
+	for (int i = 0; i < b->n; i++) {
+		be64(keys[i], b->e[i].ino);
+		kp[i] = keys[i];
+		lens[i] = 8;
 	}
 	if (rc == 0 && b->n == READDIR_BATCH) {
 		memcpy(b->last, b->e[b->n - 1].name, sizeof(b->last));
 		rc = 1; /* more may follow */
 	}
-	b->n = kept;
+	if (rc >= 0 && b->n) {
+		int r = kv_get_many(t, KV_INODES, b->n, kp, lens, attr_one, &af);
+
+		if (r < 0)
+			return r;
+	}
+	b->n = af.kept;
 	return rc;
 }
 

@@ -1162,6 +1162,54 @@ static void test_persistence(void **state)
 	assert_int_equal(meta_rename(f->m, 1, "d", sub, "x", 0, &gone), -EINVAL);
 }
 
+struct listing {
+	int n, stop_at;
+	char last[64];
+	bool ordered;
+};
+
+static int count_cb(void *ctx, const char *name, const struct meta_attr *attr)
+{
+	struct listing *l = ctx;
+
+	if (l->n && strcmp(l->last, name) >= 0)
+		l->ordered = false;
+	snprintf(l->last, sizeof(l->last), "%s", name);
+	l->n++;
+	return l->stop_at && l->n == l->stop_at;
+}
+
+/* Directories larger than one batch of meta's readdir: every entry once, in order,
+ * from any starting point, stopping when the callback says so. */
+static void test_readdir_large(void **state)
+{
+	struct fx *f = *state;
+	uint64_t d = mkdir_(f->m, META_ROOT_INO, "d");
+	struct listing l;
+	char name[32];
+
+	for (int i = 0; i < 700; i++) {
+		snprintf(name, sizeof(name), "f%04d", i);
+		mkfile(f->m, d, name);
+	}
+	memset(&l, 0, sizeof(l));
+	l.ordered = true;
+	assert_int_equal(meta_readdir(f->m, d, "", count_cb, &l), 0);
+	assert_int_equal(l.n, 700);
+	assert_true(l.ordered);
+	assert_string_equal(l.last, "f0699");
+	memset(&l, 0, sizeof(l));
+	l.ordered = true;
+	assert_int_equal(meta_readdir(f->m, d, "f0300", count_cb, &l), 0);
+	assert_int_equal(l.n, 399);
+	assert_true(l.ordered);
+	memset(&l, 0, sizeof(l));
+	l.stop_at = 250;
+	assert_int_equal(meta_readdir(f->m, d, "f0010", count_cb, &l), 0);
+	assert_int_equal(l.n, 250);
+	assert_string_equal(l.last, "f0260");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1182,6 +1230,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_replace_chunks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readdir_large, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 	};
 
