@@ -736,9 +736,11 @@ static int p_commit(struct kv_txn *t)
 		rc = send_sql(x->pc, "COMMIT", W_CHECK);
 		if (rc == 0)
 			rc = sync_drain(pg_of(t), x->pc, NULL);
-	} else if (!x->pc->broken && send_sql(x->pc, "ROLLBACK", W_IGNORE) == 0) {
-		sync_drain(pg_of(t), x->pc, NULL);
 	}
+	/* A put that failed before the COMMIT left the transaction open (the COMMIT was
+	 * skipped): end it, or the connection's next user would find it aborted. */
+	if (rc < 0 && !x->pc->broken && send_sql(x->pc, "ROLLBACK", W_IGNORE) == 0)
+		sync_drain(pg_of(t), x->pc, NULL);
 	txn_free(t);
 	return rc;
 }

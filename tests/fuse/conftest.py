@@ -14,6 +14,11 @@ Mount points live under a fresh 0755 directory in /tmp (not under pytest's 0700
 tmp_path) so that tests may run commands as `nobody` inside the mount.
 
 Every wait is a bounded poll.
+
+Engines: every test that uses the `kelp` fixture runs twice, with the metadata in LMDB
+(`[lmdb]`) and in PostgreSQL (`[pg]`: one throwaway PostgreSQL 15 server for the
+session, tests/fuse/pgserver.py, and a fresh database for each new mount's metadata).
+KELP_ENGINES=lmdb (or pg) runs only one.
 """
 
 import errno
@@ -31,6 +36,10 @@ import pytest
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)   # `import randio`, `import pgserver`
+import pgserver  # noqa: E402
+
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 # /work/main/build/daemons/kelp for the repository at /work/main (a clone elsewhere, as
 # in CI, uses its own build)
@@ -42,8 +51,7 @@ TEST_TIMEOUT = 150     # watchdog per test (seconds): mounts are aborted after i
 MiB = 1 << 20
 GiB = 1 << 30
 
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)   # `import randio`
+ENGINES = [e for e in os.environ.get("KELP_ENGINES", "lmdb,pg").split(",") if e]
 # The test modules import the helpers below as `kelp_fuse_conftest`: the plain name
 # `conftest` is shared with tests/integration/conftest.py when pytest is given both
 # directories (the last conftest loaded wins sys.modules["conftest"]).
@@ -270,19 +278,29 @@ class Server(Daemon):
 class Mount(Daemon):
     """`kelp mount` of a Server at mnt, metadata in meta."""
 
-    def __init__(self, kelp_bin, workdir, server, mnt, meta, args=(), name="mount"):
+    def __init__(self, kelp_bin, workdir, server, mnt, meta, args=(), name="mount", local=None):
         super().__init__(name, os.path.join(str(workdir), name + ".log"))
         self.kelp_bin = kelp_bin
         self.workdir = str(workdir)
         self.server = server
         self.mnt = str(mnt)
         self.meta = str(meta)
+        # the mount's own directory on this host: the LMDB directory, or (PostgreSQL)
+        # where its on-disk chunk cache goes (<local>/cache, as with LMDB)
+        self.local = str(local or meta)
         self.args = list(args)
         self.ready = os.path.join(self.workdir, name + ".ready")
 
+    @property
+    def shared(self):
+        return pgserver.is_url(self.meta)
+
     def command(self):
+        extra = []
+        if self.shared and not any(a.startswith("-cacheDir") for a in self.args):
+            extra = ["-cacheDir=" + os.path.join(self.local, "cache")]
         return [self.kelp_bin, "mount", "-dir=" + self.mnt, "-master=" + self.server.master_addr,
-                "-meta=" + self.meta, "-readyFile=" + self.ready] + self.args
+                "-meta=" + self.meta, "-readyFile=" + self.ready] + extra + self.args
 
     def start(self, timeout=READY_TIMEOUT):
         try:
@@ -347,13 +365,23 @@ class Mount(Daemon):
 class Kelp:
     """One test's cluster and mounts."""
 
-    def __init__(self, kelp_bin, tmp_path, mntroot):
+    def __init__(self, kelp_bin, tmp_path, mntroot, engine="lmdb", pg=None):
         self.kelp_bin = kelp_bin
         self.tmp = tmp_path
         self.mntroot = mntroot
+        self.engine = engine
+        self.pg = pg   # the PgServer with engine "pg"
         self.daemons = []
         self.mounts = []
         self.server = None
+        self.locals = {}   # metadata spec -> the local directory of its mounts
+
+    def new_meta(self):
+        """A fresh, empty metadata of this test's engine (a path or a URL)."""
+        n = len(self.mounts)
+        if self.engine == "pg":
+            return self.pg.new_database()
+        return str(self.tmp / ("meta%d" % n))
 
     def start_server(self, master_port=0, volume_port=0, datadir=None):
         srv = Server(self.kelp_bin, self.tmp, datadir or (self.tmp / "data"),
@@ -368,9 +396,11 @@ class Kelp:
         """A new mount (new mount point and metadata unless given)."""
         n = len(self.mounts)
         mnt = mnt or os.path.join(self.mntroot, "mnt%d" % n)
-        meta = meta or (self.tmp / ("meta%d" % n))
+        meta = str(meta or self.new_meta())
+        local = self.locals.setdefault(meta, str(self.tmp / ("local%d" % n))
+                                       if pgserver.is_url(meta) else meta)
         m = Mount(self.kelp_bin, self.tmp, server or self.server, mnt, meta, args=args,
-                  name="mount%d" % n)
+                  name="mount%d" % n, local=local)
         self.mounts.append(m)
         self.daemons.append(m)
         if start:
@@ -425,12 +455,28 @@ def kelp_bin():
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL 15 server for the whole session (started at first use)."""
+    if not pgserver.available():
+        need("/usr/lib/postgresql/15/bin/initdb", "psql")
+    with pgserver.PgServer() as pg:
+        yield pg
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    """The metadata engine of the test's mounts: "lmdb" or "pg"."""
+    return request.param
+
+
 @pytest.fixture
-def kelp(request, kelp_bin, tmp_path):
+def kelp(request, kelp_bin, tmp_path, engine):
     """A Kelp (no server started yet)."""
+    pg = request.getfixturevalue("pg_server") if engine == "pg" else None
     mntroot = tempfile.mkdtemp(prefix="kelp-fuse-", dir="/tmp")
     os.chmod(mntroot, 0o755)
-    k = Kelp(kelp_bin, tmp_path, mntroot)
+    k = Kelp(kelp_bin, tmp_path, mntroot, engine=engine, pg=pg)
     request.node._kelp = k
     timed_out = []
 

@@ -31,6 +31,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def is_url(spec):
+    return str(spec).startswith(("postgres://", "postgresql://"))
+
+
 def available():
     return os.path.exists(os.path.join(PG_BIN, "initdb")) and shutil.which("psql") is not None
 

@@ -35,7 +35,7 @@ def _fill_cache(kelp, m, data, nfiles, args=None):
     assert bytes(got) == data
     # the disk cache is written in the background
     wait_until("%d chunk files in the disk cache" % nfiles,
-               lambda: len(_cache_files(m2.meta)) >= nfiles, 10)
+               lambda: len(_cache_files(m2.local)) >= nfiles, 10)
     assert m2.unmount() == 0
     return m2
 
@@ -64,7 +64,7 @@ def test_damaged_disk_cache_files_are_misses(kelp):
     write_file(m.path("f"), data)
     assert m.unmount() == 0
     m2 = _fill_cache(kelp, m, data, 4)
-    files = sorted(_cache_files(m2.meta))
+    files = sorted(_cache_files(m2.local))
     assert len(files) >= 4
     # damage each file differently: a flipped byte in the data, a flipped byte near the
     # end, a truncation, an empty file
