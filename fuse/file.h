@@ -105,6 +105,8 @@ struct kelp_fs {
 	pthread_mutex_t bufs_lock;
 	uint8_t *bufs[8];
 	int n_bufs;
+	/* the FUSE session (struct fuse_session *), set by kelp_fuse_run, for notifications */
+	void *session;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;

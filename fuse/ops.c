@@ -435,10 +435,46 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	/* Close-to-open: with a shared metadata another mount may have changed the file
-	 * since the kernel cached its pages, so they go at every open. */
-	fi->keep_cache = !meta_shared(fs_of(req)->meta);
+	 * since the kernel cached its pages and size, so the pages go at every open and
+	 * the attributes are marked stale (a read past the cached size asks again). */
+	fi->keep_cache = !meta_shared(fs->meta);
+	if (meta_shared(fs->meta) && fs->session)
+		fuse_lowlevel_notify_inval_inode(fs->session, ino, -1, 0);
 	if (fuse_reply_open(req, fi) != 0)
 		file_put(fs, f);
+}
+
+/*
+ * open(O_CREAT) without O_EXCL of a name another mount created after this kernel looked
+ * it up: the file is opened as if it had been there (what a local filesystem does),
+ * when the caller may (root, or the owner with the permission bits the open needs;
+ * anyone else keeps EEXIST rather than skip the kernel's permission check).
+ */
+static int open_existing(fuse_req_t req, fuse_ino_t parent, const char *name,
+			 struct fuse_file_info *fi, struct meta_attr *a)
+{
+	struct kelp_fs *fs = fs_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	int acc = fi->flags & O_ACCMODE, rc = meta_lookup(fs->meta, parent, name, a);
+	uint32_t need = (acc != O_WRONLY ? S_IRUSR : 0) | (acc != O_RDONLY ? S_IWUSR : 0);
+
+	if (rc < 0)
+		return rc == -ENOENT ? -EEXIST : rc;
+	if (S_ISDIR(a->mode))
+		return -EISDIR;
+	if (!S_ISREG(a->mode))
+		return -EEXIST;
+	if (ctx->uid != 0 && (ctx->uid != a->uid || (a->mode & need) != need))
+		return -EEXIST;
+	if (fi->flags & O_TRUNC) {
+		struct meta_attr in = {.size = 0};
+
+		rc = meta_setattr(fs->meta, a->ino, &in, META_SET_SIZE, a);
+		if (rc < 0)
+			return rc;
+		fs_kick_gc(fs);
+	}
+	return 0;
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -453,6 +489,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (cluster_away(req))
 		return;
 	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
+	if (rc == -EEXIST && !(fi->flags & O_EXCL) && meta_shared(fs->meta))
+		rc = open_existing(req, parent, name, fi, &a);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -880,6 +918,7 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	    fuse_opt_add_arg(&args, opts))
 		return -ENOMEM;
 	se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	fs->session = se;
 	if (!se) {
 		fuse_opt_free_args(&args);
 		return -EINVAL;
@@ -912,6 +951,7 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	fuse_session_unmount(se); /* a no-op when the signal thread did it */
 	log_info("mount: unmounted %s", mountpoint);
 out_destroy:
+	fs->session = NULL;
 	fuse_session_destroy(se);
 	fuse_opt_free_args(&args);
 	return rc;

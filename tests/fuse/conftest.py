@@ -374,7 +374,7 @@ class Kelp:
         self.daemons = []
         self.mounts = []
         self.server = None
-        self.locals = {}   # metadata spec -> the local directory of its mounts
+        self.locals = {}   # (metadata spec, mount point) -> the mount's local directory
 
     def new_meta(self):
         """A fresh, empty metadata of this test's engine (a path or a URL)."""
@@ -397,7 +397,8 @@ class Kelp:
         n = len(self.mounts)
         mnt = mnt or os.path.join(self.mntroot, "mnt%d" % n)
         meta = str(meta or self.new_meta())
-        local = self.locals.setdefault(meta, str(self.tmp / ("local%d" % n))
+        # a mount point's own local directory (its cache), kept across remounts
+        local = self.locals.setdefault((meta, mnt), str(self.tmp / ("local%d" % n))
                                        if pgserver.is_url(meta) else meta)
         m = Mount(self.kelp_bin, self.tmp, server or self.server, mnt, meta, args=args,
                   name="mount%d" % n, local=local)
