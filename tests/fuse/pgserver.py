@@ -9,7 +9,7 @@ fsync is off: tests never cut the power, and it keeps the suite's time down (the
 benchmarks in docs/benchmarks.md use the defaults).
 
 Also a command-line tool for development:
-    python3 tests/fuse/pgserver.py     # prints the URL, serves until Ctrl-C
+    python3 tests/fuse/pgserver.py [--durable]   # prints the URL, serves until Ctrl-C
 """
 
 import os
@@ -40,8 +40,10 @@ def available():
 
 
 class PgServer:
-    def __init__(self, port=0):
+    def __init__(self, port=0, durable=False):
         self.port = port
+        # durable: PostgreSQL's defaults (fsync on) instead of fsync=off
+        self.settings = [] if durable else ["-c", "fsync=off"]
         self.dir = None
         self.proc = None
         self.n_db = 0
@@ -72,8 +74,8 @@ class PgServer:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             NOBODY + [os.path.join(PG_BIN, "postgres"), "-D", data, "-h", "127.0.0.1",
-                      "-p", str(self.port), "-k", self.dir, "-c", "fsync=off",
-                      "-c", "max_connections=400", "-c", "shared_buffers=64MB"],
+                      "-p", str(self.port), "-k", self.dir] + self.settings +
+            ["-c", "max_connections=400", "-c", "shared_buffers=64MB"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/",
             start_new_session=True)
         logf.close()
@@ -136,8 +138,8 @@ class PgServer:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             NOBODY + [os.path.join(PG_BIN, "postgres"), "-D", data, "-h", "127.0.0.1",
-                      "-p", str(self.port), "-k", self.dir, "-c", "fsync=off",
-                      "-c", "max_connections=400", "-c", "shared_buffers=64MB"],
+                      "-p", str(self.port), "-k", self.dir] + self.settings +
+            ["-c", "max_connections=400", "-c", "shared_buffers=64MB"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/",
             start_new_session=True)
         logf.close()
@@ -169,7 +171,7 @@ class PgServer:
 
 
 if __name__ == "__main__":
-    with PgServer() as pg:
+    with PgServer(durable="--durable" in sys.argv) as pg:
         print(pg.admin_url, flush=True)
         try:
             while pg.proc.poll() is None:
