@@ -169,7 +169,7 @@ int mount_main(int argc, char **argv)
 	struct kelp_fs fs;
 	struct meta *meta;
 	struct meta_options mo;
-	char meta_shown[512], cid[128] = "";
+	char meta_shown[512], cid[128] = "", owner[4400];
 	bool is_pg = false;
 	int ret;
 
@@ -247,8 +247,15 @@ int mount_main(int argc, char **argv)
 	mo.timeout_ms = timeout_s * 1000;
 	mo.connections = meta_conns;
 	if (is_pg) {
+		char host[256] = "", where[4096];
+
 		cluster_id(master, timeout_s * 1000, cid, sizeof(cid));
 		mo.cluster_id = cid;
+		gethostname(host, sizeof(host) - 1);
+		if (!realpath(dir, where))
+			snprintf(where, sizeof(where), "%s", dir);
+		snprintf(owner, sizeof(owner), "%s:%s", host, where);
+		mo.owner = owner;
 	}
 	ret = meta_open_opts(meta_dir, &mo, &meta);
 	if (ret < 0) {
@@ -259,10 +266,9 @@ int mount_main(int argc, char **argv)
 						  : strerror(-ret));
 		return 1;
 	}
-	/* Orphans of a crash: with a shared database, another mount may still have them
-	 * open (sessions are not done yet), so only LMDB releases them here. */
-	if (!meta_shared(meta))
-		meta_release_orphans(meta);
+	/* Orphans of a crash: with a shared database, only this mount point's (another
+	 * mount may still have its own open). */
+	meta_release_orphans(meta);
 	memset(&fo, 0, sizeof(fo));
 	fo.masters = master;
 	fo.collection = collection;

@@ -24,6 +24,7 @@ struct meta {
 	uint64_t gc_generation; /* bumped (atomically) by every blob sent to gc */
 	int timeout_ms;		/* how long a transaction waits for a lost server */
 	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
+	char owner[256];	/* the value of this mount's orphans records */
 };
 
 int64_t meta_now_ns(void)
@@ -148,6 +149,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 	if (!m)
 		return -ENOMEM;
 	m->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 30000;
+	snprintf(m->owner, sizeof(m->owner), "%s", o && o->owner && *o->owner ? o->owner : "1");
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
 		    .cluster_id = o ? o->cluster_id : NULL,
@@ -530,8 +532,10 @@ static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
 	return rc == -ENOENT ? 0 : rc;
 }
 
-/* Drops one link of ino; at 0 the inode is recorded as an orphan (freed on release). */
-static int drop_link(struct kv_txn *t, uint64_t ino, int64_t now, uint64_t *gone)
+/* Drops one link of ino; at 0 the inode is recorded as an orphan of this mount (freed
+ * on release). */
+static int drop_link(struct meta *m, struct kv_txn *t, uint64_t ino, int64_t now,
+		     uint64_t *gone)
 {
 	struct meta_attr a;
 	int rc = get_attr(t, ino, &a);
@@ -548,7 +552,7 @@ static int drop_link(struct kv_txn *t, uint64_t ino, int64_t now, uint64_t *gone
 		uint8_t k[8];
 
 		be64(k, ino);
-		rc = kv_put(t, KV_ORPHANS, k, 8, "1", 1);
+		rc = kv_put(t, KV_ORPHANS, k, 8, m->owner, strlen(m->owner));
 		*gone = ino;
 	}
 	return rc;
@@ -720,7 +724,7 @@ int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newn
 }
 
 /* unlink (dir false) and rmdir (dir true): one transaction removing parent/name. */
-static int remove_tx(struct kv_txn *t, uint64_t parent, const char *name, bool dir,
+static int remove_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const char *name, bool dir,
 		     uint64_t *gone_ino)
 {
 	struct meta_attr a, p;
@@ -741,7 +745,7 @@ static int remove_tx(struct kv_txn *t, uint64_t parent, const char *name, bool d
 	if (rc == 0)
 		rc = del_dentry(t, parent, name);
 	if (rc == 0)
-		rc = drop_link(t, ino, now, gone_ino); /* freed once unused (orphans) */
+		rc = drop_link(m, t, ino, now, gone_ino); /* freed once unused (orphans) */
 	if (rc == 0)
 		rc = get_attr(t, parent, &p);
 	if (rc == 0) {
@@ -756,13 +760,13 @@ static int remove_tx(struct kv_txn *t, uint64_t parent, const char *name, bool d
 int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
 	*gone_ino = 0;
-	return IN_TXN(m, true, remove_tx(t, parent, name, false, gone_ino));
+	return IN_TXN(m, true, remove_tx(m, t, parent, name, false, gone_ino));
 }
 
 int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
 	*gone_ino = 0;
-	return IN_TXN(m, true, remove_tx(t, parent, name, true, gone_ino));
+	return IN_TXN(m, true, remove_tx(m, t, parent, name, true, gone_ino));
 }
 
 /* True if directory `ancestor` is `ino` or one of its ancestors (a rename into itself). */
@@ -785,7 +789,7 @@ static bool is_ancestor(struct kv_txn *t, uint64_t ancestor, uint64_t ino)
 	return true; /* a loop: refuse */
 }
 
-static int rename_tx(struct kv_txn *t, uint64_t parent, const char *name, uint64_t newparent,
+static int rename_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const char *name, uint64_t newparent,
 		     const char *newname, unsigned flags, uint64_t *gone_ino)
 {
 	struct meta_attr src, dst, p, np;
@@ -856,7 +860,7 @@ static int rename_tx(struct kv_txn *t, uint64_t parent, const char *name, uint64
 		else if (S_ISDIR(dst.mode) && !dir_empty(t, target))
 			rc = -ENOTEMPTY;
 		if (rc == 0)
-			rc = drop_link(t, target, now, gone_ino);
+			rc = drop_link(m, t, target, now, gone_ino);
 		if (rc == 0 && S_ISDIR(dst.mode))
 			np.nlink--;
 	}
@@ -903,7 +907,7 @@ int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newp
 		return rc;
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
-	return IN_TXN(m, true, rename_tx(t, parent, name, newparent, newname, flags, gone_ino));
+	return IN_TXN(m, true, rename_tx(m, t, parent, name, newparent, newname, flags, gone_ino));
 }
 
 static int release_tx(struct meta *m, struct kv_txn *t, uint64_t ino)
@@ -1389,13 +1393,23 @@ int meta_inode_count(struct meta *m, uint64_t *count)
 struct ino_list {
 	uint64_t inos[256];
 	int n;
+	uint64_t next; /* where the next scan starts */
+	bool more;
+	const char *owner; /* NULL: every orphan */
 };
 
 static int orphan_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct ino_list *l = ctx;
 
-	if (klen == 8 && l->n < 256)
+	if (klen != 8)
+		return 0;
+	l->next = rd64(k) + 1;
+	if (l->n == 256) {
+		l->more = true;
+		return 1;
+	}
+	if (!l->owner || (vlen == strlen(l->owner) && !memcmp(v, l->owner, vlen)))
 		l->inos[l->n++] = rd64(k);
 	return 0;
 }
@@ -1405,23 +1419,28 @@ static int orphans_tx(struct kv_txn *t, struct ino_list *l)
 	uint8_t from[8];
 
 	l->n = 0;
-	be64(from, 0);
-	return kv_scan(t, KV_ORPHANS, from, 8, NULL, 0, false, 256, orphan_one, l);
+	l->more = false;
+	be64(from, l->next);
+	return kv_scan(t, KV_ORPHANS, from, 8, NULL, 0, false, 0, orphan_one, l);
 }
 
 int meta_release_orphans(struct meta *m)
 {
-	struct ino_list l;
-	int rc = IN_TXN(m, false, orphans_tx(t, &l));
+	struct ino_list l = {.next = 0, .owner = m->kv->shared ? m->owner : NULL};
+	int rc, total = 0;
 
-	if (rc < 0)
-		return rc;
-	for (int i = 0; i < l.n; i++) {
-		rc = meta_release_inode(m, l.inos[i]);
+	do {
+		rc = IN_TXN(m, false, orphans_tx(t, &l));
 		if (rc < 0)
 			return rc;
-	}
-	if (l.n)
-		log_info("meta: released %d file(s) unlinked while open before a restart", l.n);
-	return l.n == 256 ? meta_release_orphans(m) : 0;
+		for (int i = 0; i < l.n; i++) {
+			rc = meta_release_inode(m, l.inos[i]);
+			if (rc < 0)
+				return rc;
+		}
+		total += l.n;
+	} while (l.more);
+	if (total)
+		log_info("meta: released %d file(s) unlinked while open before a restart", total);
+	return 0;
 }

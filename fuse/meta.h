@@ -79,6 +79,9 @@ struct meta_options {
 	const char *cluster_id; /* PostgreSQL: the masters' TopologyId, checked and stored */
 	int timeout_ms;		/* how long calls wait for a lost server (default 30 s) */
 	int connections;	/* PostgreSQL: connections in the pool (default 8) */
+	/* Who records orphans (files unlinked while open), e.g. "host:/mount/point": with a
+	 * shared engine meta_release_orphans frees only this owner's, left by its crash. */
+	const char *owner;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -188,7 +191,9 @@ uint64_t meta_gc_generation(struct meta *m);
 /* Number of inodes (statfs). */
 int meta_inode_count(struct meta *m, uint64_t *count);
 
-/* Deletes inodes left with no links by a crash (they were open when it died). */
+/* Deletes inodes left with no links by a crash (they were open when it died); with a
+ * shared engine only those recorded by this mount's owner (another mount may still
+ * have its own open). */
 int meta_release_orphans(struct meta *m);
 
 int64_t meta_now_ns(void);
