@@ -70,7 +70,7 @@ struct kv_ops {
 			int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx);
 	int (*put)(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		   size_t vlen);
-	/* -ENOENT when absent. */
+	/* Removes the key if present (0 either way: an engine may not wait to know). */
 	int (*del)(struct kv_txn *t, int table, const void *k, size_t klen);
 	/*
 	 * The keys in [from, to) (to NULL: up to the end of the table), ascending, or

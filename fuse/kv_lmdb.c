@@ -92,8 +92,8 @@ static int l_get(struct kv_txn *t, int table, const void *k, size_t klen, const 
 }
 
 static int l_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
-		      const size_t *lens, int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen),
-		      void *ctx)
+		      const size_t *lens,
+		      int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx)
 {
 	for (int i = 0; i < n; i++) {
 		const uint8_t *v = NULL;
@@ -122,7 +122,7 @@ static int l_del(struct kv_txn *t, int table, const void *k, size_t klen)
 	MDB_val key = {klen, (void *)k};
 	int rc = mdb_del(txn_of(t), env_of(t)->dbi[table], &key, NULL);
 
-	return rc == MDB_NOTFOUND ? -ENOENT : lmdb_err(rc);
+	return rc == MDB_NOTFOUND ? 0 : lmdb_err(rc);
 }
 
 /* memcmp order, shorter first on a tie (LMDB's default key order). */

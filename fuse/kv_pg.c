@@ -22,7 +22,7 @@
  * parameters and results are binary.
  *
  * Round trips: every connection is in libpq's pipeline mode. BEGIN is sent with the
- * transaction's first statement, puts are sent without waiting (their errors surface at
+ * transaction's first statement, puts and deletes are sent without waiting (errors at
  * the next statement that waits, or the commit, failing the transaction), and the
  * ROLLBACK that ends a read-only transaction is not waited for (read with the next use
  * of the connection). A create is 3 round trips (read the parent and the name, then
@@ -496,8 +496,8 @@ static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const 
 
 /* n gets sent at once, one sync, one round trip. */
 static int p_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
-		      const size_t *lens, int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen),
-		      void *ctx)
+		      const size_t *lens,
+		      int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx)
 {
 	struct pg_txn *x = ptx(t);
 	struct pg_conn *pc = x->pc;
@@ -532,8 +532,9 @@ static int p_get_many(struct kv_txn *t, int table, int n, const void *const *key
 				return -ENOTCONN;
 			}
 			if (st != PGRES_TUPLES_OK) {
-				rc = st == PGRES_PIPELINE_ABORTED ? -EIO
-								  : pg_error(pg_of(t), pc->c, r, "get");
+				rc = st == PGRES_PIPELINE_ABORTED
+					 ? -EIO
+					 : pg_error(pg_of(t), pc->c, r, "get");
 				PQclear(r);
 			} else {
 				rc = keep_result(x, r);
@@ -594,19 +595,20 @@ static int p_put(struct kv_txn *t, int table, const void *k, size_t klen, const 
 	return rc;
 }
 
+/* Not waited for, like a put. */
 static int p_del(struct kv_txn *t, int table, const void *k, size_t klen)
 {
 	uint8_t key[KEY_MAX];
 	int kl = tkey(key, table, k, klen), fmt = 1, rc;
 	const char *vals[1] = {(const char *)key};
-	PGresult *r;
+	struct pg_conn *pc = ptx(t)->pc;
 
 	if (kl < 0)
 		return kl;
-	rc = run(t, S_DEL, 1, vals, &kl, &fmt, &r);
-	if (rc < 0)
-		return rc;
-	return strcmp(PQcmdTuples(r), "0") ? 0 : -ENOENT;
+	rc = send(t, S_DEL, 1, vals, &kl, &fmt, W_CHECK);
+	if (rc == 0 && pc->n_want >= 64)
+		rc = sync_drain(pg_of(t), pc, NULL);
+	return rc;
 }
 
 static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, const void *to,

@@ -528,14 +528,12 @@ static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
 	kv_del(t, KV_SYMLINKS, k, 8);
 	kv_del(t, KV_ORPHANS, k, 8);
 	kv_del(t, KV_PARENTS, k, 8);
-	rc = kv_del(t, KV_INODES, k, 8);
-	return rc == -ENOENT ? 0 : rc;
+	return kv_del(t, KV_INODES, k, 8);
 }
 
 /* Drops one link of ino; at 0 the inode is recorded as an orphan of this mount (freed
  * on release). */
-static int drop_link(struct meta *m, struct kv_txn *t, uint64_t ino, int64_t now,
-		     uint64_t *gone)
+static int drop_link(struct meta *m, struct kv_txn *t, uint64_t ino, int64_t now, uint64_t *gone)
 {
 	struct meta_attr a;
 	int rc = get_attr(t, ino, &a);
@@ -789,8 +787,8 @@ static bool is_ancestor(struct kv_txn *t, uint64_t ancestor, uint64_t ino)
 	return true; /* a loop: refuse */
 }
 
-static int rename_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const char *name, uint64_t newparent,
-		     const char *newname, unsigned flags, uint64_t *gone_ino)
+static int rename_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const char *name,
+		     uint64_t newparent, const char *newname, unsigned flags, uint64_t *gone_ino)
 {
 	struct meta_attr src, dst, p, np;
 	uint64_t ino, target = 0;
@@ -1302,9 +1300,13 @@ int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap)
 
 static int removexattr_tx(struct kv_txn *t, const uint8_t *k, size_t klen)
 {
-	int rc = kv_del(t, KV_XATTRS, k, klen);
+	const uint8_t *v;
+	size_t vlen;
+	int rc = kv_get(t, KV_XATTRS, k, klen, &v, &vlen);
 
-	return rc == -ENOENT ? -ENODATA : rc;
+	if (rc == -ENOENT)
+		return -ENODATA;
+	return rc < 0 ? rc : kv_del(t, KV_XATTRS, k, klen);
 }
 
 int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
@@ -1360,11 +1362,9 @@ int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seq
 static int gc_done_tx(struct kv_txn *t, uint64_t seq)
 {
 	uint8_t k[8];
-	int rc;
 
 	be64(k, seq);
-	rc = kv_del(t, KV_GC, k, 8);
-	return rc == -ENOENT ? 0 : rc;
+	return kv_del(t, KV_GC, k, 8);
 }
 
 int meta_gc_done(struct meta *m, uint64_t seq)
