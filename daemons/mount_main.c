@@ -261,6 +261,8 @@ int mount_main(int argc, char **argv)
 	if (ret < 0) {
 		fprintf(stderr, "kelp mount: cannot open the metadata in %s: %s\n", meta_shown,
 			ret == -ENOTCONN	  ? "the database is unreachable"
+			: ret == -ENOENT && is_pg ? "no such database or user (see the log)"
+			: ret == -EACCES && is_pg ? "access refused (see the log)"
 			: ret == -EXDEV		  ? "it belongs to another cluster (see the log)"
 			: ret == -EPROTONOSUPPORT ? "it has a newer format (see the log)"
 						  : strerror(-ret));

@@ -907,6 +907,19 @@ int kv_pg_open(const char *url, const struct kv_pg_options *o, struct kv **out)
 		c = pg_connect(pg, err, sizeof(err));
 		if (c || monotonic_ns() >= deadline)
 			break;
+		/* A wrong database name, user or password does not go away by waiting. */
+		if (strstr(err, "does not exist"))
+			rc = -ENOENT;
+		else if (strstr(err, "authentication failed") || strstr(err, "no password") ||
+			 strstr(err, "permission denied") || strstr(err, "pg_hba.conf"))
+			rc = -EACCES;
+		else
+			rc = 0;
+		if (rc < 0) {
+			log_error("meta: cannot use the metadata database %s: %s", pg->masked, err);
+			p_close(&pg->base);
+			return rc;
+		}
 		usleep(200000);
 	}
 	if (!c) {

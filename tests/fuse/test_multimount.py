@@ -267,6 +267,11 @@ def test_mount_errors(kelp, pg_server):
     log = _mount_fails(kelp, url, ["-timeout=2"])
     assert "postgres://kelp:***@127.0.0.1" in log and "unreachable" in log, log[-2000:]
     assert "s3cret" not in log.split("=====")[-1].split("\n", 1)[1], log[-2000:]
+    # a database that does not exist: said at once, not waited for
+    t0 = time.monotonic()
+    log = _mount_fails(kelp, pg_server.url("nosuchdb"), ["-timeout=20"])
+    assert 'database "nosuchdb" does not exist' in log, log[-2000:]
+    assert time.monotonic() - t0 < 15
     # a database of another cluster
     meta = kelp.new_meta()
     m = kelp.mount(meta=meta)
