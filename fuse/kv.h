@@ -68,6 +68,13 @@ struct kv_ops {
 	int (*get_many)(struct kv_txn *t, int table, int n, const void *const *keys,
 			const size_t *lens,
 			int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx);
+	/*
+	 * Gets k in table, then the value found, used as a key, in table2 (a name, then
+	 * its inode): one round trip where the engine can. -ENOENT when k is absent; *v2
+	 * NULL when the second key is.
+	 */
+	int (*get_follow)(struct kv_txn *t, int table, const void *k, size_t klen, int table2,
+			  const uint8_t **v, size_t *vlen, const uint8_t **v2, size_t *v2len);
 	int (*put)(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		   size_t vlen);
 	/* Removes the key if present (0 either way: an engine may not wait to know). */
@@ -136,6 +143,14 @@ static inline int kv_get_many(struct kv_txn *t, int table, int n, const void *co
 {
 	return t->failed ? t->failed
 			 : kv_failed(t, t->kv->ops->get_many(t, table, n, keys, lens, fn, ctx));
+}
+
+static inline int kv_get_follow(struct kv_txn *t, int table, const void *k, size_t klen, int table2,
+				const uint8_t **v, size_t *vlen, const uint8_t **v2, size_t *v2len)
+{
+	return t->failed ? t->failed
+			 : kv_failed(t, t->kv->ops->get_follow(t, table, k, klen, table2, v, vlen,
+							       v2, v2len));
 }
 
 static inline int kv_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,

@@ -109,6 +109,22 @@ static int l_get_many(struct kv_txn *t, int table, int n, const void *const *key
 	return 0;
 }
 
+static int l_get_follow(struct kv_txn *t, int table, const void *k, size_t klen, int table2,
+			const uint8_t **v, size_t *vlen, const uint8_t **v2, size_t *v2len)
+{
+	int rc = l_get(t, table, k, klen, v, vlen);
+
+	if (rc < 0)
+		return rc;
+	rc = l_get(t, table2, *v, *vlen, v2, v2len);
+	if (rc == -ENOENT) {
+		*v2 = NULL;
+		*v2len = 0;
+		rc = 0;
+	}
+	return rc;
+}
+
 static int l_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		 size_t vlen)
 {
@@ -262,6 +278,7 @@ static const struct kv_ops lmdb_ops = {
     .begin = l_begin,
     .get = l_get,
     .get_many = l_get_many,
+    .get_follow = l_get_follow,
     .put = l_put,
     .del = l_del,
     .scan = l_scan,

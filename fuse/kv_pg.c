@@ -76,10 +76,12 @@ struct pg_txn {
 	int n_res, cap_res;
 };
 
-enum stmt { S_GET, S_PUT, S_DEL, S_SCAN, S_RSCAN, S_COUNT, S_NEXT_INO, S_NEXT_GC, S_N };
+enum stmt { S_GET, S_FOLLOW, S_PUT, S_DEL, S_SCAN, S_RSCAN, S_COUNT, S_NEXT_INO, S_NEXT_GC, S_N };
 
 static const char *const stmt_sql[S_N] = {
     [S_GET] = "SELECT v FROM kelp_kv WHERE k = $1",
+    [S_FOLLOW] = "SELECT a.v, b.v FROM kelp_kv a LEFT JOIN kelp_kv b ON b.k = $2::bytea || a.v "
+		 "WHERE a.k = $1",
     [S_PUT] = "INSERT INTO kelp_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = "
 	      "EXCLUDED.v",
     [S_DEL] = "DELETE FROM kelp_kv WHERE k = $1",
@@ -90,8 +92,11 @@ static const char *const stmt_sql[S_N] = {
     [S_NEXT_GC] = "SELECT nextval('kelp_gc_seq')",
 };
 
-static const char *const stmt_name[S_N] = {"get",   "put",   "del",	 "scan",
-					   "rscan", "count", "next_ino", "next_gc"};
+static const char *const stmt_name[S_N] = {
+    [S_GET] = "get",	 [S_FOLLOW] = "follow",	    [S_PUT] = "put",
+    [S_DEL] = "del",	 [S_SCAN] = "scan",	    [S_RSCAN] = "rscan",
+    [S_COUNT] = "count", [S_NEXT_INO] = "next_ino", [S_NEXT_GC] = "next_gc",
+};
 
 bool kv_is_pg_url(const char *spec)
 {
@@ -494,6 +499,35 @@ static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const 
 	return 0;
 }
 
+/* One statement (a join): one round trip. */
+static int p_get_follow(struct kv_txn *t, int table, const void *k, size_t klen, int table2,
+			const uint8_t **v, size_t *vlen, const uint8_t **v2, size_t *v2len)
+{
+	uint8_t key[KEY_MAX], t2 = (uint8_t)table2;
+	int kl = tkey(key, table, k, klen), lens[2] = {0, 1}, fmts[2] = {1, 1}, rc;
+	const char *vals[2] = {(const char *)key, (const char *)&t2};
+	PGresult *r;
+
+	if (kl < 0)
+		return kl;
+	lens[0] = kl;
+	rc = run(t, S_FOLLOW, 2, vals, lens, fmts, &r);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(r) == 0)
+		return -ENOENT;
+	*v = (const uint8_t *)PQgetvalue(r, 0, 0);
+	*vlen = (size_t)PQgetlength(r, 0, 0);
+	if (PQgetisnull(r, 0, 1)) {
+		*v2 = NULL;
+		*v2len = 0;
+	} else {
+		*v2 = (const uint8_t *)PQgetvalue(r, 0, 1);
+		*v2len = (size_t)PQgetlength(r, 0, 1);
+	}
+	return 0;
+}
+
 /* n gets sent at once, one sync, one round trip. */
 static int p_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
 		      const size_t *lens,
@@ -783,6 +817,7 @@ static const struct kv_ops pg_ops = {
     .begin = p_begin,
     .get = p_get,
     .get_many = p_get_many,
+    .get_follow = p_get_follow,
     .put = p_put,
     .del = p_del,
     .scan = p_scan,

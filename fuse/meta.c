@@ -417,17 +417,20 @@ static int collect_chunks(struct kv_txn *t, uint64_t ino, uint64_t start, uint64
 			  struct meta_chunk **out)
 {
 	struct chunk_list l = {NULL, 0, 0, start, end};
-	uint8_t lo[16], at[16], hi[8];
+	uint8_t lo[16], at[17], hi[8];
 	int rc;
 
 	*out = NULL;
 	chunk_key(lo, ino, 0);
 	chunk_key(at, ino, start);
+	at[16] = 0; /* the smallest key above (ino, start) */
 	be64(hi, ino + 1);
-	/* The interval just before start may reach into the range. */
-	rc = start ? kv_scan(t, KV_CHUNKS, lo, 16, at, 16, true, 1, collect_one, &l) : 0;
-	if (rc == 0)
-		rc = kv_scan(t, KV_CHUNKS, at, 16, hi, 8, false, 0, collect_one, &l);
+	/* First the interval starting at or before start: it may reach into the range,
+	 * and when it covers all of it (a read inside one chunk) nothing else can (the
+	 * intervals do not overlap), which saves the second scan. */
+	rc = kv_scan(t, KV_CHUNKS, lo, 16, at, 17, true, 1, collect_one, &l);
+	if (rc == 0 && !(l.n == 1 && l.list[0].offset + l.list[0].length >= end))
+		rc = kv_scan(t, KV_CHUNKS, at, 17, hi, 8, false, 0, collect_one, &l);
 	if (rc < 0) {
 		free(l.list);
 		return rc;
@@ -574,14 +577,25 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 	return IN_TXN(m, false, get_attr(t, ino, out));
 }
 
+/* The entry and its inode in one engine call (one round trip on PostgreSQL). */
 static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct meta_attr *out)
 {
-	uint64_t ino;
-	int rc = get_dentry(t, parent, name, &ino);
+	uint8_t k[8 + META_NAME_MAX];
+	const uint8_t *v, *a;
+	size_t vlen, alen;
+	int rc = kv_get_follow(t, KV_DENTRIES, k, dentry_key(k, parent, name), KV_INODES, &v, &vlen,
+			       &a, &alen);
 
-	if (rc == 0)
-		rc = get_attr(t, ino, out);
-	return rc;
+	if (rc < 0)
+		return rc;
+	if (vlen != 8)
+		return -EIO;
+	if (!a)
+		return -ENOENT;
+	if (alen != sizeof(*out))
+		return -EIO;
+	memcpy(out, a, sizeof(*out));
+	return 0;
 }
 
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out)
