@@ -10,10 +10,12 @@ mount point, on one PostgreSQL database (-meta=postgres://...).
   other), links and unlinks from every mount at once, then a consistency check of the
   database (tests/fuse/metacheck.py) and the same `ls -R` / stat on every mount;
 - the database restarted in the middle of a copy: calls wait, the copy completes;
+- the database away for longer than -timeout: EIO, then the same mount works again;
 - errors at mount time: database unreachable (the URL in the message, its password
   masked), a database of another cluster, a database of a newer format.
 """
 
+import errno
 import os
 import random
 import stat
@@ -249,6 +251,28 @@ def test_database_restart_during_copy(kelp, pg_server):
     wait_until("the copy on the other mount",
                lambda: run(["diff", "-r", str(src), b.path("copy")], check=False).returncode == 0,
                10)
+
+
+def test_database_away_longer_than_the_timeout(kelp, pg_server):
+    """PostgreSQL stopped: metadata calls wait up to -timeout, then fail with EIO;
+    started again, the same mount works without a remount."""
+    kelp.start_server()
+    meta = kelp.new_meta()
+    m = kelp.mount(["-timeout=3", "-attrCacheSec=0", "-entryCacheSec=0"], meta=meta)
+    write_file(m.path("before"), b"x")
+    pg_server.stop_server()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            os.stat(m.path("never-looked-up"))
+        waited = time.monotonic() - t0
+        assert e.value.errno == errno.EIO, e.value
+        assert 2.5 < waited < 20, waited
+    finally:
+        pg_server.restart()
+    wait_until("the mount to work again", lambda: read_file(m.path("before")) == b"x", 20)
+    write_file(m.path("after"), b"y")
+    assert sorted(os.listdir(m.path())) == ["after", "before"]
 
 
 def _mount_fails(kelp, meta, args=()):
