@@ -7,6 +7,8 @@ synchronous_commit on). Needs root (mounts, drop_caches).
      unlink per second);
   2. through FUSE, per engine: create + write of FILES files of 4 KiB, stat of them
      after dropping the caches, sequential write and read of SIZE_MB MiB;
+     (PostgreSQL twice: as configured, and a database with synchronous_commit = off,
+     which shows what the WAL flush of every commit costs);
   3. PostgreSQL: two mounts creating FILES/2 files each in parallel in different
      directories, against one mount creating FILES.
 FILES (10000) and SIZE_MB (1024) shrink it for a quick look.
@@ -93,7 +95,10 @@ def main():
         src = os.urandom(4096)
         results = {}
         pg_meta = pg.new_database()
-        for engine, meta in (("lmdb", os.path.join(work, "meta")), ("postgres", pg_meta)):
+        async_meta = pg.new_database()
+        pg.sql("ALTER DATABASE %s SET synchronous_commit = off" % async_meta.rsplit("/", 1)[1])
+        for engine, meta in (("lmdb", os.path.join(work, "meta")), ("async", async_meta),
+                             ("postgres", pg_meta)):
             mnt = mount(engine, meta)
             t0 = time.monotonic()
             create_files(os.path.join(mnt, "small"), FILES, src)
@@ -128,11 +133,13 @@ def main():
         results["postgres2", "create"] = (FILES // 2) * 2 / (time.monotonic() - t0)
 
         print("== through FUSE (%d files of 4 KiB, %d MiB sequential)" % (FILES, SIZE_MB))
-        print("%-30s %10s %10s %7s" % ("test", "lmdb", "postgres", "ratio"))
+        print("%-24s %8s %10s %7s %14s %7s" % ("test", "lmdb", "postgres", "ratio",
+                                              "pg async commit", "ratio"))
         for t, unit in (("create", "files/s"), ("stat", "files/s"), ("write", "MiB/s"),
                         ("read", "MiB/s")):
-            a, b = results["lmdb", t], results["postgres", t]
-            print("%-30s %10.0f %10.0f %7.2f" % ("%s (%s)" % (t, unit), a, b, b / a))
+            a, b, c = results["lmdb", t], results["postgres", t], results["async", t]
+            print("%-24s %8.0f %10.0f %7.2f %14.0f %7.2f" % ("%s (%s)" % (t, unit), a, b, b / a,
+                                                          c, c / a))
         a, b = results["postgres", "create"], results["postgres2", "create"]
         print("postgres: 2 mounts creating in parallel: %.0f files/s (%.2fx one mount)" % (b, b / a))
         print("load at the end: %s" % open("/proc/loadavg").read().split()[0])
