@@ -43,10 +43,19 @@ static struct timespec ns_to_ts(int64_t ns)
 	return t;
 }
 
-static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *st)
+static void to_stat(struct kelp_fs *fs, const struct meta_attr *attr, struct stat *st)
 {
+	struct meta_attr fresh;
+	const struct meta_attr *a = attr;
 	struct open_file *f;
 
+	/* An open file's size counts writes not yet in the metadata; its attributes are
+	 * taken again together with them (a commit may have moved bytes meanwhile). */
+	if (S_ISREG(attr->mode) && (f = file_find(fs, attr->ino))) {
+		if (file_attr(fs, f, &fresh) == 0)
+			a = &fresh;
+		file_put(fs, f);
+	}
 	memset(st, 0, sizeof(*st));
 	st->st_ino = a->ino;
 	st->st_mode = a->mode;
@@ -55,10 +64,6 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 	st->st_gid = a->gid;
 	st->st_rdev = a->rdev;
 	st->st_size = (off_t)a->size;
-	if (S_ISREG(a->mode) && (f = file_find(fs, a->ino))) {
-		st->st_size = (off_t)file_size(fs, f, a->size);
-		file_put(fs, f);
-	}
 	st->st_blksize = IO_BLOCK_SIZE;
 	st->st_blocks = (st->st_size + 511) / 512;
 	st->st_atim = ns_to_ts(a->atime_ns);
@@ -256,25 +261,16 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		in.size = (uint64_t)attr->st_size;
 	}
 	{
-		/*
-		 * Unflushed writes are recorded first: their commit sets mtime, which must
-		 * not override the times set here (cp -a, tar), and a size change must see
-		 * them.
-		 */
+		/* An open file: its buffered writes are recorded or cut first. */
 		struct open_file *f = file_find(fs, ino);
 
 		if (f) {
-			if (valid & META_SET_SIZE)
-				file_truncate_dirty(fs, f, in.size);
-			rc = file_flush(fs, f, false);
+			rc = file_setattr(fs, f, &in, valid, &out);
 			file_put(fs, f);
-			if (rc < 0) {
-				fuse_reply_err(req, -rc);
-				return;
-			}
+		} else {
+			rc = meta_setattr(fs->meta, ino, &in, valid, &out);
 		}
 	}
-	rc = meta_setattr(fs->meta, ino, &in, valid, &out);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -430,16 +426,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fi->flags & O_TRUNC) {
 		/* libfuse turns on atomic O_TRUNC: the truncation is ours to do. */
 		struct meta_attr in = {.size = 0};
-		int rc;
+		int rc = file_setattr(fs, f, &in, META_SET_SIZE, NULL);
 
-		file_truncate_dirty(fs, f, 0);
-		rc = meta_setattr(fs->meta, ino, &in, META_SET_SIZE, NULL);
 		if (rc < 0) {
 			file_put(fs, f);
 			fuse_reply_err(req, -rc);
 			return;
 		}
-		fs_kick_gc(fs);
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	fi->keep_cache = 1; /* only this mount changes the file */
