@@ -39,8 +39,9 @@ Roles and what they check (SEED picks the data, RSEED a reader's choices):
             random pwrite / ftruncate / fsync / fdatasync / close+reopen on FILE, keeping
             the expected content in STATE (seqlock: slot 0 odd while an operation runs).
   reader    STATE FILE SEED SECONDS MAXSIZE
-            reads random ranges and fstat()s; when no operation ran during the read, the
-            bytes and the size must equal the expected ones exactly.
+            reads random ranges and fstat()s (until FILE.done appears); when no
+            operation ran during the read, the bytes and the size must equal the
+            expected ones exactly.
 """
 
 import ctypes
@@ -390,8 +391,8 @@ def mutator(state, path, seed, ops, maxsize):
         st.set(1, size)
         seq += 1
         st.set(0, seq)  # even: quiet
-        if rnd.random() < 0.3:
-            time.sleep(rnd.random() * 0.003)  # quiet windows for the readers
+        if rnd.random() < 0.5:
+            time.sleep(rnd.random() * 0.004)  # quiet windows for the readers
     os.close(fd)
     rep.done()
 
@@ -403,10 +404,11 @@ def reader(state, path, seed, secs, maxsize):
     model = memoryview(st.mm)[st.data_off:]
     fd = os.open(path, os.O_RDONLY)
     end = time.monotonic() + secs
-    while time.monotonic() < end:
+    while time.monotonic() < end and not os.path.exists(path + ".done"):
         s0 = st.get(0)
         if s0 & 1:
             rep.add("busy")
+            time.sleep(0.0002)
             continue
         n = rnd.choice((1, 4096, 65536, 1 << 20))
         off = rnd.randrange(0, maxsize)

@@ -53,7 +53,7 @@ def assert_clean(reports, mounts, min_checks=1):
     assert not bad, "\n".join("%s: %d errors of %d checks: %s" % (
         r["role"], r["errors"], r["errors"] + r["checks"], r["problems"]) for r in bad)
     for r in reports:
-        if r["role"] not in ("appender", "lines", "owner", "mutator"):
+        if r["role"] not in ("appender", "lines", "owner", "mutator", "renamer"):
             assert r["checks"] >= min_checks, "%s checked too little: %r" % (r["role"], r)
     for m in mounts:
         failed = [l for l in m.log_text().splitlines() if "reading chunk" in l]
@@ -68,21 +68,21 @@ def small_chunks(kelp):
 
 def test_tail_of_a_file_synced_while_it_grows(small_chunks, tmp_path):
     """The issue's case: one process appends 4 KiB blocks and fdatasync()s every 8 of
-    them, two others read the newest written and synced blocks and fstat the file. 8
-    seeds, 6,000 syncs in all."""
+    them, two others read the newest written and synced blocks and fstat the file. 6
+    seeds, 3,750 syncs in all."""
     m = small_chunks
     reports = []
-    for seed in range(8):
+    for seed in range(6):
         path = m.path("tail%d" % seed)
         state = tmp_path / ("tail%d.state" % seed)
         with open(state, "wb") as f:
             f.truncate(16)
-        w = start("appender", state, path, seed, 6000, 8)
+        w = start("appender", state, path, seed, 5000, 8)
         readers = [start("tailer", state, path, seed, seed * 10 + i, 30) for i in range(2)]
         reports += finish([w])
         open(path + ".done", "wb").close()
         reports += finish(readers)
-    assert sum(r.get("syncs", 0) for r in reports) >= 6000
+    assert sum(r.get("syncs", 0) for r in reports) >= 3750
     assert_clean(reports, [m], min_checks=100)
 
 
@@ -161,9 +161,11 @@ def test_truncates_and_writes_against_readers(small_chunks, tmp_path, seed):
     state = tmp_path / "mut.state"
     with open(state, "wb") as f:
         f.truncate(16 + maxsize)
-    procs = [start("mutator", state, path, seed, 1500, maxsize)]
-    procs += [start("reader", state, path, seed * 10 + i, 15, maxsize) for i in range(3)]
-    reports = finish(procs)
+    w = start("mutator", state, path, seed, 1000, maxsize)
+    readers = [start("reader", state, path, seed * 10 + i, 50, maxsize) for i in range(3)]
+    reports = finish([w])
+    open(path + ".done", "wb").close()
+    reports += finish(readers)
     assert_clean(reports, [m], min_checks=50)
 
 
