@@ -29,13 +29,10 @@ DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
 
 
 def _compat_dir():
-    env = os.environ.get("KELP_COMPAT_DIR")
-    if env:
-        return env
-    beside = os.path.join(os.path.dirname(REPO_ROOT), "shared", "compat", "seaweedfs")
-    if os.path.isdir(beside):
-        return beside
-    return "/work/shared/compat/seaweedfs"
+    """The volumes written by SeaweedFS: tests/data/seaweedfs of this repository (they are
+    Apache-2.0, see its NOTICE), or $KELP_COMPAT_DIR."""
+    return os.environ.get("KELP_COMPAT_DIR") or os.path.join(REPO_ROOT, "tests", "data",
+                                                             "seaweedfs")
 
 
 COMPAT_DIR = _compat_dir()
@@ -517,8 +514,10 @@ def kelp_bin():
 
 @pytest.fixture(scope="session")
 def compat_dir():
-    if not os.path.isdir(COMPAT_DIR):
-        pytest.skip("no SeaweedFS compat files at %s" % COMPAT_DIR)
+    # The files are part of the repository: missing ones are an error, not a reason to skip.
+    if not os.path.isfile(os.path.join(COMPAT_DIR, "healthy_volume.dat")):
+        pytest.fail("no SeaweedFS compat files at %s (tests/data/seaweedfs of the repository, "
+                    "or $KELP_COMPAT_DIR)" % COMPAT_DIR, pytrace=False)
     return COMPAT_DIR
 
 
