@@ -246,8 +246,12 @@ class VolumeServer:
     """One `kelp volume` process (restartable on the same data dirs).
 
     dirs: list of data directories; max: list (or int) of max volume counts;
-    args: extra command-line arguments.
+    args: extra command-line arguments. ip: the address it binds and advertises;
+    prefix: a command prefix that starts it elsewhere (netns.NetNS.prefix()).
     """
+
+    ip = "127.0.0.1"
+    prefix = ()
 
     def __init__(self, kelp_bin, workdir, dirs, max=8, args=(), name="vs"):
         self.kelp_bin = kelp_bin
@@ -272,7 +276,7 @@ class VolumeServer:
         else:
             max_s = str(self.max)
         return [self.kelp_bin, "volume", "-port=0", "-readyFile=" + self.ready_path,
-                "-dir=" + ",".join(self.dirs), "-max=" + max_s, "-ip=127.0.0.1"] + self.args
+                "-dir=" + ",".join(self.dirs), "-max=" + max_s, "-ip=" + self.ip] + self.args
 
     def start(self, timeout=READY_TIMEOUT, cmd=None):
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -283,7 +287,7 @@ class VolumeServer:
         except FileNotFoundError:
             pass
         self.starts += 1
-        cmd = cmd or self.command()
+        cmd = list(self.prefix) + (cmd or self.command())
         with open(self.log_path, "ab") as log:
             log.write(("\n===== start #%d: %s\n" % (self.starts, " ".join(cmd))).encode())
             log.flush()
@@ -423,7 +427,7 @@ class VolumeServer:
     def url(self, path=""):
         if not path.startswith("/"):
             path = "/" + path
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return "http://%s:%d%s" % (self.ip, self.port, path)
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", HTTP_TIMEOUT)
