@@ -891,18 +891,23 @@ static uint8_t *read_compat_file(const char *name, size_t *len)
 	char path[4096];
 	FILE *f;
 	uint8_t *buf;
-	long size;
+	long size = -1;
 
+	/* fail_msg() does not return (cmocka jumps out of the test); the returns after it
+	 * only tell the compiler so. */
 	if (!dir || !*dir)
 		dir = KELP_COMPAT_DIR;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	f = fopen(path, "rb");
-	if (!f)
+	if (!f) {
 		fail_msg("%s: %s (the SeaweedFS compatibility files, tests/data/seaweedfs)", path,
 			 strerror(errno));
+		return NULL;
+	}
 	if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
 		fclose(f);
 		fail_msg("%s: cannot find its size", path);
+		return NULL;
 	}
 	buf = malloc(size ? (size_t)size : 1);
 	assert_non_null(buf);
@@ -910,6 +915,7 @@ static uint8_t *read_compat_file(const char *name, size_t *len)
 		fclose(f);
 		free(buf);
 		fail_msg("%s: short read", path);
+		return NULL;
 	}
 	fclose(f);
 	*len = (size_t)size;
