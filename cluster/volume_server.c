@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "cluster/auth.h"
 #include "cluster/base/log.h"
 #include "cluster/base/md5.h"
 #include "cluster/base/util.h"
@@ -61,6 +62,7 @@ struct volume_server {
 	bool stopping;
 	uint64_t hb_generation; /* bumped when volumes change: heartbeat at once */
 	_Atomic uint64_t volume_size_limit;
+	_Atomic uint64_t last_skip_log_ns; /* rate limit of "volume left out" */
 
 	pthread_mutex_t cache_lock;
 	struct cached_locations cache[LOCATION_CACHE_SIZE];
@@ -124,6 +126,11 @@ static int parse_vid_param(struct http_request *req, uint32_t *vid)
 	return 0;
 }
 
+static bool keyed(const struct volume_server *vs)
+{
+	return vs->opt.jwt_key && *vs->opt.jwt_key;
+}
+
 static void etag_of(uint32_t crc, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "\"%08x\"", crc);
@@ -165,6 +172,7 @@ static void *space_thread(void *arg)
 }
 
 struct hb_build {
+	struct volume_server *vs;
 	struct hb_volume *vols;
 	size_t n, cap;
 	uint64_t max_file_key;
@@ -186,6 +194,24 @@ static void hb_add_volume(void *ctx, struct volume *v)
 		b->cap = cap;
 	}
 	volume_get_info(v, &info);
+	/*
+	 * A volume the masters would refuse (a collection name outside the safe alphabet,
+	 * e.g. a file copied in by hand, or an id out of bounds) is left out, loudly, so
+	 * the rest of the server stays in the cluster.
+	 */
+	if (!auth_collection_valid(info.collection) || info.id == 0 ||
+	    info.id > AUTH_MAX_VOLUME_ID || info.max_file_key >= AUTH_MAX_FILE_KEY) {
+		uint64_t now = monotonic_ns();
+
+		if (now - b->vs->last_skip_log_ns > 60000000000ull || !b->vs->last_skip_log_ns) {
+			b->vs->last_skip_log_ns = now;
+			log_error("volume server: volume %u (collection \"%.*s\") is left out of "
+				  "the heartbeats: its collection name, id or file keys are "
+				  "outside what masters accept; rename or remove its files",
+				  info.id, 64, info.collection);
+		}
+		return;
+	}
 	h = &b->vols[b->n++];
 	memset(h, 0, sizeof(*h));
 	h->id = info.id;
@@ -208,7 +234,7 @@ static void hb_add_volume(void *ctx, struct volume *v)
 /* goodbye: the last heartbeat of a stopping server, with no volumes. */
 static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out, size_t *len)
 {
-	struct hb_build b = {0};
+	struct hb_build b = {.vs = vs};
 	struct heartbeat hb;
 	int max_volumes, count, ret;
 
@@ -229,6 +255,10 @@ static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out
 	hb.n_volumes = b.n;
 	hb.has_no_volumes = b.n == 0;
 	ret = heartbeat_encode(&hb, out, len);
+	if (ret < 0)
+		log_error("volume server: cannot encode a heartbeat of %zu volumes (%s): the "
+			  "masters will lose this server",
+			  b.n, strerror(-ret));
 	free(b.vols);
 	return ret;
 }
@@ -288,12 +318,18 @@ static void *heartbeat_thread(void *arg)
 						 .body_fd = -1,
 						 .timeout_ms = 1000L * pulse + 1000};
 		struct http_client_response rs;
-		const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
+		char auth[AUTH_HEADER_LEN];
+		const char *headers[] = {"Content-Type: application/x-protobuf", NULL, NULL};
 		struct timespec ts;
 		uint8_t *body;
 		size_t len;
 
 		if (build_heartbeat(vs, false, &body, &len) == 0) {
+			/* With a key, the token covers this body: a heartbeat cannot be
+			 * replayed with other volumes. */
+			if (keyed(vs) && auth_server_header(vs->opt.jwt_key, "POST", "/heartbeat",
+							    body, len, auth) == 0)
+				headers[1] = auth;
 			rq.body = body;
 			rq.body_len = len;
 			rq.headers = headers;
@@ -455,21 +491,21 @@ static bool write_allowed(struct volume_server *vs, struct http_request *req)
 	return http_check_white_list(req, vs->white_list, vs->n_white_list);
 }
 
-static bool is_replica_request(struct http_request *req)
+static bool asks_replicate(struct http_request *req)
 {
 	const char *t = http_query(req, "type");
 
 	return t && !strcmp(t, "replicate");
 }
 
-/* The token of a write: Authorization: Bearer <jwt>, or ?jwt=. */
-static const char *request_token(struct http_request *req)
+/*
+ * A replicated write or delete: ?type=replicate, and with -jwtKey a server token for
+ * this very request (write_auth checked it); the query parameter alone is believed
+ * only in a cluster without a key, where nothing is authenticated.
+ */
+static bool is_replica_request(struct http_request *req)
 {
-	const char *auth = http_header(req, "Authorization");
-
-	if (auth && !strncasecmp(auth, "Bearer ", 7))
-		return auth + 7;
-	return http_query(req, "jwt");
+	return asks_replicate(req);
 }
 
 static bool jwt_allowed(struct volume_server *vs, struct http_request *req, const struct fid *fid)
@@ -477,9 +513,16 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
 	const char *token;
 	char fid_text[FID_MAX_LEN];
 
-	if (!vs->opt.jwt_key || !*vs->opt.jwt_key)
+	if (!keyed(vs))
 		return true;
-	token = request_token(req);
+	if (asks_replicate(req)) {
+		/* Only another server of the cluster replicates: it proves the key. */
+		if (auth_server_request(req, vs->opt.jwt_key, NULL, NULL))
+			return true;
+		http_reply_error(req, 401, "a replicated write needs a server token");
+		return false;
+	}
+	token = auth_request_token(req);
 	/* The token names the assigned fid; "_N" batch suffixes share it. */
 	{
 		const char *p = req->path + 1, *end = p + strcspn(p, "_.");
@@ -497,13 +540,10 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
 		}
 	}
 	(void)fid;
-	/*
-	 * A replica gets the token only after the first server has received the whole
-	 * body, which may take longer than the token's 10 s: replicas allow an hour.
-	 */
+	/* Replicas get a server token of their own (replicate()), so a client token is
+	 * checked against the clock as it is, on every path. */
 	if (token && jwt_verify_fid(vs->opt.jwt_key, token, strlen(token), fid_text,
-				    (int64_t)(now_ns() / 1000000000ull) -
-					(is_replica_request(req) ? 3600 : 0)) == 0)
+				    (int64_t)(now_ns() / 1000000000ull)) == 0)
 		return true;
 	http_reply_error(req, 401, "wrong jwt");
 	return false;
@@ -548,11 +588,28 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 		}
 		usleep(200000);
 	}
+	/* With a key, the replicas get a server token for the forwarded request instead of
+	 * the client's token (which may expire while a large body is received). */
+	const char *all_headers[72];
+	char path_query[1100], auth[AUTH_HEADER_LEN];
+	int nh = 0;
+
+	snprintf(path_query, sizeof(path_query), "%s?type=replicate%s", req->path, query);
+	for (; headers && headers[nh] && nh < 70; nh++)
+		all_headers[nh] = headers[nh];
+	if (keyed(vs)) {
+		if (auth_server_header(vs->opt.jwt_key, method, path_query, NULL, 0, auth) < 0) {
+			snprintf(err, err_cap, "cannot sign the replication request");
+			return -EIO;
+		}
+		all_headers[nh++] = auth;
+	}
+	all_headers[nh] = NULL;
 	for (int i = 0; i < locs.n; i++) {
 		char url[1200];
 		struct http_client_request rq = {.method = method,
 						 .url = url,
-						 .headers = headers,
+						 .headers = all_headers,
 						 .body = mem,
 						 .body_len = len,
 						 .body_fd = mem ? -1 : fd,
@@ -562,8 +619,7 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 
 		if (is_self(vs, locs.urls[i]))
 			continue;
-		snprintf(url, sizeof(url), "http://%s%s?type=replicate%s", locs.urls[i], req->path,
-			 query);
+		snprintf(url, sizeof(url), "http://%s%s", locs.urls[i], path_query);
 		if (!strcmp(method, "DELETE")) {
 			rq.body = NULL;
 			rq.body_fd = -1;
@@ -657,6 +713,13 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			http_reply_error(req, 400, "parameter collection is required");
 			return;
 		}
+		if (!auth_collection_valid(c)) {
+			http_reply_error(req, 400,
+					 "bad collection name: want up to %d of A-Z a-z 0-9 _ - . "
+					 "(not first)",
+					 AUTH_MAX_COLLECTION_LEN);
+			return;
+		}
 		ret = store_delete_collection(vs->store, c);
 		kick_heartbeat(vs);
 		http_reply_json(req, 200, json_pack("{s:i}", "deleted", ret));
@@ -678,8 +741,16 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			http_reply_error(req, 400, "bad ttl \"%s\"", http_query(req, "ttl"));
 			return;
 		}
-		if (collection && (strchr(collection, '/') || strlen(collection) > 100)) {
-			http_reply_error(req, 400, "bad collection name \"%s\"", collection);
+		if (collection && !auth_collection_valid(collection)) {
+			http_reply_error(req, 400,
+					 "bad collection name: want up to %d of A-Z a-z 0-9 _ - . "
+					 "(not first)",
+					 AUTH_MAX_COLLECTION_LEN);
+			return;
+		}
+		if (vid == 0 || vid > AUTH_MAX_VOLUME_ID) {
+			http_reply_error(req, 400, "volume id %u is not 1-%u", vid,
+					 AUTH_MAX_VOLUME_ID);
 			return;
 		}
 		ret = store_create_volume(vs->store, vid, collection ? collection : "", repl, ttl);
@@ -967,13 +1038,12 @@ static enum MHD_Result collect_pair(void *cls, enum MHD_ValueKind kind, const ch
 static int replicate_upload(struct http_request *req, struct upload *u, const struct needle *n,
 			    const char *pairs_text, int copies)
 {
-	char ct[300], cd[300], query[200], ttl[16], err[600], *auth = NULL;
+	char ct[300], cd[300], query[200], ttl[16], err[600];
 	const char *headers[64];
 	char pair_headers[32][300];
 	int nh = 0, np = 0;
 	json_t *pairs = NULL, *value;
 	const char *key;
-	const char *token = request_token(req);
 	int ret;
 
 	snprintf(ct, sizeof(ct), "Content-Type: %s",
@@ -985,8 +1055,6 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 	}
 	if (u->gzip)
 		headers[nh++] = "Content-Encoding: gzip";
-	if (token && asprintf(&auth, "Authorization: Bearer %s", token) > 0)
-		headers[nh++] = auth;
 	if (pairs_text && (pairs = json_loads(pairs_text, 0, NULL))) {
 		json_object_foreach(pairs, key, value)
 		{
@@ -1013,11 +1081,9 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 		else
 			http_reply_error(req, 500, "%s", err);
 		json_decref(pairs);
-		free(auth);
 		return -EREMOTEIO;
 	}
 	json_decref(pairs);
-	free(auth);
 	return 0;
 }
 
@@ -1234,6 +1300,10 @@ static void handle_upload(struct volume_server *vs, struct http_request *req, co
 
 	bool multipart = !strcmp(req->method, "POST") && (!ct || !*ct || strstr(ct, "form-data"));
 
+	/* Who may write comes first, from the headers: nothing is allocated or read for a
+	 * refused request. */
+	if (!write_allowed(vs, req) || !jwt_allowed(vs, req, fid))
+		return;
 	/* Raw bodies are the data itself; multipart ones carry some headers more. */
 	if (cl && strtoull(cl, NULL, 10) > vs->size_limit + (multipart ? (64u << 10) : 0)) {
 		http_reply_error(req, 413, "file over the limit of %d MiB (-fileSizeLimitMB)",
@@ -1257,8 +1327,6 @@ static void handle_upload(struct volume_server *vs, struct http_request *req, co
 	md5_init(&u->md5);
 	req->state = u;
 	req->on_cleanup = upload_cleanup;
-	if (!write_allowed(vs, req) || !jwt_allowed(vs, req, fid))
-		return;
 	u->v = store_get_volume(vs->store, fid->vid);
 	if (!u->v && (vs->n_masters == 0 || is_replica_request(req))) {
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
@@ -1320,15 +1388,7 @@ static void handle_delete(struct volume_server *vs, struct http_request *req, co
 		store_put_volume(vs->store, v);
 	}
 	if ((ret == 0 || ret == -ENOENT) && !is_replica_request(req) && (!v || copies > 1)) {
-		const char *token = request_token(req);
-		char auth[1200];
-		const char *headers[2] = {NULL, NULL};
-
-		if (token) {
-			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-			headers[0] = auth;
-		}
-		int r = replicate(vs, req, fid, copies, "DELETE", "", headers, NULL, -1, 0, err,
+		int r = replicate(vs, req, fid, copies, "DELETE", "", NULL, NULL, -1, 0, err,
 				  sizeof(err));
 
 		if (r == -ENOENT) {
@@ -1690,7 +1750,14 @@ static void handle_request(struct http_request *req)
 	} else if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
 		http_reply_json(req, 200, json_object());
 	} else if (!strncmp(path, "/admin/", 7)) {
-		handle_admin(vs, req, path + 7);
+		/* Every admin route changes something (or serves the master): the white list,
+		 * then with -jwtKey a server token, from the headers alone. */
+		if (!write_allowed(vs, req))
+			;
+		else if (keyed(vs) && !auth_server_request(req, vs->opt.jwt_key, NULL, NULL))
+			http_reply_error(req, 401, "admin routes need a server token");
+		else
+			handle_admin(vs, req, path + 7);
 	} else if (!strcmp(req->method, "OPTIONS")) {
 		http_reply_empty(req, 200);
 		http_add_header(req, "Access-Control-Allow-Methods",
@@ -1782,12 +1849,16 @@ int volume_server_port(const struct volume_server *vs)
 /* Tells every master at once that this server's volumes are gone (graceful stop). */
 static void say_goodbye(struct volume_server *vs)
 {
-	const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
+	const char *headers[] = {"Content-Type: application/x-protobuf", NULL, NULL};
+	char auth[AUTH_HEADER_LEN];
 	uint8_t *body;
 	size_t len;
 
 	if (build_heartbeat(vs, true, &body, &len) < 0)
 		return;
+	if (keyed(vs) &&
+	    auth_server_header(vs->opt.jwt_key, "POST", "/heartbeat", body, len, auth) == 0)
+		headers[1] = auth;
 	for (int i = 0; i < vs->n_masters; i++) {
 		char url[300];
 		struct http_client_request rq = {.method = "POST",
