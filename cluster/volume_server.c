@@ -63,6 +63,7 @@ struct volume_server {
 	uint64_t hb_generation; /* bumped when volumes change: heartbeat at once */
 	_Atomic uint64_t volume_size_limit;
 	_Atomic uint64_t last_skip_log_ns; /* rate limit of "volume left out" */
+	_Atomic int inflating;		   /* gzip blobs being inflated for a reply */
 
 	pthread_mutex_t cache_lock;
 	struct cached_locations cache[LOCATION_CACHE_SIZE];
@@ -1418,46 +1419,138 @@ static void handle_delete(struct volume_server *vs, struct http_request *req, co
 
 /* ---------------------------------------------------------------- read */
 
-/* Inflates gzip data fully into memory; NULL when it is not valid gzip. */
-static uint8_t *gunzip_buffer(const uint8_t *in, size_t len, size_t *out_len, size_t limit)
-{
-	size_t cap = len * 4 + 1024, n = 0;
-	uint8_t *out = malloc(cap);
+/*
+ * Reads of gzip-stored blobs by clients that do not accept gzip are inflated as they
+ * are sent, in bounded memory: one pass measures the inflated size (for Content-Length
+ * and ranges), a second produces the bytes as libmicrohttpd asks for them. Each such
+ * reply holds about 200 KiB (zlib's state and window, a 64 KiB input buffer, the
+ * 64 KiB response block), and at most INFLATE_MAX_CONCURRENT run at once; more get 503.
+ */
+#define INFLATE_CHUNK	       (64u << 10)
+#define INFLATE_MAX_CONCURRENT 32
+
+struct inflate_reply {
+	struct volume_server *vs;
+	struct volume_blob blob; /* owned: data in blob.n.data, or from blob.fd */
 	z_stream z;
-	int zr = Z_OK;
+	bool z_open;
+	bool ended;	     /* the gzip stream's end was seen (trailing bytes are ignored, as at
+		     * upload) */
+	uint64_t in_pos;     /* compressed bytes handed to zlib so far */
+	uint64_t skip, left; /* inflated bytes to drop, then to send */
+	uint8_t in[INFLATE_CHUNK]; /* fd blobs: the compressed input */
+};
 
-	if (!out)
-		return NULL;
-	memset(&z, 0, sizeof(z));
-	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
-		free(out);
-		return NULL;
+/* Feeds the next piece of compressed input when zlib has none; -EIO on a read error. */
+static int inflate_feed(struct inflate_reply *r)
+{
+	uint64_t total = r->blob.n.data_size;
+	size_t chunk;
+
+	if (r->z.avail_in > 0 || r->in_pos >= total)
+		return 0;
+	chunk = total - r->in_pos > INFLATE_CHUNK ? INFLATE_CHUNK : (size_t)(total - r->in_pos);
+	if (r->blob.fd < 0) {
+		r->z.next_in = (uint8_t *)r->blob.n.data + r->in_pos;
+	} else {
+		if (pread_all(r->blob.fd, r->in, chunk, r->blob.data_offset + r->in_pos) < 0)
+			return -EIO;
+		r->z.next_in = r->in;
 	}
-	z.next_in = (uint8_t *)in;
-	z.avail_in = (uInt)len;
-	while (zr != Z_STREAM_END) {
-		if (n == cap) {
-			uint8_t *p;
+	r->z.avail_in = (uInt)chunk;
+	r->in_pos += chunk;
+	return 0;
+}
 
-			if (cap * 2 > limit || !(p = realloc(out, cap * 2)))
-				break;
-			out = p;
-			cap *= 2;
-		}
-		z.next_out = out + n;
-		z.avail_out = (uInt)(cap - n);
-		zr = inflate(&z, Z_NO_FLUSH);
-		n = cap - z.avail_out;
-		if (zr != Z_OK && zr != Z_STREAM_END)
+/*
+ * Inflates up to cap bytes into out. Returns the count (0 only at the end of the
+ * stream), or -EINVAL (not gzip data) / -EIO.
+ */
+static ssize_t inflate_some(struct inflate_reply *r, uint8_t *out, size_t cap)
+{
+	r->z.next_out = out;
+	r->z.avail_out = (uInt)cap;
+	while (r->z.avail_out == cap && !r->ended) {
+		int zr;
+
+		if (inflate_feed(r) < 0)
+			return -EIO;
+		if (r->z.avail_in == 0)
+			return -EINVAL; /* input exhausted before the end of the stream */
+		zr = inflate(&r->z, Z_NO_FLUSH);
+		if (zr == Z_STREAM_END)
+			r->ended = true;
+		else if (zr != Z_OK)
+			return -EINVAL;
+	}
+	return (ssize_t)(cap - r->z.avail_out);
+}
+
+static int inflate_restart(struct inflate_reply *r)
+{
+	if (r->z_open)
+		inflateEnd(&r->z);
+	memset(&r->z, 0, sizeof(r->z));
+	r->in_pos = 0;
+	r->ended = false;
+	r->z_open = inflateInit2(&r->z, 16 + MAX_WBITS) == Z_OK;
+	return r->z_open ? 0 : -ENOMEM;
+}
+
+static void inflate_reply_free(void *cls)
+{
+	struct inflate_reply *r = cls;
+
+	if (r->z_open)
+		inflateEnd(&r->z);
+	volume_blob_release(&r->blob);
+	r->vs->inflating--;
+	free(r);
+}
+
+/* Measures the inflated size: one pass, nothing kept. -EINVAL: not gzip or over limit. */
+static int inflate_measure(struct inflate_reply *r, uint64_t limit, uint64_t *size)
+{
+	uint8_t *scratch = malloc(INFLATE_CHUNK);
+	ssize_t n;
+	int ret = 0;
+
+	if (!scratch)
+		return -ENOMEM;
+	*size = 0;
+	while ((n = inflate_some(r, scratch, INFLATE_CHUNK)) > 0) {
+		*size += (uint64_t)n;
+		if (*size > limit) {
+			ret = -EINVAL;
 			break;
+		}
 	}
-	inflateEnd(&z);
-	if (zr != Z_STREAM_END) {
-		free(out);
-		return NULL;
+	free(scratch);
+	if (n < 0)
+		return (int)n;
+	return ret;
+}
+
+static ssize_t inflate_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct inflate_reply *r = cls;
+	ssize_t n;
+
+	while (r->skip > 0) {
+		size_t want = r->skip < max ? (size_t)r->skip : max;
+
+		n = inflate_some(r, (uint8_t *)buf, want);
+		if (n <= 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		r->skip -= (uint64_t)n;
 	}
-	*out_len = n;
-	return out;
+	if (r->left == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	n = inflate_some(r, (uint8_t *)buf, r->left < max ? (size_t)r->left : max);
+	if (n <= 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	r->left -= (uint64_t)n;
+	return n;
 }
 
 static bool not_modified(struct http_request *req, const char *etag, uint64_t last_modified)
@@ -1589,7 +1682,8 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 	struct byte_range ranges[RANGE_MAX];
 	const char *range_header, *ae, *ctype = NULL;
 	char etag[16], lm[64], name[512], cd[600];
-	uint8_t *body = NULL, *inflated = NULL;
+	uint8_t *body = NULL;
+	struct inflate_reply *inflating = NULL;
 	uint64_t size;
 	bool send_gzip = false;
 	int ret, nranges = 0;
@@ -1648,21 +1742,45 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		ae = http_header(req, "Accept-Encoding");
 		if (ae && strstr(ae, "gzip")) {
 			send_gzip = true;
-		} else if (blob.fd < 0) {
-			size_t out_len;
+		} else {
+			int r;
 
-			inflated = gunzip_buffer(blob.n.data, blob.n.data_size, &out_len,
-						 vs->size_limit * 4 + (1u << 20));
-			if (!inflated) {
-				http_reply_error(req, 500,
-						 "stored gzip data cannot be decompressed");
+			if (++vs->inflating > INFLATE_MAX_CONCURRENT) {
+				vs->inflating--;
+				http_reply_error(
+				    req, 503,
+				    "too many compressed blobs being inflated; retry, or "
+				    "send Accept-Encoding: gzip");
+				http_add_header(req, "Retry-After", "1");
 				volume_blob_release(&blob);
 				return;
 			}
-			body = inflated;
-			size = out_len;
-		} else {
-			send_gzip = true; /* large gzip needles are passed through */
+			inflating = calloc(1, sizeof(*inflating));
+			if (!inflating) {
+				vs->inflating--;
+				http_reply_error(req, 500, "out of memory");
+				volume_blob_release(&blob);
+				return;
+			}
+			/* The reply owns the blob from now on; blob.n's pointers stay valid as
+			 * long as it lives, which is past this function. */
+			inflating->vs = vs;
+			inflating->blob = blob;
+			blob.buf = NULL;
+			blob.fd = -1;
+			r = inflate_restart(inflating);
+			if (r == 0)
+				r = inflate_measure(inflating, vs->size_limit * 4 + (1u << 20),
+						    &size);
+			if (r == 0)
+				r = inflate_restart(inflating);
+			if (r < 0) {
+				http_reply_error(req, 500,
+						 "stored gzip data cannot be decompressed%s",
+						 r == -EIO ? ": read error" : "");
+				inflate_reply_free(inflating);
+				return;
+			}
 		}
 	}
 
@@ -1680,6 +1798,9 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		}
 		if (range_total(ranges, nranges) > size)
 			nranges = 0; /* asks for more than the whole: send it all */
+		if (inflating && nranges > 1)
+			nranges = 0; /* several ranges of inflated data: the whole (RFC 9110
+				      * allows ignoring Range) */
 	}
 
 	if (nranges > 1 && blob.fd >= 0) {
@@ -1700,7 +1821,15 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		uint64_t len = nranges == 1 ? ranges[0].length : size;
 		unsigned status = nranges == 1 ? 206 : 200;
 
-		if (blob.fd >= 0) {
+		if (inflating) {
+			inflating->skip = start;
+			inflating->left = len;
+			http_reply_callback(req, status, len, inflate_reader, inflating,
+					    inflate_reply_free);
+			if (!http_has_reply(req))
+				inflate_reply_free(inflating);
+			inflating = NULL;
+		} else if (blob.fd >= 0) {
 			http_reply_fd(req, status, blob.fd, blob.data_offset + start, len);
 			blob.fd = -1; /* the response owns it */
 		} else {
@@ -1732,7 +1861,8 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		http_add_header(req, "X-File-Store", "chunked");
 	add_pair_headers(req, &blob.n);
 out:
-	free(inflated);
+	if (inflating)
+		inflate_reply_free(inflating);
 	volume_blob_release(&blob);
 }
 

