@@ -64,6 +64,7 @@ struct volume_server {
 	_Atomic uint64_t volume_size_limit;
 	_Atomic uint64_t last_skip_log_ns; /* rate limit of "volume left out" */
 	_Atomic int inflating;		   /* gzip blobs being inflated for a reply */
+	_Atomic uint64_t multirange_bytes; /* held by multi-range replies of large blobs */
 
 	pthread_mutex_t cache_lock;
 	struct cached_locations cache[LOCATION_CACHE_SIZE];
@@ -1593,15 +1594,43 @@ static void add_pair_headers(struct http_request *req, const struct needle *n)
 }
 
 /* Serves several ranges of an in-memory body as multipart/byteranges. */
-static void reply_multirange(struct http_request *req, const uint8_t *body, uint64_t size,
-			     const struct byte_range *r, int n, const char *ctype)
+/*
+ * Replies built in memory from large blobs (several ranges of one) hold their bytes
+ * until sent: all of them together stay under MULTIRANGE_BUDGET, more get 503.
+ */
+#define MULTIRANGE_BUDGET (128ull << 20)
+
+static void multirange_release(struct http_request *req)
+{
+	struct volume_server *vs = req->server_ctx;
+
+	vs->multirange_bytes -= (uint64_t)(uintptr_t)req->state;
+	req->state = NULL;
+}
+
+/* Serves several ranges of a body in memory, or of fd from fd_offset (body NULL). */
+static void reply_multirange(struct http_request *req, const uint8_t *body, int fd,
+			     uint64_t fd_offset, uint64_t size, const struct byte_range *r, int n,
+			     const char *ctype)
 {
 	static const char boundary[] = "kelpbyteranges7d3f9a";
+	struct volume_server *vs = req->server_ctx;
 	size_t cap = 256, len = 0;
 	char *out, ct[128];
 
 	for (int i = 0; i < n; i++)
 		cap += 256 + strlen(ctype) + r[i].length;
+	if (!body) {
+		if ((vs->multirange_bytes += cap) > MULTIRANGE_BUDGET) {
+			vs->multirange_bytes -= cap;
+			http_reply_error(req, 503,
+					 "too many multi-range replies in progress; retry");
+			http_add_header(req, "Retry-After", "1");
+			return;
+		}
+		req->state = (void *)(uintptr_t)cap;
+		req->on_cleanup = multirange_release;
+	}
 	out = malloc(cap);
 	if (!out) {
 		http_reply_error(req, 500, "out of memory");
@@ -1613,7 +1642,13 @@ static void reply_multirange(struct http_request *req, const uint8_t *body, uint
 		    "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %" PRIu64 "-%" PRIu64
 		    "/%" PRIu64 "\r\n\r\n",
 		    boundary, ctype, r[i].start, r[i].start + r[i].length - 1, size);
-		memcpy(out + len, body + r[i].start, r[i].length);
+		if (body) {
+			memcpy(out + len, body + r[i].start, r[i].length);
+		} else if (pread_all(fd, out + len, r[i].length, fd_offset + r[i].start) < 0) {
+			free(out);
+			http_reply_error(req, 500, "read failed");
+			return;
+		}
 		len += r[i].length;
 	}
 	len += (size_t)snprintf(out + len, cap - len, "\r\n--%s--\r\n", boundary);
@@ -1804,18 +1839,11 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 	}
 
 	if (nranges > 1 && blob.fd >= 0) {
-		/* Multiple ranges of a large blob: read the ranges' span into memory. */
-		uint8_t *whole = malloc(size);
-
-		if (!whole || pread_all(blob.fd, whole, size, blob.data_offset) < 0) {
-			free(whole);
-			http_reply_error(req, 500, "read failed");
-			goto out;
-		}
-		reply_multirange(req, whole, size, ranges, nranges, ctype);
-		free(whole);
+		/* Multiple ranges of a large blob: only the ranges are read, within a budget. */
+		reply_multirange(req, NULL, blob.fd, blob.data_offset, size, ranges, nranges,
+				 ctype);
 	} else if (nranges > 1) {
-		reply_multirange(req, body, size, ranges, nranges, ctype);
+		reply_multirange(req, body, -1, 0, size, ranges, nranges, ctype);
 	} else {
 		uint64_t start = nranges == 1 ? ranges[0].start : 0;
 		uint64_t len = nranges == 1 ? ranges[0].length : size;
