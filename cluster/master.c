@@ -29,6 +29,8 @@
 #define FORM_LIMIT	(64u << 10)
 #define HEARTBEAT_LIMIT (16u << 20)
 #define SUBMIT_LIMIT	(256ull << 20)
+/* /submit bodies are held in memory: all of them together stay under this (503 beyond). */
+#define SUBMIT_BUDGET (512ull << 20)
 
 struct master {
 	struct master_options opt;
@@ -51,7 +53,8 @@ struct master {
 	struct consensus *cons; /* NULL for a single master */
 	char **peers;		/* HTTP addresses of all masters */
 	int n_peers;
-	char **raft_peers; /* their Raft addresses (port + 10000) */
+	char **raft_peers;	       /* their Raft addresses (port + 10000) */
+	_Atomic uint64_t submit_bytes; /* reserved by /submit bodies being received */
 };
 
 #define RAFT_PORT_OFFSET 10000
@@ -104,7 +107,8 @@ struct mreq {
 	/* a heartbeat's server token covers its body: the body's SHA-256 */
 	bool has_body_digest;
 	uint8_t body_digest[SHA256_DIGEST_LEN];
-	bool no_form; /* parameters only from the query string (the token covers it) */
+	bool no_form;	   /* parameters only from the query string (the token covers it) */
+	uint64_t reserved; /* bytes of the /submit budget this request holds */
 };
 
 /* ---------------------------------------------------------------- params */
@@ -1110,10 +1114,32 @@ static void mreq_cleanup(struct http_request *req)
 
 	if (!r)
 		return;
+	r->m->submit_bytes -= r->reserved;
 	free(r->body);
 	free(r->names);
 	free(r->values);
 	free(r);
+}
+
+/* Reserves room for a /submit body (its Content-Length, else the limit); replies
+ * 413 / 503 and returns false when there is none. */
+static bool reserve_submit(struct master *m, struct http_request *req, struct mreq *r)
+{
+	const char *cl = http_header(req, "Content-Length");
+	uint64_t want = cl ? strtoull(cl, NULL, 10) : SUBMIT_LIMIT;
+
+	if (want > SUBMIT_LIMIT) {
+		http_reply_error(req, 413, "request body over %llu bytes", SUBMIT_LIMIT);
+		return false;
+	}
+	if ((m->submit_bytes += want) > SUBMIT_BUDGET) {
+		m->submit_bytes -= want;
+		http_reply_error(req, 503, "too many /submit uploads in progress; retry");
+		http_add_header(req, "Retry-After", "1");
+		return false;
+	}
+	r->reserved = want;
+	return true;
 }
 
 /* Routes that change the cluster on a client's behalf: the white list applies. */
@@ -1161,6 +1187,8 @@ static void handle_request(struct http_request *req)
 		http_reply_error(req, 401, "a heartbeat needs a server token (-jwtKey is set)");
 		return;
 	}
+	if (!strcmp(req->path, "/submit") && !reserve_submit(m, req, r))
+		return;
 	req->on_body = mreq_body;
 	req->on_complete = mreq_complete;
 }
