@@ -848,6 +848,7 @@ static void sink_reset(struct upload *u)
 	u->mem_len = 0;
 	u->len = 0;
 	u->crc = 0;
+	md5_release(&u->md5);
 	md5_init(&u->md5);
 	if (u->spool_fd >= 0 && ftruncate(u->spool_fd, 0) < 0) {
 		close(u->spool_fd);
@@ -993,7 +994,10 @@ static int gunzip_measure(struct upload *u, uint64_t *size, uint8_t digest[16])
 	memset(&z, 0, sizeof(z));
 	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
 		return -ENOMEM;
-	md5_init(&md5);
+	if (md5_init(&md5) < 0) {
+		inflateEnd(&z);
+		return -ENOMEM;
+	}
 	*size = 0;
 	while (zr != Z_STREAM_END && pos < u->len) {
 		size_t chunk = u->len - pos > sizeof(in) ? sizeof(in) : u->len - pos;
@@ -1257,6 +1261,7 @@ static void upload_cleanup(struct http_request *req)
 		store_put_volume(u->vs->store, u->v);
 	if (u->spool_fd >= 0)
 		close(u->spool_fd);
+	md5_release(&u->md5);
 	free(u->mem);
 	free(u);
 	req->state = NULL;
@@ -1326,9 +1331,12 @@ static void handle_upload(struct volume_server *vs, struct http_request *req, co
 		if (n > 0 && n <= MEMORY_BODY_LIMIT && (u->mem = malloc(n)))
 			u->mem_cap = n;
 	}
-	md5_init(&u->md5);
 	req->state = u;
 	req->on_cleanup = upload_cleanup;
+	if (md5_init(&u->md5) < 0) {
+		http_reply_error(req, 500, "out of memory");
+		return;
+	}
 	u->v = store_get_volume(vs->store, fid->vid);
 	if (!u->v && (vs->n_masters == 0 || is_replica_request(req))) {
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
