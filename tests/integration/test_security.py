@@ -17,6 +17,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import time
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
@@ -393,6 +395,14 @@ def test_operator_server_token_works(keyed):
     path, params = "/col/delete", [("collection", "ops")]
     r = m.get(path, params=params, headers=bearer(server_token("GET", path, params)))
     assert r.status_code == 204, r.content
+    # `kelp token` makes the same tokens (key from the environment)
+    url = "/vol/grow?collection=tool&count=1&replication=001"
+    token = subprocess.check_output([c.kelp_bin, "token", url],
+                                    env=dict(os.environ, KELP_JWT_KEY=KEY)).decode().strip()
+    assert assert_json(m.get(url, headers=bearer(token)), 200)["count"] == 2
+    token = subprocess.check_output([c.kelp_bin, "token", "-method=POST", url],
+                                    env=dict(os.environ, KELP_JWT_KEY=KEY)).decode().strip()
+    assert_json_error(m.get(url, headers=bearer(token)), 401)
     assert_all_readable(c, blobs)
 
 
