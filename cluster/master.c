@@ -200,6 +200,30 @@ static bool keyed(const struct master *m)
 	return m->opt.jwt_key && *m->opt.jwt_key;
 }
 
+/*
+ * Status and topology pages: with a white list (and no -publicStatus), only for its
+ * addresses, or a server of the cluster (a server token: volume servers learn the
+ * masters from /cluster/status). Replies 401 and returns false otherwise.
+ */
+static bool status_allowed(struct master *m, struct http_request *req)
+{
+	char ip[64];
+
+	if (m->opt.public_status ||
+	    http_peer_in_list(req, m->white_list, m->n_white_list, ip, sizeof(ip)))
+		return true;
+	if (keyed(m) && auth_server_request(req, m->opt.jwt_key, NULL, NULL))
+		return true;
+	http_reply_error(req, 401, "%s is not in the white list (status pages are not public)", ip);
+	return false;
+}
+
+static bool status_route(const char *p)
+{
+	return !strcmp(p, "/dir/status") || !strcmp(p, "/") || !strcmp(p, "/vol/status") ||
+	       !strcmp(p, "/cluster/status");
+}
+
 /* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or
  * no disk space there), else -EIO; why in err. */
 static int call_volume_server(struct master *m, const char *url, const char *path_and_query,
@@ -1172,6 +1196,8 @@ static void handle_request(struct http_request *req)
 	/* Who may ask comes first, from the headers: a refused request's body is never
 	 * read (the reply goes out at once and the connection is closed). */
 	if (client_write_route(req->path) && !write_allowed(m, req))
+		return;
+	if (status_route(req->path) && !status_allowed(m, req))
 		return;
 	if (keyed(m) && admin_route(req->path)) {
 		if (!auth_server_request(req, m->opt.jwt_key, NULL, NULL)) {

@@ -286,7 +286,16 @@ static void learn_masters(struct volume_server *vs, const char *master)
 	json_t *j, *peers, *p;
 	size_t i;
 
+	char auth[AUTH_HEADER_LEN];
+	const char *headers[2] = {NULL, NULL};
+
 	snprintf(url, sizeof(url), "http://%s/cluster/status", master);
+	/* A master with a white list shows its status to servers that prove the key. */
+	if (keyed(vs) &&
+	    auth_server_header(vs->opt.jwt_key, "GET", "/cluster/status", NULL, 0, auth) == 0) {
+		headers[0] = auth;
+		rq.headers = headers;
+	}
 	if (http_client_do(&rq, &rs) < 0)
 		return;
 	j = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
@@ -1912,7 +1921,15 @@ static void handle_request(struct http_request *req)
 	struct fid fid;
 
 	if (!strcmp(path, "/status")) {
-		handle_status(vs, req);
+		char ip[64];
+
+		/* With a white list, /status is for its addresses, unless -publicStatus. */
+		if (vs->opt.public_status ||
+		    http_peer_in_list(req, vs->white_list, vs->n_white_list, ip, sizeof(ip)))
+			handle_status(vs, req);
+		else
+			http_reply_error(req, 401,
+					 "%s is not in the white list (-publicStatus is off)", ip);
 	} else if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
 		http_reply_json(req, 200, json_object());
 	} else if (!strncmp(path, "/admin/", 7)) {

@@ -47,6 +47,7 @@ struct volume_server_options {
 	int pulse_seconds;	/* heartbeat period (1) */
 	const char *jwt_key;	/* "" = writes need no token */
 	const char *white_list; /* comma list of IPs allowed to write; "" = all */
+	bool public_status;	/* /status answers anyone, not only the white list */
 	int min_free_percent;	/* a disk with less free is read-only; < 0 = 1 % */
 };
 

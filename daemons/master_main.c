@@ -17,6 +17,7 @@ int master_main(int argc, char **argv)
 	int port = 9333, volume_size_limit_mb = 30000, pulse_seconds = 1, threads = 0,
 	    vacuum_interval = 15 * 60, election_timeout_ms = 1000;
 	double garbage_threshold = 0.3;
+	bool public_status = false;
 	const struct flag flags[] = {
 	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
 	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
@@ -34,7 +35,9 @@ int master_main(int argc, char **argv)
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
 		 "sign write tokens with this key; \"\" = no tokens"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
-		 "comma list of IPs allowed to write; \"\" = all"),
+		 "comma list of IPs allowed to write and to see the status pages; \"\" = all"),
+	    FLAG("publicStatus", FLAG_BOOL, &public_status,
+		 "status and topology pages answer anyone, not only -whiteList"),
 	    FLAG("vacuumIntervalSeconds", FLAG_INT, &vacuum_interval,
 		 "seconds between automatic vacuum passes; 0 = never"),
 	    FLAG("electionTimeoutMs", FLAG_INT, &election_timeout_ms,
@@ -74,6 +77,7 @@ int master_main(int argc, char **argv)
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
 	opt.white_list = white_list;
+	opt.public_status = public_status;
 	opt.vacuum_interval_seconds = vacuum_interval;
 	opt.threads = threads;
 	opt.election_timeout_ms = election_timeout_ms;

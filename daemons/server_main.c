@@ -21,7 +21,7 @@ int server_main(int argc, char **argv)
 	int mport = 9333, volume_port = 8080, volume_max = 32, volume_size_limit_mb = 30000,
 	    file_size_limit_mb = 256, pulse_seconds = 1, threads = 0, min_free = 1;
 	double garbage_threshold = 0.3;
-	bool fsync_writes = false;
+	bool fsync_writes = false, public_status = false;
 	const struct flag flags[] = {
 	    FLAG("dir", FLAG_STRING, &dir, "data directory (master state and volumes under it)"),
 	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
@@ -41,7 +41,10 @@ int server_main(int argc, char **argv)
 	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "heartbeat period"),
 	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign and check write tokens with this key"),
-	    FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write"),
+	    FLAG("whiteList", FLAG_STRING, &white_list,
+		 "comma list of IPs allowed to write and to see the status pages"),
+	    FLAG("publicStatus", FLAG_BOOL, &public_status,
+		 "status pages answer anyone, not only -whiteList"),
 	    FLAG("volume.minFreeSpace", FLAG_INT, &min_free,
 		 "percent of a disk kept free: below it its volumes turn read-only"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file,
@@ -87,6 +90,7 @@ int server_main(int argc, char **argv)
 	mo.pulse_seconds = pulse_seconds;
 	mo.jwt_key = jwt_key;
 	mo.white_list = white_list;
+	mo.public_status = public_status;
 	mo.vacuum_interval_seconds = 15 * 60;
 	mo.threads = threads;
 
@@ -116,6 +120,7 @@ int server_main(int argc, char **argv)
 	vo.pulse_seconds = pulse_seconds;
 	vo.jwt_key = jwt_key;
 	vo.white_list = white_list;
+	vo.public_status = public_status;
 	vo.min_free_percent = min_free;
 	ret = volume_server_start(&vo, &vs);
 	if (ret < 0) {

@@ -66,7 +66,7 @@ int volume_main(int argc, char **argv)
 	char *jwt_key = "", *white_list = "";
 	int min_free = 1;
 	int port = 8080, file_size_limit_mb = 256, threads = 0, pulse_seconds = 1, n_dirs, n_max;
-	bool fsync_writes = false;
+	bool fsync_writes = false, public_status = false;
 	const struct flag flags[] = {
 	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
 	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
@@ -89,7 +89,9 @@ int volume_main(int argc, char **argv)
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
 		 "key of the masters' write tokens; \"\" = no tokens needed"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
-		 "comma list of IPs allowed to write; \"\" = all"),
+		 "comma list of IPs allowed to write, call /admin/ and see /status; \"\" = all"),
+	    FLAG("publicStatus", FLAG_BOOL, &public_status,
+		 "/status answers anyone, not only -whiteList"),
 	    FLAG("minFreeSpace", FLAG_INT, &min_free,
 		 "percent of a disk kept free: below it its volumes turn read-only"),
 	    FLAG_END,
@@ -155,6 +157,7 @@ int volume_main(int argc, char **argv)
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
 	opt.white_list = white_list;
+	opt.public_status = public_status;
 	opt.min_free_percent = min_free;
 
 	block_stop_signals();

@@ -502,3 +502,49 @@ def test_gzip_bomb_reads_in_bounded_memory(make_server):
     assert results == [(True, plain_len)] * 16, results
     grew_mib = (hwm_kb(vs) - base) / 1024
     assert grew_mib < RSS_BOUND_MIB, "RSS grew by %.1f MiB (from %d KiB)" % (grew_mib, base)
+
+
+# ------------------------------------------------------------------ status pages
+
+
+def test_status_pages_follow_the_white_list(request, kelp_bin, tmp_path):
+    """With a white list and no -publicStatus, the status and topology pages answer
+    only its addresses (and servers proving the key); lookups, health checks and reads
+    stay open. With -publicStatus they answer anyone."""
+    from cluster import Master
+    from conftest import VolumeServer
+
+    registry = request.node.__dict__.setdefault("_kelp_servers", [])
+    m = Master(kelp_bin, tmp_path, tmp_path / "mdir",
+               args=["-whiteList=127.0.0.2", "-jwtKey=" + KEY])
+    registry.append(m)
+    m.start()
+    vs = VolumeServer(kelp_bin, tmp_path, [str(tmp_path / "vs")],
+                      args=["-whiteList=127.0.0.2", "-jwtKey=" + KEY,
+                            "-master=127.0.0.1:%d" % m.port, "-pulseSeconds=1"])
+    registry.append(vs)
+    vs.start()
+    try:
+        for path in ("/dir/status", "/vol/status", "/cluster/status", "/"):
+            assert_json_error(m.get(path), 401)
+            # a server proving the key sees them (volume servers read /cluster/status)
+            assert_json(m.get(path, headers=bearer(server_token("GET", path))), 200)
+        assert_json_error(vs.get("/status"), 401)
+        for path in ("/healthz", "/cluster/healthz"):
+            assert m.get(path).status_code == 200, path
+        assert vs.get("/healthz").status_code == 200
+        # the volume server registered (heartbeats are not white-listed; the key guards
+        # them)
+        wait_for("the volume server in the topology", lambda: "127.0.0.1:%d" % vs.port in
+                 json.dumps(assert_json(m.get("/dir/status", headers=bearer(
+                     server_token("GET", "/dir/status"))), 200)), 10)
+        assert_json_error(m.get("/dir/lookup", params={"volumeId": "1"}), 404)
+    finally:
+        vs.stop()
+        m.stop()
+    m.args.append("-publicStatus")
+    m.start()
+    try:
+        assert_json(m.get("/dir/status"), 200)
+    finally:
+        m.stop()
