@@ -40,8 +40,10 @@ static size_t write_body(char *data, size_t size, size_t n, void *cls)
 	struct sink *s = cls;
 	size_t len = size * n;
 
-	if (s->resp->len + len + 1 > s->max)
+	if (s->resp->len + len + 1 > s->max) {
+		s->resp->too_large = 1;
 		return 0; /* aborts the transfer */
+	}
 	if (s->resp->len + len + 1 > s->cap) {
 		size_t cap = s->cap ? s->cap : 4096;
 		char *p;

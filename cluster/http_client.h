@@ -39,6 +39,7 @@ struct http_client_response {
 	char content_range[128];
 	char authorization[1200];
 	char retry_after[32];
+	int too_large; /* the body passed max_response: the transfer was cut (-EIO) */
 };
 
 void http_client_global_init(void);

@@ -65,6 +65,7 @@ struct volume_server {
 	_Atomic uint64_t last_skip_log_ns; /* rate limit of "volume left out" */
 	_Atomic int inflating;		   /* gzip blobs being inflated for a reply */
 	_Atomic uint64_t multirange_bytes; /* held by multi-range replies of large blobs */
+	_Atomic uint64_t proxy_bytes;	   /* reserved by proxied reads */
 
 	pthread_mutex_t cache_lock;
 	struct cached_locations cache[LOCATION_CACHE_SIZE];
@@ -1674,6 +1675,21 @@ static void reply_multirange(struct http_request *req, const uint8_t *body, int 
 	http_add_header(req, "Content-Type", ct);
 }
 
+/*
+ * Proxied reads hold the other server's reply in memory: at most PROXY_MAX_REPLY each
+ * (a 4 MiB mount chunk and its headers), all of them within PROXY_BUDGET. A bigger
+ * blob, or a read when the budget is spent, is redirected to its holder instead.
+ */
+#define PROXY_MAX_REPLY ((4u << 20) + (64u << 10))
+#define PROXY_BUDGET	(128ull << 20)
+
+static void proxy_release(struct http_request *req)
+{
+	struct volume_server *vs = req->server_ctx;
+
+	vs->proxy_bytes -= PROXY_MAX_REPLY;
+}
+
 /* A read of a volume this server does not hold: -readMode local, redirect or proxy. */
 static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 			   const struct fid *fid)
@@ -1701,6 +1717,13 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 		http_add_header(req, "Location", url);
 		return;
 	}
+	if ((vs->proxy_bytes += PROXY_MAX_REPLY) > PROXY_BUDGET) {
+		vs->proxy_bytes -= PROXY_MAX_REPLY;
+		http_reply_empty(req, 302);
+		http_add_header(req, "Location", url);
+		return;
+	}
+	req->on_cleanup = proxy_release;
 	{
 		const char *range = http_header(req, "Range");
 		char range_h[300];
@@ -1710,14 +1733,21 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 						 .body_fd = -1,
 						 .headers = headers,
 						 .timeout_ms = 60000,
-						 .max_response = vs->size_limit + (1u << 20)};
+						 .max_response = PROXY_MAX_REPLY};
 		struct http_client_response rs;
 
 		if (range) {
 			snprintf(range_h, sizeof(range_h), "Range: %s", range);
 			headers[0] = range_h;
 		}
-		if (http_client_do(&rq, &rs) < 0) {
+		if (http_client_do(&rq, &rs) < 0 && rs.too_large) {
+			/* Too big to hold: the client reads it from the holder itself. */
+			http_client_response_release(&rs);
+			http_reply_empty(req, 302);
+			http_add_header(req, "Location", url);
+			return;
+		}
+		if (rs.status == 0) {
 			invalidate_locations(vs, fid->vid);
 			http_reply_error(req, 502, "reading from %s failed: %s", other, rs.error);
 			return;
