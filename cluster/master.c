@@ -580,13 +580,17 @@ static void handle_lookup(struct master *m, struct http_request *req)
 	http_reply_json(req, 200,
 			json_pack("{s:s,s:s,s:o}", "volumeOrFileId", q, "volumeId", q, "locations",
 				  locations_json(&v)));
-	/* As SeaweedFS: a lookup naming a file id gets its write token (for deletes). */
-	if (m->opt.jwt_key && *m->opt.jwt_key && strchr(q, ',') &&
+	/* As SeaweedFS: a lookup naming a file id gets its write token (for deletes), or
+	 * with read=yes its read token (-jwtReadKey; valid 60 s). */
+	bool read = http_query_bool(req, "read");
+	const char *key = read ? m->opt.jwt_read_key : m->opt.jwt_key;
+
+	if (key && *key && strchr(q, ',') &&
 	    http_peer_in_list(req, m->white_list, m->n_white_list, ip, sizeof(ip))) {
 		char token[1024], header[1100];
 
-		if (jwt_sign_fid(m->opt.jwt_key, q, (int64_t)(now_ns() / 1000000000ull) + 10, token,
-				 sizeof(token)) == 0) {
+		if (jwt_sign_fid(key, q, (int64_t)(now_ns() / 1000000000ull) + (read ? 60 : 10),
+				 token, sizeof(token)) == 0) {
 			snprintf(header, sizeof(header), "Bearer %s", token);
 			http_add_header(req, "Authorization", header);
 		}

@@ -520,6 +520,42 @@ static bool is_replica_request(struct http_request *req)
 	return asks_replicate(req);
 }
 
+/* The fid a token must name, from the request path: "_N" batch suffixes and names
+ * dropped ("3,01637037d6", also for the /3/01637037d6/name form). */
+static void token_fid_of_path(const char *path, char *fid_text, size_t cap)
+{
+	const char *p = path + 1, *end = p + strcspn(p, "_.");
+	const char *slash = strchr(p, '/');
+
+	if (slash && slash < end) {
+		size_t vlen = (size_t)(slash - p), klen;
+		const char *kc = slash + 1;
+
+		klen = strcspn(kc, "_./");
+		snprintf(fid_text, cap, "%.*s,%.*s", (int)vlen, p, (int)klen, kc);
+	} else {
+		snprintf(fid_text, cap, "%.*s", (int)(end - p), p);
+	}
+}
+
+/* -jwtReadKey: a GET or HEAD needs the read token of the fid (from the master's
+ * /dir/lookup?fileId=...&read=yes). Replies 401 and returns false otherwise. */
+static bool read_allowed(struct volume_server *vs, struct http_request *req)
+{
+	const char *token;
+	char fid_text[FID_MAX_LEN];
+
+	if (!vs->opt.jwt_read_key || !*vs->opt.jwt_read_key)
+		return true;
+	token = auth_request_token(req);
+	token_fid_of_path(req->path, fid_text, sizeof(fid_text));
+	if (token && jwt_verify_fid(vs->opt.jwt_read_key, token, strlen(token), fid_text,
+				    (int64_t)(now_ns() / 1000000000ull)) == 0)
+		return true;
+	http_reply_error(req, 401, "reading needs a read token (-jwtReadKey)");
+	return false;
+}
+
 static bool jwt_allowed(struct volume_server *vs, struct http_request *req, const struct fid *fid)
 {
 	const char *token;
@@ -536,21 +572,7 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
 	}
 	token = auth_request_token(req);
 	/* The token names the assigned fid; "_N" batch suffixes share it. */
-	{
-		const char *p = req->path + 1, *end = p + strcspn(p, "_.");
-		const char *slash = strchr(p, '/');
-
-		if (slash && slash < end) {
-			size_t vlen = (size_t)(slash - p), klen;
-			const char *kc = slash + 1;
-
-			klen = strcspn(kc, "_./");
-			snprintf(fid_text, sizeof(fid_text), "%.*s,%.*s", (int)vlen, p, (int)klen,
-				 kc);
-		} else {
-			snprintf(fid_text, sizeof(fid_text), "%.*s", (int)(end - p), p);
-		}
-	}
+	token_fid_of_path(req->path, fid_text, sizeof(fid_text));
 	(void)fid;
 	/* Replicas get a server token of their own (replicate()), so a client token is
 	 * checked against the clock as it is, on every path. */
@@ -1696,7 +1718,7 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 {
 	struct cached_locations locs;
 	const char *other = NULL;
-	char url[1200];
+	char url[4400];
 
 	if (!strcmp(vs->opt.read_mode, "local") || vs->n_masters == 0 ||
 	    http_query(req, "proxied")) {
@@ -1711,7 +1733,18 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 		http_reply_error(req, 404, "volume %u not found", fid->vid);
 		return;
 	}
-	snprintf(url, sizeof(url), "http://%s%s?proxied=true", other, req->path);
+	{
+		/* A read token goes along: in the URL (a redirect), in the header (a proxy). */
+		const char *token =
+		    vs->opt.jwt_read_key && *vs->opt.jwt_read_key ? auth_request_token(req) : NULL;
+		char escaped[3 * 1024 + 1];
+
+		if (token && strlen(token) <= 1024)
+			snprintf(url, sizeof(url), "http://%s%s?proxied=true&jwt=%s", other,
+				 req->path, http_client_escape(token, escaped, sizeof(escaped)));
+		else
+			snprintf(url, sizeof(url), "http://%s%s?proxied=true", other, req->path);
+	}
 	if (!strcmp(vs->opt.read_mode, "redirect")) {
 		http_reply_empty(req, 301);
 		http_add_header(req, "Location", url);
@@ -1978,7 +2011,8 @@ static void handle_request(struct http_request *req)
 	} else if (fid_parse_path(path, strlen(path), &fid, &url_name, &url_name_len) < 0) {
 		http_reply_error(req, 400, "bad file id in path \"%s\"", path);
 	} else if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD")) {
-		handle_read(vs, req, &fid, url_name, url_name_len);
+		if (read_allowed(vs, req))
+			handle_read(vs, req, &fid, url_name, url_name_len);
 	} else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT")) {
 		handle_upload(vs, req, &fid);
 	} else if (!strcmp(req->method, "DELETE")) {

@@ -13,7 +13,7 @@ int master_main(int argc, char **argv)
 	static const char summary[] =
 	    "run a master: knows the volume servers, assigns file ids, grows volumes";
 	char *ip = "127.0.0.1", *mdir = "/tmp", *peers = "", *default_replication = "000",
-	     *jwt_key = "", *white_list = "", *ready_file = "";
+	     *jwt_key = "", *jwt_read_key = "", *white_list = "", *ready_file = "";
 	int port = 9333, volume_size_limit_mb = 30000, pulse_seconds = 1, threads = 0,
 	    vacuum_interval = 15 * 60, election_timeout_ms = 1000;
 	double garbage_threshold = 0.3;
@@ -34,6 +34,8 @@ int master_main(int argc, char **argv)
 		 "heartbeat period of volume servers; a node is dead after 3"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
 		 "sign write tokens with this key; \"\" = no tokens"),
+	    FLAG("jwtReadKey", FLAG_STRING, &jwt_read_key,
+		 "sign read tokens (/dir/lookup?fileId=...&read=yes) with this key; \"\" = none"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
 		 "comma list of IPs allowed to write and to see the status pages; \"\" = all"),
 	    FLAG("publicStatus", FLAG_BOOL, &public_status,
@@ -76,6 +78,7 @@ int master_main(int argc, char **argv)
 	opt.garbage_threshold = garbage_threshold;
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
+	opt.jwt_read_key = jwt_read_key;
 	opt.white_list = white_list;
 	opt.public_status = public_status;
 	opt.vacuum_interval_seconds = vacuum_interval;

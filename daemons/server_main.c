@@ -17,7 +17,8 @@ int server_main(int argc, char **argv)
 	static const char summary[] =
 	    "run a master and a volume server in one process, for one machine";
 	char *ip = "127.0.0.1", *dir = "./data", *default_replication = "000", *jwt_key = "",
-	     *white_list = "", *ready_file = "", *volume_ready_file = "", *dc = "", *rack = "";
+	     *jwt_read_key = "", *white_list = "", *ready_file = "", *volume_ready_file = "",
+	     *dc = "", *rack = "";
 	int mport = 9333, volume_port = 8080, volume_max = 32, volume_size_limit_mb = 30000,
 	    file_size_limit_mb = 256, pulse_seconds = 1, threads = 0, min_free = 1;
 	double garbage_threshold = 0.3;
@@ -41,6 +42,8 @@ int server_main(int argc, char **argv)
 	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "heartbeat period"),
 	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign and check write tokens with this key"),
+	    FLAG("jwtReadKey", FLAG_STRING, &jwt_read_key,
+		 "sign and check read tokens with this key (reads then need one)"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
 		 "comma list of IPs allowed to write and to see the status pages"),
 	    FLAG("publicStatus", FLAG_BOOL, &public_status,
@@ -89,6 +92,7 @@ int server_main(int argc, char **argv)
 	mo.garbage_threshold = garbage_threshold;
 	mo.pulse_seconds = pulse_seconds;
 	mo.jwt_key = jwt_key;
+	mo.jwt_read_key = jwt_read_key;
 	mo.white_list = white_list;
 	mo.public_status = public_status;
 	mo.vacuum_interval_seconds = 15 * 60;
@@ -119,6 +123,7 @@ int server_main(int argc, char **argv)
 	vo.threads = threads;
 	vo.pulse_seconds = pulse_seconds;
 	vo.jwt_key = jwt_key;
+	vo.jwt_read_key = jwt_read_key;
 	vo.white_list = white_list;
 	vo.public_status = public_status;
 	vo.min_free_percent = min_free;

@@ -63,7 +63,7 @@ int volume_main(int argc, char **argv)
 	char *ip = "127.0.0.1", *public_url = "", *dir = "/tmp", *max = "8",
 	     *master = "localhost:9333", *dc = "", *rack = "", *ready_file = "",
 	     *read_mode = "proxy";
-	char *jwt_key = "", *white_list = "";
+	char *jwt_key = "", *jwt_read_key = "", *white_list = "";
 	int min_free = 1;
 	int port = 8080, file_size_limit_mb = 256, threads = 0, pulse_seconds = 1, n_dirs, n_max;
 	bool fsync_writes = false, public_status = false;
@@ -88,6 +88,8 @@ int volume_main(int argc, char **argv)
 		 "seconds between heartbeats to each master"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
 		 "key of the masters' write tokens; \"\" = no tokens needed"),
+	    FLAG("jwtReadKey", FLAG_STRING, &jwt_read_key,
+		 "key of the masters' read tokens; \"\" = reads need none"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
 		 "comma list of IPs allowed to write, call /admin/ and see /status; \"\" = all"),
 	    FLAG("publicStatus", FLAG_BOOL, &public_status,
@@ -156,6 +158,7 @@ int volume_main(int argc, char **argv)
 	opt.threads = threads;
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
+	opt.jwt_read_key = jwt_read_key;
 	opt.white_list = white_list;
 	opt.public_status = public_status;
 	opt.min_free_percent = min_free;

@@ -548,3 +548,52 @@ def test_status_pages_follow_the_white_list(request, kelp_bin, tmp_path):
         assert_json(m.get("/dir/status"), 200)
     finally:
         m.stop()
+
+
+# ------------------------------------------------------------------ read tokens
+
+
+def test_read_tokens(make_cluster, tmp_path):
+    """-jwtReadKey: reads need the fid's read token, which /dir/lookup?fileId=...&
+    read=yes hands out; proxies pass it on; kelp's client fetches it by itself."""
+    rkey = "read-key"
+    c = make_cluster([("dc1", "r1"), ("dc1", "r2")],
+                     master_args=["-jwtKey=" + KEY, "-jwtReadKey=" + rkey],
+                     volume_args=["-jwtKey=" + KEY, "-jwtReadKey=" + rkey])
+    m = c.master
+    body, r = m.dir_assign()
+    fid, url = body["fid"], body["url"]
+    data = rand_bytes(3000, 77)
+    c.put(url, fid, data, headers={"Authorization": r.headers["Authorization"]})
+    other = "%d,%x%08x" % (fid_vid(fid), 0xbeef, 0x12345678)
+    for why, headers in {
+            "none": {},
+            "the write token": {"Authorization": r.headers["Authorization"]},
+            "a read token of another fid": bearer(client_token(other, key=rkey)),
+            "an expired read token": bearer(client_token(fid, exp_in=-1, key=rkey)),
+            "a read token under the write key": bearer(client_token(fid, key=KEY)),
+            "a server token": bearer(server_token("GET", "/" + fid)),
+    }.items():
+        g = c.read(url, fid, headers=headers)
+        assert g.status_code == 401, (why, g.status_code, g.content[:200])
+        assert g.content != data
+    lk = m.get("/dir/lookup", params={"fileId": fid, "read": "yes"})
+    assert_json(lk, 200)
+    token = lk.headers["Authorization"]
+    assert token.startswith("Bearer ")
+    g = c.read(url, fid, headers={"Authorization": token})
+    assert g.status_code == 200 and g.content == data
+    g = c.read(url, fid, params={"jwt": token[len("Bearer "):]})
+    assert g.status_code == 200 and g.content == data
+    # through the server that does not hold it (proxy) the token goes along
+    proxy = next(v for v in c.running() if v.addr != url)
+    g = c.read(proxy.addr, fid, headers={"Authorization": token})
+    assert g.status_code == 200 and g.content == data, (g.status_code, g.content[:200])
+    assert c.read(proxy.addr, fid).status_code == 401
+    # kelp download gets read tokens itself
+    out = tmp_path / "dl"
+    out.mkdir()
+    subprocess.run([c.kelp_bin, "download", "-master=" + m.addr, "-dir=" + str(out), fid],
+                   check=True, capture_output=True, timeout=60)
+    files = list(out.iterdir())
+    assert len(files) == 1 and files[0].read_bytes() == data, files
