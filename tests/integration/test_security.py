@@ -203,7 +203,7 @@ def bad_credentials(method, path, params, fid):
         "server token from the future": bearer(server_token(method, path, params,
                                                             exp_in=600, iat_delta=540)),
         "server token for another request": bearer(
-            server_token(method, "/admin/vacuum/check", [("volume", "1")])),
+            server_token(method, "/admin/vacuum/check", [("volume", "%d" % (fid_vid(fid) + 1000))])),
         "server token under another key": bearer(server_token(method, path, params,
                                                               key="not-the-key")),
         "server token for another audience": bearer(server_token(method, path, params,
@@ -426,7 +426,7 @@ def test_refused_bodies_are_not_read(keyed):
 def test_white_list_before_the_body(make_cluster):
     """From an address not on the white list, /submit with a 250 MiB body announced is
     refused at once and the master does not grow."""
-    c = make_cluster([("dc1", "r1")], master_args=["-whiteList=127.0.0.2"],
+    c = make_cluster([("dc1", "r1")], master_args=["-whiteList=127.0.0.2", "-publicStatus"],
                      volume_args=["-whiteList=127.0.0.2"])
     m = c.master
     rss_before = m.rss_kb()
