@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cluster/base/util.h"
+#include "cluster/http_client.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_TIMEOUT_MS	   30000
@@ -215,6 +216,9 @@ static char *master_address(const char *s, size_t len)
 	if (len >= 7 && !strncasecmp(s, "http://", 7)) {
 		s += 7;
 		len -= 7;
+	} else if (len >= 8 && !strncasecmp(s, "https://", 8)) {
+		s += 8;
+		len -= 8;
 	}
 	while (len > 0 && s[len - 1] == '/')
 		len--;
@@ -750,12 +754,14 @@ static int add_header(struct transfer *t, const char *fmt, ...)
 	return 0;
 }
 
-/* "http://" + server + path; the server may already carry a scheme. */
+/* "http://" (or https://, http_client.h) + server + path; the server may already carry a
+ * scheme. */
 static void set_url(struct transfer *t, const char *server, const char *path)
 {
 	bool has_scheme = !strncasecmp(server, "http://", 7) || !strncasecmp(server, "https://", 8);
 
-	snprintf(t->url, sizeof(t->url), "%s%s%s", has_scheme ? "" : "http://", server, path);
+	snprintf(t->url, sizeof(t->url), "%s%s%s%s", has_scheme ? "" : http_scheme(),
+		 has_scheme ? "" : "://", server, path);
 }
 
 /* Trims value (header continuation) into dst without the trailing CR/LF and blanks. */
@@ -1016,6 +1022,7 @@ static int transfer_perform(struct kelp_client *c, struct transfer *t, uint64_t 
 	curl_easy_reset(h);
 	c->curl_err[0] = '\0';
 	curl_easy_setopt(h, CURLOPT_URL, t->url);
+	http_tls_apply_curl(h); /* -tls.*: the process-wide certificate and CA */
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->curl_err);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,

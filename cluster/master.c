@@ -246,7 +246,7 @@ static int call_volume_server(struct master *m, const char *url, const char *pat
 		}
 		headers[0] = auth;
 	}
-	snprintf(full, sizeof(full), "http://%s%s", url, path_and_query);
+	snprintf(full, sizeof(full), "%s://%s%s", http_scheme(), url, path_and_query);
 	ret = http_client_do(&rq, &rs);
 	if (ret < 0) {
 		snprintf(err, err_cap, "%s: %s", url, rs.error);
@@ -432,8 +432,8 @@ static void proxy_to_leader(struct master *m, struct http_request *req)
 		return;
 	}
 	http_query_string(req, query, sizeof(query));
-	snprintf(url, sizeof(url), "http://%s%s%s%s", leader, req->path, query[0] ? "?" : "",
-		 query);
+	snprintf(url, sizeof(url), "%s://%s%s%s%s", http_scheme(), leader, req->path,
+		 query[0] ? "?" : "", query);
 	if (ctype) {
 		snprintf(ct, sizeof(ct), "Content-Type: %s", ctype);
 		headers[nh++] = ct;
@@ -691,7 +691,8 @@ static void vacuum_volume(struct master *m, const struct topo_volume_view *v, do
 				return;
 			headers[0] = auth;
 		}
-		snprintf(full, sizeof(full), "http://%s%s", v->locations[i].url, check);
+		snprintf(full, sizeof(full), "%s://%s%s", http_scheme(), v->locations[i].url,
+			 check);
 		if (http_client_do(&rq, &rs) < 0)
 			return;
 		j = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
@@ -977,7 +978,7 @@ static void handle_submit(struct master *m, struct http_request *req)
 	if (getrandom(&fid.cookie, sizeof(fid.cookie), 0) != sizeof(fid.cookie))
 		fid.cookie = (uint32_t)now_ns();
 	fid_format(&fid, fid_text);
-	snprintf(url, sizeof(url), "http://%s/%s", v.locations[0].url, fid_text);
+	snprintf(url, sizeof(url), "%s://%s/%s", http_scheme(), v.locations[0].url, fid_text);
 	snprintf(ct, sizeof(ct), "Content-Type: %s", ctype ? ctype : "application/octet-stream");
 	headers[0] = ct;
 	if (m->opt.jwt_key && *m->opt.jwt_key) {
@@ -1037,7 +1038,7 @@ static void handle_redirect(struct master *m, struct http_request *req)
 		char query[600];
 
 		http_query_string(req, query, sizeof(query));
-		snprintf(location, sizeof(location), "http://%s%s%s%s",
+		snprintf(location, sizeof(location), "%s://%s%s%s%s", http_scheme(),
 			 v.locations[(unsigned)now_ns() % (unsigned)v.n_locations].public_url, path,
 			 query[0] ? "?" : "", query);
 	}

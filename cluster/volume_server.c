@@ -290,7 +290,7 @@ static void learn_masters(struct volume_server *vs, const char *master)
 	char auth[AUTH_HEADER_LEN];
 	const char *headers[2] = {NULL, NULL};
 
-	snprintf(url, sizeof(url), "http://%s/cluster/status", master);
+	snprintf(url, sizeof(url), "%s://%s/cluster/status", http_scheme(), master);
 	/* A master with a white list shows its status to servers that prove the key. */
 	if (keyed(vs) &&
 	    auth_server_header(vs->opt.jwt_key, "GET", "/cluster/status", NULL, 0, auth) == 0) {
@@ -323,7 +323,7 @@ static void *heartbeat_thread(void *arg)
 	int pulse = vs->opt.pulse_seconds > 0 ? vs->opt.pulse_seconds : 1;
 	char url[300];
 
-	snprintf(url, sizeof(url), "http://%s/heartbeat", a->master);
+	snprintf(url, sizeof(url), "%s://%s/heartbeat", http_scheme(), a->master);
 	for (;;) {
 		struct http_client_request rq = {.method = "POST",
 						 .url = url,
@@ -464,7 +464,8 @@ static int lookup_locations(struct volume_server *vs, uint32_t vid, int first,
 		json_t *j, *locs, *loc;
 		size_t k;
 
-		snprintf(url, sizeof(url), "http://%s/dir/lookup?volumeId=%u", master, vid);
+		snprintf(url, sizeof(url), "%s://%s/dir/lookup?volumeId=%u", http_scheme(), master,
+			 vid);
 		if (http_client_do(&rq, &rs) < 0)
 			continue;
 		if (rs.status == 404) {
@@ -653,7 +654,7 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 
 		if (is_self(vs, locs.urls[i]))
 			continue;
-		snprintf(url, sizeof(url), "http://%s%s", locs.urls[i], path_query);
+		snprintf(url, sizeof(url), "%s://%s%s", http_scheme(), locs.urls[i], path_query);
 		if (!strcmp(method, "DELETE")) {
 			rq.body = NULL;
 			rq.body_fd = -1;
@@ -1740,10 +1741,12 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 		char escaped[3 * 1024 + 1];
 
 		if (token && strlen(token) <= 1024)
-			snprintf(url, sizeof(url), "http://%s%s?proxied=true&jwt=%s", other,
-				 req->path, http_client_escape(token, escaped, sizeof(escaped)));
+			snprintf(url, sizeof(url), "%s://%s%s?proxied=true&jwt=%s", http_scheme(),
+				 other, req->path,
+				 http_client_escape(token, escaped, sizeof(escaped)));
 		else
-			snprintf(url, sizeof(url), "http://%s%s?proxied=true", other, req->path);
+			snprintf(url, sizeof(url), "%s://%s%s?proxied=true", http_scheme(), other,
+				 req->path);
 	}
 	if (!strcmp(vs->opt.read_mode, "redirect")) {
 		http_reply_empty(req, 301);
@@ -2117,7 +2120,7 @@ static void say_goodbye(struct volume_server *vs)
 						 .timeout_ms = 1000};
 		struct http_client_response rs;
 
-		snprintf(url, sizeof(url), "http://%s/heartbeat", vs->masters[i]);
+		snprintf(url, sizeof(url), "%s://%s/heartbeat", http_scheme(), vs->masters[i]);
 		if (http_client_do(&rq, &rs) == 0)
 			http_client_response_release(&rs);
 	}

@@ -6,6 +6,7 @@
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
 #include "cluster/master.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
 int master_main(int argc, char **argv)
@@ -46,6 +47,7 @@ int master_main(int argc, char **argv)
 		 "Raft election timeout with -peers, ms"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
 	    FLAG("threads", FLAG_INT, &threads, "unused: the master runs a thread per connection"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct master_options opt;
@@ -56,6 +58,8 @@ int master_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("master") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp master: unexpected argument \"%s\"\n", argv[ret + 1]);

@@ -10,6 +10,7 @@
 #include "cluster/base/log.h"
 #include "cluster/master.h"
 #include "cluster/volume_server.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
 int server_main(int argc, char **argv)
@@ -56,6 +57,7 @@ int server_main(int argc, char **argv)
 		 "write the volume server's port here once serving"),
 	    FLAG("threads", FLAG_INT, &threads,
 		 "HTTP worker threads per server (0 = 2 x CPUs, at least 4)"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct master_options mo;
@@ -69,6 +71,8 @@ int server_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("server") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp server: unexpected argument \"%s\"\n", argv[ret + 1]);

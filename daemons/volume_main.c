@@ -11,6 +11,7 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "cluster/volume_server.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
 int write_ready_file(const char *path, int port)
@@ -96,6 +97,7 @@ int volume_main(int argc, char **argv)
 		 "/status answers anyone, not only -whiteList"),
 	    FLAG("minFreeSpace", FLAG_INT, &min_free,
 		 "percent of a disk kept free: below it its volumes turn read-only"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct volume_server_options opt;
@@ -107,6 +109,8 @@ int volume_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("volume") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp volume: unexpected argument \"%s\"\n", argv[ret + 1]);
