@@ -185,9 +185,13 @@ class Server(Daemon):
     """`kelp server` (master + volume server). Explicit ports are kept across restarts
     when given (master_port / volume_port); 0 picks free ones."""
 
-    def __init__(self, kelp_bin, workdir, datadir, master_port=0, volume_port=0, name="server"):
+    def __init__(self, kelp_bin, workdir, datadir, master_port=0, volume_port=0, name="server",
+                 args=(), http_kw=None, scheme="http"):
         super().__init__(name, os.path.join(str(workdir), name + ".log"))
         self.kelp_bin = kelp_bin
+        self.args = list(args)          # extra flags (e.g. -tls.*)
+        self.http_kw = http_kw or {}    # extra requests arguments (cert, verify)
+        self.scheme = scheme
         self.workdir = str(workdir)
         self.datadir = str(datadir)
         self.master_port = master_port
@@ -209,7 +213,7 @@ class Server(Daemon):
         cmd = [self.kelp_bin, "server", "-dir=" + self.datadir, "-ip=127.0.0.1",
                "-master.port=%d" % self.master_port, "-volume.port=%d" % self.volume_port,
                "-readyFile=" + self.ready, "-volume.readyFile=" + self.vready,
-               "-pulseSeconds=1"]
+               "-pulseSeconds=1"] + self.args
         self.spawn(cmd, self.workdir)
         deadline = time.monotonic() + timeout
         while True:
@@ -239,7 +243,9 @@ class Server(Daemon):
 
     def master_get(self, path, **kw):
         kw.setdefault("timeout", 5)
-        return requests.get("http://%s%s" % (self.master_addr, path), **kw)
+        for k, v in self.http_kw.items():
+            kw.setdefault(k, v)
+        return requests.get("%s://%s%s" % (self.scheme, self.master_addr, path), **kw)
 
     def data_node_urls(self):
         """Volume server urls listed in the master's /dir/status."""
@@ -255,7 +261,7 @@ class Server(Daemon):
         """The volume server's /status (url found through the master's /dir/status)."""
         urls = self.data_node_urls()
         assert urls, "the master lists no volume server"
-        r = requests.get("http://%s/status" % urls[0], timeout=5)
+        r = requests.get("%s://%s/status" % (self.scheme, urls[0]), timeout=5, **self.http_kw)
         assert r.status_code == 200, r.text[:300]
         return r.json()
 
@@ -355,10 +361,11 @@ class Kelp:
         self.mounts = []
         self.server = None
 
-    def start_server(self, master_port=0, volume_port=0, datadir=None):
+    def start_server(self, master_port=0, volume_port=0, datadir=None, **server_kw):
         srv = Server(self.kelp_bin, self.tmp, datadir or (self.tmp / "data"),
                      master_port=master_port, volume_port=volume_port,
-                     name="server%d" % len([d for d in self.daemons if isinstance(d, Server)]))
+                     name="server%d" % len([d for d in self.daemons if isinstance(d, Server)]),
+                     **server_kw)
         self.daemons.append(srv)
         srv.start()
         self.server = srv

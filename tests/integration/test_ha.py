@@ -830,3 +830,42 @@ def test_full_master_restart_keeps_the_sequence(make_ha):
     assert leader.status_body()["TopologyId"] == tid, "the cluster id changed over a restart"
     assert leader.cluster_status()["MaxVolumeId"] >= max_vid
     assert fid_vid(fid) <= max(max_vid, leader.cluster_status()["MaxVolumeId"])
+
+
+def _raft_handshake(source_ip, port, timeout=3.0):
+    """Connects to a Raft port from source_ip, sends libraft's TCP handshake (protocol
+    1, a server id, an address; little-endian 64-bit words, the address padded to 8)
+    and returns what happened: "closed" when the master hung up, "open" when the
+    connection was still up after `timeout`."""
+    import socket
+    import struct
+    addr = b"%s:19999" % source_ip.encode()
+    padded = addr + b"\0" * (8 - len(addr) % 8)
+    hello = struct.pack("<QQQ", 1, 424242, len(padded)) + padded
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((source_ip, 0))
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+        s.sendall(hello)
+        try:
+            return "closed" if s.recv(100) == b"" else "data"
+        except socket.timeout:
+            return "open"
+        except ConnectionResetError:
+            return "closed"
+
+
+def test_raft_port_only_for_peers(make_ha):
+    """The Raft port (HTTP port + 10000) takes connections only from the addresses in
+    -peers (127.0.0.1 here): one from 127.0.0.2 is closed after its handshake, before
+    raft reads a message, and logged; the group keeps its leader."""
+    c = make_ha(3)
+    c.start_masters()
+    leader = c.wait_leader()
+    m = c.followers(leader)[0]
+    assert _raft_handshake("127.0.0.2", m.raft_port) == "closed"
+    poll("the refusal in the log", lambda: "refused a Raft connection from 127.0.0.2" in
+         m.log_text(), 5)
+    # a peer's address is let through to raft (which then waits for messages)
+    assert _raft_handshake("127.0.0.1", m.raft_port, timeout=1.0) == "open"
+    assert c.wait_leader() is not None
