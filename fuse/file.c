@@ -112,6 +112,7 @@ struct open_file {
 	bool synced_all;
 	uint32_t lazy_vids[LAZY_VIDS];
 	int n_lazy;
+	int64_t write_ns; /* time of the last write (stat shows it until it is committed) */
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -658,6 +659,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 	int rc = 0;
 
 	pthread_mutex_lock(&f->lock);
+	f->write_ns = meta_now_ns();
 	while (len > 0 && rc == 0) {
 		struct extent *e = NULL;
 		size_t n;
@@ -737,6 +739,16 @@ uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed)
 			size = j->ext.off + j->ext.len;
 	pthread_mutex_unlock(&f->lock);
 	return size;
+}
+
+int64_t file_write_time(struct open_file *f)
+{
+	int64_t t;
+
+	pthread_mutex_lock(&f->lock);
+	t = f->n_ext > 0 || f->jobs ? f->write_ns : 0;
+	pthread_mutex_unlock(&f->lock);
+	return t;
 }
 
 void file_truncate_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t size)

@@ -133,6 +133,9 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
 /* The size including unflushed writes (for getattr of an open file). */
 uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed);
+/* When the file has writes not yet recorded in meta: the time of the last write (stat
+ * shows it as mtime and ctime: POSIX marks them at write); else 0. */
+int64_t file_write_time(struct open_file *f);
 /* Drops dirty data at or beyond size (before a truncate is recorded). */
 void file_truncate_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t size);
 

@@ -911,9 +911,10 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 			rc = -EISDIR;
 		else if (in->size < a.size)
 			rc = punch(m, txn, ino, in->size, UINT64_MAX);
+		/* Any truncate marks the data modified, even to the same size (as Linux's
+		 * local filesystems do; FUSE leaves mtime to us for truncate and ftruncate). */
 		if (rc == 0) {
-			if (in->size != a.size)
-				a.mtime_ns = now;
+			a.mtime_ns = now;
 			a.size = in->size;
 		}
 	}
@@ -1192,6 +1193,7 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	uint8_t k[8 + 256];
 	MDB_val key;
 	MDB_txn *txn;
+	struct meta_attr a;
 	int rc;
 
 	if (strlen(name) == 0 || strlen(name) > 255)
@@ -1201,8 +1203,15 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	rc = txn_begin(m, true, &txn);
 	if (rc < 0)
 		return rc;
-	rc = mdb_del(txn, m->xattrs, &key, NULL);
-	rc = rc == MDB_NOTFOUND ? -ENODATA : lmdb_err(rc);
+	rc = get_attr(m, txn, ino, &a);
+	if (rc == 0) {
+		rc = mdb_del(txn, m->xattrs, &key, NULL);
+		rc = rc == MDB_NOTFOUND ? -ENODATA : lmdb_err(rc);
+	}
+	if (rc == 0) {
+		a.ctime_ns = meta_now_ns(); /* a change of the inode, as setxattr */
+		rc = put_attr(m, txn, &a);
+	}
 	return txn_end(txn, rc);
 }
 

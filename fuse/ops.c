@@ -55,15 +55,22 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 	st->st_gid = a->gid;
 	st->st_rdev = a->rdev;
 	st->st_size = (off_t)a->size;
+	st->st_atim = ns_to_ts(a->atime_ns);
+	st->st_mtim = ns_to_ts(a->mtime_ns);
+	st->st_ctim = ns_to_ts(a->ctime_ns);
 	if (S_ISREG(a->mode) && (f = file_find(fs, a->ino))) {
+		/* Writes not recorded yet: their size and their time. */
+		int64_t w = file_write_time(f);
+
 		st->st_size = (off_t)file_size(fs, f, a->size);
+		if (w > a->mtime_ns)
+			st->st_mtim = ns_to_ts(w);
+		if (w > a->ctime_ns)
+			st->st_ctim = ns_to_ts(w);
 		file_put(fs, f);
 	}
 	st->st_blksize = IO_BLOCK_SIZE;
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_atim = ns_to_ts(a->atime_ns);
-	st->st_mtim = ns_to_ts(a->mtime_ns);
-	st->st_ctim = ns_to_ts(a->ctime_ns);
 }
 
 /* The kernel holds one more reference (lookup count) on ino. */

@@ -596,6 +596,16 @@ static void test_truncate(void **state)
 	assert_int_equal(meta_chunk_count(f->m, ino), 0);
 	assert_int_equal(gc_count(f->m, "1,a"), 1);
 	assert_int_equal(meta_setattr(f->m, d, &in, META_SET_SIZE, &out), -EISDIR);
+	/* A truncate to the same size marks the data modified too (as ext4 does). */
+	in.mtime_ns = in.ctime_ns = 7;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_MTIME | META_SET_CTIME, NULL), 0);
+	in.size = 0;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &out), 0);
+	assert_true(out.mtime_ns > 7 && out.ctime_ns > 7);
+	/* An explicit mtime given with the size wins. */
+	in.mtime_ns = 9;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE | META_SET_MTIME, &out), 0);
+	assert_true(out.mtime_ns == 9 && out.ctime_ns > 7);
 
 	/* Other attributes. */
 	in.mode = S_IFDIR | 0600; /* the type never changes */
@@ -982,6 +992,25 @@ static void test_xattrs(void **state)
 	assert_int_equal(meta_getxattr(f->m, other, "user.a", buf, sizeof(buf)), -ENODATA);
 	assert_int_equal(meta_setxattr(f->m, 9999, "user.a", "x", 1, 0), -ENOENT);
 
+	{
+		/* A change of the xattrs changes ctime (setattr sets it to a known value). */
+		struct meta_attr in = {.ctime_ns = 5}, a;
+
+		assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_CTIME, NULL), 0);
+		assert_int_equal(meta_setxattr(f->m, ino, "user.d", "x", 1, 0), 0);
+		assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+		assert_true(a.ctime_ns > 5);
+		assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_CTIME, NULL), 0);
+		assert_int_equal(meta_removexattr(f->m, ino, "user.d"), 0);
+		assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+		assert_true(a.ctime_ns > 5);
+		/* A failed removal changes nothing. */
+		assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_CTIME, NULL), 0);
+		assert_int_equal(meta_removexattr(f->m, ino, "user.d"), -ENODATA);
+		assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+		assert_true(a.ctime_ns == 5);
+		assert_int_equal(meta_removexattr(f->m, 9999, "user.d"), -ENOENT);
+	}
 	assert_int_equal(meta_removexattr(f->m, ino, "user.b"), 0);
 	assert_int_equal(meta_removexattr(f->m, ino, "user.b"), -ENODATA);
 	assert_int_equal(meta_listxattr(f->m, ino, buf, sizeof(buf)), 14);
