@@ -145,7 +145,7 @@ static void reply_entry(fuse_req_t req, const struct meta_attr *a)
 
 	memset(&e, 0, sizeof(e));
 	e.ino = a->ino;
-	e.generation = 1;
+	e.generation = meta_generation(fs_of(req)->meta);
 	e.attr_timeout = ATTR_TIMEOUT;
 	e.entry_timeout = ATTR_TIMEOUT;
 	to_stat(fs_of(req), a, &e.attr);
@@ -479,7 +479,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fi->fh = (uint64_t)(uintptr_t)f;
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
-	e.generation = 1;
+	e.generation = meta_generation(fs_of(req)->meta);
 	e.attr_timeout = ATTR_TIMEOUT;
 	e.entry_timeout = ATTR_TIMEOUT;
 	to_stat(fs, &a, &e.attr);
@@ -740,9 +740,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else {
 		fl.skip_to = off;
 		if (add_entry(&fl, ".", &self) == 0) {
-			struct meta_attr parent = self;
+			struct meta_attr parent;
 
-			parent.ino = 1;
+			if (meta_lookup(fs->meta, ino, "..", &parent) < 0)
+				parent = self; /* removed meanwhile: its own parent */
 			add_entry(&fl, "..", &parent);
 		}
 	}
@@ -875,6 +876,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = 1024 * 1024;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
+	/* File handles (open_by_handle_at, NFS): the kernel looks up "." and ".." of an
+	 * inode it no longer caches; inode numbers and generations are stable. */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 }
 
 static const struct fuse_lowlevel_ops ops = {

@@ -1144,6 +1144,48 @@ static void test_persistence(void **state)
 	assert_int_equal(meta_rename(f->m, 1, "d", sub, "x", 0, &gone), -EINVAL);
 }
 
+/* "." and "..": what the kernel asks to turn a file handle back into a file. */
+static void test_dot_lookups(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	uint64_t d = mkdir_(f->m, 1, "d"), e = mkdir_(f->m, d, "e"), file = mkfile(f->m, e, "f");
+	uint64_t gone = 0;
+	uint32_t gen = meta_generation(f->m);
+
+	assert_true(ino_at(f->m, file, ".") == file);
+	assert_true(ino_at(f->m, e, ".") == e);
+	assert_true(ino_at(f->m, e, "..") == d);
+	assert_true(ino_at(f->m, d, "..") == 1);
+	assert_true(ino_at(f->m, 1, "..") == 1);
+	assert_int_equal(meta_lookup(f->m, file, "..", &a), -ENOTDIR);
+	assert_int_equal(meta_lookup(f->m, 9999, ".", &a), -ENOENT);
+	/* ".." follows a rename. */
+	assert_int_equal(meta_rename(f->m, d, "e", 1, "e2", 0, &gone), 0);
+	assert_true(ino_at(f->m, e, "..") == 1);
+	/* A removed file (still open: an orphan) is gone for "." too. */
+	assert_int_equal(meta_unlink(f->m, e, "f", &gone), 0);
+	assert_true(gone == file);
+	assert_int_equal(meta_getattr(f->m, file, &a), 0);
+	assert_int_equal(meta_lookup(f->m, file, ".", &a), -ENOENT);
+	assert_int_equal(meta_rmdir(f->m, 1, "e2", &gone), 0);
+	assert_int_equal(meta_lookup(f->m, e, ".", &a), -ENOENT);
+	/* The generation: not 0, kept across restarts, new for new metadata. */
+	assert_true(gen != 0);
+	reopen(f);
+	assert_true(meta_generation(f->m) == gen);
+	{
+		char dir[64] = "/tmp/kelp-test-meta2-XXXXXX";
+		struct meta *other;
+
+		assert_non_null(mkdtemp(dir));
+		assert_int_equal(meta_open(dir, &other), 0);
+		assert_true(meta_generation(other) != 0 && meta_generation(other) != gen);
+		meta_close(other);
+		nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1165,6 +1207,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dot_lookups, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
