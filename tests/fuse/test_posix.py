@@ -535,12 +535,12 @@ HELPER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "scripts", "mount.fuse.kelp")
 
 # Runs in a private mount namespace (the host is untouched): a directory holding only
-# the helper is bound over /usr/sbin (/sbin on Debian), where mount(8) looks for it.
+# the helper is bound over /sbin (/usr/sbin on Debian 12), where mount(8) looks for it.
 NS_SCRIPT = r"""
 set -u
 exec 2>&1
 sbin=$1 mp=$2 master=$3 meta=$4 work=$5
-mount --bind "$sbin" /usr/sbin || exit 90
+mount --bind "$sbin" "$(readlink -f /sbin)" || exit 90
 step() { echo "== $*"; }
 flags() { awk -v mp="$mp" '$5 == mp { print $6 }' /proc/self/mountinfo; }
 daemon() { grep -las -- "[-]dir=$mp" /proc/[0-9]*/cmdline | cut -d/ -f3; }
