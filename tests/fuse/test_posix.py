@@ -82,9 +82,14 @@ def test_truncate_of_open_written_file_updates_mtime_and_ctime(mnt, tmp_path, ho
     for new_size in (1000, 500, 1500, 2000):
         got = _truncate_steps(mnt.mnt, how, new_size)
         ref = _truncate_steps(str(tmp_path), how, new_size)
+        if how == "truncate" and new_size == 2000:
+            # truncate() by path to the same size: up to the filesystem (ext4 marks
+            # the times, tmpfs does not); kelp marks them, as ext4
+            for k in ("truncate changed mtime", "truncate changed ctime"):
+                ref.pop(k)
+                assert got.pop(k), k
         assert got == ref, "%s to %d: kelp %r, local filesystem %r" % (how, new_size, got,
                                                                         ref)
-        assert got["truncate changed mtime"] and got["truncate changed ctime"]
 
 
 def _truncate_closed_steps(root):
@@ -114,8 +119,12 @@ def _truncate_closed_steps(root):
 
 def test_truncate_of_closed_file_times_match_local_filesystem(mnt, tmp_path):
     got = _truncate_closed_steps(mnt.mnt)
-    assert got == _truncate_closed_steps(str(tmp_path))
-    assert all(changed_m and changed_c for _, _, changed_m, changed_c in got)
+    ref = _truncate_closed_steps(str(tmp_path))
+    # every truncate marks mtime and ctime on kelp, to the same size too (as ext4 does;
+    # for truncate() by path to the same size, POSIX leaves it to the filesystem)
+    assert all(changed_m and changed_c for _, _, changed_m, changed_c in got), got
+    same = "truncate same"
+    assert ([x for x in got if x[0] != same] == [x for x in ref if x[0] != same]), (got, ref)
 
 
 def _xattr_steps(root):
