@@ -386,31 +386,35 @@ def test_async_direct_writes_racing_buffered_reads_leave_no_stale_page(mnt):
     assert not stale, "rounds with stale pages (round, buffered, mmap, reads): %r" % stale
 
 
-def test_direct_io_with_fio(mnt):
+def test_direct_io_with_fio(mnt, tmp_path):
     """fio: random asynchronous direct writes (libaio, queue depth 16) verified by
     buffered reads of the same file."""
     need("fio")
     p = mnt.path("fio.dat")
     common = ["fio", "--name=kelp", "--filename=" + p, "--size=8m", "--bs=16k",
               "--randrepeat=1", "--verify=crc32c", "--verify_fatal=1",
-              "--output-format=terse"]
+              "--output-format=terse", "--verify_state_save=0"]
+    # cwd: fio may leave state files where it runs
     run(common + ["--rw=randwrite", "--ioengine=libaio", "--direct=1", "--iodepth=16",
-                  "--do_verify=0", "--verify_state_save=0"], timeout=120)
+                  "--do_verify=0"], timeout=120, cwd=str(tmp_path))
     # the same pattern read back through the page cache
     run(common + ["--rw=randwrite", "--ioengine=psync", "--direct=0", "--verify_only",
-                  "--verify_state_load=0"], timeout=120)
+                  "--verify_state_load=0"], timeout=120, cwd=str(tmp_path))
 
 
 # ------------------------------------------------------------------------------ file handles
 
 
-def name_to_handle(path):
+AT_HANDLE_CONNECTABLE = 0x002   # Linux 6.13: the handle names the parent too
+
+
+def name_to_handle(path, flags=0):
     """struct file_handle of path (name_to_handle_at) as bytes."""
     buf = ctypes.create_string_buffer(8 + 128)
     struct.pack_into("I", buf, 0, 128)
     mount_id = ctypes.c_int()
     if _libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), buf, ctypes.byref(mount_id),
-                               0) != 0:
+                               flags) != 0:
         raise _oserror(path)
     n = struct.unpack_from("I", buf, 0)[0]
     return buf.raw[:8 + n]
@@ -431,6 +435,12 @@ def test_file_handles_reopen_after_remount_and_go_stale_when_removed(kelp):
     write_file(m.path("d/e/f"), b"by handle")
     write_file(m.path("g"), b"second")
     handles = {name: name_to_handle(m.path(name)) for name in ("d", "d/e", "d/e/f", "g")}
+    try:
+        connectable = name_to_handle(m.path("d/e/f"), AT_HANDLE_CONNECTABLE)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        connectable = None   # a kernel before 6.13
     # Within the same mount (inodes cached by the kernel)
     mfd = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -458,9 +468,16 @@ def test_file_handles_reopen_after_remount_and_go_stale_when_removed(kelp):
         os.write(fd, b"SE")
         os.close(fd)
         assert read_file(m.path("g")) == b"SEcond"
+        # A directory is reconnected to the mount's root (lookups of ".." up the tree,
+        # then its name in each parent): its descriptor has its full path.
         fd = open_by_handle(mfd, handles["d/e"], os.O_RDONLY | os.O_DIRECTORY)
         assert os.listdir(fd) == ["f"]
+        assert os.readlink("/proc/self/fd/%d" % fd) == m.path("d/e")
         os.close(fd)
+        if connectable:
+            fd = open_by_handle(mfd, connectable)
+            assert os.readlink("/proc/self/fd/%d" % fd) == m.path("d/e/f")
+            os.close(fd)
         fd = open_by_handle(mfd, handles["d"], os.O_RDONLY | os.O_DIRECTORY)
         assert os.listdir(fd) == ["e"]
         os.close(fd)
