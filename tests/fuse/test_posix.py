@@ -324,6 +324,27 @@ def _direct_steps(root, async_io):
         seen.append(("direct read after buffered write",
                      n == 65536 and rbuf[:] == bytes(want[:65536])))
         mm.close()
+        # a store through a shared mapping, not synced: a direct read (the kernel
+        # writes the dirty page back first) and a direct write next to it
+        with mmap.mmap(rfd, size) as mw:
+            mw[200 * 1024:200 * 1024 + 4096] = b"F" * 4096
+            want[200 * 1024:200 * 1024 + 4096] = b"F" * 4096
+            if async_io:
+                res = aio.run(dfd, [(IO_CMD_PREAD, rbuf, 192 * 1024)])
+                n = res[0]
+            else:
+                n = os.preadv(dfd, [rbuf], 192 * 1024)
+            seen.append(("direct read after mmap store",
+                         n == 65536 and rbuf[:] == bytes(want[192 * 1024:256 * 1024])))
+            wbuf = aligned(4096, b"G")
+            if async_io:
+                n = aio.run(dfd, [(IO_CMD_PWRITE, wbuf, 204 * 1024)])[0]
+            else:
+                n = os.pwrite(dfd, wbuf, 204 * 1024)
+            want[204 * 1024:208 * 1024] = b"G" * 4096
+            seen.append(("mapping after direct write",
+                         n == 4096 and mw[192 * 1024:256 * 1024] ==
+                         bytes(want[192 * 1024:256 * 1024])))
     finally:
         if aio:
             aio.close()
