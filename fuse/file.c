@@ -125,6 +125,7 @@ struct open_file {
 	bool synced_all;
 	uint32_t lazy_vids[LAZY_VIDS];
 	int n_lazy;
+	int64_t write_ns; /* time of the last write (stat shows it until it is committed) */
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -844,6 +845,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 	int rc = 0;
 
 	pthread_mutex_lock(&f->lock);
+	f->write_ns = meta_now_ns();
 	/* A failed upload waits for the next flush: writes fail until then. */
 	rc = failed_rc(f);
 	while (len > 0 && rc == 0) {
@@ -933,8 +935,14 @@ int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a)
 	 * moves bytes from one to the other under f->lock. */
 	pthread_mutex_lock(&f->lock);
 	rc = meta_getattr(fs->meta, f->ino, a);
-	if (rc == 0)
+	if (rc == 0) {
 		a->size = pending_end(f, a->size);
+		/* Writes not recorded yet: POSIX marks mtime and ctime at the write. */
+		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->mtime_ns)
+			a->mtime_ns = f->write_ns;
+		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->ctime_ns)
+			a->ctime_ns = f->write_ns;
+	}
 	pthread_mutex_unlock(&f->lock);
 	return rc;
 }

@@ -114,6 +114,8 @@ struct kelp_fs {
 	pthread_mutex_t bufs_lock;
 	uint8_t *bufs[8];
 	int n_bufs;
+	/* fuse/ops.c's state for the running session (page cache invalidations) */
+	void *session_private;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;
@@ -143,7 +145,8 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
  */
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
 /* The attributes of an open file, its size including writes not yet in the metadata
- * (getattr): committed and pending bytes taken at one moment. */
+ * (getattr): committed and pending bytes taken at one moment; mtime and ctime are
+ * those of the last write while it is not recorded (POSIX marks them at write). */
 int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a);
 /* meta_setattr for an open file: earlier writes are recorded first, and a size change
  * also cuts the buffered and uploading data, atomically for readers. */

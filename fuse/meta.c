@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -22,6 +23,7 @@ struct meta {
 	MDB_env *env;
 	MDB_dbi inodes, symlinks, dentries, chunks, fidrefs, xattrs, gc, counters, orphans, parents;
 	uint64_t gc_generation; /* bumped (atomically) by every blob sent to gc */
+	uint32_t generation;	/* of every inode of this metadata (meta_generation) */
 };
 
 int64_t meta_now_ns(void)
@@ -136,6 +138,24 @@ int meta_open(const char *dir, struct meta **out)
 			val.mv_data = &root;
 			rc = mdb_put(txn, m->inodes, &key, &val, 0);
 		}
+	}
+	if (rc == 0) {
+		/* The inode generation, drawn once when the metadata is created. */
+		MDB_val key = {10, "generation"}, val;
+		uint32_t g = 0;
+
+		rc = mdb_get(txn, m->counters, &key, &val);
+		if (rc == 0 && val.mv_size == 4) {
+			memcpy(&g, val.mv_data, 4);
+		} else if (rc == MDB_NOTFOUND) {
+			while (g == 0)
+				if (getrandom(&g, sizeof(g), 0) != sizeof(g))
+					g = (uint32_t)now_ns() | 1;
+			val.mv_size = 4;
+			val.mv_data = &g;
+			rc = mdb_put(txn, m->counters, &key, &val, 0);
+		}
+		m->generation = g;
 	}
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);
@@ -555,6 +575,27 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 	return rc;
 }
 
+/* The directory holding directory ino (the root's is the root). */
+static int get_parent(struct meta *m, MDB_txn *txn, uint64_t ino, uint64_t *parent)
+{
+	uint8_t k[8];
+	MDB_val key = {8, k}, val;
+	int rc;
+
+	if (ino == META_ROOT_INO) {
+		*parent = ino;
+		return 0;
+	}
+	be64(k, ino);
+	rc = mdb_get(txn, m->parents, &key, &val);
+	if (rc != 0)
+		return lmdb_err(rc);
+	if (val.mv_size != 8)
+		return -EIO;
+	*parent = rd64(val.mv_data);
+	return 0;
+}
+
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out)
 {
 	MDB_txn *txn;
@@ -566,11 +607,29 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
 	rc = txn_begin(m, false, &txn);
 	if (rc < 0)
 		return rc;
-	rc = get_dentry(m, txn, parent, name, &ino);
+	if (!strcmp(name, ".")) {
+		ino = parent; /* any inode, as long as it still has a name */
+		rc = 0;
+	} else if (!strcmp(name, "..")) {
+		rc = get_attr(m, txn, parent, out);
+		if (rc == 0 && !S_ISDIR(out->mode))
+			rc = -ENOTDIR;
+		if (rc == 0)
+			rc = get_parent(m, txn, parent, &ino);
+	} else {
+		rc = get_dentry(m, txn, parent, name, &ino);
+	}
 	if (rc == 0)
 		rc = get_attr(m, txn, ino, out);
+	if (rc == 0 && out->nlink == 0)
+		rc = -ENOENT; /* removed, only still open */
 	mdb_txn_abort(txn);
 	return rc;
+}
+
+uint32_t meta_generation(struct meta *m)
+{
+	return m->generation;
 }
 
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
@@ -911,9 +970,10 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 			rc = -EISDIR;
 		else if (in->size < a.size)
 			rc = punch(m, txn, ino, in->size, UINT64_MAX);
+		/* Any truncate marks the data modified, even to the same size (as Linux's
+		 * local filesystems do; FUSE leaves mtime to us for truncate and ftruncate). */
 		if (rc == 0) {
-			if (in->size != a.size)
-				a.mtime_ns = now;
+			a.mtime_ns = now;
 			a.size = in->size;
 		}
 	}
@@ -1192,6 +1252,7 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	uint8_t k[8 + 256];
 	MDB_val key;
 	MDB_txn *txn;
+	struct meta_attr a;
 	int rc;
 
 	if (strlen(name) == 0 || strlen(name) > 255)
@@ -1201,8 +1262,15 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	rc = txn_begin(m, true, &txn);
 	if (rc < 0)
 		return rc;
-	rc = mdb_del(txn, m->xattrs, &key, NULL);
-	rc = rc == MDB_NOTFOUND ? -ENODATA : lmdb_err(rc);
+	rc = get_attr(m, txn, ino, &a);
+	if (rc == 0) {
+		rc = mdb_del(txn, m->xattrs, &key, NULL);
+		rc = rc == MDB_NOTFOUND ? -ENODATA : lmdb_err(rc);
+	}
+	if (rc == 0) {
+		a.ctime_ns = meta_now_ns(); /* a change of the inode, as setxattr */
+		rc = put_attr(m, txn, &a);
+	}
 	return txn_end(txn, rc);
 }
 
