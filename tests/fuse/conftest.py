@@ -39,6 +39,7 @@ DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
 READY_TIMEOUT = 15.0   # seconds until a server / mount must be ready
 POLL = 0.02            # seconds between two looks at a ready file
 TEST_TIMEOUT = 150     # watchdog per test (seconds): mounts are aborted after it
+                       # (@pytest.mark.watchdog(seconds) gives a big test more)
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -420,6 +421,10 @@ class Kelp:
 # fixtures
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "watchdog(seconds): the kelp fixture's watchdog limit")
+
+
 @pytest.fixture(scope="session")
 def kelp_bin():
     path = os.environ.get("KELP_BIN") or DEFAULT_BIN
@@ -445,7 +450,9 @@ def kelp(request, kelp_bin, tmp_path):
         timed_out.append(True)
         k.abort_all()
 
-    timer = threading.Timer(TEST_TIMEOUT, watchdog)
+    mark = request.node.get_closest_marker("watchdog")
+    limit = mark.args[0] if mark else TEST_TIMEOUT
+    timer = threading.Timer(limit, watchdog)
     timer.daemon = True
     timer.start()
     try:
@@ -461,7 +468,7 @@ def kelp(request, kelp_bin, tmp_path):
         shutil.rmtree(mntroot, ignore_errors=True)
         if timed_out:
             problems.insert(0, "test ran past %d s: the watchdog aborted the mounts" %
-                            TEST_TIMEOUT)
+                            limit)
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)
 
