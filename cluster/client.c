@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cluster/base/util.h"
+#include "cluster/http_client.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_TIMEOUT_MS	   30000
@@ -64,7 +65,8 @@ struct kelp_client {
 	uint64_t (*clock_ns)(void *ctx);
 	void *clock_ctx;
 	struct kelp_location_cache cache;
-	uint64_t rng; /* xorshift state: which replica to read first */
+	uint64_t rng;	  /* xorshift state: which replica to read first */
+	bool read_tokens; /* a volume server asked for a read token once: always get one */
 	char err[512];
 	char curl_err[CURL_ERROR_SIZE];
 };
@@ -214,6 +216,9 @@ static char *master_address(const char *s, size_t len)
 	if (len >= 7 && !strncasecmp(s, "http://", 7)) {
 		s += 7;
 		len -= 7;
+	} else if (len >= 8 && !strncasecmp(s, "https://", 8)) {
+		s += 8;
+		len -= 8;
 	}
 	while (len > 0 && s[len - 1] == '/')
 		len--;
@@ -749,12 +754,14 @@ static int add_header(struct transfer *t, const char *fmt, ...)
 	return 0;
 }
 
-/* "http://" + server + path; the server may already carry a scheme. */
+/* "http://" (or https://, http_client.h) + server + path; the server may already carry a
+ * scheme. */
 static void set_url(struct transfer *t, const char *server, const char *path)
 {
 	bool has_scheme = !strncasecmp(server, "http://", 7) || !strncasecmp(server, "https://", 8);
 
-	snprintf(t->url, sizeof(t->url), "%s%s%s", has_scheme ? "" : "http://", server, path);
+	snprintf(t->url, sizeof(t->url), "%s%s%s%s", has_scheme ? "" : http_scheme(),
+		 has_scheme ? "" : "://", server, path);
 }
 
 /* Trims value (header continuation) into dst without the trailing CR/LF and blanks. */
@@ -1015,6 +1022,7 @@ static int transfer_perform(struct kelp_client *c, struct transfer *t, uint64_t 
 	curl_easy_reset(h);
 	c->curl_err[0] = '\0';
 	curl_easy_setopt(h, CURLOPT_URL, t->url);
+	http_tls_apply_curl(h); /* -tls.*: the process-wide certificate and CA */
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->curl_err);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
@@ -1654,6 +1662,31 @@ int kelp_client_put_path(struct kelp_client *c, const struct kelp_assign_request
 
 /* ---------------------------------------------------------------- read */
 
+/*
+ * The read token of fid (-jwtReadKey clusters): /dir/lookup?fileId=<fid>&read=yes
+ * answers with it in Authorization ("Bearer <jwt>", copied to auth). 0 or -errno.
+ */
+static int read_token(struct kelp_client *c, const char *fid_text, char *auth, uint64_t deadline)
+{
+	char path[256], from[KELP_URL_MAX];
+	struct transfer t;
+	int rc;
+
+	auth[0] = '\0';
+	snprintf(path, sizeof(path), "/dir/lookup?read=yes");
+	add_param(c, path, sizeof(path), "fileId", fid_text);
+	transfer_init(&t, "GET");
+	t.sink = SINK_BUFFER;
+	t.limit = 1u << 20;
+	rc = master_request(c, "read token", path, false, deadline, &t, from);
+	if (rc == 0 && t.status == 200 && t.auth[0])
+		copy_string(auth, KELP_AUTH_MAX, t.auth);
+	else if (rc == 0)
+		rc = -EACCES;
+	transfer_release(&t);
+	return rc;
+}
+
 static void fill_info(const struct transfer *t, struct kelp_blob_info *info)
 {
 	if (!info)
@@ -1684,7 +1717,8 @@ static int read_common(struct kelp_client *c, const char *fid_text, struct trans
 	struct kelp_locations locs;
 	struct fid fid;
 	int rc, other = 0; /* the last failure other than "not found" */
-	char msg[256];
+	char msg[256], auth[KELP_AUTH_MAX] = "";
+	bool token_tried = false;
 
 	c->err[0] = '\0';
 	*past_end = false;
@@ -1701,6 +1735,10 @@ static int read_common(struct kelp_client *c, const char *fid_text, struct trans
 		rc = lookup_until(c, fid.vid, NULL, false, &locs, &cached, NULL, deadline);
 		if (rc < 0)
 			return rc;
+		if (c->read_tokens && !token_tried) {
+			token_tried = true;
+			read_token(c, fid_text, auth, deadline);
+		}
 		start = (int)(next_random(c) % (uint64_t)locs.n);
 		for (int i = 0; i < locs.n; i++) {
 			const char *server = location_address(c, &locs.loc[(start + i) % locs.n]);
@@ -1718,6 +1756,8 @@ static int read_common(struct kelp_client *c, const char *fid_text, struct trans
 				if (r < 0)
 					return r;
 			}
+			if (auth[0] && add_header(t, "Authorization: %s", auth) < 0)
+				return -ENOMEM;
 			t->range_start = from;
 			snprintf(path, sizeof(path), "/%s", fid_text);
 			set_url(t, server, path);
@@ -1744,6 +1784,16 @@ static int read_common(struct kelp_client *c, const char *fid_text, struct trans
 					  error_text(t, msg, sizeof(msg)));
 				if (t->status != 404)
 					other = kelp_errno_from_status(t->status);
+				/* Reads need a token here (-jwtReadKey): get one, and from now
+				 * on get one before every read. */
+				if (t->status == 401 && !token_tried) {
+					token_tried = true;
+					c->read_tokens = true;
+					if (read_token(c, fid_text, auth, deadline) == 0) {
+						i--;
+						continue;
+					}
+				}
 				/* A bad fid or a refused token is the same on every replica. */
 				if (t->status == 400 || t->status == 401 || t->status == 403)
 					return other;

@@ -1,6 +1,10 @@
 #include "cluster/consensus.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <raft.h>
 #include <raft/uv.h>
@@ -33,7 +37,15 @@ struct consensus {
 	uv_loop_t loop;
 	uv_async_t wake;
 	uv_timer_t timer;
+	/* libraft's TCP transport, wrapped by `filter`, which raft uses: connections to
+	 * the Raft port are accepted only from the IPv4 addresses of the peers. */
 	struct raft_uv_transport transport;
+	struct raft_uv_transport filter;
+	raft_uv_accept_cb accept_cb;
+	raft_uv_transport_close_cb close_cb;
+	struct in_addr *allowed;
+	int n_allowed;
+	uint64_t refused, last_refusal_log_ns;
 	struct raft_io io;
 	struct raft_fsm fsm;
 	struct raft raft;
@@ -254,6 +266,122 @@ static void *loop_thread(void *arg)
 	return NULL;
 }
 
+/* ---------------------------------------------------------------- peer filter */
+
+static int filter_init(struct raft_uv_transport *t, raft_id id, const char *address)
+{
+	struct consensus *c = t->impl;
+	int rv = c->transport.init(&c->transport, id, address);
+
+	if (rv != 0)
+		memcpy(t->errmsg, c->transport.errmsg, sizeof(t->errmsg));
+	return rv;
+}
+
+static void free_stream(uv_handle_t *h)
+{
+	raft_free(h);
+}
+
+static void filter_accept(struct raft_uv_transport *tcp, raft_id id, const char *address,
+			  struct uv_stream_s *stream)
+{
+	struct consensus *c = tcp->data;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (uv_tcp_getpeername((uv_tcp_t *)stream, (struct sockaddr *)&ss, &len) == 0 &&
+	    ss.ss_family == AF_INET) {
+		struct in_addr a = ((struct sockaddr_in *)&ss)->sin_addr;
+
+		for (int i = 0; i < c->n_allowed; i++)
+			if (c->allowed[i].s_addr == a.s_addr) {
+				c->accept_cb(&c->filter, id, address, stream);
+				return;
+			}
+		inet_ntop(AF_INET, &a, ip, sizeof(ip));
+	}
+	/* Not a peer: closed before raft sees a byte of it; logged at most every 10 s. */
+	c->refused++;
+	if (now_ns() - c->last_refusal_log_ns > 10000000000ull) {
+		c->last_refusal_log_ns = now_ns();
+		log_warn("consensus: refused a Raft connection from %s (not in -peers; %" PRIu64
+			 " refused so far)",
+			 ip, c->refused);
+	}
+	uv_close((uv_handle_t *)stream, free_stream);
+}
+
+static int filter_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+	struct consensus *c = t->impl;
+	int rv;
+
+	c->accept_cb = cb;
+	c->transport.data = c;
+	rv = c->transport.listen(&c->transport, filter_accept);
+	if (rv != 0)
+		memcpy(t->errmsg, c->transport.errmsg, sizeof(t->errmsg));
+	return rv;
+}
+
+static int filter_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+			  const char *address, raft_uv_connect_cb cb)
+{
+	struct consensus *c = t->impl;
+	int rv = c->transport.connect(&c->transport, req, id, address, cb);
+
+	if (rv != 0)
+		memcpy(t->errmsg, c->transport.errmsg, sizeof(t->errmsg));
+	return rv;
+}
+
+static void filter_closed(struct raft_uv_transport *tcp)
+{
+	struct consensus *c = tcp->data;
+
+	if (c->close_cb)
+		c->close_cb(&c->filter);
+}
+
+static void filter_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
+{
+	struct consensus *c = t->impl;
+
+	c->close_cb = cb;
+	c->transport.data = c;
+	c->transport.close(&c->transport, filter_closed);
+}
+
+/* The IPv4 addresses of every peer (host names resolved once, at start). */
+static int resolve_peers(struct consensus *c)
+{
+	c->allowed = calloc((size_t)c->opt.n_peers * 8 + 1, sizeof(*c->allowed));
+	if (!c->allowed)
+		return -ENOMEM;
+	for (int i = 0; i < c->opt.n_peers; i++) {
+		const char *addr = c->opt.peers[i], *colon = strrchr(addr, ':');
+		char host[256];
+		struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res,
+				*p;
+		size_t hl = colon ? (size_t)(colon - addr) : strlen(addr);
+
+		if (hl >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, addr, hl);
+		host[hl] = '\0';
+		if (getaddrinfo(host, NULL, &hints, &res) != 0) {
+			log_error("consensus: cannot resolve peer %s", host);
+			return -EINVAL;
+		}
+		for (p = res; p && c->n_allowed < c->opt.n_peers * 8; p = p->ai_next)
+			c->allowed[c->n_allowed++] = ((struct sockaddr_in *)p->ai_addr)->sin_addr;
+		freeaddrinfo(res);
+	}
+	return 0;
+}
+
 static int raft_setup(struct consensus *c)
 {
 	struct raft_configuration conf;
@@ -266,7 +394,15 @@ static int raft_setup(struct consensus *c)
 	rv = raft_uv_tcp_init(&c->transport, &c->loop);
 	if (rv != 0)
 		return -EIO;
-	rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport);
+	if (resolve_peers(c) < 0)
+		return -EINVAL;
+	memset(&c->filter, 0, sizeof(c->filter));
+	c->filter.impl = c;
+	c->filter.init = filter_init;
+	c->filter.listen = filter_listen;
+	c->filter.connect = filter_connect;
+	c->filter.close = filter_close;
+	rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->filter);
 	if (rv != 0) {
 		log_error("consensus: cannot open the Raft directory %s: %s", c->dir,
 			  raft_strerror(rv));
@@ -373,6 +509,7 @@ void consensus_stop(struct consensus *c)
 	raft_uv_close(&c->io);
 	raft_uv_tcp_close(&c->transport);
 	uv_loop_close(&c->loop);
+	free(c->allowed);
 	free(c->dir);
 	free(c->self);
 	free(c);

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -19,7 +21,16 @@ struct http_server {
 	http_handler handler;
 	void *ctx;
 	int port;
+	/* TLS (http_client.h's process-wide configuration): PEM texts, kept while the
+	 * daemon runs; require_client_cert with -tls.ca */
+	char *tls_cert, *tls_key, *tls_ca;
+	bool require_client_cert;
 };
+
+/* Per connection: the client certificate's verdict, checked once (-tls.ca). */
+enum peer_state { PEER_UNCHECKED, PEER_OK, PEER_REFUSED };
+
+static bool client_cert_ok(struct MHD_Connection *conn);
 
 static void reply_set(struct http_request *req, unsigned status, struct MHD_Response *r)
 {
@@ -263,7 +274,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		req->path = url;
 		req->server_ctx = s->ctx;
 		*con_cls = req;
-		s->handler(req);
+		if (s->require_client_cert && !client_cert_ok(conn))
+			http_reply_error(
+			    req, 403,
+			    "a client certificate signed by the cluster's CA is required");
+		else
+			s->handler(req);
 		/*
 		 * Reply on the next call, which keeps the connection alive; but an early
 		 * reply (an error) to a request with a body goes out now: libmicrohttpd
@@ -308,6 +324,74 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 	*con_cls = NULL;
 }
 
+/*
+ * With -tls.ca, the peer must have sent a certificate that verifies against it (chain,
+ * validity dates). libmicrohttpd only asks for one, so the verdict is ours, once per
+ * connection.
+ */
+static bool client_cert_ok(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	enum peer_state *state = ci ? ci->socket_context : NULL;
+	gnutls_session_t session;
+	unsigned int status = 1, n = 0;
+
+	if (state && *state != PEER_UNCHECKED)
+		return *state == PEER_OK;
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	session = ci ? (gnutls_session_t)ci->tls_session : NULL;
+	if (session && gnutls_certificate_type_get(session) == GNUTLS_CRT_X509 &&
+	    gnutls_certificate_get_peers(session, &n) && n > 0 &&
+	    gnutls_certificate_verify_peers2(session, &status) < 0)
+		status = 1;
+	if (state)
+		*state = status == 0 && n > 0 ? PEER_OK : PEER_REFUSED;
+	if (status != 0 || n == 0) {
+		char ip[64] = "";
+		const union MHD_ConnectionInfo *ai =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+		if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)ai->client_addr)->sin_addr, ip,
+				  sizeof(ip));
+		log_warn("http: refused %s: %s", ip,
+			 n == 0 ? "no client certificate" : "its certificate does not verify");
+		return false;
+	}
+	return true;
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			      enum MHD_ConnectionNotificationCode toe)
+{
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		*socket_context = calloc(1, sizeof(enum peer_state));
+	} else {
+		free(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* Reads a whole PEM file; NULL (logged) when it cannot. */
+static char *read_pem(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long len;
+
+	if (!f || fseek(f, 0, SEEK_END) < 0 || (len = ftell(f)) < 0 || len > (1 << 20) ||
+	    fseek(f, 0, SEEK_SET) < 0 || !(buf = calloc(1, (size_t)len + 1)) ||
+	    fread(buf, 1, (size_t)len, f) != (size_t)len) {
+		log_error("http: cannot read %s", path);
+		free(buf);
+		buf = NULL;
+	}
+	if (f)
+		fclose(f);
+	return buf;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
@@ -320,6 +404,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 int http_server_start(const struct http_server_options *opt, http_handler handler, void *ctx,
 		      struct http_server **out)
 {
+	struct MHD_OptionItem tls_ops[8];
+	unsigned int tls_flag = 0;
 	struct http_server *s = calloc(1, sizeof(*s));
 	struct sockaddr_in addr;
 	const union MHD_DaemonInfo *info;
@@ -341,26 +427,61 @@ int http_server_start(const struct http_server_options *opt, http_handler handle
 	}
 	s->handler = handler;
 	s->ctx = ctx;
+	{
+		const struct http_tls_config *tls = http_tls();
+		int n = 0;
+
+		if (tls->cert) {
+			s->tls_cert = read_pem(tls->cert);
+			s->tls_key = read_pem(tls->key);
+			s->tls_ca = tls->ca ? read_pem(tls->ca) : NULL;
+			if (!s->tls_cert || !s->tls_key || (tls->ca && !s->tls_ca)) {
+				free(s->tls_cert);
+				free(s->tls_key);
+				free(s->tls_ca);
+				free(s);
+				return -EINVAL;
+			}
+			tls_flag = MHD_USE_TLS;
+			tls_ops[n++] =
+			    (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
+			tls_ops[n++] =
+			    (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
+			if (s->tls_ca) {
+				s->require_client_cert = true;
+				tls_ops[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST,
+								       0, s->tls_ca};
+				tls_ops[n++] =
+				    (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+							    (intptr_t)notify_connection, NULL};
+			}
+		}
+		tls_ops[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+	}
 	if (opt->thread_per_connection)
 		s->daemon = MHD_start_daemon(
 		    MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-			MHD_USE_ERROR_LOG | MHD_USE_TURBO,
+			MHD_USE_ERROR_LOG | MHD_USE_TURBO | tls_flag,
 		    0, NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR,
 		    (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
 		    MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s ? opt->timeout_s : 120u,
 		    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 		    (size_t)(256 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		    MHD_OPTION_END);
+		    MHD_OPTION_ARRAY, tls_ops, MHD_OPTION_END);
 	else
 		s->daemon = MHD_start_daemon(
-		    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL,
-		    NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+		    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO | tls_flag, 0,
+		    NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
 		    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED,
 		    request_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
 		    opt->timeout_s ? opt->timeout_s : 120u, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
 		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY, tls_ops,
+		    MHD_OPTION_END);
 	if (!s->daemon) {
+		free(s->tls_cert);
+		free(s->tls_key);
+		free(s->tls_ca);
 		free(s);
 		return -EADDRINUSE;
 	}
@@ -380,5 +501,8 @@ void http_server_stop(struct http_server *s)
 	if (!s)
 		return;
 	MHD_stop_daemon(s->daemon);
+	free(s->tls_cert);
+	free(s->tls_key);
+	free(s->tls_ca);
 	free(s);
 }

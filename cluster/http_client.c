@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "cluster/base/log.h"
+
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static pthread_key_t handle_key; /* each thread's curl handle, cleaned up at its exit */
 
@@ -29,6 +31,69 @@ void http_client_global_init(void)
 	pthread_once(&global_once, global_init);
 }
 
+static struct http_tls_config tls_config;
+static char *tls_cert, *tls_key, *tls_ca;
+
+static bool readable(const char *path)
+{
+	return access(path, R_OK) == 0;
+}
+
+int http_tls_configure(const struct http_tls_config *tls)
+{
+	bool cert = tls->cert && *tls->cert, key = tls->key && *tls->key, ca = tls->ca && *tls->ca;
+
+	if (cert != key) {
+		log_error("tls: -tls.cert and -tls.key go together");
+		return -EINVAL;
+	}
+	if (ca && !cert) {
+		log_error("tls: -tls.ca needs -tls.cert and -tls.key too");
+		return -EINVAL;
+	}
+	if ((cert && !readable(tls->cert)) || (key && !readable(tls->key)) ||
+	    (ca && !readable(tls->ca))) {
+		log_error("tls: cannot read %s", cert && !readable(tls->cert) ? tls->cert
+						 : key && !readable(tls->key) ? tls->key
+									      : tls->ca);
+		return -EINVAL;
+	}
+	free(tls_cert);
+	free(tls_key);
+	free(tls_ca);
+	tls_cert = cert ? realpath(tls->cert, NULL) : NULL;
+	tls_key = key ? realpath(tls->key, NULL) : NULL;
+	tls_ca = ca ? realpath(tls->ca, NULL) : NULL;
+	tls_config.cert = tls_cert;
+	tls_config.key = tls_key;
+	tls_config.ca = tls_ca;
+	return 0;
+}
+
+const struct http_tls_config *http_tls(void)
+{
+	return &tls_config;
+}
+
+const char *http_scheme(void)
+{
+	return tls_config.cert ? "https" : "http";
+}
+
+void http_tls_apply_curl(void *curl)
+{
+	CURL *c = curl;
+
+	if (!tls_config.cert)
+		return;
+	curl_easy_setopt(c, CURLOPT_SSLCERT, tls_config.cert);
+	curl_easy_setopt(c, CURLOPT_SSLKEY, tls_config.key);
+	if (tls_config.ca)
+		curl_easy_setopt(c, CURLOPT_CAINFO, tls_config.ca);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+}
+
 struct sink {
 	struct http_client_response *resp;
 	size_t cap;
@@ -40,8 +105,10 @@ static size_t write_body(char *data, size_t size, size_t n, void *cls)
 	struct sink *s = cls;
 	size_t len = size * n;
 
-	if (s->resp->len + len + 1 > s->max)
+	if (s->resp->len + len + 1 > s->max) {
+		s->resp->too_large = 1;
 		return 0; /* aborts the transfer */
+	}
 	if (s->resp->len + len + 1 > s->cap) {
 		size_t cap = s->cap ? s->cap : 4096;
 		char *p;
@@ -162,6 +229,7 @@ int http_client_do(const struct http_client_request *req, struct http_client_res
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, read_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
+	http_tls_apply_curl(c);
 	headers = curl_slist_append(headers, "Expect:");
 	for (const char *const *h = req->headers; h && *h; h++)
 		headers = curl_slist_append(headers, *h);

@@ -39,9 +39,33 @@ struct http_client_response {
 	char content_range[128];
 	char authorization[1200];
 	char retry_after[32];
+	int too_large; /* the body passed max_response: the transfer was cut (-EIO) */
 };
 
 void http_client_global_init(void);
+
+/*
+ * TLS, process-wide (every server and client of a process shares one certificate):
+ * PEM files of this process's certificate and key, and of the CA that signed every
+ * certificate of the cluster. Call once, before any thread makes a request or a server
+ * starts. With cert and key, servers speak HTTPS only, and every URL kelp builds is
+ * https://; with ca, servers require a client certificate signed by it and clients
+ * verify servers against it (host names or IP addresses in the certificates). NULL or
+ * "" fields are unset. Returns 0, or -EINVAL (cert without key or the reverse, or a
+ * file that cannot be read) with the reason logged.
+ */
+struct http_tls_config {
+	const char *cert;
+	const char *key;
+	const char *ca;
+};
+int http_tls_configure(const struct http_tls_config *tls);
+/* The configuration in force (fields NULL when unset). */
+const struct http_tls_config *http_tls(void);
+/* "https" when TLS is configured, else "http". */
+const char *http_scheme(void);
+/* Sets the TLS options of a curl easy handle (client certificate, CA); no-op without TLS. */
+void http_tls_apply_curl(void *curl);
 
 /* Performs the request. Returns 0 when an HTTP answer arrived (any status), -EIO else. */
 int http_client_do(const struct http_client_request *req, struct http_client_response *resp);

@@ -21,6 +21,7 @@
 #ifndef KELP_JWT_H
 #define KELP_JWT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,5 +53,48 @@ int jwt_sign_fid(const char *key, const char *fid, int64_t expires_unix, char *o
  */
 int jwt_verify_fid(const char *key, const char *token, size_t token_len, const char *fid,
 		   int64_t now);
+
+/*
+ * Server tokens: the proof that a request comes from a server of the cluster (a
+ * heartbeat, a master's /admin/ call, a replicated write, an operator's admin call).
+ * Claims {"aud":"kelp-server","bh":B,"exp":N,"iat":N,"req":R}, HS256, but the MAC key
+ * is HMAC-SHA256(key, "kelp server token v1"), not the key itself: a client's fid
+ * token can never verify as a server token, nor a server token as a fid token (it has
+ * no "fid", and jwt_verify_fid refuses any token with an "aud").
+ *
+ * R binds the token to one request: base64url(SHA-256) of the method, the path and
+ * the query parameters (decoded, sorted, "jwt" left out); see jwt_request_digest. B,
+ * optional, is the base64url SHA-256 of the body (heartbeats; the receiver checks it
+ * once the body is in). A token lives JWT_SERVER_TTL_S seconds; servers' clocks may
+ * differ by up to JWT_SERVER_SKEW_S.
+ */
+#define JWT_SERVER_AUDIENCE "kelp-server"
+#define JWT_SERVER_TTL_S    60
+#define JWT_SERVER_SKEW_S   60
+#define JWT_MAX_QUERY	    64 /* query parameters a server request may have */
+
+struct jwt_query {
+	const char *name;
+	const char *value; /* NULL = "" */
+};
+
+/* The request digest R of method, path (no query) and n decoded query pairs.
+ * Returns 0, or -E2BIG over JWT_MAX_QUERY pairs. */
+int jwt_request_digest(const char *method, const char *path, const struct jwt_query *q, size_t n,
+		       uint8_t out[32]);
+/* The same from "path?query" as sent (URL-escaped; '+' is a space). 0, -E2BIG, -ENOMEM. */
+int jwt_request_digest_url(const char *method, const char *path_and_query, uint8_t out[32]);
+
+/* Signs a server token for a request digest (and a body digest, or NULL) at now.
+ * Returns 0, -EINVAL (no key), -ENOSPC or -ENOMEM. JWT_BUF_LEN is enough room. */
+int jwt_sign_server(const char *key, const uint8_t request_digest[32], const uint8_t *body_digest,
+		    int64_t now, char *out, size_t cap);
+
+/* Checks a server token against the request's digest at now. 0 or -EACCES. When the
+ * token carries a body digest, *has_body_digest is set and the digest copied to
+ * body_digest (both may be NULL: then a token with a body digest is refused). */
+int jwt_verify_server(const char *key, const char *token, size_t token_len,
+		      const uint8_t request_digest[32], int64_t now, bool *has_body_digest,
+		      uint8_t body_digest[32]);
 
 #endif

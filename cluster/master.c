@@ -12,7 +12,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "cluster/auth.h"
 #include "cluster/base/log.h"
+#include "cluster/base/sha256.h"
 #include "cluster/base/util.h"
 #include "cluster/consensus.h"
 #include "cluster/fid.h"
@@ -27,6 +29,8 @@
 #define FORM_LIMIT	(64u << 10)
 #define HEARTBEAT_LIMIT (16u << 20)
 #define SUBMIT_LIMIT	(256ull << 20)
+/* /submit bodies are held in memory: all of them together stay under this (503 beyond). */
+#define SUBMIT_BUDGET (512ull << 20)
 
 struct master {
 	struct master_options opt;
@@ -49,7 +53,8 @@ struct master {
 	struct consensus *cons; /* NULL for a single master */
 	char **peers;		/* HTTP addresses of all masters */
 	int n_peers;
-	char **raft_peers; /* their Raft addresses (port + 10000) */
+	char **raft_peers;	       /* their Raft addresses (port + 10000) */
+	_Atomic uint64_t submit_bytes; /* reserved by /submit bodies being received */
 };
 
 #define RAFT_PORT_OFFSET 10000
@@ -99,6 +104,11 @@ struct mreq {
 	/* parsed form: name=value pairs, decoded in place */
 	char **names, **values;
 	int n;
+	/* a heartbeat's server token covers its body: the body's SHA-256 */
+	bool has_body_digest;
+	uint8_t body_digest[SHA256_DIGEST_LEN];
+	bool no_form;	   /* parameters only from the query string (the token covers it) */
+	uint64_t reserved; /* bytes of the /submit budget this request holds */
 };
 
 /* ---------------------------------------------------------------- params */
@@ -185,18 +195,58 @@ static bool write_allowed(struct master *m, struct http_request *req)
 	return http_check_white_list(req, m->white_list, m->n_white_list);
 }
 
+static bool keyed(const struct master *m)
+{
+	return m->opt.jwt_key && *m->opt.jwt_key;
+}
+
+/*
+ * Status and topology pages: with a white list (and no -publicStatus), only for its
+ * addresses, or a server of the cluster (a server token: volume servers learn the
+ * masters from /cluster/status). Replies 401 and returns false otherwise.
+ */
+static bool status_allowed(struct master *m, struct http_request *req)
+{
+	char ip[64];
+
+	if (m->opt.public_status ||
+	    http_peer_in_list(req, m->white_list, m->n_white_list, ip, sizeof(ip)))
+		return true;
+	if (keyed(m) && auth_server_request(req, m->opt.jwt_key, NULL, NULL))
+		return true;
+	http_reply_error(req, 401, "%s is not in the white list (status pages are not public)", ip);
+	return false;
+}
+
+static bool status_route(const char *p)
+{
+	return !strcmp(p, "/dir/status") || !strcmp(p, "/") || !strcmp(p, "/vol/status") ||
+	       !strcmp(p, "/cluster/status");
+}
+
 /* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or
  * no disk space there), else -EIO; why in err. */
-static int call_volume_server(const char *url, const char *path_and_query, long timeout_ms,
-			      char *err, size_t err_cap)
+static int call_volume_server(struct master *m, const char *url, const char *path_and_query,
+			      long timeout_ms, char *err, size_t err_cap)
 {
-	char full[1024];
-	struct http_client_request rq = {
-	    .method = "POST", .url = full, .body_fd = -1, .timeout_ms = timeout_ms};
+	char full[1024], auth[AUTH_HEADER_LEN];
+	const char *headers[2] = {NULL, NULL};
+	struct http_client_request rq = {.method = "POST",
+					 .url = full,
+					 .body_fd = -1,
+					 .headers = headers,
+					 .timeout_ms = timeout_ms};
 	struct http_client_response rs;
 	int ret;
 
-	snprintf(full, sizeof(full), "http://%s%s", url, path_and_query);
+	if (keyed(m)) {
+		if (auth_server_header(m->opt.jwt_key, "POST", path_and_query, NULL, 0, auth) < 0) {
+			snprintf(err, err_cap, "cannot sign the request to %s", url);
+			return -EIO;
+		}
+		headers[0] = auth;
+	}
+	snprintf(full, sizeof(full), "%s://%s%s", http_scheme(), url, path_and_query);
 	ret = http_client_do(&rq, &rs);
 	if (ret < 0) {
 		snprintf(err, err_cap, "%s: %s", url, rs.error);
@@ -272,7 +322,8 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 			 "/admin/assign_volume?volume=%u&collection=%s&replication=%s&ttl=%s", vid,
 			 coll, repl, ttl);
 		for (done = 0; done < copies; done++) {
-			ret = call_volume_server(nodes[idx[done]].url, path, 10000, err, err_cap);
+			ret =
+			    call_volume_server(m, nodes[idx[done]].url, path, 10000, err, err_cap);
 			if (ret < 0)
 				break;
 		}
@@ -281,7 +332,7 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 
 			snprintf(path, sizeof(path), "/admin/delete_volume?volume=%u", vid);
 			for (int k = 0; k < done; k++)
-				call_volume_server(nodes[idx[k]].url, path, 5000, ignored,
+				call_volume_server(m, nodes[idx[k]].url, path, 5000, ignored,
 						   sizeof(ignored));
 			if (ret == -ENOSPC && refusals++ < n) {
 				/* Its disk is full (its next heartbeat will say so): place the
@@ -329,9 +380,10 @@ static int parse_grow_options(struct master *m, struct http_request *req, struct
 		    req, 406, "bad ttl \"%s\": want a number with a unit m, h, d, w, M or y", ttl);
 		return -EINVAL;
 	}
-	if (strlen(g->collection) > 100 || strchr(g->collection, '/') ||
-	    strchr(g->collection, ',')) {
-		http_reply_error(req, 400, "bad collection name \"%s\"", g->collection);
+	if (!auth_collection_valid(g->collection)) {
+		http_reply_error(
+		    req, 400, "bad collection name: want up to %d of A-Z a-z 0-9 _ - . (not first)",
+		    AUTH_MAX_COLLECTION_LEN);
 		return -EINVAL;
 	}
 	g->data_center = param_or(req, "dataCenter", NULL);
@@ -360,9 +412,11 @@ static void filter_of(const struct grow_options *g, struct topo_filter *f)
 static void proxy_to_leader(struct master *m, struct http_request *req)
 {
 	struct mreq *r = req->state;
-	char leader[160], url[4096], query[3000], ct[300];
+	char leader[160], url[4096], query[3000], ct[300], auth[JWT_MAX_TOKEN_LEN + 40];
 	const char *ctype = http_header(req, "Content-Type");
-	const char *headers[2] = {NULL, NULL};
+	const char *token = auth_request_token(req);
+	const char *headers[3] = {NULL, NULL, NULL};
+	int nh = 0;
 	struct http_client_request rq = {.method = req->method,
 					 .url = url,
 					 .body_fd = -1,
@@ -378,11 +432,16 @@ static void proxy_to_leader(struct master *m, struct http_request *req)
 		return;
 	}
 	http_query_string(req, query, sizeof(query));
-	snprintf(url, sizeof(url), "http://%s%s%s%s", leader, req->path, query[0] ? "?" : "",
-		 query);
+	snprintf(url, sizeof(url), "%s://%s%s%s%s", http_scheme(), leader, req->path,
+		 query[0] ? "?" : "", query);
 	if (ctype) {
 		snprintf(ct, sizeof(ct), "Content-Type: %s", ctype);
-		headers[0] = ct;
+		headers[nh++] = ct;
+	}
+	/* The leader checks the server token of an admin route again: same request. */
+	if (token && strlen(token) <= JWT_MAX_TOKEN_LEN) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+		headers[nh++] = auth;
 	}
 	if (r && r->body) {
 		rq.body = r->body;
@@ -521,13 +580,17 @@ static void handle_lookup(struct master *m, struct http_request *req)
 	http_reply_json(req, 200,
 			json_pack("{s:s,s:s,s:o}", "volumeOrFileId", q, "volumeId", q, "locations",
 				  locations_json(&v)));
-	/* As SeaweedFS: a lookup naming a file id gets its write token (for deletes). */
-	if (m->opt.jwt_key && *m->opt.jwt_key && strchr(q, ',') &&
+	/* As SeaweedFS: a lookup naming a file id gets its write token (for deletes), or
+	 * with read=yes its read token (-jwtReadKey; valid 60 s). */
+	bool read = http_query_bool(req, "read");
+	const char *key = read ? m->opt.jwt_read_key : m->opt.jwt_key;
+
+	if (key && *key && strchr(q, ',') &&
 	    http_peer_in_list(req, m->white_list, m->n_white_list, ip, sizeof(ip))) {
 		char token[1024], header[1100];
 
-		if (jwt_sign_fid(m->opt.jwt_key, q, (int64_t)(now_ns() / 1000000000ull) + 10, token,
-				 sizeof(token)) == 0) {
+		if (jwt_sign_fid(key, q, (int64_t)(now_ns() / 1000000000ull) + (read ? 60 : 10),
+				 token, sizeof(token)) == 0) {
 			snprintf(header, sizeof(header), "Bearer %s", token);
 			http_add_header(req, "Authorization", header);
 		}
@@ -612,14 +675,24 @@ static void vacuum_volume(struct master *m, const struct topo_volume_view *v, do
 	bool over = false, ok = true;
 
 	for (int i = 0; i < v->n_locations; i++) {
-		char full[300];
-		struct http_client_request rq = {
-		    .method = "GET", .url = full, .body_fd = -1, .timeout_ms = 10000};
+		char full[300], check[64], auth[AUTH_HEADER_LEN];
+		const char *headers[2] = {NULL, NULL};
+		struct http_client_request rq = {.method = "GET",
+						 .url = full,
+						 .body_fd = -1,
+						 .headers = headers,
+						 .timeout_ms = 10000};
 		struct http_client_response rs;
 		json_t *j;
 
-		snprintf(full, sizeof(full), "http://%s/admin/vacuum/check?volume=%u",
-			 v->locations[i].url, v->id);
+		snprintf(check, sizeof(check), "/admin/vacuum/check?volume=%u", v->id);
+		if (keyed(m)) {
+			if (auth_server_header(m->opt.jwt_key, "GET", check, NULL, 0, auth) < 0)
+				return;
+			headers[0] = auth;
+		}
+		snprintf(full, sizeof(full), "%s://%s%s", http_scheme(), v->locations[i].url,
+			 check);
 		if (http_client_do(&rq, &rs) < 0)
 			return;
 		j = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
@@ -634,13 +707,14 @@ static void vacuum_volume(struct master *m, const struct topo_volume_view *v, do
 	topology_set_vacuuming(m->topo, v->id, true);
 	snprintf(path, sizeof(path), "/admin/vacuum/compact?volume=%u", v->id);
 	for (int i = 0; i < v->n_locations && ok; i++)
-		ok = call_volume_server(v->locations[i].url, path, 600000, err, sizeof(err)) == 0;
+		ok =
+		    call_volume_server(m, v->locations[i].url, path, 600000, err, sizeof(err)) == 0;
 	if (!ok)
 		log_warn("master: vacuum of volume %u failed: %s", v->id, err);
 	snprintf(path, sizeof(path),
 		 ok ? "/admin/vacuum/commit?volume=%u" : "/admin/vacuum/cleanup?volume=%u", v->id);
 	for (int i = 0; i < v->n_locations; i++)
-		if (call_volume_server(v->locations[i].url, path, 600000, err, sizeof(err)) < 0)
+		if (call_volume_server(m, v->locations[i].url, path, 600000, err, sizeof(err)) < 0)
 			log_warn("master: vacuum of volume %u: %s", v->id, err);
 	topology_set_vacuuming(m->topo, v->id, false);
 }
@@ -704,6 +778,12 @@ static void handle_col_delete(struct master *m, struct http_request *req)
 		http_reply_error(req, 400, "parameter collection is required");
 		return;
 	}
+	if (!auth_collection_valid(c)) {
+		http_reply_error(
+		    req, 400, "bad collection name: want up to %d of A-Z a-z 0-9 _ - . (not first)",
+		    AUTH_MAX_COLLECTION_LEN);
+		return;
+	}
 	if (!topology_has_collection(m->topo, c)) {
 		http_reply_error(req, 400, "collection %s does not exist", c);
 		return;
@@ -723,7 +803,7 @@ static void handle_col_delete(struct master *m, struct http_request *req)
 			if (seen)
 				continue;
 			done[n_done++] = views[i].locations[k].url;
-			if (call_volume_server(views[i].locations[k].url, path, 30000, err,
+			if (call_volume_server(m, views[i].locations[k].url, path, 30000, err,
 					       sizeof(err)) < 0)
 				failed = true;
 		}
@@ -739,6 +819,70 @@ static void handle_col_delete(struct master *m, struct http_request *req)
 	http_reply_empty(req, 204);
 }
 
+static bool volumes_sane(const struct hb_volume *v, size_t n, char *err, size_t err_cap)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].id == 0 || v[i].id > AUTH_MAX_VOLUME_ID) {
+			snprintf(err, err_cap, "volume id %u is not 1-%u", v[i].id,
+				 AUTH_MAX_VOLUME_ID);
+			return false;
+		}
+		if (!auth_collection_valid(v[i].collection)) {
+			snprintf(err, err_cap, "volume %u has a bad collection name", v[i].id);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * What a heartbeat may claim: an IPv4 address or a host name that resolves (checked
+ * when the node is new) and a port; a sane public URL; volume ids, collection names
+ * and the file key within bounds (AUTH_*). False with the reason in err.
+ */
+static bool heartbeat_sane(struct master *m, const struct heartbeat *hb, char *err, size_t err_cap)
+{
+	char url[128];
+
+	snprintf(url, sizeof(url), "%s:%u", hb->ip, hb->port);
+	if (!auth_node_address_valid(hb->ip, hb->port, false, err, err_cap))
+		return false;
+	if (!topology_has_node(m->topo, url) &&
+	    !auth_node_address_valid(hb->ip, hb->port, true, err, err_cap))
+		return false;
+	if (hb->public_url[0] && !auth_public_url_valid(hb->public_url)) {
+		snprintf(err, err_cap, "public url \"%.100s\" is not host[:port]", hb->public_url);
+		return false;
+	}
+	if (hb->max_file_key >= AUTH_MAX_FILE_KEY) {
+		snprintf(err, err_cap, "file key %" PRIu64 " is not below 2^62", hb->max_file_key);
+		return false;
+	}
+	return volumes_sane(hb->volumes, hb->n_volumes, err, err_cap) &&
+	       volumes_sane(hb->new_volumes, hb->n_new, err, err_cap) &&
+	       volumes_sane(hb->deleted_volumes, hb->n_deleted, err, err_cap);
+}
+
+/* Logs a refused heartbeat, at most one line every 10 s (a flood fills no disk). */
+static void log_refused_heartbeat(struct master *m, struct http_request *req, const char *why)
+{
+	static _Atomic uint64_t last;
+	static _Atomic unsigned suppressed;
+	uint64_t now = monotonic_ns(), prev = last;
+	char ip[64];
+
+	if (prev && now - prev < 10000000000ull) {
+		suppressed++;
+		return;
+	}
+	last = now;
+	http_peer_ip(req, ip, sizeof(ip));
+	log_warn("master: refused a heartbeat from %s: %s (%u more refused since the last "
+		 "report)",
+		 ip, why, (unsigned)suppressed);
+	suppressed = 0;
+}
+
 static void handle_heartbeat(struct master *m, struct http_request *req)
 {
 	struct mreq *r = req->state;
@@ -746,13 +890,34 @@ static void handle_heartbeat(struct master *m, struct http_request *req)
 	struct heartbeat_response resp;
 	uint8_t *out;
 	size_t out_len;
+	char err[300];
 
+	if (keyed(m)) {
+		/* The token was checked before the body was read; now the body it covers. */
+		uint8_t digest[SHA256_DIGEST_LEN];
+
+		sha256(r->body ? r->body : "", r->len, digest);
+		if (!r->has_body_digest || memcmp(digest, r->body_digest, sizeof(digest))) {
+			log_refused_heartbeat(m, req, "its body is not the one its token covers");
+			http_reply_error(req, 401,
+					 "the heartbeat's body is not the one its token "
+					 "covers");
+			return;
+		}
+	}
 	if (!r->body || heartbeat_decode((const uint8_t *)r->body, r->len, &hb) < 0) {
+		log_refused_heartbeat(m, req, "malformed");
 		http_reply_error(req, 400, "malformed heartbeat");
 		return;
 	}
 	if (!hb.ip[0])
 		http_peer_ip(req, hb.ip, sizeof(hb.ip));
+	if (!heartbeat_sane(m, &hb, err, sizeof(err))) {
+		log_refused_heartbeat(m, req, err);
+		heartbeat_release(&hb);
+		http_reply_error(req, 400, "heartbeat refused: %s", err);
+		return;
+	}
 	if (topology_apply_heartbeat(m->topo, &hb, now_ns()) < 0) {
 		heartbeat_release(&hb);
 		http_reply_error(req, 400, "heartbeat without an address and port");
@@ -813,7 +978,7 @@ static void handle_submit(struct master *m, struct http_request *req)
 	if (getrandom(&fid.cookie, sizeof(fid.cookie), 0) != sizeof(fid.cookie))
 		fid.cookie = (uint32_t)now_ns();
 	fid_format(&fid, fid_text);
-	snprintf(url, sizeof(url), "http://%s/%s", v.locations[0].url, fid_text);
+	snprintf(url, sizeof(url), "%s://%s/%s", http_scheme(), v.locations[0].url, fid_text);
 	snprintf(ct, sizeof(ct), "Content-Type: %s", ctype ? ctype : "application/octet-stream");
 	headers[0] = ct;
 	if (m->opt.jwt_key && *m->opt.jwt_key) {
@@ -873,7 +1038,7 @@ static void handle_redirect(struct master *m, struct http_request *req)
 		char query[600];
 
 		http_query_string(req, query, sizeof(query));
-		snprintf(location, sizeof(location), "http://%s%s%s%s",
+		snprintf(location, sizeof(location), "%s://%s%s%s%s", http_scheme(),
 			 v.locations[(unsigned)now_ns() % (unsigned)v.n_locations].public_url, path,
 			 query[0] ? "?" : "", query);
 	}
@@ -955,12 +1120,18 @@ static int mreq_body(struct http_request *req, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* The operator's routes: with -jwtKey they need a server token. */
+static bool admin_route(const char *p)
+{
+	return !strcmp(p, "/vol/grow") || !strcmp(p, "/vol/vacuum") || !strcmp(p, "/col/delete");
+}
+
 static void mreq_complete(struct http_request *req)
 {
 	struct mreq *r = req->state;
 	const char *ct = http_header(req, "Content-Type");
 
-	if (r->body && ct && strstr(ct, "application/x-www-form-urlencoded") &&
+	if (r->body && !r->no_form && ct && strstr(ct, "application/x-www-form-urlencoded") &&
 	    strcmp(req->path, "/heartbeat") && strcmp(req->path, "/submit"))
 		parse_form(r);
 	dispatch(r->m, req);
@@ -972,10 +1143,38 @@ static void mreq_cleanup(struct http_request *req)
 
 	if (!r)
 		return;
+	r->m->submit_bytes -= r->reserved;
 	free(r->body);
 	free(r->names);
 	free(r->values);
 	free(r);
+}
+
+/* Reserves room for a /submit body (its Content-Length, else the limit); replies
+ * 413 / 503 and returns false when there is none. */
+static bool reserve_submit(struct master *m, struct http_request *req, struct mreq *r)
+{
+	const char *cl = http_header(req, "Content-Length");
+	uint64_t want = cl ? strtoull(cl, NULL, 10) : SUBMIT_LIMIT;
+
+	if (want > SUBMIT_LIMIT) {
+		http_reply_error(req, 413, "request body over %llu bytes", SUBMIT_LIMIT);
+		return false;
+	}
+	if ((m->submit_bytes += want) > SUBMIT_BUDGET) {
+		m->submit_bytes -= want;
+		http_reply_error(req, 503, "too many /submit uploads in progress; retry");
+		http_add_header(req, "Retry-After", "1");
+		return false;
+	}
+	r->reserved = want;
+	return true;
+}
+
+/* Routes that change the cluster on a client's behalf: the white list applies. */
+static bool client_write_route(const char *p)
+{
+	return !strcmp(p, "/dir/assign") || !strcmp(p, "/submit") || admin_route(p);
 }
 
 static void handle_request(struct http_request *req)
@@ -998,9 +1197,31 @@ static void handle_request(struct http_request *req)
 		   : !strcmp(req->path, "/submit")  ? SUBMIT_LIMIT
 						    : FORM_LIMIT;
 	req->state = r;
+	req->on_cleanup = mreq_cleanup;
+	/* Who may ask comes first, from the headers: a refused request's body is never
+	 * read (the reply goes out at once and the connection is closed). */
+	if (client_write_route(req->path) && !write_allowed(m, req))
+		return;
+	if (status_route(req->path) && !status_allowed(m, req))
+		return;
+	if (keyed(m) && admin_route(req->path)) {
+		if (!auth_server_request(req, m->opt.jwt_key, NULL, NULL)) {
+			http_reply_error(req, 401, "%s needs a server token (-jwtKey is set)",
+					 req->path);
+			return;
+		}
+		r->no_form = true;
+	}
+	if (keyed(m) && !strcmp(req->path, "/heartbeat") &&
+	    !auth_server_request(req, m->opt.jwt_key, &r->has_body_digest, r->body_digest)) {
+		log_refused_heartbeat(m, req, "no valid server token");
+		http_reply_error(req, 401, "a heartbeat needs a server token (-jwtKey is set)");
+		return;
+	}
+	if (!strcmp(req->path, "/submit") && !reserve_submit(m, req, r))
+		return;
 	req->on_body = mreq_body;
 	req->on_complete = mreq_complete;
-	req->on_cleanup = mreq_cleanup;
 }
 
 static void *vacuum_loop(void *arg)

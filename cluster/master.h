@@ -37,8 +37,10 @@ struct master_options {
 	int volume_size_limit_mb;
 	double garbage_threshold;
 	int pulse_seconds;
-	const char *jwt_key;	/* "" = no signing */
-	const char *white_list; /* comma list of IPs allowed to write; "" = all */
+	const char *jwt_key;	  /* "" = no signing */
+	const char *jwt_read_key; /* "" = reads need no token; else /dir/lookup?read=yes signs */
+	const char *white_list;	  /* comma list of IPs allowed to write; "" = all */
+	bool public_status;	  /* status pages answer anyone, not only the white list */
 	int vacuum_interval_seconds;
 	int threads;
 	int election_timeout_ms; /* HA: Raft election timeout (1000) */

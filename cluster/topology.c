@@ -252,6 +252,16 @@ out:
 	return ret;
 }
 
+bool topology_has_node(struct topology *t, const char *url)
+{
+	bool found;
+
+	pthread_mutex_lock(&t->lock);
+	found = find_node(t, url) != NULL;
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
 void topology_remove_node(struct topology *t, const char *url)
 {
 	pthread_mutex_lock(&t->lock);

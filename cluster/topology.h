@@ -123,6 +123,8 @@ void topology_set_vacuuming(struct topology *t, uint32_t vid, bool on);
 /* Forgets every volume of a collection. Returns how many. */
 int topology_delete_collection(struct topology *t, const char *collection);
 bool topology_has_collection(struct topology *t, const char *collection);
+/* True when a node "ip:port" is known (alive or not). */
+bool topology_has_node(struct topology *t, const char *url);
 
 /* Largest volume id and file key any heartbeat reported. */
 uint32_t topology_max_volume_id(struct topology *t);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "cluster/auth.h"
 #include "cluster/base/log.h"
 #include "cluster/base/md5.h"
 #include "cluster/base/util.h"
@@ -61,6 +62,10 @@ struct volume_server {
 	bool stopping;
 	uint64_t hb_generation; /* bumped when volumes change: heartbeat at once */
 	_Atomic uint64_t volume_size_limit;
+	_Atomic uint64_t last_skip_log_ns; /* rate limit of "volume left out" */
+	_Atomic int inflating;		   /* gzip blobs being inflated for a reply */
+	_Atomic uint64_t multirange_bytes; /* held by multi-range replies of large blobs */
+	_Atomic uint64_t proxy_bytes;	   /* reserved by proxied reads */
 
 	pthread_mutex_t cache_lock;
 	struct cached_locations cache[LOCATION_CACHE_SIZE];
@@ -124,6 +129,11 @@ static int parse_vid_param(struct http_request *req, uint32_t *vid)
 	return 0;
 }
 
+static bool keyed(const struct volume_server *vs)
+{
+	return vs->opt.jwt_key && *vs->opt.jwt_key;
+}
+
 static void etag_of(uint32_t crc, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "\"%08x\"", crc);
@@ -165,6 +175,7 @@ static void *space_thread(void *arg)
 }
 
 struct hb_build {
+	struct volume_server *vs;
 	struct hb_volume *vols;
 	size_t n, cap;
 	uint64_t max_file_key;
@@ -186,6 +197,24 @@ static void hb_add_volume(void *ctx, struct volume *v)
 		b->cap = cap;
 	}
 	volume_get_info(v, &info);
+	/*
+	 * A volume the masters would refuse (a collection name outside the safe alphabet,
+	 * e.g. a file copied in by hand, or an id out of bounds) is left out, loudly, so
+	 * the rest of the server stays in the cluster.
+	 */
+	if (!auth_collection_valid(info.collection) || info.id == 0 ||
+	    info.id > AUTH_MAX_VOLUME_ID || info.max_file_key >= AUTH_MAX_FILE_KEY) {
+		uint64_t now = monotonic_ns();
+
+		if (now - b->vs->last_skip_log_ns > 60000000000ull || !b->vs->last_skip_log_ns) {
+			b->vs->last_skip_log_ns = now;
+			log_error("volume server: volume %u (collection \"%.*s\") is left out of "
+				  "the heartbeats: its collection name, id or file keys are "
+				  "outside what masters accept; rename or remove its files",
+				  info.id, 64, info.collection);
+		}
+		return;
+	}
 	h = &b->vols[b->n++];
 	memset(h, 0, sizeof(*h));
 	h->id = info.id;
@@ -208,7 +237,7 @@ static void hb_add_volume(void *ctx, struct volume *v)
 /* goodbye: the last heartbeat of a stopping server, with no volumes. */
 static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out, size_t *len)
 {
-	struct hb_build b = {0};
+	struct hb_build b = {.vs = vs};
 	struct heartbeat hb;
 	int max_volumes, count, ret;
 
@@ -229,6 +258,10 @@ static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out
 	hb.n_volumes = b.n;
 	hb.has_no_volumes = b.n == 0;
 	ret = heartbeat_encode(&hb, out, len);
+	if (ret < 0)
+		log_error("volume server: cannot encode a heartbeat of %zu volumes (%s): the "
+			  "masters will lose this server",
+			  b.n, strerror(-ret));
 	free(b.vols);
 	return ret;
 }
@@ -254,7 +287,16 @@ static void learn_masters(struct volume_server *vs, const char *master)
 	json_t *j, *peers, *p;
 	size_t i;
 
-	snprintf(url, sizeof(url), "http://%s/cluster/status", master);
+	char auth[AUTH_HEADER_LEN];
+	const char *headers[2] = {NULL, NULL};
+
+	snprintf(url, sizeof(url), "%s://%s/cluster/status", http_scheme(), master);
+	/* A master with a white list shows its status to servers that prove the key. */
+	if (keyed(vs) &&
+	    auth_server_header(vs->opt.jwt_key, "GET", "/cluster/status", NULL, 0, auth) == 0) {
+		headers[0] = auth;
+		rq.headers = headers;
+	}
 	if (http_client_do(&rq, &rs) < 0)
 		return;
 	j = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
@@ -281,19 +323,25 @@ static void *heartbeat_thread(void *arg)
 	int pulse = vs->opt.pulse_seconds > 0 ? vs->opt.pulse_seconds : 1;
 	char url[300];
 
-	snprintf(url, sizeof(url), "http://%s/heartbeat", a->master);
+	snprintf(url, sizeof(url), "%s://%s/heartbeat", http_scheme(), a->master);
 	for (;;) {
 		struct http_client_request rq = {.method = "POST",
 						 .url = url,
 						 .body_fd = -1,
 						 .timeout_ms = 1000L * pulse + 1000};
 		struct http_client_response rs;
-		const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
+		char auth[AUTH_HEADER_LEN];
+		const char *headers[] = {"Content-Type: application/x-protobuf", NULL, NULL};
 		struct timespec ts;
 		uint8_t *body;
 		size_t len;
 
 		if (build_heartbeat(vs, false, &body, &len) == 0) {
+			/* With a key, the token covers this body: a heartbeat cannot be
+			 * replayed with other volumes. */
+			if (keyed(vs) && auth_server_header(vs->opt.jwt_key, "POST", "/heartbeat",
+							    body, len, auth) == 0)
+				headers[1] = auth;
 			rq.body = body;
 			rq.body_len = len;
 			rq.headers = headers;
@@ -416,7 +464,8 @@ static int lookup_locations(struct volume_server *vs, uint32_t vid, int first,
 		json_t *j, *locs, *loc;
 		size_t k;
 
-		snprintf(url, sizeof(url), "http://%s/dir/lookup?volumeId=%u", master, vid);
+		snprintf(url, sizeof(url), "%s://%s/dir/lookup?volumeId=%u", http_scheme(), master,
+			 vid);
 		if (http_client_do(&rq, &rs) < 0)
 			continue;
 		if (rs.status == 404) {
@@ -455,21 +504,57 @@ static bool write_allowed(struct volume_server *vs, struct http_request *req)
 	return http_check_white_list(req, vs->white_list, vs->n_white_list);
 }
 
-static bool is_replica_request(struct http_request *req)
+static bool asks_replicate(struct http_request *req)
 {
 	const char *t = http_query(req, "type");
 
 	return t && !strcmp(t, "replicate");
 }
 
-/* The token of a write: Authorization: Bearer <jwt>, or ?jwt=. */
-static const char *request_token(struct http_request *req)
+/*
+ * A replicated write or delete: ?type=replicate, and with -jwtKey a server token for
+ * this very request (write_auth checked it); the query parameter alone is believed
+ * only in a cluster without a key, where nothing is authenticated.
+ */
+static bool is_replica_request(struct http_request *req)
 {
-	const char *auth = http_header(req, "Authorization");
+	return asks_replicate(req);
+}
 
-	if (auth && !strncasecmp(auth, "Bearer ", 7))
-		return auth + 7;
-	return http_query(req, "jwt");
+/* The fid a token must name, from the request path: "_N" batch suffixes and names
+ * dropped ("3,01637037d6", also for the /3/01637037d6/name form). */
+static void token_fid_of_path(const char *path, char *fid_text, size_t cap)
+{
+	const char *p = path + 1, *end = p + strcspn(p, "_.");
+	const char *slash = strchr(p, '/');
+
+	if (slash && slash < end) {
+		size_t vlen = (size_t)(slash - p), klen;
+		const char *kc = slash + 1;
+
+		klen = strcspn(kc, "_./");
+		snprintf(fid_text, cap, "%.*s,%.*s", (int)vlen, p, (int)klen, kc);
+	} else {
+		snprintf(fid_text, cap, "%.*s", (int)(end - p), p);
+	}
+}
+
+/* -jwtReadKey: a GET or HEAD needs the read token of the fid (from the master's
+ * /dir/lookup?fileId=...&read=yes). Replies 401 and returns false otherwise. */
+static bool read_allowed(struct volume_server *vs, struct http_request *req)
+{
+	const char *token;
+	char fid_text[FID_MAX_LEN];
+
+	if (!vs->opt.jwt_read_key || !*vs->opt.jwt_read_key)
+		return true;
+	token = auth_request_token(req);
+	token_fid_of_path(req->path, fid_text, sizeof(fid_text));
+	if (token && jwt_verify_fid(vs->opt.jwt_read_key, token, strlen(token), fid_text,
+				    (int64_t)(now_ns() / 1000000000ull)) == 0)
+		return true;
+	http_reply_error(req, 401, "reading needs a read token (-jwtReadKey)");
+	return false;
 }
 
 static bool jwt_allowed(struct volume_server *vs, struct http_request *req, const struct fid *fid)
@@ -477,33 +562,23 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
 	const char *token;
 	char fid_text[FID_MAX_LEN];
 
-	if (!vs->opt.jwt_key || !*vs->opt.jwt_key)
+	if (!keyed(vs))
 		return true;
-	token = request_token(req);
-	/* The token names the assigned fid; "_N" batch suffixes share it. */
-	{
-		const char *p = req->path + 1, *end = p + strcspn(p, "_.");
-		const char *slash = strchr(p, '/');
-
-		if (slash && slash < end) {
-			size_t vlen = (size_t)(slash - p), klen;
-			const char *kc = slash + 1;
-
-			klen = strcspn(kc, "_./");
-			snprintf(fid_text, sizeof(fid_text), "%.*s,%.*s", (int)vlen, p, (int)klen,
-				 kc);
-		} else {
-			snprintf(fid_text, sizeof(fid_text), "%.*s", (int)(end - p), p);
-		}
+	if (asks_replicate(req)) {
+		/* Only another server of the cluster replicates: it proves the key. */
+		if (auth_server_request(req, vs->opt.jwt_key, NULL, NULL))
+			return true;
+		http_reply_error(req, 401, "a replicated write needs a server token");
+		return false;
 	}
+	token = auth_request_token(req);
+	/* The token names the assigned fid; "_N" batch suffixes share it. */
+	token_fid_of_path(req->path, fid_text, sizeof(fid_text));
 	(void)fid;
-	/*
-	 * A replica gets the token only after the first server has received the whole
-	 * body, which may take longer than the token's 10 s: replicas allow an hour.
-	 */
+	/* Replicas get a server token of their own (replicate()), so a client token is
+	 * checked against the clock as it is, on every path. */
 	if (token && jwt_verify_fid(vs->opt.jwt_key, token, strlen(token), fid_text,
-				    (int64_t)(now_ns() / 1000000000ull) -
-					(is_replica_request(req) ? 3600 : 0)) == 0)
+				    (int64_t)(now_ns() / 1000000000ull)) == 0)
 		return true;
 	http_reply_error(req, 401, "wrong jwt");
 	return false;
@@ -548,11 +623,28 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 		}
 		usleep(200000);
 	}
+	/* With a key, the replicas get a server token for the forwarded request instead of
+	 * the client's token (which may expire while a large body is received). */
+	const char *all_headers[72];
+	char path_query[1100], auth[AUTH_HEADER_LEN];
+	int nh = 0;
+
+	snprintf(path_query, sizeof(path_query), "%s?type=replicate%s", req->path, query);
+	for (; headers && headers[nh] && nh < 70; nh++)
+		all_headers[nh] = headers[nh];
+	if (keyed(vs)) {
+		if (auth_server_header(vs->opt.jwt_key, method, path_query, NULL, 0, auth) < 0) {
+			snprintf(err, err_cap, "cannot sign the replication request");
+			return -EIO;
+		}
+		all_headers[nh++] = auth;
+	}
+	all_headers[nh] = NULL;
 	for (int i = 0; i < locs.n; i++) {
 		char url[1200];
 		struct http_client_request rq = {.method = method,
 						 .url = url,
-						 .headers = headers,
+						 .headers = all_headers,
 						 .body = mem,
 						 .body_len = len,
 						 .body_fd = mem ? -1 : fd,
@@ -562,8 +654,7 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 
 		if (is_self(vs, locs.urls[i]))
 			continue;
-		snprintf(url, sizeof(url), "http://%s%s?type=replicate%s", locs.urls[i], req->path,
-			 query);
+		snprintf(url, sizeof(url), "%s://%s%s", http_scheme(), locs.urls[i], path_query);
 		if (!strcmp(method, "DELETE")) {
 			rq.body = NULL;
 			rq.body_fd = -1;
@@ -657,6 +748,13 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			http_reply_error(req, 400, "parameter collection is required");
 			return;
 		}
+		if (!auth_collection_valid(c)) {
+			http_reply_error(req, 400,
+					 "bad collection name: want up to %d of A-Z a-z 0-9 _ - . "
+					 "(not first)",
+					 AUTH_MAX_COLLECTION_LEN);
+			return;
+		}
 		ret = store_delete_collection(vs->store, c);
 		kick_heartbeat(vs);
 		http_reply_json(req, 200, json_pack("{s:i}", "deleted", ret));
@@ -678,8 +776,16 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 			http_reply_error(req, 400, "bad ttl \"%s\"", http_query(req, "ttl"));
 			return;
 		}
-		if (collection && (strchr(collection, '/') || strlen(collection) > 100)) {
-			http_reply_error(req, 400, "bad collection name \"%s\"", collection);
+		if (collection && !auth_collection_valid(collection)) {
+			http_reply_error(req, 400,
+					 "bad collection name: want up to %d of A-Z a-z 0-9 _ - . "
+					 "(not first)",
+					 AUTH_MAX_COLLECTION_LEN);
+			return;
+		}
+		if (vid == 0 || vid > AUTH_MAX_VOLUME_ID) {
+			http_reply_error(req, 400, "volume id %u is not 1-%u", vid,
+					 AUTH_MAX_VOLUME_ID);
 			return;
 		}
 		ret = store_create_volume(vs->store, vid, collection ? collection : "", repl, ttl);
@@ -775,6 +881,7 @@ static void sink_reset(struct upload *u)
 	u->mem_len = 0;
 	u->len = 0;
 	u->crc = 0;
+	md5_release(&u->md5);
 	md5_init(&u->md5);
 	if (u->spool_fd >= 0 && ftruncate(u->spool_fd, 0) < 0) {
 		close(u->spool_fd);
@@ -920,7 +1027,10 @@ static int gunzip_measure(struct upload *u, uint64_t *size, uint8_t digest[16])
 	memset(&z, 0, sizeof(z));
 	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
 		return -ENOMEM;
-	md5_init(&md5);
+	if (md5_init(&md5) < 0) {
+		inflateEnd(&z);
+		return -ENOMEM;
+	}
 	*size = 0;
 	while (zr != Z_STREAM_END && pos < u->len) {
 		size_t chunk = u->len - pos > sizeof(in) ? sizeof(in) : u->len - pos;
@@ -967,13 +1077,12 @@ static enum MHD_Result collect_pair(void *cls, enum MHD_ValueKind kind, const ch
 static int replicate_upload(struct http_request *req, struct upload *u, const struct needle *n,
 			    const char *pairs_text, int copies)
 {
-	char ct[300], cd[300], query[200], ttl[16], err[600], *auth = NULL;
+	char ct[300], cd[300], query[200], ttl[16], err[600];
 	const char *headers[64];
 	char pair_headers[32][300];
 	int nh = 0, np = 0;
 	json_t *pairs = NULL, *value;
 	const char *key;
-	const char *token = request_token(req);
 	int ret;
 
 	snprintf(ct, sizeof(ct), "Content-Type: %s",
@@ -985,8 +1094,6 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 	}
 	if (u->gzip)
 		headers[nh++] = "Content-Encoding: gzip";
-	if (token && asprintf(&auth, "Authorization: Bearer %s", token) > 0)
-		headers[nh++] = auth;
 	if (pairs_text && (pairs = json_loads(pairs_text, 0, NULL))) {
 		json_object_foreach(pairs, key, value)
 		{
@@ -1013,11 +1120,9 @@ static int replicate_upload(struct http_request *req, struct upload *u, const st
 		else
 			http_reply_error(req, 500, "%s", err);
 		json_decref(pairs);
-		free(auth);
 		return -EREMOTEIO;
 	}
 	json_decref(pairs);
-	free(auth);
 	return 0;
 }
 
@@ -1189,6 +1294,7 @@ static void upload_cleanup(struct http_request *req)
 		store_put_volume(u->vs->store, u->v);
 	if (u->spool_fd >= 0)
 		close(u->spool_fd);
+	md5_release(&u->md5);
 	free(u->mem);
 	free(u);
 	req->state = NULL;
@@ -1234,6 +1340,10 @@ static void handle_upload(struct volume_server *vs, struct http_request *req, co
 
 	bool multipart = !strcmp(req->method, "POST") && (!ct || !*ct || strstr(ct, "form-data"));
 
+	/* Who may write comes first, from the headers: nothing is allocated or read for a
+	 * refused request. */
+	if (!write_allowed(vs, req) || !jwt_allowed(vs, req, fid))
+		return;
 	/* Raw bodies are the data itself; multipart ones carry some headers more. */
 	if (cl && strtoull(cl, NULL, 10) > vs->size_limit + (multipart ? (64u << 10) : 0)) {
 		http_reply_error(req, 413, "file over the limit of %d MiB (-fileSizeLimitMB)",
@@ -1254,11 +1364,12 @@ static void handle_upload(struct volume_server *vs, struct http_request *req, co
 		if (n > 0 && n <= MEMORY_BODY_LIMIT && (u->mem = malloc(n)))
 			u->mem_cap = n;
 	}
-	md5_init(&u->md5);
 	req->state = u;
 	req->on_cleanup = upload_cleanup;
-	if (!write_allowed(vs, req) || !jwt_allowed(vs, req, fid))
+	if (md5_init(&u->md5) < 0) {
+		http_reply_error(req, 500, "out of memory");
 		return;
+	}
 	u->v = store_get_volume(vs->store, fid->vid);
 	if (!u->v && (vs->n_masters == 0 || is_replica_request(req))) {
 		http_reply_error(req, 404, "volume %u not found on this server", fid->vid);
@@ -1320,15 +1431,7 @@ static void handle_delete(struct volume_server *vs, struct http_request *req, co
 		store_put_volume(vs->store, v);
 	}
 	if ((ret == 0 || ret == -ENOENT) && !is_replica_request(req) && (!v || copies > 1)) {
-		const char *token = request_token(req);
-		char auth[1200];
-		const char *headers[2] = {NULL, NULL};
-
-		if (token) {
-			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-			headers[0] = auth;
-		}
-		int r = replicate(vs, req, fid, copies, "DELETE", "", headers, NULL, -1, 0, err,
+		int r = replicate(vs, req, fid, copies, "DELETE", "", NULL, NULL, -1, 0, err,
 				  sizeof(err));
 
 		if (r == -ENOENT) {
@@ -1358,46 +1461,138 @@ static void handle_delete(struct volume_server *vs, struct http_request *req, co
 
 /* ---------------------------------------------------------------- read */
 
-/* Inflates gzip data fully into memory; NULL when it is not valid gzip. */
-static uint8_t *gunzip_buffer(const uint8_t *in, size_t len, size_t *out_len, size_t limit)
-{
-	size_t cap = len * 4 + 1024, n = 0;
-	uint8_t *out = malloc(cap);
+/*
+ * Reads of gzip-stored blobs by clients that do not accept gzip are inflated as they
+ * are sent, in bounded memory: one pass measures the inflated size (for Content-Length
+ * and ranges), a second produces the bytes as libmicrohttpd asks for them. Each such
+ * reply holds about 200 KiB (zlib's state and window, a 64 KiB input buffer, the
+ * 64 KiB response block), and at most INFLATE_MAX_CONCURRENT run at once; more get 503.
+ */
+#define INFLATE_CHUNK	       (64u << 10)
+#define INFLATE_MAX_CONCURRENT 32
+
+struct inflate_reply {
+	struct volume_server *vs;
+	struct volume_blob blob; /* owned: data in blob.n.data, or from blob.fd */
 	z_stream z;
-	int zr = Z_OK;
+	bool z_open;
+	bool ended;	     /* the gzip stream's end was seen (trailing bytes are ignored, as at
+		     * upload) */
+	uint64_t in_pos;     /* compressed bytes handed to zlib so far */
+	uint64_t skip, left; /* inflated bytes to drop, then to send */
+	uint8_t in[INFLATE_CHUNK]; /* fd blobs: the compressed input */
+};
 
-	if (!out)
-		return NULL;
-	memset(&z, 0, sizeof(z));
-	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
-		free(out);
-		return NULL;
+/* Feeds the next piece of compressed input when zlib has none; -EIO on a read error. */
+static int inflate_feed(struct inflate_reply *r)
+{
+	uint64_t total = r->blob.n.data_size;
+	size_t chunk;
+
+	if (r->z.avail_in > 0 || r->in_pos >= total)
+		return 0;
+	chunk = total - r->in_pos > INFLATE_CHUNK ? INFLATE_CHUNK : (size_t)(total - r->in_pos);
+	if (r->blob.fd < 0) {
+		r->z.next_in = (uint8_t *)r->blob.n.data + r->in_pos;
+	} else {
+		if (pread_all(r->blob.fd, r->in, chunk, r->blob.data_offset + r->in_pos) < 0)
+			return -EIO;
+		r->z.next_in = r->in;
 	}
-	z.next_in = (uint8_t *)in;
-	z.avail_in = (uInt)len;
-	while (zr != Z_STREAM_END) {
-		if (n == cap) {
-			uint8_t *p;
+	r->z.avail_in = (uInt)chunk;
+	r->in_pos += chunk;
+	return 0;
+}
 
-			if (cap * 2 > limit || !(p = realloc(out, cap * 2)))
-				break;
-			out = p;
-			cap *= 2;
-		}
-		z.next_out = out + n;
-		z.avail_out = (uInt)(cap - n);
-		zr = inflate(&z, Z_NO_FLUSH);
-		n = cap - z.avail_out;
-		if (zr != Z_OK && zr != Z_STREAM_END)
+/*
+ * Inflates up to cap bytes into out. Returns the count (0 only at the end of the
+ * stream), or -EINVAL (not gzip data) / -EIO.
+ */
+static ssize_t inflate_some(struct inflate_reply *r, uint8_t *out, size_t cap)
+{
+	r->z.next_out = out;
+	r->z.avail_out = (uInt)cap;
+	while (r->z.avail_out == cap && !r->ended) {
+		int zr;
+
+		if (inflate_feed(r) < 0)
+			return -EIO;
+		if (r->z.avail_in == 0)
+			return -EINVAL; /* input exhausted before the end of the stream */
+		zr = inflate(&r->z, Z_NO_FLUSH);
+		if (zr == Z_STREAM_END)
+			r->ended = true;
+		else if (zr != Z_OK)
+			return -EINVAL;
+	}
+	return (ssize_t)(cap - r->z.avail_out);
+}
+
+static int inflate_restart(struct inflate_reply *r)
+{
+	if (r->z_open)
+		inflateEnd(&r->z);
+	memset(&r->z, 0, sizeof(r->z));
+	r->in_pos = 0;
+	r->ended = false;
+	r->z_open = inflateInit2(&r->z, 16 + MAX_WBITS) == Z_OK;
+	return r->z_open ? 0 : -ENOMEM;
+}
+
+static void inflate_reply_free(void *cls)
+{
+	struct inflate_reply *r = cls;
+
+	if (r->z_open)
+		inflateEnd(&r->z);
+	volume_blob_release(&r->blob);
+	r->vs->inflating--;
+	free(r);
+}
+
+/* Measures the inflated size: one pass, nothing kept. -EINVAL: not gzip or over limit. */
+static int inflate_measure(struct inflate_reply *r, uint64_t limit, uint64_t *size)
+{
+	uint8_t *scratch = malloc(INFLATE_CHUNK);
+	ssize_t n;
+	int ret = 0;
+
+	if (!scratch)
+		return -ENOMEM;
+	*size = 0;
+	while ((n = inflate_some(r, scratch, INFLATE_CHUNK)) > 0) {
+		*size += (uint64_t)n;
+		if (*size > limit) {
+			ret = -EINVAL;
 			break;
+		}
 	}
-	inflateEnd(&z);
-	if (zr != Z_STREAM_END) {
-		free(out);
-		return NULL;
+	free(scratch);
+	if (n < 0)
+		return (int)n;
+	return ret;
+}
+
+static ssize_t inflate_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct inflate_reply *r = cls;
+	ssize_t n;
+
+	while (r->skip > 0) {
+		size_t want = r->skip < max ? (size_t)r->skip : max;
+
+		n = inflate_some(r, (uint8_t *)buf, want);
+		if (n <= 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		r->skip -= (uint64_t)n;
 	}
-	*out_len = n;
-	return out;
+	if (r->left == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	n = inflate_some(r, (uint8_t *)buf, r->left < max ? (size_t)r->left : max);
+	if (n <= 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	r->left -= (uint64_t)n;
+	return n;
 }
 
 static bool not_modified(struct http_request *req, const char *etag, uint64_t last_modified)
@@ -1440,15 +1635,43 @@ static void add_pair_headers(struct http_request *req, const struct needle *n)
 }
 
 /* Serves several ranges of an in-memory body as multipart/byteranges. */
-static void reply_multirange(struct http_request *req, const uint8_t *body, uint64_t size,
-			     const struct byte_range *r, int n, const char *ctype)
+/*
+ * Replies built in memory from large blobs (several ranges of one) hold their bytes
+ * until sent: all of them together stay under MULTIRANGE_BUDGET, more get 503.
+ */
+#define MULTIRANGE_BUDGET (128ull << 20)
+
+static void multirange_release(struct http_request *req)
+{
+	struct volume_server *vs = req->server_ctx;
+
+	vs->multirange_bytes -= (uint64_t)(uintptr_t)req->state;
+	req->state = NULL;
+}
+
+/* Serves several ranges of a body in memory, or of fd from fd_offset (body NULL). */
+static void reply_multirange(struct http_request *req, const uint8_t *body, int fd,
+			     uint64_t fd_offset, uint64_t size, const struct byte_range *r, int n,
+			     const char *ctype)
 {
 	static const char boundary[] = "kelpbyteranges7d3f9a";
+	struct volume_server *vs = req->server_ctx;
 	size_t cap = 256, len = 0;
 	char *out, ct[128];
 
 	for (int i = 0; i < n; i++)
 		cap += 256 + strlen(ctype) + r[i].length;
+	if (!body) {
+		if ((vs->multirange_bytes += cap) > MULTIRANGE_BUDGET) {
+			vs->multirange_bytes -= cap;
+			http_reply_error(req, 503,
+					 "too many multi-range replies in progress; retry");
+			http_add_header(req, "Retry-After", "1");
+			return;
+		}
+		req->state = (void *)(uintptr_t)cap;
+		req->on_cleanup = multirange_release;
+	}
 	out = malloc(cap);
 	if (!out) {
 		http_reply_error(req, 500, "out of memory");
@@ -1460,7 +1683,13 @@ static void reply_multirange(struct http_request *req, const uint8_t *body, uint
 		    "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %" PRIu64 "-%" PRIu64
 		    "/%" PRIu64 "\r\n\r\n",
 		    boundary, ctype, r[i].start, r[i].start + r[i].length - 1, size);
-		memcpy(out + len, body + r[i].start, r[i].length);
+		if (body) {
+			memcpy(out + len, body + r[i].start, r[i].length);
+		} else if (pread_all(fd, out + len, r[i].length, fd_offset + r[i].start) < 0) {
+			free(out);
+			http_reply_error(req, 500, "read failed");
+			return;
+		}
 		len += r[i].length;
 	}
 	len += (size_t)snprintf(out + len, cap - len, "\r\n--%s--\r\n", boundary);
@@ -1469,13 +1698,28 @@ static void reply_multirange(struct http_request *req, const uint8_t *body, uint
 	http_add_header(req, "Content-Type", ct);
 }
 
+/*
+ * Proxied reads hold the other server's reply in memory: at most PROXY_MAX_REPLY each
+ * (a 4 MiB mount chunk and its headers), all of them within PROXY_BUDGET. A bigger
+ * blob, or a read when the budget is spent, is redirected to its holder instead.
+ */
+#define PROXY_MAX_REPLY ((4u << 20) + (64u << 10))
+#define PROXY_BUDGET	(128ull << 20)
+
+static void proxy_release(struct http_request *req)
+{
+	struct volume_server *vs = req->server_ctx;
+
+	vs->proxy_bytes -= PROXY_MAX_REPLY;
+}
+
 /* A read of a volume this server does not hold: -readMode local, redirect or proxy. */
 static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 			   const struct fid *fid)
 {
 	struct cached_locations locs;
 	const char *other = NULL;
-	char url[1200];
+	char url[4400];
 
 	if (!strcmp(vs->opt.read_mode, "local") || vs->n_masters == 0 ||
 	    http_query(req, "proxied")) {
@@ -1490,12 +1734,32 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 		http_reply_error(req, 404, "volume %u not found", fid->vid);
 		return;
 	}
-	snprintf(url, sizeof(url), "http://%s%s?proxied=true", other, req->path);
+	{
+		/* A read token goes along: in the URL (a redirect), in the header (a proxy). */
+		const char *token =
+		    vs->opt.jwt_read_key && *vs->opt.jwt_read_key ? auth_request_token(req) : NULL;
+		char escaped[3 * 1024 + 1];
+
+		if (token && strlen(token) <= 1024)
+			snprintf(url, sizeof(url), "%s://%s%s?proxied=true&jwt=%s", http_scheme(),
+				 other, req->path,
+				 http_client_escape(token, escaped, sizeof(escaped)));
+		else
+			snprintf(url, sizeof(url), "%s://%s%s?proxied=true", http_scheme(), other,
+				 req->path);
+	}
 	if (!strcmp(vs->opt.read_mode, "redirect")) {
 		http_reply_empty(req, 301);
 		http_add_header(req, "Location", url);
 		return;
 	}
+	if ((vs->proxy_bytes += PROXY_MAX_REPLY) > PROXY_BUDGET) {
+		vs->proxy_bytes -= PROXY_MAX_REPLY;
+		http_reply_empty(req, 302);
+		http_add_header(req, "Location", url);
+		return;
+	}
+	req->on_cleanup = proxy_release;
 	{
 		const char *range = http_header(req, "Range");
 		char range_h[300];
@@ -1505,14 +1769,21 @@ static void read_elsewhere(struct volume_server *vs, struct http_request *req,
 						 .body_fd = -1,
 						 .headers = headers,
 						 .timeout_ms = 60000,
-						 .max_response = vs->size_limit + (1u << 20)};
+						 .max_response = PROXY_MAX_REPLY};
 		struct http_client_response rs;
 
 		if (range) {
 			snprintf(range_h, sizeof(range_h), "Range: %s", range);
 			headers[0] = range_h;
 		}
-		if (http_client_do(&rq, &rs) < 0) {
+		if (http_client_do(&rq, &rs) < 0 && rs.too_large) {
+			/* Too big to hold: the client reads it from the holder itself. */
+			http_client_response_release(&rs);
+			http_reply_empty(req, 302);
+			http_add_header(req, "Location", url);
+			return;
+		}
+		if (rs.status == 0) {
 			invalidate_locations(vs, fid->vid);
 			http_reply_error(req, 502, "reading from %s failed: %s", other, rs.error);
 			return;
@@ -1529,7 +1800,8 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 	struct byte_range ranges[RANGE_MAX];
 	const char *range_header, *ae, *ctype = NULL;
 	char etag[16], lm[64], name[512], cd[600];
-	uint8_t *body = NULL, *inflated = NULL;
+	uint8_t *body = NULL;
+	struct inflate_reply *inflating = NULL;
 	uint64_t size;
 	bool send_gzip = false;
 	int ret, nranges = 0;
@@ -1588,21 +1860,45 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		ae = http_header(req, "Accept-Encoding");
 		if (ae && strstr(ae, "gzip")) {
 			send_gzip = true;
-		} else if (blob.fd < 0) {
-			size_t out_len;
+		} else {
+			int r;
 
-			inflated = gunzip_buffer(blob.n.data, blob.n.data_size, &out_len,
-						 vs->size_limit * 4 + (1u << 20));
-			if (!inflated) {
-				http_reply_error(req, 500,
-						 "stored gzip data cannot be decompressed");
+			if (++vs->inflating > INFLATE_MAX_CONCURRENT) {
+				vs->inflating--;
+				http_reply_error(
+				    req, 503,
+				    "too many compressed blobs being inflated; retry, or "
+				    "send Accept-Encoding: gzip");
+				http_add_header(req, "Retry-After", "1");
 				volume_blob_release(&blob);
 				return;
 			}
-			body = inflated;
-			size = out_len;
-		} else {
-			send_gzip = true; /* large gzip needles are passed through */
+			inflating = calloc(1, sizeof(*inflating));
+			if (!inflating) {
+				vs->inflating--;
+				http_reply_error(req, 500, "out of memory");
+				volume_blob_release(&blob);
+				return;
+			}
+			/* The reply owns the blob from now on; blob.n's pointers stay valid as
+			 * long as it lives, which is past this function. */
+			inflating->vs = vs;
+			inflating->blob = blob;
+			blob.buf = NULL;
+			blob.fd = -1;
+			r = inflate_restart(inflating);
+			if (r == 0)
+				r = inflate_measure(inflating, vs->size_limit * 4 + (1u << 20),
+						    &size);
+			if (r == 0)
+				r = inflate_restart(inflating);
+			if (r < 0) {
+				http_reply_error(req, 500,
+						 "stored gzip data cannot be decompressed%s",
+						 r == -EIO ? ": read error" : "");
+				inflate_reply_free(inflating);
+				return;
+			}
 		}
 	}
 
@@ -1620,27 +1916,31 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		}
 		if (range_total(ranges, nranges) > size)
 			nranges = 0; /* asks for more than the whole: send it all */
+		if (inflating && nranges > 1)
+			nranges = 0; /* several ranges of inflated data: the whole (RFC 9110
+				      * allows ignoring Range) */
 	}
 
 	if (nranges > 1 && blob.fd >= 0) {
-		/* Multiple ranges of a large blob: read the ranges' span into memory. */
-		uint8_t *whole = malloc(size);
-
-		if (!whole || pread_all(blob.fd, whole, size, blob.data_offset) < 0) {
-			free(whole);
-			http_reply_error(req, 500, "read failed");
-			goto out;
-		}
-		reply_multirange(req, whole, size, ranges, nranges, ctype);
-		free(whole);
+		/* Multiple ranges of a large blob: only the ranges are read, within a budget. */
+		reply_multirange(req, NULL, blob.fd, blob.data_offset, size, ranges, nranges,
+				 ctype);
 	} else if (nranges > 1) {
-		reply_multirange(req, body, size, ranges, nranges, ctype);
+		reply_multirange(req, body, -1, 0, size, ranges, nranges, ctype);
 	} else {
 		uint64_t start = nranges == 1 ? ranges[0].start : 0;
 		uint64_t len = nranges == 1 ? ranges[0].length : size;
 		unsigned status = nranges == 1 ? 206 : 200;
 
-		if (blob.fd >= 0) {
+		if (inflating) {
+			inflating->skip = start;
+			inflating->left = len;
+			http_reply_callback(req, status, len, inflate_reader, inflating,
+					    inflate_reply_free);
+			if (!http_has_reply(req))
+				inflate_reply_free(inflating);
+			inflating = NULL;
+		} else if (blob.fd >= 0) {
 			http_reply_fd(req, status, blob.fd, blob.data_offset + start, len);
 			blob.fd = -1; /* the response owns it */
 		} else {
@@ -1672,7 +1972,8 @@ static void handle_read(struct volume_server *vs, struct http_request *req, cons
 		http_add_header(req, "X-File-Store", "chunked");
 	add_pair_headers(req, &blob.n);
 out:
-	free(inflated);
+	if (inflating)
+		inflate_reply_free(inflating);
 	volume_blob_release(&blob);
 }
 
@@ -1686,11 +1987,26 @@ static void handle_request(struct http_request *req)
 	struct fid fid;
 
 	if (!strcmp(path, "/status")) {
-		handle_status(vs, req);
+		char ip[64];
+
+		/* With a white list, /status is for its addresses, unless -publicStatus. */
+		if (vs->opt.public_status ||
+		    http_peer_in_list(req, vs->white_list, vs->n_white_list, ip, sizeof(ip)))
+			handle_status(vs, req);
+		else
+			http_reply_error(req, 401,
+					 "%s is not in the white list (-publicStatus is off)", ip);
 	} else if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
 		http_reply_json(req, 200, json_object());
 	} else if (!strncmp(path, "/admin/", 7)) {
-		handle_admin(vs, req, path + 7);
+		/* Every admin route changes something (or serves the master): the white list,
+		 * then with -jwtKey a server token, from the headers alone. */
+		if (!write_allowed(vs, req))
+			;
+		else if (keyed(vs) && !auth_server_request(req, vs->opt.jwt_key, NULL, NULL))
+			http_reply_error(req, 401, "admin routes need a server token");
+		else
+			handle_admin(vs, req, path + 7);
 	} else if (!strcmp(req->method, "OPTIONS")) {
 		http_reply_empty(req, 200);
 		http_add_header(req, "Access-Control-Allow-Methods",
@@ -1698,7 +2014,8 @@ static void handle_request(struct http_request *req)
 	} else if (fid_parse_path(path, strlen(path), &fid, &url_name, &url_name_len) < 0) {
 		http_reply_error(req, 400, "bad file id in path \"%s\"", path);
 	} else if (!strcmp(req->method, "GET") || !strcmp(req->method, "HEAD")) {
-		handle_read(vs, req, &fid, url_name, url_name_len);
+		if (read_allowed(vs, req))
+			handle_read(vs, req, &fid, url_name, url_name_len);
 	} else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT")) {
 		handle_upload(vs, req, &fid);
 	} else if (!strcmp(req->method, "DELETE")) {
@@ -1782,12 +2099,16 @@ int volume_server_port(const struct volume_server *vs)
 /* Tells every master at once that this server's volumes are gone (graceful stop). */
 static void say_goodbye(struct volume_server *vs)
 {
-	const char *headers[] = {"Content-Type: application/x-protobuf", NULL};
+	const char *headers[] = {"Content-Type: application/x-protobuf", NULL, NULL};
+	char auth[AUTH_HEADER_LEN];
 	uint8_t *body;
 	size_t len;
 
 	if (build_heartbeat(vs, true, &body, &len) < 0)
 		return;
+	if (keyed(vs) &&
+	    auth_server_header(vs->opt.jwt_key, "POST", "/heartbeat", body, len, auth) == 0)
+		headers[1] = auth;
 	for (int i = 0; i < vs->n_masters; i++) {
 		char url[300];
 		struct http_client_request rq = {.method = "POST",
@@ -1799,7 +2120,7 @@ static void say_goodbye(struct volume_server *vs)
 						 .timeout_ms = 1000};
 		struct http_client_response rs;
 
-		snprintf(url, sizeof(url), "http://%s/heartbeat", vs->masters[i]);
+		snprintf(url, sizeof(url), "%s://%s/heartbeat", http_scheme(), vs->masters[i]);
 		if (http_client_do(&rq, &rs) == 0)
 			http_client_response_release(&rs);
 	}

@@ -44,10 +44,12 @@ struct volume_server_options {
 	bool fsync;
 	const char *read_mode; /* proxy | redirect | local */
 	int threads;
-	int pulse_seconds;	/* heartbeat period (1) */
-	const char *jwt_key;	/* "" = writes need no token */
-	const char *white_list; /* comma list of IPs allowed to write; "" = all */
-	int min_free_percent;	/* a disk with less free is read-only; < 0 = 1 % */
+	int pulse_seconds;	  /* heartbeat period (1) */
+	const char *jwt_key;	  /* "" = writes need no token */
+	const char *jwt_read_key; /* "" = reads need no token */
+	const char *white_list;	  /* comma list of IPs allowed to write; "" = all */
+	bool public_status;	  /* /status answers anyone, not only the white list */
+	int min_free_percent;	  /* a disk with less free is read-only; < 0 = 1 % */
 };
 
 int volume_server_start(const struct volume_server_options *opt, struct volume_server **out);

@@ -348,6 +348,7 @@ int benchmark_main(int argc, char **argv)
 	    FLAG("list", FLAG_STRING, &list,
 		 "file of written file ids (read from it when -write=false; \"\" = none)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per request, retries included"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct bench b;
@@ -359,6 +360,8 @@ int benchmark_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("benchmark") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp benchmark: unexpected argument \"%s\"\n", argv[ret + 1]);

@@ -1,6 +1,8 @@
 /* client_tools: see client_tools.h. */
 #include "daemons/client_tools.h"
 
+#include "cluster/http_client.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -28,6 +30,21 @@ int tool_parse_args(const struct flag *flags, const char *cmd, const char *summa
 		return 2;
 	}
 	return -1;
+}
+
+struct tool_tls tool_tls_flags = {"", "", ""};
+
+int tool_tls_setup(const char *cmd)
+{
+	struct http_tls_config t = {tool_tls_flags.cert, tool_tls_flags.key, tool_tls_flags.ca};
+
+	if (http_tls_configure(&t) < 0) {
+		fprintf(stderr,
+			"kelp %s: bad -tls.cert / -tls.key / -tls.ca (see the log line above)\n",
+			cmd);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 int tool_client_new(const char *cmd, const char *masters, int timeout_s, bool use_public_url,

@@ -20,6 +20,24 @@
 #include "cluster/client.h"
 
 /*
+ * -tls.cert, -tls.key, -tls.ca: every daemon and client command has them (put
+ * TOOL_TLS_FLAGS in the flag list, call tool_tls_setup after parsing, before any
+ * thread starts). See http_client.h, http_tls_configure.
+ */
+struct tool_tls {
+	char *cert, *key, *ca;
+};
+extern struct tool_tls tool_tls_flags;
+#define TOOL_TLS_FLAGS                                                                             \
+	FLAG("tls.cert", FLAG_STRING, &tool_tls_flags.cert,                                        \
+	     "PEM certificate of this process: HTTPS everywhere (with -tls.key)"),                 \
+	    FLAG("tls.key", FLAG_STRING, &tool_tls_flags.key, "PEM private key of -tls.cert"),     \
+	    FLAG("tls.ca", FLAG_STRING, &tool_tls_flags.ca,                                        \
+		 "PEM CA of the cluster: verify servers, and servers require client certificates")
+/* Applies the parsed TLS flags; prints "kelp <cmd>: ..." and returns -EINVAL if bad. */
+int tool_tls_setup(const char *cmd);
+
+/*
  * Parses the flags of `kelp <cmd>`, which takes operands described by `operands`
  * ("fid...", "file-or-dir..."). Returns -1 with *first the index in argv of the first
  * operand, or the status to exit with: 0 after -h, 2 on a bad flag or (unless

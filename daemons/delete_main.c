@@ -27,6 +27,7 @@ int delete_main(int argc, char **argv)
 	    FLAG("usePublicUrl", FLAG_BOOL, &use_public_url,
 		 "reach the volume servers through their publicUrl"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per file, retries included"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct kelp_client *c;
@@ -35,6 +36,8 @@ int delete_main(int argc, char **argv)
 	ret = tool_parse_args(flags, "delete", summary, "fid...", false, argc, argv, &first);
 	if (ret >= 0)
 		return ret;
+	if (tool_tls_setup("delete") < 0)
+		return 2;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (tool_client_new("delete", master, timeout_s, use_public_url, &c) < 0) {
 		curl_global_cleanup();

@@ -91,6 +91,7 @@ int download_main(int argc, char **argv)
 	    FLAG("usePublicUrl", FLAG_BOOL, &use_public_url,
 		 "read through the volume servers' publicUrl"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per file, retries included"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct kelp_client *c;
@@ -101,6 +102,8 @@ int download_main(int argc, char **argv)
 	ret = tool_parse_args(flags, "download", summary, "fid...", false, argc, argv, &first);
 	if (ret >= 0)
 		return ret;
+	if (tool_tls_setup("download") < 0)
+		return 2;
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "kelp download: -dir %s is not a directory\n", dir);
 		return 2;

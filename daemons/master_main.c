@@ -6,6 +6,7 @@
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
 #include "cluster/master.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
 int master_main(int argc, char **argv)
@@ -13,10 +14,11 @@ int master_main(int argc, char **argv)
 	static const char summary[] =
 	    "run a master: knows the volume servers, assigns file ids, grows volumes";
 	char *ip = "127.0.0.1", *mdir = "/tmp", *peers = "", *default_replication = "000",
-	     *jwt_key = "", *white_list = "", *ready_file = "";
+	     *jwt_key = "", *jwt_read_key = "", *white_list = "", *ready_file = "";
 	int port = 9333, volume_size_limit_mb = 30000, pulse_seconds = 1, threads = 0,
 	    vacuum_interval = 15 * 60, election_timeout_ms = 1000;
 	double garbage_threshold = 0.3;
+	bool public_status = false;
 	const struct flag flags[] = {
 	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
 	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
@@ -33,14 +35,19 @@ int master_main(int argc, char **argv)
 		 "heartbeat period of volume servers; a node is dead after 3"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
 		 "sign write tokens with this key; \"\" = no tokens"),
+	    FLAG("jwtReadKey", FLAG_STRING, &jwt_read_key,
+		 "sign read tokens (/dir/lookup?fileId=...&read=yes) with this key; \"\" = none"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
-		 "comma list of IPs allowed to write; \"\" = all"),
+		 "comma list of IPs allowed to write and to see the status pages; \"\" = all"),
+	    FLAG("publicStatus", FLAG_BOOL, &public_status,
+		 "status and topology pages answer anyone, not only -whiteList"),
 	    FLAG("vacuumIntervalSeconds", FLAG_INT, &vacuum_interval,
 		 "seconds between automatic vacuum passes; 0 = never"),
 	    FLAG("electionTimeoutMs", FLAG_INT, &election_timeout_ms,
 		 "Raft election timeout with -peers, ms"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
 	    FLAG("threads", FLAG_INT, &threads, "unused: the master runs a thread per connection"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct master_options opt;
@@ -51,6 +58,8 @@ int master_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("master") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp master: unexpected argument \"%s\"\n", argv[ret + 1]);
@@ -73,7 +82,9 @@ int master_main(int argc, char **argv)
 	opt.garbage_threshold = garbage_threshold;
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
+	opt.jwt_read_key = jwt_read_key;
 	opt.white_list = white_list;
+	opt.public_status = public_status;
 	opt.vacuum_interval_seconds = vacuum_interval;
 	opt.threads = threads;
 	opt.election_timeout_ms = election_timeout_ms;

@@ -14,6 +14,7 @@
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
 #include "cluster/client.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 #include "fuse/file.h"
 #include "fuse/kv.h"
@@ -163,6 +164,7 @@ int mount_main(int argc, char **argv)
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
 	    FLAG("daemon", FLAG_BOOL, &daemon_mode, "run in the background; return once mounted"),
 	    FLAG("logFile", FLAG_STRING, &log_file, "with -daemon: append the log here"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct kelp_fs_options fo;
@@ -177,6 +179,8 @@ int mount_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("mount") < 0)
 		return 2;
 	if (ret < argc - 1 && !*dir)
 		dir = argv[ret + 1]; /* "kelp mount /mnt/kelp" */

@@ -10,6 +10,7 @@
 #include "cluster/base/log.h"
 #include "cluster/master.h"
 #include "cluster/volume_server.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
 int server_main(int argc, char **argv)
@@ -17,11 +18,12 @@ int server_main(int argc, char **argv)
 	static const char summary[] =
 	    "run a master and a volume server in one process, for one machine";
 	char *ip = "127.0.0.1", *dir = "./data", *default_replication = "000", *jwt_key = "",
-	     *white_list = "", *ready_file = "", *volume_ready_file = "", *dc = "", *rack = "";
+	     *jwt_read_key = "", *white_list = "", *ready_file = "", *volume_ready_file = "",
+	     *dc = "", *rack = "";
 	int mport = 9333, volume_port = 8080, volume_max = 32, volume_size_limit_mb = 30000,
 	    file_size_limit_mb = 256, pulse_seconds = 1, threads = 0, min_free = 1;
 	double garbage_threshold = 0.3;
-	bool fsync_writes = false;
+	bool fsync_writes = false, public_status = false;
 	const struct flag flags[] = {
 	    FLAG("dir", FLAG_STRING, &dir, "data directory (master state and volumes under it)"),
 	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
@@ -41,7 +43,12 @@ int server_main(int argc, char **argv)
 	    FLAG("pulseSeconds", FLAG_INT, &pulse_seconds, "heartbeat period"),
 	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "fsync every write before acknowledging it"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key, "sign and check write tokens with this key"),
-	    FLAG("whiteList", FLAG_STRING, &white_list, "comma list of IPs allowed to write"),
+	    FLAG("jwtReadKey", FLAG_STRING, &jwt_read_key,
+		 "sign and check read tokens with this key (reads then need one)"),
+	    FLAG("whiteList", FLAG_STRING, &white_list,
+		 "comma list of IPs allowed to write and to see the status pages"),
+	    FLAG("publicStatus", FLAG_BOOL, &public_status,
+		 "status pages answer anyone, not only -whiteList"),
 	    FLAG("volume.minFreeSpace", FLAG_INT, &min_free,
 		 "percent of a disk kept free: below it its volumes turn read-only"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file,
@@ -50,6 +57,7 @@ int server_main(int argc, char **argv)
 		 "write the volume server's port here once serving"),
 	    FLAG("threads", FLAG_INT, &threads,
 		 "HTTP worker threads per server (0 = 2 x CPUs, at least 4)"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct master_options mo;
@@ -63,6 +71,8 @@ int server_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("server") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp server: unexpected argument \"%s\"\n", argv[ret + 1]);
@@ -86,7 +96,9 @@ int server_main(int argc, char **argv)
 	mo.garbage_threshold = garbage_threshold;
 	mo.pulse_seconds = pulse_seconds;
 	mo.jwt_key = jwt_key;
+	mo.jwt_read_key = jwt_read_key;
 	mo.white_list = white_list;
+	mo.public_status = public_status;
 	mo.vacuum_interval_seconds = 15 * 60;
 	mo.threads = threads;
 
@@ -115,7 +127,9 @@ int server_main(int argc, char **argv)
 	vo.threads = threads;
 	vo.pulse_seconds = pulse_seconds;
 	vo.jwt_key = jwt_key;
+	vo.jwt_read_key = jwt_read_key;
 	vo.white_list = white_list;
+	vo.public_status = public_status;
 	vo.min_free_percent = min_free;
 	ret = volume_server_start(&vo, &vs);
 	if (ret < 0) {

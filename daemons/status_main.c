@@ -270,6 +270,7 @@ int status_main(int argc, char **argv)
 	    FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
 	    FLAG_ALIAS("server", FLAG_STRING, &master),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per request"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	char leader[KELP_URL_MAX], from[KELP_URL_MAX], *body = NULL;
@@ -283,6 +284,8 @@ int status_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("status") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp status: unexpected argument \"%s\"\n", argv[ret + 1]);

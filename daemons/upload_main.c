@@ -173,6 +173,7 @@ int upload_main(int argc, char **argv)
 	    FLAG("usePublicUrl", FLAG_BOOL, &use_public_url,
 		 "upload through the volume servers' publicUrl"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per file, retries included"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct kelp_assign_request areq = {0};
@@ -186,6 +187,8 @@ int upload_main(int argc, char **argv)
 			     &first);
 	if (rc >= 0)
 		return rc;
+	if (tool_tls_setup("upload") < 0)
+		return 2;
 	/* -dir first (weed's flag), then the arguments; slot first - 1 stands for -dir. */
 	for (int i = first - 1; i < argc; i++) {
 		const char *path = i == first - 1 ? dir : argv[i];

@@ -11,6 +11,7 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "cluster/volume_server.h"
+#include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
 int write_ready_file(const char *path, int port)
@@ -63,10 +64,10 @@ int volume_main(int argc, char **argv)
 	char *ip = "127.0.0.1", *public_url = "", *dir = "/tmp", *max = "8",
 	     *master = "localhost:9333", *dc = "", *rack = "", *ready_file = "",
 	     *read_mode = "proxy";
-	char *jwt_key = "", *white_list = "";
+	char *jwt_key = "", *jwt_read_key = "", *white_list = "";
 	int min_free = 1;
 	int port = 8080, file_size_limit_mb = 256, threads = 0, pulse_seconds = 1, n_dirs, n_max;
-	bool fsync_writes = false;
+	bool fsync_writes = false, public_status = false;
 	const struct flag flags[] = {
 	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
 	    FLAG("ip", FLAG_STRING, &ip, "address to bind and to advertise"),
@@ -88,10 +89,15 @@ int volume_main(int argc, char **argv)
 		 "seconds between heartbeats to each master"),
 	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
 		 "key of the masters' write tokens; \"\" = no tokens needed"),
+	    FLAG("jwtReadKey", FLAG_STRING, &jwt_read_key,
+		 "key of the masters' read tokens; \"\" = reads need none"),
 	    FLAG("whiteList", FLAG_STRING, &white_list,
-		 "comma list of IPs allowed to write; \"\" = all"),
+		 "comma list of IPs allowed to write, call /admin/ and see /status; \"\" = all"),
+	    FLAG("publicStatus", FLAG_BOOL, &public_status,
+		 "/status answers anyone, not only -whiteList"),
 	    FLAG("minFreeSpace", FLAG_INT, &min_free,
 		 "percent of a disk kept free: below it its volumes turn read-only"),
+	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct volume_server_options opt;
@@ -103,6 +109,8 @@ int volume_main(int argc, char **argv)
 	if (ret == -2)
 		return 0;
 	if (ret < 0)
+		return 2;
+	if (tool_tls_setup("volume") < 0)
 		return 2;
 	if (ret != argc - 1) {
 		fprintf(stderr, "kelp volume: unexpected argument \"%s\"\n", argv[ret + 1]);
@@ -154,7 +162,9 @@ int volume_main(int argc, char **argv)
 	opt.threads = threads;
 	opt.pulse_seconds = pulse_seconds;
 	opt.jwt_key = jwt_key;
+	opt.jwt_read_key = jwt_read_key;
 	opt.white_list = white_list;
+	opt.public_status = public_status;
 	opt.min_free_percent = min_free;
 
 	block_stop_signals();

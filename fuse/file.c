@@ -81,15 +81,26 @@ static int extent_grow(struct kelp_fs *fs, struct extent *e, size_t need)
 	return 0;
 }
 
-/* A full extent being uploaded by the pool; committed in submission order. */
+/*
+ * An extent on its way into the metadata: uploaded by the pool (a full chunk) or by
+ * the thread that flushes it, then committed in submission order (seq), so an older
+ * chunk is never recorded over a newer one. Its bytes stay readable in memory until
+ * the transaction that records its chunk has committed (see "Visibility" below). A
+ * job whose upload failed (rc < 0, after the client's retries up to -timeout) stays,
+ * with the jobs after it, until a flush uploads it again: nothing a write() returned
+ * for is dropped while the file is open.
+ */
 struct job {
 	struct open_file *f;
 	struct extent ext;
 	struct meta_chunk chunk;
+	uint64_t seq;
 	int rc;
+	bool durable;  /* uploaded with fsync on the volume servers */
+	bool uploaded; /* chunk names the blob (a retry after a failed commit keeps it) */
 	bool done;
 	struct job *next_in_file; /* f->jobs, oldest first */
-	struct job *next_queued;  /* fs->queue */
+	struct job *next_queued;  /* fs->queue, or the flusher's own list */
 };
 
 #define LAZY_VIDS 16
@@ -105,16 +116,21 @@ struct open_file {
 	int n_ext, cap_ext;
 	struct job *jobs, *jobs_tail; /* uploads in flight, oldest first */
 	int n_jobs;
-	int error; /* a failed upload poisons writes until the next flush */
+	uint64_t next_seq; /* seq of the last job created */
+	uint64_t done_seq; /* every job up to this seq is committed */
+	int error;	   /* a failed upload poisons writes until the next flush */
 	/* fsync makes the volumes of the file's blobs flush what they took without fsync:
 	 * all of them the first time (blobs from before this open), then those written
 	 * lazily since (close of another descriptor, a write that did not fit). */
 	bool synced_all;
 	uint32_t lazy_vids[LAZY_VIDS];
 	int n_lazy;
+	int64_t write_ns; /* time of the last write (stat shows it until it is committed) */
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
+
+static void free_jobs(struct kelp_fs *fs, struct open_file *f);
 
 /* ---------------------------------------------------------------- clients */
 
@@ -180,6 +196,78 @@ static struct kelp_client *client_of(struct kelp_fs *fs)
 	return tc ? tc->client : NULL;
 }
 
+/* ---------------------------------------------------------------- read guard */
+
+/*
+ * A blob leaves a file's chunk map in a transaction (overwrite, truncate, compaction,
+ * unlink) and goes to the gc queue; a reader may have resolved it just before and
+ * still be fetching it. Readers enter the guard before they resolve and leave it after
+ * their last fetch; gc_wait_readers (the gc thread only) deletes nothing it has taken
+ * until every reader that entered before has left (an epoch scheme: readers count
+ * themselves under the epoch's parity; a new epoch waits for the old parity to drain).
+ * Readers that enter later resolve after the blob left the map and never see it.
+ */
+static unsigned guard_enter(struct kelp_fs *fs)
+{
+	unsigned g;
+
+	pthread_mutex_lock(&fs->guard_lock);
+	g = (unsigned)(fs->guard_epoch & 1);
+	fs->guard_active[g]++;
+	pthread_mutex_unlock(&fs->guard_lock);
+	return g;
+}
+
+/* One more holder of parity g, which the caller already holds (readahead). */
+static void guard_hold(struct kelp_fs *fs, unsigned g)
+{
+	pthread_mutex_lock(&fs->guard_lock);
+	fs->guard_active[g]++;
+	pthread_mutex_unlock(&fs->guard_lock);
+}
+
+static void guard_exit(struct kelp_fs *fs, unsigned g)
+{
+	pthread_mutex_lock(&fs->guard_lock);
+	if (--fs->guard_active[g] == 0)
+		pthread_cond_broadcast(&fs->guard_cond);
+	pthread_mutex_unlock(&fs->guard_lock);
+}
+
+/*
+ * Waits until every reader that entered the guard before this call has left. Syncs
+ * the metadata every second meanwhile (the gc thread's other duty). False when the
+ * mount is stopping first.
+ */
+static bool gc_wait_readers(struct kelp_fs *fs, uint64_t *last_sync)
+{
+	unsigned old;
+	bool ok = true;
+
+	pthread_mutex_lock(&fs->guard_lock);
+	old = (unsigned)(fs->guard_epoch & 1);
+	fs->guard_epoch++;
+	while (fs->guard_active[old] > 0) {
+		struct timespec ts;
+
+		if (__atomic_load_n(&fs->stopping, __ATOMIC_ACQUIRE)) {
+			ok = false;
+			break;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&fs->guard_cond, &fs->guard_lock, &ts);
+		if (monotonic_ns() - *last_sync >= 1000000000ull) {
+			pthread_mutex_unlock(&fs->guard_lock);
+			meta_sync(fs->meta);
+			*last_sync = monotonic_ns();
+			pthread_mutex_lock(&fs->guard_lock);
+		}
+	}
+	pthread_mutex_unlock(&fs->guard_lock);
+	return ok;
+}
+
 /* ---------------------------------------------------------------- open files */
 
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino)
@@ -242,9 +330,11 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 	pthread_mutex_unlock(&fs->files_lock);
 	if (!last)
 		return;
+	/* What the last flush could not store (its error was reported) goes now. */
 	for (int i = 0; i < f->n_ext; i++)
 		extent_free(fs, &f->ext[i]);
 	free(f->ext);
+	free_jobs(fs, f);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
 	if (unlinked) {
@@ -264,7 +354,7 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 
 /* ---------------------------------------------------------------- upload */
 
-/* Uploads one extent as a blob; fills c. Caller holds f->lock. */
+/* Uploads one extent as a blob; fills c. Called without f->lock (network I/O). */
 static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durable,
 			 struct meta_chunk *c)
 {
@@ -325,35 +415,108 @@ static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durabl
 	return 0;
 }
 
-/* Waits until every upload of f in flight is committed (or failed). f->lock held. */
-static void wait_jobs(struct open_file *f)
-{
-	while (f->n_jobs > 0)
-		pthread_cond_wait(&f->cond, &f->lock);
-}
+static void note_lazy(struct open_file *f, const char *fid);
 
 /*
  * Commits the finished jobs at the head of f's queue, in order, so an older chunk is
- * never recorded over a newer one. f->lock held.
+ * never recorded over a newer one. A job leaves f->jobs in the same critical section
+ * as the transaction that records its chunk: a reader (who looks under f->lock) finds
+ * its bytes in exactly one of the two places. f->lock held.
  */
 static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 {
 	while (f->jobs && f->jobs->done) {
 		struct job *j = f->jobs;
-		int rc = j->rc;
 
-		if (rc == 0)
-			rc = meta_write_chunks(fs->meta, f->ino, &j->chunk, 1, 0, true, NULL);
-		if (rc < 0 && !f->error)
-			f->error = rc;
+		if (j->rc == 0)
+			j->rc = meta_write_chunks(fs->meta, f->ino, &j->chunk, 1, 0, true, NULL);
+		if (j->rc < 0) {
+			/* Kept (and the newer jobs behind it) for the next flush to retry. */
+			if (!f->error)
+				f->error = j->rc;
+			break;
+		}
+		if (!j->durable)
+			note_lazy(f, j->chunk.fid);
 		f->jobs = j->next_in_file;
 		if (!f->jobs)
 			f->jobs_tail = NULL;
 		f->n_jobs--;
+		f->done_seq = j->seq;
 		extent_free(fs, &j->ext);
 		free(j);
 	}
 	pthread_cond_broadcast(&f->cond);
+}
+
+/* The error of a failed upload that holds f's queue up (0 if none). f->lock held. */
+static int failed_rc(const struct open_file *f)
+{
+	return f->jobs && f->jobs->done && f->jobs->rc < 0 ? f->jobs->rc : 0;
+}
+
+/* Waits until every job of f is committed; a failed one ends the wait with its error.
+ * f->lock held. */
+static int wait_jobs(struct open_file *f)
+{
+	while (f->n_jobs > 0 && !failed_rc(f))
+		pthread_cond_wait(&f->cond, &f->lock);
+	return failed_rc(f);
+}
+
+static void free_jobs(struct kelp_fs *fs, struct open_file *f)
+{
+	while (f->jobs) {
+		struct job *j = f->jobs;
+
+		f->jobs = j->next_in_file;
+		extent_free(fs, &j->ext);
+		free(j);
+	}
+	f->jobs_tail = NULL;
+	f->n_jobs = 0;
+}
+
+/*
+ * Moves extent i of f into a new job at the tail of f's queue (it stays readable
+ * there). NULL on ENOMEM (the extent stays dirty). f->lock held.
+ */
+static struct job *extent_to_job(struct open_file *f, int i, bool durable)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->f = f;
+	j->ext = f->ext[i];
+	j->durable = durable;
+	j->seq = ++f->next_seq;
+	memmove(&f->ext[i], &f->ext[i + 1], (size_t)(f->n_ext - i - 1) * sizeof(*f->ext));
+	f->n_ext--;
+	if (f->jobs_tail)
+		f->jobs_tail->next_in_file = j;
+	else
+		f->jobs = j;
+	f->jobs_tail = j;
+	f->n_jobs++;
+	return j;
+}
+
+/* Uploads a job's extent, then commits what is done in order. f->lock NOT held; j may
+ * be freed when this returns. */
+static void run_job(struct kelp_fs *fs, struct job *j)
+{
+	struct open_file *f = j->f;
+
+	if (!j->uploaded) {
+		j->rc = upload_extent(fs, &j->ext, j->durable, &j->chunk);
+		j->uploaded = j->rc == 0;
+	}
+	pthread_mutex_lock(&f->lock);
+	j->done = true;
+	commit_done_jobs(fs, f);
+	pthread_mutex_unlock(&f->lock);
+	fs_kick_gc(fs); /* overwritten blobs may be waiting */
 }
 
 static void *upload_worker(void *arg)
@@ -362,6 +525,7 @@ static void *upload_worker(void *arg)
 
 	for (;;) {
 		struct job *j;
+		struct open_file *f;
 
 		pthread_mutex_lock(&fs->queue_lock);
 		while (!fs->queue && !fs->stopping)
@@ -375,54 +539,31 @@ static void *upload_worker(void *arg)
 		if (!fs->queue)
 			fs->queue_tail = NULL;
 		pthread_mutex_unlock(&fs->queue_lock);
-
-		struct open_file *f = j->f;
-
-		/* Synced on the volume servers: fsync() of the file only waits for these. */
-		j->rc = upload_extent(fs, &j->ext, true, &j->chunk);
-		pthread_mutex_lock(&f->lock);
-		j->done = true;
-		commit_done_jobs(fs, f);
-		pthread_mutex_unlock(&f->lock);
-		fs_kick_gc(fs);
+		f = j->f;
+		run_job(fs, j);
 		file_put(fs, f); /* the job's reference */
 	}
 }
 
 /*
- * Hands the full extent at offset off to the upload pool (the writer goes on at once);
- * at most MAX_JOBS_PER_FILE in flight per file. f->lock held.
+ * Hands extent i of f to the upload pool (the writer goes on at once), or uploads it
+ * here when there is no pool (f->lock is dropped meanwhile). f->lock held.
  */
-static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
+static int spill_extent(struct kelp_fs *fs, struct open_file *f, int i, bool durable)
 {
-	struct job *j;
-	int i;
+	struct job *j = extent_to_job(f, i, durable);
 
-	if (fs->n_workers == 0)
-		return -EAGAIN; /* no pool: the caller uploads itself */
-	while (f->n_jobs >= MAX_JOBS_PER_FILE)
-		pthread_cond_wait(&f->cond, &f->lock);
-	/* The wait let other threads flush or change the extents: find it again. */
-	for (i = 0; i < f->n_ext && f->ext[i].off != off; i++)
-		;
-	if (i == f->n_ext || f->ext[i].len < fs->opt.chunk_size)
-		return 0; /* already uploaded by a flush, or no longer full */
-	j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
-	j->f = f;
-	j->ext = f->ext[i];
-	memmove(&f->ext[i], &f->ext[i + 1], (size_t)(f->n_ext - i - 1) * sizeof(*f->ext));
-	f->n_ext--;
+	if (fs->n_workers == 0) {
+		pthread_mutex_unlock(&f->lock);
+		run_job(fs, j);
+		pthread_mutex_lock(&f->lock);
+		return 0;
+	}
 	pthread_mutex_lock(&fs->files_lock);
 	f->refs++;
 	pthread_mutex_unlock(&fs->files_lock);
-	if (f->jobs_tail)
-		f->jobs_tail->next_in_file = j;
-	else
-		f->jobs = j;
-	f->jobs_tail = j;
-	f->n_jobs++;
 	pthread_mutex_lock(&fs->queue_lock);
 	if (fs->queue_tail)
 		fs->queue_tail->next_queued = j;
@@ -432,6 +573,27 @@ static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
 	pthread_cond_signal(&fs->queue_cond);
 	pthread_mutex_unlock(&fs->queue_lock);
 	return 0;
+}
+
+/*
+ * The full extent at offset off goes to the upload pool, at most MAX_JOBS_PER_FILE in
+ * flight per file. Pool uploads are synced on the volume servers: fsync() of the file
+ * only waits for them. f->lock held.
+ */
+static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
+{
+	int i;
+
+	while (f->n_jobs >= MAX_JOBS_PER_FILE && !failed_rc(f))
+		pthread_cond_wait(&f->cond, &f->lock);
+	if (failed_rc(f))
+		return failed_rc(f); /* stays dirty; the write reports the error */
+	/* The wait let other threads flush or change the extents: find it again. */
+	for (i = 0; i < f->n_ext && f->ext[i].off != off; i++)
+		;
+	if (i == f->n_ext || f->ext[i].len < fs->opt.chunk_size)
+		return 0; /* already uploaded by a flush, or no longer full */
+	return spill_extent(fs, f, i, true);
 }
 
 /* Remembers the volume of a blob uploaded without fsync. f->lock held. */
@@ -459,30 +621,42 @@ static bool has_vid(const uint32_t *vids, int n, uint32_t vid)
 /*
  * fsync's part on the volume servers: every replica of every volume holding data of
  * f written without fsync flushes it to disk (the blobs fsync itself uploads were
- * written with fsync). f->lock held.
+ * written with fsync). Called without f->lock, after the data is committed.
  */
 static int sync_volumes(struct kelp_fs *fs, struct open_file *f)
 {
 	struct kelp_client *cl = client_of(fs);
-	uint32_t *vids = f->lazy_vids;
-	int n = f->n_lazy, rc = 0;
-	bool all = !f->synced_all;
+	uint32_t lazy[LAZY_VIDS], *vids = lazy;
+	int n, rc = 0;
+	bool all;
 
 	if (!cl)
 		return -ENOMEM;
+	/* Taken now; blobs committed lazily from here on are noted for the next fsync. */
+	pthread_mutex_lock(&f->lock);
+	all = !f->synced_all;
+	n = f->n_lazy;
+	memcpy(lazy, f->lazy_vids, (size_t)n * sizeof(*lazy));
+	f->synced_all = true;
+	f->n_lazy = 0;
+	pthread_mutex_unlock(&f->lock);
 	if (all) {
 		struct meta_chunk *list;
 		int nc = meta_read_chunks(fs->meta, f->ino, 0, UINT64_MAX, &list);
 
-		if (nc < 0)
-			return nc;
+		if (nc < 0) {
+			rc = nc;
+			goto out;
+		}
 		vids = malloc(((size_t)nc + LAZY_VIDS) * sizeof(*vids));
 		if (!vids) {
 			if (nc > 0)
 				free(list);
-			return -ENOMEM;
+			vids = lazy;
+			rc = -ENOMEM;
+			goto out;
 		}
-		memcpy(vids, f->lazy_vids, (size_t)f->n_lazy * sizeof(*vids));
+		memcpy(vids, lazy, (size_t)n * sizeof(*vids));
 		for (int i = 0; i < nc; i++) {
 			uint32_t vid = fid_text_vid(list[i].fid);
 
@@ -498,56 +672,68 @@ static int sync_volumes(struct kelp_fs *fs, struct open_file *f)
 			log_error("mount: fsync of inode %" PRIu64 ": %s", f->ino,
 				  kelp_client_error(cl));
 	}
-	if (all)
+out:
+	if (vids != lazy)
 		free(vids);
-	if (rc < 0)
-		return -EIO;
-	f->synced_all = true;
-	f->n_lazy = 0;
+	if (rc < 0) {
+		pthread_mutex_lock(&f->lock);
+		f->synced_all = false; /* the next fsync syncs every volume again */
+		pthread_mutex_unlock(&f->lock);
+		return rc == -ENOMEM ? rc : -EIO;
+	}
 	return 0;
 }
 
-/* Uploads extents [from, to) of f and records them in one transaction. */
-static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int to, bool durable)
+/*
+ * Every dirty extent of f (and every job whose upload failed before) becomes a job
+ * that this thread uploads itself, without f->lock (readers and writers go on
+ * meanwhile); then waits until every job up to the last of them is committed (older
+ * pool uploads included) or one failed. Returns the first upload or commit error since
+ * the last report. f->lock held (dropped while uploading).
+ */
+static int store_dirty(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
-	struct meta_chunk *chunks;
-	int rc = 0, n = to - from;
+	struct job *mine = NULL, **tail = &mine;
+	uint64_t upto;
+	int rc = 0;
 
-	if (n <= 0)
-		return 0;
-	/* Older chunks in flight are recorded first; the wait lets other threads change
-	 * the extents, so they are found again by offset. */
-	if (f->n_jobs > 0) {
-		uint64_t lo = f->ext[from].off, hi = f->ext[to - 1].off + f->ext[to - 1].len;
+	/* Uploads that failed before are tried again first, in their order. */
+	for (struct job *j = f->jobs; j; j = j->next_in_file) {
+		if (j->done && j->rc < 0) {
+			j->done = false;
+			j->rc = 0;
+			*tail = j;
+			tail = &j->next_queued;
+		}
+	}
+	while (f->n_ext > 0) {
+		struct job *j = extent_to_job(f, 0, durable);
 
-		wait_jobs(f);
-		for (from = 0; from < f->n_ext && f->ext[from].off < lo; from++)
-			;
-		for (to = from; to < f->n_ext && f->ext[to].off < hi; to++)
-			;
-		n = to - from;
-		if (n <= 0)
-			return 0;
+		if (!j) {
+			rc = -ENOMEM;
+			break;
+		}
+		*tail = j;
+		tail = &j->next_queued;
 	}
-	chunks = calloc((size_t)n, sizeof(*chunks));
-	if (!chunks)
-		return -ENOMEM;
-	for (int i = 0; i < n && rc == 0; i++) {
-		rc = upload_extent(fs, &f->ext[from + i], durable, &chunks[i]);
-		if (rc == 0 && !durable)
-			note_lazy(f, chunks[i].fid);
+	upto = f->next_seq;
+	if (mine) {
+		pthread_mutex_unlock(&f->lock);
+		while (mine) {
+			struct job *j = mine;
+
+			mine = j->next_queued;
+			run_job(fs, j);
+		}
+		pthread_mutex_lock(&f->lock);
 	}
-	if (rc == 0)
-		rc = meta_write_chunks(fs->meta, f->ino, chunks, n, 0, true, NULL);
-	free(chunks);
-	if (rc < 0)
-		return rc;
-	for (int i = from; i < to; i++)
-		extent_free(fs, &f->ext[i]);
-	memmove(&f->ext[from], &f->ext[to], (size_t)(f->n_ext - to) * sizeof(*f->ext));
-	f->n_ext -= n;
-	fs_kick_gc(fs); /* overwritten blobs may be waiting */
-	return 0;
+	while (f->done_seq < upto && !failed_rc(f))
+		pthread_cond_wait(&f->cond, &f->lock);
+	if (rc == 0 && f->error) {
+		rc = f->error;
+		f->error = 0; /* reported once */
+	}
+	return rc;
 }
 
 #define COMPACT_MIN_PIECES 8 /* a chunk-sized window in more pieces than this is rewritten */
@@ -555,18 +741,22 @@ static int commit_extents(struct kelp_fs *fs, struct open_file *f, int from, int
 /*
  * Random overwrites cut a file's data into many small intervals (and blobs). A
  * chunk-aligned window made of more than COMPACT_MIN_PIECES intervals, with no hole,
- * is read back and rewritten as one blob; the pieces go to gc. Caller holds f->lock
- * and has no dirty extents.
+ * is read back and rewritten as one blob; the pieces go to gc. The bytes do not
+ * change, so this runs without f->lock: the new blob is recorded only if the pieces
+ * are still exactly there (meta_replace_chunks), and the pieces it reads cannot be
+ * deleted under it (read guard).
  */
 static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
 {
 	struct meta_chunk *list;
 	uint64_t window = fs->opt.chunk_size;
+	unsigned g = guard_enter(fs);
 	int n = meta_read_chunks(fs->meta, f->ino, 0, UINT64_MAX, &list), rc = 0;
 
 	if (n <= COMPACT_MIN_PIECES) {
 		if (n > 0)
 			free(list);
+		guard_exit(fs, g);
 		return n < 0 ? n : 0;
 	}
 	for (int i = 0; i < n && rc == 0;) {
@@ -602,8 +792,8 @@ static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
 							x.data + (list[k].offset - start));
 			if (rc == 0)
 				rc = upload_extent(fs, &x, true, &c);
-			/* Recorded only if those pieces are still there (a truncate may have
-			 * run meanwhile); otherwise the new blob just goes to gc. */
+			/* Recorded only if those pieces are still there (a write or truncate
+			 * may have run meanwhile); otherwise the new blob just goes to gc. */
 			if (rc == 0)
 				rc = meta_replace_chunks(fs->meta, f->ino, &list[i], pieces, &c);
 			free(x.data);
@@ -611,6 +801,7 @@ static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
 		i = j > i ? j : i + 1;
 	}
 	free(list);
+	guard_exit(fs, g);
 	return rc;
 }
 
@@ -619,20 +810,16 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	int rc;
 
 	pthread_mutex_lock(&f->lock);
-	wait_jobs(f);
-	rc = commit_extents(fs, f, 0, f->n_ext, durable);
+	rc = store_dirty(fs, f, durable);
+	pthread_mutex_unlock(&f->lock);
 	if (rc == 0 && compact_chunks(fs, f) < 0)
 		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
 			 f->ino);
+	fs_kick_gc(fs);
 	if (rc == 0 && durable)
 		rc = sync_volumes(fs, f);
 	if (rc == 0 && durable)
 		rc = meta_sync(fs->meta);
-	if (rc == 0 && f->error) {
-		rc = f->error;
-		f->error = 0; /* reported once */
-	}
-	pthread_mutex_unlock(&f->lock);
 	return rc;
 }
 
@@ -657,6 +844,9 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 	int rc = 0;
 
 	pthread_mutex_lock(&f->lock);
+	f->write_ns = meta_now_ns();
+	/* A failed upload waits for the next flush: writes fail until then. */
+	rc = failed_rc(f);
 	while (len > 0 && rc == 0) {
 		struct extent *e = NULL;
 		size_t n;
@@ -675,9 +865,12 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			size_t at = off - e->off;
 
 			n = len < chunk - at ? len : chunk - at;
-			/* It must not run into the next extent. */
+			/* It must not run into the next extent: that one goes to be stored. */
 			if (i + 1 < f->n_ext && off + n > f->ext[i + 1].off) {
-				rc = commit_extents(fs, f, i + 1, f->n_ext, false);
+				if (!(rc = failed_rc(f)) && f->n_jobs >= MAX_JOBS_PER_FILE)
+					pthread_cond_wait(&f->cond, &f->lock); /* then look again */
+				else if (rc == 0)
+					rc = spill_extent(fs, f, i + 1, false);
 				continue;
 			}
 			if (at + n > e->cap && (rc = extent_grow(fs, e, at + n)) < 0)
@@ -688,22 +881,20 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			off += n;
 			src += n;
 			len -= n;
-			if (e->len == chunk && submit_extent(fs, f, e->off) < 0) {
-				/* No pool: upload it here (it may have moved while waiting). */
-				for (i = 0; i < f->n_ext && f->ext[i].off != off - chunk; i++)
-					;
-				if (i < f->n_ext && f->ext[i].len == chunk)
-					rc = commit_extents(fs, f, i, i + 1, false);
-			}
+			if (e->len == chunk)
+				rc = submit_extent(fs, f, e->off);
 			continue;
 		}
-		/* A new extent: first upload any extent it would overlap. */
+		/* A new extent: first any extent it would overlap goes to be stored. */
 		n = len < chunk ? len : chunk;
 		for (i = 0; i < f->n_ext; i++)
 			if (f->ext[i].off < off + n && off < f->ext[i].off + f->ext[i].len)
 				break;
 		if (i < f->n_ext) {
-			rc = commit_extents(fs, f, i, i + 1, false);
+			if (!(rc = failed_rc(f)) && f->n_jobs >= MAX_JOBS_PER_FILE)
+				pthread_cond_wait(&f->cond, &f->lock); /* then look again */
+			else if (rc == 0)
+				rc = spill_extent(fs, f, i, false);
 			continue;
 		}
 		rc = ensure_ext_cap(f);
@@ -723,39 +914,77 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 	return rc;
 }
 
-uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed)
+/* The end of f's bytes not yet in the metadata (buffered or uploading). f->lock held. */
+static uint64_t pending_end(const struct open_file *f, uint64_t size)
 {
-	uint64_t size = committed;
-
-	pthread_mutex_lock(&f->lock);
 	for (int i = 0; i < f->n_ext; i++)
 		if (f->ext[i].off + f->ext[i].len > size)
 			size = f->ext[i].off + f->ext[i].len;
-	for (struct job *j = f->jobs; j; j = j->next_in_file)
+	for (const struct job *j = f->jobs; j; j = j->next_in_file)
 		if (j->ext.off + j->ext.len > size)
 			size = j->ext.off + j->ext.len;
-	pthread_mutex_unlock(&f->lock);
 	return size;
 }
 
-void file_truncate_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t size)
+int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a)
 {
-	pthread_mutex_lock(&f->lock);
-	wait_jobs(f); /* recorded before the truncation, which then cuts them */
-	for (int i = 0; i < f->n_ext;) {
-		struct extent *e = &f->ext[i];
+	int rc;
 
-		if (e->off >= size) {
-			extent_free(fs, e);
-			memmove(e, e + 1, (size_t)(f->n_ext - i - 1) * sizeof(*e));
-			f->n_ext--;
-			continue;
-		}
-		if (e->off + e->len > size)
-			e->len = size - e->off;
-		i++;
+	/* The committed attributes and the pending extents from one moment: a commit
+	 * moves bytes from one to the other under f->lock. */
+	pthread_mutex_lock(&f->lock);
+	rc = meta_getattr(fs->meta, f->ino, a);
+	if (rc == 0) {
+		a->size = pending_end(f, a->size);
+		/* Writes not recorded yet: POSIX marks mtime and ctime at the write. */
+		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->mtime_ns)
+			a->mtime_ns = f->write_ns;
+		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->ctime_ns)
+			a->ctime_ns = f->write_ns;
 	}
 	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr *in,
+		 unsigned valid, struct meta_attr *out)
+{
+	int rc;
+
+	pthread_mutex_lock(&f->lock);
+	if (valid & META_SET_SIZE) {
+		/* Buffered bytes at or beyond the new size are dropped. */
+		for (int i = 0; i < f->n_ext;) {
+			struct extent *e = &f->ext[i];
+
+			if (e->off >= in->size) {
+				extent_free(fs, e);
+				memmove(e, e + 1, (size_t)(f->n_ext - i - 1) * sizeof(*e));
+				f->n_ext--;
+				continue;
+			}
+			if (e->off + e->len > in->size)
+				e->len = in->size - e->off;
+			i++;
+		}
+	}
+	/*
+	 * What was written before is recorded first (its commit sets mtime, which must not
+	 * override the times set here: cp -a, tar), and every upload in flight is
+	 * committed, so the truncation cuts them too. f->lock is then held until the
+	 * change is recorded: no commit slips in between.
+	 */
+	rc = store_dirty(fs, f, false);
+	if (rc == 0)
+		rc = wait_jobs(f);
+	if (rc == 0)
+		rc = meta_setattr(fs->meta, f->ino, in, valid, out);
+	if (rc == 0 && out)
+		out->size = pending_end(f, out->size);
+	pthread_mutex_unlock(&f->lock);
+	if (rc == 0 && (valid & META_SET_SIZE))
+		fs_kick_gc(fs);
+	return rc;
 }
 
 /* ---------------------------------------------------------------- read */
@@ -897,6 +1126,7 @@ int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t 
 }
 
 #define READAHEAD_CHUNKS 2
+#define RA_QUEUE	 8 /* = the size of kelp_fs.ra_fids */
 
 /* Fetches queued chunks into the caches (fetch_blob: readers of them wait for it). */
 static void *readahead_loop(void *arg)
@@ -906,16 +1136,20 @@ static void *readahead_loop(void *arg)
 	pthread_mutex_lock(&fs->ra_lock);
 	for (;;) {
 		char fid[META_FID_MAX];
+		unsigned g;
 
 		while (fs->n_ra == 0 && !fs->stopping)
 			pthread_cond_wait(&fs->ra_cond, &fs->ra_lock);
 		if (fs->n_ra == 0)
 			break;
-		memcpy(fid, fs->ra_fids[--fs->n_ra], sizeof(fid));
+		fs->n_ra--;
+		memcpy(fid, fs->ra_fids[fs->n_ra], sizeof(fid));
+		g = fs->ra_guard[fs->n_ra];
 		pthread_mutex_unlock(&fs->ra_lock);
 		/* Streamed data is read once: not worth a disk-cache write competing with
 		 * the reads (chunks a reader asks for itself are cached on disk). */
 		chunk_cache_put(fs->cache, fetch_blob(fs, fid, false));
+		guard_exit(fs, g);
 		pthread_mutex_lock(&fs->ra_lock);
 	}
 	pthread_mutex_unlock(&fs->ra_lock);
@@ -924,9 +1158,12 @@ static void *readahead_loop(void *arg)
 
 /*
  * A reader in the second half of a chunk will want the next ones: queue the chunks
- * after `end` (at most READAHEAD_CHUNKS) unless cached or already queued.
+ * after `end` (at most READAHEAD_CHUNKS) unless cached or already queued. The caller
+ * is inside read guard g; each queued chunk holds g too until it is fetched, since
+ * its blob was resolved under it.
  */
-static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t file_size)
+static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t file_size,
+		      unsigned g)
 {
 	struct meta_chunk *next;
 	int n;
@@ -945,7 +1182,9 @@ static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t f
 		pthread_mutex_lock(&fs->ra_lock);
 		for (int k = 0; k < fs->n_ra && !queued; k++)
 			queued = !strcmp(fs->ra_fids[k], next[i].fid);
-		if (!queued && fs->n_ra < 8) {
+		if (!queued && fs->n_ra < RA_QUEUE) {
+			guard_hold(fs, g);
+			fs->ra_guard[fs->n_ra] = g;
 			snprintf(fs->ra_fids[fs->n_ra++], META_FID_MAX, "%s", next[i].fid);
 			pthread_cond_signal(&fs->ra_cond);
 		}
@@ -955,37 +1194,93 @@ static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t f
 		free(next);
 }
 
+/* Bytes of a read not yet in the metadata, copied out under f->lock. */
+struct overlay {
+	uint8_t *data; /* the read's length; only the pieces' ranges are meaningful */
+	struct {
+		uint64_t s, e;
+	} * pieces;
+	int n, cap;
+};
+
+/* Copies the part of x inside [off, off+len) into o (a later piece overrides an
+ * earlier one where they overlap, as the newer write does). */
+static int overlay_add(struct overlay *o, const struct extent *x, uint64_t off, size_t len)
+{
+	uint64_t s = x->off > off ? x->off : off;
+	uint64_t e = x->off + x->len < off + len ? x->off + x->len : off + len;
+
+	if (s >= e)
+		return 0;
+	if (!o->data && !(o->data = malloc(len)))
+		return -ENOMEM;
+	if (o->n == o->cap) {
+		int cap = o->cap ? o->cap * 2 : 8;
+		void *p = realloc(o->pieces, (size_t)cap * sizeof(*o->pieces));
+
+		if (!p)
+			return -ENOMEM;
+		o->pieces = p;
+		o->cap = cap;
+	}
+	o->pieces[o->n].s = s;
+	o->pieces[o->n].e = e;
+	o->n++;
+	memcpy(o->data + (s - off), x->data + (s - x->off), e - s);
+	return 0;
+}
+
+/*
+ * Visibility. A byte a write() returned for is, at every moment, in exactly one of:
+ *   1. a dirty extent of f (f->ext), where later writes may still change it;
+ *   2. a job (f->jobs): an immutable extent being uploaded, or uploaded and waiting
+ *      for an older job to commit first;
+ *   3. the metadata: a committed interval pointing at a blob (and the size).
+ * It moves 1 -> 2 and 2 -> 3 only under f->lock, and 2 -> 3 in the same critical
+ * section as the transaction that records it. A reader therefore takes the committed
+ * size and intervals and copies the pending bytes under f->lock, in one snapshot, then
+ * drops the lock to fetch blobs: the fetch cannot miss a byte, and a blob it resolved
+ * cannot be deleted under it (the read guard holds gc back until every reader that
+ * might have resolved a superseded blob has finished).
+ */
 int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len, uint8_t *buf,
 	      size_t *got)
 {
+	struct overlay o = {0};
 	struct meta_attr a;
 	struct meta_chunk *chunks = NULL;
 	uint64_t size;
-	int n, rc;
+	unsigned g;
+	int n = 0, rc;
 
 	*got = 0;
-	rc = meta_getattr(fs->meta, f ? f->ino : 0, &a);
-	if (rc < 0)
-		return rc;
-	if (f)
-		pthread_mutex_lock(&f->lock);
-	size = a.size;
-	for (int i = 0; f && i < f->n_ext; i++)
-		if (f->ext[i].off + f->ext[i].len > size)
-			size = f->ext[i].off + f->ext[i].len;
-	for (struct job *j = f ? f->jobs : NULL; j; j = j->next_in_file)
-		if (j->ext.off + j->ext.len > size)
-			size = j->ext.off + j->ext.len;
-	if (off >= size)
-		goto out;
-	if (len > size - off)
-		len = (size_t)(size - off);
-	memset(buf, 0, len); /* holes */
-	n = meta_read_chunks(fs->meta, a.ino, off, len, &chunks);
-	if (n < 0) {
-		rc = n;
+	g = guard_enter(fs);
+	pthread_mutex_lock(&f->lock);
+	rc = meta_getattr(fs->meta, f->ino, &a);
+	if (rc < 0) {
+		pthread_mutex_unlock(&f->lock);
 		goto out;
 	}
+	size = pending_end(f, a.size);
+	if (off >= size) {
+		pthread_mutex_unlock(&f->lock);
+		goto out;
+	}
+	if (len > size - off)
+		len = (size_t)(size - off);
+	n = meta_read_chunks(fs->meta, f->ino, off, len, &chunks);
+	if (n < 0)
+		rc = n;
+	/* Uploading chunks, oldest first, then the dirty extents on top. */
+	for (const struct job *j = f->jobs; rc == 0 && j; j = j->next_in_file)
+		rc = overlay_add(&o, &j->ext, off, len);
+	for (int i = 0; rc == 0 && i < f->n_ext; i++)
+		rc = overlay_add(&o, &f->ext[i], off, len);
+	pthread_mutex_unlock(&f->lock);
+	if (rc < 0)
+		goto out;
+
+	memset(buf, 0, len); /* holes */
 	for (int i = 0; i < n && rc == 0; i++) {
 		uint64_t s = chunks[i].offset > off ? chunks[i].offset : off;
 		uint64_t e = chunks[i].offset + chunks[i].length;
@@ -996,35 +1291,23 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 			rc = fs_read_blob_range(fs, &chunks[i], s - chunks[i].offset, e - s,
 						buf + (s - off));
 	}
+	for (int i = 0; rc == 0 && i < o.n; i++)
+		memcpy(buf + (o.pieces[i].s - off), o.data + (o.pieces[i].s - off),
+		       o.pieces[i].e - o.pieces[i].s);
 	if (rc == 0 && n > 0) {
 		const struct meta_chunk *last = &chunks[n - 1];
 
 		if (off + len > last->offset + last->length / 2)
-			readahead(fs, a.ino, last->offset + last->length, size);
-	}
-	free(chunks);
-	/* Chunks being uploaded, oldest first, then unflushed writes on top. */
-	for (struct job *j = f ? f->jobs : NULL; rc == 0 && j; j = j->next_in_file) {
-		const struct extent *x = &j->ext;
-		uint64_t s = x->off > off ? x->off : off;
-		uint64_t e = x->off + x->len < off + len ? x->off + x->len : off + len;
-
-		if (s < e)
-			memcpy(buf + (s - off), x->data + (s - x->off), e - s);
-	}
-	for (int i = 0; f && rc == 0 && i < f->n_ext; i++) {
-		const struct extent *x = &f->ext[i];
-		uint64_t s = x->off > off ? x->off : off;
-		uint64_t e = x->off + x->len < off + len ? x->off + x->len : off + len;
-
-		if (s < e)
-			memcpy(buf + (s - off), x->data + (s - x->off), e - s);
+			readahead(fs, f->ino, last->offset + last->length, size, g);
 	}
 	if (rc == 0)
 		*got = len;
 out:
-	if (f)
-		pthread_mutex_unlock(&f->lock);
+	if (n > 0)
+		free(chunks);
+	free(o.data);
+	free(o.pieces);
+	guard_exit(fs, g);
 	return rc;
 }
 
@@ -1083,6 +1366,9 @@ static void *gc_loop(void *arg)
 		/* Seen before taking: what is queued after this wakes us again. */
 		__atomic_store_n(&fs->gc_seen, meta_gc_generation(fs->meta), __ATOMIC_RELEASE);
 		n = meta_gc_take(fs->meta, 64, fids, seqs);
+		/* No reader that might still fetch them: see the read guard. */
+		if (n > 0 && !gc_wait_readers(fs, &last_sync))
+			n = 0; /* stopping: they stay queued for the next start */
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);
 			int rc = cl ? kelp_client_delete(cl, fids[i], NULL, NULL) : -ENOMEM;
@@ -1206,6 +1492,8 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	fs->cache = chunk_cache_new(opt->cache_bytes);
 	if (!fs->cache)
 		return -ENOMEM;
+	pthread_mutex_init(&fs->guard_lock, NULL);
+	pthread_cond_init(&fs->guard_cond, NULL);
 	pthread_mutex_init(&fs->disk_lock, NULL);
 	pthread_cond_init(&fs->disk_cond, NULL);
 	pthread_mutex_init(&fs->ra_lock, NULL);
@@ -1252,16 +1540,20 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 	kelp_client_free(fs->probe_client);
 	fs->probe_client = NULL;
 	pthread_mutex_lock(&fs->gc_lock);
-	fs->stopping = true;
+	__atomic_store_n(&fs->stopping, true, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&fs->gc_cond);
 	pthread_mutex_unlock(&fs->gc_lock);
+	pthread_mutex_lock(&fs->guard_lock);
+	pthread_cond_broadcast(&fs->guard_cond); /* a gc waiting for readers gives up */
+	pthread_mutex_unlock(&fs->guard_lock);
 	if (fs->gc_started)
 		pthread_join(fs->gc_thread, NULL);
 	pthread_mutex_lock(&fs->queue_lock);
 	pthread_cond_broadcast(&fs->queue_cond);
 	pthread_mutex_unlock(&fs->queue_lock);
 	pthread_mutex_lock(&fs->ra_lock);
-	fs->n_ra = 0;
+	while (fs->n_ra > 0)
+		guard_exit(fs, fs->ra_guard[--fs->n_ra]);
 	pthread_cond_broadcast(&fs->ra_cond);
 	pthread_mutex_unlock(&fs->ra_lock);
 	for (int i = 0; i < fs->n_ra_threads; i++)
@@ -1289,6 +1581,7 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 		for (int i = 0; i < f->n_ext; i++)
 			free(f->ext[i].data);
 		free(f->ext);
+		free_jobs(fs, f);
 		pthread_mutex_destroy(&f->lock);
 		pthread_cond_destroy(&f->cond);
 		free(f);

@@ -75,10 +75,12 @@ struct kelp_fs {
 	struct job *queue, *queue_tail;
 	pthread_t workers[UPLOAD_WORKERS];
 	int n_workers;
-	/* readahead: chunks to fetch before a sequential reader gets to them */
-	pthread_mutex_t ra_lock; /* ra_fids, n_ra */
+	/* readahead: chunks to fetch before a sequential reader gets to them; each holds
+	 * the read guard its reader resolved it under */
+	pthread_mutex_t ra_lock; /* ra_fids, ra_guard, n_ra */
 	pthread_cond_t ra_cond;
 	char ra_fids[8][META_FID_MAX];
+	unsigned ra_guard[8];
 	int n_ra;
 	pthread_t ra_threads[2];
 	int n_ra_threads;
@@ -89,6 +91,15 @@ struct kelp_fs {
 	int n_disk_queue;
 	pthread_t disk_thread;
 	bool disk_started;
+	/*
+	 * The read guard: readers that resolved blobs from the metadata and may still fetch
+	 * them, counted per epoch parity. Before deleting blobs it took from the gc queue,
+	 * the gc thread starts a new epoch and waits until the old one has no reader left.
+	 */
+	pthread_mutex_t guard_lock; /* guard_epoch, guard_active */
+	pthread_cond_t guard_cond;
+	uint64_t guard_epoch;
+	uint64_t guard_active[2];
 	/* blobs being fetched: concurrent readers of one chunk wait for one fetch */
 	pthread_mutex_t fetch_lock;
 	pthread_cond_t fetch_cond;
@@ -107,6 +118,8 @@ struct kelp_fs {
 	int n_bufs;
 	/* the FUSE session (struct fuse_session *), set by kelp_fuse_run, for notifications */
 	void *session;
+	/* fuse/ops.c's state for the running session (page cache invalidations) */
+	void *session_private;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;
@@ -135,10 +148,14 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
  * of every machine at once.
  */
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
-/* The size including unflushed writes (for getattr of an open file). */
-uint64_t file_size(struct kelp_fs *fs, struct open_file *f, uint64_t committed);
-/* Drops dirty data at or beyond size (before a truncate is recorded). */
-void file_truncate_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t size);
+/* The attributes of an open file, its size including writes not yet in the metadata
+ * (getattr): committed and pending bytes taken at one moment; mtime and ctime are
+ * those of the last write while it is not recorded (POSIX marks them at write). */
+int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a);
+/* meta_setattr for an open file: earlier writes are recorded first, and a size change
+ * also cuts the buffered and uploading data, atomically for readers. */
+int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr *in,
+		 unsigned valid, struct meta_attr *out);
 
 /* Reads a blob range for a file without an open handle (no dirty data). */
 int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,

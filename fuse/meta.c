@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@ struct meta {
 	int timeout_ms;		/* how long a transaction waits for a lost server */
 	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
 	char owner[256];	/* the value of this mount's orphans records */
+	uint32_t generation;	/* of every inode of this metadata (meta_generation) */
 };
 
 int64_t meta_now_ns(void)
@@ -121,7 +123,32 @@ static uint64_t rd64(const uint8_t *p)
 
 /* ---------------------------------------------------------------- open */
 
-static int init_root(struct kv_txn *t)
+/* The inode generation, drawn at random once when the metadata is created. */
+static int init_generation(struct kv_txn *t, uint32_t *out)
+{
+	static const char key[] = "generation";
+	const uint8_t *v;
+	size_t vlen;
+	uint32_t g = 0;
+	int rc = kv_get(t, KV_COUNTERS, key, sizeof(key) - 1, &v, &vlen);
+
+	if (rc == 0) {
+		if (vlen != 4)
+			return -EIO;
+		memcpy(&g, v, 4);
+		*out = g;
+		return 0;
+	}
+	if (rc != -ENOENT)
+		return rc;
+	while (g == 0)
+		if (getrandom(&g, sizeof(g), 0) != sizeof(g))
+			g = (uint32_t)now_ns() | 1;
+	*out = g;
+	return kv_put(t, KV_COUNTERS, key, sizeof(key) - 1, &g, 4);
+}
+
+static int init_root(struct kv_txn *t, uint32_t *generation)
 {
 	uint8_t k[8];
 	const uint8_t *v;
@@ -132,13 +159,14 @@ static int init_root(struct kv_txn *t)
 
 	be64(k, META_ROOT_INO);
 	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
-	if (rc != -ENOENT)
-		return rc;
-	root.ino = META_ROOT_INO;
-	root.mode = S_IFDIR | 0755;
-	root.nlink = 2;
-	root.atime_ns = root.mtime_ns = root.ctime_ns = root.crtime_ns = now;
-	return kv_put(t, KV_INODES, k, 8, &root, sizeof(root));
+	if (rc == -ENOENT) {
+		root.ino = META_ROOT_INO;
+		root.mode = S_IFDIR | 0755;
+		root.nlink = 2;
+		root.atime_ns = root.mtime_ns = root.ctime_ns = root.crtime_ns = now;
+		rc = kv_put(t, KV_INODES, k, 8, &root, sizeof(root));
+	}
+	return rc < 0 ? rc : init_generation(t, generation);
 }
 
 int meta_open_opts(const char *spec, const struct meta_options *o, struct meta **out)
@@ -165,8 +193,8 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		free(m);
 		return rc;
 	}
-	/* The root directory, on first use. */
-	rc = IN_TXN(m, true, init_root(t));
+	/* The root directory and the inode generation, on first use. */
+	rc = IN_TXN(m, true, init_root(t, &m->generation));
 	if (rc < 0) {
 		log_error("meta: cannot create the root directory: %s", strerror(-rc));
 		m->kv->ops->close(m->kv);
@@ -578,14 +606,52 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 }
 
 /* The entry and its inode in one engine call (one round trip on PostgreSQL). */
+/* The directory holding directory ino (the root's is the root). */
+static int get_parent(struct kv_txn *t, uint64_t ino, uint64_t *parent)
+{
+	uint8_t k[8];
+	const uint8_t *v;
+	size_t vlen;
+	int rc;
+
+	if (ino == META_ROOT_INO) {
+		*parent = ino;
+		return 0;
+	}
+	be64(k, ino);
+	rc = kv_get(t, KV_PARENTS, k, 8, &v, &vlen);
+	if (rc != 0)
+		return rc;
+	if (vlen != 8)
+		return -EIO;
+	*parent = rd64(v);
+	return 0;
+}
+
 static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct meta_attr *out)
 {
 	uint8_t k[8 + META_NAME_MAX];
 	const uint8_t *v, *a;
 	size_t vlen, alen;
-	int rc = kv_get_follow(t, KV_DENTRIES, k, dentry_key(k, parent, name), KV_INODES, &v, &vlen,
-			       &a, &alen);
+	int rc;
 
+	if (!strcmp(name, ".") || !strcmp(name, "..")) {
+		uint64_t ino = parent; /* ".": any inode, as long as it still has a name */
+
+		rc = get_attr(t, parent, out);
+		if (rc == 0 && !strcmp(name, "..")) {
+			if (!S_ISDIR(out->mode))
+				return -ENOTDIR;
+			rc = get_parent(t, parent, &ino);
+			if (rc == 0)
+				rc = get_attr(t, ino, out);
+		}
+		if (rc == 0 && out->nlink == 0)
+			rc = -ENOENT; /* removed, only still open */
+		return rc;
+	}
+	rc = kv_get_follow(t, KV_DENTRIES, k, dentry_key(k, parent, name), KV_INODES, &v, &vlen, &a,
+			   &alen);
 	if (rc < 0)
 		return rc;
 	if (vlen != 8)
@@ -595,6 +661,8 @@ static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct
 	if (alen != sizeof(*out))
 		return -EIO;
 	memcpy(out, a, sizeof(*out));
+	if (out->nlink == 0)
+		return -ENOENT; /* removed, only still open */
 	return 0;
 }
 
@@ -603,6 +671,11 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
 	if (strlen(name) > META_NAME_MAX)
 		return -ENAMETOOLONG;
 	return IN_TXN(m, false, lookup_tx(t, parent, name, out));
+}
+
+uint32_t meta_generation(struct meta *m)
+{
+	return m->generation;
 }
 
 static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
@@ -951,9 +1024,10 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 			rc = -EISDIR;
 		else if (in->size < a.size)
 			rc = punch(m, t, ino, in->size, UINT64_MAX);
+		/* Any truncate marks the data modified, even to the same size (as Linux's
+		 * local filesystems do; FUSE leaves mtime to us for truncate and ftruncate). */
 		if (rc == 0) {
-			if (in->size != a.size)
-				a.mtime_ns = now;
+			a.mtime_ns = now;
 			a.size = in->size;
 		}
 	}
@@ -1312,15 +1386,25 @@ int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap)
 	return IN_TXN(m, false, listxattr_tx(t, ino, buf, cap));
 }
 
-static int removexattr_tx(struct kv_txn *t, const uint8_t *k, size_t klen)
+static int removexattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t klen)
 {
+	struct meta_attr a;
 	const uint8_t *v;
 	size_t vlen;
-	int rc = kv_get(t, KV_XATTRS, k, klen, &v, &vlen);
+	int rc = get_attr(t, ino, &a);
 
-	if (rc == -ENOENT)
-		return -ENODATA;
-	return rc < 0 ? rc : kv_del(t, KV_XATTRS, k, klen);
+	if (rc == 0) {
+		rc = kv_get(t, KV_XATTRS, k, klen, &v, &vlen);
+		if (rc == -ENOENT)
+			rc = -ENODATA;
+	}
+	if (rc == 0)
+		rc = kv_del(t, KV_XATTRS, k, klen);
+	if (rc == 0) {
+		a.ctime_ns = meta_now_ns(); /* a change of the inode, as setxattr */
+		rc = put_attr(t, &a);
+	}
+	return rc;
 }
 
 int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
@@ -1331,7 +1415,7 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	if (strlen(name) == 0 || strlen(name) > 255)
 		return -ENODATA;
 	klen = xattr_key(k, ino, name);
-	return IN_TXN(m, true, removexattr_tx(t, k, klen));
+	return IN_TXN(m, true, removexattr_tx(t, ino, k, klen));
 }
 
 struct gc_list {

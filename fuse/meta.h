@@ -98,7 +98,18 @@ int meta_sync(struct meta *m);
 void meta_close(struct meta *m);
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
+/*
+ * The entry name of directory parent. Also "." (parent itself, which may be any inode)
+ * and ".." (the directory holding parent): what the kernel asks to turn a file handle
+ * back into a file (NFS export). -ENOENT for an inode with no name left.
+ */
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out);
+/*
+ * The generation of every inode: drawn at random when the metadata is created, so a
+ * file handle (inode number + generation) from other metadata is stale here. Inode
+ * numbers are never reused within one metadata.
+ */
+uint32_t meta_generation(struct meta *m);
 
 /* Creates name in parent: a file, directory, FIFO, device or (target != NULL) symlink. */
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
@@ -42,10 +43,19 @@ static struct timespec ns_to_ts(int64_t ns)
 	return t;
 }
 
-static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *st)
+static void to_stat(struct kelp_fs *fs, const struct meta_attr *attr, struct stat *st)
 {
+	struct meta_attr fresh;
+	const struct meta_attr *a = attr;
 	struct open_file *f;
 
+	/* An open file's size counts writes not yet in the metadata; its attributes are
+	 * taken again together with them (a commit may have moved bytes meanwhile). */
+	if (S_ISREG(attr->mode) && (f = file_find(fs, attr->ino))) {
+		if (file_attr(fs, f, &fresh) == 0)
+			a = &fresh;
+		file_put(fs, f);
+	}
 	memset(st, 0, sizeof(*st));
 	st->st_ino = a->ino;
 	st->st_mode = a->mode;
@@ -54,15 +64,11 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *a, struct stat *
 	st->st_gid = a->gid;
 	st->st_rdev = a->rdev;
 	st->st_size = (off_t)a->size;
-	if (S_ISREG(a->mode) && (f = file_find(fs, a->ino))) {
-		st->st_size = (off_t)file_size(fs, f, a->size);
-		file_put(fs, f);
-	}
-	st->st_blksize = IO_BLOCK_SIZE;
-	st->st_blocks = (st->st_size + 511) / 512;
 	st->st_atim = ns_to_ts(a->atime_ns);
 	st->st_mtim = ns_to_ts(a->mtime_ns);
 	st->st_ctim = ns_to_ts(a->ctime_ns);
+	st->st_blksize = IO_BLOCK_SIZE;
+	st->st_blocks = (st->st_size + 511) / 512;
 }
 
 /* The kernel holds one more reference (lookup count) on ino. */
@@ -129,7 +135,7 @@ static void reply_entry(fuse_req_t req, const struct meta_attr *a)
 
 	memset(&e, 0, sizeof(e));
 	e.ino = a->ino;
-	e.generation = 1;
+	e.generation = meta_generation(fs_of(req)->meta);
 	e.attr_timeout = fs_of(req)->opt.attr_timeout;
 	e.entry_timeout = fs_of(req)->opt.entry_timeout;
 	to_stat(fs_of(req), a, &e.attr);
@@ -248,25 +254,16 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		in.size = (uint64_t)attr->st_size;
 	}
 	{
-		/*
-		 * Unflushed writes are recorded first: their commit sets mtime, which must
-		 * not override the times set here (cp -a, tar), and a size change must see
-		 * them.
-		 */
+		/* An open file: its buffered writes are recorded or cut first. */
 		struct open_file *f = file_find(fs, ino);
 
 		if (f) {
-			if (valid & META_SET_SIZE)
-				file_truncate_dirty(fs, f, in.size);
-			rc = file_flush(fs, f, false);
+			rc = file_setattr(fs, f, &in, valid, &out);
 			file_put(fs, f);
-			if (rc < 0) {
-				fuse_reply_err(req, -rc);
-				return;
-			}
+		} else {
+			rc = meta_setattr(fs->meta, ino, &in, valid, &out);
 		}
 	}
-	rc = meta_setattr(fs->meta, ino, &in, valid, &out);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -422,16 +419,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fi->flags & O_TRUNC) {
 		/* libfuse turns on atomic O_TRUNC: the truncation is ours to do. */
 		struct meta_attr in = {.size = 0};
-		int rc;
+		int rc = file_setattr(fs, f, &in, META_SET_SIZE, NULL);
 
-		file_truncate_dirty(fs, f, 0);
-		rc = meta_setattr(fs->meta, ino, &in, META_SET_SIZE, NULL);
 		if (rc < 0) {
 			file_put(fs, f);
 			fuse_reply_err(req, -rc);
 			return;
 		}
-		fs_kick_gc(fs);
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	/* Close-to-open: with a shared metadata another mount may have changed the file
@@ -503,7 +497,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fi->fh = (uint64_t)(uintptr_t)f;
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
-	e.generation = 1;
+	e.generation = meta_generation(fs_of(req)->meta);
 	e.attr_timeout = fs_of(req)->opt.attr_timeout;
 	e.entry_timeout = fs_of(req)->opt.entry_timeout;
 	to_stat(fs, &a, &e.attr);
@@ -538,6 +532,98 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/*
+ * O_DIRECT writes and the kernel's page cache. The kernel drops the cached pages of the
+ * range before it sends a direct write, and again after a synchronous one completes,
+ * but not after an asynchronous one (io_submit): a buffered read (or readahead) that
+ * ran while the write was on its way cached the old bytes, and they stayed. So every
+ * O_DIRECT write is answered only after the kernel was told to drop the range
+ * (fuse_lowlevel_notify_inval_inode), once the new bytes are readable here.
+ *
+ * The notification waits for the page locks of reads in flight, which need a worker
+ * thread to be answered: it is sent from a thread of its own, which also replies to
+ * the write, so workers never wait for it.
+ */
+struct inval_job {
+	fuse_req_t req;
+	uint64_t ino;
+	off_t off;
+	size_t size;
+	struct inval_job *next;
+};
+
+struct invalidator {
+	struct fuse_session *se;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct inval_job *head, *tail;
+	bool stop;
+	pthread_t thread;
+};
+
+static void inval_and_reply(struct fuse_session *se, const struct inval_job *j)
+{
+	int rc = fuse_lowlevel_notify_inval_inode(se, j->ino, j->off, (off_t)j->size);
+
+	/* -ENOENT: the kernel holds no page of it; others: the session is ending. */
+	if (rc < 0 && rc != -ENOENT)
+		log_debug("mount: invalidating pages of inode %" PRIu64 ": %s", j->ino,
+			  strerror(-rc));
+	fuse_reply_write(j->req, j->size);
+}
+
+static void *invalidator_loop(void *arg)
+{
+	struct invalidator *iv = arg;
+
+	pthread_mutex_lock(&iv->lock);
+	for (;;) {
+		struct inval_job *j;
+
+		while (!iv->head && !iv->stop)
+			pthread_cond_wait(&iv->cond, &iv->lock);
+		j = iv->head;
+		if (!j)
+			break;
+		iv->head = j->next;
+		if (!iv->head)
+			iv->tail = NULL;
+		pthread_mutex_unlock(&iv->lock);
+		inval_and_reply(iv->se, j);
+		free(j);
+		pthread_mutex_lock(&iv->lock);
+	}
+	pthread_mutex_unlock(&iv->lock);
+	return NULL;
+}
+
+/* Hands the reply of a direct write to the invalidator; false: reply yourself. */
+static bool queue_direct_write_reply(struct kelp_fs *fs, fuse_req_t req, uint64_t ino, off_t off,
+				     size_t size)
+{
+	struct invalidator *iv = fs->session_private;
+	struct inval_job *j;
+
+	if (!iv)
+		return false;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return false;
+	j->req = req;
+	j->ino = ino;
+	j->off = off;
+	j->size = size;
+	pthread_mutex_lock(&iv->lock);
+	if (iv->tail)
+		iv->tail->next = j;
+	else
+		iv->head = j;
+	iv->tail = j;
+	pthread_cond_signal(&iv->cond);
+	pthread_mutex_unlock(&iv->lock);
+	return true;
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -550,7 +636,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	rc = file_write(fs, f, (uint64_t)off, buf, size);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
-	else
+	else if (!(fi->flags & O_DIRECT) || fi->writepage ||
+		 !queue_direct_write_reply(fs, req, ino, off, size))
 		fuse_reply_write(req, size);
 }
 
@@ -671,9 +758,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else {
 		fl.skip_to = off;
 		if (add_entry(&fl, ".", &self) == 0) {
-			struct meta_attr parent = self;
+			struct meta_attr parent;
 
-			parent.ino = 1;
+			if (meta_lookup(fs->meta, ino, "..", &parent) < 0)
+				parent = self; /* removed meanwhile: its own parent */
 			add_entry(&fl, "..", &parent);
 		}
 	}
@@ -806,6 +894,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = 1024 * 1024;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
+	/* File handles (open_by_handle_at, NFS): the kernel looks up "." and ".." of an
+	 * inode it no longer caches; inode numbers and generations are stable. */
+	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
+		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -908,6 +1000,8 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
 	struct stopper st = {0};
+	struct invalidator iv = {0};
+	bool iv_started = false;
 	pthread_t stopper_thread;
 	char opts[1024];
 	int rc = -EIO;
@@ -935,6 +1029,15 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 		fuse_session_unmount(se);
 		goto out_destroy;
 	}
+	iv.se = se;
+	pthread_mutex_init(&iv.lock, NULL);
+	pthread_cond_init(&iv.cond, NULL);
+	if (pthread_create(&iv.thread, NULL, invalidator_loop, &iv) == 0) {
+		iv_started = true;
+		fs->session_private = &iv;
+	} else {
+		log_warn("mount: no invalidator thread: O_DIRECT writes reply without it");
+	}
 	if (ready)
 		ready(ctx);
 	cfg = fuse_loop_cfg_create();
@@ -948,6 +1051,17 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	__atomic_store_n(&st.loop_done, true, __ATOMIC_RELEASE);
 	pthread_kill(stopper_thread, SIGHUP);
 	pthread_join(stopper_thread, NULL);
+	if (iv_started) {
+		/* The workers are gone: nothing is queued any more; answer what is left. */
+		fs->session_private = NULL;
+		pthread_mutex_lock(&iv.lock);
+		iv.stop = true;
+		pthread_cond_signal(&iv.cond);
+		pthread_mutex_unlock(&iv.lock);
+		pthread_join(iv.thread, NULL);
+	}
+	pthread_mutex_destroy(&iv.lock);
+	pthread_cond_destroy(&iv.cond);
 	fuse_session_unmount(se); /* a no-op when the signal thread did it */
 	log_info("mount: unmounted %s", mountpoint);
 out_destroy:

@@ -13,10 +13,9 @@
 uint64_t now_ns(void);	     /* CLOCK_REALTIME in nanoseconds */
 uint64_t monotonic_ns(void); /* CLOCK_MONOTONIC in nanoseconds */
 
-/* Standard base64 with padding. Returns the output length (out holds 4*ceil(n/3)+1). */
+/* Standard base64 with padding (OpenSSL's EVP_EncodeBlock). Returns the output length
+ * (out holds 4*ceil(n/3)+1). len must be below 2^31. */
 size_t base64_encode(const uint8_t *in, size_t len, char *out);
-/* Decodes standard base64 (padding optional). Returns length or -1 on bad input. */
-long base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
 /* "Sun, 06 Nov 1994 08:49:37 GMT" into buf (at least 32 bytes). */
 void http_date_format(time_t t, char *buf, size_t cap);

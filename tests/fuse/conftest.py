@@ -48,6 +48,7 @@ DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
 READY_TIMEOUT = 15.0   # seconds until a server / mount must be ready
 POLL = 0.02            # seconds between two looks at a ready file
 TEST_TIMEOUT = 150     # watchdog per test (seconds): mounts are aborted after it
+                       # (@pytest.mark.watchdog(seconds) gives a big test more)
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -193,9 +194,13 @@ class Server(Daemon):
     """`kelp server` (master + volume server). Explicit ports are kept across restarts
     when given (master_port / volume_port); 0 picks free ones."""
 
-    def __init__(self, kelp_bin, workdir, datadir, master_port=0, volume_port=0, name="server"):
+    def __init__(self, kelp_bin, workdir, datadir, master_port=0, volume_port=0, name="server",
+                 args=(), http_kw=None, scheme="http"):
         super().__init__(name, os.path.join(str(workdir), name + ".log"))
         self.kelp_bin = kelp_bin
+        self.args = list(args)          # extra flags (e.g. -tls.*)
+        self.http_kw = http_kw or {}    # extra requests arguments (cert, verify)
+        self.scheme = scheme
         self.workdir = str(workdir)
         self.datadir = str(datadir)
         self.master_port = master_port
@@ -217,7 +222,7 @@ class Server(Daemon):
         cmd = [self.kelp_bin, "server", "-dir=" + self.datadir, "-ip=127.0.0.1",
                "-master.port=%d" % self.master_port, "-volume.port=%d" % self.volume_port,
                "-readyFile=" + self.ready, "-volume.readyFile=" + self.vready,
-               "-pulseSeconds=1"]
+               "-pulseSeconds=1"] + self.args
         self.spawn(cmd, self.workdir)
         deadline = time.monotonic() + timeout
         while True:
@@ -247,7 +252,9 @@ class Server(Daemon):
 
     def master_get(self, path, **kw):
         kw.setdefault("timeout", 5)
-        return requests.get("http://%s%s" % (self.master_addr, path), **kw)
+        for k, v in self.http_kw.items():
+            kw.setdefault(k, v)
+        return requests.get("%s://%s%s" % (self.scheme, self.master_addr, path), **kw)
 
     def data_node_urls(self):
         """Volume server urls listed in the master's /dir/status."""
@@ -263,7 +270,7 @@ class Server(Daemon):
         """The volume server's /status (url found through the master's /dir/status)."""
         urls = self.data_node_urls()
         assert urls, "the master lists no volume server"
-        r = requests.get("http://%s/status" % urls[0], timeout=5)
+        r = requests.get("%s://%s/status" % (self.scheme, urls[0]), timeout=5, **self.http_kw)
         assert r.status_code == 200, r.text[:300]
         return r.json()
 
@@ -383,10 +390,11 @@ class Kelp:
             return self.pg.new_database()
         return str(self.tmp / ("meta%d" % n))
 
-    def start_server(self, master_port=0, volume_port=0, datadir=None):
+    def start_server(self, master_port=0, volume_port=0, datadir=None, **server_kw):
         srv = Server(self.kelp_bin, self.tmp, datadir or (self.tmp / "data"),
                      master_port=master_port, volume_port=volume_port,
-                     name="server%d" % len([d for d in self.daemons if isinstance(d, Server)]))
+                     name="server%d" % len([d for d in self.daemons if isinstance(d, Server)]),
+                     **server_kw)
         self.daemons.append(srv)
         srv.start()
         self.server = srv
@@ -444,6 +452,10 @@ class Kelp:
 # fixtures
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "watchdog(seconds): the kelp fixture's watchdog limit")
+
+
 @pytest.fixture(scope="session")
 def kelp_bin():
     path = os.environ.get("KELP_BIN") or DEFAULT_BIN
@@ -485,7 +497,9 @@ def kelp(request, kelp_bin, tmp_path, engine):
         timed_out.append(True)
         k.abort_all()
 
-    timer = threading.Timer(TEST_TIMEOUT, watchdog)
+    mark = request.node.get_closest_marker("watchdog")
+    limit = mark.args[0] if mark else TEST_TIMEOUT
+    timer = threading.Timer(limit, watchdog)
     timer.daemon = True
     timer.start()
     try:
@@ -501,7 +515,7 @@ def kelp(request, kelp_bin, tmp_path, engine):
         shutil.rmtree(mntroot, ignore_errors=True)
         if timed_out:
             problems.insert(0, "test ran past %d s: the watchdog aborted the mounts" %
-                            TEST_TIMEOUT)
+                            limit)
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)
 

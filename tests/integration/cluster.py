@@ -83,12 +83,12 @@ class Master(VolumeServer):
     def command(self):
         return [self.kelp_bin, "master", "-port=%d" % (self.port or 0),
                 "-readyFile=" + self.ready_path,
-                "-mdir=" + self.mdir, "-ip=127.0.0.1", "-pulseSeconds=%d" % PULSE,
+                "-mdir=" + self.mdir, "-ip=" + self.ip, "-pulseSeconds=%d" % PULSE,
                 "-vacuumIntervalSeconds=0"] + self.args
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.ip, self.port)
 
     # --- master API
 
@@ -184,7 +184,7 @@ class ClusterVolume(VolumeServer):
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.ip, self.port)
 
     def volumes(self):
         """{vid: volume json} from this server's /status."""
@@ -335,7 +335,7 @@ class KelpServer(VolumeServer):
         self.volume_port = None
 
     def command(self):
-        return [self.kelp_bin, "server", "-dir=" + self.dirs[0], "-ip=127.0.0.1",
+        return [self.kelp_bin, "server", "-dir=" + self.dirs[0], "-ip=" + self.ip,
                 "-master.port=0", "-volume.port=0", "-readyFile=" + self.ready_path,
                 "-volume.readyFile=" + self.volume_ready_path,
                 "-pulseSeconds=%d" % PULSE] + self.args

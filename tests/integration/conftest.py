@@ -29,13 +29,10 @@ DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
 
 
 def _compat_dir():
-    env = os.environ.get("KELP_COMPAT_DIR")
-    if env:
-        return env
-    beside = os.path.join(os.path.dirname(REPO_ROOT), "shared", "compat", "seaweedfs")
-    if os.path.isdir(beside):
-        return beside
-    return "/work/shared/compat/seaweedfs"
+    """The volumes written by SeaweedFS: tests/data/seaweedfs of this repository (they are
+    Apache-2.0, see its NOTICE), or $KELP_COMPAT_DIR."""
+    return os.environ.get("KELP_COMPAT_DIR") or os.path.join(REPO_ROOT, "tests", "data",
+                                                             "seaweedfs")
 
 
 COMPAT_DIR = _compat_dir()
@@ -249,8 +246,12 @@ class VolumeServer:
     """One `kelp volume` process (restartable on the same data dirs).
 
     dirs: list of data directories; max: list (or int) of max volume counts;
-    args: extra command-line arguments.
+    args: extra command-line arguments. ip: the address it binds and advertises;
+    prefix: a command prefix that starts it elsewhere (netns.NetNS.prefix()).
     """
+
+    ip = "127.0.0.1"
+    prefix = ()
 
     def __init__(self, kelp_bin, workdir, dirs, max=8, args=(), name="vs"):
         self.kelp_bin = kelp_bin
@@ -275,7 +276,7 @@ class VolumeServer:
         else:
             max_s = str(self.max)
         return [self.kelp_bin, "volume", "-port=0", "-readyFile=" + self.ready_path,
-                "-dir=" + ",".join(self.dirs), "-max=" + max_s, "-ip=127.0.0.1"] + self.args
+                "-dir=" + ",".join(self.dirs), "-max=" + max_s, "-ip=" + self.ip] + self.args
 
     def start(self, timeout=READY_TIMEOUT, cmd=None):
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -286,7 +287,7 @@ class VolumeServer:
         except FileNotFoundError:
             pass
         self.starts += 1
-        cmd = cmd or self.command()
+        cmd = list(self.prefix) + (cmd or self.command())
         with open(self.log_path, "ab") as log:
             log.write(("\n===== start #%d: %s\n" % (self.starts, " ".join(cmd))).encode())
             log.flush()
@@ -426,7 +427,7 @@ class VolumeServer:
     def url(self, path=""):
         if not path.startswith("/"):
             path = "/" + path
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return "http://%s:%d%s" % (self.ip, self.port, path)
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", HTTP_TIMEOUT)
@@ -517,8 +518,10 @@ def kelp_bin():
 
 @pytest.fixture(scope="session")
 def compat_dir():
-    if not os.path.isdir(COMPAT_DIR):
-        pytest.skip("no SeaweedFS compat files at %s" % COMPAT_DIR)
+    # The files are part of the repository: missing ones are an error, not a reason to skip.
+    if not os.path.isfile(os.path.join(COMPAT_DIR, "healthy_volume.dat")):
+        pytest.fail("no SeaweedFS compat files at %s (tests/data/seaweedfs of the repository, "
+                    "or $KELP_COMPAT_DIR)" % COMPAT_DIR, pytrace=False)
     return COMPAT_DIR
 
 

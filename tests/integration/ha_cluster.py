@@ -6,6 +6,9 @@ Masters need fixed ports: -peers lists every master's ip:port and Raft listens o
 port + 10000 (RAFT_OFFSET), so free_master_port() picks a P with P and P + 10000 both
 free, below the kernel's ephemeral range so that no outgoing connection takes them.
 Volume servers use -port=0 and keep their port across restarts (ClusterVolume).
+By default everything runs on 127.0.0.1; given a netns.Lab, every master runs in a
+namespace of its own (at the lab's node address) and the volume servers in the lab's
+hub, so that a test can cut a master off the network (see netns.py).
 
 Every process runs in its own process group (conftest.VolumeServer) and is recorded in
 a registry that the fixture kills at teardown, whatever happened. Nothing sleeps
@@ -15,6 +18,7 @@ This module imports only the standard library, requests and the test helpers
 (conftest.py, cluster.py), never pytest fixtures, so a plain script can use it.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -93,15 +97,17 @@ class HAMaster(Master):
     """One `kelp master` of a Raft group, on a fixed port."""
 
     def __init__(self, kelp_bin, workdir, mdir, port, peers, args=(), name="master",
-                 election_ms=ELECTION_MS):
+                 election_ms=ELECTION_MS, ip="127.0.0.1", prefix=()):
         super().__init__(kelp_bin, workdir, mdir, args=args, name=name)
+        self.ip = ip
+        self.prefix = tuple(prefix)
         self.port = port
         self.peers = peers
         self.election_ms = election_ms
         self.frozen = False
 
     def command(self):
-        return [self.kelp_bin, "master", "-ip=127.0.0.1", "-port=%d" % self.port,
+        return [self.kelp_bin, "master", "-ip=" + self.ip, "-port=%d" % self.port,
                 "-mdir=" + self.mdir, "-peers=" + self.peers,
                 "-electionTimeoutMs=%d" % self.election_ms,
                 "-readyFile=" + self.ready_path, "-pulseSeconds=1",
@@ -165,19 +171,27 @@ class HAMaster(Master):
 
 
 class HACluster:
-    """n masters in one Raft group, and volume servers."""
+    """n masters in one Raft group, and volume servers. With a netns.Lab (of at least
+    n_masters nodes), master i runs in the lab's node i and the volume servers in its hub;
+    the test's HTTP clients must then run in the hub too (lab.hub.entered())."""
 
     def __init__(self, kelp_bin, tmp_path, registry, n_masters, master_args=(),
-                 election_ms=ELECTION_MS):
+                 election_ms=ELECTION_MS, lab=None):
         self.kelp_bin = kelp_bin
         self.tmp_path = tmp_path
         self.registry = registry
+        self.lab = lab
+        if lab is not None and len(lab.nodes) < n_masters:
+            raise HAError("a lab of %d nodes for %d masters" % (len(lab.nodes), n_masters))
+        # In a lab every master has an address of its own; ports are free there.
         ports = [free_master_port() for _ in range(n_masters)]
-        self.peers = ",".join("127.0.0.1:%d" % p for p in ports)
+        ips = [lab.node_ip(i) if lab else "127.0.0.1" for i in range(n_masters)]
+        self.peers = ",".join("%s:%d" % (ip, p) for ip, p in zip(ips, ports))
         self.masters = []
         for i, p in enumerate(ports):
             m = HAMaster(kelp_bin, tmp_path, os.path.join(str(tmp_path), "m%d-mdir" % i), p,
-                         self.peers, args=master_args, name="m%d" % i, election_ms=election_ms)
+                         self.peers, args=master_args, name="m%d" % i, election_ms=election_ms,
+                         ip=ips[i], prefix=lab.nodes[i].prefix() if lab else ())
             registry.append(m)
             self.masters.append(m)
         self.volumes = []
@@ -240,6 +254,9 @@ class HACluster:
         vs = ClusterVolume(self.kelp_bin, self.tmp_path,
                            [os.path.join(str(self.tmp_path), name + "-data")],
                            master, dc, rack, max=max, args=args, name=name)
+        if self.lab is not None:
+            vs.ip = self.lab.hub_ip
+            vs.prefix = tuple(self.lab.hub.prefix())
         self.registry.append(vs)
         self.volumes.append(vs)
         vs.start()
@@ -266,13 +283,15 @@ class Writer(threading.Thread):
     /cluster/status in turn for the leader and retries after a bounded backoff (50 ms
     doubling up to max_backoff, 200 ms by default). Records every assigned fid, every
     acknowledged write (fid, data, time) and every failure (time, stage, text). The
-    backoff bounds the resolution of the measured write gaps.
+    backoff bounds the resolution of the measured write gaps. With a netns.NetNS
+    (`netns`), the thread runs inside that network namespace.
     """
 
     def __init__(self, masters, seed=1, count=1, replication=None, upload=True,
                  size=(64, 1024), assign_timeout=(0.5, 3.0), put_timeout=(0.5, 5.0),
-                 max_backoff=0.2):
+                 max_backoff=0.2, netns=None):
         super().__init__(daemon=True, name="kelp-writer")
+        self.netns = netns
         self.masters = list(masters)          # master addresses
         self.rng = random.Random(seed)
         self.count = count
@@ -295,6 +314,13 @@ class Writer(threading.Thread):
     # --- the loop
 
     def run(self):
+        try:
+            with self.netns.entered() if self.netns else contextlib.nullcontext():
+                self._run()
+        except Exception as e:  # noqa: BLE001  (reported by the test)
+            self.error = e
+
+    def _run(self):
         self.started_at = time.monotonic()
         sess = requests.Session()
         backoff = 0.05

@@ -106,7 +106,8 @@ def test_assign_takes_a_form_body(make_cluster):
 
 def test_white_list(make_cluster):
     # only 127.0.0.2 may change things: requests from 127.0.0.1 are refused with 401
-    c = make_cluster([("dc1", "r1")], master_args=["-whiteList=127.0.0.2"])
+    # (-publicStatus: the status pages stay readable, see test_security.py for them)
+    c = make_cluster([("dc1", "r1")], master_args=["-whiteList=127.0.0.2", "-publicStatus"])
     m = c.master
     m.dir_assign(expect=401)
     m.grow(expect=401, count=1)

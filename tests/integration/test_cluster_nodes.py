@@ -153,6 +153,25 @@ def test_read_mode_proxy(make_cluster):
     assert r.status_code == 404, r.status_code
 
 
+def test_read_mode_proxy_redirects_large_blobs(make_cluster):
+    """A proxy holds at most a 4 MiB chunk (plus headers) of another server's reply in
+    memory: a bigger blob is redirected to its holder (302) instead."""
+    c, holder, fid, data, proxy, _, _ = _read_mode_cluster(make_cluster)
+    body, r = c.master.dir_assign()
+    big = rand_bytes((5 << 20) + 123, 4)
+    c.put(body["url"], body["fid"], big)
+    # both the first server and "proxy" run -readMode=proxy; read from the other one
+    reader = proxy if body["url"] != proxy.addr else holder
+    assert reader.addr != body["url"]
+    r = c.read(reader.addr, body["fid"])
+    assert r.status_code == 302, (r.status_code, r.content[:200])
+    assert r.headers["Location"].startswith("http://%s/%s" % (body["url"], body["fid"]))
+    r = c.read(reader.addr, body["fid"], allow_redirects=True)
+    assert r.status_code == 200 and r.content == big
+    # small ones are still proxied
+    c.assert_readable(proxy.addr, fid, data)
+
+
 def test_read_mode_redirect(make_cluster):
     c, holder, fid, data, _, redirect, _ = _read_mode_cluster(make_cluster)
     r = c.read(redirect.addr, fid)

@@ -778,6 +778,21 @@ def test_range_multiple(blob):
     assert [p[1] for p in parts] == [data[0:10], data[20:30], data[995:1000]]
 
 
+def test_range_multiple_of_a_large_blob(server):
+    """A blob over 1 MiB is read from disk: only its ranges are read into memory."""
+    data = rand_bytes(3 << 20, 31)
+    fid = fid1(0x0103, 0x0A0B0C0E)
+    server.upload(fid, data)
+    r = server.get("/" + fid, headers={"Range": "bytes=5-14,2097152-2097161,-3"})
+    assert r.status_code == 206, r.content[:200]
+    m = re.search(r"boundary=\"?([^\";]+)\"?", r.headers["Content-Type"])
+    parts = _parse_byteranges(r.content, m.group(1).encode())
+    size = len(data)
+    assert parts == [("bytes 5-14/%d" % size, data[5:15]),
+                     ("bytes 2097152-2097161/%d" % size, data[2097152:2097162]),
+                     ("bytes %d-%d/%d" % (size - 3, size - 1, size), data[-3:])]
+
+
 def _parse_byteranges(body, boundary):
     """[(Content-Range, bytes)] of a multipart/byteranges body (RFC 2046 framing: each
     delimiter is CRLF--boundary, the first one may come without the CRLF)."""

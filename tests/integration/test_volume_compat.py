@@ -1,4 +1,4 @@
-"""Volumes written by SeaweedFS itself (/work/shared/compat/seaweedfs): kelp loads them,
+"""Volumes written by SeaweedFS itself (tests/data/seaweedfs): kelp loads them,
 reports them in /status and serves them exactly as SeaweedFS would.
 
 The expected values come from the *.expected.json files; the needle bytes are cut out

@@ -303,6 +303,75 @@ static void test_sign_errors(void **state)
 	assert_int_equal(verify(out, FID, INT64_MAX - 1), 0);
 }
 
+/* Server tokens: bound to one request, under a key derived from the cluster key. */
+static void test_server_tokens(void **state)
+{
+	uint8_t req[32], other[32], same[32], bh[32], body[32], got[32];
+	const struct jwt_query q[] = {{"volume", "3"}, {"collection", "a b"}, {"jwt", "x"}};
+	const struct jwt_query q_sorted[] = {{"collection", "a b"}, {"volume", "3"}};
+	char tok[JWT_BUF_LEN], fid_tok[JWT_BUF_LEN];
+	bool has_bh;
+	int64_t now = 1800000000;
+
+	(void)state;
+	/* The digest ignores the order of the pairs and ?jwt=, and decodes the URL form. */
+	assert_int_equal(jwt_request_digest("POST", "/admin/x", q, 3, req), 0);
+	assert_int_equal(jwt_request_digest("POST", "/admin/x", q_sorted, 2, same), 0);
+	assert_memory_equal(req, same, 32);
+	assert_int_equal(
+	    jwt_request_digest_url("POST", "/admin/x?volume=3&collection=a%20b&jwt=y", same), 0);
+	assert_memory_equal(req, same, 32);
+	assert_int_equal(jwt_request_digest_url("POST", "/admin/x?collection=a+b&volume=3", same),
+			 0);
+	assert_memory_equal(req, same, 32);
+	assert_int_equal(jwt_request_digest_url("GET", "/admin/x?volume=3&collection=a%20b", other),
+			 0);
+	assert_memory_not_equal(req, other, 32);
+	assert_int_equal(
+	    jwt_request_digest_url("POST", "/admin/x?volume=4&collection=a%20b", other), 0);
+	assert_memory_not_equal(req, other, 32);
+	/* "ab"+"c" and "a"+"bc" differ: lengths are hashed too */
+	{
+		const struct jwt_query a[] = {{"ab", "c"}}, b[] = {{"a", "bc"}};
+
+		assert_int_equal(jwt_request_digest("GET", "/", a, 1, same), 0);
+		assert_int_equal(jwt_request_digest("GET", "/", b, 1, other), 0);
+		assert_memory_not_equal(same, other, 32);
+	}
+
+	assert_int_equal(jwt_sign_server(KEY, req, NULL, now, tok, sizeof(tok)), 0);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now, NULL, NULL), 0);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now + 59, NULL, NULL), 0);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now + 60, NULL, NULL),
+			 -EACCES);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), other, now, NULL, NULL), -EACCES);
+	assert_int_equal(jwt_verify_server("another key", tok, strlen(tok), req, now, NULL, NULL),
+			 -EACCES);
+	/* Signed more than the allowed skew in the future. */
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now - 61, NULL, NULL),
+			 -EACCES);
+	/* A server token is no fid token, and a fid token is no server token. */
+	assert_int_equal(jwt_verify_fid(KEY, tok, strlen(tok), FID, now), -EACCES);
+	assert_int_equal(jwt_sign_fid(KEY, FID, now + 10, fid_tok, sizeof(fid_tok)), 0);
+	assert_int_equal(jwt_verify_server(KEY, fid_tok, strlen(fid_tok), req, now, NULL, NULL),
+			 -EACCES);
+
+	/* A body digest is handed back, and refused where none is expected. */
+	memset(bh, 7, sizeof(bh));
+	assert_int_equal(jwt_sign_server(KEY, req, bh, now, tok, sizeof(tok)), 0);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now, NULL, NULL), -EACCES);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now, &has_bh, got), 0);
+	assert_true(has_bh);
+	assert_memory_equal(got, bh, 32);
+	memset(body, 0, sizeof(body));
+	assert_int_equal(jwt_sign_server(KEY, req, NULL, now, tok, sizeof(tok)), 0);
+	assert_int_equal(jwt_verify_server(KEY, tok, strlen(tok), req, now, &has_bh, got), 0);
+	assert_false(has_bh);
+
+	assert_int_equal(jwt_sign_server("", req, NULL, now, tok, sizeof(tok)), -EINVAL);
+	assert_int_equal(jwt_sign_server(KEY, req, NULL, now, tok, 20), -ENOSPC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -311,6 +380,7 @@ int main(void)
 	    cmocka_unit_test(test_expiry),	  cmocka_unit_test(test_bad_headers_and_claims),
 	    cmocka_unit_test(test_tampered),	  cmocka_unit_test(test_truncated_and_extended),
 	    cmocka_unit_test(test_garbage),	  cmocka_unit_test(test_sign_errors),
+	    cmocka_unit_test(test_server_tokens),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -643,6 +643,16 @@ static void test_truncate(void **state)
 	assert_int_equal(meta_chunk_count(f->m, ino), 0);
 	assert_int_equal(gc_count(f->m, "1,a"), 1);
 	assert_int_equal(meta_setattr(f->m, d, &in, META_SET_SIZE, &out), -EISDIR);
+	/* A truncate to the same size marks the data modified too (as ext4 does). */
+	in.mtime_ns = in.ctime_ns = 7;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_MTIME | META_SET_CTIME, NULL), 0);
+	in.size = 0;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &out), 0);
+	assert_true(out.mtime_ns > 7 && out.ctime_ns > 7);
+	/* An explicit mtime given with the size wins. */
+	in.mtime_ns = 9;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE | META_SET_MTIME, &out), 0);
+	assert_true(out.mtime_ns == 9 && out.ctime_ns > 7);
 
 	/* Other attributes. */
 	in.mode = S_IFDIR | 0600; /* the type never changes */
@@ -1029,6 +1039,25 @@ static void test_xattrs(void **state)
 	assert_int_equal(meta_getxattr(f->m, other, "user.a", buf, sizeof(buf)), -ENODATA);
 	assert_int_equal(meta_setxattr(f->m, 9999, "user.a", "x", 1, 0), -ENOENT);
 
+	{
+		/* A change of the xattrs changes ctime (setattr sets it to a known value). */
+		struct meta_attr in = {.ctime_ns = 5}, a;
+
+		assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_CTIME, NULL), 0);
+		assert_int_equal(meta_setxattr(f->m, ino, "user.d", "x", 1, 0), 0);
+		assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+		assert_true(a.ctime_ns > 5);
+		assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_CTIME, NULL), 0);
+		assert_int_equal(meta_removexattr(f->m, ino, "user.d"), 0);
+		assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+		assert_true(a.ctime_ns > 5);
+		/* A failed removal changes nothing. */
+		assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_CTIME, NULL), 0);
+		assert_int_equal(meta_removexattr(f->m, ino, "user.d"), -ENODATA);
+		assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+		assert_true(a.ctime_ns == 5);
+		assert_int_equal(meta_removexattr(f->m, 9999, "user.d"), -ENOENT);
+	}
 	assert_int_equal(meta_removexattr(f->m, ino, "user.b"), 0);
 	assert_int_equal(meta_removexattr(f->m, ino, "user.b"), -ENODATA);
 	assert_int_equal(meta_listxattr(f->m, ino, buf, sizeof(buf)), 14);
@@ -1210,6 +1239,48 @@ static void test_readdir_large(void **state)
 	assert_string_equal(l.last, "f0260");
 }
 
+/* "." and "..": what the kernel asks to turn a file handle back into a file. */
+static void test_dot_lookups(void **state)
+{
+	struct fx *f = *state;
+	struct meta_attr a;
+	uint64_t d = mkdir_(f->m, 1, "d"), e = mkdir_(f->m, d, "e"), file = mkfile(f->m, e, "f");
+	uint64_t gone = 0;
+	uint32_t gen = meta_generation(f->m);
+
+	assert_true(ino_at(f->m, file, ".") == file);
+	assert_true(ino_at(f->m, e, ".") == e);
+	assert_true(ino_at(f->m, e, "..") == d);
+	assert_true(ino_at(f->m, d, "..") == 1);
+	assert_true(ino_at(f->m, 1, "..") == 1);
+	assert_int_equal(meta_lookup(f->m, file, "..", &a), -ENOTDIR);
+	assert_int_equal(meta_lookup(f->m, 9999, ".", &a), -ENOENT);
+	/* ".." follows a rename. */
+	assert_int_equal(meta_rename(f->m, d, "e", 1, "e2", 0, &gone), 0);
+	assert_true(ino_at(f->m, e, "..") == 1);
+	/* A removed file (still open: an orphan) is gone for "." too. */
+	assert_int_equal(meta_unlink(f->m, e, "f", &gone), 0);
+	assert_true(gone == file);
+	assert_int_equal(meta_getattr(f->m, file, &a), 0);
+	assert_int_equal(meta_lookup(f->m, file, ".", &a), -ENOENT);
+	assert_int_equal(meta_rmdir(f->m, 1, "e2", &gone), 0);
+	assert_int_equal(meta_lookup(f->m, e, ".", &a), -ENOENT);
+	/* The generation: not 0, kept across restarts, new for new metadata. */
+	assert_true(gen != 0);
+	reopen(f);
+	assert_true(meta_generation(f->m) == gen);
+	{
+		char dir[64] = "/tmp/kelp-test-meta2-XXXXXX";
+		struct meta *other;
+
+		assert_non_null(mkdtemp(dir));
+		assert_int_equal(meta_open(dir, &other), 0);
+		assert_true(meta_generation(other) != 0 && meta_generation(other) != gen);
+		meta_close(other);
+		nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1232,6 +1303,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readdir_large, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dot_lookups, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2111,27 +2111,31 @@ static void test_vacuum_crash(void **state)
 
 /* ---- the volumes written by SeaweedFS ---------------------------------------------------- */
 
+/* tests/data/seaweedfs of the repository (KELP_COMPAT_DIR at build time) or $KELP_COMPAT_DIR. */
 static const char *compat_dir(void)
 {
 	const char *dir = getenv("KELP_COMPAT_DIR");
 
-	return dir && *dir ? dir : "/work/shared/compat/seaweedfs";
+	return dir && *dir ? dir : KELP_COMPAT_DIR;
 }
 
-/* Copies <compat>/<name>.dat/.idx to <dir>/<vid>.dat/.idx; false if absent. */
-static bool install_compat_volume(const char *dir, const char *name, uint32_t vid)
+/*
+ * Copies <compat>/<name>.dat/.idx to <dir>/<vid>.dat/.idx. The files are part of the
+ * repository: a missing one fails the test.
+ */
+static void install_compat_volume(const char *dir, const char *name, uint32_t vid)
 {
+	const char *exts[] = {".dat", ".idx"};
 	char from[4096];
 
-	snprintf(from, sizeof(from), "%s/%s.dat", compat_dir(), name);
-	if (!file_exists(from))
-		return false;
-	copy_file(from, vpath(dir, vid, ".dat"));
-	snprintf(from, sizeof(from), "%s/%s.idx", compat_dir(), name);
-	if (!file_exists(from))
-		return false;
-	copy_file(from, vpath(dir, vid, ".idx"));
-	return true;
+	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+		snprintf(from, sizeof(from), "%s/%s%s", compat_dir(), name, exts[i]);
+		if (!file_exists(from))
+			fail_msg(
+			    "%s is missing (the SeaweedFS compatibility files, tests/data/seaweedfs)",
+			    from);
+		copy_file(from, vpath(dir, vid, exts[i]));
+	}
 }
 
 static json_t *load_expected(const char *name)
@@ -2220,8 +2224,7 @@ static void test_seaweedfs_healthy_volume(void **state)
 	uint64_t dat_size, idx_size;
 	uint8_t *data = make_data(4321, 5);
 
-	if (!install_compat_volume(dir, "healthy_volume", 5))
-		skip();
+	install_compat_volume(dir, "healthy_volume", 5);
 	expected = load_expected("healthy_volume");
 	dat_size = file_size(vpath(dir, 5, ".dat"));
 	idx_size = file_size(vpath(dir, 5, ".idx"));
@@ -2275,8 +2278,7 @@ static void test_seaweedfs_bitrot_volume(void **state)
 	size_t live, deleted, damaged;
 	uint64_t dat_size;
 
-	if (!install_compat_volume(dir, "bitrot_volume", 5))
-		skip();
+	install_compat_volume(dir, "bitrot_volume", 5);
 	expected = load_expected("bitrot_volume");
 	dat_size = file_size(vpath(dir, 5, ".dat"));
 	o.create = false;
