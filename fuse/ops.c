@@ -442,7 +442,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * open(O_CREAT) without O_EXCL of a name another mount created after this kernel looked
  * it up: the file is opened as if it had been there (what a local filesystem does),
  * when the caller may (root, or the owner with the permission bits the open needs;
- * anyone else keeps EEXIST rather than skip the kernel's permission check).
+ * anyone else keeps EEXIST rather than skip the kernel's permission check). O_TRUNC is
+ * then the caller's to do, through the open file (file_setattr).
  */
 static int open_existing(fuse_req_t req, fuse_ino_t parent, const char *name,
 			 struct fuse_file_info *fi, struct meta_attr *a)
@@ -460,14 +461,6 @@ static int open_existing(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return -EEXIST;
 	if (ctx->uid != 0 && (ctx->uid != a->uid || (a->mode & need) != need))
 		return -EEXIST;
-	if (fi->flags & O_TRUNC) {
-		struct meta_attr in = {.size = 0};
-
-		rc = meta_setattr(fs->meta, a->ino, &in, META_SET_SIZE, a);
-		if (rc < 0)
-			return rc;
-		fs_kick_gc(fs);
-	}
 	return 0;
 }
 
@@ -478,13 +471,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	struct meta_attr a;
 	struct open_file *f;
+	bool existed = false;
 	int rc;
 
 	if (cluster_away(req))
 		return;
 	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
-	if (rc == -EEXIST && !(fi->flags & O_EXCL) && meta_shared(fs->meta))
+	if (rc == -EEXIST && !(fi->flags & O_EXCL) && meta_shared(fs->meta)) {
 		rc = open_existing(req, parent, name, fi, &a);
+		existed = rc == 0;
+	}
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -493,6 +489,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (!f) {
 		fuse_reply_err(req, ENOMEM);
 		return;
+	}
+	if (existed && (fi->flags & O_TRUNC)) {
+		/* Buffered writes of this mount to it are cut as well (as op_open). */
+		struct meta_attr in = {.size = 0};
+
+		rc = file_setattr(fs, f, &in, META_SET_SIZE, &a);
+		if (rc < 0) {
+			file_put(fs, f);
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	memset(&e, 0, sizeof(e));
