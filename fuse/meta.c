@@ -678,14 +678,23 @@ uint32_t meta_generation(struct meta *m)
 	return m->generation;
 }
 
+/*
+ * *made: the inode an earlier run of this transaction allocated (0 at the first). A run
+ * whose COMMIT lost its connection may have committed: when the name now holds that very
+ * inode (numbers are never reused), it did, and this run reports it instead of EEXIST.
+ */
 static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
 		     uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
-		     struct meta_attr *out)
+		     struct meta_attr *out, uint64_t *made)
 {
 	struct meta_attr p, a;
 	uint64_t ino;
 	int64_t now = meta_now_ns();
-	int rc = get_attr(t, parent, &p);
+	int rc;
+
+	if (*made && get_dentry(t, parent, name, &ino) == 0 && ino == *made)
+		return get_attr(t, ino, out ? out : &a);
+	rc = get_attr(t, parent, &p);
 
 	if (rc == 0 && !S_ISDIR(p.mode))
 		rc = -ENOTDIR;
@@ -696,6 +705,7 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 	if (rc == 0)
 		rc = kv_next_id(t, KV_ID_INO, 2, &ino);
 	if (rc == 0) {
+		*made = ino;
 		memset(&a, 0, sizeof(a));
 		a.ino = ino;
 		a.mode = target ? (S_IFLNK | 0777) : mode;
@@ -732,11 +742,13 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out)
 {
+	uint64_t made = 0;
 	int rc = check_name(name);
 
 	if (rc < 0)
 		return rc;
-	return IN_TXN(m, true, create_tx(t, parent, name, mode, uid, gid, rdev, target, out));
+	return IN_TXN(m, true,
+		      create_tx(t, parent, name, mode, uid, gid, rdev, target, out, &made));
 }
 
 static int readlink_tx(struct kv_txn *t, uint64_t ino, char *buf, size_t cap)
