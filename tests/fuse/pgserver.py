@@ -10,6 +10,7 @@ benchmarks in docs/benchmarks.md use the defaults).
 
 Also a command-line tool for development:
     python3 tests/fuse/pgserver.py [--durable]   # prints the URL, serves until Ctrl-C
+                                                 # or SIGTERM
 """
 
 import os
@@ -170,7 +171,13 @@ class PgServer:
         self.stop()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # SIGTERM too (a background job ignores SIGINT): the server is stopped and removed
+    signal.signal(signal.SIGTERM, _interrupt)
     with PgServer(durable="--durable" in sys.argv) as pg:
         print(pg.admin_url, flush=True)
         try:

@@ -24,16 +24,19 @@ def _seed(default):
     return default
 
 
-def test_randio_fd(kelp, tmp_path):
+def test_randio_fd(kelp, tmp_path, engine):
     kelp.start_server()
     m = kelp.mount(CHUNK_ARGS)
     seed = _seed(20240601)
     print("randio fd seed=%d" % seed)
     path, mirror = m.path("rand.bin"), str(tmp_path / "rand.mirror")
-    counts = randio.run_fd(path, mirror, seed, ops=20000, chunk=MiB, time_limit=120)
+    # PostgreSQL: half as many operations (each read is 3 round trips, each write a
+    # commit: 20,000 take about 100 s, near the test's time limit on a busy machine)
+    ops = 20000 if engine == "lmdb" else 10000
+    counts = randio.run_fd(path, mirror, seed, ops=ops, chunk=MiB, time_limit=120)
     print(counts)
-    assert counts["write"] > 5000 and counts["truncate"] > 1000
-    assert counts["read"] + counts["read_direct"] > 5000
+    assert counts["write"] > ops // 4 and counts["truncate"] > ops // 20
+    assert counts["read"] + counts["read_direct"] > ops // 4
     # the data is in the cluster and the metadata, not only in the kernel's page cache
     assert m.unmount() == 0
     m2 = kelp.remount(m)
