@@ -298,8 +298,8 @@ static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
 		if (pc->want[i] == W_SYNC) {
 			PQclear(r);
 			if (st != PGRES_PIPELINE_SYNC) {
-				pc->broken = true; /* out of step: start afresh */
-				return rc ? rc : -EIO;
+				pc->broken = true;	    /* out of step: start afresh */
+				return rc ? rc : -ENOTCONN; /* out of step: a new connection */
 			}
 			continue;
 		}
@@ -320,7 +320,7 @@ static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
 		if (r) {
 			PQclear(r);
 			pc->broken = true;
-			return rc ? rc : -EIO;
+			return rc ? rc : -ENOTCONN; /* out of step: a new connection */
 		}
 	}
 	pc->n_want = 0;
@@ -402,8 +402,10 @@ static int run(struct kv_txn *t, enum stmt s, int n, const char *const *vals, co
 			PQclear(r);
 		return rc;
 	}
-	if (!r)
-		return -EIO;
+	if (!r) {
+		x->pc->broken = true; /* out of step: a new connection */
+		return -ENOTCONN;
+	}
 	rc = keep_result(x, r);
 	if (rc == 0 && out)
 		*out = r;
@@ -567,7 +569,7 @@ static int p_get_many(struct kv_txn *t, int table, int n, const void *const *key
 			}
 			if (st != PGRES_TUPLES_OK) {
 				rc = st == PGRES_PIPELINE_ABORTED
-					 ? -EIO
+					 ? -ENOTCONN
 					 : pg_error(pg_of(t), pc->c, r, "get");
 				PQclear(r);
 			} else {
@@ -577,7 +579,7 @@ static int p_get_many(struct kv_txn *t, int table, int n, const void *const *key
 			if (end) {
 				PQclear(end);
 				pc->broken = true;
-				return rc ? rc : -EIO;
+				return rc ? rc : -ENOTCONN; /* out of step: a new connection */
 			}
 		}
 		/* the rest of the results and the sync */
