@@ -259,9 +259,12 @@ static void drain_queue(uv_async_t *handle)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static void sweep_pending(struct consensus *c);
+
 static void on_timer(uv_timer_t *t)
 {
 	publish_state(t->data);
+	sweep_pending(t->data);
 }
 
 static void *loop_thread(void *arg)
@@ -291,8 +294,11 @@ struct pending_accept {
 	char address[256];
 	uint8_t buf[RAFT_AUTH_LEN];
 	size_t got;
+	uint64_t since_ns; /* a proof not complete after RAFT_AUTH_WAIT_NS: closed */
 	struct pending_accept *next;
 };
+
+#define RAFT_AUTH_WAIT_NS (5ull * 1000000000ull)
 
 static void raft_auth_mac(struct consensus *c, uint64_t t, const char *from, const char *to,
 			  uint8_t out[32])
@@ -389,6 +395,26 @@ static void auth_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	free(p);
 }
 
+/* Runs on the loop's 50 ms timer: a connection that did not prove the key in time goes. */
+static void sweep_pending(struct consensus *c)
+{
+	uint64_t now = now_ns();
+
+	for (struct pending_accept **pp = &c->pending; *pp;) {
+		struct pending_accept *p = *pp;
+
+		if (now - p->since_ns < RAFT_AUTH_WAIT_NS) {
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		log_refusal(c, p->address, "no proof of the key within 5 s");
+		uv_read_stop(p->stream);
+		uv_close((uv_handle_t *)p->stream, free_stream);
+		free(p);
+	}
+}
+
 /* Outgoing: the proof goes out right after libraft's handshake, before raft's data. */
 struct auth_connect {
 	struct consensus *c;
@@ -454,6 +480,7 @@ static void filter_accept(struct raft_uv_transport *tcp, raft_id id, const char 
 				p->c = c;
 				p->stream = stream;
 				p->id = id;
+				p->since_ns = now_ns();
 				snprintf(p->address, sizeof(p->address), "%s", address);
 				stream->data = p;
 				if (uv_read_start(stream, auth_alloc, auth_read) == 0) {

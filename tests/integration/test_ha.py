@@ -902,6 +902,15 @@ def test_raft_connections_prove_the_key(make_ha):
         except ConnectionResetError:
             pass
     poll("the refusal in the log", lambda: "wrong proof of the key" in m.log_text(), 5)
+    # no proof at all: closed after 5 s
+    with socket.create_connection(("127.0.0.1", m.raft_port), timeout=10) as s:
+        s.sendall(hello)
+        t0 = time.monotonic()
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < 9.5
     # the group still works: a new leader after the old one dies
     leader.kill()
     assert c.wait_leader(15, not_in=(leader,)) is not None
