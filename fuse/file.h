@@ -114,8 +114,6 @@ struct kelp_fs {
 	pthread_mutex_t bufs_lock;
 	uint8_t *bufs[8];
 	int n_bufs;
-	/* fuse/ops.c's state for the running session (page cache invalidations) */
-	void *session_private;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;
