@@ -14,7 +14,10 @@
 #include <time.h>
 #include <uv.h>
 
+#include <openssl/crypto.h>
+
 #include "cluster/base/log.h"
+#include "cluster/base/sha256.h"
 #include "cluster/base/util.h"
 
 struct proposal {
@@ -46,6 +49,9 @@ struct consensus {
 	struct in_addr *allowed;
 	int n_allowed;
 	uint64_t refused, last_refusal_log_ns;
+	bool auth;			/* opt.auth_key given: connections prove it */
+	uint8_t auth_mac_key[32];	/* HMAC-SHA256(key, "kelp raft v1") */
+	struct pending_accept *pending; /* incoming connections reading their proof */
 	struct raft_io io;
 	struct raft_fsm fsm;
 	struct raft raft;
@@ -253,9 +259,12 @@ static void drain_queue(uv_async_t *handle)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static void sweep_pending(struct consensus *c);
+
 static void on_timer(uv_timer_t *t)
 {
 	publish_state(t->data);
+	sweep_pending(t->data);
 }
 
 static void *loop_thread(void *arg)
@@ -267,6 +276,45 @@ static void *loop_thread(void *arg)
 }
 
 /* ---------------------------------------------------------------- peer filter */
+
+/*
+ * With a key, a connection's first bytes after libraft's handshake are its proof:
+ * an 8-byte little-endian Unix time and HMAC-SHA256(raft key, time || connector's
+ * address || "\n" || acceptor's address). The acceptor reads exactly these 40 bytes
+ * (its read buffer never reaches into raft's data), checks the MAC and that the time
+ * is within RAFT_AUTH_SKEW_S of its own, and only then hands the stream to raft.
+ */
+#define RAFT_AUTH_LEN	 40
+#define RAFT_AUTH_SKEW_S 60
+
+struct pending_accept {
+	struct consensus *c;
+	struct uv_stream_s *stream;
+	raft_id id;
+	char address[256];
+	uint8_t buf[RAFT_AUTH_LEN];
+	size_t got;
+	uint64_t since_ns; /* a proof not complete after RAFT_AUTH_WAIT_NS: closed */
+	struct pending_accept *next;
+};
+
+#define RAFT_AUTH_WAIT_NS (5ull * 1000000000ull)
+
+static void raft_auth_mac(struct consensus *c, uint64_t t, const char *from, const char *to,
+			  uint8_t out[32])
+{
+	uint8_t msg[8 + 2 * 256 + 1];
+	size_t n = 0, fl = strnlen(from, 255), tl = strnlen(to, 255);
+
+	for (int i = 0; i < 8; i++)
+		msg[n++] = (uint8_t)(t >> (8 * i));
+	memcpy(msg + n, from, fl);
+	n += fl;
+	msg[n++] = '\n';
+	memcpy(msg + n, to, tl);
+	n += tl;
+	hmac_sha256(c->auth_mac_key, sizeof(c->auth_mac_key), msg, n, out);
+}
 
 static int filter_init(struct raft_uv_transport *t, raft_id id, const char *address)
 {
@@ -283,6 +331,128 @@ static void free_stream(uv_handle_t *h)
 	raft_free(h);
 }
 
+static void log_refusal(struct consensus *c, const char *ip, const char *why)
+{
+	c->refused++;
+	if (now_ns() - c->last_refusal_log_ns > 10000000000ull) {
+		c->last_refusal_log_ns = now_ns();
+		log_warn("consensus: refused a Raft connection from %s: %s (%" PRIu64
+			 " refused so far)",
+			 ip, why, c->refused);
+	}
+}
+
+static void pending_remove(struct consensus *c, struct pending_accept *p)
+{
+	for (struct pending_accept **pp = &c->pending; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			return;
+		}
+}
+
+static void auth_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct pending_accept *p = h->data;
+
+	/* Exactly what is missing of the proof: never a byte of raft's own data. */
+	*buf = uv_buf_init((char *)p->buf + p->got, (unsigned)(RAFT_AUTH_LEN - p->got));
+}
+
+static void auth_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct pending_accept *p = s->data;
+	struct consensus *c = p->c;
+	uint8_t want[32];
+	uint64_t t = 0;
+	int64_t skew;
+
+	if (n == 0)
+		return;
+	if (n > 0)
+		p->got += (size_t)n;
+	if (n > 0 && p->got < RAFT_AUTH_LEN)
+		return;
+	uv_read_stop(s);
+	pending_remove(c, p);
+	if (n > 0) {
+		for (int i = 0; i < 8; i++)
+			t |= (uint64_t)p->buf[i] << (8 * i);
+		skew = (int64_t)t - (int64_t)(now_ns() / 1000000000ull);
+		raft_auth_mac(c, t, p->address, c->self, want);
+		if (skew <= RAFT_AUTH_SKEW_S && skew >= -RAFT_AUTH_SKEW_S &&
+		    CRYPTO_memcmp(want, p->buf + 8, 32) == 0) {
+			s->data = NULL;
+			c->accept_cb(&c->filter, p->id, p->address, p->stream);
+			free(p);
+			return;
+		}
+	}
+	log_refusal(c, p->address,
+		    n < 0 ? "closed before its proof of the key"
+			  : "wrong proof of the key (-jwtKey differs?)");
+	uv_close((uv_handle_t *)s, free_stream);
+	free(p);
+}
+
+/* Runs on the loop's 50 ms timer: a connection that did not prove the key in time goes. */
+static void sweep_pending(struct consensus *c)
+{
+	uint64_t now = now_ns();
+
+	for (struct pending_accept **pp = &c->pending; *pp;) {
+		struct pending_accept *p = *pp;
+
+		if (now - p->since_ns < RAFT_AUTH_WAIT_NS) {
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		log_refusal(c, p->address, "no proof of the key within 5 s");
+		uv_read_stop(p->stream);
+		uv_close((uv_handle_t *)p->stream, free_stream);
+		free(p);
+	}
+}
+
+/* Outgoing: the proof goes out right after libraft's handshake, before raft's data. */
+struct auth_connect {
+	struct consensus *c;
+	struct raft_uv_connect inner;  /* what the TCP transport completes */
+	struct raft_uv_connect *outer; /* raft's request */
+	char address[256];
+	uv_write_t write;
+	uint8_t proof[RAFT_AUTH_LEN];
+};
+
+static void auth_written(uv_write_t *w, int status)
+{
+	free(w->data);
+}
+
+static void auth_connected(struct raft_uv_connect *inner, struct uv_stream_s *stream, int status)
+{
+	struct auth_connect *a = inner->data;
+	struct raft_uv_connect *outer = a->outer;
+	uint64_t t = now_ns() / 1000000000ull;
+	uv_buf_t buf;
+
+	if (status != 0 || !stream) {
+		free(a);
+		outer->cb(outer, stream, status);
+		return;
+	}
+	for (int i = 0; i < 8; i++)
+		a->proof[i] = (uint8_t)(t >> (8 * i));
+	raft_auth_mac(a->c, t, a->c->self, a->address, a->proof + 8);
+	buf = uv_buf_init((char *)a->proof, RAFT_AUTH_LEN);
+	a->write.data = a; /* freed when written (or cancelled by a close) */
+	if (uv_write(&a->write, stream, &buf, 1, auth_written) != 0)
+		free(a);
+	/* libuv keeps writes in order: raft's first message follows the proof. */
+	outer->cb(outer, stream, 0);
+}
+
 static void filter_accept(struct raft_uv_transport *tcp, raft_id id, const char *address,
 			  struct uv_stream_s *stream)
 {
@@ -295,21 +465,37 @@ static void filter_accept(struct raft_uv_transport *tcp, raft_id id, const char 
 	    ss.ss_family == AF_INET) {
 		struct in_addr a = ((struct sockaddr_in *)&ss)->sin_addr;
 
-		for (int i = 0; i < c->n_allowed; i++)
-			if (c->allowed[i].s_addr == a.s_addr) {
+		for (int i = 0; i < c->n_allowed; i++) {
+			struct pending_accept *p;
+
+			if (c->allowed[i].s_addr != a.s_addr)
+				continue;
+			if (!c->auth) {
 				c->accept_cb(&c->filter, id, address, stream);
 				return;
 			}
+			/* A peer's address: now its proof of the key. */
+			p = calloc(1, sizeof(*p));
+			if (p) {
+				p->c = c;
+				p->stream = stream;
+				p->id = id;
+				p->since_ns = now_ns();
+				snprintf(p->address, sizeof(p->address), "%s", address);
+				stream->data = p;
+				if (uv_read_start(stream, auth_alloc, auth_read) == 0) {
+					p->next = c->pending;
+					c->pending = p;
+					return;
+				}
+				free(p);
+			}
+			break;
+		}
 		inet_ntop(AF_INET, &a, ip, sizeof(ip));
 	}
 	/* Not a peer: closed before raft sees a byte of it; logged at most every 10 s. */
-	c->refused++;
-	if (now_ns() - c->last_refusal_log_ns > 10000000000ull) {
-		c->last_refusal_log_ns = now_ns();
-		log_warn("consensus: refused a Raft connection from %s (not in -peers; %" PRIu64
-			 " refused so far)",
-			 ip, c->refused);
-	}
+	log_refusal(c, ip, "not in -peers");
 	uv_close((uv_handle_t *)stream, free_stream);
 }
 
@@ -330,10 +516,28 @@ static int filter_connect(struct raft_uv_transport *t, struct raft_uv_connect *r
 			  const char *address, raft_uv_connect_cb cb)
 {
 	struct consensus *c = t->impl;
-	int rv = c->transport.connect(&c->transport, req, id, address, cb);
+	struct auth_connect *a;
+	int rv;
 
-	if (rv != 0)
+	if (!c->auth) {
+		rv = c->transport.connect(&c->transport, req, id, address, cb);
+		if (rv != 0)
+			memcpy(t->errmsg, c->transport.errmsg, sizeof(t->errmsg));
+		return rv;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return RAFT_NOMEM;
+	a->c = c;
+	a->outer = req;
+	req->cb = cb;
+	a->inner.data = a;
+	snprintf(a->address, sizeof(a->address), "%s", address);
+	rv = c->transport.connect(&c->transport, &a->inner, id, address, auth_connected);
+	if (rv != 0) {
 		memcpy(t->errmsg, c->transport.errmsg, sizeof(t->errmsg));
+		free(a);
+	}
 	return rv;
 }
 
@@ -349,6 +553,15 @@ static void filter_close(struct raft_uv_transport *t, raft_uv_transport_close_cb
 {
 	struct consensus *c = t->impl;
 
+	/* Incoming connections still reading their proof die with the transport. */
+	while (c->pending) {
+		struct pending_accept *p = c->pending;
+
+		c->pending = p->next;
+		uv_read_stop(p->stream);
+		uv_close((uv_handle_t *)p->stream, free_stream);
+		free(p);
+	}
 	c->close_cb = cb;
 	c->transport.data = c;
 	c->transport.close(&c->transport, filter_closed);
@@ -396,6 +609,13 @@ static int raft_setup(struct consensus *c)
 		return -EIO;
 	if (resolve_peers(c) < 0)
 		return -EINVAL;
+	if (c->opt.auth_key && *c->opt.auth_key) {
+		static const char label[] = "kelp raft v1";
+
+		c->auth = true;
+		hmac_sha256(c->opt.auth_key, strlen(c->opt.auth_key), label, sizeof(label) - 1,
+			    c->auth_mac_key);
+	}
 	memset(&c->filter, 0, sizeof(c->filter));
 	c->filter.impl = c;
 	c->filter.init = filter_init;

@@ -48,6 +48,13 @@ struct consensus_options {
 	int n_peers;
 	unsigned election_timeout_ms; /* default 1000 */
 	unsigned snapshot_threshold;  /* entries between snapshots; default 256 */
+	/*
+	 * The cluster key (-jwtKey), or NULL/"": then every Raft connection starts, right
+	 * after libraft's handshake, with 40 bytes of proof (a timestamp and an HMAC under
+	 * a key derived from it, over both ends' addresses); a connection without it is
+	 * closed before raft reads a message.
+	 */
+	const char *auth_key;
 };
 
 int consensus_start(const struct consensus_options *opt, const struct consensus_fsm *fsm,

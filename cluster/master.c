@@ -1308,6 +1308,7 @@ static int start_consensus(struct master *m)
 	shift_port(m->self, RAFT_PORT_OFFSET, raft_self, sizeof(raft_self));
 	snprintf(raft_dir, sizeof(raft_dir), "%s/raft", m->opt.mdir);
 	memset(&co, 0, sizeof(co));
+	co.auth_key = m->opt.jwt_key; /* with -jwtKey, Raft connections prove it too */
 	co.dir = raft_dir;
 	co.self = raft_self;
 	co.peers = m->raft_peers;

@@ -19,6 +19,7 @@ struct sequence {
 	char path[4096];
 	uint64_t next_key;     /* next key to hand out */
 	uint64_t reserved_end; /* keys below this are reserved on disk */
+	bool catch_up;	       /* a new leader: apply every earlier entry before handing out */
 	uint32_t max_volume_id;
 	char topology_id[40];
 	bool replicated;
@@ -208,7 +209,37 @@ void sequence_on_leader(struct sequence *s, bool leader)
 	/* Skip everything reserved so far: the old leader may have used any of it. */
 	if (s->next_key < s->reserved_end)
 		s->next_key = s->reserved_end;
+	/* A new leader may not have applied every committed entry yet (Raft tells it the
+	 * commit index only once an entry of its own term commits): an old leader's last
+	 * reservation or volume id may still be missing here. */
+	if (leader && s->replicated)
+		s->catch_up = true;
 	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * A new leader's first hand-out commits an entry of its own first: once it is applied,
+ * so is every entry before it, and everything reserved by earlier leaders is skipped.
+ */
+static int catch_up(struct sequence *s)
+{
+	bool need;
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	need = s->catch_up;
+	pthread_mutex_unlock(&s->lock);
+	if (!need)
+		return 0;
+	ret = propose_state(s, 0, 0, NULL);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&s->lock);
+	s->catch_up = false;
+	if (s->next_key < s->reserved_end)
+		s->next_key = s->reserved_end;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
 }
 
 int sequence_ensure_topology_id(struct sequence *s)
@@ -242,6 +273,8 @@ int sequence_next_keys(struct sequence *s, uint64_t count, uint64_t *first)
 
 	if (count == 0)
 		count = 1;
+	if (s->replicated && (ret = catch_up(s)) < 0)
+		return ret;
 	pthread_mutex_lock(&s->lock);
 	while (s->replicated && s->next_key + count > s->reserved_end) {
 		uint64_t end = (s->next_key > s->reserved_end ? s->next_key : s->reserved_end) +
@@ -289,6 +322,9 @@ int sequence_next_volume_id(struct sequence *s, uint32_t *vid)
 	if (s->replicated) {
 		uint32_t want;
 
+		ret = catch_up(s);
+		if (ret < 0)
+			return ret;
 		pthread_mutex_lock(&s->lock);
 		want = s->max_volume_id + 1;
 		pthread_mutex_unlock(&s->lock);

@@ -118,8 +118,6 @@ struct kelp_fs {
 	int n_bufs;
 	/* the FUSE session (struct fuse_session *), set by kelp_fuse_run, for notifications */
 	void *session;
-	/* fuse/ops.c's state for the running session (page cache invalidations) */
-	void *session_private;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes;

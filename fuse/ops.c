@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
@@ -539,98 +538,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
-/*
- * O_DIRECT writes and the kernel's page cache. The kernel drops the cached pages of the
- * range before it sends a direct write, and again after a synchronous one completes,
- * but not after an asynchronous one (io_submit): a buffered read (or readahead) that
- * ran while the write was on its way cached the old bytes, and they stayed. So every
- * O_DIRECT write is answered only after the kernel was told to drop the range
- * (fuse_lowlevel_notify_inval_inode), once the new bytes are readable here.
- *
- * The notification waits for the page locks of reads in flight, which need a worker
- * thread to be answered: it is sent from a thread of its own, which also replies to
- * the write, so workers never wait for it.
- */
-struct inval_job {
-	fuse_req_t req;
-	uint64_t ino;
-	off_t off;
-	size_t size;
-	struct inval_job *next;
-};
-
-struct invalidator {
-	struct fuse_session *se;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct inval_job *head, *tail;
-	bool stop;
-	pthread_t thread;
-};
-
-static void inval_and_reply(struct fuse_session *se, const struct inval_job *j)
-{
-	int rc = fuse_lowlevel_notify_inval_inode(se, j->ino, j->off, (off_t)j->size);
-
-	/* -ENOENT: the kernel holds no page of it; others: the session is ending. */
-	if (rc < 0 && rc != -ENOENT)
-		log_debug("mount: invalidating pages of inode %" PRIu64 ": %s", j->ino,
-			  strerror(-rc));
-	fuse_reply_write(j->req, j->size);
-}
-
-static void *invalidator_loop(void *arg)
-{
-	struct invalidator *iv = arg;
-
-	pthread_mutex_lock(&iv->lock);
-	for (;;) {
-		struct inval_job *j;
-
-		while (!iv->head && !iv->stop)
-			pthread_cond_wait(&iv->cond, &iv->lock);
-		j = iv->head;
-		if (!j)
-			break;
-		iv->head = j->next;
-		if (!iv->head)
-			iv->tail = NULL;
-		pthread_mutex_unlock(&iv->lock);
-		inval_and_reply(iv->se, j);
-		free(j);
-		pthread_mutex_lock(&iv->lock);
-	}
-	pthread_mutex_unlock(&iv->lock);
-	return NULL;
-}
-
-/* Hands the reply of a direct write to the invalidator; false: reply yourself. */
-static bool queue_direct_write_reply(struct kelp_fs *fs, fuse_req_t req, uint64_t ino, off_t off,
-				     size_t size)
-{
-	struct invalidator *iv = fs->session_private;
-	struct inval_job *j;
-
-	if (!iv)
-		return false;
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return false;
-	j->req = req;
-	j->ino = ino;
-	j->off = off;
-	j->size = size;
-	pthread_mutex_lock(&iv->lock);
-	if (iv->tail)
-		iv->tail->next = j;
-	else
-		iv->head = j;
-	iv->tail = j;
-	pthread_cond_signal(&iv->cond);
-	pthread_mutex_unlock(&iv->lock);
-	return true;
-}
-
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -643,8 +550,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	rc = file_write(fs, f, (uint64_t)off, buf, size);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
-	else if (!(fi->flags & O_DIRECT) || fi->writepage ||
-		 !queue_direct_write_reply(fs, req, ino, off, size))
+	else
 		fuse_reply_write(req, size);
 }
 
@@ -901,6 +807,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = 1024 * 1024;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
+	/*
+	 * Asynchronous direct I/O (io_submit) is done synchronously. The kernel drops the
+	 * cached pages of a direct write's range before sending it, and once more when it
+	 * completes, but with async DIO only before: a buffered read or readahead that ran
+	 * meanwhile left the old bytes cached. Synchronously, the kernel drops them again
+	 * after the write, as local filesystems do. (Dropping them from here before the
+	 * reply can deadlock: the readahead holding a page may wait in the kernel's
+	 * background queue behind the very writes not answered yet.)
+	 */
+	conn->want &= ~FUSE_CAP_ASYNC_DIO;
 	/* File handles (open_by_handle_at, NFS): the kernel looks up "." and ".." of an
 	 * inode it no longer caches; inode numbers and generations are stable. */
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
@@ -1007,8 +923,6 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
 	struct stopper st = {0};
-	struct invalidator iv = {0};
-	bool iv_started = false;
 	pthread_t stopper_thread;
 	char opts[1024];
 	int rc = -EIO;
@@ -1036,15 +950,6 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 		fuse_session_unmount(se);
 		goto out_destroy;
 	}
-	iv.se = se;
-	pthread_mutex_init(&iv.lock, NULL);
-	pthread_cond_init(&iv.cond, NULL);
-	if (pthread_create(&iv.thread, NULL, invalidator_loop, &iv) == 0) {
-		iv_started = true;
-		fs->session_private = &iv;
-	} else {
-		log_warn("mount: no invalidator thread: O_DIRECT writes reply without it");
-	}
 	if (ready)
 		ready(ctx);
 	cfg = fuse_loop_cfg_create();
@@ -1058,17 +963,6 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	__atomic_store_n(&st.loop_done, true, __ATOMIC_RELEASE);
 	pthread_kill(stopper_thread, SIGHUP);
 	pthread_join(stopper_thread, NULL);
-	if (iv_started) {
-		/* The workers are gone: nothing is queued any more; answer what is left. */
-		fs->session_private = NULL;
-		pthread_mutex_lock(&iv.lock);
-		iv.stop = true;
-		pthread_cond_signal(&iv.cond);
-		pthread_mutex_unlock(&iv.lock);
-		pthread_join(iv.thread, NULL);
-	}
-	pthread_mutex_destroy(&iv.lock);
-	pthread_cond_destroy(&iv.cond);
 	fuse_session_unmount(se); /* a no-op when the signal thread did it */
 	log_info("mount: unmounted %s", mountpoint);
 out_destroy:

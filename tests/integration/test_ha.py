@@ -869,3 +869,38 @@ def test_raft_port_only_for_peers(make_ha):
     # a peer's address is let through to raft (which then waits for messages)
     assert _raft_handshake("127.0.0.1", m.raft_port, timeout=1.0) == "open"
     assert c.wait_leader() is not None
+
+
+def test_raft_connections_prove_the_key(make_ha):
+    """With -jwtKey, a Raft connection from a peer's address must open with a proof of
+    the key (a time and an HMAC over both ends' addresses): the masters still elect a
+    leader and agree, a connection with a wrong proof or none is closed and logged."""
+    import socket
+    import struct
+    c = make_ha(3, master_args=["-jwtKey=raft-test-key"])
+    c.start_masters()
+    leader = c.wait_leader()
+    m = c.followers(leader)[0]
+    c.wait_caught_up(m, leader)
+    addr = b"127.0.0.1:19999"
+    padded = addr + b"\0" * (8 - len(addr) % 8)
+    hello = struct.pack("<QQQ", 1, 424242, len(padded)) + padded
+    with socket.create_connection(("127.0.0.1", m.raft_port), timeout=3) as s:
+        s.sendall(hello + struct.pack("<Q", int(time.time())) + b"\x01" * 32)
+        try:
+            assert s.recv(100) == b"", "a wrong proof was answered"
+        except ConnectionResetError:
+            pass
+    poll("the refusal in the log", lambda: "wrong proof of the key" in m.log_text(), 5)
+    # no proof at all: closed after 5 s
+    with socket.create_connection(("127.0.0.1", m.raft_port), timeout=10) as s:
+        s.sendall(hello)
+        t0 = time.monotonic()
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - t0 < 9.5
+    # the group still works: a new leader after the old one dies
+    leader.kill()
+    assert c.wait_leader(15, not_in=(leader,)) is not None

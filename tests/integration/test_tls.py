@@ -132,6 +132,13 @@ def test_mutual_tls_cluster(make_cluster, https, tmp_path):
                    check=True, capture_output=True, timeout=60)
     assert [p.read_bytes() for p in dl.iterdir()] == [data]
 
+    # a blob with one copy, read through the other server (proxied over HTTPS)
+    body, r = m.dir_assign(replication="000")
+    one = rand_bytes(20000, 6)
+    c.put(body["url"], body["fid"], one)
+    other = next(v for v in c.volumes if v.addr != body["url"])
+    c.assert_readable(other.addr, body["fid"], one)
+
     # refused: no client certificate, a foreign one, an expired one (403 after the
     # handshake), plain HTTP (no answer), a client that does not trust the server
     addrs = [m.addr] + [v.addr for v in c.volumes]

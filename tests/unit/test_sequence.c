@@ -493,7 +493,8 @@ static void test_unwritable_dir(void **state)
 struct fake_raft {
 	struct sequence *leader, *follower;
 	int calls;
-	int fail; /* -errno to fail proposals with, 0 = commit */
+	int fail;	     /* -errno to fail proposals with, 0 = commit */
+	const char *pending; /* an earlier leader's committed entry, applied before the next */
 };
 
 static int fake_propose(void *ctx, const char *cmd, size_t len)
@@ -506,6 +507,10 @@ static int fake_propose(void *ctx, const char *cmd, size_t len)
 		return f->fail;
 	if (f->calls > 10000)
 		return -EIO; /* a proposal loop: stop it, the test then fails */
+	if (f->pending) {
+		assert_int_equal(sequence_apply(f->leader, f->pending, strlen(f->pending)), 0);
+		f->pending = NULL;
+	}
 	rc = sequence_apply(f->leader, cmd, len);
 	if (f->follower)
 		assert_int_equal(sequence_apply(f->follower, cmd, len), rc);
@@ -575,6 +580,36 @@ static void test_replicated_keys_failover(void **state)
 	assert_true(next(l, 1) >= end);
 	sequence_close(l);
 	sequence_close(f);
+}
+
+/*
+ * A new leader may take over before it has applied the old leader's last committed
+ * entries (it learns the commit index with the first entry of its own term): it must
+ * not hand out keys or volume ids the old leader reserved in them.
+ */
+static void test_replicated_new_leader_behind(void **state)
+{
+	struct fake_raft fl = {0};
+	struct sequence *l;
+	uint64_t first;
+	uint32_t vid = 0;
+
+	(void)state;
+	l = open_replicated(&fl);
+	fl.leader = l;
+	sequence_on_leader(l, true);
+	fl.pending = "{\"fileKeyReserved\":50000,\"maxVolumeId\":0,\"topologyId\":\"\"}";
+	first = next(l, 1);
+	if (first < 50000)
+		fail_msg("key %llu handed out below the old leader's reservation (50000)",
+			 (unsigned long long)first);
+
+	sequence_on_leader(l, false);
+	sequence_on_leader(l, true);
+	fl.pending = "{\"fileKeyReserved\":0,\"maxVolumeId\":7,\"topologyId\":\"\"}";
+	assert_int_equal(sequence_next_volume_id(l, &vid), 0);
+	assert_int_equal(vid, 8);
+	sequence_close(l);
 }
 
 static void test_replicated_volume_ids(void **state)
@@ -725,6 +760,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unwritable_dir, setup_dir, teardown_dir),
 	    cmocka_unit_test(test_replicated_keys_failover),
 	    cmocka_unit_test(test_replicated_volume_ids),
+	    cmocka_unit_test(test_replicated_new_leader_behind),
 	    cmocka_unit_test(test_replicated_snapshot_restore),
 	    cmocka_unit_test(test_replicated_failures),
 	    cmocka_unit_test(test_replicated_huge_keys),
