@@ -5,16 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include "cluster/base/util.h"
 
 static int parse_hex(const char *s, size_t len, uint64_t *out)
 {
@@ -23,7 +14,7 @@ static int parse_hex(const char *s, size_t len, uint64_t *out)
 	if (len == 0 || len > 16)
 		return -EINVAL;
 	for (size_t i = 0; i < len; i++) {
-		int h = hex_value(s[i]);
+		int h = hex_digit(s[i]);
 
 		if (h < 0)
 			return -EINVAL;

@@ -26,6 +26,7 @@
 #include <openssl/crypto.h>
 
 #include "cluster/base/sha256.h"
+#include "cluster/base/util.h"
 
 /* base64url of {"alg":"HS256","typ":"JWT"}, the header golang-jwt writes too. */
 static const char jwt_header_b64[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
@@ -328,17 +329,6 @@ static void server_mac_key(const char *key, uint8_t out[SHA256_DIGEST_LEN])
 	hmac_sha256(key, strlen(key), label, sizeof(label) - 1, out);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* URL-decodes n bytes of s into out (n + 1 bytes); '+' is a space, as in a form. */
 static void url_decode_n(const char *s, size_t n, char *out)
 {
@@ -347,9 +337,9 @@ static void url_decode_n(const char *s, size_t n, char *out)
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '+') {
 			out[o++] = ' ';
-		} else if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
-			   hexval(s[i + 2]) >= 0) {
-			out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+		} else if (s[i] == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 &&
+			   hex_digit(s[i + 2]) >= 0) {
+			out[o++] = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
 			i += 2;
 		} else {
 			out[o++] = s[i];

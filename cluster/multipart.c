@@ -52,6 +52,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster/base/util.h"
+
 enum multipart_state {
 	MP_PREAMBLE,	/* before the first boundary: bytes are discarded */
 	MP_DATA,	/* inside a part's data */
@@ -202,17 +204,6 @@ static bool span_equals(const char *s, size_t len, const char *lower)
 	return strlen(lower) == len && strncasecmp(s, lower, len) == 0;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Decodes an RFC 5987 ext-value `charset'language'percent-encoded` into out (cap > 0,
  * truncated, NUL-terminated). Returns false for anything it will not vouch for: other
@@ -239,8 +230,8 @@ static bool decode_ext_value(const char *s, const char *e, char *out, size_t cap
 
 			if (e - s < 3)
 				return false;
-			hi = hex_value(s[1]);
-			lo = hex_value(s[2]);
+			hi = hex_digit(s[1]);
+			lo = hex_digit(s[2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return false;
 			c = (char)(hi << 4 | lo);

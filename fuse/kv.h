@@ -124,6 +124,24 @@ void kv_mask_url(const char *url, char *out, size_t cap);
  * Inline wrappers. Any failure but -ENOENT marks the transaction failed: every later
  * call returns the same error and it cannot commit (see above).
  */
+/* Big-endian u64 keys and values, so ranges scan in numeric order. */
+static inline void be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static inline uint64_t rd64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
 static inline int kv_failed(struct kv_txn *t, int rc)
 {
 	if (rc < 0 && rc != -ENOENT && !t->failed)

@@ -203,23 +203,6 @@ static int l_count(struct kv_txn *t, int table, uint64_t *n)
 	return rc;
 }
 
-static void be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--) {
-		p[i] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 /* In the counters table, in the caller's write transaction (one writer at a time). */
 static int l_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out)
 {

@@ -708,15 +708,6 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 	}
 }
 
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 static int p_count(struct kv_txn *t, int table, uint64_t *n)
 {
 	uint8_t lo[1] = {(uint8_t)table}, hi[1] = {(uint8_t)(table + 1)};

@@ -104,23 +104,6 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
 
 /* ---------------------------------------------------------------- encoding */
 
-static void be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--) {
-		p[i] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 /* ---------------------------------------------------------------- open */
 
 /* The inode generation, drawn at random once when the metadata is created. */

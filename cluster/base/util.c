@@ -53,6 +53,17 @@ time_t http_date_parse(const char *s)
 	return timegm(&tm);
 }
 
+int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 int pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
 {
 	const uint8_t *p = buf;

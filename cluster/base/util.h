@@ -29,6 +29,9 @@ int pread_all(int fd, void *buf, size_t len, uint64_t offset);
 struct iovec;
 int pwritev_all(int fd, struct iovec *iov, int n, uint64_t offset);
 
+/* The value of a hex digit (either case), or -1. */
+int hex_digit(char c);
+
 /* SIGINT, SIGTERM and SIGHUP: the signals that stop a daemon cleanly. */
 void stop_signal_set(sigset_t *set);
 
