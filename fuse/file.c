@@ -936,6 +936,14 @@ int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a)
 	rc = meta_getattr(fs->meta, f->ino, a);
 	if (rc == 0) {
 		a->size = pending_end(f, a->size);
+		/* Buffered and uploading bytes count as stored (st_blocks): an overwrite of
+		 * stored data may count twice until it is committed. */
+		if (a->stored != META_STORED_UNKNOWN) {
+			for (int i = 0; i < f->n_ext; i++)
+				a->stored += f->ext[i].len;
+			for (const struct job *j = f->jobs; j; j = j->next_in_file)
+				a->stored += j->ext.len;
+		}
 		/* Writes not recorded yet: POSIX marks mtime and ctime at the write. */
 		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->mtime_ns)
 			a->mtime_ns = f->write_ns;
@@ -984,6 +992,163 @@ int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr
 	pthread_mutex_unlock(&f->lock);
 	if (rc == 0 && (valid & META_SET_SIZE))
 		fs_kick_gc(fs);
+	return rc;
+}
+
+/*
+ * Dirty extents inside [start, end) are dropped, those reaching into it from the left
+ * cut at start (others are left to be uploaded: the metadata change cuts them after).
+ * f->lock held.
+ */
+static void cut_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t start, uint64_t end)
+{
+	for (int i = 0; i < f->n_ext;) {
+		struct extent *e = &f->ext[i];
+
+		if (e->off >= start && e->off + e->len <= end) {
+			extent_free(fs, e);
+			memmove(e, e + 1, (size_t)(f->n_ext - i - 1) * sizeof(*e));
+			f->n_ext--;
+			continue;
+		}
+		if (e->off < start && e->off + e->len > start && e->off + e->len <= end)
+			e->len = start - e->off;
+		i++;
+	}
+}
+
+int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64_t len, bool punch,
+		   bool extend, struct meta_attr *out)
+{
+	int rc = 0;
+
+	if (len == 0 || off > INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	pthread_mutex_lock(&f->lock);
+	if (punch) {
+		/* As a truncate: the buffered bytes of the range go, the rest and every
+		 * upload in flight is committed first, then the hole is recorded while
+		 * f->lock is held (no commit lands in between). */
+		cut_dirty(fs, f, off, off + len);
+		rc = store_dirty(fs, f, false);
+		if (rc == 0)
+			rc = wait_jobs(f);
+	}
+	if (rc == 0)
+		rc = meta_fallocate(fs->meta, f->ino, off, len, punch, extend, out);
+	if (rc == 0 && out)
+		out->size = pending_end(f, out->size);
+	pthread_mutex_unlock(&f->lock);
+	if (rc == 0 && punch)
+		fs_kick_gc(fs);
+	return rc;
+}
+
+/* The buffered and uploading writes of f are committed. f->lock held. */
+static int commit_pending(struct kelp_fs *fs, struct open_file *f)
+{
+	int rc = store_dirty(fs, f, false);
+
+	return rc == 0 ? wait_jobs(f) : rc;
+}
+
+int file_copy_range(struct kelp_fs *fs, struct open_file *in, uint64_t off_in,
+		    struct open_file *out, uint64_t off_out, uint64_t len, uint64_t *copied,
+		    struct meta_attr *attr)
+{
+	int rc = 0;
+
+	*copied = 0;
+	/* The source's writes are recorded first (its lock is not held with the
+	 * destination's: two copies in opposite directions must not deadlock). */
+	if (in != out) {
+		pthread_mutex_lock(&in->lock);
+		rc = commit_pending(fs, in);
+		pthread_mutex_unlock(&in->lock);
+		if (rc < 0)
+			return rc;
+	}
+	pthread_mutex_lock(&out->lock);
+	rc = commit_pending(fs, out);
+	if (rc == 0)
+		rc = meta_copy_range(fs->meta, in->ino, off_in, out->ino, off_out, len, copied,
+				     attr);
+	if (rc == 0 && attr)
+		attr->size = pending_end(out, attr->size);
+	pthread_mutex_unlock(&out->lock);
+	if (rc == 0)
+		fs_kick_gc(fs);
+	return rc;
+}
+
+struct span {
+	uint64_t s, e;
+};
+
+static int span_cmp(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+
+	return x->s < y->s ? -1 : x->s > y->s;
+}
+
+int file_lseek(struct kelp_fs *fs, struct open_file *f, uint64_t off, bool data, uint64_t *pos)
+{
+	struct meta_attr a;
+	struct meta_chunk *chunks = NULL;
+	struct span *sp = NULL;
+	uint64_t size;
+	int n = 0, ns = 0, cap, rc;
+
+	pthread_mutex_lock(&f->lock);
+	rc = meta_getattr(fs->meta, f->ino, &a);
+	size = rc == 0 ? pending_end(f, a.size) : 0;
+	if (rc == 0 && off >= size)
+		rc = -ENXIO;
+	if (rc == 0) {
+		n = meta_read_chunks(fs->meta, f->ino, off, UINT64_MAX, &chunks);
+		if (n < 0)
+			rc = n;
+	}
+	if (rc == 0) {
+		cap = n + f->n_ext + f->n_jobs;
+		sp = malloc((size_t)(cap ? cap : 1) * sizeof(*sp));
+		if (!sp)
+			rc = -ENOMEM;
+	}
+	/* Committed intervals, uploading and buffered bytes: all data. */
+	for (int i = 0; rc == 0 && i < n; i++)
+		sp[ns++] = (struct span){chunks[i].offset, chunks[i].offset + chunks[i].length};
+	for (const struct job *j = f->jobs; rc == 0 && j; j = j->next_in_file)
+		sp[ns++] = (struct span){j->ext.off, j->ext.off + j->ext.len};
+	for (int i = 0; rc == 0 && i < f->n_ext; i++)
+		sp[ns++] = (struct span){f->ext[i].off, f->ext[i].off + f->ext[i].len};
+	pthread_mutex_unlock(&f->lock);
+	if (n > 0)
+		free(chunks);
+	if (rc < 0) {
+		free(sp);
+		return rc;
+	}
+	qsort(sp, (size_t)ns, sizeof(*sp), span_cmp);
+	if (data) {
+		rc = -ENXIO; /* no data at or after off */
+		for (int i = 0; i < ns; i++) {
+			if (sp[i].e > off && sp[i].s < size) {
+				*pos = sp[i].s > off ? sp[i].s : off;
+				rc = 0;
+				break;
+			}
+		}
+	} else {
+		uint64_t at = off; /* the end of the data run off is in */
+
+		for (int i = 0; i < ns && sp[i].s <= at; i++)
+			if (sp[i].e > at)
+				at = sp[i].e;
+		*pos = at < size ? at : size; /* the end of the file is a hole */
+	}
+	free(sp);
 	return rc;
 }
 

@@ -155,6 +155,22 @@ int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a);
 int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr *in,
 		 unsigned valid, struct meta_attr *out);
 
+/*
+ * fallocate of an open file: with punch (PUNCH_HOLE, ZERO_RANGE) the range becomes a
+ * hole, cutting buffered writes and uploads in flight as a truncate does; with extend
+ * (no KEEP_SIZE) the size grows to off+len. meta_fallocate otherwise.
+ */
+int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64_t len, bool punch,
+		   bool extend, struct meta_attr *out);
+/* copy_file_range: both files' pending writes are committed, then meta_copy_range
+ * (no data moves). *copied gets the bytes copied. */
+int file_copy_range(struct kelp_fs *fs, struct open_file *in, uint64_t off_in,
+		    struct open_file *out, uint64_t off_out, uint64_t len, uint64_t *copied,
+		    struct meta_attr *attr);
+/* SEEK_DATA (data) / SEEK_HOLE: from the chunk map and the pending writes. -ENXIO at
+ * or past the end (and for SEEK_DATA when only a hole follows). */
+int file_lseek(struct kelp_fs *fs, struct open_file *f, uint64_t off, bool data, uint64_t *pos);
+
 /* Reads a blob range for a file without an open handle (no dirty data). */
 int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,
 		       uint8_t *out);

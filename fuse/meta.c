@@ -1,6 +1,7 @@
 #include "fuse/meta.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,23 @@ void meta_close(struct meta *m)
 
 /* ---------------------------------------------------------------- helpers (in a txn) */
 
+/* The size of an inode record before struct meta_attr had `stored`. */
+#define ATTR_V1_SIZE offsetof(struct meta_attr, stored)
+
+/* An inode record: the current layout, or the one before `stored` (unknown then). */
+static int decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out)
+{
+	if (vlen == sizeof(*out)) {
+		memcpy(out, v, sizeof(*out));
+		return 0;
+	}
+	if (vlen != ATTR_V1_SIZE)
+		return -EIO;
+	memcpy(out, v, ATTR_V1_SIZE);
+	out->stored = META_STORED_UNKNOWN;
+	return 0;
+}
+
 static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
 {
 	uint8_t k[8];
@@ -234,10 +252,7 @@ static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
 	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
 	if (rc != 0)
 		return rc;
-	if (vlen != sizeof(*out))
-		return -EIO;
-	memcpy(out, v, sizeof(*out));
-	return 0;
+	return decode_attr(v, vlen, out);
 }
 
 static int put_attr(struct kv_txn *t, const struct meta_attr *a)
@@ -450,18 +465,27 @@ static int collect_chunks(struct kv_txn *t, uint64_t ino, uint64_t start, uint64
 	return l.n;
 }
 
-/* Removes [start, end) from ino's data: drops or trims the intervals there. */
-static int punch(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end)
+/*
+ * Removes [start, end) from ino's data: drops or trims the intervals there. *removed
+ * (may be NULL) gets the bytes of data that were there.
+ */
+static int punch(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
+		 uint64_t *removed)
 {
 	struct meta_chunk *list;
 	int n = collect_chunks(t, ino, start, end, &list), rc = 0;
 
+	if (removed)
+		*removed = 0;
 	if (n < 0)
 		return n;
 	for (int i = 0; i < n && rc == 0; i++) {
 		struct meta_chunk c = list[i];
 		uint64_t a = c.offset, b = c.offset + c.length;
 		uint8_t k[16];
+
+		if (removed)
+			*removed += (b < end ? b : end) - (a > start ? a : start);
 
 		chunk_key(k, ino, a);
 		rc = kv_del(t, KV_CHUNKS, k, 16);
@@ -488,6 +512,31 @@ static int punch(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t start,
 	}
 	free(list);
 	return rc;
+}
+
+/* a->stored of a record from before the field: the sum of its intervals now (in a
+ * write transaction, before its data changes; written back with the attributes). */
+static int ensure_stored(struct kv_txn *t, struct meta_attr *a)
+{
+	struct meta_chunk *list;
+	int n;
+
+	if (a->stored != META_STORED_UNKNOWN)
+		return 0;
+	n = collect_chunks(t, a->ino, 0, UINT64_MAX, &list);
+	if (n < 0)
+		return n;
+	a->stored = 0;
+	for (int i = 0; i < n; i++)
+		a->stored += list[i].length;
+	free(list);
+	return 0;
+}
+
+/* a->stored after removed bytes went and added came. */
+static void stored_change(struct meta_attr *a, uint64_t removed, uint64_t added)
+{
+	a->stored = (a->stored > removed ? a->stored - removed : 0) + added;
 }
 
 struct key_list {
@@ -526,7 +575,7 @@ static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
 	struct key_list xattrs = {0};
 	int rc;
 
-	rc = punch(m, t, ino, 0, UINT64_MAX);
+	rc = punch(m, t, ino, 0, UINT64_MAX, NULL);
 	if (rc < 0)
 		return rc;
 	/* xattrs: listed, then deleted */
@@ -579,6 +628,239 @@ static int check_name(const char *name)
 	if (n > META_NAME_MAX)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+static size_t xattr_key(uint8_t *k, uint64_t ino, const char *name);
+
+/* ---------------------------------------------------------------- POSIX ACLs */
+
+/*
+ * The value of system.posix_acl_access / _default as Linux passes it: a little-endian
+ * u32 version (2), then 8-byte entries: u16 tag, u16 permissions (rwx = 4 2 1), u32 id
+ * (for the named user and group entries). The kernel checks an ACL before it sends it
+ * and evaluates them itself (default_permissions); the rules here keep them in step
+ * with the mode bits: the owner, group (the mask when there is one) and other entries
+ * ARE the mode's three permission triads.
+ */
+#define ACL_VERSION   2
+#define ACL_USER_OBJ  0x01
+#define ACL_USER      0x02
+#define ACL_GROUP_OBJ 0x04
+#define ACL_GROUP     0x08
+#define ACL_MASK      0x10
+#define ACL_OTHER     0x20
+#define ACL_MAX_SIZE  (4 + 8 * 1024)
+
+static uint16_t acl_tag(const uint8_t *e)
+{
+	return (uint16_t)(e[0] | e[1] << 8);
+}
+
+static uint16_t acl_perm(const uint8_t *e)
+{
+	return (uint16_t)(e[2] | e[3] << 8);
+}
+
+static void acl_set_perm(uint8_t *e, unsigned perm)
+{
+	e[2] = (uint8_t)(perm & 7);
+	e[3] = 0;
+}
+
+/* The entries of an ACL value, or -EINVAL for a malformed one. */
+static int acl_count(const uint8_t *v, size_t len)
+{
+	if (len < 4 || (len - 4) % 8 != 0 || len > ACL_MAX_SIZE)
+		return -EINVAL;
+	if ((v[0] | v[1] << 8 | v[2] << 16 | (uint32_t)v[3] << 24) != ACL_VERSION)
+		return -EINVAL;
+	return (int)((len - 4) / 8);
+}
+
+/*
+ * The mode bits an access ACL stands for (*bits: rwxrwxrwx) and whether the mode says
+ * it all (*equiv: no named entries, no mask: the xattr is then not kept). -EINVAL when
+ * the owner, group or other entry is missing.
+ */
+static int acl_mode(const uint8_t *v, size_t len, uint32_t *bits, bool *equiv)
+{
+	int n = acl_count(v, len), seen = 0;
+	unsigned u = 0, g = 0, o = 0, mask = 0;
+	bool has_mask = false;
+
+	if (n < 0)
+		return n;
+	*equiv = true;
+	for (int i = 0; i < n; i++) {
+		const uint8_t *e = v + 4 + 8 * i;
+		unsigned perm = acl_perm(e) & 7;
+
+		switch (acl_tag(e)) {
+		case ACL_USER_OBJ:
+			u = perm;
+			seen |= 1;
+			break;
+		case ACL_GROUP_OBJ:
+			g = perm;
+			seen |= 2;
+			break;
+		case ACL_OTHER:
+			o = perm;
+			seen |= 4;
+			break;
+		case ACL_MASK:
+			mask = perm;
+			has_mask = true;
+			*equiv = false;
+			break;
+		case ACL_USER:
+		case ACL_GROUP:
+			*equiv = false;
+			break;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (seen != 7)
+		return -EINVAL;
+	*bits = u << 6 | (has_mask ? mask : g) << 3 | o;
+	return 0;
+}
+
+/* chmod of an inode with an access ACL: the owner, mask (or group) and other entries
+ * take the new permission bits. */
+static void acl_chmod(uint8_t *v, size_t len, uint32_t mode)
+{
+	int n = acl_count(v, len);
+	uint8_t *group = NULL, *mask = NULL;
+
+	for (int i = 0; i < n; i++) {
+		uint8_t *e = v + 4 + 8 * i;
+
+		switch (acl_tag(e)) {
+		case ACL_USER_OBJ:
+			acl_set_perm(e, mode >> 6);
+			break;
+		case ACL_GROUP_OBJ:
+			group = e;
+			break;
+		case ACL_MASK:
+			mask = e;
+			break;
+		case ACL_OTHER:
+			acl_set_perm(e, mode);
+			break;
+		}
+	}
+	if (mask || group)
+		acl_set_perm(mask ? mask : group, mode >> 3);
+}
+
+/*
+ * A new inode in a directory with a default ACL: its access ACL is the default ACL
+ * with each of the three triads limited by the mode the creator asked for, and its
+ * mode bits are what that ACL grants (the umask is not used). *mode is updated; true
+ * when the ACL says more than the mode (it must be stored).
+ */
+static bool acl_inherit(uint8_t *v, size_t len, uint32_t *mode)
+{
+	int n = acl_count(v, len);
+	uint8_t *group = NULL, *mask = NULL;
+	uint32_t want = *mode & 0777, got = 0;
+	bool extended = false;
+
+	for (int i = 0; i < n; i++) {
+		uint8_t *e = v + 4 + 8 * i;
+
+		switch (acl_tag(e)) {
+		case ACL_USER_OBJ:
+			acl_set_perm(e, acl_perm(e) & (want >> 6));
+			got |= (uint32_t)(acl_perm(e) & 7) << 6;
+			break;
+		case ACL_OTHER:
+			acl_set_perm(e, acl_perm(e) & want);
+			got |= acl_perm(e) & 7;
+			break;
+		case ACL_GROUP_OBJ:
+			group = e;
+			break;
+		case ACL_MASK:
+			mask = e;
+			extended = true;
+			break;
+		default:
+			extended = true;
+		}
+	}
+	if (mask || group) {
+		uint8_t *e = mask ? mask : group;
+
+		acl_set_perm(e, acl_perm(e) & (want >> 3));
+		got |= (uint32_t)(acl_perm(e) & 7) << 3;
+	}
+	*mode = (*mode & ~0777u) | got;
+	return extended;
+}
+
+static int put_xattr_flagged(struct kv_txn *t, struct meta_attr *a, const char *name, const void *v,
+			     size_t len, uint32_t flag)
+{
+	uint8_t k[8 + 256];
+
+	a->flags |= flag;
+	return kv_put(t, KV_XATTRS, k, xattr_key(k, a->ino, name), v, len);
+}
+
+/* The ACLs a new inode a takes from its directory p (which has a default ACL);
+ * a->mode becomes what they grant. Before a is written. */
+static int inherit_acls(struct kv_txn *t, const struct meta_attr *p, struct meta_attr *a)
+{
+	uint8_t k[8 + 256], *acl;
+	const uint8_t *v;
+	size_t vlen;
+	int rc = kv_get(t, KV_XATTRS, k, xattr_key(k, p->ino, META_ACL_DEFAULT), &v, &vlen);
+
+	if (rc == -ENOENT || (rc == 0 && acl_count(v, vlen) <= 0))
+		return 1; /* none after all: the umask applies */
+	if (rc < 0)
+		return rc;
+	acl = malloc(vlen);
+	if (!acl)
+		return -ENOMEM;
+	memcpy(acl, v, vlen); /* before any put: a put may move what a get returned */
+	if (S_ISDIR(a->mode))
+		rc = put_xattr_flagged(t, a, META_ACL_DEFAULT, acl, vlen, META_F_ACL_DEFAULT);
+	if (acl_inherit(acl, vlen, &a->mode) && rc == 0)
+		rc = put_xattr_flagged(t, a, META_ACL_ACCESS, acl, vlen, META_F_ACL_ACCESS);
+	free(acl);
+	return rc;
+}
+
+/* chmod: the access ACL (if any) follows the new mode. */
+static int chmod_acl(struct kv_txn *t, struct meta_attr *a)
+{
+	uint8_t k[8 + 256], *acl;
+	const uint8_t *v;
+	size_t vlen, klen = xattr_key(k, a->ino, META_ACL_ACCESS);
+	int rc;
+
+	if (!(a->flags & META_F_ACL_ACCESS))
+		return 0;
+	rc = kv_get(t, KV_XATTRS, k, klen, &v, &vlen);
+	if (rc == -ENOENT) {
+		a->flags &= ~META_F_ACL_ACCESS;
+		return 0;
+	}
+	if (rc < 0 || acl_count(v, vlen) < 0)
+		return rc < 0 ? rc : 0;
+	acl = malloc(vlen);
+	if (!acl)
+		return -ENOMEM;
+	memcpy(acl, v, vlen);
+	acl_chmod(acl, vlen, a->mode);
+	rc = kv_put(t, KV_XATTRS, k, klen, acl, vlen);
+	free(acl);
+	return rc;
 }
 
 /* ---------------------------------------------------------------- public */
@@ -641,9 +923,9 @@ static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct
 		return -EIO;
 	if (!a)
 		return -ENOENT;
-	if (alen != sizeof(*out))
-		return -EIO;
-	memcpy(out, a, sizeof(*out));
+	rc = decode_attr(a, alen, out);
+	if (rc < 0)
+		return rc;
 	if (out->nlink == 0)
 		return -ENOENT; /* removed, only still open */
 	return 0;
@@ -667,7 +949,7 @@ uint32_t meta_generation(struct meta *m)
  * inode (numbers are never reused), it did, and this run reports it instead of EEXIST.
  */
 static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
-		     uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
+		     uint32_t umask, uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
 		     struct meta_attr *out, uint64_t *made)
 {
 	struct meta_attr p, a;
@@ -699,7 +981,15 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 		a.atime_ns = a.mtime_ns = a.ctime_ns = a.crtime_ns = now;
 		if (target)
 			a.size = strlen(target);
-		rc = put_attr(t, &a);
+		/* A default ACL of the directory is inherited (and the umask ignored). */
+		rc = !target && (p.flags & META_F_ACL_DEFAULT) ? inherit_acls(t, &p, &a) : 1;
+		if (rc == 1) {
+			if (!target)
+				a.mode &= ~(umask & 0777);
+			rc = 0;
+		}
+		if (rc == 0)
+			rc = put_attr(t, &a);
 	}
 	if (rc == 0 && target) {
 		uint8_t k[8];
@@ -731,7 +1021,20 @@ int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode
 	if (rc < 0)
 		return rc;
 	return IN_TXN(m, true,
-		      create_tx(t, parent, name, mode, uid, gid, rdev, target, out, &made));
+		      create_tx(t, parent, name, mode, 0, uid, gid, rdev, target, out, &made));
+}
+
+int meta_create_umask(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
+		      uint32_t umask, uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
+		      struct meta_attr *out)
+{
+	uint64_t made = 0;
+	int rc = check_name(name);
+
+	if (rc < 0)
+		return rc;
+	return IN_TXN(m, true,
+		      create_tx(t, parent, name, mode, umask, uid, gid, rdev, target, out, &made));
 }
 
 static int readlink_tx(struct kv_txn *t, uint64_t ino, char *buf, size_t cap)
@@ -1015,10 +1318,14 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 	int rc = get_attr(t, ino, &a);
 
 	if (rc == 0 && (valid & META_SET_SIZE)) {
+		uint64_t removed = 0;
+
 		if (S_ISDIR(a.mode))
 			rc = -EISDIR;
-		else if (in->size < a.size)
-			rc = punch(m, t, ino, in->size, UINT64_MAX);
+		else if (in->size < a.size && (rc = ensure_stored(t, &a)) == 0)
+			rc = punch(m, t, ino, in->size, UINT64_MAX, &removed);
+		if (rc == 0 && removed)
+			stored_change(&a, removed, 0);
 		/* Any truncate marks the data modified, even to the same size (as Linux's
 		 * local filesystems do; FUSE leaves mtime to us for truncate and ftruncate). */
 		if (rc == 0) {
@@ -1027,8 +1334,10 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 		}
 	}
 	if (rc == 0) {
-		if (valid & META_SET_MODE)
+		if (valid & META_SET_MODE) {
 			a.mode = (a.mode & S_IFMT) | (in->mode & 07777);
+			rc = chmod_acl(t, &a);
+		}
 		if (valid & META_SET_UID)
 			a.uid = in->uid;
 		if (valid & META_SET_GID)
@@ -1038,7 +1347,8 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 		if (valid & META_SET_MTIME)
 			a.mtime_ns = in->mtime_ns;
 		a.ctime_ns = (valid & META_SET_CTIME) ? in->ctime_ns : now;
-		rc = put_attr(t, &a);
+		if (rc == 0)
+			rc = put_attr(t, &a);
 	}
 	if (rc == 0 && out)
 		*out = a;
@@ -1059,17 +1369,23 @@ static int write_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
 	int64_t now = meta_now_ns();
 	int rc = get_attr(t, ino, &a);
 
+	if (rc == 0)
+		rc = ensure_stored(t, &a);
 	for (int i = 0; i < n && rc == 0; i++) {
+		uint64_t removed = 0;
+
 		if (chunks[i].length == 0)
 			continue;
 		/* Referenced before the punch, so rewriting a blob's own range never
 		 * sends it to gc. */
 		rc = fidref_add(m, t, chunks[i].fid, 1);
 		if (rc == 0)
-			rc =
-			    punch(m, t, ino, chunks[i].offset, chunks[i].offset + chunks[i].length);
+			rc = punch(m, t, ino, chunks[i].offset, chunks[i].offset + chunks[i].length,
+				   &removed);
 		if (rc == 0)
 			rc = put_chunk(t, ino, &chunks[i]);
+		if (rc == 0)
+			stored_change(&a, removed, chunks[i].length);
 		if (rc == 0 && chunks[i].offset + chunks[i].length > a.size)
 			a.size = chunks[i].offset + chunks[i].length;
 	}
@@ -1107,8 +1423,8 @@ static int replace_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
 	free(now);
 	if (got < 0)
 		rc = got;
-	else if (same)
-		rc = punch(m, t, ino, fresh->offset, fresh->offset + fresh->length);
+	else if (same) /* the same bytes: the stored size does not change */
+		rc = punch(m, t, ino, fresh->offset, fresh->offset + fresh->length, NULL);
 	if (rc == 0 && same)
 		rc = put_chunk(t, ino, fresh);
 	/* A reference when used, none otherwise: then the blob goes straight to gc. */
@@ -1121,6 +1437,129 @@ int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *o
 			const struct meta_chunk *fresh)
 {
 	return IN_TXN(m, true, replace_chunks_tx(m, t, ino, old, n, fresh));
+}
+
+static int fallocate_tx(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t offset,
+			uint64_t end, bool do_punch, bool extend, struct meta_attr *out)
+{
+	struct meta_attr a;
+	uint64_t removed = 0;
+	bool changed = false;
+	int rc = get_attr(t, ino, &a);
+
+	if (rc == 0 && S_ISDIR(a.mode))
+		rc = -EISDIR;
+	else if (rc == 0 && !S_ISREG(a.mode))
+		rc = -ENODEV; /* what Linux says for a FIFO or a device */
+	if (rc == 0 && do_punch && offset < a.size) {
+		rc = ensure_stored(t, &a);
+		if (rc == 0)
+			rc = punch(m, t, ino, offset, end, &removed);
+		if (rc == 0)
+			stored_change(&a, removed, 0);
+		changed = true;
+	}
+	if (rc == 0 && extend && end > a.size) {
+		a.size = end;
+		changed = true;
+	}
+	if (rc == 0 && changed) {
+		a.mtime_ns = a.ctime_ns = meta_now_ns();
+		rc = put_attr(t, &a);
+	}
+	if (rc == 0 && out)
+		*out = a;
+	return rc;
+}
+
+int meta_fallocate(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len, bool punch,
+		   bool extend, struct meta_attr *out)
+{
+	if (len == 0 || offset > INT64_MAX || len > (uint64_t)INT64_MAX - offset)
+		return -EINVAL;
+	return IN_TXN(m, true, fallocate_tx(m, t, ino, offset, offset + len, punch, extend, out));
+}
+
+static int copy_range_tx(struct meta *m, struct kv_txn *t, uint64_t src, uint64_t off_in,
+			 uint64_t dst, uint64_t off_out, uint64_t len, uint64_t *copied,
+			 struct meta_attr *out)
+{
+	struct meta_attr s, d;
+	struct meta_chunk *list = NULL;
+	uint64_t removed = 0, added = 0;
+	int n = 0, rc = get_attr(t, src, &s);
+
+	*copied = 0;
+	if (rc == 0)
+		rc = src == dst ? 0 : get_attr(t, dst, &d);
+	if (rc < 0)
+		return rc;
+	if (src == dst)
+		d = s;
+	if (S_ISDIR(s.mode) || S_ISDIR(d.mode))
+		return -EISDIR;
+	if (!S_ISREG(s.mode) || !S_ISREG(d.mode))
+		return -EINVAL;
+	if (off_in >= s.size)
+		len = 0;
+	else if (len > s.size - off_in)
+		len = s.size - off_in;
+	if (len == 0) {
+		if (out)
+			*out = d;
+		return 0;
+	}
+	if (src == dst && off_in < off_out + len && off_out < off_in + len)
+		return -EINVAL;
+	n = collect_chunks(t, src, off_in, off_in + len, &list);
+	if (n < 0)
+		return n;
+	rc = ensure_stored(t, &d);
+	/* The slices are referenced before dst's range is punched (a copy within one file
+	 * may cut the very interval it copies from). */
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = fidref_add(m, t, list[i].fid, 1);
+	if (rc == 0)
+		rc = punch(m, t, dst, off_out, off_out + len, &removed);
+	for (int i = 0; i < n && rc == 0; i++) {
+		struct meta_chunk c = list[i];
+		uint64_t a = c.offset > off_in ? c.offset : off_in;
+		uint64_t b =
+		    c.offset + c.length < off_in + len ? c.offset + c.length : off_in + len;
+
+		c.blob_offset += a - c.offset;
+		c.offset = off_out + (a - off_in);
+		c.length = b - a;
+		added += c.length;
+		rc = put_chunk(t, dst, &c);
+	}
+	free(list);
+	if (rc < 0)
+		return rc;
+	stored_change(&d, removed, added);
+	if (off_out + len > d.size)
+		d.size = off_out + len;
+	d.mtime_ns = d.ctime_ns = meta_now_ns();
+	rc = put_attr(t, &d);
+	if (rc == 0) {
+		*copied = len;
+		if (out)
+			*out = d;
+	}
+	return rc;
+}
+
+int meta_copy_range(struct meta *m, uint64_t src, uint64_t off_in, uint64_t dst, uint64_t off_out,
+		    uint64_t len, uint64_t *copied, struct meta_attr *out)
+{
+	*copied = 0;
+	if (off_in > INT64_MAX || off_out > INT64_MAX)
+		return -EINVAL;
+	if (len > (uint64_t)INT64_MAX - off_out)
+		len = (uint64_t)INT64_MAX - off_out;
+	if (len > (uint64_t)INT64_MAX - off_in)
+		len = (uint64_t)INT64_MAX - off_in;
+	return IN_TXN(m, true, copy_range_tx(m, t, src, off_in, dst, off_out, len, copied, out));
 }
 
 int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len,
@@ -1189,13 +1628,12 @@ static int attr_one(void *ctx, int i, const uint8_t *v, size_t vlen)
 
 	if (!v)
 		return 0;
-	if (vlen != sizeof(struct meta_attr))
-		return -EIO;
 	if (af->kept != i) {
 		memcpy(b->e[af->kept].name, b->e[i].name, sizeof(b->e[i].name));
 		b->e[af->kept].ino = b->e[i].ino;
 	}
-	memcpy(&b->e[af->kept].attr, v, sizeof(struct meta_attr));
+	if (decode_attr(v, vlen, &b->e[af->kept].attr) < 0)
+		return -EIO;
 	af->kept++;
 	return 0;
 }
@@ -1270,12 +1708,23 @@ static size_t xattr_key(uint8_t *k, uint64_t ino, const char *name)
 	return 8 + n;
 }
 
-static int setxattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t klen,
+/* Which POSIX ACL an xattr name is: 0 none, else its META_F_ACL_* flag. */
+static uint32_t acl_kind(const char *name)
+{
+	if (!strcmp(name, META_ACL_ACCESS))
+		return META_F_ACL_ACCESS;
+	if (!strcmp(name, META_ACL_DEFAULT))
+		return META_F_ACL_DEFAULT;
+	return 0;
+}
+
+static int setxattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t klen, uint32_t acl,
 		       const void *value, size_t len, int flags)
 {
 	struct meta_attr a;
 	const uint8_t *old;
 	size_t oldlen;
+	bool keep = true;
 	int rc = get_attr(t, ino, &a);
 
 	if (rc == 0) {
@@ -1286,8 +1735,24 @@ static int setxattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t 
 		else if ((flags & 2 /* XATTR_REPLACE */) && !exists)
 			rc = -ENODATA;
 	}
-	if (rc == 0)
+	if (rc == 0 && acl == META_F_ACL_ACCESS) {
+		/* The mode bits follow the ACL; an ACL the mode says all of is not kept. */
+		uint32_t bits;
+
+		rc = S_ISLNK(a.mode) ? -EOPNOTSUPP : acl_mode(value, len, &bits, &keep);
+		keep = !keep;
+		if (rc == 0)
+			a.mode = (a.mode & ~0777u) | bits;
+	} else if (rc == 0 && acl == META_F_ACL_DEFAULT) {
+		rc = !S_ISDIR(a.mode) ? -EACCES : acl_count(value, len) < 0 ? -EINVAL : 0;
+	}
+	if (rc == 0 && keep) {
+		a.flags |= acl;
 		rc = kv_put(t, KV_XATTRS, k, klen, value, len);
+	} else if (rc == 0) {
+		a.flags &= ~acl;
+		rc = kv_del(t, KV_XATTRS, k, klen);
+	}
 	if (rc == 0) {
 		a.ctime_ns = meta_now_ns();
 		rc = put_attr(t, &a);
@@ -1306,7 +1771,7 @@ int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *va
 	if (len > 65536)
 		return -E2BIG;
 	klen = xattr_key(k, ino, name);
-	return IN_TXN(m, true, setxattr_tx(t, ino, k, klen, value, len, flags));
+	return IN_TXN(m, true, setxattr_tx(t, ino, k, klen, acl_kind(name), value, len, flags));
 }
 
 static int getxattr_tx(struct kv_txn *t, const uint8_t *k, size_t klen, void *buf, size_t cap)
@@ -1381,7 +1846,8 @@ int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap)
 	return IN_TXN(m, false, listxattr_tx(t, ino, buf, cap));
 }
 
-static int removexattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t klen)
+static int removexattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t klen,
+			  uint32_t acl)
 {
 	struct meta_attr a;
 	const uint8_t *v;
@@ -1396,6 +1862,7 @@ static int removexattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size
 	if (rc == 0)
 		rc = kv_del(t, KV_XATTRS, k, klen);
 	if (rc == 0) {
+		a.flags &= ~acl;	    /* the mode bits stay as they are */
 		a.ctime_ns = meta_now_ns(); /* a change of the inode, as setxattr */
 		rc = put_attr(t, &a);
 	}
@@ -1410,7 +1877,7 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	if (strlen(name) == 0 || strlen(name) > 255)
 		return -ENODATA;
 	klen = xattr_key(k, ino, name);
-	return IN_TXN(m, true, removexattr_tx(t, ino, k, klen));
+	return IN_TXN(m, true, removexattr_tx(t, ino, k, klen, acl_kind(name)));
 }
 
 struct gc_list {

@@ -62,9 +62,22 @@ struct meta_attr {
 	uint32_t uid;
 	uint32_t gid;
 	uint32_t rdev;
-	uint32_t pad;
+	uint32_t flags; /* META_F_*; 0 in records written before them */
 	int64_t atime_ns, mtime_ns, ctime_ns, crtime_ns;
+	/* Bytes of data really stored: the sum of the file's interval lengths (holes do not
+	 * count; st_blocks). META_STORED_UNKNOWN in a record from before this field (72
+	 * bytes): computed the next time the file's data changes. */
+	uint64_t stored;
 };
+
+#define META_STORED_UNKNOWN UINT64_MAX
+/* struct meta_attr.flags: the inode has a system.posix_acl_* xattr (saves a read on
+ * every create in a directory and every chmod that has none). */
+#define META_F_ACL_ACCESS  (1u << 0)
+#define META_F_ACL_DEFAULT (1u << 1)
+/* The POSIX ACL xattrs (Linux's format: a version, then tag/perm/id entries). */
+#define META_ACL_ACCESS	 "system.posix_acl_access"
+#define META_ACL_DEFAULT "system.posix_acl_default"
 
 /* One interval of a file's data: bytes [offset, offset+length) come from blob `fid`
  * starting at blob_offset. */
@@ -114,6 +127,14 @@ uint32_t meta_generation(struct meta *m);
 /* Creates name in parent: a file, directory, FIFO, device or (target != NULL) symlink. */
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out);
+/*
+ * meta_create with the caller's umask: when parent has a default POSIX ACL, the new
+ * inode inherits it (its access ACL is the default ACL masked by mode, a directory also
+ * gets the default ACL) and the umask is ignored; otherwise mode loses the umask bits.
+ */
+int meta_create_umask(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
+		      uint32_t umask, uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
+		      struct meta_attr *out);
 int meta_readlink(struct meta *m, uint64_t ino, char *buf, size_t cap);
 
 /* A new hard link newparent/newname to ino (not a directory). */
@@ -146,7 +167,8 @@ int meta_release_inode(struct meta *m, uint64_t ino);
 #define META_SET_MTIME (1u << 5)
 #define META_SET_CTIME (1u << 6)
 
-/* Changes attributes; a size change truncates or extends (a hole) the data. */
+/* Changes attributes; a size change truncates or extends (a hole) the data. A mode
+ * change also changes the access ACL (its owner, mask or group, other entries). */
 int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsigned valid,
 		 struct meta_attr *out);
 
@@ -165,6 +187,25 @@ int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chu
  */
 int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *old, int n,
 			const struct meta_chunk *fresh);
+
+/*
+ * fallocate's metadata: with punch, [offset, offset+len) becomes a hole (its intervals
+ * are dropped or trimmed, blobs no interval uses any more go to gc); with extend, the
+ * size grows to at least offset+len. Space is not reserved in the cluster (blobs are
+ * written when data is). mtime and ctime become now when anything changed.
+ */
+int meta_fallocate(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len, bool punch,
+		   bool extend, struct meta_attr *out);
+
+/*
+ * Copies [off_in, off_in+len) of src to dst at off_out without moving data: dst's range
+ * is replaced by intervals naming the same blob slices (each counted in fidrefs, so a
+ * blob goes to gc only when no interval of any file uses it); holes stay holes. len is
+ * cut at src's end; *copied gets the bytes copied; dst grows to cover them. -EINVAL for
+ * overlapping ranges of one file. One transaction.
+ */
+int meta_copy_range(struct meta *m, uint64_t src, uint64_t off_in, uint64_t dst, uint64_t off_out,
+		    uint64_t len, uint64_t *copied, struct meta_attr *out);
 
 /*
  * The intervals overlapping [offset, offset+len), in order (caller frees *out).

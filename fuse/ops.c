@@ -67,7 +67,10 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *attr, struct sta
 	st->st_mtim = ns_to_ts(a->mtime_ns);
 	st->st_ctim = ns_to_ts(a->ctime_ns);
 	st->st_blksize = IO_BLOCK_SIZE;
-	st->st_blocks = (st->st_size + 511) / 512;
+	/* The bytes really stored (holes take no room), in 512-byte units; a record from
+	 * before the count (not changed since) shows its size. */
+	st->st_blocks =
+	    (blkcnt_t)(((a->stored == META_STORED_UNKNOWN ? a->size : a->stored) + 511) / 512);
 }
 
 /* The kernel holds one more reference (lookup count) on ino. */
@@ -303,8 +306,10 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		if (S_ISDIR(mode))
 			mode |= S_ISGID;
 	}
-	return meta_create(fs->meta, parent, name, mode, ctx->uid, gid, (uint32_t)rdev, target,
-			   out);
+	/* The umask (the kernel leaves it to us, FUSE_CAP_DONT_MASK) or the directory's
+	 * default ACL (which replaces it) shape the mode. */
+	return meta_create_umask(fs->meta, parent, name, mode, target ? 0 : ctx->umask, ctx->uid,
+				 gid, (uint32_t)rdev, target, out);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -723,24 +728,13 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---------------------------------------------------------------- xattrs */
 
-/*
- * POSIX ACLs are not supported: storing them as plain xattrs would leave the mode
- * bits wrong (cp -a sets an ACL instead of chmod when the filesystem takes it).
- */
-static bool is_acl(const char *name)
-{
-	return !strncmp(name, "system.posix_acl_", 17);
-}
-
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	if (cluster_away(req))
 		return;
-	if (is_acl(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
-		return;
-	}
+	/* POSIX ACLs too: meta keeps the mode bits in step (and the kernel forgets the
+	 * attributes it cached). */
 	fuse_reply_err(req, -meta_setxattr(fs_of(req)->meta, ino, name, value, size, flags));
 }
 
@@ -754,11 +748,6 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	if (is_acl(name)) {
-		free(buf);
-		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	rc = meta_getxattr(fs_of(req)->meta, ino, name, buf, size);
@@ -800,6 +789,104 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, -meta_removexattr(fs_of(req)->meta, ino, name));
 }
 
+/* ---------------------------------------------------------------- holes and copies */
+
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+
+/*
+ * fallocate: mode 0 and KEEP_SIZE only set the size (space is not reserved: blobs are
+ * written with the data), PUNCH_HOLE and ZERO_RANGE make a hole in the chunk map (holes
+ * read as zeros). Collapse and insert range would shift every interval after them:
+ * EOPNOTSUPP.
+ */
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	struct kelp_fs *fs = fs_of(req);
+	bool punch = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
+	int rc;
+
+	if (cluster_away(req))
+		return;
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) ||
+	    ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) ||
+	    ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE))) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	rc = file_fallocate(fs, (struct open_file *)(uintptr_t)fi->fh, (uint64_t)offset,
+			    (uint64_t)length, punch, !(mode & FALLOC_FL_KEEP_SIZE), NULL);
+	fuse_reply_err(req, -rc);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	uint64_t pos = 0;
+	int rc;
+
+	if (cluster_away(req))
+		return;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL); /* the kernel does the others itself */
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	rc = file_lseek(fs_of(req), (struct open_file *)(uintptr_t)fi->fh, (uint64_t)off,
+			whence == SEEK_DATA, &pos);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}
+
+/* At most this much per call: the reply's count is 32 bits (callers loop). */
+#define COPY_MAX (1ull << 30)
+
+/*
+ * copy_file_range within the mount: no data moves, the destination's range names the
+ * source's blob slices (meta_copy_range), at any alignment. (FICLONE / cp --reflink=
+ * always never reach a FUSE filesystem: the kernel has no remap_file_range for FUSE
+ * and answers EOPNOTSUPP itself; cp --reflink=auto and plain cp use copy_file_range.)
+ */
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	struct kelp_fs *fs = fs_of(req);
+	uint64_t copied = 0;
+	int rc;
+
+	if (cluster_away(req))
+		return;
+	if (flags != 0 || off_in < 0 || off_out < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	rc = file_copy_range(fs, (struct open_file *)(uintptr_t)fi_in->fh, (uint64_t)off_in,
+			     (struct open_file *)(uintptr_t)fi_out->fh, (uint64_t)off_out,
+			     len > COPY_MAX ? COPY_MAX : len, &copied, NULL);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, (size_t)copied);
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* Bigger writes mean fewer round trips; the kernel caps it at its own limit. */
@@ -821,6 +908,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * inode it no longer caches; inode numbers and generations are stable. */
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
 		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+	/* POSIX ACLs: stored as the system.posix_acl_* xattrs, evaluated by the kernel
+	 * (with default_permissions); the umask is ours to apply, since a directory's
+	 * default ACL replaces it (meta_create_umask). */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK))
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -854,6 +946,9 @@ static const struct fuse_lowlevel_ops ops = {
     .getxattr = op_getxattr,
     .listxattr = op_listxattr,
     .removexattr = op_removexattr,
+    .fallocate = op_fallocate,
+    .lseek = op_lseek,
+    .copy_file_range = op_copy_file_range,
 };
 
 const struct fuse_lowlevel_ops *kelp_fuse_ops(void)
