@@ -1020,12 +1020,14 @@ static void cut_dirty(struct kelp_fs *fs, struct open_file *f, uint64_t start, u
 int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64_t len, bool punch,
 		   bool extend, struct meta_attr *out)
 {
+	uint64_t keep = 0; /* the size the pending writes made: a hole keeps it */
 	int rc = 0;
 
 	if (len == 0 || off > INT64_MAX || len > (uint64_t)INT64_MAX - off)
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
 	if (punch) {
+		keep = pending_end(f, 0);
 		/* As a truncate: the buffered bytes of the range go, the rest and every
 		 * upload in flight is committed first, then the hole is recorded while
 		 * f->lock is held (no commit lands in between). */
@@ -1035,7 +1037,7 @@ int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64
 			rc = wait_jobs(f);
 	}
 	if (rc == 0)
-		rc = meta_fallocate(fs->meta, f->ino, off, len, punch, extend, out);
+		rc = meta_fallocate(fs->meta, f->ino, off, len, punch, extend, keep, out);
 	if (rc == 0 && out)
 		out->size = pending_end(f, out->size);
 	pthread_mutex_unlock(&f->lock);

@@ -1440,7 +1440,8 @@ int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *o
 }
 
 static int fallocate_tx(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t offset,
-			uint64_t end, bool do_punch, bool extend, struct meta_attr *out)
+			uint64_t end, bool do_punch, bool extend, uint64_t min_size,
+			struct meta_attr *out)
 {
 	struct meta_attr a;
 	uint64_t removed = 0;
@@ -1459,8 +1460,10 @@ static int fallocate_tx(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t
 			stored_change(&a, removed, 0);
 		changed = true;
 	}
-	if (rc == 0 && extend && end > a.size) {
-		a.size = end;
+	if (rc == 0 && extend && end > min_size)
+		min_size = end;
+	if (rc == 0 && min_size > a.size) {
+		a.size = min_size;
 		changed = true;
 	}
 	if (rc == 0 && changed) {
@@ -1473,11 +1476,12 @@ static int fallocate_tx(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t
 }
 
 int meta_fallocate(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len, bool punch,
-		   bool extend, struct meta_attr *out)
+		   bool extend, uint64_t min_size, struct meta_attr *out)
 {
 	if (len == 0 || offset > INT64_MAX || len > (uint64_t)INT64_MAX - offset)
 		return -EINVAL;
-	return IN_TXN(m, true, fallocate_tx(m, t, ino, offset, offset + len, punch, extend, out));
+	return IN_TXN(m, true,
+		      fallocate_tx(m, t, ino, offset, offset + len, punch, extend, min_size, out));
 }
 
 static int copy_range_tx(struct meta *m, struct kv_txn *t, uint64_t src, uint64_t off_in,

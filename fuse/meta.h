@@ -191,11 +191,11 @@ int meta_replace_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *o
 /*
  * fallocate's metadata: with punch, [offset, offset+len) becomes a hole (its intervals
  * are dropped or trimmed, blobs no interval uses any more go to gc); with extend, the
- * size grows to at least offset+len. Space is not reserved in the cluster (blobs are
+ * size grows to at least offset+len; in any case to at least min_size. Space is not reserved in the cluster (blobs are
  * written when data is). mtime and ctime become now when anything changed.
  */
 int meta_fallocate(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len, bool punch,
-		   bool extend, struct meta_attr *out);
+		   bool extend, uint64_t min_size, struct meta_attr *out);
 
 /*
  * Copies [off_in, off_in+len) of src to dst at off_out without moving data: dst's range
