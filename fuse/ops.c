@@ -913,6 +913,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * default ACL replaces it (meta_create_umask). */
 	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK))
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	else
+		log_warn("mount: the kernel does not evaluate POSIX ACLs here; they are stored "
+			 "but not enforced");
 }
 
 static const struct fuse_lowlevel_ops ops = {
