@@ -887,6 +887,201 @@ static void test_gc(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------- holes, copies, ACLs */
+
+static uint64_t stored_of(struct meta *m, uint64_t ino)
+{
+	struct meta_attr a;
+
+	assert_int_equal(meta_getattr(m, ino, &a), 0);
+	return a.stored;
+}
+
+/* fallocate: punch holes (blobs no interval uses go to gc), extend, keep the size. */
+static void test_fallocate(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "f");
+	struct meta_chunk *list;
+	struct meta_attr a;
+
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	write1(f->m, ino, 100, 100, 0, "1,b");
+	assert_true(stored_of(f->m, ino) == 200);
+	/* a hole over all of b and the end of a: b goes to gc, a stays */
+	assert_int_equal(meta_fallocate(f->m, ino, 50, 150, true, false, 0, &a), 0);
+	assert_true(a.size == 200 && a.stored == 50);
+	assert_int_equal(gc_count(f->m, "1,b"), 1);
+	assert_int_equal(gc_count(f->m, "1,a"), 0);
+	assert_int_equal(meta_read_chunks(f->m, ino, 0, UINT64_MAX, &list), 1);
+	expect_chunk(&list[0], 0, 50, 0, "1,a");
+	free(list);
+	/* a hole inside a: two pieces of one blob */
+	assert_int_equal(meta_fallocate(f->m, ino, 10, 5, true, false, 0, NULL), 0);
+	assert_int_equal(meta_read_chunks(f->m, ino, 0, UINT64_MAX, &list), 2);
+	expect_chunk(&list[0], 0, 10, 0, "1,a");
+	expect_chunk(&list[1], 15, 35, 15, "1,a");
+	free(list);
+	assert_true(stored_of(f->m, ino) == 45);
+	/* extend (mode 0), zero range past the end, keep size, min_size */
+	assert_int_equal(meta_fallocate(f->m, ino, 1000, 24, false, true, 0, &a), 0);
+	assert_true(a.size == 1024 && a.stored == 45);
+	assert_int_equal(meta_fallocate(f->m, ino, 2000, 10, true, true, 0, &a), 0);
+	assert_true(a.size == 2010);
+	assert_int_equal(meta_fallocate(f->m, ino, 5000, 10, false, false, 0, &a), 0);
+	assert_true(a.size == 2010);
+	assert_int_equal(meta_fallocate(f->m, ino, 0, 10, true, false, 3000, &a), 0);
+	assert_true(a.size == 3000 && a.stored == 35);
+	assert_int_equal(meta_fallocate(f->m, ino, 0, 0, true, false, 0, NULL), -EINVAL);
+	assert_int_equal(meta_fallocate(f->m, 1, 0, 10, true, false, 0, NULL), -EISDIR);
+	/* truncate keeps `stored` right */
+	write1(f->m, ino, 2990, 10, 0, "1,c");
+	assert_true(stored_of(f->m, ino) == 45);
+	assert_int_equal(
+	    meta_setattr(f->m, ino, &(struct meta_attr){.size = 20}, META_SET_SIZE, &a), 0);
+	assert_true(a.stored == 5); /* [15, 20) of a */
+}
+
+/* copy_range: the copy names the same blob slices; a blob goes to gc only when no
+ * interval of any file uses it. */
+static void test_copy_range(void **state)
+{
+	struct fx *f = *state;
+	uint64_t src = mkfile(f->m, 1, "src"), dst = mkfile(f->m, 1, "dst"), copied, gone;
+	struct meta_chunk *list;
+	struct meta_attr a;
+
+	write1(f->m, src, 0, 100, 0, "1,a");
+	write1(f->m, src, 200, 100, 0, "1,b"); /* a hole [100, 200) */
+	write1(f->m, dst, 0, 400, 0, "1,d");
+	/* [50, 250) of src onto [10, 210) of dst: a's tail, the hole, b's head */
+	assert_int_equal(meta_copy_range(f->m, src, 50, dst, 10, 200, &copied, &a), 0);
+	assert_true(copied == 200 && a.size == 400);
+	assert_true(a.stored == 400 - 200 + 50 + 50);
+	assert_int_equal(meta_read_chunks(f->m, dst, 0, UINT64_MAX, &list), 4);
+	expect_chunk(&list[0], 0, 10, 0, "1,d");
+	expect_chunk(&list[1], 10, 50, 50, "1,a");
+	expect_chunk(&list[2], 160, 50, 0, "1,b");
+	expect_chunk(&list[3], 210, 190, 210, "1,d");
+	free(list);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	/* the source goes: nothing the copy uses goes to gc */
+	assert_int_equal(meta_unlink(f->m, 1, "src", &gone), 0);
+	assert_int_equal(meta_release_inode(f->m, src), 0);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	/* cut at the source's end; past it, nothing */
+	src = mkfile(f->m, 1, "s2");
+	write1(f->m, src, 0, 30, 0, "1,e");
+	assert_int_equal(meta_copy_range(f->m, src, 20, dst, 500, 100, &copied, &a), 0);
+	assert_true(copied == 10 && a.size == 510);
+	assert_int_equal(meta_copy_range(f->m, src, 30, dst, 0, 100, &copied, NULL), 0);
+	assert_true(copied == 0);
+	/* within one file: not overlapping only */
+	assert_int_equal(meta_copy_range(f->m, src, 0, src, 10, 20, &copied, NULL), -EINVAL);
+	assert_int_equal(meta_copy_range(f->m, src, 0, src, 30, 20, &copied, &a), 0);
+	assert_true(copied == 20 && a.size == 50);
+	/* the destination's last user of d's blob goes, then e's */
+	assert_int_equal(meta_unlink(f->m, 1, "dst", &gone), 0);
+	assert_int_equal(meta_release_inode(f->m, dst), 0);
+	assert_int_equal(gc_count(f->m, "1,d"), 1);
+	assert_int_equal(gc_count(f->m, "1,a"), 1);
+	assert_int_equal(gc_count(f->m, "1,b"), 1);
+	assert_int_equal(gc_count(f->m, "1,e"), 0);
+	gc_drain(f->m);
+	assert_int_equal(meta_unlink(f->m, 1, "s2", &gone), 0);
+	assert_int_equal(meta_release_inode(f->m, src), 0);
+	assert_int_equal(gc_count(f->m, "1,e"), 1);
+}
+
+/* An ACL value: version 2, then (tag, perm, id) triples. */
+static size_t acl(uint8_t *buf, int n, const uint32_t (*e)[3])
+{
+	buf[0] = 2;
+	buf[1] = buf[2] = buf[3] = 0;
+	for (int i = 0; i < n; i++) {
+		uint8_t *p = buf + 4 + 8 * i;
+
+		p[0] = (uint8_t)e[i][0];
+		p[1] = 0;
+		p[2] = (uint8_t)e[i][1];
+		p[3] = 0;
+		memcpy(p + 4, &e[i][2], 4);
+	}
+	return 4 + 8 * (size_t)n;
+}
+
+static uint32_t perm_of(const uint8_t *v, int len, uint32_t tag)
+{
+	for (int i = 4; i + 8 <= len; i += 8)
+		if (v[i] == tag)
+			return v[i + 2];
+	return 99;
+}
+
+static void test_acls(void **state)
+{
+	struct fx *f = *state;
+	uint64_t d = mkdir_(f->m, 1, "d"), x = mkfile(f->m, 1, "x");
+	uint8_t v[256], got[256];
+	struct meta_attr a;
+	const uint32_t ext[][3] = {{1, 6, 0}, {2, 7, 1000}, {4, 4, 0}, {0x10, 6, 0}, {0x20, 0, 0}};
+	const uint32_t plain[][3] = {{1, 7, 0}, {4, 5, 0}, {0x20, 1, 0}};
+	const uint32_t bad[][3] = {{1, 7, 0}, {0x20, 1, 0}};
+	const uint32_t def[][3] = {{1, 7, 0}, {2, 7, 1000}, {4, 5, 0}, {0x10, 7, 0}, {0x20, 5, 0}};
+	size_t n;
+	int len;
+
+	/* an extended access ACL: kept; the mode's group bits are the mask */
+	n = acl(v, 5, ext);
+	assert_int_equal(meta_setxattr(f->m, x, META_ACL_ACCESS, v, n, 0), 0);
+	assert_int_equal(meta_getattr(f->m, x, &a), 0);
+	assert_int_equal(a.mode & 0777, 0660);
+	assert_int_equal(meta_getxattr(f->m, x, META_ACL_ACCESS, got, sizeof(got)), (int)n);
+	/* chmod: the owner, mask and other entries follow */
+	assert_int_equal(
+	    meta_setattr(f->m, x, &(struct meta_attr){.mode = 0751}, META_SET_MODE, NULL), 0);
+	len = meta_getxattr(f->m, x, META_ACL_ACCESS, got, sizeof(got));
+	assert_int_equal(perm_of(got, len, 1), 7);
+	assert_int_equal(perm_of(got, len, 0x10), 5);
+	assert_int_equal(perm_of(got, len, 4), 4); /* the group entry is left alone */
+	assert_int_equal(perm_of(got, len, 0x20), 1);
+	/* an ACL the mode says all of: the mode, and no xattr */
+	n = acl(v, 3, plain);
+	assert_int_equal(meta_setxattr(f->m, x, META_ACL_ACCESS, v, n, 0), 0);
+	assert_int_equal(meta_getattr(f->m, x, &a), 0);
+	assert_int_equal(a.mode & 0777, 0751);
+	assert_int_equal(meta_getxattr(f->m, x, META_ACL_ACCESS, got, sizeof(got)), -ENODATA);
+	n = acl(v, 2, bad);
+	assert_int_equal(meta_setxattr(f->m, x, META_ACL_ACCESS, v, n, 0), -EINVAL);
+	assert_int_equal(meta_setxattr(f->m, x, META_ACL_ACCESS, "junk", 4, 0), -EINVAL);
+	/* default ACLs: directories only; inherited, the umask ignored */
+	n = acl(v, 5, def);
+	assert_int_equal(meta_setxattr(f->m, x, META_ACL_DEFAULT, v, n, 0), -EACCES);
+	assert_int_equal(meta_setxattr(f->m, d, META_ACL_DEFAULT, v, n, 0), 0);
+	assert_int_equal(meta_create_umask(f->m, d, "f", S_IFREG | 0640, 077, 0, 0, 0, NULL, &a),
+			 0);
+	assert_int_equal(a.mode, S_IFREG | 0640); /* mask rwx & r-- from the mode: r-- */
+	len = meta_getxattr(f->m, a.ino, META_ACL_ACCESS, got, sizeof(got));
+	assert_int_equal(len, (int)n);
+	assert_int_equal(perm_of(got, len, 1), 6);
+	assert_int_equal(perm_of(got, len, 0x10), 4);
+	assert_int_equal(perm_of(got, len, 0x20), 0);
+	assert_int_equal(perm_of(got, len, 2), 7); /* named entries as they are */
+	assert_int_equal(meta_getxattr(f->m, a.ino, META_ACL_DEFAULT, got, sizeof(got)), -ENODATA);
+	assert_int_equal(meta_create_umask(f->m, d, "sub", S_IFDIR | 0777, 077, 0, 0, 0, NULL, &a),
+			 0);
+	assert_int_equal(a.mode, S_IFDIR | 0775);
+	assert_int_equal(meta_getxattr(f->m, a.ino, META_ACL_DEFAULT, got, sizeof(got)), (int)n);
+	/* a symlink takes nothing; without a default ACL the umask applies */
+	assert_int_equal(meta_create_umask(f->m, d, "l", S_IFLNK | 0777, 077, 0, 0, 0, "t", &a), 0);
+	assert_int_equal(meta_getxattr(f->m, a.ino, META_ACL_ACCESS, got, sizeof(got)), -ENODATA);
+	assert_int_equal(meta_removexattr(f->m, d, META_ACL_DEFAULT), 0);
+	assert_int_equal(meta_create_umask(f->m, d, "g", S_IFREG | 0666, 027, 0, 0, 0, NULL, &a),
+			 0);
+	assert_int_equal(a.mode, S_IFREG | 0640);
+	assert_int_equal(meta_getxattr(f->m, a.ino, META_ACL_ACCESS, got, sizeof(got)), -ENODATA);
+}
+
 /* A blob referenced twice by two files goes to gc only when both are gone. */
 static void test_gc_shared_blob(void **state)
 {
@@ -1296,6 +1491,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_chunks_model, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_shared_blob, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fallocate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_copy_range, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_acls, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_rewrite_same_blob, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_chunks, setup, teardown),
