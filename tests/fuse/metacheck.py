@@ -19,7 +19,8 @@ import subprocess
 
 INODES, SYMLINKS, DENTRIES, CHUNKS, FIDREFS, XATTRS, GC, COUNTERS, ORPHANS, PARENTS = range(10)
 ROOT = 1
-ATTR = struct.Struct("<QQIIIIIIqqqq")   # struct meta_attr (fuse/meta.h), little-endian
+ATTR = struct.Struct("<QQIIIIIIqqqq")   # struct meta_attr (fuse/meta.h), little-endian,
+STORED = struct.Struct("<Q")             # then `stored` (records written before it: none)
 
 
 def read_kv(url):
@@ -47,8 +48,13 @@ def check(url):
     problems = []
     inodes = {}
     for k, v in t.get(INODES, []):
-        a = ATTR.unpack(v)
-        inodes[be64(k)] = {"ino": a[0], "size": a[1], "mode": a[2], "nlink": a[3]}
+        if len(v) not in (ATTR.size, ATTR.size + STORED.size):
+            problems.append("inode %d: a record of %d bytes" % (be64(k), len(v)))
+            continue
+        a = ATTR.unpack(v[:ATTR.size])
+        inodes[be64(k)] = {"ino": a[0], "size": a[1], "mode": a[2], "nlink": a[3],
+                           "stored": STORED.unpack(v[ATTR.size:])[0]
+                           if len(v) > ATTR.size else None}
     entries = {}   # parent -> {name: ino}
     names_of = {}  # ino -> [(parent, name)]
     for k, v in t.get(DENTRIES, []):
@@ -109,6 +115,7 @@ def check(url):
     # chunks and blob references
     refcount = {}
     last_end = {}
+    data = {}      # ino -> bytes in its intervals (== its `stored`)
     for k, v in t.get(CHUNKS, []):
         ino, off = be64(k), be64(k[8:])
         length, fid = be64(v), v[16:].decode()
@@ -117,7 +124,12 @@ def check(url):
         if off < last_end.get(ino, 0):
             problems.append("overlapping chunks in inode %d at %d" % (ino, off))
         last_end[ino] = off + length
+        data[ino] = data.get(ino, 0) + length
         refcount[fid] = refcount.get(fid, 0) + 1
+    for ino, a in inodes.items():
+        if a["stored"] is not None and a["stored"] != data.get(ino, 0):
+            problems.append("inode %d: stored %d, its intervals hold %d" % (
+                ino, a["stored"], data.get(ino, 0)))
     stored = {k.decode(): struct.unpack("<I", v)[0] for k, v in t.get(FIDREFS, [])}
     if stored != refcount:
         bad = sorted(set(stored.items()) ^ set(refcount.items()))[:10]

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+import metacheck
 from kelp_fuse_conftest import (GiB, MiB, expect_errno, need, read_file, run, wait_until,
                                 write_file)
 
@@ -79,6 +80,7 @@ def test_fallocate_modes_against_a_local_file(mnt, tmp_path):
                 os.close(fd)
         assert os.stat(path).st_size == os.stat(ref).st_size, (mode, off, n)
         assert read_file(path) == read_file(ref), (mode, off, n)
+    _check_meta(mnt)
     fd = os.open(path, os.O_RDWR)
     try:
         for mode in (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE,
@@ -240,11 +242,20 @@ def test_copy_file_range_shares_blobs_and_survives_gc(kelp, tmp_path):
     assert read_file(m2.path("copy")) == bytes(data)
     assert read_file(m2.path("piece")) == bytes(dst2)
     assert read_file(m2.path("cp")) == bytes(data)
+    _check_meta(m2)
     for n in ("copy", "cp", "piece"):
         os.unlink(m2.path(n))
     wait_until("every blob to be deleted once nothing uses it",
                lambda: _totals(srv)["live"] == base["live"], 30, interval=0.2)
     assert "reading chunk" not in m2.log_text()
+
+
+def _check_meta(m):
+    """With PostgreSQL: the whole database is consistent (reference counts of shared
+    blobs, `stored` of every inode; tests/fuse/metacheck.py)."""
+    if m.shared:
+        problems, _ = metacheck.check(m.meta)
+        assert not problems, problems
 
 
 def test_copy_file_range_errors(mnt):
