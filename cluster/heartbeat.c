@@ -385,6 +385,18 @@ static int heartbeat_from_wire(const MasterPb__Heartbeat *m, struct heartbeat *o
 	for (size_t i = 0; i < m->n_max_volume_counts; i++)
 		if (is_hdd_key(m->max_volume_counts[i]->key))
 			out->max_volume_count = m->max_volume_counts[i]->value;
+	/* Disk sizes of every type add up (saturating: the values are untrusted). */
+	for (size_t i = 0; i < m->n_disk_total_bytes; i++) {
+		uint64_t v = m->disk_total_bytes[i]->value;
+
+		out->disk_total =
+		    v > UINT64_MAX - out->disk_total ? UINT64_MAX : out->disk_total + v;
+	}
+	for (size_t i = 0; i < m->n_disk_free_bytes; i++) {
+		uint64_t v = m->disk_free_bytes[i]->value;
+
+		out->disk_free = v > UINT64_MAX - out->disk_free ? UINT64_MAX : out->disk_free + v;
+	}
 
 	if (copy_text(out->ip, sizeof(out->ip), m->ip) != 0 ||
 	    copy_text(out->public_url, sizeof(out->public_url), m->public_url) != 0 ||
@@ -555,6 +567,10 @@ int heartbeat_encode(const struct heartbeat *hb, uint8_t **out, size_t *len)
 	MasterPb__Heartbeat m;
 	MasterPb__Heartbeat__MaxVolumeCountsEntry hdd;
 	MasterPb__Heartbeat__MaxVolumeCountsEntry *entries[1] = {&hdd};
+	MasterPb__Heartbeat__DiskTotalBytesEntry total;
+	MasterPb__Heartbeat__DiskTotalBytesEntry *totals[1] = {&total};
+	MasterPb__Heartbeat__DiskFreeBytesEntry free_bytes;
+	MasterPb__Heartbeat__DiskFreeBytesEntry *frees[1] = {&free_bytes};
 	struct wire_lists w = {0};
 	int ret;
 
@@ -570,6 +586,18 @@ int heartbeat_encode(const struct heartbeat *hb, uint8_t **out, size_t *len)
 		hdd.value = hb->max_volume_count;
 		m.n_max_volume_counts = 1;
 		m.max_volume_counts = entries;
+	}
+	if (hb->disk_total > 0) {
+		master_pb__heartbeat__disk_total_bytes_entry__init(&total);
+		total.key = (char *)"";
+		total.value = hb->disk_total;
+		m.n_disk_total_bytes = 1;
+		m.disk_total_bytes = totals;
+		master_pb__heartbeat__disk_free_bytes_entry__init(&free_bytes);
+		free_bytes.key = (char *)"";
+		free_bytes.value = hb->disk_free;
+		m.n_disk_free_bytes = 1;
+		m.disk_free_bytes = frees;
 	}
 	m.max_file_key = hb->max_file_key;
 	m.data_center = (char *)hb->data_center;

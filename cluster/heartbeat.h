@@ -16,7 +16,7 @@
  * HEARTBEAT_MAX_VOLUMES are rejected with -EINVAL, never truncated. Unknown fields
  * (EC shards, disk tags, newer additions) are skipped. What kelp does not model is
  * dropped on decode and sent as zero/empty on encode: admin_port, disk types and ids
- * (everything is "" = hdd), remote storage, location uuids, disk sizes, the digest
+ * (everything is "" = hdd), remote storage, location uuids, the digest
  * fields, and from the response preallocate and volume_digest_supported (a kelp
  * master must never set the latter; see master.proto).
  *
@@ -65,6 +65,10 @@ struct heartbeat {
 	char rack[64];
 	char id[128];	    /* stable node id; "" means ip:port */
 	uint32_t grpc_port; /* 0 = not reported (a Go master then assumes port + 10000) */
+	/* Bytes of the disks holding the server's data directories, all and free for
+	 * its volumes (disk_total_bytes / disk_free_bytes, key "" on encode; every disk
+	 * type's summed on decode). 0 = not reported. */
+	uint64_t disk_total, disk_free;
 
 	/*
 	 * The lists. Decode allocates each (NULL when empty); heartbeat_release frees them.

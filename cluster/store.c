@@ -414,6 +414,31 @@ int store_disk_statuses(struct store *s, struct store_disk_status *out, int cap)
 	return s->n_locations;
 }
 
+void store_disk_space(struct store *s, uint64_t *total, uint64_t *free_bytes)
+{
+	unsigned long seen[64];
+	int n_seen = 0;
+
+	*total = *free_bytes = 0;
+	pthread_rwlock_rdlock(&s->lock);
+	for (int i = 0; i < s->n_locations; i++) {
+		struct statvfs st;
+		bool dup = false;
+
+		if (statvfs(s->locations[i].dir, &st) < 0)
+			continue;
+		for (int k = 0; k < n_seen && !dup; k++)
+			dup = seen[k] == st.f_fsid;
+		if (dup)
+			continue; /* two directories on one disk count once */
+		if (n_seen < 64)
+			seen[n_seen++] = st.f_fsid;
+		*total += (uint64_t)st.f_blocks * st.f_frsize;
+		*free_bytes += (uint64_t)st.f_bavail * st.f_frsize;
+	}
+	pthread_rwlock_unlock(&s->lock);
+}
+
 void store_counts(struct store *s, int *max_volumes, int *volume_count)
 {
 	*max_volumes = *volume_count = 0;

@@ -68,6 +68,10 @@ void store_each_volume(struct store *s, void (*fn)(void *ctx, struct volume *v),
 /* Fills up to cap disk statuses; returns the number of directories. */
 int store_disk_statuses(struct store *s, struct store_disk_status *out, int cap);
 
+/* Bytes of the disks holding the data directories: all of them and free for
+ * unprivileged users (statvfs); a disk holding several directories counts once. */
+void store_disk_space(struct store *s, uint64_t *total, uint64_t *free_bytes);
+
 /* Sum of max volumes over all directories (a disk short of space counts only the
  * volumes it holds: no free slot), and number of volumes held. */
 void store_counts(struct store *s, int *max_volumes, int *volume_count);

@@ -23,6 +23,7 @@ struct node {
 	char data_center[64];
 	char rack[64];
 	int max_volumes;
+	uint64_t disk_total, disk_free; /* bytes of its disks (0: not reported) */
 	uint64_t last_seen;
 	struct node_volume *vols;
 	size_t n_vols, cap_vols;
@@ -212,6 +213,10 @@ int topology_apply_heartbeat(struct topology *t, const struct heartbeat *hb, uin
 	snprintf(n->rack, sizeof(n->rack), "%s", rack_name(hb->rack));
 	if (hb->max_volume_count > 0) /* 0: not reported, keep what we knew */
 		n->max_volumes = (int)hb->max_volume_count;
+	if (hb->disk_total > 0) {
+		n->disk_total = hb->disk_total;
+		n->disk_free = hb->disk_free < hb->disk_total ? hb->disk_free : hb->disk_total;
+	}
 	n->last_seen = now_ns;
 	if (hb->n_volumes > 0 || hb->has_no_volumes) {
 		/*
@@ -758,6 +763,14 @@ static json_t *find_by_id(json_t *array, const char *id)
 	return NULL;
 }
 
+static void add_u64(json_t *obj, const char *key, uint64_t v)
+{
+	json_object_set_new(
+	    obj, key,
+	    json_integer(
+		(json_int_t)((uint64_t)json_integer_value(json_object_get(obj, key)) + v)));
+}
+
 static void add_counts(json_t *obj, int max, int free_slots)
 {
 	json_object_set_new(obj, "Max",
@@ -775,6 +788,11 @@ json_t *topology_status_json(struct topology *t, uint64_t now_ns)
 
 	json_object_set_new(top, "Max", json_integer(0));
 	json_object_set_new(top, "Free", json_integer(0));
+	/* kelp: the live servers' disks (what their data directories' file systems hold and
+	 * have free) and the bytes of their volume files, replicas included. */
+	json_object_set_new(top, "DiskTotal", json_integer(0));
+	json_object_set_new(top, "DiskFree", json_integer(0));
+	json_object_set_new(top, "VolumeBytes", json_integer(0));
 	pthread_mutex_lock(&t->lock);
 	for (size_t i = 0; i < t->n_nodes; i++) {
 		struct node *node = t->nodes[i];
@@ -807,6 +825,20 @@ json_t *topology_status_json(struct topology *t, uint64_t now_ns)
 		add_counts(rack, node->max_volumes, free_slots);
 		add_counts(dc, node->max_volumes, free_slots);
 		add_counts(top, node->max_volumes, free_slots);
+		{
+			uint64_t bytes = 0;
+
+			for (size_t k = 0; k < node->n_vols; k++)
+				bytes += node->vols[k].size;
+			json_object_set_new(dn, "DiskTotal",
+					    json_integer((json_int_t)node->disk_total));
+			json_object_set_new(dn, "DiskFree",
+					    json_integer((json_int_t)node->disk_free));
+			json_object_set_new(dn, "VolumeBytes", json_integer((json_int_t)bytes));
+			add_u64(top, "DiskTotal", node->disk_total);
+			add_u64(top, "DiskFree", node->disk_free);
+			add_u64(top, "VolumeBytes", bytes);
+		}
 	}
 	pthread_mutex_unlock(&t->lock);
 

@@ -249,6 +249,7 @@ static int build_heartbeat(struct volume_server *vs, bool goodbye, uint8_t **out
 	hb.port = (uint32_t)http_server_port(vs->http);
 	snprintf(hb.public_url, sizeof(hb.public_url), "%s", vs->public_url);
 	hb.max_volume_count = (uint32_t)max_volumes;
+	store_disk_space(vs->store, &hb.disk_total, &hb.disk_free);
 	hb.max_file_key = b.max_file_key;
 	snprintf(hb.data_center, sizeof(hb.data_center), "%s",
 		 vs->opt.data_center ? vs->opt.data_center : "");

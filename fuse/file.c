@@ -1573,7 +1573,7 @@ void fs_kick_gc(struct kelp_fs *fs)
 	pthread_mutex_unlock(&fs->gc_lock);
 }
 
-void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes)
+void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes, uint64_t *used)
 {
 	uint64_t now = monotonic_ns();
 
@@ -1591,19 +1591,33 @@ void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes)
 		    status == 200) {
 			json_t *j = json_loads(body, 0, NULL);
 			json_t *t = json_object_get(j, "Topology");
-			/* Slots times the default volume size limit (30000 MB). */
-			uint64_t slot = 30000ull << 20;
+			uint64_t disk =
+			    (uint64_t)json_integer_value(json_object_get(t, "DiskTotal"));
 
-			fs->total_bytes =
-			    (uint64_t)json_integer_value(json_object_get(t, "Max")) * slot;
-			fs->free_bytes =
-			    (uint64_t)json_integer_value(json_object_get(t, "Free")) * slot;
+			fs->used_bytes =
+			    (uint64_t)json_integer_value(json_object_get(t, "VolumeBytes"));
+			if (disk > 0) {
+				/* The servers' real disks (their heartbeats report them). */
+				fs->total_bytes = disk;
+				fs->free_bytes =
+				    (uint64_t)json_integer_value(json_object_get(t, "DiskFree"));
+			} else {
+				/* Servers that do not report their disks (SeaweedFS's): volume
+				 * slots times the default volume size limit (30000 MB). */
+				uint64_t slot = 30000ull << 20;
+
+				fs->total_bytes =
+				    (uint64_t)json_integer_value(json_object_get(t, "Max")) * slot;
+				fs->free_bytes =
+				    (uint64_t)json_integer_value(json_object_get(t, "Free")) * slot;
+			}
 			json_decref(j);
 		}
 		free(body);
 	}
 	*total = fs->total_bytes;
 	*free_bytes = fs->free_bytes;
+	*used = fs->used_bytes;
 	pthread_mutex_unlock(&fs->statfs_lock);
 }
 

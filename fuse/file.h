@@ -120,7 +120,7 @@ struct kelp_fs {
 	void *session;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
-	uint64_t statfs_at_ns, total_bytes, free_bytes;
+	uint64_t statfs_at_ns, total_bytes, free_bytes, used_bytes;
 };
 
 int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_options *opt);
@@ -175,8 +175,9 @@ int file_lseek(struct kelp_fs *fs, struct open_file *f, uint64_t off, bool data,
 int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t from, uint64_t len,
 		       uint8_t *out);
 
-/* Capacity of the cluster for statfs (cached 10 s). */
-void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes);
+/* Capacity of the cluster for statfs (cached 10 s): the bytes of the volume servers'
+ * disks, free on them, and in their volume files (replicas included). */
+void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes, uint64_t *used);
 
 /* Uploads the unflushed data of every open file (before a clean stop). */
 void fs_flush_all(struct kelp_fs *fs);

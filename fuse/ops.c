@@ -703,22 +703,34 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	fuse_reply_err(req, -meta_sync(fs_of(req)->meta));
 }
 
+/*
+ * statfs: the size and the space available are those of the volume servers' disks;
+ * used is what the cluster stores (its volume files, replicas included), so `df`
+ * shows Size = the disks, Used = the cluster's data, Avail = free on the disks (other
+ * files on those disks are the gap between them). Inodes cost no disk space (they are
+ * metadata): IUsed is exact, IFree a large constant.
+ */
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct kelp_fs *fs = fs_of(req);
 	struct statvfs st;
-	uint64_t total, free_bytes, inodes = 0;
+	uint64_t total, free_bytes, used, inodes = 0, bfree;
 
 	if (cluster_away(req))
 		return;
-	fs_capacity(fs, &total, &free_bytes);
+	fs_capacity(fs, &total, &free_bytes, &used);
 	meta_inode_count(fs->meta, &inodes);
+	bfree = total > used ? total - used : 0;
+	if (bfree < free_bytes)
+		bfree = free_bytes; /* f_bfree >= f_bavail */
+	if (total < bfree)
+		total = bfree;
 	memset(&st, 0, sizeof(st));
 	st.f_bsize = STAT_BLOCK_SIZE;
 	st.f_frsize = STAT_BLOCK_SIZE;
 	st.f_blocks = total / STAT_BLOCK_SIZE;
-	st.f_bfree = free_bytes / STAT_BLOCK_SIZE;
-	st.f_bavail = st.f_bfree;
+	st.f_bfree = bfree / STAT_BLOCK_SIZE;
+	st.f_bavail = free_bytes / STAT_BLOCK_SIZE;
 	st.f_files = inodes + 1000000000ull;
 	st.f_ffree = 1000000000ull;
 	st.f_favail = st.f_ffree;

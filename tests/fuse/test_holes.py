@@ -271,3 +271,36 @@ def test_copy_file_range_errors(mnt):
         assert os.copy_file_range(fd, fd, 100, 20000, 0) == 0
     finally:
         os.close(fd)
+
+
+def test_statfs_reports_the_cluster_disks(kelp):
+    """df of the mount: Size and Avail are the volume server's disk (its heartbeat
+    reports it; the master sums it in /dir/status), Used what the cluster stores."""
+    srv = kelp.start_server()
+    topo = lambda: srv.master_get("/dir/status").json()["Topology"]   # noqa: E731
+    wait_until("the disks in the master's status", lambda: topo().get("DiskTotal"), 10)
+    disk = os.statvfs(srv.datadir)
+    t = topo()
+    assert t["DiskTotal"] == disk.f_blocks * disk.f_frsize
+    # other programs write to this disk meanwhile: free within 5 % of the disk
+    assert abs(t["DiskFree"] - disk.f_bavail * disk.f_frsize) < t["DiskTotal"] * 0.05
+    node = t["DataCenters"][0]["Racks"][0]["DataNodes"][0]
+    assert node["DiskTotal"] == t["DiskTotal"]
+    # data in the cluster before the mount asks (statfs answers are cached 10 s)
+    m = kelp.mount(CHUNK)
+    write_file(m.path("f"), os.urandom(6 * MiB))
+    wait_until("the volumes' bytes in the master's status",
+               lambda: topo()["VolumeBytes"] >= 6 * MiB, 10)
+    m = kelp.remount(m)
+    st = os.statvfs(m.mnt)
+    disk = os.statvfs(srv.datadir)
+    assert st.f_blocks * st.f_frsize == t["DiskTotal"] // 4096 * 4096
+    assert abs(st.f_bavail * st.f_frsize - disk.f_bavail * disk.f_frsize) < \
+        t["DiskTotal"] * 0.05
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    assert 6 * MiB - 4096 <= used <= topo()["VolumeBytes"] + 4096, used
+    assert st.f_bfree >= st.f_bavail
+    # inodes: the root and f
+    assert st.f_files - st.f_ffree == 2
+    out = run(["df", "-B1", m.mnt]).stdout.decode().splitlines()[-1].split()
+    assert int(out[1]) == st.f_blocks * st.f_frsize

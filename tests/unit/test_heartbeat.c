@@ -307,6 +307,41 @@ static void test_decode_hand_bytes(void **state)
 	heartbeat_release(&hb);
 }
 
+/* --- disk sizes (fields 25 and 26, maps of disk type to bytes) --- */
+
+static void test_disk_bytes(void **state)
+{
+	struct heartbeat hb = {0}, got;
+	uint8_t *buf;
+	size_t len;
+
+	(void)state;
+	hb.disk_total = 5ull << 40;
+	hb.disk_free = 123456789;
+	assert_int_equal(heartbeat_encode(&hb, &buf, &len), 0);
+	assert_int_equal(heartbeat_decode(buf, len, &got), 0);
+	assert_true(got.disk_total == hb.disk_total && got.disk_free == hb.disk_free);
+	heartbeat_release(&got);
+	free(buf);
+	{
+		/* Go's {"hdd": 10, "ssd": 5} total, {"ssd": 2} free: the types add up; a
+		 * sum past 2^64 saturates */
+		static const uint8_t go[] = {0xca, 0x01, 0x07, 0x0a, 0x03, 'h', 'd', 'd', 0x10, 0x0a,
+					     0xca, 0x01, 0x07, 0x0a, 0x03, 's', 's', 'd', 0x10, 0x05,
+					     0xd2, 0x01, 0x07, 0x0a, 0x03, 's', 's', 'd', 0x10, 0x02};
+		static const uint8_t huge[] = {0xca, 0x01, 0x0b, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff,
+					       0xff, 0xff, 0xff, 0xff, 0x01, 0xca, 0x01, 0x02, 0x10,
+					       0x01};
+
+		assert_int_equal(heartbeat_decode(go, sizeof(go), &got), 0);
+		assert_true(got.disk_total == 15 && got.disk_free == 2);
+		heartbeat_release(&got);
+		assert_int_equal(heartbeat_decode(huge, sizeof(huge), &got), 0);
+		assert_true(got.disk_total == UINT64_MAX);
+		heartbeat_release(&got);
+	}
+}
+
 /* --- the max_volume_counts map (field 4) --- */
 
 static uint32_t decode_max_count(const uint8_t *msg, size_t len)
@@ -894,6 +929,7 @@ int main(void)
 	    cmocka_unit_test(test_encode_matches_hand_bytes),
 	    cmocka_unit_test(test_decode_hand_bytes),
 	    cmocka_unit_test(test_max_volume_counts_map),
+	    cmocka_unit_test(test_disk_bytes),
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_response),
 	    cmocka_unit_test(test_truncated_everywhere),
