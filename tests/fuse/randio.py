@@ -15,6 +15,12 @@ Two runs:
                                      and an O_DIRECT fd (which goes to the mount daemon,
                                      past the kernel's page cache); fsync and close +
                                      reopen now and then (uploads of the write buffers).
+  run_fd(..., holes=True)            also fallocate (mode 0, KEEP_SIZE, PUNCH_HOLE,
+                                     ZERO_RANGE, with and without KEEP_SIZE),
+                                     copy_file_range within the file and from a second
+                                     file (the mirror does the same with plain writes),
+                                     and SEEK_DATA/SEEK_HOLE: what the mount calls a hole
+                                     must be zeros in the mirror.
   run_mmap(path, mirror, seed, ops)  MAP_SHARED map of the file: random writes and reads
                                      through the map, msync, and after each msync an
                                      O_DIRECT read (the daemon must have the data); after
@@ -29,6 +35,8 @@ repeated with that seed:
 
 import argparse
 import collections
+import ctypes
+import errno
 import mmap
 import os
 import random
@@ -40,6 +48,33 @@ MiB = 1 << 20
 
 class Mismatch(AssertionError):
     pass
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
+FALLOC_MODES = (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
+
+
+def fallocate(fd, mode, off, n):
+    if _libc.fallocate(fd, mode, off, n) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def mirror_fallocate(mfd, mode, off, n, size):
+    """What fallocate(mode) does to the bytes and size, with plain writes (the mirror's
+    filesystem need not have fallocate). Returns the new size."""
+    end = off + n
+    new = size if mode & FALLOC_FL_KEEP_SIZE else max(size, end)
+    if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+        zend = min(end, new)
+        if zend > off:
+            pwrite_full(mfd, bytes(zend - off), off)
+    if new > size:
+        os.ftruncate(mfd, new)
+    return new
 
 
 def first_diff(a, b):
@@ -88,7 +123,8 @@ class Checker:
         raise Mismatch("randio %s seed=%d: at operation #%d: %s\nlast operations:\n  %s\n"
                        "(repeat with: randio.py FILE MIRROR --seed %d%s)" % (
                            self.what, self.seed, self.op, msg, "\n  ".join(self.log),
-                           self.seed, " --mmap" if self.what == "mmap" else ""))
+                           self.seed, {"mmap": " --mmap", "holes": " --holes"}.get(
+                               self.what, "")))
 
     def same(self, got, want, what):
         if got != want:
@@ -127,11 +163,90 @@ def _offset(rnd, size, chunk, max_size):
     return min(off, max_size)
 
 
+def _hole_op(rnd, ck, fd, mfd, src, msrc, size, chunk, max_size, counts):
+    """One fallocate, copy_file_range or SEEK_DATA/SEEK_HOLE check. Returns the size."""
+    r = rnd.random()
+    if r < 0.45:
+        mode = rnd.choice(FALLOC_MODES)
+        off = _offset(rnd, size, chunk, max_size)
+        n = min(rnd.choice((1, 100, 4096, rnd.randint(1, 2 * chunk))), max_size - off) or 1
+        ck.note("fallocate mode=%#x off=%d len=%d (size %d)" % (mode, off, n, size))
+        try:
+            fallocate(fd, mode, off, n)
+        except OSError as e:
+            ck.fail("fallocate mode=%#x off=%d len=%d: %s" % (mode, off, n, e))
+        counts["fallocate_%#x" % mode] += 1
+        return mirror_fallocate(mfd, mode, off, n, size)
+    if r < 0.75:
+        # copy_file_range: from the second file, or within this one (not overlapping)
+        n = rnd.choice((1, 4096, rnd.randint(1, 65536), rnd.randint(1, 2 * chunk)))
+        off_out = min(_offset(rnd, size, chunk, max_size), max_size - n) if n < max_size else 0
+        off_out = max(0, off_out)
+        if rnd.random() < 0.5:
+            sfd, smfd, off_in, what = src, msrc, rnd.randint(0, os.fstat(msrc).st_size), "src"
+        else:
+            sfd, smfd, what = fd, mfd, "self"
+            off_in = rnd.randint(0, size)
+            if off_in < off_out + n and off_out < off_in + n:
+                return size   # overlapping: not allowed within one file
+        ck.note("copy_file_range %s off_in=%d off_out=%d len=%d (size %d)" % (
+            what, off_in, off_out, n, size))
+        data = pread_full(smfd, n, off_in)
+        done = 0
+        try:
+            while done < len(data):
+                k = os.copy_file_range(sfd, fd, len(data) - done, off_in + done,
+                                       off_out + done)
+                if k == 0:
+                    break
+                done += k
+        except OSError as e:
+            ck.fail("copy_file_range %s off_in=%d off_out=%d len=%d: %s" % (
+                what, off_in, off_out, n, e))
+        if done != len(data):
+            ck.fail("copy_file_range copied %d bytes, expected %d" % (done, len(data)))
+        if data:
+            pwrite_full(mfd, data, off_out)
+        counts["copy_range"] += 1
+        return max(size, off_out + len(data)) if data else size
+    # SEEK_DATA / SEEK_HOLE: what the mount calls a hole reads as zeros in the mirror
+    off = rnd.randint(0, size + 10)
+    ck.note("lseek SEEK_DATA/SEEK_HOLE off=%d (size %d)" % (off, size))
+    for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+        try:
+            pos = os.lseek(fd, off, whence)
+        except OSError as e:
+            if e.errno != errno.ENXIO or off < size and whence == os.SEEK_HOLE:
+                ck.fail("lseek off=%d whence=%d: %s" % (off, whence, e))
+            if off < size and pread_full(mfd, size - off, off).count(0) != size - off:
+                ck.fail("SEEK_DATA off=%d: ENXIO, but the mirror has data after it" % off)
+            continue
+        if off >= size:
+            ck.fail("lseek off=%d whence=%d at or past the end gave %d, not ENXIO" % (
+                off, whence, pos))
+        if pos < off or pos > size:
+            ck.fail("lseek off=%d whence=%d gave %d (size %d)" % (off, whence, pos, size))
+        if whence == os.SEEK_DATA:
+            hole = (off, pos)
+        else:
+            try:
+                nxt = os.lseek(fd, pos, os.SEEK_DATA) if pos < size else size
+            except OSError:
+                nxt = size
+            hole = (pos, nxt)
+        zeros = pread_full(mfd, hole[1] - hole[0], hole[0])
+        if zeros.count(0) != len(zeros):
+            ck.fail("lseek says [%d, %d) is a hole, the mirror has data at +%d" % (
+                hole[0], hole[1], hole[0] + next(i for i, b in enumerate(zeros) if b)))
+    counts["seek"] += 1
+    return size
+
+
 def run_fd(path, mirror, seed, ops=20000, chunk=MiB, max_size=7 * MiB, time_limit=240.0,
-           direct=True):
+           direct=True, holes=False):
     """The fd run (see the module doc). Returns a dict of counts."""
     rnd = random.Random(seed)
-    ck = Checker(seed, "fd")
+    ck = Checker(seed, "holes" if holes else "fd")
     flags = os.O_RDWR | os.O_CREAT
     fd = os.open(path, flags, 0o644)
     mfd = os.open(mirror, flags | os.O_TRUNC, 0o644)
@@ -144,13 +259,26 @@ def run_fd(path, mirror, seed, ops=20000, chunk=MiB, max_size=7 * MiB, time_limi
             ck.fail("open O_DIRECT: %s" % e)
     counts = collections.Counter()
     size = 0
+    src = msrc = -1
+    if holes:
+        # a second file to copy ranges from, with a hole in the middle
+        sdata = rnd.randbytes(chunk + 5000) + bytes(chunk // 2) + rnd.randbytes(3000)
+        src = os.open(path + ".src", flags | os.O_TRUNC, 0o644)
+        msrc = os.open(mirror + ".src", flags | os.O_TRUNC, 0o644)
+        pwrite_full(src, sdata, 0)
+        pwrite_full(msrc, sdata, 0)
     deadline = time.monotonic() + time_limit
     try:
         for ck.op in range(ops):
             if time.monotonic() > deadline:
                 ck.fail("time limit of %.0f s passed after %d operations" % (time_limit, ck.op))
             r = rnd.random()
-            if r < 0.45:
+            if holes and rnd.random() < 0.2:
+                size = _hole_op(rnd, ck, fd, mfd, src, msrc, size, chunk, max_size, counts)
+                r = 2.0   # nothing else this round
+            if r > 1.0:
+                pass
+            elif r < 0.45:
                 n = _write_len(rnd, chunk)
                 off = _offset(rnd, size, chunk, max_size)
                 data = rnd.randbytes(n)
@@ -234,7 +362,7 @@ def run_fd(path, mirror, seed, ops=20000, chunk=MiB, max_size=7 * MiB, time_limi
         ck.same(pread_full(fd, size + 10, 0), pread_full(mfd, size + 10, 0),
                 "read after close")
     finally:
-        for x in (fd, dfd, mfd):
+        for x in (fd, dfd, mfd, src, msrc):
             if x >= 0:
                 try:
                     os.close(x)
@@ -344,6 +472,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--ops", type=int, default=None)
     ap.add_argument("--mmap", action="store_true")
+    ap.add_argument("--holes", action="store_true", help="fallocate, copy_file_range, seeks")
     ap.add_argument("--chunk-mb", type=int, default=1)
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else random.randrange(1 << 32)
@@ -351,7 +480,8 @@ def main(argv=None):
     if a.mmap:
         counts = run_mmap(a.file, a.mirror, seed, ops=a.ops or 5000)
     else:
-        counts = run_fd(a.file, a.mirror, seed, ops=a.ops or 20000, chunk=a.chunk_mb * MiB)
+        counts = run_fd(a.file, a.mirror, seed, ops=a.ops or 20000, chunk=a.chunk_mb * MiB,
+                        holes=a.holes)
     print(counts)
     return 0
 

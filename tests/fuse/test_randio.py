@@ -46,6 +46,37 @@ def test_randio_fd(kelp, tmp_path, engine):
         raise randio.Mismatch("seed=%d: after remount: %s" % (seed, e)) from None
 
 
+def test_randio_holes(kelp, tmp_path, engine):
+    """fallocate (every mode), punch hole, zero range, copy_file_range (within the file
+    and from another, so blobs are shared and then cut by overwrites, truncates and
+    holes) and SEEK_DATA/SEEK_HOLE, mixed with the writes, reads and truncates; several
+    seeds, each on a new file; compared again after a remount."""
+    kelp.start_server()
+    m = kelp.mount(CHUNK_ARGS)
+    base = _seed(4242)
+    seeds = [base + i for i in range(6 if engine == "lmdb" else 3)]
+    print("randio holes seeds=%s" % seeds)
+    total = {}
+    for seed in seeds:
+        path, mirror = m.path("h%d.bin" % seed), str(tmp_path / ("h%d.mirror" % seed))
+        counts = randio.run_fd(path, mirror, seed, ops=2500, chunk=MiB, time_limit=60,
+                               holes=True)
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+    print(total)
+    assert total["copy_range"] > 100 and total["seek"] > 50
+    assert all(total.get("fallocate_%#x" % mode, 0) > 10 for mode in randio.FALLOC_MODES)
+    assert m.unmount() == 0
+    m2 = kelp.remount(m)
+    for seed in seeds:
+        try:
+            randio.compare_files(m2.path("h%d.bin" % seed), str(tmp_path / ("h%d.mirror" % seed)))
+            randio.compare_files(m2.path("h%d.bin.src" % seed),
+                                 str(tmp_path / ("h%d.mirror.src" % seed)))
+        except randio.Mismatch as e:
+            raise randio.Mismatch("seed=%d: after remount: %s" % (seed, e)) from None
+
+
 def test_randio_mmap(kelp, tmp_path):
     kelp.start_server()
     m = kelp.mount(CHUNK_ARGS)
