@@ -23,6 +23,7 @@
 #include <cmocka.h>
 #include <libpq-fe.h>
 
+#include "fuse/kv.h"
 #include "fuse/meta.h"
 
 #ifndef RENAME_NOREPLACE
@@ -1082,6 +1083,49 @@ static void test_acls(void **state)
 	assert_int_equal(meta_getxattr(f->m, a.ino, META_ACL_ACCESS, got, sizeof(got)), -ENODATA);
 }
 
+/* Inode records written before `stored` (72 bytes) still read; their `stored` is
+ * unknown until their data changes, then computed from the intervals. */
+static void test_old_inode_record(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "old");
+	struct kv *kv;
+	struct kv_txn *t;
+	struct meta_attr a;
+	const uint8_t *v;
+	size_t vlen;
+	uint8_t k[8], rec[sizeof(struct meta_attr)];
+	const size_t v1 = offsetof(struct meta_attr, stored);
+
+	write1(f->m, ino, 0, 100, 0, "1,a");
+	write1(f->m, ino, 200, 50, 0, "1,b");
+	assert_true(stored_of(f->m, ino) == 150);
+	meta_close(f->m);
+	f->m = NULL;
+	if (f->db[0]) {
+		struct kv_pg_options o = {.timeout_ms = 5000, .connections = 1};
+
+		assert_int_equal(kv_pg_open(f->spec, &o, &kv), 0);
+	} else {
+		assert_int_equal(kv_lmdb_open(f->spec, &kv), 0);
+	}
+	assert_int_equal(kv->ops->begin(kv, true, &t), 0);
+	be64(k, ino);
+	assert_int_equal(kv_get(t, KV_INODES, k, 8, &v, &vlen), 0);
+	assert_int_equal(vlen, sizeof(rec));
+	memcpy(rec, v, sizeof(rec));
+	assert_int_equal(kv_put(t, KV_INODES, k, 8, rec, v1), 0);
+	assert_int_equal(kv->ops->commit(t), 0);
+	kv->ops->close(kv);
+	assert_int_equal(meta_open(f->spec, &f->m), 0);
+	assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+	assert_true(a.stored == META_STORED_UNKNOWN && a.size == 250);
+	assert_int_equal(meta_lookup(f->m, 1, "old", &a), 0);
+	assert_true(a.stored == META_STORED_UNKNOWN && a.ino == ino);
+	write1(f->m, ino, 0, 10, 0, "1,c");
+	assert_true(stored_of(f->m, ino) == 150);
+}
+
 /* A blob referenced twice by two files goes to gc only when both are gone. */
 static void test_gc_shared_blob(void **state)
 {
@@ -1494,6 +1538,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fallocate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_copy_range, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_acls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_old_inode_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_rewrite_same_blob, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_chunks, setup, teardown),
