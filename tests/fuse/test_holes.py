@@ -226,9 +226,20 @@ def test_copy_file_range_shares_blobs_and_survives_gc(kelp, tmp_path):
     assert read_file(m.path("piece")) == bytes(dst2)
     # no data was uploaded for the copies
     assert _totals(srv)["live"] <= blobs
-    # cp uses copy_file_range too
+    # cp (--reflink=auto is its default) uses copy_file_range too for a file without
+    # holes: no upload (coreutils 9.1 copies a sparse file with read/write, keeping
+    # its holes)
+    dense = os.urandom(3 * MiB + 5)
+    write_file(m.path("dense"), dense)
+    blobs = _totals(srv)["live"]
+    run(["cp", "--reflink=auto", m.path("dense"), m.path("dense2")])
+    assert read_file(m.path("dense2")) == dense
+    assert _totals(srv)["live"] == blobs
     run(["cp", src, m.path("cp")])
     assert read_file(m.path("cp")) == bytes(data)
+    # FICLONE never reaches a FUSE filesystem (the kernel refuses it)
+    r = subprocess.run(["cp", "--reflink=always", src, m.path("clone")], capture_output=True)
+    assert r.returncode != 0
     # the source goes, then a file of its own (one blob): once gc deleted that one, it
     # has been through everything queued before it, and no shared blob went
     write_file(m.path("victim"), os.urandom(MiB))
@@ -243,7 +254,8 @@ def test_copy_file_range_shares_blobs_and_survives_gc(kelp, tmp_path):
     assert read_file(m2.path("piece")) == bytes(dst2)
     assert read_file(m2.path("cp")) == bytes(data)
     _check_meta(m2)
-    for n in ("copy", "cp", "piece"):
+    assert read_file(m2.path("dense2")) == dense
+    for n in ("copy", "cp", "piece", "dense", "dense2"):
         os.unlink(m2.path(n))
     wait_until("every blob to be deleted once nothing uses it",
                lambda: _totals(srv)["live"] == base["live"], 30, interval=0.2)
