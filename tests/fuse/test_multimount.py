@@ -106,6 +106,25 @@ def test_namespace_changes_seen_within_the_cache_time(kelp):
     assert len(inos) == 40
 
 
+def test_acl_changes_seen_within_the_cache_time(kelp):
+    """setfacl on A: B's kernel drops the ACL it cached once it refreshes the changed
+    attributes (the mode and ctime change with it), within the attribute cache time."""
+    _, (a, b) = mounts_of_one_db(kelp, 2)
+    write_file(a.path("f"), b"x")
+    os.chmod(a.path("f"), 0o600)
+
+    def acl_on_b():
+        return run(["getfacl", "-c", "-p", b.path("f")]).stdout.decode()
+
+    wait_until("the chmod on B", lambda: "group::---" in acl_on_b(), 3)
+    run(["setfacl", "-m", "u:nobody:r", a.path("f")])
+    wait_until("setfacl on A seen on B", lambda: "user:nobody:r--" in acl_on_b(), 3)
+    assert stat.S_IMODE(os.stat(b.path("f")).st_mode) == 0o640
+    run(["setfacl", "-b", b.path("f")])
+    wait_until("setfacl -b on B seen on A",
+               lambda: "nobody" not in run(["getfacl", "-c", a.path("f")]).stdout.decode(), 3)
+
+
 def test_same_name_one_winner(kelp):
     """Both mounts create the same names at the same moment: each name has exactly
     one creator, the other gets EEXIST (files with O_EXCL, and directories)."""
