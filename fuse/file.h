@@ -128,6 +128,9 @@ void kelp_fs_destroy(struct kelp_fs *fs);
 
 /* Takes a reference on ino's open file (created on first open). NULL on ENOMEM. */
 struct open_file *file_get(struct kelp_fs *fs, uint64_t ino);
+/* Opens ino: file_get, and with a shared engine the hold that keeps the inode alive
+ * while this mount has it open (meta_hold). 0, -ENOENT (gone), -EIO, -ENOMEM. */
+int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out);
 /* Looks up ino's open file without creating it (with a reference), or NULL. */
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino);
 /* Drops a reference; the last one frees the file (and its inode if unlinked). */

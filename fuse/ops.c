@@ -410,10 +410,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (cluster_away(req))
 		return;
-	f = file_get(fs, ino);
-	if (!f) {
-		fuse_reply_err(req, ENOMEM);
-		return;
+	{
+		int rc = file_open(fs, ino, &f);
+
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
 	if (fi->flags & O_TRUNC) {
 		/* libfuse turns on atomic O_TRUNC: the truncation is ours to do. */
@@ -484,9 +487,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	f = file_get(fs, a.ino);
-	if (!f) {
-		fuse_reply_err(req, ENOMEM);
+	rc = file_open(fs, a.ino, &f);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
 		return;
 	}
 	if (existed && (fi->flags & O_TRUNC)) {
