@@ -125,7 +125,7 @@ int mount_main(int argc, char **argv)
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
 	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S;
 	struct mount_session session;
-	double attr_cache_s = 1, entry_cache_s = 1;
+	double attr_cache_s = 1, entry_cache_s = 1, gc_grace_s = -1;
 	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
@@ -140,6 +140,10 @@ int mount_main(int argc, char **argv)
 	    FLAG("sessionTimeout", FLAG_INT, &session_timeout_s,
 		 "seconds without a heartbeat after which other mounts clean up this mount's "
 		 "session (its open files of removed names and its locks are released)"),
+	    FLAG("gcGraceSec", FLAG_DOUBLE, &gc_grace_s,
+		 "with a shared -meta: blobs a file stopped using are deleted no sooner than this "
+		 "(-1 = 2 x -attrCacheSec + 5 s), for reads on other mounts that resolved them "
+		 "just before"),
 	    FLAG("attrCacheSec", FLAG_DOUBLE, &attr_cache_s,
 		 "seconds the kernel caches attributes (0 = always ask; with a shared -meta, "
 		 "how late another mount's changes may be seen)"),
@@ -195,7 +199,8 @@ int mount_main(int argc, char **argv)
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
 	    timeout_s <= 0 || session_timeout_s < 1 || session_timeout_s > 86400 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
-	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400) {
+	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400 ||
+	    gc_grace_s > 86400) {
 		fprintf(
 		    stderr,
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
@@ -255,6 +260,9 @@ int mount_main(int argc, char **argv)
 	memset(&mo, 0, sizeof(mo));
 	mo.timeout_ms = timeout_s * 1000;
 	mo.connections = meta_conns;
+	if (gc_grace_s < 0)
+		gc_grace_s = 2 * attr_cache_s + 5;
+	mo.gc_grace_ms = (int)(gc_grace_s * 1000);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

@@ -29,6 +29,7 @@ struct meta {
 	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
 	char owner[256];	/* what older versions recorded as an orphan's value */
 	uint32_t generation;	/* of every inode of this metadata (meta_generation) */
+	int gc_grace_ms;	/* gc leaves blobs queued less than this long ago */
 	/* sessions (meta_session_*) */
 	uint64_t sid;	      /* this mount's session id (atomic) */
 	uint64_t hold_serial; /* last serial of a hold (atomic) */
@@ -174,6 +175,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		return -ENOMEM;
 	m->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 30000;
 	pthread_mutex_init(&m->watch_lock, NULL);
+	m->gc_grace_ms = o && o->gc_grace_ms > 0 ? o->gc_grace_ms : 0;
 	snprintf(m->owner, sizeof(m->owner), "%s", o && o->owner && *o->owner ? o->owner : "1");
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
@@ -370,6 +372,17 @@ static int fidref_add(struct meta *m, struct kv_txn *t, const char *fid, int del
 		/* Counted before the commit: a gc pass that runs in between misses the
 		 * blob, and the next one (at most a second later) takes it. */
 		__atomic_add_fetch(&m->gc_generation, 1, __ATOMIC_RELEASE);
+		if (m->kv->shared) {
+			/* fid, NUL, the time it was queued (the grace period: meta_gc_take). */
+			uint8_t v[META_FID_MAX + 9];
+
+			if (flen >= META_FID_MAX)
+				return -EINVAL;
+			memcpy(v, fid, flen);
+			v[flen] = '\0';
+			be64(v + flen + 1, (uint64_t)meta_now_ns());
+			return kv_put(t, KV_GC, k, 8, v, flen + 9);
+		}
 		return kv_put(t, KV_GC, k, 8, fid, flen);
 	}
 	return kv_put(t, KV_FIDREFS, fid, flen, &count, 4);
@@ -1448,12 +1461,21 @@ struct gc_list {
 	int n, max;
 	char (*fids)[META_FID_MAX];
 	uint64_t *seqs;
+	int64_t before_ns; /* only entries queued before this (0: any) */
 };
 
 static int gc_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct gc_list *l = ctx;
+	const uint8_t *z = memchr(v, '\0', vlen);
 
+	if (z) {
+		/* fid, NUL, queue time: young entries wait for the grace period */
+		if ((size_t)(z - v) + 9 == vlen && l->before_ns &&
+		    (int64_t)rd64(z + 1) > l->before_ns)
+			return 0;
+		vlen = (size_t)(z - v);
+	}
 	if (klen != 8 || vlen >= META_FID_MAX)
 		return 0;
 	if (l->n == l->max)
@@ -1472,13 +1494,18 @@ static int gc_take_tx(struct kv_txn *t, struct gc_list *l)
 
 	l->n = 0;
 	be64(from, 0);
-	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, l->max, gc_one, l);
+	/* With a grace period young entries are skipped: look a bit further. */
+	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, l->before_ns ? l->max * 8 : l->max, gc_one,
+		     l);
 	return rc < 0 ? rc : l->n;
 }
 
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs)
 {
-	struct gc_list l = {0, n, fids, seqs};
+	struct gc_list l = {0, n, fids, seqs, 0};
+
+	if (m->gc_grace_ms)
+		l.before_ns = meta_now_ns() - (int64_t)m->gc_grace_ms * 1000000;
 
 	return IN_TXN(m, false, gc_take_tx(t, &l));
 }
@@ -2031,4 +2058,11 @@ int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
 	if (!m->kv->shared || !h->session)
 		return meta_write_chunks(m, h->ino, chunks, n, min_size, touch, out);
 	return IN_TXN(m, true, held_write_tx(m, t, h, chunks, n, min_size, touch, out));
+}
+
+/* ---------------------------------------------------------------- other rules */
+
+int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx)
+{
+	return IN_TXN(m, write, fn(t, ctx));
 }

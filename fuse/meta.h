@@ -87,6 +87,10 @@ struct meta_options {
 	/* The mount, e.g. "host:/mount/point": orphans recorded under this string by older
 	 * versions are freed by meta_release_orphans. */
 	const char *owner;
+	/* Shared engines: blobs stay queued for gc at least this long (0 = none), so a
+	 * read on another mount that resolved a blob just before it left the file's chunk
+	 * map still finds it (the read guard, fuse/file.c, covers only this mount). */
+	int gc_grace_ms;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -197,7 +201,14 @@ int meta_getxattr(struct meta *m, uint64_t ino, const char *name, void *buf, siz
 int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap);
 int meta_removexattr(struct meta *m, uint64_t ino, const char *name);
 
-/* Up to n fids waiting for deletion; seqs identify them for meta_gc_done. */
+/*
+ * Up to n fids waiting for deletion; seqs identify them for meta_gc_done. With a grace
+ * period (meta_options.gc_grace_ms) only those queued longer ago. Every mount of a
+ * shared engine takes from the one queue: two may take the same entry and both delete
+ * the blob; the second delete finds nothing (a missing blob counts as deleted) and
+ * meta_gc_done of a gone entry is a no-op. File ids are never reused, so a repeated
+ * delete can never hit another blob.
+ */
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs);
 int meta_gc_done(struct meta *m, uint64_t seq);
 int meta_gc_pending(struct meta *m);
@@ -276,5 +287,13 @@ int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free);
 int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
 			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
 			   struct meta_attr *out);
+
+/*
+ * Runs fn in one transaction of the engine (fuse/kv.h), again from the start after a
+ * conflict or a lost server (up to the timeout, then -EIO), like every call above:
+ * for rules kept in their own file (fuse/locks.c). fn's value, or the commit's error.
+ */
+struct kv_txn;
+int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/locks.h"
 
 #define STAT_BLOCK_SIZE 4096
 /* st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it,
@@ -935,7 +936,15 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	if (fuse_opt_add_arg(&args, "kelp") || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, opts))
 		return -ENOMEM;
-	se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	{
+		/* Locks across mounts with a shared engine; the kernel's own otherwise. */
+		static struct fuse_lowlevel_ops run_ops;
+
+		run_ops = ops;
+		if (meta_shared(fs->meta))
+			locks_install(&run_ops, fs);
+		se = fuse_session_new(&args, &run_ops, sizeof(run_ops), fs);
+	}
 	fs->session = se;
 	if (!se) {
 		fuse_opt_free_args(&args);
