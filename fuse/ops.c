@@ -71,6 +71,17 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *attr, struct sta
 	st->st_blocks = (st->st_size + 511) / 512;
 }
 
+/*
+ * With a shared engine, an inode another mount freed while this kernel still had a
+ * name cached for it: ESTALE instead of ENOENT makes the kernel look the path up again
+ * (as for NFS), so open(O_CREAT) and stat of a name recreated meanwhile reach the new
+ * file instead of failing.
+ */
+static int stale_if_gone(struct kelp_fs *fs, int rc)
+{
+	return rc == -ENOENT && meta_shared(fs->meta) ? -ESTALE : rc;
+}
+
 /* The kernel holds one more reference (lookup count) on ino. */
 static void lookup_ref(struct kelp_fs *fs, uint64_t ino)
 {
@@ -203,7 +214,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	rc = meta_getattr(fs_of(req)->meta, ino, &a);
 	if (rc < 0)
-		fuse_reply_err(req, -rc);
+		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
 	else
 		reply_attr(req, &a);
 }
@@ -415,7 +426,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		int rc = file_open(fs, ino, &f);
 
 		if (rc < 0) {
-			fuse_reply_err(req, -rc);
+			fuse_reply_err(req, -stale_if_gone(fs, rc));
 			return;
 		}
 	}
