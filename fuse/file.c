@@ -357,6 +357,56 @@ int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out)
 	return 0;
 }
 
+/* A hold to drop (shared engines): batched by the gc thread, at once when the batch is
+ * full. A hold left a little longer only delays freeing an unlinked file. */
+static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
+{
+	bool queued = false;
+
+	pthread_mutex_lock(&fs->gc_lock);
+	if (fs->n_unholds < (int)(sizeof(fs->unholds) / sizeof(fs->unholds[0])) &&
+	    !fs->stopping) {
+		fs->unholds[fs->n_unholds++] = *h;
+		queued = true;
+		/* the gc thread looks every second; sooner when the batch fills up */
+		if (fs->n_unholds >= 32)
+			pthread_cond_signal(&fs->gc_cond);
+	}
+	pthread_mutex_unlock(&fs->gc_lock);
+	if (!queued) {
+		bool may_free;
+
+		pthread_mutex_lock(&fs->lookups_lock);
+		may_free = inomap_get(&fs->lookups, h->ino) == 0;
+		pthread_mutex_unlock(&fs->lookups_lock);
+		meta_unhold(fs->meta, h, may_free);
+		fs_kick_gc(fs);
+	}
+}
+
+int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_file **out)
+{
+	struct open_file *f = file_get(fs, h->ino);
+	bool spare = false;
+
+	if (!f) {
+		queue_unhold(fs, h);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (!f->held) {
+		f->hold = *h;
+		f->held = true;
+	} else {
+		spare = true; /* opened meanwhile by another thread: its hold is enough */
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (spare && meta_shared(fs->meta))
+		queue_unhold(fs, h);
+	*out = f;
+	return 0;
+}
+
 void file_set_unlinked(struct open_file *f)
 {
 	f->unlinked = true;
@@ -391,8 +441,7 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 		/* Freed now if its last name went (here or on another mount) and no other
 		 * session has it open; its blobs go to gc. */
 		if (f->hold.session == meta_session_id(fs->meta))
-			meta_unhold(fs->meta, &f->hold, true);
-		fs_kick_gc(fs);
+			queue_unhold(fs, &f->hold);
 	} else if (unlinked) {
 		/* Still known to the kernel (a lookup it has not forgotten): its forget frees it. */
 		bool referenced;
@@ -1423,7 +1472,27 @@ static void *gc_loop(void *arg)
 		struct timespec ts;
 		int n;
 
-		pthread_mutex_unlock(&fs->gc_lock);
+		if (fs->n_unholds > 0) {
+			struct meta_hold h[64];
+			bool may_free[64];
+			int nh = fs->n_unholds;
+
+			memcpy(h, fs->unholds, (size_t)nh * sizeof(h[0]));
+			fs->n_unholds = 0;
+			pthread_mutex_unlock(&fs->gc_lock);
+			/* An unlinked file the kernel still knows (a lookup it has not forgotten,
+			 * an O_PATH descriptor) is freed at its forget, not here. */
+			pthread_mutex_lock(&fs->lookups_lock);
+			for (int i = 0; i < nh; i++)
+				may_free[i] = inomap_get(&fs->lookups, h[i].ino) == 0;
+			pthread_mutex_unlock(&fs->lookups_lock);
+			if (meta_unhold_many(fs->meta, h, may_free, nh) < 0)
+				log_warn("mount: dropping the holds of %d closed file(s) failed (they "
+					 "go with this mount's session)",
+					 nh);
+		} else {
+			pthread_mutex_unlock(&fs->gc_lock);
+		}
 		if (now - last_sync >= 1000000000ull) {
 			meta_sync(fs->meta);
 			last_sync = now;

@@ -753,6 +753,40 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 	return rc;
 }
 
+static void hold_key(uint8_t *k, const struct meta_hold *h);
+
+static int create_held_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
+			  uint32_t uid, uint32_t gid, struct meta_attr *out, uint64_t *made,
+			  struct meta_hold *h)
+{
+	struct meta_attr a;
+	uint8_t k[24];
+	int rc = create_tx(t, parent, name, mode, uid, gid, 0, NULL, &a, made);
+
+	if (rc < 0)
+		return rc;
+	if (out)
+		*out = a;
+	h->ino = a.ino;
+	if (!t->kv->shared || !h->session)
+		return 0;
+	hold_key(k, h);
+	return kv_put(t, KV_HOLDS, k, 24, "", 0);
+}
+
+int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
+		     uint32_t uid, uint32_t gid, struct meta_attr *out, struct meta_hold *h)
+{
+	uint64_t made = 0;
+	int rc = check_name(name);
+
+	if (rc < 0)
+		return rc;
+	h->session = meta_session_id(m);
+	h->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
+	return IN_TXN(m, true, create_held_tx(t, parent, name, mode, uid, gid, out, &made, h));
+}
+
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out)
 {
@@ -1998,6 +2032,11 @@ static int hold_tx(struct kv_txn *t, const struct meta_hold *h)
 
 	if (rc < 0)
 		return rc;
+	/* No name left: this kernel reached it through a name it still caches although
+	 * another mount removed it (a new open cannot; files already open here never get
+	 * here). Treated as gone, so that the name is looked up again. */
+	if (a.nlink == 0)
+		return -ENOENT;
 	if (!session_exists(t, h->session))
 		return -ESTALE; /* cleaned up meanwhile: the caller registers again */
 	hold_key(k, h);
@@ -2021,6 +2060,20 @@ static int unhold_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h
 
 	hold_key(k, h);
 	rc = kv_del(t, KV_HOLDS, k, 24);
+	if (rc == 0 && !may_free) {
+		/* This kernel still knows the inode: wait for its forget only if this mount
+		 * removed the last name (the kernel then forgets it soon); a name removed by
+		 * another mount may stay in this kernel's cache for long. */
+		uint8_t ok[8];
+		const uint8_t *v;
+		size_t vlen;
+
+		be64(ok, h->ino);
+		rc = kv_get(t, KV_ORPHANS, ok, 8, &v, &vlen);
+		may_free = rc == -ENOENT || (rc == 0 && (vlen != 8 || rd64(v) != h->session));
+		if (rc == -ENOENT)
+			rc = 0;
+	}
 	if (rc == 0 && may_free)
 		rc = free_if_unused(m, t, h->ino);
 	return rc;
@@ -2031,6 +2084,23 @@ int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free)
 	if (!m->kv->shared || !h->session)
 		return may_free ? meta_release_inode(m, h->ino) : 0;
 	return IN_TXN(m, true, unhold_tx(m, t, h, may_free));
+}
+
+static int unhold_many_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,
+			  const bool *may_free, int n)
+{
+	int rc = 0;
+
+	for (int i = 0; rc == 0 && i < n; i++)
+		rc = unhold_tx(m, t, &h[i], may_free[i]);
+	return rc;
+}
+
+int meta_unhold_many(struct meta *m, const struct meta_hold *h, const bool *may_free, int n)
+{
+	if (!m->kv->shared || n <= 0)
+		return 0;
+	return IN_TXN(m, true, unhold_many_tx(m, t, h, may_free, n));
 }
 
 static int held_write_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,

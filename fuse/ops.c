@@ -300,7 +300,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* Creates a node; the setgid bit of the parent passes its group (and to directories). */
 static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
-		     const char *target, struct meta_attr *out)
+		     const char *target, struct meta_attr *out, struct meta_hold *hold)
 {
 	struct kelp_fs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -315,6 +315,8 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		if (S_ISDIR(mode))
 			mode |= S_ISGID;
 	}
+	if (hold) /* open(O_CREAT): the file is held open from its creation on */
+		return meta_create_held(fs->meta, parent, name, mode, ctx->uid, gid, out, hold);
 	return meta_create(fs->meta, parent, name, mode, ctx->uid, gid, (uint32_t)rdev, target,
 			   out);
 }
@@ -326,7 +328,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 	if (cluster_away(req))
 		return;
-	rc = do_create(req, parent, name, mode, rdev, NULL, &a);
+	rc = do_create(req, parent, name, mode, rdev, NULL, &a, NULL);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -346,7 +348,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	if (cluster_away(req))
 		return;
 	rc = strlen(link) > 4095 ? -ENAMETOOLONG
-				 : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a);
+				 : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a, NULL);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -484,13 +486,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct kelp_fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct meta_attr a;
+	struct meta_hold hold;
 	struct open_file *f;
 	bool existed = false;
 	int rc;
 
 	if (cluster_away(req))
 		return;
-	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
+	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a, &hold);
 	if (rc == -EEXIST && !(fi->flags & O_EXCL) && meta_shared(fs->meta)) {
 		rc = open_existing(req, parent, name, fi, &a);
 		existed = rc == 0;
@@ -499,7 +502,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	rc = file_open(fs, a.ino, &f);
+	/* Created: its hold was written with it; an existing file gets one now. */
+	rc = existed ? file_open(fs, a.ino, &f) : file_open_held(fs, &hold, &f);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
