@@ -12,6 +12,9 @@ int delete_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int benchmark_main(int argc, char **argv);
 int token_main(int argc, char **argv);
+int meta_main(int argc, char **argv);
+/* kelp meta sessions (daemons/meta_sessions.c) */
+int meta_sessions_main(int argc, char **argv);
 int version_main(int argc, char **argv);
 int help_main(int argc, char **argv);
 

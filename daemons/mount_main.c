@@ -20,6 +20,7 @@
 #include "fuse/kv.h"
 #include "fuse/meta.h"
 #include "fuse/ops.h"
+#include "fuse/session.h"
 
 struct mount_ready {
 	const char *ready_file;
@@ -122,8 +123,9 @@ int mount_main(int argc, char **argv)
 	char *log_file = "";
 	char *cache_dir = "";
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
-	int meta_conns = 8;
-	double attr_cache_s = 1, entry_cache_s = 1;
+	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S;
+	struct mount_session session;
+	double attr_cache_s = 1, entry_cache_s = 1, gc_grace_s = -1;
 	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
@@ -135,6 +137,13 @@ int mount_main(int argc, char **argv)
 		 "conventions: PGPASSWORD, ~/.pgpass, ?sslmode=...) shared by every mount of it"),
 	    FLAG("metaConnections", FLAG_INT, &meta_conns,
 		 "PostgreSQL: connections of this mount to the database"),
+	    FLAG("sessionTimeout", FLAG_INT, &session_timeout_s,
+		 "seconds without a heartbeat after which other mounts clean up this mount's "
+		 "session (its open files of removed names and its locks are released)"),
+	    FLAG("gcGraceSec", FLAG_DOUBLE, &gc_grace_s,
+		 "with a shared -meta: blobs a file stopped using are deleted no sooner than this "
+		 "(-1 = 2 x -attrCacheSec + 5 s), for reads on other mounts that resolved them "
+		 "just before"),
 	    FLAG("attrCacheSec", FLAG_DOUBLE, &attr_cache_s,
 		 "seconds the kernel caches attributes (0 = always ask; with a shared -meta, "
 		 "how late another mount's changes may be seen)"),
@@ -189,12 +198,13 @@ int mount_main(int argc, char **argv)
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
-	    timeout_s <= 0 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
-	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400) {
+	    timeout_s <= 0 || session_timeout_s < 1 || session_timeout_s > 86400 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
+	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400 ||
+	    gc_grace_s > 86400) {
 		fprintf(
 		    stderr,
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
-		    "0, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
+		    "0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
 		return 2;
 	}
 	is_pg = kv_is_pg_url(meta_dir);
@@ -250,6 +260,9 @@ int mount_main(int argc, char **argv)
 	memset(&mo, 0, sizeof(mo));
 	mo.timeout_ms = timeout_s * 1000;
 	mo.connections = meta_conns;
+	if (gc_grace_s < 0)
+		gc_grace_s = 2 * attr_cache_s + 5;
+	mo.gc_grace_ms = (int)(gc_grace_s * 1000);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 
@@ -272,8 +285,21 @@ int mount_main(int argc, char **argv)
 						  : strerror(-ret));
 		return 1;
 	}
-	/* Orphans of a crash: with a shared database, only this mount point's (another
-	 * mount may still have its own open). */
+	{
+		char where[4096];
+
+		if (!realpath(dir, where))
+			snprintf(where, sizeof(where), "%s", dir);
+		ret = mount_session_start(&session, meta, where, session_timeout_s * 1000);
+	}
+	if (ret < 0) {
+		fprintf(stderr, "kelp mount: cannot register the session in %s: %s\n", meta_shown,
+			strerror(-ret));
+		meta_close(meta);
+		return 1;
+	}
+	/* Files unlinked while open by a mount that is gone (with LMDB: this one before a
+	 * crash); with a shared database those another live mount holds stay. */
 	meta_release_orphans(meta);
 	memset(&fo, 0, sizeof(fo));
 	fo.masters = master;
@@ -300,6 +326,7 @@ int mount_main(int argc, char **argv)
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
 	kelp_fs_destroy(&fs);
+	mount_session_stop(&session);
 	meta_close(meta);
 	curl_global_cleanup();
 	if (ret < 0) {

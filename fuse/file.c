@@ -126,6 +126,11 @@ struct open_file {
 	uint32_t lazy_vids[LAZY_VIDS];
 	int n_lazy;
 	int64_t write_ns; /* time of the last write (stat shows it until it is committed) */
+	/* The hold that keeps the inode alive for this mount (meta_hold; set once, by the
+	 * first open, under lock). Its session is the mount's session at that open. */
+	struct meta_hold hold;
+	bool held;
+	bool stale_logged;
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -283,12 +288,36 @@ struct open_file *file_find(struct kelp_fs *fs, uint64_t ino)
 	return f;
 }
 
+/*
+ * An open file of an earlier session of this mount (cleaned up by another mount while
+ * this one was partitioned): its hold is gone, the file may have been changed or freed
+ * since, so its handles fail with EIO and a new open gets a fresh open file.
+ */
+static bool file_stale(struct kelp_fs *fs, struct open_file *f)
+{
+	return f->held && f->hold.session && f->hold.session != meta_session_id(fs->meta);
+}
+
+/* Logs once per open file why its calls fail; returns -EIO. f->lock held. */
+static int stale_error(struct kelp_fs *fs, struct open_file *f)
+{
+	if (!f->stale_logged) {
+		f->stale_logged = true;
+		log_error("mount: inode %" PRIu64 " was opened under session %" PRIu64
+			  ", which other mounts cleaned up (this mount was cut off longer than "
+			  "-sessionTimeout): its handles fail with EIO, nothing more is written "
+			  "through them; open the file again",
+			  f->ino, f->hold.session);
+	}
+	return -EIO;
+}
+
 struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 {
 	struct open_file *f, *fresh = calloc(1, sizeof(*fresh));
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && f->ino != ino; f = f->next)
+	for (f = fs->files; f && (f->ino != ino || file_stale(fs, f)); f = f->next)
 		;
 	if (f) {
 		f->refs++;
@@ -305,6 +334,77 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 	pthread_mutex_unlock(&fs->files_lock);
 	free(fresh);
 	return f;
+}
+
+int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out)
+{
+	struct open_file *f = file_get(fs, ino);
+	int rc = 0;
+
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_lock(&f->lock);
+	if (!f->held) {
+		rc = meta_hold(fs->meta, ino, &f->hold);
+		f->held = rc == 0;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (rc < 0) {
+		file_put(fs, f);
+		return rc == -ESTALE ? -EIO : rc;
+	}
+	*out = f;
+	return 0;
+}
+
+/* A hold to drop (shared engines): batched by the gc thread, at once when the batch is
+ * full. A hold left a little longer only delays freeing an unlinked file. */
+static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
+{
+	bool queued = false;
+
+	pthread_mutex_lock(&fs->gc_lock);
+	if (fs->n_unholds < (int)(sizeof(fs->unholds) / sizeof(fs->unholds[0])) &&
+	    !fs->stopping) {
+		fs->unholds[fs->n_unholds++] = *h;
+		queued = true;
+		/* the gc thread looks every second; sooner when the batch fills up */
+		if (fs->n_unholds >= 32)
+			pthread_cond_signal(&fs->gc_cond);
+	}
+	pthread_mutex_unlock(&fs->gc_lock);
+	if (!queued) {
+		bool may_free;
+
+		pthread_mutex_lock(&fs->lookups_lock);
+		may_free = inomap_get(&fs->lookups, h->ino) == 0;
+		pthread_mutex_unlock(&fs->lookups_lock);
+		meta_unhold(fs->meta, h, may_free);
+		fs_kick_gc(fs);
+	}
+}
+
+int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_file **out)
+{
+	struct open_file *f = file_get(fs, h->ino);
+	bool spare = false;
+
+	if (!f) {
+		queue_unhold(fs, h);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (!f->held) {
+		f->hold = *h;
+		f->held = true;
+	} else {
+		spare = true; /* opened meanwhile by another thread: its hold is enough */
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (spare && meta_shared(fs->meta))
+		queue_unhold(fs, h);
+	*out = f;
+	return 0;
 }
 
 void file_set_unlinked(struct open_file *f)
@@ -337,7 +437,12 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 	free_jobs(fs, f);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
-	if (unlinked) {
+	if (f->held && meta_shared(fs->meta)) {
+		/* Freed now if its last name went (here or on another mount) and no other
+		 * session has it open; its blobs go to gc. */
+		if (f->hold.session == meta_session_id(fs->meta))
+			queue_unhold(fs, &f->hold);
+	} else if (unlinked) {
 		/* Still known to the kernel (a lookup it has not forgotten): its forget frees it. */
 		bool referenced;
 
@@ -428,8 +533,12 @@ static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 	while (f->jobs && f->jobs->done) {
 		struct job *j = f->jobs;
 
-		if (j->rc == 0)
-			j->rc = meta_write_chunks(fs->meta, f->ino, &j->chunk, 1, 0, true, NULL);
+		if (j->rc == 0) {
+			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0, true,
+						       NULL);
+			if (j->rc == -ESTALE)
+				j->rc = stale_error(fs, f);
+		}
 		if (j->rc < 0) {
 			/* Kept (and the newer jobs behind it) for the next flush to retry. */
 			if (!f->error)
@@ -810,7 +919,7 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	int rc;
 
 	pthread_mutex_lock(&f->lock);
-	rc = store_dirty(fs, f, durable);
+	rc = file_stale(fs, f) ? stale_error(fs, f) : store_dirty(fs, f, durable);
 	pthread_mutex_unlock(&f->lock);
 	if (rc == 0 && compact_chunks(fs, f) < 0)
 		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
@@ -846,7 +955,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 	pthread_mutex_lock(&f->lock);
 	f->write_ns = meta_now_ns();
 	/* A failed upload waits for the next flush: writes fail until then. */
-	rc = failed_rc(f);
+	rc = file_stale(fs, f) ? stale_error(fs, f) : failed_rc(f);
 	while (len > 0 && rc == 0) {
 		struct extent *e = NULL;
 		size_t n;
@@ -960,6 +1069,11 @@ int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr
 	int rc;
 
 	pthread_mutex_lock(&f->lock);
+	if (file_stale(fs, f)) {
+		rc = stale_error(fs, f);
+		pthread_mutex_unlock(&f->lock);
+		return rc;
+	}
 	if (valid & META_SET_SIZE) {
 		/* Buffered bytes at or beyond the new size are dropped. */
 		for (int i = 0; i < f->n_ext;) {
@@ -1423,7 +1537,7 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 	*got = 0;
 	g = guard_enter(fs);
 	pthread_mutex_lock(&f->lock);
-	rc = meta_getattr(fs->meta, f->ino, &a);
+	rc = file_stale(fs, f) ? stale_error(fs, f) : meta_getattr(fs->meta, f->ino, &a);
 	if (rc < 0) {
 		pthread_mutex_unlock(&f->lock);
 		goto out;
@@ -1525,7 +1639,27 @@ static void *gc_loop(void *arg)
 		struct timespec ts;
 		int n;
 
-		pthread_mutex_unlock(&fs->gc_lock);
+		if (fs->n_unholds > 0) {
+			struct meta_hold h[64];
+			bool may_free[64];
+			int nh = fs->n_unholds;
+
+			memcpy(h, fs->unholds, (size_t)nh * sizeof(h[0]));
+			fs->n_unholds = 0;
+			pthread_mutex_unlock(&fs->gc_lock);
+			/* An unlinked file the kernel still knows (a lookup it has not forgotten,
+			 * an O_PATH descriptor) is freed at its forget, not here. */
+			pthread_mutex_lock(&fs->lookups_lock);
+			for (int i = 0; i < nh; i++)
+				may_free[i] = inomap_get(&fs->lookups, h[i].ino) == 0;
+			pthread_mutex_unlock(&fs->lookups_lock);
+			if (meta_unhold_many(fs->meta, h, may_free, nh) < 0)
+				log_warn("mount: dropping the holds of %d closed file(s) failed (they "
+					 "go with this mount's session)",
+					 nh);
+		} else {
+			pthread_mutex_unlock(&fs->gc_lock);
+		}
 		if (now - last_sync >= 1000000000ull) {
 			meta_sync(fs->meta);
 			last_sync = now;

@@ -69,6 +69,9 @@ struct kelp_fs {
 	bool stopping;
 	bool gc_started;
 	uint64_t gc_seen; /* meta_gc_generation when the gc thread last looked (atomic) */
+	/* holds of files closed (shared engines), dropped by the gc thread in batches */
+	struct meta_hold unholds[64]; /* under gc_lock */
+	int n_unholds;
 	/* upload pool: full chunks are uploaded in parallel while writers go on */
 	pthread_mutex_t queue_lock; /* queue */
 	pthread_cond_t queue_cond;
@@ -128,6 +131,11 @@ void kelp_fs_destroy(struct kelp_fs *fs);
 
 /* Takes a reference on ino's open file (created on first open). NULL on ENOMEM. */
 struct open_file *file_get(struct kelp_fs *fs, uint64_t ino);
+/* Opens ino: file_get, and with a shared engine the hold that keeps the inode alive
+ * while this mount has it open (meta_hold). 0, -ENOENT (gone), -EIO, -ENOMEM. */
+int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out);
+/* file_open of a file just created with meta_create_held (its hold is written). */
+int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_file **out);
 /* Looks up ino's open file without creating it (with a reference), or NULL. */
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino);
 /* Drops a reference; the last one frees the file (and its inode if unlinked). */

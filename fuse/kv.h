@@ -37,6 +37,9 @@ enum kv_table {
 	KV_COUNTERS,
 	KV_ORPHANS,
 	KV_PARENTS,
+	KV_SESSIONS,
+	KV_HOLDS,
+	KV_LOCKS,
 	KV_NTABLES
 };
 

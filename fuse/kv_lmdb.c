@@ -29,7 +29,8 @@ static const char *const table_names[KV_NTABLES] = {
     [KV_INODES] = "inodes",   [KV_SYMLINKS] = "symlinks", [KV_DENTRIES] = "dentries",
     [KV_CHUNKS] = "chunks",   [KV_FIDREFS] = "fidrefs",	  [KV_XATTRS] = "xattrs",
     [KV_GC] = "gc",	      [KV_COUNTERS] = "counters", [KV_ORPHANS] = "orphans",
-    [KV_PARENTS] = "parents",
+    [KV_PARENTS] = "parents", [KV_SESSIONS] = "sessions", [KV_HOLDS] = "holds",
+    [KV_LOCKS] = "locks",
 };
 
 static int lmdb_err(int rc)

@@ -46,6 +46,7 @@
 #define SCAN_BATCH    256
 #define KEY_MAX	      1024
 #define DEFAULT_CONNS 8
+#define IDLE_TXN_MS   "5000"
 
 /* What a query sent in pipeline mode is waiting for. */
 enum want { W_SYNC, W_IGNORE, W_CHECK, W_KEEP };
@@ -187,6 +188,21 @@ static PGconn *pg_connect(struct kv_pg *pg, char *err, size_t cap)
 		return NULL;
 	}
 	PQsetNoticeProcessor(c, notice, NULL);
+	/*
+	 * A transaction left open by a mount that stopped (SIGSTOP, a frozen VM) or was cut
+	 * off holds its row locks until the server gives up on it: other mounts' writes to
+	 * those rows would wait as long. Ours never wait for anything but the server
+	 * between statements, so the server aborts one idle for IDLE_TXN_MS (the mount,
+	 * when it comes back, finds the connection gone and runs the transaction again).
+	 */
+	{
+		PGresult *r = PQexec(c, "SET idle_in_transaction_session_timeout = " IDLE_TXN_MS);
+
+		if (PQresultStatus(r) != PGRES_COMMAND_OK)
+			log_warn("meta: cannot set idle_in_transaction_session_timeout: %s",
+				 PQerrorMessage(c));
+		PQclear(r);
+	}
 	return c;
 }
 

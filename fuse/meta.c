@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +28,20 @@ struct meta {
 	uint64_t gc_generation; /* bumped (atomically) by every blob sent to gc */
 	int timeout_ms;		/* how long a transaction waits for a lost server */
 	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
-	char owner[256];	/* the value of this mount's orphans records */
+	char owner[256];	/* what older versions recorded as an orphan's value */
 	uint32_t generation;	/* of every inode of this metadata (meta_generation) */
+	int gc_grace_ms;	/* gc leaves blobs queued less than this long ago */
+	/* sessions (meta_session_*) */
+	uint64_t sid;	      /* this mount's session id (atomic) */
+	uint64_t hold_serial; /* last serial of a hold (atomic) */
+	pthread_mutex_t watch_lock;
+	struct session_watch *watch; /* other sessions' heartbeats as last seen */
+	int n_watch;
+};
+
+struct session_watch {
+	uint64_t id, beats;
+	uint64_t since_ns; /* monotonic time the counter was first seen at this value */
 };
 
 int64_t meta_now_ns(void)
@@ -161,6 +175,8 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 	if (!m)
 		return -ENOMEM;
 	m->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 30000;
+	pthread_mutex_init(&m->watch_lock, NULL);
+	m->gc_grace_ms = o && o->gc_grace_ms > 0 ? o->gc_grace_ms : 0;
 	snprintf(m->owner, sizeof(m->owner), "%s", o && o->owner && *o->owner ? o->owner : "1");
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
@@ -219,6 +235,8 @@ void meta_close(struct meta *m)
 	if (!m)
 		return;
 	m->kv->ops->close(m->kv);
+	pthread_mutex_destroy(&m->watch_lock);
+	free(m->watch);
 	free(m);
 }
 
@@ -369,6 +387,17 @@ static int fidref_add(struct meta *m, struct kv_txn *t, const char *fid, int del
 		/* Counted before the commit: a gc pass that runs in between misses the
 		 * blob, and the next one (at most a second later) takes it. */
 		__atomic_add_fetch(&m->gc_generation, 1, __ATOMIC_RELEASE);
+		if (m->kv->shared) {
+			/* fid, NUL, the time it was queued (the grace period: meta_gc_take). */
+			uint8_t v[META_FID_MAX + 9];
+
+			if (flen >= META_FID_MAX)
+				return -EINVAL;
+			memcpy(v, fid, flen);
+			v[flen] = '\0';
+			be64(v + flen + 1, (uint64_t)meta_now_ns());
+			return kv_put(t, KV_GC, k, 8, v, flen + 9);
+		}
 		return kv_put(t, KV_GC, k, 8, fid, flen);
 	}
 	return kv_put(t, KV_FIDREFS, fid, flen, &count, 4);
@@ -610,10 +639,12 @@ static int drop_link(struct meta *m, struct kv_txn *t, uint64_t ino, int64_t now
 	a.ctime_ns = now;
 	rc = put_attr(t, &a);
 	if (rc == 0 && a.nlink == 0) {
-		uint8_t k[8];
+		uint8_t k[8], v[8];
+
 
 		be64(k, ino);
-		rc = kv_put(t, KV_ORPHANS, k, 8, m->owner, strlen(m->owner));
+		be64(v, __atomic_load_n(&m->sid, __ATOMIC_ACQUIRE));
+		rc = kv_put(t, KV_ORPHANS, k, 8, v, 8);
 		*gone = ino;
 	}
 	return rc;
@@ -1012,6 +1043,42 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 	return rc;
 }
 
+static void hold_key(uint8_t *k, const struct meta_hold *h);
+
+static int create_held_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
+			  uint32_t umask, uint32_t uid, uint32_t gid, struct meta_attr *out,
+			  uint64_t *made, struct meta_hold *h)
+{
+	struct meta_attr a;
+	uint8_t k[24];
+	int rc = create_tx(t, parent, name, mode, umask, uid, gid, 0, NULL, &a, made);
+
+	if (rc < 0)
+		return rc;
+	if (out)
+		*out = a;
+	h->ino = a.ino;
+	if (!t->kv->shared || !h->session)
+		return 0;
+	hold_key(k, h);
+	return kv_put(t, KV_HOLDS, k, 24, "", 0);
+}
+
+int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
+		     uint32_t umask, uint32_t uid, uint32_t gid, struct meta_attr *out,
+		     struct meta_hold *h)
+{
+	uint64_t made = 0;
+	int rc = check_name(name);
+
+	if (rc < 0)
+		return rc;
+	h->session = meta_session_id(m);
+	h->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
+	return IN_TXN(m, true,
+		      create_held_tx(t, parent, name, mode, umask, uid, gid, out, &made, h));
+}
+
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out)
 {
@@ -1293,6 +1360,18 @@ int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newp
 	return IN_TXN(m, true, rename_tx(m, t, parent, name, newparent, newname, flags, gone_ino));
 }
 
+/* Does any session hold ino open? (An error counts as held: nothing is freed.) */
+static bool is_held(struct kv_txn *t, uint64_t ino)
+{
+	uint8_t from[8], to[8];
+	bool found = false;
+
+	ino_range(from, to, ino);
+	if (kv_scan(t, KV_HOLDS, from, 8, to, 8, false, 1, stop_at_first, &found) < 0)
+		return true;
+	return found;
+}
+
 static int release_tx(struct meta *m, struct kv_txn *t, uint64_t ino)
 {
 	struct meta_attr a;
@@ -1300,7 +1379,8 @@ static int release_tx(struct meta *m, struct kv_txn *t, uint64_t ino)
 
 	if (rc == -ENOENT)
 		return 0;
-	if (rc == 0 && a.nlink == 0)
+	/* With a shared engine another mount may still have it open (its hold). */
+	if (rc == 0 && a.nlink == 0 && !(m->kv->shared && is_held(t, ino)))
 		rc = free_inode(m, t, ino);
 	return rc;
 }
@@ -1888,12 +1968,21 @@ struct gc_list {
 	int n, max;
 	char (*fids)[META_FID_MAX];
 	uint64_t *seqs;
+	int64_t before_ns; /* only entries queued before this (0: any) */
 };
 
 static int gc_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct gc_list *l = ctx;
+	const uint8_t *z = memchr(v, '\0', vlen);
 
+	if (z) {
+		/* fid, NUL, queue time: young entries wait for the grace period */
+		if ((size_t)(z - v) + 9 == vlen && l->before_ns &&
+		    (int64_t)rd64(z + 1) > l->before_ns)
+			return 0;
+		vlen = (size_t)(z - v);
+	}
 	if (klen != 8 || vlen >= META_FID_MAX)
 		return 0;
 	if (l->n == l->max)
@@ -1912,13 +2001,18 @@ static int gc_take_tx(struct kv_txn *t, struct gc_list *l)
 
 	l->n = 0;
 	be64(from, 0);
-	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, l->max, gc_one, l);
+	/* With a grace period young entries are skipped: look a bit further. */
+	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, l->before_ns ? l->max * 8 : l->max, gc_one,
+		     l);
 	return rc < 0 ? rc : l->n;
 }
 
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs)
 {
-	struct gc_list l = {0, n, fids, seqs};
+	struct gc_list l = {0, n, fids, seqs, 0};
+
+	if (m->gc_grace_ms)
+		l.before_ns = meta_now_ns() - (int64_t)m->gc_grace_ms * 1000000;
 
 	return IN_TXN(m, false, gc_take_tx(t, &l));
 }
@@ -1959,12 +2053,26 @@ struct ino_list {
 	int n;
 	uint64_t next; /* where the next scan starts */
 	bool more;
-	const char *owner; /* NULL: every orphan */
+	struct meta *m; /* shared: keep those of a live session */
+	const char *owner;
+	struct kv_txn *t;
 };
+
+/* Is session id registered? (An error counts as yes: nothing is freed.) */
+static bool session_exists(struct kv_txn *t, uint64_t id)
+{
+	uint8_t k[8];
+	const uint8_t *v;
+	size_t vlen;
+
+	be64(k, id);
+	return kv_get(t, KV_SESSIONS, k, 8, &v, &vlen) != -ENOENT;
+}
 
 static int orphan_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct ino_list *l = ctx;
+	bool mine;
 
 	if (klen != 8)
 		return 0;
@@ -1973,7 +2081,13 @@ static int orphan_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v
 		l->more = true;
 		return 1;
 	}
-	if (!l->owner || (vlen == strlen(l->owner) && !memcmp(v, l->owner, vlen)))
+	if (!l->m->kv->shared)
+		mine = true; /* one mount: every orphan is of an earlier run */
+	else if (vlen == 8)
+		mine = !session_exists(l->t, rd64(v)); /* its session is gone */
+	else
+		mine = vlen == strlen(l->owner) && !memcmp(v, l->owner, vlen); /* older format */
+	if (mine)
 		l->inos[l->n++] = rd64(k);
 	return 0;
 }
@@ -1984,13 +2098,14 @@ static int orphans_tx(struct kv_txn *t, struct ino_list *l)
 
 	l->n = 0;
 	l->more = false;
+	l->t = t;
 	be64(from, l->next);
 	return kv_scan(t, KV_ORPHANS, from, 8, NULL, 0, false, 0, orphan_one, l);
 }
 
 int meta_release_orphans(struct meta *m)
 {
-	struct ino_list l = {.next = 0, .owner = m->kv->shared ? m->owner : NULL};
+	struct ino_list l = {.next = 0, .m = m, .owner = m->owner};
 	int rc, total = 0;
 
 	do {
@@ -1998,13 +2113,499 @@ int meta_release_orphans(struct meta *m)
 		if (rc < 0)
 			return rc;
 		for (int i = 0; i < l.n; i++) {
-			rc = meta_release_inode(m, l.inos[i]);
+			rc = meta_release_inode(m, l.inos[i]); /* kept while held */
 			if (rc < 0)
 				return rc;
 		}
 		total += l.n;
 	} while (l.more);
 	if (total)
-		log_info("meta: released %d file(s) unlinked while open before a restart", total);
+		log_info("meta: released %d file(s) unlinked while open by a mount that is gone",
+			 total);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- sessions */
+
+/* Record: start, beat (ns), beats (u64 each), pid (u32), then host, mount point and
+ * version, each NUL-terminated. */
+static size_t session_encode(const struct meta_session_info *s, uint8_t *buf, size_t cap)
+{
+	size_t n = 28, hl = strlen(s->host) + 1, ml = strlen(s->mountpoint) + 1,
+	       vl = strlen(s->version) + 1;
+
+	if (n + hl + ml + vl > cap)
+		return 0;
+	be64(buf, (uint64_t)s->start_ns);
+	be64(buf + 8, (uint64_t)s->beat_ns);
+	be64(buf + 16, s->beats);
+	buf[24] = (uint8_t)(s->pid >> 24);
+	buf[25] = (uint8_t)(s->pid >> 16);
+	buf[26] = (uint8_t)(s->pid >> 8);
+	buf[27] = (uint8_t)s->pid;
+	memcpy(buf + n, s->host, hl);
+	memcpy(buf + n + hl, s->mountpoint, ml);
+	memcpy(buf + n + hl + ml, s->version, vl);
+	return n + hl + ml + vl;
+}
+
+static int session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			  struct meta_session_info *s)
+{
+	const char *p, *end = (const char *)v + vlen;
+	char *fields[3];
+	size_t caps[3];
+
+	if (klen != 8 || vlen < 31)
+		return -EIO;
+	memset(s, 0, sizeof(*s));
+	fields[0] = s->host, caps[0] = sizeof(s->host);
+	fields[1] = s->mountpoint, caps[1] = sizeof(s->mountpoint);
+	fields[2] = s->version, caps[2] = sizeof(s->version);
+	s->id = rd64(k);
+	s->start_ns = (int64_t)rd64(v);
+	s->beat_ns = (int64_t)rd64(v + 8);
+	s->beats = rd64(v + 16);
+	s->pid = (uint32_t)v[24] << 24 | (uint32_t)v[25] << 16 | (uint32_t)v[26] << 8 | v[27];
+	p = (const char *)v + 28;
+	for (int i = 0; i < 3; i++) {
+		const char *z = memchr(p, '\0', (size_t)(end - p));
+
+		if (!z)
+			return -EIO;
+		snprintf(fields[i], caps[i], "%s", p);
+		p = z + 1;
+	}
+	return 0;
+}
+
+struct session_list {
+	struct meta_session_info *list;
+	int n, cap;
+};
+
+static int session_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct session_list *l = ctx;
+
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 8;
+		void *a = realloc(l->list, (size_t)cap * sizeof(*l->list));
+
+		if (!a)
+			return -ENOMEM;
+		l->list = a;
+		l->cap = cap;
+	}
+	if (session_decode(k, klen, v, vlen, &l->list[l->n]) == 0)
+		l->n++;
+	return 0;
+}
+
+static int sessions_tx(struct kv_txn *t, struct session_list *l)
+{
+	uint8_t from[8];
+
+	l->n = 0;
+	be64(from, 0);
+	return kv_scan(t, KV_SESSIONS, from, 8, NULL, 0, false, 0, session_one, l);
+}
+
+/* Every session (caller frees l->list). */
+static int sessions_read(struct meta *m, struct session_list *l)
+{
+	memset(l, 0, sizeof(*l));
+	return IN_TXN(m, false, sessions_tx(t, l));
+}
+
+static int session_put(struct kv_txn *t, const struct meta_session_info *s)
+{
+	uint8_t k[8], v[28 + 256 + 1024 + 64];
+	size_t n = session_encode(s, v, sizeof(v));
+
+	if (!n)
+		return -ENAMETOOLONG;
+	be64(k, s->id);
+	return kv_put(t, KV_SESSIONS, k, 8, v, n);
+}
+
+static int register_tx(struct kv_txn *t, struct meta_session_info *s)
+{
+	int rc = kv_next_id(t, KV_ID_INO, 2, &s->id); /* never reused, like inode numbers */
+
+	return rc < 0 ? rc : session_put(t, s);
+}
+
+int meta_session_register(struct meta *m, struct meta_session_info *info)
+{
+	struct session_list l;
+	int rc;
+
+	info->start_ns = info->beat_ns = meta_now_ns();
+	info->beats = 0;
+	rc = IN_TXN(m, true, register_tx(t, info));
+	if (rc < 0)
+		return rc;
+	__atomic_store_n(&m->sid, info->id, __ATOMIC_RELEASE);
+	/* Sessions that are surely dead go now: with LMDB every other one (one mount at a
+	 * time), and an earlier run on this host and mount point whose process is gone. */
+	if (sessions_read(m, &l) == 0) {
+		for (int i = 0; i < l.n; i++) {
+			const struct meta_session_info *s = &l.list[i];
+			bool dead = !m->kv->shared;
+
+			if (s->id == info->id)
+				continue;
+			if (!dead && !strcmp(s->host, info->host) &&
+			    !strcmp(s->mountpoint, info->mountpoint) && s->pid != info->pid &&
+			    kill((pid_t)s->pid, 0) < 0 && errno == ESRCH)
+				dead = true;
+			if (dead) {
+				log_info("meta: cleaning up session %llu (%s:%s pid %u), which ended "
+					 "without unmounting",
+					 (unsigned long long)s->id, s->host, s->mountpoint, s->pid);
+				meta_session_clean(m, s->id);
+			}
+		}
+		free(l.list);
+	}
+	return 0;
+}
+
+static int beat_tx(struct kv_txn *t, uint64_t id)
+{
+	uint8_t k[8];
+	const uint8_t *v;
+	size_t vlen;
+	struct meta_session_info s;
+	int rc;
+
+	be64(k, id);
+	rc = kv_get(t, KV_SESSIONS, k, 8, &v, &vlen);
+	if (rc == -ENOENT)
+		return -ESTALE;
+	if (rc < 0)
+		return rc;
+	rc = session_decode(k, 8, v, vlen, &s);
+	if (rc < 0)
+		return rc;
+	s.beats++;
+	s.beat_ns = meta_now_ns();
+	return session_put(t, &s);
+}
+
+int meta_session_beat(struct meta *m)
+{
+	uint64_t id = __atomic_load_n(&m->sid, __ATOMIC_ACQUIRE);
+
+	return id ? IN_TXN(m, true, beat_tx(t, id)) : -ESTALE;
+}
+
+uint64_t meta_session_id(struct meta *m)
+{
+	return __atomic_load_n(&m->sid, __ATOMIC_ACQUIRE);
+}
+
+int meta_session_list(struct meta *m, int (*fn)(void *ctx, const struct meta_session_info *s),
+		      void *ctx)
+{
+	struct session_list l;
+	int rc = sessions_read(m, &l);
+
+	for (int i = 0; rc == 0 && i < l.n; i++)
+		rc = fn(ctx, &l.list[i]);
+	free(l.list);
+	return rc < 0 ? rc : 0;
+}
+
+/* Keys of a table whose bytes [off, off+8) are the session id. */
+struct sid_keys {
+	struct key_list keys;
+	uint64_t id;
+	size_t off;
+};
+
+static int sid_key_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct sid_keys *s = ctx;
+
+	if (klen < s->off + 8 || rd64(k + s->off) != s->id)
+		return 0;
+	return collect_key(&s->keys, k, klen, v, vlen);
+}
+
+/* Orphans recorded by session id (the value). */
+static int orphan_of_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct sid_keys *s = ctx;
+
+	if (klen != 8 || vlen != 8 || rd64(v) != s->id)
+		return 0;
+	return collect_key(&s->keys, k, klen, v, vlen);
+}
+
+static void sid_keys_free(struct sid_keys *s)
+{
+	free(s->keys.keys);
+	free(s->keys.lens);
+	memset(&s->keys, 0, sizeof(s->keys));
+}
+
+/* Frees ino if it has no links and no holds left. */
+static int free_if_unused(struct meta *m, struct kv_txn *t, uint64_t ino)
+{
+	struct meta_attr a;
+	int rc = get_attr(t, ino, &a);
+
+	if (rc == -ENOENT)
+		return 0;
+	if (rc == 0 && a.nlink == 0 && !is_held(t, ino))
+		rc = free_inode(m, t, ino);
+	return rc;
+}
+
+static int clean_tx(struct meta *m, struct kv_txn *t, uint64_t id, int *freed)
+{
+	uint8_t k[8];
+	struct sid_keys holds = {.id = id, .off = 8}, locks = {.id = id, .off = 9},
+			orphans = {.id = id};
+	int rc;
+
+	*freed = 0;
+	be64(k, 0);
+	rc = kv_scan(t, KV_HOLDS, k, 8, NULL, 0, false, 0, sid_key_one, &holds);
+	if (rc == 0)
+		rc = kv_scan(t, KV_LOCKS, k, 8, NULL, 0, false, 0, sid_key_one, &locks);
+	if (rc == 0)
+		rc = kv_scan(t, KV_ORPHANS, k, 8, NULL, 0, false, 0, orphan_of_one, &orphans);
+	for (int i = 0; rc == 0 && i < holds.keys.n; i++)
+		rc = kv_del(t, KV_HOLDS, holds.keys.keys[i], holds.keys.lens[i]);
+	for (int i = 0; rc == 0 && i < locks.keys.n; i++)
+		rc = kv_del(t, KV_LOCKS, locks.keys.keys[i], locks.keys.lens[i]);
+	/* Then the files only this session kept alive: those it held and those whose last
+	 * name it removed (its kernel was still using them). */
+	for (int i = 0; rc == 0 && i < holds.keys.n; i++) {
+		uint64_t ino = rd64(holds.keys.keys[i]);
+		uint8_t ik[8];
+		const uint8_t *v;
+		size_t vlen;
+
+		be64(ik, ino);
+		if (kv_get(t, KV_INODES, ik, 8, &v, &vlen) == 0 && vlen == sizeof(struct meta_attr) &&
+		    ((const struct meta_attr *)(const void *)v)->nlink == 0)
+			(*freed)++;
+		rc = free_if_unused(m, t, ino);
+	}
+	for (int i = 0; rc == 0 && i < orphans.keys.n; i++) {
+		(*freed)++;
+		rc = free_if_unused(m, t, rd64(orphans.keys.keys[i]));
+	}
+	if (rc == 0) {
+		be64(k, id);
+		rc = kv_del(t, KV_SESSIONS, k, 8);
+	}
+	sid_keys_free(&holds);
+	sid_keys_free(&locks);
+	sid_keys_free(&orphans);
+	return rc;
+}
+
+int meta_session_clean(struct meta *m, uint64_t id)
+{
+	int freed = 0, rc = IN_TXN(m, true, clean_tx(m, t, id, &freed));
+
+	if (rc == 0 && freed)
+		log_info("meta: session %llu: %d file(s) it kept open after their last name went "
+			 "are freed",
+			 (unsigned long long)id, freed);
+	return rc;
+}
+
+int meta_session_end(struct meta *m)
+{
+	uint64_t id = __atomic_exchange_n(&m->sid, 0, __ATOMIC_ACQ_REL);
+
+	return id ? meta_session_clean(m, id) : 0;
+}
+
+int meta_session_sweep(struct meta *m, int timeout_ms)
+{
+	struct session_list l;
+	uint64_t now = monotonic_ns(), me = meta_session_id(m);
+	struct session_watch *next;
+	int rc = sessions_read(m, &l), cleaned = 0, n_next = 0;
+	uint64_t *dead;
+	int n_dead = 0;
+
+	if (rc < 0)
+		return rc;
+	next = calloc((size_t)l.n + 1, sizeof(*next));
+	dead = calloc((size_t)l.n + 1, sizeof(*dead));
+	if (!next || !dead) {
+		free(next);
+		free(dead);
+		free(l.list);
+		return -ENOMEM;
+	}
+	/* The new watch list: one entry per session still registered; a counter that has
+	 * not moved since it was first seen at that value for timeout_ms means dead. */
+	pthread_mutex_lock(&m->watch_lock);
+	for (int i = 0; i < l.n; i++) {
+		const struct meta_session_info *s = &l.list[i];
+		struct session_watch w = {s->id, s->beats, now};
+
+		if (s->id == me)
+			continue;
+		for (int j = 0; j < m->n_watch; j++)
+			if (m->watch[j].id == s->id && m->watch[j].beats == s->beats)
+				w.since_ns = m->watch[j].since_ns;
+		if (now - w.since_ns >= (uint64_t)timeout_ms * 1000000u)
+			dead[n_dead++] = s->id;
+		else
+			next[n_next++] = w;
+	}
+	free(m->watch);
+	m->watch = next;
+	m->n_watch = n_next;
+	pthread_mutex_unlock(&m->watch_lock);
+	for (int i = 0; i < n_dead; i++) {
+		const struct meta_session_info *s = NULL;
+
+		for (int j = 0; j < l.n; j++)
+			if (l.list[j].id == dead[i])
+				s = &l.list[j];
+		log_warn("meta: session %llu (%s:%s pid %u) has not renewed its heartbeat for %d "
+			 "ms: cleaning it up (its open files and locks are released)",
+			 (unsigned long long)dead[i], s ? s->host : "?", s ? s->mountpoint : "?",
+			 s ? s->pid : 0, timeout_ms);
+		rc = meta_session_clean(m, dead[i]);
+		if (rc < 0)
+			break;
+		cleaned++;
+	}
+	free(dead);
+	free(l.list);
+	return rc < 0 ? rc : cleaned;
+}
+
+/* ---------------------------------------------------------------- holds */
+
+static void hold_key(uint8_t *k, const struct meta_hold *h)
+{
+	be64(k, h->ino);
+	be64(k + 8, h->session);
+	be64(k + 16, h->serial);
+}
+
+static int hold_tx(struct kv_txn *t, const struct meta_hold *h)
+{
+	uint8_t k[24];
+	struct meta_attr a;
+	int rc = get_attr(t, h->ino, &a);
+
+	if (rc < 0)
+		return rc;
+	/* No name left: this kernel reached it through a name it still caches although
+	 * another mount removed it (a new open cannot; files already open here never get
+	 * here). Treated as gone, so that the name is looked up again. */
+	if (a.nlink == 0)
+		return -ENOENT;
+	if (!session_exists(t, h->session))
+		return -ESTALE; /* cleaned up meanwhile: the caller registers again */
+	hold_key(k, h);
+	return kv_put(t, KV_HOLDS, k, 24, "", 0);
+}
+
+int meta_hold(struct meta *m, uint64_t ino, struct meta_hold *out)
+{
+	out->ino = ino;
+	out->session = meta_session_id(m);
+	out->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
+	if (!m->kv->shared || !out->session)
+		return 0;
+	return IN_TXN(m, true, hold_tx(t, out));
+}
+
+static int unhold_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h, bool may_free)
+{
+	uint8_t k[24];
+	int rc;
+
+	hold_key(k, h);
+	rc = kv_del(t, KV_HOLDS, k, 24);
+	if (rc == 0 && !may_free) {
+		/* This kernel still knows the inode: wait for its forget only if this mount
+		 * removed the last name (the kernel then forgets it soon); a name removed by
+		 * another mount may stay in this kernel's cache for long. */
+		uint8_t ok[8];
+		const uint8_t *v;
+		size_t vlen;
+
+		be64(ok, h->ino);
+		rc = kv_get(t, KV_ORPHANS, ok, 8, &v, &vlen);
+		may_free = rc == -ENOENT || (rc == 0 && (vlen != 8 || rd64(v) != h->session));
+		if (rc == -ENOENT)
+			rc = 0;
+	}
+	if (rc == 0 && may_free)
+		rc = free_if_unused(m, t, h->ino);
+	return rc;
+}
+
+int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free)
+{
+	if (!m->kv->shared || !h->session)
+		return may_free ? meta_release_inode(m, h->ino) : 0;
+	return IN_TXN(m, true, unhold_tx(m, t, h, may_free));
+}
+
+static int unhold_many_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,
+			  const bool *may_free, int n)
+{
+	int rc = 0;
+
+	for (int i = 0; rc == 0 && i < n; i++)
+		rc = unhold_tx(m, t, &h[i], may_free[i]);
+	return rc;
+}
+
+int meta_unhold_many(struct meta *m, const struct meta_hold *h, const bool *may_free, int n)
+{
+	if (!m->kv->shared || n <= 0)
+		return 0;
+	return IN_TXN(m, true, unhold_many_tx(m, t, h, may_free, n));
+}
+
+static int held_write_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,
+			 const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
+			 struct meta_attr *out)
+{
+	uint8_t k[24];
+	const uint8_t *v;
+	size_t vlen;
+	int rc;
+
+	hold_key(k, h);
+	rc = kv_get(t, KV_HOLDS, k, 24, &v, &vlen);
+	if (rc == -ENOENT)
+		return -ESTALE;
+	if (rc < 0)
+		return rc;
+	return write_chunks_tx(m, t, h->ino, chunks, n, min_size, touch, out);
+}
+
+int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
+			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
+			   struct meta_attr *out)
+{
+	if (!m->kv->shared || !h->session)
+		return meta_write_chunks(m, h->ino, chunks, n, min_size, touch, out);
+	return IN_TXN(m, true, held_write_tx(m, t, h, chunks, n, min_size, touch, out));
+}
+
+/* ---------------------------------------------------------------- other rules */
+
+int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx)
+{
+	return IN_TXN(m, write, fn(t, ctx));
 }

@@ -14,8 +14,13 @@
  *   xattrs    ino + name           -> value
  *   gc        sequence number      -> fid of a blob to delete in the cluster
  *   counters  name                 -> u64 (next inode number, next gc sequence; LMDB)
- *   orphans   ino                  -> inodes with no links left, still in use
+ *   orphans   ino                  -> inodes with no links left, still in use (value:
+ *                                     the session that removed the last name)
  *   parents   directory ino        -> its parent (for the rename-into-itself check)
+ *   sessions  session id           -> the mount: host, pid, mount point, version, start
+ *                                     time, heartbeat (see "Sessions" below)
+ *   holds     ino + session + serial -> a file open on that mount (shared engines)
+ *   locks     ino + kind + session + owner + start -> a flock or POSIX lock (fuse/locks.c)
  *
  * A file's data is a set of NON-OVERLAPPING intervals, each a slice of a blob: writing
  * [o, o+n) with a new blob trims or drops the intervals it covers, so the newest data
@@ -92,9 +97,13 @@ struct meta_options {
 	const char *cluster_id; /* PostgreSQL: the masters' TopologyId, checked and stored */
 	int timeout_ms;		/* how long calls wait for a lost server (default 30 s) */
 	int connections;	/* PostgreSQL: connections in the pool (default 8) */
-	/* Who records orphans (files unlinked while open), e.g. "host:/mount/point": with a
-	 * shared engine meta_release_orphans frees only this owner's, left by its crash. */
+	/* The mount, e.g. "host:/mount/point": orphans recorded under this string by older
+	 * versions are freed by meta_release_orphans. */
 	const char *owner;
+	/* Shared engines: blobs stay queued for gc at least this long (0 = none), so a
+	 * read on another mount that resolved a blob just before it left the file's chunk
+	 * map still finds it (the read guard, fuse/file.c, covers only this mount). */
+	int gc_grace_ms;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -233,7 +242,14 @@ int meta_getxattr(struct meta *m, uint64_t ino, const char *name, void *buf, siz
 int meta_listxattr(struct meta *m, uint64_t ino, char *buf, size_t cap);
 int meta_removexattr(struct meta *m, uint64_t ino, const char *name);
 
-/* Up to n fids waiting for deletion; seqs identify them for meta_gc_done. */
+/*
+ * Up to n fids waiting for deletion; seqs identify them for meta_gc_done. With a grace
+ * period (meta_options.gc_grace_ms) only those queued longer ago. Every mount of a
+ * shared engine takes from the one queue: two may take the same entry and both delete
+ * the blob; the second delete finds nothing (a missing blob counts as deleted) and
+ * meta_gc_done of a gone entry is a no-op. File ids are never reused, so a repeated
+ * delete can never hit another blob.
+ */
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs);
 int meta_gc_done(struct meta *m, uint64_t seq);
 int meta_gc_pending(struct meta *m);
@@ -249,5 +265,85 @@ int meta_inode_count(struct meta *m, uint64_t *count);
 int meta_release_orphans(struct meta *m);
 
 int64_t meta_now_ns(void);
+
+/*
+ * Sessions. Every mount registers one (meta_session_register) and renews its
+ * heartbeat (meta_session_beat) every -sessionTimeout / 4. With a shared engine a
+ * mount records each file it has open as a hold (ino + session + serial): a file whose
+ * last name goes (on any mount) is freed, its blobs sent to gc, only once no session
+ * holds it. A session that has not renewed for the timeout, as seen by another mount's
+ * own clock (meta_session_sweep: the heartbeat counter did not move), is cleaned up by
+ * that mount: its holds and locks are dropped, the files it kept alive freed, the record
+ * deleted (one transaction; two mounts doing it at once: one wins, the other finds
+ * nothing left). A mount that finds its own record gone (it was partitioned longer than
+ * the timeout) registers again under a new id; handles opened under the old one fail
+ * with EIO (their holds are gone: meta_write_chunks_held refuses to write through them).
+ */
+struct meta_session_info {
+	uint64_t id;
+	int64_t start_ns; /* wall clock of the mount's host */
+	int64_t beat_ns;  /* wall clock of its last heartbeat */
+	uint64_t beats;	  /* heartbeats so far: other mounts watch it move */
+	uint32_t pid;
+	char host[256];
+	char mountpoint[1024];
+	char version[64];
+};
+
+/* A file held open by a session: what meta_hold recorded. */
+struct meta_hold {
+	uint64_t ino, session, serial;
+};
+
+/* Registers this mount (id, start and heartbeat filled in); the session of every later
+ * hold. With LMDB (one mount) the sessions of earlier runs are cleaned up at once. */
+int meta_session_register(struct meta *m, struct meta_session_info *info);
+/* Renews the heartbeat. -ESTALE when the record is gone (cleaned up by another mount):
+ * the caller registers again. */
+int meta_session_beat(struct meta *m);
+/* This mount's session id (0 before registering). */
+uint64_t meta_session_id(struct meta *m);
+/* Deletes this mount's session and its holds and locks (a clean unmount). */
+int meta_session_end(struct meta *m);
+/* Calls fn for each session, in id order. */
+int meta_session_list(struct meta *m, int (*fn)(void *ctx, const struct meta_session_info *s),
+		      void *ctx);
+/* Cleans up session id: its holds and locks go, the files only it kept alive are freed
+ * (their blobs to gc), the record is deleted. 0 also when it was already gone. */
+int meta_session_clean(struct meta *m, uint64_t id);
+/*
+ * Looks at every session: one whose heartbeat counter has not moved for timeout_ms of
+ * this process's monotonic clock (watched across calls) is cleaned up. Returns the
+ * number cleaned, or -errno.
+ */
+int meta_session_sweep(struct meta *m, int timeout_ms);
+
+/* Shared engines: records that this mount has ino open (-ENOENT when it is gone). With
+ * LMDB a no-op (the mount's own table of open files is the truth). */
+int meta_hold(struct meta *m, uint64_t ino, struct meta_hold *out);
+/* Drops a hold; with may_free, frees the inode if it has no links and no holds left. */
+int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free);
+/* meta_unhold of n holds in one transaction (closes are batched). may_free[i] false
+ * (this kernel still knows the inode): freed only if another mount removed its last
+ * name (this kernel's forget frees it otherwise). */
+int meta_unhold_many(struct meta *m, const struct meta_hold *h, const bool *may_free, int n);
+/* meta_create_umask of a regular file held open by this mount (open(O_CREAT)): the
+ * hold is written in the same transaction. h->ino is the new inode. */
+int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
+		     uint32_t umask, uint32_t uid, uint32_t gid, struct meta_attr *out,
+		     struct meta_hold *h);
+/* meta_write_chunks through an open file: with a shared engine, -ESTALE (nothing
+ * written) when its hold is gone (the session was cleaned up meanwhile). */
+int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
+			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
+			   struct meta_attr *out);
+
+/*
+ * Runs fn in one transaction of the engine (fuse/kv.h), again from the start after a
+ * conflict or a lost server (up to the timeout, then -EIO), like every call above:
+ * for rules kept in their own file (fuse/locks.c). fn's value, or the commit's error.
+ */
+struct kv_txn;
+int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx);
 
 #endif

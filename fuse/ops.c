@@ -19,6 +19,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/locks.h"
 
 #define STAT_BLOCK_SIZE 4096
 /* st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it,
@@ -71,6 +72,17 @@ static void to_stat(struct kelp_fs *fs, const struct meta_attr *attr, struct sta
 	 * before the count (not changed since) shows its size. */
 	st->st_blocks =
 	    (blkcnt_t)(((a->stored == META_STORED_UNKNOWN ? a->size : a->stored) + 511) / 512);
+}
+
+/*
+ * With a shared engine, an inode another mount freed while this kernel still had a
+ * name cached for it: ESTALE instead of ENOENT makes the kernel look the path up again
+ * (as for NFS), so open(O_CREAT) and stat of a name recreated meanwhile reach the new
+ * file instead of failing.
+ */
+static int stale_if_gone(struct kelp_fs *fs, int rc)
+{
+	return rc == -ENOENT && meta_shared(fs->meta) ? -ESTALE : rc;
 }
 
 /* The kernel holds one more reference (lookup count) on ino. */
@@ -205,7 +217,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	rc = meta_getattr(fs_of(req)->meta, ino, &a);
 	if (rc < 0)
-		fuse_reply_err(req, -rc);
+		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
 	else
 		reply_attr(req, &a);
 }
@@ -291,7 +303,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* Creates a node; the setgid bit of the parent passes its group (and to directories). */
 static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
-		     const char *target, struct meta_attr *out)
+		     const char *target, struct meta_attr *out, struct meta_hold *hold)
 {
 	struct kelp_fs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -308,6 +320,9 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	}
 	/* The umask (the kernel leaves it to us, FUSE_CAP_DONT_MASK) or the directory's
 	 * default ACL (which replaces it) shape the mode. */
+	if (hold) /* open(O_CREAT): the file is held open from its creation on */
+		return meta_create_held(fs->meta, parent, name, mode, ctx->umask, ctx->uid, gid, out,
+					hold);
 	return meta_create_umask(fs->meta, parent, name, mode, target ? 0 : ctx->umask, ctx->uid,
 				 gid, (uint32_t)rdev, target, out);
 }
@@ -319,7 +334,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 	if (cluster_away(req))
 		return;
-	rc = do_create(req, parent, name, mode, rdev, NULL, &a);
+	rc = do_create(req, parent, name, mode, rdev, NULL, &a, NULL);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -339,7 +354,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	if (cluster_away(req))
 		return;
 	rc = strlen(link) > 4095 ? -ENAMETOOLONG
-				 : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a);
+				 : do_create(req, parent, name, S_IFLNK | 0777, 0, link, &a, NULL);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -415,10 +430,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (cluster_away(req))
 		return;
-	f = file_get(fs, ino);
-	if (!f) {
-		fuse_reply_err(req, ENOMEM);
-		return;
+	{
+		int rc = file_open(fs, ino, &f);
+
+		if (rc < 0) {
+			fuse_reply_err(req, -stale_if_gone(fs, rc));
+			return;
+		}
 	}
 	if (fi->flags & O_TRUNC) {
 		/* libfuse turns on atomic O_TRUNC: the truncation is ours to do. */
@@ -474,13 +492,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct kelp_fs *fs = fs_of(req);
 	struct fuse_entry_param e;
 	struct meta_attr a;
+	struct meta_hold hold;
 	struct open_file *f;
 	bool existed = false;
 	int rc;
 
 	if (cluster_away(req))
 		return;
-	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a);
+	rc = do_create(req, parent, name, (mode & 07777) | S_IFREG, 0, NULL, &a, &hold);
 	if (rc == -EEXIST && !(fi->flags & O_EXCL) && meta_shared(fs->meta)) {
 		rc = open_existing(req, parent, name, fi, &a);
 		existed = rc == 0;
@@ -489,9 +508,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	f = file_get(fs, a.ino);
-	if (!f) {
-		fuse_reply_err(req, ENOMEM);
+	/* Created: its hold was written with it; an existing file gets one now. */
+	rc = existed ? file_open(fs, a.ino, &f) : file_open_held(fs, &hold, &f);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
 		return;
 	}
 	if (existed && (fi->flags & O_TRUNC)) {
@@ -1042,7 +1062,15 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	if (fuse_opt_add_arg(&args, "kelp") || fuse_opt_add_arg(&args, "-o") ||
 	    fuse_opt_add_arg(&args, opts))
 		return -ENOMEM;
-	se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	{
+		/* Locks across mounts with a shared engine; the kernel's own otherwise. */
+		static struct fuse_lowlevel_ops run_ops;
+
+		run_ops = ops;
+		if (meta_shared(fs->meta))
+			locks_install(&run_ops, fs);
+		se = fuse_session_new(&args, &run_ops, sizeof(run_ops), fs);
+	}
 	fs->session = se;
 	if (!se) {
 		fuse_opt_free_args(&args);

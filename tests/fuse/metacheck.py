@@ -17,7 +17,8 @@ Returns a list of problems (empty when consistent) and a summary dict.
 import struct
 import subprocess
 
-INODES, SYMLINKS, DENTRIES, CHUNKS, FIDREFS, XATTRS, GC, COUNTERS, ORPHANS, PARENTS = range(10)
+(INODES, SYMLINKS, DENTRIES, CHUNKS, FIDREFS, XATTRS, GC, COUNTERS, ORPHANS, PARENTS, SESSIONS,
+ HOLDS, LOCKS) = range(13)
 ROOT = 1
 ATTR = struct.Struct("<QQIIIIIIqqqq")   # struct meta_attr (fuse/meta.h), little-endian,
 STORED = struct.Struct("<Q")             # then `stored` (records written before it: none)

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 #include <libpq-fe.h>
 
 #include "fuse/kv.h"
+#include "fuse/locks.h"
 #include "fuse/meta.h"
 
 #ifndef RENAME_NOREPLACE
@@ -1520,6 +1522,209 @@ static void test_dot_lookups(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------- sessions */
+
+static int count_session(void *ctx, const struct meta_session_info *s)
+{
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int sessions_n(struct meta *m)
+{
+	int n = 0;
+
+	assert_int_equal(meta_session_list(m, count_session, &n), 0);
+	return n;
+}
+
+static int find_beats(void *ctx, const struct meta_session_info *s)
+{
+	uint64_t *want = ctx;
+
+	if (s->id == want[0])
+		want[1] = s->beats;
+	return 0;
+}
+
+static struct meta_session_info session_info(const char *where)
+{
+	struct meta_session_info i;
+
+	memset(&i, 0, sizeof(i));
+	snprintf(i.host, sizeof(i.host), "testhost");
+	snprintf(i.mountpoint, sizeof(i.mountpoint), "%s", where);
+	snprintf(i.version, sizeof(i.version), "test");
+	i.pid = (uint32_t)getpid();
+	return i;
+}
+
+static void test_sessions(void **state)
+{
+	struct fx *f = *state;
+	struct meta_session_info i = session_info("/mnt/a");
+	uint64_t first, beats[2];
+
+	assert_int_equal(sessions_n(f->m), 0);
+	assert_int_equal(meta_session_register(f->m, &i), 0);
+	first = i.id;
+	assert_true(first != 0 && meta_session_id(f->m) == first);
+	assert_int_equal(sessions_n(f->m), 1);
+	assert_int_equal(meta_session_beat(f->m), 0);
+	assert_int_equal(meta_session_beat(f->m), 0);
+	beats[0] = first;
+	beats[1] = 0;
+	assert_int_equal(meta_session_list(f->m, find_beats, beats), 0);
+	assert_true(beats[1] == 2);
+	/* cleaned up by "another mount": the next beat says so; registering again gives a
+	 * new id (never reused) */
+	assert_int_equal(meta_session_clean(f->m, first), 0);
+	assert_int_equal(meta_session_clean(f->m, first), 0); /* twice: nothing left */
+	assert_int_equal(meta_session_beat(f->m), -ESTALE);
+	assert_int_equal(meta_session_register(f->m, &i), 0);
+	assert_true(i.id != first);
+	assert_int_equal(meta_session_end(f->m), 0);
+	assert_int_equal(sessions_n(f->m), 0);
+}
+
+/* A second handle on the same metadata: another mount (PostgreSQL only: LMDB is one
+ * mount, one process). NULL with LMDB. */
+static struct meta *other_mount(struct fx *f)
+{
+	struct meta *m2;
+
+	if (!meta_shared(f->m))
+		return NULL;
+	assert_int_equal(meta_open(f->spec, &m2), 0);
+	return m2;
+}
+
+static void test_holds(void **state)
+{
+	struct fx *f = *state;
+	struct meta *m2 = other_mount(f);
+	struct meta_session_info a = session_info("/mnt/a"), b = session_info("/mnt/b");
+	struct meta_hold h;
+	struct meta_chunk c = chunk(0, 10, 0, "1,new");
+	struct meta_attr attr;
+	uint64_t ino, gone = 0;
+
+	if (!m2)
+		skip();
+	ino = mkfile(f->m, 1, "f");
+	write1(f->m, ino, 0, 10, 0, "1,old");
+	assert_int_equal(meta_session_register(f->m, &a), 0);
+	assert_int_equal(meta_session_register(m2, &b), 0);
+	assert_int_equal(meta_hold(m2, ino, &h), 0); /* open on B */
+	assert_int_equal(meta_unlink(f->m, 1, "f", &gone), 0); /* last name goes on A */
+	assert_true(gone == ino);
+	assert_int_equal(meta_release_inode(f->m, ino), 0); /* A is done with it */
+	assert_int_equal(meta_getattr(f->m, ino, &attr), 0); /* B still holds it */
+	assert_int_equal(gc_count(f->m, "1,old"), 0);
+	assert_int_equal(meta_release_orphans(f->m), 0); /* a restart of A: still held */
+	assert_int_equal(meta_getattr(f->m, ino, &attr), 0);
+	/* B writes through its handle */
+	assert_int_equal(meta_write_chunks_held(m2, &h, &c, 1, 0, true, NULL), 0);
+	assert_int_equal(gc_count(f->m, "1,old"), 1);
+	/* B stops renewing: A sees the counter stand still for the timeout (0 here) and
+	 * cleans B up: the file goes, its blob too */
+	assert_int_equal(meta_session_sweep(f->m, 0), 1);
+	assert_int_equal(meta_getattr(f->m, ino, &attr), -ENOENT);
+	assert_int_equal(gc_count(f->m, "1,new"), 1);
+	assert_int_equal(sessions_n(f->m), 1);
+	/* B comes back: its handle is stale, nothing is written through it */
+	assert_int_equal(meta_session_beat(m2), -ESTALE);
+	assert_int_equal(meta_write_chunks_held(m2, &h, &c, 1, 0, true, NULL), -ESTALE);
+	assert_int_equal(meta_session_register(m2, &b), 0);
+	assert_int_equal(meta_hold(m2, ino, &h), -ENOENT);
+	/* an unlinked file held by nobody goes at B's close (meta_unhold) */
+	ino = mkfile(f->m, 1, "g");
+	assert_int_equal(meta_hold(m2, ino, &h), 0);
+	assert_int_equal(meta_unlink(f->m, 1, "g", &gone), 0);
+	assert_int_equal(meta_release_inode(f->m, ino), 0);
+	assert_int_equal(meta_getattr(f->m, ino, &attr), 0);
+	assert_int_equal(meta_unhold(m2, &h, true), 0);
+	assert_int_equal(meta_getattr(f->m, ino, &attr), -ENOENT);
+	meta_close(m2);
+}
+
+static void test_gc_grace(void **state)
+{
+	struct fx *f = *state;
+	struct meta_options o = {.gc_grace_ms = 60000};
+	struct meta *slow;
+	char fids[4][META_FID_MAX];
+	uint64_t seqs[4], ino = mkfile(f->m, 1, "f");
+
+	if (!meta_shared(f->m))
+		skip(); /* the queue time is kept with shared engines only */
+	assert_int_equal(meta_open_opts(f->spec, &o, &slow), 0);
+	write1(f->m, ino, 0, 10, 0, "1,a");
+	write1(f->m, ino, 0, 10, 0, "1,b"); /* 1,a queued now */
+	assert_int_equal(meta_gc_take(slow, 4, fids, seqs), 0); /* too young */
+	assert_int_equal(meta_gc_take(f->m, 4, fids, seqs), 1); /* no grace */
+	assert_string_equal(fids[0], "1,a");
+	/* two mounts deleting the same entry: the second done is a no-op */
+	assert_int_equal(meta_gc_done(f->m, seqs[0]), 0);
+	assert_int_equal(meta_gc_done(slow, seqs[0]), 0);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	meta_close(slow);
+}
+
+static void test_locks(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "f");
+	struct lock_range a = {.session = 7, .owner = 1, .start = 0, .end = 100, .type = F_WRLCK,
+			       .pid = 11},
+			  b = {.session = 8, .owner = 1, .start = 50, .end = 60, .type = F_RDLCK,
+			       .pid = 22},
+			  got;
+
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), 0);
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, &got), -EAGAIN);
+	assert_true(got.session == 7 && got.start == 0 && got.end == 100 && got.pid == 11);
+	assert_int_equal(lock_test(f->m, ino, LOCK_KIND_POSIX, &b, &got), 1);
+	/* flock locks are another kind: no conflict with POSIX ones */
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_FLOCK, &b, NULL), 0);
+	/* the owner downgrades the middle to a read lock: split in three */
+	a.start = 40;
+	a.end = 70;
+	a.type = F_RDLCK;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), 0);
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, NULL), 0); /* read + read */
+	b.start = 60;
+	b.end = 80;
+	b.type = F_WRLCK;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, &got), -EAGAIN);
+	assert_true(got.start == 40 && got.end == 70 && got.type == F_RDLCK); /* first one */
+	/* unlock [0, 75): what remains of session 7 is [75, 100) */
+	a.start = 0;
+	a.end = 75;
+	a.type = F_UNLCK;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), 0);
+	b.start = 70;
+	b.end = 75;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, NULL), 0);
+	b.end = 76;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, &got), -EAGAIN);
+	assert_true(got.start == 75 && got.end == 100 && got.type == F_WRLCK);
+	/* the owner closes: its locks go; session 8 keeps its own (3 left: 2 POSIX, 1 flock) */
+	assert_int_equal(lock_release_owner(f->m, ino, 0, 7, 1), 0);
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, NULL), 0);
+	assert_int_equal(lock_release_owner(f->m, ino, LOCK_KIND_POSIX, 8, 1), 1);
+	/* a session cleaned up loses its locks */
+	a.type = F_WRLCK;
+	a.end = LOCK_END_MAX;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_FLOCK, &a, &got), -EAGAIN);
+	assert_int_equal(meta_session_clean(f->m, 8), 0);
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_FLOCK, &a, NULL), 0);
+	/* bad range */
+	a.start = 5;
+	a.end = 5;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1541,6 +1746,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_old_inode_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_rewrite_same_blob, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphans, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_holds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gc_grace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_locks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_chunks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),

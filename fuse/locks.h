@@ -1,0 +1,69 @@
+/*
+ * locks: flock(2) and POSIX fcntl byte-range locks (F_SETLK, F_SETLKW, F_GETLK, and
+ * the F_OFD_* ones, which the kernel passes the same way with the open file as owner)
+ * between processes on different mounts of a shared engine (PostgreSQL), kept in the
+ * metadata's `locks` table (fuse/meta.h):
+ *
+ *   ino + kind ('F' flock, 'P' POSIX) + session + owner + start -> end, type, pid
+ *
+ * A lock belongs to (session, owner): owner is the kernel's lock owner (for POSIX locks
+ * the process's file table, for flock and OFD locks the open file). Setting one is one
+ * serializable transaction: read every lock of the file and kind, refuse on a conflict
+ * (another owner's overlapping range, one of the two a write lock), else replace the
+ * owner's own overlapping ranges (split around the new one, as fcntl does) and insert.
+ * F_SETLKW and blocking flock poll the database (10 ms doubling to 250 ms) until the
+ * lock is free or the caller is interrupted (EINTR). Locks go when the owner unlocks,
+ * closes (flush for POSIX locks, release for flock), or its session dies (fuse/meta.h
+ * "Sessions": cleaned up by another mount). No deadlock detection across mounts
+ * (EDEADLK is never returned): two processes waiting for each other wait until one is
+ * interrupted.
+ *
+ * Consistency: taking a lock drops the kernel's cached pages and attributes of the file,
+ * and unlocking first stores the file's buffered writes (as NFS does), so a process
+ * that reads under a lock sees what the previous holder wrote under it, on any mount.
+ *
+ * With LMDB (one mount) none of this is installed: the kernel keeps the locks itself.
+ */
+#ifndef KELP_LOCKS_H
+#define KELP_LOCKS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fuse/meta.h"
+
+#define LOCK_KIND_POSIX 'P'
+#define LOCK_KIND_FLOCK 'F'
+#define LOCK_END_MAX	UINT64_MAX /* to the end of the file, and beyond */
+
+/* A lock: bytes [start, end) of ino, type F_RDLCK or F_WRLCK (F_UNLCK to unlock). */
+struct lock_range {
+	uint64_t session, owner;
+	uint64_t start, end;
+	int type;
+	uint32_t pid;
+};
+
+/*
+ * Sets (or with F_UNLCK removes) a lock of (l->session, l->owner) on ino. Returns 0,
+ * -EAGAIN when another owner's lock conflicts (described in *conflict if not NULL), or
+ * -errno.
+ */
+int lock_set(struct meta *m, uint64_t ino, char kind, const struct lock_range *l,
+	     struct lock_range *conflict);
+/* The first lock of another owner that conflicts with l (F_GETLK): 1 with *out filled,
+ * 0 when none does, or -errno. */
+int lock_test(struct meta *m, uint64_t ino, char kind, const struct lock_range *l,
+	      struct lock_range *out);
+/* Removes every lock of (session, owner) on ino of one kind (0: both). Returns the
+ * number of locks this session still has on ino, or -errno. */
+int lock_release_owner(struct meta *m, uint64_t ino, char kind, uint64_t session,
+		       uint64_t owner);
+
+struct fuse_lowlevel_ops;
+struct kelp_fs;
+/* With a shared engine: sets the getlk, setlk and flock ops and wraps flush and
+ * release (a closing owner's locks go). One mount per process. */
+void locks_install(struct fuse_lowlevel_ops *ops, struct kelp_fs *fs);
+
+#endif

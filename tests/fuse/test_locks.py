@@ -1,0 +1,231 @@
+"""Locks across mounts (fuse/locks.c): flock(2) and fcntl byte-range locks between
+processes on different mounts of one PostgreSQL database.
+
+- processes on two mounts increment a counter in one file 1,000 times each under the
+  lock (flock, fcntl F_SETLKW, F_OFD_SETLKW): the file ends at exactly 2,000;
+- F_SETLK fails with EAGAIN while another mount holds the range, F_GETLK names it,
+  ranges that do not overlap and read locks do not conflict;
+- kill -9 of a mount whose process holds a lock: the other mount gets it within
+  -sessionTimeout plus a margin;
+- sqlite3 (rollback journal, which relies on fcntl locks) from two mounts in turn and
+  at the same time; git clone into one mount, git status / log from the other.
+"""
+
+import errno
+import fcntl
+import os
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kelp_fuse_conftest import need, read_file, run, wait_until, write_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIMEOUT_S = 3
+
+
+@pytest.fixture(params=["pg"])
+def engine(request):
+    return request.param
+
+
+def two_mounts(kelp, n=2):
+    kelp.start_server()
+    meta = kelp.new_meta()
+    return meta, [kelp.mount(["-sessionTimeout=%d" % TIMEOUT_S], meta=meta) for _ in range(n)]
+
+
+@pytest.mark.watchdog(900)
+@pytest.mark.parametrize("mode", ["flock", "fcntl", "ofd"])
+def test_counter_under_lock_across_mounts(kelp, mode):
+    _, (a, b) = two_mounts(kelp)
+    write_file(a.path("counter"), b"%12d" % 0)
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "lockcounter.py"), mode,
+                               m.path("counter"), "1000"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for m in (a, b)]
+    deadline = time.monotonic() + 600
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("1,000 locked increments per mount did not finish in 600 s")
+        assert p.returncode == 0, err.decode()
+        print(out.decode().strip())
+    for m in (a, b):
+        assert int(read_file(m.path("counter"))) == 2000
+
+
+def flock_struct(kind, start, length):
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0)
+
+
+def test_setlk_getlk_across_mounts(kelp):
+    _, (a, b) = two_mounts(kelp)
+    write_file(a.path("f"), b"x" * 1000)
+    holder = subprocess.Popen([sys.executable, "-c", r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 100, 0)     # bytes 0-99 write-locked
+fcntl.lockf(fd, fcntl.LOCK_SH, 100, 500)   # bytes 500-599 read-locked
+print("locked", flush=True)
+sys.stdin.readline()
+""", a.path("f")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        fd = os.open(b.path("f"), os.O_RDWR)
+        try:
+            with pytest.raises(OSError) as e:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 50)
+            assert e.value.errno in (errno.EAGAIN, errno.EACCES)
+            got = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK,
+                                                       flock_struct(fcntl.F_WRLCK, 50, 10)))
+            assert got[0] == fcntl.F_WRLCK and got[2] == 0 and got[3] == 100, got
+            # no overlap: fine; a read lock on a read-locked range: fine; write: no
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 100)
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 50, 520)
+            with pytest.raises(OSError):
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 590)
+            got = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK,
+                                                       flock_struct(fcntl.F_RDLCK, 0, 0)))
+            assert got[0] == fcntl.F_WRLCK, got
+            # flock is independent of fcntl locks
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            # the holder exits: its locks go (close), ours can be taken
+            holder.stdin.write(b"\n")
+            holder.stdin.flush()
+            holder.wait(30)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+        finally:
+            os.close(fd)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    # our close released everything: A can lock the whole file
+    fd = os.open(a.path("f"), os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("mode", ["flock", "fcntl"])
+def test_killed_mount_releases_its_locks(kelp, mode):
+    _, (a, b) = two_mounts(kelp)
+    write_file(a.path("f"), b"data")
+    holder = subprocess.Popen([sys.executable, "-c", r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+if sys.argv[2] == "flock":
+    fcntl.flock(fd, fcntl.LOCK_EX)
+else:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0)
+print("locked", flush=True)
+time.sleep(600)
+""", b.path("f"), mode], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        fd = os.open(a.path("f"), os.O_RDWR)
+        try:
+            lock = ((lambda nb: fcntl.flock(fd, fcntl.LOCK_EX | nb)) if mode == "flock" else
+                    (lambda nb: fcntl.lockf(fd, fcntl.LOCK_EX | nb, 0, 0)))
+            with pytest.raises(OSError):
+                lock(fcntl.LOCK_NB)
+            b.crash()   # kill -9 of the mount daemon; the holder process lives on
+            t0 = time.monotonic()
+            lock(0)     # waits (F_SETLKW / blocking flock) until B's session is cleaned
+            took = time.monotonic() - t0
+            print("lock taken %.1f s after the kill" % took)
+            assert took < TIMEOUT_S + 6, took
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+SQLITE_WORKER = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=120, isolation_level=None)
+db.execute("PRAGMA journal_mode=DELETE")
+for i in range(int(sys.argv[3])):
+    db.execute("BEGIN IMMEDIATE")
+    n = db.execute("SELECT count(*) FROM t").fetchone()[0]
+    db.execute("INSERT INTO t (who, seen) VALUES (?, ?)", (sys.argv[2], n))
+    db.execute("COMMIT")
+db.close()
+"""
+
+
+@pytest.mark.watchdog(900)
+def test_sqlite_from_two_mounts(kelp):
+    """Rollback journal (fcntl locks): in turn, then at the same time; every row is
+    there once, every writer saw every earlier commit, and the database is sound."""
+    _, (a, b) = two_mounts(kelp)
+    db = sqlite3.connect(a.path("db.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, seen INTEGER)")
+    db.close()
+    # in turn: each mount adds rows after the other
+    for turn in range(4):
+        m = (a, b)[turn % 2]
+        subprocess.run([sys.executable, "-c", SQLITE_WORKER, m.path("db.sqlite"),
+                        "%s-%d" % (m.name, turn), "10"], check=True, timeout=300)
+    # concurrently
+    procs = [subprocess.Popen([sys.executable, "-c", SQLITE_WORKER, m.path("db.sqlite"),
+                               m.name, "50"], stderr=subprocess.PIPE) for m in (a, b)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    for m in (a, b):
+        db = sqlite3.connect(m.path("db.sqlite"))
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute("SELECT id, seen FROM t ORDER BY id").fetchall()
+        db.close()
+        assert len(rows) == 40 + 100
+        # BEGIN IMMEDIATE then count: each writer saw exactly the rows before its own
+        assert [seen for _, seen in rows] == list(range(len(rows)))
+    assert not os.path.exists(a.path("db.sqlite-journal"))
+
+
+def test_git_clone_then_use_from_other_mount(kelp, tmp_path):
+    need("git")
+    _, (a, b) = two_mounts(kelp)
+    src = tmp_path / "src"
+    src.mkdir()
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@e", HOME=str(tmp_path))
+    run(["git", "init", "-q", str(src)], env=env)
+    for i in range(5):
+        (src / ("f%d.txt" % i)).write_text("line %d\n" % i * (i + 1))
+        (src / "sub").mkdir(exist_ok=True)
+        (src / "sub" / ("g%d" % i)).write_bytes(os.urandom(1000 * i))
+        run(["git", "-C", str(src), "add", "-A"], env=env)
+        run(["git", "-C", str(src), "commit", "-qm", "commit %d" % i], env=env)
+    run(["git", "clone", "-q", str(src), a.path("repo")], env=env)
+    log_src = run(["git", "-C", str(src), "log", "--format=%H %s"], env=env).stdout
+    for m in (a, b):
+        st = run(["git", "-C", m.path("repo"), "status", "--porcelain"], env=env).stdout
+        assert st.strip() == b"", st
+        assert run(["git", "-C", m.path("repo"), "log", "--format=%H %s"],
+                   env=env).stdout == log_src
+        run(["git", "-C", m.path("repo"), "fsck", "--no-progress"], env=env)
+    # a commit on B, seen on A
+    with open(b.path("repo", "new.txt"), "w") as f:
+        f.write("from B\n")
+    run(["git", "-C", b.path("repo"), "add", "new.txt"], env=env)
+    run(["git", "-C", b.path("repo"), "commit", "-qm", "on B"], env=env)
+    time.sleep(1.5)   # the kernel's attribute cache on A (-attrCacheSec)
+    assert run(["git", "-C", a.path("repo"), "log", "-1", "--format=%s"],
+               env=env).stdout == b"on B\n"
+    assert run(["git", "-C", a.path("repo"), "status", "--porcelain"], env=env).stdout == b""
