@@ -124,6 +124,7 @@ int mount_main(int argc, char **argv)
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
 	int meta_conns = 8;
 	double attr_cache_s = 1, entry_cache_s = 1;
+	double trash_days = 1;
 	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
@@ -155,6 +156,9 @@ int mount_main(int argc, char **argv)
 		 "memory chunk cache size, MiB (0 = none)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s,
 		 "seconds before a call fails with EIO when the cluster is unreachable"),
+	    FLAG("trashDays", FLAG_DOUBLE, &trash_days,
+		 "days a removed file stays in /.trash before it is removed for good (fractions "
+		 "allowed; 0 = no trash)"),
 	    FLAG("metaOffline", FLAG_BOOL, &meta_offline,
 		 "keep serving metadata calls (stat, ls, rename, ...) from LMDB while no master "
 		 "answers, instead of failing them with EIO"),
@@ -190,11 +194,12 @@ int mount_main(int argc, char **argv)
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
 	    timeout_s <= 0 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
-	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400) {
+	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400 ||
+	    !(trash_days >= 0 && trash_days <= 36500)) {
 		fprintf(
 		    stderr,
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
-		    "0, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
+		    "0, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400, -trashDays 0-36500\n");
 		return 2;
 	}
 	is_pg = kv_is_pg_url(meta_dir);
@@ -250,6 +255,7 @@ int mount_main(int argc, char **argv)
 	memset(&mo, 0, sizeof(mo));
 	mo.timeout_ms = timeout_s * 1000;
 	mo.connections = meta_conns;
+	mo.trash_ns = (int64_t)(trash_days * 86400e9);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 
