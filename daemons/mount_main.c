@@ -126,6 +126,7 @@ int mount_main(int argc, char **argv)
 	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S;
 	struct mount_session session;
 	double attr_cache_s = 1, entry_cache_s = 1, gc_grace_s = -1;
+	double trash_days = 1;
 	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
@@ -164,6 +165,9 @@ int mount_main(int argc, char **argv)
 		 "memory chunk cache size, MiB (0 = none)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s,
 		 "seconds before a call fails with EIO when the cluster is unreachable"),
+	    FLAG("trashDays", FLAG_DOUBLE, &trash_days,
+		 "days a removed file stays in /.trash before it is removed for good (fractions "
+		 "allowed; 0 = no trash)"),
 	    FLAG("metaOffline", FLAG_BOOL, &meta_offline,
 		 "keep serving metadata calls (stat, ls, rename, ...) from LMDB while no master "
 		 "answers, instead of failing them with EIO"),
@@ -198,13 +202,14 @@ int mount_main(int argc, char **argv)
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
-	    timeout_s <= 0 || session_timeout_s < 1 || session_timeout_s > 86400 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
-	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400 ||
-	    gc_grace_s > 86400) {
-		fprintf(
-		    stderr,
-		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
-		    "0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
+	    timeout_s <= 0 || session_timeout_s < 1 || session_timeout_s > 86400 ||
+	    meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 || entry_cache_s < 0 ||
+	    attr_cache_s > 86400 || entry_cache_s > 86400 || gc_grace_s > 86400 ||
+	    !(trash_days >= 0 && trash_days <= 36500)) {
+		fprintf(stderr,
+			"kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
+			"0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and "
+			"-entryCacheSec 0-86400, -gcGraceSec at most 86400, -trashDays 0-36500\n");
 		return 2;
 	}
 	is_pg = kv_is_pg_url(meta_dir);
@@ -263,6 +268,7 @@ int mount_main(int argc, char **argv)
 	if (gc_grace_s < 0)
 		gc_grace_s = 2 * attr_cache_s + 5;
 	mo.gc_grace_ms = (int)(gc_grace_s * 1000);
+	mo.trash_ns = (int64_t)(trash_days * 86400e9);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

@@ -30,6 +30,7 @@ struct meta {
 	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
 	char owner[256];	/* what older versions recorded as an orphan's value */
 	uint32_t generation;	/* of every inode of this metadata (meta_generation) */
+	int64_t trash_ns;	/* how long removed files stay in /.trash (0: no trash) */
 	int gc_grace_ms;	/* gc leaves blobs queued less than this long ago */
 	/* sessions (meta_session_*) */
 	uint64_t sid;	      /* this mount's session id (atomic) */
@@ -178,6 +179,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 	pthread_mutex_init(&m->watch_lock, NULL);
 	m->gc_grace_ms = o && o->gc_grace_ms > 0 ? o->gc_grace_ms : 0;
 	snprintf(m->owner, sizeof(m->owner), "%s", o && o->owner && *o->owner ? o->owner : "1");
+	m->trash_ns = o && o->trash_ns > 0 ? o->trash_ns : 0;
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
 		    .cluster_id = o ? o->cluster_id : NULL,
@@ -1173,6 +1175,162 @@ int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newn
 	return IN_TXN(m, true, link_tx(t, ino, newparent, newname, out));
 }
 
+/* ---------------------------------------------------------------- trash */
+
+
+
+/*
+ * With a trash period, a file (or symlink) that loses its last name to unlink or to a
+ * rename over it is not removed: its entry moves, in the same transaction, to
+ * /.trash/<YYYY-MM-DD-HH>/<ino>-<name> (the UTC hour of the removal), its ctime
+ * becomes the time of removal and the xattr META_TRASH_XATTR records the path it had.
+ * A rename out of the trash (a restore) drops that xattr. meta_trash_purge removes
+ * for good what has been there longer than the period. Files with other names left,
+ * directories, and anything removed inside /.trash itself are removed as without trash.
+ */
+
+static size_t xattr_key(uint8_t *k, uint64_t ino, const char *name);
+
+struct name_find {
+	uint64_t ino;
+	int scanned;
+	char *buf;
+	size_t cap;
+	bool found;
+};
+
+/* How many entries of one directory the path of a removed file may scan per level. */
+#define TRASH_PATH_SCAN 4096
+
+static int name_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct name_find *f = ctx;
+
+	if (++f->scanned > TRASH_PATH_SCAN)
+		return 1;
+	if (klen < 8 || vlen != 8 || rd64(v) != f->ino || klen - 8 >= f->cap)
+		return 0;
+	memcpy(f->buf, k + 8, klen - 8);
+	f->buf[klen - 8] = '\0';
+	f->found = true;
+	return 1;
+}
+
+/*
+ * The path of parent/name from the root, into buf. Directories record their parent
+ * but not their name: each level's name is found by scanning the parent's entries, at
+ * most TRASH_PATH_SCAN of them; a level not found in time is written "#<inode>".
+ */
+static int path_of(struct kv_txn *t, uint64_t parent, const char *name, char *buf, size_t cap)
+{
+	char tail[4096], part[META_NAME_MAX + 1];
+	uint64_t dir = parent;
+	int depth = 0;
+
+	snprintf(tail, sizeof(tail), "/%s", name);
+	while (dir != META_ROOT_INO && depth++ < 256) {
+		struct name_find f = {.ino = dir, .buf = part, .cap = sizeof(part)};
+		uint8_t from[8], to[8];
+		uint64_t up;
+		char joined[4096];
+		int rc = get_parent(t, dir, &up);
+
+		if (rc < 0)
+			return rc;
+		be64(from, up);
+		be64(to, up + 1);
+		rc = kv_scan(t, KV_DENTRIES, from, 8, to, 8, false, TRASH_PATH_SCAN + 1, name_one, &f);
+		if (rc < 0)
+			return rc;
+		if (!f.found)
+			snprintf(part, sizeof(part), "#%llu", (unsigned long long)dir);
+		if ((size_t)snprintf(joined, sizeof(joined), "/%s%s", part, tail) >= sizeof(joined))
+			break; /* deeper than a path can be: keep what fits */
+		memcpy(tail, joined, sizeof(tail));
+		dir = up;
+	}
+	snprintf(buf, cap, "%s", tail);
+	return 0;
+}
+
+/* The directory parent/name, created (mode 0700, owned by root) when missing. */
+static int trash_dir(struct kv_txn *t, uint64_t parent, const char *name, uint64_t *ino)
+{
+	struct meta_attr a;
+	uint64_t made = 0;
+	int rc = get_dentry(t, parent, name, ino);
+
+	if (rc == -ENOENT) {
+		rc = create_tx(t, parent, name, S_IFDIR | 0700, 0, 0, 0, 0, NULL, &a, &made);
+		*ino = a.ino;
+		return rc;
+	}
+	if (rc == 0)
+		rc = get_attr(t, *ino, &a);
+	if (rc == 0 && !S_ISDIR(a.mode))
+		rc = -ENOTDIR;
+	return rc;
+}
+
+/* True if directory dir is /.trash or one of its hour directories. */
+static bool in_trash(struct kv_txn *t, uint64_t dir)
+{
+	uint64_t trash, up;
+
+	if (get_dentry(t, META_ROOT_INO, META_TRASH_NAME, &trash) < 0)
+		return false;
+	return dir == trash || (get_parent(t, dir, &up) == 0 && up == trash);
+}
+
+/* Whether removing parent/name (inode a) moves it to the trash instead. */
+static bool goes_to_trash(struct meta *m, struct kv_txn *t, uint64_t parent,
+			  const struct meta_attr *a)
+{
+	return m->trash_ns > 0 && (S_ISREG(a->mode) || S_ISLNK(a->mode)) && a->nlink == 1 &&
+	       !in_trash(t, parent);
+}
+
+/* Moves the entry parent/name of inode a to the trash (see above). */
+static int trash_entry(struct kv_txn *t, uint64_t parent, const char *name, struct meta_attr *a,
+		       int64_t now)
+{
+	char path[4096], hour[32], entry[META_NAME_MAX + 1];
+	uint8_t k[8 + 256];
+	struct meta_attr h;
+	uint64_t trash, hdir;
+	time_t secs = (time_t)(now / 1000000000);
+	struct tm tm;
+	int rc;
+
+	rc = path_of(t, parent, name, path, sizeof(path));
+	if (rc < 0)
+		return rc;
+	gmtime_r(&secs, &tm);
+	strftime(hour, sizeof(hour), "%Y-%m-%d-%H", &tm);
+	snprintf(entry, sizeof(entry), "%llu-%s", (unsigned long long)a->ino, name);
+	rc = trash_dir(t, META_ROOT_INO, META_TRASH_NAME, &trash);
+	if (rc == 0)
+		rc = trash_dir(t, trash, hour, &hdir);
+	if (rc == 0)
+		rc = del_dentry(t, parent, name);
+	if (rc == 0)
+		rc = put_dentry(t, hdir, entry, a->ino);
+	if (rc == 0)
+		rc = kv_put(t, KV_XATTRS, k, xattr_key(k, a->ino, META_TRASH_XATTR), path,
+			    strlen(path));
+	if (rc == 0) {
+		a->ctime_ns = now;
+		rc = put_attr(t, a);
+	}
+	if (rc == 0)
+		rc = get_attr(t, hdir, &h);
+	if (rc == 0) {
+		h.mtime_ns = h.ctime_ns = now;
+		rc = put_attr(t, &h);
+	}
+	return rc;
+}
+
 /* unlink (dir false) and rmdir (dir true): one transaction removing parent/name. */
 static int remove_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const char *name, bool dir,
 		     uint64_t *gone_ino)
@@ -1192,10 +1350,14 @@ static int remove_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const ch
 		rc = -ENOTDIR;
 	if (rc == 0 && dir && !dir_empty(t, ino))
 		rc = -ENOTEMPTY;
-	if (rc == 0)
-		rc = del_dentry(t, parent, name);
-	if (rc == 0)
-		rc = drop_link(m, t, ino, now, gone_ino); /* freed once unused (orphans) */
+	if (rc == 0 && !dir && goes_to_trash(m, t, parent, &a)) {
+		rc = trash_entry(t, parent, name, &a, now);
+	} else {
+		if (rc == 0)
+			rc = del_dentry(t, parent, name);
+		if (rc == 0)
+			rc = drop_link(m, t, ino, now, gone_ino); /* freed once unused (orphans) */
+	}
 	if (rc == 0)
 		rc = get_attr(t, parent, &p);
 	if (rc == 0) {
@@ -1301,6 +1463,23 @@ static int rename_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const ch
 		if (rc == 0)
 			rc = put_attr(t, &dst);
 		goto parents;
+	}
+	if (target_exists && !S_ISDIR(src.mode) && !S_ISDIR(dst.mode) &&
+	    goes_to_trash(m, t, newparent, &dst)) {
+		/* The file renamed over goes to the trash; newparent may have changed (the
+		 * trash created in the root). */
+		rc = trash_entry(t, newparent, newname, &dst, now);
+		if (rc == 0)
+			rc = get_attr(t, newparent, &np);
+		if (rc < 0)
+			return rc;
+		target_exists = false;
+	}
+	if (in_trash(t, parent) && !in_trash(t, newparent)) {
+		/* A restore: the file no longer needs the path it had. */
+		uint8_t k[8 + 256];
+
+		kv_del(t, KV_XATTRS, k, xattr_key(k, ino, META_TRASH_XATTR));
 	}
 	if (target_exists) {
 		if (S_ISDIR(src.mode) && !S_ISDIR(dst.mode))
@@ -2608,4 +2787,122 @@ int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
 int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx)
 {
 	return IN_TXN(m, write, fn(t, ctx));
+}
+
+/* ---------------------------------------------------------------- trash purge */
+
+int64_t meta_trash_ns(struct meta *m)
+{
+	return m->trash_ns;
+}
+
+struct purge {
+	struct meta *m;
+	int64_t now;
+	uint64_t dir;
+	bool whole; /* the whole hour has expired */
+	int purged;
+	int failed;
+	void (*removed)(void *ctx, uint64_t parent, const char *name, uint64_t ino, uint64_t gone);
+	void *ctx;
+};
+
+static int purge_one(void *ctx, const char *name, const struct meta_attr *a)
+{
+	struct purge *p = ctx;
+	uint64_t gone = 0;
+	int rc;
+
+	if (!p->whole && a->ctime_ns + p->m->trash_ns > p->now)
+		return 0;
+	rc = IN_TXN(p->m, true, remove_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
+	if (rc == 0) {
+		p->purged++;
+		if (p->removed)
+			p->removed(p->ctx, p->dir, name, a->ino, gone);
+	} else if (rc != -ENOENT && rc != -ENOTEMPTY) {
+		p->failed = rc; /* e.g. the database away: the next round goes on */
+		return 1;
+	}
+	return 0;
+}
+
+struct hour_list {
+	int n, cap;
+	struct hour {
+		char name[32];
+		uint64_t ino;
+		int64_t start_ns;
+	} *h;
+};
+
+static int hour_one(void *ctx, const char *name, const struct meta_attr *a)
+{
+	struct hour_list *l = ctx;
+	struct tm tm;
+	const char *end;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(name, "%Y-%m-%d-%H", &tm);
+	if (!S_ISDIR(a->mode) || !end || *end || strlen(name) >= sizeof(l->h->name))
+		return 0; /* not an hour of the trash: left alone */
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 32;
+		void *h = realloc(l->h, (size_t)cap * sizeof(*l->h));
+
+		if (!h)
+			return -ENOMEM;
+		l->h = h;
+		l->cap = cap;
+	}
+	snprintf(l->h[l->n].name, sizeof(l->h[l->n].name), "%s", name);
+	l->h[l->n].ino = a->ino;
+	l->h[l->n].start_ns = (int64_t)timegm(&tm) * 1000000000;
+	l->n++;
+	return 0;
+}
+
+int meta_trash_purge(struct meta *m, int64_t now_ns,
+		     void (*removed)(void *ctx, uint64_t parent, const char *name, uint64_t ino,
+				     uint64_t gone),
+		     void *ctx)
+{
+	struct hour_list l = {0};
+	struct meta_attr a;
+	uint64_t trash;
+	int rc, purged = 0;
+
+	if (m->trash_ns <= 0)
+		return 0;
+	rc = IN_TXN(m, false, get_dentry(t, META_ROOT_INO, META_TRASH_NAME, &trash));
+	if (rc == -ENOENT)
+		return 0;
+	if (rc == 0)
+		rc = meta_getattr(m, trash, &a);
+	if (rc < 0 || !S_ISDIR(a.mode))
+		return rc < 0 ? rc : 0;
+	rc = meta_readdir(m, trash, "", hour_one, &l);
+	for (int i = 0; rc == 0 && i < l.n; i++) {
+		struct purge p = {m, now_ns, l.h[i].ino, false, 0, 0, removed, ctx};
+		uint64_t g = 0;
+
+		/* Entries came in during the hour: none expires before start + period. */
+		if (l.h[i].start_ns + m->trash_ns > now_ns)
+			continue;
+		p.whole = l.h[i].start_ns + 3600LL * 1000000000 + m->trash_ns <= now_ns;
+		rc = meta_readdir(m, l.h[i].ino, "", purge_one, &p);
+		if (rc == 0)
+			rc = p.failed;
+		purged += p.purged;
+		if (rc == 0 && p.whole) {
+			int r = IN_TXN(m, true, remove_tx(m, t, trash, l.h[i].name, true, &g));
+
+			if (r == 0 && removed)
+				removed(ctx, trash, l.h[i].name, l.h[i].ino, g);
+			else if (r < 0 && r != -ENOENT && r != -ENOTEMPTY)
+				rc = r;
+		}
+	}
+	free(l.h);
+	return rc < 0 ? rc : purged;
 }

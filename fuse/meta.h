@@ -104,6 +104,8 @@ struct meta_options {
 	 * read on another mount that resolved a blob just before it left the file's chunk
 	 * map still finds it (the read guard, fuse/file.c, covers only this mount). */
 	int gc_grace_ms;
+	/* Removed files stay in /.trash this long (0: removed at once); see below. */
+	int64_t trash_ns;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -263,6 +265,28 @@ int meta_inode_count(struct meta *m, uint64_t *count);
  * shared engine only those recorded by this mount's owner (another mount may still
  * have its own open). */
 int meta_release_orphans(struct meta *m);
+
+/*
+ * The trash. With a trash period (meta_options.trash_ns), a file or symlink losing its
+ * last name (unlink, a rename over it) moves to /.trash/<YYYY-MM-DD-HH>/<ino>-<name>
+ * (UTC hour; directories owned by root, mode 0700), its ctime the time of removal and
+ * the xattr META_TRASH_XATTR holding the path it had. Renaming it out restores it
+ * (and drops that xattr); removing it inside /.trash removes it for good.
+ */
+#define META_TRASH_NAME	 ".trash"
+#define META_TRASH_XATTR "trusted.kelp.trash.path"
+int64_t meta_trash_ns(struct meta *m);
+/*
+ * Removes for good what has been in the trash longer than the period at now_ns (and
+ * the hour directories that expired whole); removed(ctx, parent, name, ino, gone) for
+ * every entry removed, gone being the inode left with no name (0 if none), to be freed
+ * once unused (as meta_unlink's gone_ino). Returns the number of entries removed or
+ * -errno. Safe to run from several mounts at once.
+ */
+int meta_trash_purge(struct meta *m, int64_t now_ns,
+		     void (*removed)(void *ctx, uint64_t parent, const char *name, uint64_t ino,
+				     uint64_t gone),
+		     void *ctx);
 
 int64_t meta_now_ns(void);
 

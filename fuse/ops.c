@@ -1046,6 +1046,66 @@ static void *stop_on_signal(void *arg)
 	return NULL;
 }
 
+/* ---------------------------------------------------------------- trash */
+
+struct trash_purger {
+	struct kelp_fs *fs;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+/* An entry purged from the trash behind the kernel's back: the kernel drops its name
+ * (and, once unused, forgets the inode), then the inode is freed. */
+static void trash_removed(void *ctx, uint64_t parent, const char *name, uint64_t ino,
+			  uint64_t gone)
+{
+	struct kelp_fs *fs = ctx;
+
+	if (fs->session)
+		fuse_lowlevel_notify_delete(fs->session, parent, ino, name, strlen(name));
+	release_if_unused(fs, gone);
+}
+
+/* Purges the trash now and then: every 60 s, or every twentieth of the period when
+ * that is shorter (a test's), but not more than once a second. */
+static void *trash_loop(void *arg)
+{
+	struct trash_purger *p = arg;
+	int64_t every = meta_trash_ns(p->fs->meta) / 20;
+
+	if (every > 60000000000LL)
+		every = 60000000000LL;
+	if (every < 1000000000LL)
+		every = 1000000000LL;
+	pthread_mutex_lock(&p->lock);
+	while (!p->done) {
+		struct timespec until;
+		int n;
+
+		pthread_mutex_unlock(&p->lock);
+		n = meta_trash_purge(p->fs->meta, meta_now_ns(), trash_removed, p->fs);
+		if (n > 0) {
+			log_info("mount: %d file(s) older than the trash period removed for good", n);
+			fs_kick_gc(p->fs);
+		} else if (n < 0) {
+			log_error("mount: purging the trash: %s (tried again later)", strerror(-n));
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += every / 1000000000LL;
+		until.tv_nsec += every % 1000000000LL;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&p->lock);
+		while (!p->done && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
 int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts, int threads,
 		  void (*ready)(void *ctx), void *ctx)
 {
@@ -1053,7 +1113,9 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	struct fuse_session *se;
 	struct fuse_loop_config *cfg;
 	struct stopper st = {0};
-	pthread_t stopper_thread;
+	pthread_t stopper_thread, purger_thread;
+	struct trash_purger purger = {0};
+	bool purging = false;
 	char opts[1024];
 	int rc = -EIO;
 
@@ -1088,6 +1150,12 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 		fuse_session_unmount(se);
 		goto out_destroy;
 	}
+	if (meta_trash_ns(fs->meta) > 0) {
+		purger.fs = fs;
+		pthread_mutex_init(&purger.lock, NULL);
+		pthread_cond_init(&purger.cond, NULL);
+		purging = pthread_create(&purger_thread, NULL, trash_loop, &purger) == 0;
+	}
 	if (ready)
 		ready(ctx);
 	cfg = fuse_loop_cfg_create();
@@ -1101,6 +1169,13 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	__atomic_store_n(&st.loop_done, true, __ATOMIC_RELEASE);
 	pthread_kill(stopper_thread, SIGHUP);
 	pthread_join(stopper_thread, NULL);
+	if (purging) {
+		pthread_mutex_lock(&purger.lock);
+		purger.done = true;
+		pthread_cond_signal(&purger.cond);
+		pthread_mutex_unlock(&purger.lock);
+		pthread_join(purger_thread, NULL);
+	}
 	fuse_session_unmount(se); /* a no-op when the signal thread did it */
 	log_info("mount: unmounted %s", mountpoint);
 out_destroy:
