@@ -19,6 +19,8 @@ static const struct command {
     {"volume", volume_main, "run a volume server: stores blobs in volumes, serves them over HTTP"},
     {"mount", mount_main, "mount the cluster as a FUSE filesystem (metadata in LMDB)"},
     {"server", server_main, "run a master and a volume server in one process, for one machine"},
+    {"meta", meta_main,
+     "a filesystem's metadata: init, dump, load, backup into the cluster, restore"},
     {"upload", upload_main, "upload files or directories: assign a file id, store each file"},
     {"download", download_main, "download blobs by file id into a directory"},
     {"delete", delete_main, "delete blobs by file id"},

@@ -80,38 +80,6 @@ static int daemonize(const char *log_file)
 	return fds[1];
 }
 
-/*
- * The masters' cluster id (TopologyId of /dir/status) into out, "" when no master
- * answered within timeout_ms (the check against the metadata is then skipped).
- */
-static void cluster_id(const char *masters, int timeout_ms, char *out, size_t cap)
-{
-	struct kelp_client_options co = {.masters = masters, .timeout_ms = timeout_ms};
-	struct kelp_client *c = NULL;
-	char *body = NULL;
-	size_t len = 0;
-	long status = 0;
-
-	out[0] = '\0';
-	if (kelp_client_new(&co, &c) < 0)
-		return;
-	if (kelp_client_master_get(c, "/dir/status", false, &status, &body, &len, NULL) == 0 &&
-	    status == 200) {
-		json_t *j = json_loadb(body, len, 0, NULL);
-		const char *id = j ? json_string_value(json_object_get(j, "TopologyId")) : NULL;
-
-		if (id)
-			snprintf(out, cap, "%s", id);
-		json_decref(j);
-	} else {
-		log_warn("mount: no master answered for the cluster id (%s); the metadata's "
-			 "cluster is not checked",
-			 kelp_client_error(c));
-	}
-	free(body);
-	kelp_client_free(c);
-}
-
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
@@ -253,7 +221,7 @@ int mount_main(int argc, char **argv)
 	if (is_pg) {
 		char host[256] = "", where[4096];
 
-		cluster_id(master, timeout_s * 1000, cid, sizeof(cid));
+		tool_cluster_id(master, timeout_s * 1000, cid, sizeof(cid));
 		mo.cluster_id = cid;
 		gethostname(host, sizeof(host) - 1);
 		if (!realpath(dir, where))
