@@ -225,3 +225,26 @@ void tool_cluster_id(const char *masters, int timeout_ms, char *out, size_t cap)
 	free(body);
 	kelp_client_free(c);
 }
+
+int tool_parse_duration(const char *s, double *seconds)
+{
+	char *end;
+	double v = strtod(s, &end), unit = 1;
+
+	if (end == s || v < 0)
+		return -EINVAL;
+	if (!strcmp(end, "") || !strcmp(end, "s"))
+		unit = 1;
+	else if (!strcmp(end, "ms"))
+		unit = 0.001;
+	else if (!strcmp(end, "m"))
+		unit = 60;
+	else if (!strcmp(end, "h"))
+		unit = 3600;
+	else if (!strcmp(end, "d"))
+		unit = 86400;
+	else
+		return -EINVAL;
+	*seconds = v * unit;
+	return 0;
+}

@@ -60,6 +60,9 @@ int tool_client_new(const char *cmd, const char *masters, int timeout_s, bool us
  */
 void tool_cluster_id(const char *masters, int timeout_ms, char *out, size_t cap);
 
+/* "90", "90s", "500ms", "30m", "1h", "2d" -> seconds. -EINVAL when malformed. */
+int tool_parse_duration(const char *s, double *seconds);
+
 /*
  * A JSON string of text; bytes that are not valid UTF-8 (file names can be anything)
  * become '?'. Never NULL unless out of memory.

@@ -245,8 +245,8 @@ static const struct meta_command {
     {"init", init_main, "create an empty filesystem's metadata"},
     {"dump", dump_main, "write the whole metadata to stdout (JSON lines)"},
     {"load", load_main, "read a dump into an empty metadata"},
-    // {"backup", meta_backup_main, "store a compressed dump in the cluster"},
-    // {"restore", meta_restore_main, "rebuild a metadata from a backup in the cluster"},
+    {"backup", meta_backup_main, "store a compressed dump in the cluster"},
+    {"restore", meta_restore_main, "rebuild a metadata from a backup in the cluster"},
 };
 
 #define N_META_COMMANDS (sizeof(meta_commands) / sizeof(meta_commands[0]))

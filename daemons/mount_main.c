@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +14,11 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
+#include "cluster/base/util.h"
 #include "cluster/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
+#include "fuse/backup.h"
 #include "fuse/file.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
@@ -80,6 +83,74 @@ static int daemonize(const char *log_file)
 	return fds[1];
 }
 
+/*
+ * The periodic metadata backup (-backupInterval, fuse/backup.h): a thread that sleeps
+ * an interval, then stores a backup through its own client. A backup is one read
+ * transaction: the filesystem goes on meanwhile. The gc hold lasts backupKeep
+ * intervals: as long as the oldest kept backup, if backups stop.
+ */
+struct backup_thread {
+	struct meta *meta;
+	const char *masters;
+	struct backup_options o;
+	double interval_s;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+};
+
+static void *backup_loop(void *arg)
+{
+	struct backup_thread *b = arg;
+	struct kelp_client_options co = {.masters = b->masters, .timeout_ms = 60000};
+	struct kelp_client *c = NULL;
+
+	if (kelp_client_new(&co, &c) < 0) {
+		log_error("mount: no client for the metadata backups: they are off");
+		return NULL;
+	}
+	pthread_mutex_lock(&b->lock);
+	while (!b->stop) {
+		struct timespec ts;
+		uint64_t at;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
+		     (uint64_t)(b->interval_s * 1e9);
+		ts.tv_sec = (time_t)(at / 1000000000ull);
+		ts.tv_nsec = (long)(at % 1000000000ull);
+		while (!b->stop && pthread_cond_timedwait(&b->cond, &b->lock, &ts) == 0)
+			;
+		if (b->stop)
+			break;
+		pthread_mutex_unlock(&b->lock);
+		{
+			struct backup_entry e;
+			char err[512];
+			int removed = 0, rc;
+			uint64_t t0 = monotonic_ns();
+
+			rc = backup_run(meta_kv(b->meta), c, &b->o, &e, &removed, err, sizeof(err));
+			if (rc == 0) {
+				log_info(
+				    "mount: metadata backup: %llu records, %llu bytes compressed "
+				    "in %d part(s), %.1f s; %d old backup(s) removed",
+				    (unsigned long long)e.records, (unsigned long long)e.size,
+				    e.n_parts, (double)(monotonic_ns() - t0) / 1e9, removed);
+				backup_entry_release(&e);
+			} else {
+				log_error("mount: metadata backup failed: %s (next try in %.0f s)",
+					  err[0] ? err : strerror(-rc), b->interval_s);
+			}
+		}
+		pthread_mutex_lock(&b->lock);
+	}
+	pthread_mutex_unlock(&b->lock);
+	kelp_client_free(c);
+	return NULL;
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
@@ -89,6 +160,10 @@ int mount_main(int argc, char **argv)
 	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
 	char *log_file = "";
 	char *cache_dir = "";
+	char *backup_interval = "1h";
+	int backup_keep = 24;
+	struct backup_thread bt;
+	bool backups = false;
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
 	int meta_conns = 8;
 	double attr_cache_s = 1, entry_cache_s = 1;
@@ -126,6 +201,11 @@ int mount_main(int argc, char **argv)
 	    FLAG("metaOffline", FLAG_BOOL, &meta_offline,
 		 "keep serving metadata calls (stat, ls, rename, ...) from LMDB while no master "
 		 "answers, instead of failing them with EIO"),
+	    FLAG("backupInterval", FLAG_STRING, &backup_interval,
+		 "store a backup of the metadata in the cluster this often (1h, 30m, 90s; "
+		 "0 = off): see kelp meta restore"),
+	    FLAG("backupKeep", FLAG_INT, &backup_keep,
+		 "metadata backups kept in the cluster (older ones are deleted)"),
 	    FLAG("o", FLAG_STRING, &options,
 		 "FUSE mount options, comma list (allow_other, ro, ...)"),
 	    FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
@@ -163,6 +243,15 @@ int mount_main(int argc, char **argv)
 		    stderr,
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
 		    "0, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
+		return 2;
+	}
+	memset(&bt, 0, sizeof(bt));
+	if (tool_parse_duration(backup_interval, &bt.interval_s) < 0 || backup_keep < 1 ||
+	    backup_keep > BACKUP_MAX_KEEP) {
+		fprintf(stderr,
+			"kelp mount: -backupInterval is a duration (1h, 30m, 90s, 0 = off), "
+			"-backupKeep 1-%d\n",
+			BACKUP_MAX_KEEP);
 		return 2;
 	}
 	is_pg = kv_is_pg_url(meta_dir);
@@ -265,8 +354,27 @@ int mount_main(int argc, char **argv)
 	fo.entry_timeout = entry_cache_s;
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
+	if (ret == 0 && bt.interval_s > 0) {
+		bt.meta = meta;
+		bt.masters = master;
+		bt.o.keep = backup_keep;
+		bt.o.replication = fo.replication;
+		bt.o.hold_ns = (int64_t)(bt.interval_s * 1e9) * backup_keep;
+		pthread_mutex_init(&bt.lock, NULL);
+		pthread_cond_init(&bt.cond, NULL);
+		backups = pthread_create(&bt.thread, NULL, backup_loop, &bt) == 0;
+		if (!backups)
+			log_error("mount: cannot start the backup thread: backups are off");
+	}
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
+	if (backups) {
+		pthread_mutex_lock(&bt.lock);
+		bt.stop = true;
+		pthread_cond_signal(&bt.cond);
+		pthread_mutex_unlock(&bt.lock);
+		pthread_join(bt.thread, NULL); /* a backup under way finishes first */
+	}
 	kelp_fs_destroy(&fs);
 	meta_close(meta);
 	curl_global_cleanup();

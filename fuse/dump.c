@@ -337,6 +337,7 @@ static int dump_tx(struct kv_txn *t, struct writer *w, struct dump_stats *st)
 		st->records = w->records;
 		st->bytes = w->bytes;
 		st->time_ns = now;
+		st->generation = generation;
 		snprintf(st->cluster_id, sizeof(st->cluster_id), "%s", cluster);
 	}
 	if (w->progress)
@@ -1031,6 +1032,7 @@ static int load_all(struct loader *l, struct kv *kv, const struct dump_load_opti
 		const char *cid =
 		    o && o->cluster_id && *o->cluster_id ? o->cluster_id : st->cluster_id;
 
+		st->generation = g;
 		if (g == 0)
 			rc = fail(l, -EINVAL, "the header has no \"generation\"");
 		if (rc == 0)

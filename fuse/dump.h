@@ -55,6 +55,7 @@ struct dump_stats {
 	uint64_t bytes;	 /* of JSON written or read */
 	int64_t time_ns; /* the dump's time (from the header on load) */
 	char cluster_id[128];
+	uint32_t generation; /* the filesystem's (meta_generation) */
 };
 
 /*

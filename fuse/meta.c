@@ -1495,7 +1495,7 @@ static int gc_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, si
  */
 static int gc_take_tx(struct kv_txn *t, struct gc_list *l)
 {
-	static const char hold_key[] = "backup_hold";
+	static const char hold_key[] = META_BACKUP_HOLD_KEY;
 	uint8_t from[8];
 	const uint8_t *v;
 	size_t vlen;
@@ -1516,7 +1516,7 @@ static int gc_take_tx(struct kv_txn *t, struct gc_list *l)
 
 static int set_hold_tx(struct kv_txn *t, int64_t oldest_ns, int64_t until_ns)
 {
-	static const char hold_key[] = "backup_hold";
+	static const char hold_key[] = META_BACKUP_HOLD_KEY;
 	uint8_t v[16];
 
 	if (!oldest_ns)

@@ -210,6 +210,10 @@ int meta_set_backup_hold(struct meta *m, int64_t oldest_ns, int64_t until_ns);
  * -EIO when malformed. */
 int meta_gc_decode(const uint8_t *v, size_t vlen, char *fid, int64_t *queued_ns);
 
+/* The backup hold in the counters table: 16 bytes, big-endian: gc keeps blobs queued at
+ * or after the first 8 (ns) until the time in the last 8 (fuse/backup.h). */
+#define META_BACKUP_HOLD_KEY "backup_hold"
+
 /* Set in the counters table while `kelp meta load` runs: meta_open refuses (-EUCLEAN). */
 #define META_LOADING_KEY "load_incomplete"
 
