@@ -21,6 +21,8 @@ static const struct command {
     {"server", server_main, "run a master and a volume server in one process, for one machine"},
     {"meta", meta_main,
      "a filesystem's metadata: init, dump, load, backup into the cluster, restore"},
+    {"fsck", fsck_main,
+     "check a filesystem's metadata and that the cluster holds every blob it references"},
     {"upload", upload_main, "upload files or directories: assign a file id, store each file"},
     {"download", download_main, "download blobs by file id into a directory"},
     {"delete", delete_main, "delete blobs by file id"},
