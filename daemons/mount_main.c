@@ -329,6 +329,22 @@ int mount_main(int argc, char **argv)
 						  : strerror(-ret));
 		return 1;
 	}
+	/* LMDB metadata from `kelp meta load/restore -master` knows its cluster: check it
+	 * (PostgreSQL checked at open). Not asked otherwise: a plain LMDB mount does not
+	 * wait for the masters. */
+	if (!is_pg && meta_cluster_id(meta, cid, sizeof(cid)) == 0 && *cid) {
+		char masters_id[128];
+
+		tool_cluster_id(master, 5000, masters_id, sizeof(masters_id));
+		if (*masters_id && strcmp(masters_id, cid)) {
+			fprintf(stderr,
+				"kelp mount: the metadata in %s belongs to the cluster %s, and the "
+				"masters are the cluster %s: refusing to mount it\n",
+				meta_shown, cid, masters_id);
+			meta_close(meta);
+			return 1;
+		}
+	}
 	/* Orphans of a crash: with a shared database, only this mount point's (another
 	 * mount may still have its own open). */
 	meta_release_orphans(meta);

@@ -1531,6 +1531,11 @@ int meta_set_backup_hold(struct meta *m, int64_t oldest_ns, int64_t until_ns)
 	return IN_TXN(m, true, set_hold_tx(t, oldest_ns, until_ns));
 }
 
+int meta_cluster_id(struct meta *m, char *out, size_t cap)
+{
+	return IN_TXN(m, false, kv_get_prop(t, "cluster_id", out, cap));
+}
+
 struct kv *meta_kv(struct meta *m)
 {
 	return m->kv;

@@ -217,6 +217,9 @@ int meta_gc_decode(const uint8_t *v, size_t vlen, char *fid, int64_t *queued_ns)
 /* Set in the counters table while `kelp meta load` runs: meta_open refuses (-EUCLEAN). */
 #define META_LOADING_KEY "load_incomplete"
 
+/* The cluster id recorded in the metadata ("" when none). 0 or -errno. */
+int meta_cluster_id(struct meta *m, char *out, size_t cap);
+
 /* The engine under m (dump, backup: fuse/dump.h). */
 struct kv *meta_kv(struct meta *m);
 

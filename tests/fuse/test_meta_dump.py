@@ -222,3 +222,23 @@ def test_load_rejects_malformed_input(kelp, engine, pg_server):
     r = load(kelp.kelp_bin, target, _text(h, recs), check=False)
     assert r.returncode == 1 and "not empty" in r.stderr.decode(), r.stderr
     assert dump(kelp.kelp_bin, target)[1] == trecs
+
+
+def test_cluster_id_checked(kelp):
+    """A dump of another cluster: load -master refuses it; loaded without -master, it
+    keeps its cluster id and a mount against these masters is refused."""
+    from kelp_fuse_conftest import KelpError
+    kelp.start_server()
+    h, recs = _good_dump(kelp)
+    h["cluster_id"] = "another-cluster"
+    target = other_meta(kelp, kelp.engine, "other")
+    r = load(kelp.kelp_bin, target, _text(h, recs), master=kelp.server.master_addr,
+             check=False)
+    assert r.returncode == 1 and b"belongs to the cluster another-cluster" in r.stderr, r.stderr
+    assert dump(kelp.kelp_bin, target)[1] == []
+    load(kelp.kelp_bin, target, _text(h, recs))
+    assert dump(kelp.kelp_bin, target)[0]["cluster_id"] == "another-cluster"
+    m = kelp.mount(meta=target, start=False)
+    with pytest.raises(KelpError):
+        m.start()
+    assert "belongs to the cluster another-cluster" in m.log_text()
