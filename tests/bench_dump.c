@@ -95,8 +95,11 @@ static void *create_loop(void *arg)
 	struct meta_attr a;
 	char name[64];
 
+	/* names of this run only (an earlier run's would fail with EEXIST) */
+	long run = (long)(secs() * 1000) % 100000000;
+
 	for (long i = 0; !atomic_load(&c->stop); i++) {
-		snprintf(name, sizeof(name), "c%ld-%ld", (long)c->dir, i);
+		snprintf(name, sizeof(name), "c%ld-%ld-%ld", (long)c->dir, run, i);
 		if (meta_create(c->m, c->dir, name, S_IFREG | 0644, 0, 0, 0, NULL, &a) == 0)
 			atomic_fetch_add(&c->done, 1);
 	}
