@@ -12,7 +12,7 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/meta_tools.h"
 #include "fuse/backup.h"

@@ -16,7 +16,7 @@
 #include "cluster/base/log.h"
 #include "cluster/base/sha256.h"
 #include "cluster/base/util.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
 

@@ -43,7 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cluster/fid.h"
+#include "cluster/common/fid.h"
 #include "fuse/dump.h"
 
 struct kv;

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
 
