@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "cluster/client/client.h"
+#include "cluster/common/fid.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
 
@@ -28,6 +30,7 @@ struct blob {
 	uint32_t refs;
 	uint64_t ino; /* one file using it (for the path) */
 	bool has_ref_row;
+	bool queued; /* in the gc queue */
 };
 
 struct late {
@@ -140,7 +143,25 @@ static void path_of(struct fsck *f, uint64_t ino, char *out, size_t cap)
 	snprintf(out, cap, "%s", tmp + pos);
 }
 
+static struct blob *blob_slot_raw(struct fsck *f, const char *fid, size_t len, bool add);
+
+/*
+ * The blob of a fid, by its canonical text: "3,01a1b2c3d4_1" (a batch assign's key + 1)
+ * and "3,02a1b2c3d4" are one needle, and the volume servers list the second form.
+ */
 static struct blob *blob_slot(struct fsck *f, const char *fid, size_t len, bool add)
+{
+	struct fid id;
+	char canon[FID_MAX_LEN];
+
+	if (len < FID_MAX_LEN && fid_parse(fid, len, &id) == 0) {
+		fid_format(&id, canon);
+		return blob_slot_raw(f, canon, strlen(canon), add);
+	}
+	return blob_slot_raw(f, fid, len, add);
+}
+
+static struct blob *blob_slot_raw(struct fsck *f, const char *fid, size_t len, bool add)
 {
 	uint64_t h = 1469598103934665603ull;
 	size_t i;
@@ -347,9 +368,13 @@ static int on_gc(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, siz
 	if (meta_gc_decode(v, vlen, fid, &queued) < 0)
 		return later(f, "malformed gc row", 0, 0, NULL, 0, "value %zu bytes", vlen);
 	b = blob_slot(f, fid, strlen(fid), false);
-	if (b)
+	if (b && b->refs)
 		later(f, "gc queue holds a blob still used", b->ino, 0, NULL, 0,
 		      "blob %s is queued for deletion (entry %" PRIu64 ")", fid, rd64(k));
+	b = b ? b : blob_slot(f, fid, strlen(fid), true);
+	if (!b)
+		return -ENOMEM;
+	b->queued = true;
 	return 0;
 }
 
@@ -435,8 +460,8 @@ static void check_blobs(struct fsck *f, struct kelp_client *c)
 		size_t got = 0;
 		int rc;
 
-		if (!b->fid)
-			continue;
+		if (!b->fid || !b->refs)
+			continue; /* only queued for gc */
 		f->r->blobs++;
 		if (!b->has_ref_row) {
 			snprintf(d, sizeof(d), "blob %s is used by %u chunk(s) and has no count",
@@ -470,8 +495,147 @@ static void check_blobs(struct fsck *f, struct kelp_client *c)
 	}
 }
 
-int fsck_run(struct kv *kv, struct kelp_client *c, fsck_report_fn rep, void *ctx,
-	     dump_progress_fn progress, void *progress_ctx, struct fsck_result *r)
+/* The volumes of a collection with one server each, from the master's /vol/status. */
+static int collection_servers(struct kelp_client *c, const char *collection, uint32_t **vids,
+			      char (**urls)[KELP_URL_MAX], size_t *n)
+{
+	char *body = NULL;
+	size_t len = 0;
+	long status = 0;
+	json_t *j, *racks, *nodes, *vols, *v;
+	const char *k1, *k2, *url;
+	int rc = kelp_client_master_get(c, "/vol/status", true, &status, &body, &len, NULL);
+
+	*vids = NULL;
+	*urls = NULL;
+	*n = 0;
+	if (rc < 0 || status != 200) {
+		free(body);
+		return rc < 0 ? rc : -EIO;
+	}
+	j = json_loadb(body, len, 0, NULL);
+	free(body);
+	json_object_foreach(json_object_get(json_object_get(j, "Volumes"), "DataCenters"), k1,
+			    racks)
+	{
+		json_object_foreach(racks, k2, nodes)
+		{
+			json_object_foreach(nodes, url, vols)
+			{
+				size_t i;
+
+				json_array_foreach(vols, i, v)
+				{
+					const char *col =
+					    json_string_value(json_object_get(v, "Collection"));
+					json_int_t id =
+					    json_integer_value(json_object_get(v, "Id"));
+					bool dup = false;
+					void *p1, *p2;
+
+					if (!col || strcmp(col, collection) || id <= 0)
+						continue;
+					for (size_t x = 0; x < *n; x++)
+						dup |= (*vids)[x] == (uint32_t)id;
+					if (dup)
+						continue;
+					p1 = realloc(*vids, (*n + 1) * sizeof(**vids));
+					if (p1)
+						*vids = p1;
+					p2 = realloc(*urls, (*n + 1) * sizeof(**urls));
+					if (p2)
+						*urls = p2;
+					if (!p1 || !p2) {
+						json_decref(j);
+						return -ENOMEM;
+					}
+					(*vids)[*n] = (uint32_t)id;
+					snprintf((*urls)[*n], KELP_URL_MAX, "%s", url);
+					(*n)++;
+				}
+			}
+		}
+	}
+	json_decref(j);
+	return 0;
+}
+
+static void find_leaks(struct fsck *f, struct kelp_client *c, const struct fsck_options *o)
+{
+	uint32_t *vids;
+	char(*urls)[KELP_URL_MAX];
+	size_t n;
+	int64_t now = meta_now_ns();
+	char d[512];
+	int rc = collection_servers(c, o->collection, &vids, &urls, &n);
+
+	if (rc < 0) {
+		snprintf(d, sizeof(d), "cannot list the volumes of collection \"%s\": %s",
+			 o->collection, kelp_client_error(c));
+		f->report(f->ctx, "leak search failed", d, "");
+		f->r->problems++;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char path[64], *body = NULL;
+		size_t len = 0, k;
+		long status = 0;
+		json_t *j, *e;
+
+		snprintf(path, sizeof(path), "/admin/needles?volume=%u", vids[i]);
+		rc = kelp_client_get(c, urls[i], path, &status, &body, &len);
+		j = rc == 0 && status == 200 ? json_loadb(body, len, 0, NULL) : NULL;
+		free(body);
+		if (!j) {
+			snprintf(d, sizeof(d), "cannot list the needles of volume %u on %s: %s",
+				 vids[i], urls[i],
+				 rc < 0 ? kelp_client_error(c) : "the server refused");
+			f->report(f->ctx, "leak search failed", d, "");
+			f->r->problems++;
+			continue;
+		}
+		json_array_foreach(json_object_get(j, "Needles"), k, e)
+		{
+			struct fid id = {.vid = vids[i]};
+			char fid[FID_MAX_LEN];
+			int64_t at = (int64_t)json_integer_value(json_array_get(e, 3));
+			struct blob *b;
+
+			id.key = (uint64_t)json_integer_value(json_array_get(e, 0));
+			id.cookie = (uint32_t)json_integer_value(json_array_get(e, 1));
+			fid_format(&id, fid);
+			f->r->needles++;
+			b = blob_slot(f, fid, strlen(fid), false);
+			if (b || at == 0 || now - at < o->grace_ns)
+				continue;
+			f->r->leaks++;
+			snprintf(d, sizeof(d),
+				 "blob %s (%" JSON_INTEGER_FORMAT " bytes, written %.0f s ago) is "
+				 "referenced by nothing",
+				 fid, json_integer_value(json_array_get(e, 2)),
+				 (double)(now - at) / 1e9);
+			if (o->repair) {
+				rc = kelp_client_delete(c, fid, NULL, NULL);
+				if (rc == 0 || rc == -ENOENT) {
+					f->r->leaks_deleted++;
+					snprintf(d + strlen(d), sizeof(d) - strlen(d), ": deleted");
+					f->report(f->ctx, "leaked blob", d, "");
+					continue;
+				}
+				snprintf(d + strlen(d), sizeof(d) - strlen(d),
+					 ": cannot delete it: %s", kelp_client_error(c));
+			}
+			f->report(f->ctx, "leaked blob", d, "");
+			f->r->problems++;
+		}
+		json_decref(j);
+	}
+	free(vids);
+	free(urls);
+}
+
+int fsck_run(struct kv *kv, struct kelp_client *c, const struct fsck_options *o, fsck_report_fn rep,
+	     void *ctx, dump_progress_fn progress, void *progress_ctx, struct fsck_result *r)
 {
 	struct fsck f = {
 	    .report = rep, .ctx = ctx, .r = r, .progress = progress, .progress_ctx = progress_ctx};
@@ -491,6 +655,8 @@ int fsck_run(struct kv *kv, struct kelp_client *c, fsck_report_fn rep, void *ctx
 		check_inodes(&f);
 		f.total += f.n_blobs;
 		check_blobs(&f, c);
+		if (c && o && o->collection)
+			find_leaks(&f, c, o);
 		if (progress)
 			progress(progress_ctx, f.done, f.total);
 	}

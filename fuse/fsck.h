@@ -18,8 +18,12 @@
  * against the chunks; a gc entry for a blob still referenced; a blob missing in the
  * cluster or shorter than its chunks need.
  *
- * Not done: leaked blobs (in the cluster, referenced by nothing): the volume servers
- * have no listing of their needles yet, so nothing can find them.
+ * Leaks (with o->collection): every needle of the collection's volumes (the volume
+ * servers' GET /admin/needles) that no chunk references and the gc queue does not
+ * hold, written longer than o->grace_ns ago (younger ones may be uploads whose commit
+ * is still to come), is a leaked blob: a crash between an upload and its commit. With
+ * o->repair it is deleted. Only for a collection this filesystem alone writes to: a
+ * blob of another filesystem or tool in it would look leaked.
  */
 #ifndef KELP_FSCK_H
 #define KELP_FSCK_H
@@ -37,14 +41,22 @@ typedef void (*fsck_report_fn)(void *ctx, const char *kind, const char *detail, 
 
 struct fsck_result {
 	uint64_t inodes, dentries, chunks, blobs, blobs_checked;
-	uint64_t problems;
+	uint64_t problems; /* found and not repaired */
+	uint64_t needles, leaks, leaks_deleted;
+};
+
+struct fsck_options {
+	const char *collection; /* search it for leaked blobs (NULL: no search) */
+	int64_t grace_ns;	/* needles younger than this are never leaks */
+	bool repair;		/* delete the leaked blobs */
 };
 
 /*
  * Checks kv (and the blobs through c, unless c is NULL). 0 when the check ran (see
  * r->problems), -errno when it could not (engine or memory errors).
  */
-int fsck_run(struct kv *kv, struct kelp_client *c, fsck_report_fn report, void *ctx,
-	     dump_progress_fn progress, void *progress_ctx, struct fsck_result *r);
+int fsck_run(struct kv *kv, struct kelp_client *c, const struct fsck_options *o,
+	     fsck_report_fn report, void *ctx, dump_progress_fn progress, void *progress_ctx,
+	     struct fsck_result *r);
 
 #endif
