@@ -485,22 +485,47 @@ static int update_directory(struct kelp_client *c, const uint32_t *vols, int n, 
 	return rc;
 }
 
-static int set_hold(struct kv *kv, int64_t oldest_ns, int64_t until_ns)
+/*
+ * One small write transaction, run again (up to 50 times, 10 s) after a conflict with
+ * another mount's or a lost connection. only_if_none: leave a hold that is still on.
+ * (oldest_ns is given without the margin.)
+ */
+static int set_hold(struct kv *kv, int64_t oldest_ns, int64_t until_ns, bool only_if_none)
 {
 	uint8_t v[16];
-	struct kv_txn *t;
-	int rc = kv->ops->begin(kv, true, &t);
+	int rc = -EAGAIN;
 
-	if (rc < 0)
-		return rc;
 	be64(v, (uint64_t)(oldest_ns - HOLD_MARGIN_NS));
 	be64(v + 8, (uint64_t)until_ns);
-	rc = kv_put(t, KV_COUNTERS, META_BACKUP_HOLD_KEY, strlen(META_BACKUP_HOLD_KEY), v, 16);
-	if (rc < 0) {
-		kv->ops->abort(t);
-		return rc;
+	for (int attempt = 0; attempt < 50 && (rc == -EAGAIN || rc == -ENOTCONN); attempt++) {
+		struct kv_txn *t;
+
+		if (attempt)
+			usleep(200000);
+		rc = kv->ops->begin(kv, true, &t);
+		if (rc < 0)
+			continue;
+		if (only_if_none) {
+			const uint8_t *cur;
+			size_t clen;
+
+			rc = kv_get(t, KV_COUNTERS, META_BACKUP_HOLD_KEY,
+				    strlen(META_BACKUP_HOLD_KEY), &cur, &clen);
+			if (rc == 0 && clen == 16 && (int64_t)rd64(cur + 8) > (int64_t)now_ns()) {
+				kv->ops->abort(t);
+				return 0; /* a hold is on: it covers this backup already */
+			}
+		}
+		rc = kv_put(t, KV_COUNTERS, META_BACKUP_HOLD_KEY, strlen(META_BACKUP_HOLD_KEY), v,
+			    16);
+		if (rc < 0 || t->failed) {
+			rc = rc < 0 ? rc : t->failed;
+			kv->ops->abort(t);
+			continue;
+		}
+		rc = kv->ops->commit(t);
 	}
-	return kv->ops->commit(t);
+	return rc;
 }
 
 int backup_run(struct kv *kv, struct kelp_client *c, const struct backup_options *o,
@@ -533,6 +558,16 @@ int backup_run(struct kv *kv, struct kelp_client *c, const struct backup_options
 	if (deflateInit2(&g->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
 		rc = -ENOMEM;
 		goto out;
+	}
+	/* 0. blobs queued from now on stay while this backup is made (the first backup
+	 * has no hold yet; gc runs every second) */
+	if (o && o->hold_ns > 0) {
+		rc = set_hold(kv, (int64_t)now_ns(), (int64_t)now_ns() + o->hold_ns, true);
+		if (rc < 0) {
+			deflateEnd(&g->z);
+			set_err(err, cap, "cannot record the gc hold: %s", strerror(-rc));
+			goto out;
+		}
 	}
 	/* 1. the dump, compressed, into the temporary file (one read transaction) */
 	rc = dump_write(kv, gz_write, g, o ? o->progress : NULL, o ? o->progress_ctx : NULL, &st);
@@ -585,7 +620,7 @@ int backup_run(struct kv *kv, struct kelp_client *c, const struct backup_options
 
 		if (kept > 0)
 			oldest = old.e[kept - 1].time_ns;
-		rc = set_hold(kv, oldest, (int64_t)now_ns() + o->hold_ns);
+		rc = set_hold(kv, oldest, (int64_t)now_ns() + o->hold_ns, false);
 		if (rc < 0) {
 			set_err(err, cap, "cannot record the gc hold: %s", strerror(-rc));
 			goto out;
