@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster/base/log.h"
 #include "cluster/base/util.h"
 
 #define BAR_WIDTH 30
@@ -195,4 +196,55 @@ void tool_progress_finish(struct tool_progress *p)
 		p->enabled = false;
 	}
 	pthread_mutex_destroy(&p->lock);
+}
+
+void tool_cluster_id(const char *masters, int timeout_ms, char *out, size_t cap)
+{
+	struct kelp_client_options co = {.masters = masters, .timeout_ms = timeout_ms};
+	struct kelp_client *c = NULL;
+	char *body = NULL;
+	size_t len = 0;
+	long status = 0;
+
+	out[0] = '\0';
+	if (kelp_client_new(&co, &c) < 0)
+		return;
+	if (kelp_client_master_get(c, "/dir/status", false, &status, &body, &len, NULL) == 0 &&
+	    status == 200) {
+		json_t *j = json_loadb(body, len, 0, NULL);
+		const char *id = j ? json_string_value(json_object_get(j, "TopologyId")) : NULL;
+
+		if (id)
+			snprintf(out, cap, "%s", id);
+		json_decref(j);
+	} else {
+		log_warn("no master answered for the cluster id (%s); the metadata's cluster is "
+			 "not checked",
+			 kelp_client_error(c));
+	}
+	free(body);
+	kelp_client_free(c);
+}
+
+int tool_parse_duration(const char *s, double *seconds)
+{
+	char *end;
+	double v = strtod(s, &end), unit = 1;
+
+	if (end == s || v < 0)
+		return -EINVAL;
+	if (!strcmp(end, "") || !strcmp(end, "s"))
+		unit = 1;
+	else if (!strcmp(end, "ms"))
+		unit = 0.001;
+	else if (!strcmp(end, "m"))
+		unit = 60;
+	else if (!strcmp(end, "h"))
+		unit = 3600;
+	else if (!strcmp(end, "d"))
+		unit = 86400;
+	else
+		return -EINVAL;
+	*seconds = v * unit;
+	return 0;
 }

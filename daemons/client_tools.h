@@ -55,6 +55,15 @@ int tool_client_new(const char *cmd, const char *masters, int timeout_s, bool us
 		    struct kelp_client **out);
 
 /*
+ * The masters' cluster id (TopologyId of /dir/status) into out (cap bytes), "" when no
+ * master answered within timeout_ms (a warning is logged: the check is then skipped).
+ */
+void tool_cluster_id(const char *masters, int timeout_ms, char *out, size_t cap);
+
+/* "90", "90s", "500ms", "30m", "1h", "2d" -> seconds. -EINVAL when malformed. */
+int tool_parse_duration(const char *s, double *seconds);
+
+/*
  * A JSON string of text; bytes that are not valid UTF-8 (file names can be anything)
  * become '?'. Never NULL unless out of memory.
  */

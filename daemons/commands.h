@@ -6,6 +6,8 @@ int master_main(int argc, char **argv);
 int volume_main(int argc, char **argv);
 int server_main(int argc, char **argv);
 int mount_main(int argc, char **argv);
+int meta_main(int argc, char **argv);
+int fsck_main(int argc, char **argv);
 int upload_main(int argc, char **argv);
 int download_main(int argc, char **argv);
 int delete_main(int argc, char **argv);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +14,11 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
+#include "cluster/base/util.h"
 #include "cluster/client/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
+#include "fuse/backup.h"
 #include "fuse/file.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
@@ -82,35 +85,71 @@ static int daemonize(const char *log_file)
 }
 
 /*
- * The masters' cluster id (TopologyId of /dir/status) into out, "" when no master
- * answered within timeout_ms (the check against the metadata is then skipped).
+ * The periodic metadata backup (-backupInterval, fuse/backup.h): a thread that sleeps
+ * an interval, then stores a backup through its own client. A backup is one read
+ * transaction: the filesystem goes on meanwhile. The gc hold lasts backupKeep
+ * intervals: as long as the oldest kept backup, if backups stop.
  */
-static void cluster_id(const char *masters, int timeout_ms, char *out, size_t cap)
+struct backup_thread {
+	struct meta *meta;
+	const char *masters;
+	struct backup_options o;
+	double interval_s;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+};
+
+static void *backup_loop(void *arg)
 {
-	struct kelp_client_options co = {.masters = masters, .timeout_ms = timeout_ms};
+	struct backup_thread *b = arg;
+	struct kelp_client_options co = {.masters = b->masters, .timeout_ms = 60000};
 	struct kelp_client *c = NULL;
-	char *body = NULL;
-	size_t len = 0;
-	long status = 0;
 
-	out[0] = '\0';
-	if (kelp_client_new(&co, &c) < 0)
-		return;
-	if (kelp_client_master_get(c, "/dir/status", false, &status, &body, &len, NULL) == 0 &&
-	    status == 200) {
-		json_t *j = json_loadb(body, len, 0, NULL);
-		const char *id = j ? json_string_value(json_object_get(j, "TopologyId")) : NULL;
-
-		if (id)
-			snprintf(out, cap, "%s", id);
-		json_decref(j);
-	} else {
-		log_warn("mount: no master answered for the cluster id (%s); the metadata's "
-			 "cluster is not checked",
-			 kelp_client_error(c));
+	if (kelp_client_new(&co, &c) < 0) {
+		log_error("mount: no client for the metadata backups: they are off");
+		return NULL;
 	}
-	free(body);
+	pthread_mutex_lock(&b->lock);
+	while (!b->stop) {
+		struct timespec ts;
+		uint64_t at;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
+		     (uint64_t)(b->interval_s * 1e9);
+		ts.tv_sec = (time_t)(at / 1000000000ull);
+		ts.tv_nsec = (long)(at % 1000000000ull);
+		while (!b->stop && pthread_cond_timedwait(&b->cond, &b->lock, &ts) == 0)
+			;
+		if (b->stop)
+			break;
+		pthread_mutex_unlock(&b->lock);
+		{
+			struct backup_entry e;
+			char err[512];
+			int removed = 0, rc;
+			uint64_t t0 = monotonic_ns();
+
+			rc = backup_run(meta_kv(b->meta), c, &b->o, &e, &removed, err, sizeof(err));
+			if (rc == 0) {
+				log_info(
+				    "mount: metadata backup: %llu records, %llu bytes compressed "
+				    "in %d part(s), %.1f s; %d old backup(s) removed",
+				    (unsigned long long)e.records, (unsigned long long)e.size,
+				    e.n_parts, (double)(monotonic_ns() - t0) / 1e9, removed);
+				backup_entry_release(&e);
+			} else {
+				log_error("mount: metadata backup failed: %s (next try in %.0f s)",
+					  err[0] ? err : strerror(-rc), b->interval_s);
+			}
+		}
+		pthread_mutex_lock(&b->lock);
+	}
+	pthread_mutex_unlock(&b->lock);
 	kelp_client_free(c);
+	return NULL;
 }
 
 int mount_main(int argc, char **argv)
@@ -122,6 +161,10 @@ int mount_main(int argc, char **argv)
 	     *collection = "", *replication = "", *ttl = "", *options = "", *ready_file = "";
 	char *log_file = "";
 	char *cache_dir = "";
+	char *backup_interval = "1h";
+	int backup_keep = 24;
+	struct backup_thread bt;
+	bool backups = false;
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
 	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S;
 	struct mount_session session;
@@ -171,6 +214,11 @@ int mount_main(int argc, char **argv)
 	    FLAG("metaOffline", FLAG_BOOL, &meta_offline,
 		 "keep serving metadata calls (stat, ls, rename, ...) from LMDB while no master "
 		 "answers, instead of failing them with EIO"),
+	    FLAG("backupInterval", FLAG_STRING, &backup_interval,
+		 "store a backup of the metadata in the cluster this often (1h, 30m, 90s; "
+		 "0 = off): see kelp meta restore"),
+	    FLAG("backupKeep", FLAG_INT, &backup_keep,
+		 "metadata backups kept in the cluster (older ones are deleted)"),
 	    FLAG("o", FLAG_STRING, &options,
 		 "FUSE mount options, comma list (allow_other, ro, ...)"),
 	    FLAG("threads", FLAG_INT, &threads, "most FUSE worker threads"),
@@ -210,6 +258,15 @@ int mount_main(int argc, char **argv)
 			"kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
 			"0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and "
 			"-entryCacheSec 0-86400, -gcGraceSec at most 86400, -trashDays 0-36500\n");
+		return 2;
+	}
+	memset(&bt, 0, sizeof(bt));
+	if (tool_parse_duration(backup_interval, &bt.interval_s) < 0 || backup_keep < 1 ||
+	    backup_keep > BACKUP_MAX_KEEP) {
+		fprintf(stderr,
+			"kelp mount: -backupInterval is a duration (1h, 30m, 90s, 0 = off), "
+			"-backupKeep 1-%d\n",
+			BACKUP_MAX_KEEP);
 		return 2;
 	}
 	is_pg = kv_is_pg_url(meta_dir);
@@ -272,7 +329,7 @@ int mount_main(int argc, char **argv)
 	if (is_pg) {
 		char host[256] = "", where[4096];
 
-		cluster_id(master, timeout_s * 1000, cid, sizeof(cid));
+		tool_cluster_id(master, timeout_s * 1000, cid, sizeof(cid));
 		mo.cluster_id = cid;
 		gethostname(host, sizeof(host) - 1);
 		if (!realpath(dir, where))
@@ -290,6 +347,22 @@ int mount_main(int argc, char **argv)
 			: ret == -EPROTONOSUPPORT ? "it has a newer format (see the log)"
 						  : strerror(-ret));
 		return 1;
+	}
+	/* LMDB metadata from `kelp meta load/restore -master` knows its cluster: check it
+	 * (PostgreSQL checked at open). Not asked otherwise: a plain LMDB mount does not
+	 * wait for the masters. */
+	if (!is_pg && meta_cluster_id(meta, cid, sizeof(cid)) == 0 && *cid) {
+		char masters_id[128];
+
+		tool_cluster_id(master, 5000, masters_id, sizeof(masters_id));
+		if (*masters_id && strcmp(masters_id, cid)) {
+			fprintf(stderr,
+				"kelp mount: the metadata in %s belongs to the cluster %s, and the "
+				"masters are the cluster %s: refusing to mount it\n",
+				meta_shown, cid, masters_id);
+			meta_close(meta);
+			return 1;
+		}
 	}
 	{
 		char where[4096];
@@ -329,8 +402,27 @@ int mount_main(int argc, char **argv)
 	fo.entry_timeout = entry_cache_s;
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
+	if (ret == 0 && bt.interval_s > 0) {
+		bt.meta = meta;
+		bt.masters = master;
+		bt.o.keep = backup_keep;
+		bt.o.replication = fo.replication;
+		bt.o.hold_ns = (int64_t)(bt.interval_s * 1e9) * backup_keep;
+		pthread_mutex_init(&bt.lock, NULL);
+		pthread_cond_init(&bt.cond, NULL);
+		backups = pthread_create(&bt.thread, NULL, backup_loop, &bt) == 0;
+		if (!backups)
+			log_error("mount: cannot start the backup thread: backups are off");
+	}
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
+	if (backups) {
+		pthread_mutex_lock(&bt.lock);
+		bt.stop = true;
+		pthread_cond_signal(&bt.cond);
+		pthread_mutex_unlock(&bt.lock);
+		pthread_join(bt.thread, NULL); /* a backup under way finishes first */
+	}
 	kelp_fs_destroy(&fs);
 	mount_session_stop(&session);
 	meta_close(meta);

@@ -16,7 +16,9 @@
  * commit fail the same way (t->failed), so a caller that ignores one error (an existence
  * test) still cannot commit a half-seen state.
  *
- * Values returned by get and scan stay valid until the transaction ends.
+ * Values returned by get stay valid until the transaction ends; keys and values handed
+ * to a scan callback only during that call (a scan of a whole table must not keep it
+ * in memory: a dump reads millions of rows in one transaction).
  */
 #ifndef KELP_KV_H
 #define KELP_KV_H
@@ -92,6 +94,20 @@ struct kv_ops {
 	int (*count)(struct kv_txn *t, int table, uint64_t *n);
 	/* A number never handed out before (starting at first); may skip numbers. */
 	int (*next_id)(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out);
+	/*
+	 * A number above every one next_id has handed out (0 when it never has), for a
+	 * dump; and making next_id never hand out one below `next` (a load). Neither is
+	 * rolled back with the transaction (sequences), which only ever skips numbers.
+	 */
+	int (*peek_id)(struct kv_txn *t, enum kv_id id, uint64_t *out);
+	int (*raise_id)(struct kv_txn *t, enum kv_id id, uint64_t next);
+	/*
+	 * A property of the whole store, in the transaction: "format" (the engine's format
+	 * version) and "cluster_id" (the masters' TopologyId it belongs to). Values are
+	 * short strings; get gives "" when unset (the format of LMDB is "1").
+	 */
+	int (*get_prop)(struct kv_txn *t, const char *name, char *out, size_t cap);
+	int (*set_prop)(struct kv_txn *t, const char *name, const char *value);
 	/* Ends the transaction (t is freed): 0, -EAGAIN (run it again), -ENOTCONN, -errno. */
 	int (*commit)(struct kv_txn *t);
 	void (*abort)(struct kv_txn *t);
@@ -202,6 +218,26 @@ static inline int kv_count(struct kv_txn *t, int table, uint64_t *n)
 static inline int kv_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out)
 {
 	return t->failed ? t->failed : kv_failed(t, t->kv->ops->next_id(t, id, first, out));
+}
+
+static inline int kv_peek_id(struct kv_txn *t, enum kv_id id, uint64_t *out)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->peek_id(t, id, out));
+}
+
+static inline int kv_raise_id(struct kv_txn *t, enum kv_id id, uint64_t next)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->raise_id(t, id, next));
+}
+
+static inline int kv_get_prop(struct kv_txn *t, const char *name, char *out, size_t cap)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->get_prop(t, name, out, cap));
+}
+
+static inline int kv_set_prop(struct kv_txn *t, const char *name, const char *value)
+{
+	return t->failed ? t->failed : kv_failed(t, t->kv->ops->set_prop(t, name, value));
 }
 
 #endif

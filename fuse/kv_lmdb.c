@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,7 +162,9 @@ static int l_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 
 	if (mdb_cursor_open(txn_of(t), env_of(t)->dbi[table], &cur) != 0)
 		return -EIO;
-	if (!reverse) {
+	if (!reverse && flen == 0) {
+		rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); /* LMDB has no empty keys */
+	} else if (!reverse) {
 		key.mv_size = flen;
 		key.mv_data = (void *)from;
 		rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
@@ -204,10 +207,15 @@ static int l_count(struct kv_txn *t, int table, uint64_t *n)
 	return rc;
 }
 
+static const char *id_name(enum kv_id id)
+{
+	return id == KV_ID_INO ? "next_ino" : "gc_seq";
+}
+
 /* In the counters table, in the caller's write transaction (one writer at a time). */
 static int l_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out)
 {
-	const char *name = id == KV_ID_INO ? "next_ino" : "gc_seq";
+	const char *name = id_name(id);
 	MDB_val key = {strlen(name), (void *)name}, val;
 	uint8_t v[8];
 	uint64_t n = first;
@@ -223,6 +231,55 @@ static int l_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *
 	val.mv_size = 8;
 	val.mv_data = v;
 	return lmdb_err(mdb_put(txn_of(t), dbi, &key, &val, 0));
+}
+
+static int l_peek_id(struct kv_txn *t, enum kv_id id, uint64_t *out)
+{
+	const uint8_t *v;
+	size_t vlen;
+	int rc = l_get(t, KV_COUNTERS, id_name(id), strlen(id_name(id)), &v, &vlen);
+
+	*out = 0;
+	if (rc == 0 && vlen == 8)
+		*out = rd64(v);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int l_raise_id(struct kv_txn *t, enum kv_id id, uint64_t next)
+{
+	uint64_t cur;
+	uint8_t v[8];
+	int rc = l_peek_id(t, id, &cur);
+
+	if (rc < 0 || cur >= next)
+		return rc;
+	be64(v, next);
+	return l_put(t, KV_COUNTERS, id_name(id), strlen(id_name(id)), v, 8);
+}
+
+/* Properties live in the counters table as "prop:<name>". */
+static int l_get_prop(struct kv_txn *t, const char *name, char *out, size_t cap)
+{
+	char key[64];
+	const uint8_t *v;
+	size_t vlen;
+	int n = snprintf(key, sizeof(key), "prop:%s", name), rc;
+
+	out[0] = '\0';
+	rc = l_get(t, KV_COUNTERS, key, (size_t)n, &v, &vlen);
+	if (rc == 0)
+		snprintf(out, cap, "%.*s", (int)vlen, (const char *)v);
+	else if (rc == -ENOENT && !strcmp(name, "format"))
+		snprintf(out, cap, "1");
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int l_set_prop(struct kv_txn *t, const char *name, const char *value)
+{
+	char key[64];
+	int n = snprintf(key, sizeof(key), "prop:%s", name);
+
+	return l_put(t, KV_COUNTERS, key, (size_t)n, value, strlen(value));
 }
 
 static int l_commit(struct kv_txn *t)
@@ -268,6 +325,10 @@ static const struct kv_ops lmdb_ops = {
     .scan = l_scan,
     .count = l_count,
     .next_id = l_next_id,
+    .peek_id = l_peek_id,
+    .raise_id = l_raise_id,
+    .get_prop = l_get_prop,
+    .set_prop = l_set_prop,
     .commit = l_commit,
     .abort = l_abort,
     .sync = l_sync,

@@ -668,6 +668,7 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 {
 	uint8_t lo[KEY_MAX + 1], hi[KEY_MAX];
 	int lol = tkey(lo, table, from, flen), hil, fmts[3] = {1, 1, 0}, seen = 0;
+	struct pg_txn *x = ptx(t);
 
 	if (lol < 0)
 		return lol;
@@ -691,7 +692,7 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 		if (rc < 0)
 			return rc;
 		rows = PQntuples(r);
-		for (int i = 0; i < rows; i++) {
+		for (int i = 0; i < rows && rc == 0; i++) {
 			const uint8_t *k = (const uint8_t *)PQgetvalue(r, i, 0);
 			int kl = PQgetlength(r, i, 0);
 
@@ -699,20 +700,16 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 				continue;
 			rc = fn(ctx, k + 1, (size_t)kl - 1, (const uint8_t *)PQgetvalue(r, i, 1),
 				(size_t)PQgetlength(r, i, 1));
-			if (rc)
-				return rc < 0 ? rc : 0;
 			seen++;
 		}
-		if (rows < batch || (limit > 0 && seen >= limit))
-			return 0;
-		/* Go on after (or, reversed, before) the last key of this batch. */
-		{
+		if (rc == 0 && rows == batch && !(limit > 0 && seen >= limit)) {
+			/* Go on after (or, reversed, before) the last key of this batch. */
 			const uint8_t *k = (const uint8_t *)PQgetvalue(r, rows - 1, 0);
 			int kl = PQgetlength(r, rows - 1, 0);
 
-			if (kl > KEY_MAX)
-				return -EIO;
-			if (!reverse) {
+			if (kl > KEY_MAX) {
+				rc = -EIO;
+			} else if (!reverse) {
 				memcpy(lo, k, (size_t)kl);
 				lo[kl] = 0; /* the smallest key above k */
 				lol = kl + 1;
@@ -720,7 +717,19 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 				memcpy(hi, k, (size_t)kl);
 				hil = kl;
 			}
+		} else if (rc == 0) {
+			rows = -1; /* done */
 		}
+		/* The callbacks are done with this batch (kv.h): a scan of a whole table
+		 * holds one batch at a time. run() kept it last. */
+		if (x->n_res > 0 && x->res[x->n_res - 1] == r) {
+			PQclear(r);
+			x->n_res--;
+		}
+		if (rc)
+			return rc < 0 ? rc : 0;
+		if (rows < 0)
+			return 0;
 	}
 }
 
@@ -770,6 +779,101 @@ static int p_next_id(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *
 	pthread_mutex_unlock(&pg->lock);
 	*out = start;
 	return 0;
+}
+
+/* Runs an unprepared statement with text parameters (binary results) and waits. */
+static int run_sql(struct kv_txn *t, const char *sql, int n, const char *const *vals,
+		   PGresult **out)
+{
+	struct pg_txn *x = ptx(t);
+	struct pg_conn *pc = x->pc;
+	PGresult *r = NULL;
+	int rc;
+
+	if (!PQsendQueryParams(pc->c, sql, n, NULL, vals, NULL, NULL, 1)) {
+		pc->broken = true;
+		return -ENOTCONN;
+	}
+	rc = want_push(pc, W_KEEP);
+	if (rc == 0)
+		rc = sync_drain(pg_of(t), pc, &r);
+	if (rc < 0) {
+		if (r)
+			PQclear(r);
+		return rc;
+	}
+	if (!r) {
+		pc->broken = true;
+		return -ENOTCONN;
+	}
+	rc = keep_result(x, r);
+	if (rc == 0)
+		*out = r;
+	return rc;
+}
+
+static const char *seq_name(enum kv_id id)
+{
+	return id == KV_ID_INO ? "kelp_ino_seq" : "kelp_gc_seq";
+}
+
+/* The sequence hands out blocks: the next one starts a block above the last. */
+static int p_peek_id(struct kv_txn *t, enum kv_id id, uint64_t *out)
+{
+	char sql[160];
+	PGresult *r;
+	int rc;
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT CASE WHEN is_called THEN last_value + %d ELSE last_value END FROM %s",
+		 ID_BLOCK, seq_name(id));
+	rc = run_sql(t, sql, 0, NULL, &r);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(r) != 1 || PQgetlength(r, 0, 0) != 8)
+		return -EIO;
+	*out = rd64((const uint8_t *)PQgetvalue(r, 0, 0));
+	return 0;
+}
+
+static int p_raise_id(struct kv_txn *t, enum kv_id id, uint64_t next)
+{
+	char sql[200], val[32];
+	const char *vals[1] = {val};
+	uint64_t cur;
+	PGresult *r;
+	int rc = p_peek_id(t, id, &cur);
+
+	if (rc < 0 || cur >= next)
+		return rc;
+	snprintf(val, sizeof(val), "%llu", (unsigned long long)next);
+	snprintf(sql, sizeof(sql), "SELECT setval('%s', $1::bigint, false)", seq_name(id));
+	return run_sql(t, sql, 1, vals, &r);
+}
+
+static int p_get_prop(struct kv_txn *t, const char *name, char *out, size_t cap)
+{
+	const char *vals[1] = {name};
+	PGresult *r;
+	int rc = run_sql(t, "SELECT value FROM kelp_format WHERE name = $1", 1, vals, &r);
+
+	out[0] = '\0';
+	if (rc < 0)
+		return rc;
+	if (PQntuples(r) == 1)
+		snprintf(out, cap, "%.*s", PQgetlength(r, 0, 0), PQgetvalue(r, 0, 0));
+	return 0;
+}
+
+static int p_set_prop(struct kv_txn *t, const char *name, const char *value)
+{
+	const char *vals[2] = {name, value};
+	PGresult *r;
+
+	return run_sql(t,
+		       "INSERT INTO kelp_format VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET "
+		       "value = EXCLUDED.value",
+		       2, vals, &r);
 }
 
 static int p_commit(struct kv_txn *t)
@@ -832,6 +936,10 @@ static const struct kv_ops pg_ops = {
     .scan = p_scan,
     .count = p_count,
     .next_id = p_next_id,
+    .peek_id = p_peek_id,
+    .raise_id = p_raise_id,
+    .get_prop = p_get_prop,
+    .set_prop = p_set_prop,
     .commit = p_commit,
     .abort = p_abort,
     .sync = p_sync,

@@ -156,6 +156,15 @@ static int init_root(struct kv_txn *t, uint32_t *generation)
 	int64_t now = meta_now_ns();
 	int rc;
 
+	/* A `kelp meta load` that did not finish (dump.c): refuse the half-loaded tree. */
+	rc = kv_get(t, KV_COUNTERS, META_LOADING_KEY, strlen(META_LOADING_KEY), &v, &vlen);
+	if (rc == 0) {
+		log_error("meta: a `kelp meta load` into this metadata did not finish: run it "
+			  "again (it starts over), or use another -meta");
+		return -EUCLEAN;
+	}
+	if (rc != -ENOENT)
+		return rc;
 	be64(k, META_ROOT_INO);
 	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
 	if (rc == -ENOENT) {
@@ -195,10 +204,29 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		free(m);
 		return rc;
 	}
+	/* LMDB: the cluster a `kelp meta load` or restore recorded (PostgreSQL checks its
+	 * own at open). */
+	if (rc == 0 && !m->kv->shared && o && o->cluster_id && *o->cluster_id) {
+		char stored[128] = "";
+
+		rc = IN_TXN(m, false, kv_get_prop(t, "cluster_id", stored, sizeof(stored)));
+		if (rc == 0 && *stored && strcmp(stored, o->cluster_id)) {
+			log_error("meta: the metadata in %s belongs to the cluster %s, and the "
+				  "masters are the cluster %s: refusing to mount it",
+				  spec, stored, o->cluster_id);
+			rc = -EXDEV;
+		}
+		if (rc < 0) {
+			m->kv->ops->close(m->kv);
+			free(m);
+			return rc;
+		}
+	}
 	/* The root directory and the inode generation, on first use. */
 	rc = IN_TXN(m, true, init_root(t, &m->generation));
 	if (rc < 0) {
-		log_error("meta: cannot create the root directory: %s", strerror(-rc));
+		if (rc != -EUCLEAN)
+			log_error("meta: cannot create the root directory: %s", strerror(-rc));
 		m->kv->ops->close(m->kv);
 		free(m);
 		return rc;
@@ -385,22 +413,19 @@ static int fidref_add(struct meta *m, struct kv_txn *t, const char *fid, int del
 		rc = kv_next_id(t, KV_ID_GC, 1, &seq);
 		if (rc < 0)
 			return rc;
+		uint8_t v[META_FID_MAX + 9];
+
 		be64(k, seq);
 		/* Counted before the commit: a gc pass that runs in between misses the
 		 * blob, and the next one (at most a second later) takes it. */
 		__atomic_add_fetch(&m->gc_generation, 1, __ATOMIC_RELEASE);
-		if (m->kv->shared) {
-			/* fid, NUL, the time it was queued (the grace period: meta_gc_take). */
-			uint8_t v[META_FID_MAX + 9];
-
-			if (flen >= META_FID_MAX)
-				return -EINVAL;
-			memcpy(v, fid, flen);
-			v[flen] = '\0';
-			be64(v + flen + 1, (uint64_t)meta_now_ns());
-			return kv_put(t, KV_GC, k, 8, v, flen + 9);
-		}
-		return kv_put(t, KV_GC, k, 8, fid, flen);
+		if (flen >= META_FID_MAX)
+			return -EINVAL;
+		/* The fid, a NUL, when it was queued (the backup hold: meta_gc_take). */
+		memcpy(v, fid, flen);
+		v[flen] = '\0';
+		be64(v + flen + 1, (uint64_t)meta_now_ns());
+		return kv_put(t, KV_GC, k, 8, v, flen + 9);
 	}
 	return kv_put(t, KV_FIDREFS, fid, flen, &count, 4);
 }
@@ -2143,52 +2168,104 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	return IN_TXN(m, true, removexattr_tx(t, ino, k, klen, acl_kind(name)));
 }
 
+int meta_gc_decode(const uint8_t *v, size_t vlen, char *fid, int64_t *queued_ns)
+{
+	const uint8_t *nul = memchr(v, '\0', vlen);
+	size_t flen = nul ? (size_t)(nul - v) : vlen;
+
+	if (flen == 0 || flen >= META_FID_MAX || (nul && vlen != flen + 9))
+		return -EIO;
+	memcpy(fid, v, flen);
+	fid[flen] = '\0';
+	/* Entries written before the queue time was recorded count as old. */
+	*queued_ns = nul ? (int64_t)rd64(nul + 1) : 0;
+	return 0;
+}
+
 struct gc_list {
-	int n, max;
+	int n, max, scanned;
 	char (*fids)[META_FID_MAX];
 	uint64_t *seqs;
 	int64_t before_ns; /* only entries queued before this (0: any) */
+	int64_t hold_from; /* entries queued at or after this are kept (0: none) */
 };
 
 static int gc_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct gc_list *l = ctx;
-	const uint8_t *z = memchr(v, '\0', vlen);
+	int64_t queued;
 
-	if (z) {
-		/* fid, NUL, queue time: young entries wait for the grace period */
-		if ((size_t)(z - v) + 9 == vlen && l->before_ns &&
-		    (int64_t)rd64(z + 1) > l->before_ns)
-			return 0;
-		vlen = (size_t)(z - v);
-	}
-	if (klen != 8 || vlen >= META_FID_MAX)
-		return 0;
-	if (l->n == l->max)
+	if (l->n == l->max || ++l->scanned > 8 * l->max)
 		return 1;
+	if (klen != 8 || meta_gc_decode(v, vlen, l->fids[l->n], &queued) < 0)
+		return 0;
+	if (l->hold_from && queued >= l->hold_from)
+		return 0; /* a kept backup may still reference it */
+	if (l->before_ns && queued > l->before_ns)
+		return 0; /* younger than the grace period (shared engines) */
 	l->seqs[l->n] = rd64(k);
-	memcpy(l->fids[l->n], v, vlen);
-	l->fids[l->n][vlen] = '\0';
 	l->n++;
 	return 0;
 }
 
+/*
+ * The backup hold (counters "backup_hold": oldest kept backup, hold until, both ns,
+ * big-endian): while it lasts, blobs queued after the oldest kept backup stay, since
+ * a restore of that backup may reference them. Entries are in sequence order, about
+ * the order they were queued (exactly with LMDB; with PostgreSQL each mount takes
+ * blocks of numbers), so a pass looks at most 8 x n entries.
+ */
 static int gc_take_tx(struct kv_txn *t, struct gc_list *l)
 {
+	static const char hold_key[] = META_BACKUP_HOLD_KEY;
 	uint8_t from[8];
+	const uint8_t *v;
+	size_t vlen;
 	int rc;
 
 	l->n = 0;
+	l->scanned = 0;
+	l->hold_from = 0;
+	rc = kv_get(t, KV_COUNTERS, hold_key, sizeof(hold_key) - 1, &v, &vlen);
+	if (rc == 0 && vlen == 16 && (int64_t)rd64(v + 8) > meta_now_ns())
+		l->hold_from = (int64_t)rd64(v);
+	else if (rc < 0 && rc != -ENOENT)
+		return rc;
 	be64(from, 0);
-	/* With a grace period young entries are skipped: look a bit further. */
-	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, l->before_ns ? l->max * 8 : l->max, gc_one,
-		     l);
+	rc = kv_scan(t, KV_GC, from, 8, NULL, 0, false, 0, gc_one, l);
 	return rc < 0 ? rc : l->n;
+}
+
+static int set_hold_tx(struct kv_txn *t, int64_t oldest_ns, int64_t until_ns)
+{
+	static const char hold_key[] = META_BACKUP_HOLD_KEY;
+	uint8_t v[16];
+
+	if (!oldest_ns)
+		return kv_del(t, KV_COUNTERS, hold_key, sizeof(hold_key) - 1);
+	be64(v, (uint64_t)oldest_ns);
+	be64(v + 8, (uint64_t)until_ns);
+	return kv_put(t, KV_COUNTERS, hold_key, sizeof(hold_key) - 1, v, 16);
+}
+
+int meta_set_backup_hold(struct meta *m, int64_t oldest_ns, int64_t until_ns)
+{
+	return IN_TXN(m, true, set_hold_tx(t, oldest_ns, until_ns));
+}
+
+int meta_cluster_id(struct meta *m, char *out, size_t cap)
+{
+	return IN_TXN(m, false, kv_get_prop(t, "cluster_id", out, cap));
+}
+
+struct kv *meta_kv(struct meta *m)
+{
+	return m->kv;
 }
 
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs)
 {
-	struct gc_list l = {0, n, fids, seqs, 0};
+	struct gc_list l = {.max = n, .fids = fids, .seqs = seqs};
 
 	if (m->gc_grace_ms)
 		l.before_ns = meta_now_ns() - (int64_t)m->gc_grace_ms * 1000000;

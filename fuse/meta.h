@@ -258,6 +258,30 @@ int meta_gc_pending(struct meta *m);
 /* Changes whenever a blob may have been sent to gc (cheap: no transaction). */
 uint64_t meta_gc_generation(struct meta *m);
 
+/*
+ * The backup hold: until until_ns, gc keeps the blobs queued at or after oldest_ns
+ * (the oldest backup kept: a restore of it may reference them). 0 removes it. Stored
+ * in the metadata, so every mount of a shared database honours it.
+ */
+int meta_set_backup_hold(struct meta *m, int64_t oldest_ns, int64_t until_ns);
+
+/* A gc queue value: the fid (META_FID_MAX), and when it was queued (0 = unknown).
+ * -EIO when malformed. */
+int meta_gc_decode(const uint8_t *v, size_t vlen, char *fid, int64_t *queued_ns);
+
+/* The backup hold in the counters table: 16 bytes, big-endian: gc keeps blobs queued at
+ * or after the first 8 (ns) until the time in the last 8 (fuse/backup.h). */
+#define META_BACKUP_HOLD_KEY "backup_hold"
+
+/* Set in the counters table while `kelp meta load` runs: meta_open refuses (-EUCLEAN). */
+#define META_LOADING_KEY "load_incomplete"
+
+/* The cluster id recorded in the metadata ("" when none). 0 or -errno. */
+int meta_cluster_id(struct meta *m, char *out, size_t cap);
+
+/* The engine under m (dump, backup: fuse/dump.h). */
+struct kv *meta_kv(struct meta *m);
+
 /* Number of inodes (statfs). */
 int meta_inode_count(struct meta *m, uint64_t *count);
 

@@ -1502,6 +1502,38 @@ int kelp_client_upload_buffer(struct kelp_client *c, const char *url, const char
 	return rc;
 }
 
+int kelp_client_put_at(struct kelp_client *c, const char *fid,
+		       const struct kelp_upload_options *opt, const void *data, size_t len,
+		       struct kelp_upload_result *out)
+{
+	struct kelp_locations locs;
+	char auth[KELP_AUTH_MAX] = "";
+	uint64_t deadline = deadline_after(c);
+	struct transfer t;
+	uint32_t vid = fid_text_vid(fid);
+	int rc;
+
+	c->err[0] = '\0';
+	if (!vid) {
+		set_error(c, "bad file id \"%s\"", fid);
+		return -EINVAL;
+	}
+	/* Asked for this fid (fresh): the master adds its write token when it has a key. */
+	rc = lookup_until(c, vid, fid, true, &locs, NULL, auth, deadline);
+	if (rc < 0)
+		return rc;
+	if (locs.n == 0) {
+		set_error(c, "volume %" PRIu32 " has no location", vid);
+		return -ENOENT;
+	}
+	transfer_init(&t, "PUT");
+	t.src_mem = len ? data : (const uint8_t *)"";
+	t.src_size = len;
+	rc = upload_until(c, location_address(c, &locs.loc[0]), fid, auth, opt, &t, out, deadline);
+	transfer_release(&t);
+	return rc;
+}
+
 int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fid, const char *auth,
 			  const struct kelp_upload_options *opt, int fd, uint64_t offset,
 			  uint64_t size, struct kelp_upload_result *out)

@@ -148,6 +148,17 @@ int kelp_client_upload_fd(struct kelp_client *c, const char *url, const char *fi
 			  const struct kelp_upload_options *opt, int fd, uint64_t offset,
 			  uint64_t size, struct kelp_upload_result *out);
 
+/*
+ * Uploads len bytes to a fid the caller chose (a key in an existing volume, e.g. a
+ * well-known name), replacing what that key held: the master's lookup of the fid
+ * gives the volume's location and, in a -jwtKey cluster, the write token. The volume
+ * server refuses (-EINVAL) to replace a needle whose cookie differs. No retries on
+ * another volume (the fid names one).
+ */
+int kelp_client_put_at(struct kelp_client *c, const char *fid,
+		       const struct kelp_upload_options *opt, const void *data, size_t len,
+		       struct kelp_upload_result *out);
+
 /* What put_* did: the assign it used and the upload's result. */
 struct kelp_put_result {
 	struct kelp_assign_result assign;

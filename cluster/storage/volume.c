@@ -702,6 +702,70 @@ static int read_cookie(struct volume *v, uint32_t offset, uint32_t *cookie)
 	return 0;
 }
 
+struct list_ctx {
+	struct needle_map_entry *e;
+	size_t n, cap;
+};
+
+static int list_one(void *ctx, const struct needle_map_entry *e)
+{
+	struct list_ctx *l = ctx;
+
+	if (l->n == l->cap)
+		return -ENOMEM; /* sized from the count under the same lock */
+	l->e[l->n++] = *e;
+	return 0;
+}
+
+int volume_list(struct volume *v, struct volume_needle **out, size_t *n)
+{
+	struct list_ctx l = {0};
+	struct volume_needle *list;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	pthread_rwlock_rdlock(&v->lock);
+	l.cap = v->map.count;
+	l.e = malloc((l.cap ? l.cap : 1) * sizeof(*l.e));
+	ret = l.e ? needle_map_each(&v->map, list_one, &l) : -ENOMEM;
+	pthread_rwlock_unlock(&v->lock);
+	if (ret < 0) {
+		free(l.e);
+		return ret;
+	}
+	list = calloc(l.n ? l.n : 1, sizeof(*list));
+	if (!list) {
+		free(l.e);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		uint8_t h[NEEDLE_HEADER_SIZE], t[8];
+		uint64_t off = (uint64_t)l.e[i].offset * 8;
+		uint32_t size;
+
+		list[i].key = l.e[i].key;
+		list[i].size = l.e[i].size;
+		pthread_rwlock_rdlock(&v->lock);
+		ret = pread_all(v->dat_fd, h, sizeof(h), off);
+		if (ret == 0 && v->version == NEEDLE_VERSION_3 &&
+		    pread_all(v->dat_fd, t, 8,
+			      off + NEEDLE_HEADER_SIZE + l.e[i].size + NEEDLE_CHECKSUM_SIZE) == 0)
+			list[i].append_at_ns = get_be64(t);
+		pthread_rwlock_unlock(&v->lock);
+		if (ret < 0) {
+			free(l.e);
+			free(list);
+			return -EIO;
+		}
+		needle_parse_header(h, &list[i].cookie, &list[i].key, &size);
+	}
+	free(l.e);
+	*out = list;
+	*n = l.n;
+	return 0;
+}
+
 /* Bodies up to this size are copied into one record buffer and written at once. */
 #define SMALL_RECORD (64u << 10)
 

@@ -156,6 +156,22 @@ int volume_delete(struct volume *v, uint64_t key, uint32_t cookie, uint32_t *siz
 int volume_read(struct volume *v, uint64_t key, uint32_t cookie, struct volume_blob *out);
 void volume_blob_release(struct volume_blob *b);
 
+/* A live needle as volume_list reports it. */
+struct volume_needle {
+	uint64_t key;
+	uint32_t cookie;
+	uint32_t size;	       /* the needle header Size field */
+	uint64_t append_at_ns; /* when it was written (version 3), 0 when unknown */
+};
+
+/*
+ * Every live needle of the volume (a snapshot of the map, then each needle's header
+ * read under the read lock one at a time, so writers are not held up): *out is
+ * malloc'ed (caller frees), *n its length. Needles replaced or deleted meanwhile may
+ * show with their old header. 0, -ENOMEM, -EIO.
+ */
+int volume_list(struct volume *v, struct volume_needle **out, size_t *n);
+
 /* Deleted bytes / content bytes. */
 double volume_garbage_ratio(struct volume *v);
 

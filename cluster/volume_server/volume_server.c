@@ -736,6 +736,34 @@ static void handle_status(struct volume_server *vs, struct http_request *req)
 
 /* ---------------------------------------------------------------- admin */
 
+/*
+ * GET /admin/needles?volume=N: every live needle of a volume, for `kelp fsck`'s leak
+ * search: {"Volume":N,"Collection":"..","Needles":[[key,cookie,size,appendAtNs],...]}.
+ */
+static void handle_list_needles(struct volume_server *vs, struct http_request *req,
+				struct volume *v)
+{
+	struct volume_needle *list;
+	json_t *arr;
+	size_t n;
+	int ret = volume_list(v, &list, &n);
+
+	if (ret < 0) {
+		http_reply_error(req, 500, "cannot list volume %u: %s", volume_id(v),
+				 strerror(-ret));
+		return;
+	}
+	arr = json_array();
+	for (size_t i = 0; i < n && arr; i++)
+		json_array_append_new(
+		    arr, json_pack("[I,I,I,I]", (json_int_t)list[i].key, (json_int_t)list[i].cookie,
+				   (json_int_t)list[i].size, (json_int_t)list[i].append_at_ns));
+	free(list);
+	http_reply_json(req, 200,
+			json_pack("{s:i,s:s,s:o}", "Volume", (int)volume_id(v), "Collection",
+				  volume_collection(v), "Needles", arr ? arr : json_array()));
+}
+
 static void handle_admin(struct volume_server *vs, struct http_request *req, const char *op)
 {
 	struct volume *v;
@@ -834,6 +862,8 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 		ret = volume_cleanup_compact(v);
 	} else if (!strcmp(op, "sync")) {
 		ret = volume_sync(v);
+	} else if (!strcmp(op, "needles")) {
+		handle_list_needles(vs, req, v);
 	} else {
 		http_reply_error(req, 404, "unknown admin operation \"%s\"", op);
 	}

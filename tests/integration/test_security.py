@@ -182,6 +182,7 @@ ADMIN_ROUTES = [
     "/admin/vacuum/commit?volume=%(vid)d",
     "/admin/vacuum/cleanup?volume=%(vid)d",
     "/admin/sync?volume=%(vid)d",
+    "/admin/needles?volume=%(vid)d",
     "/admin/delete_collection?collection=sec",
 ]
 

@@ -31,6 +31,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/storage/needle.h"
+#include "cluster/base/util.h"
 #include "cluster/storage/volume.h"
 
 #define VID 1
@@ -682,6 +683,38 @@ static void test_write_read_delete_reload(void **state)
 	model_check(v, &m);
 	volume_close(v);
 	model_free(&m);
+}
+
+/* volume_list: the live needles with their cookies, sizes and write times. */
+static void test_list(void **state)
+{
+	const char *dir = *state;
+	struct volume_options o = create_opts();
+	struct volume *v = open_vol(dir, VID, &o);
+	uint8_t *data = make_data(700, 3);
+	struct volume_needle *list;
+	size_t n;
+	uint64_t before = now_ns();
+
+	assert_int_equal(volume_list(v, &list, &n), 0);
+	assert_int_equal(n, 0);
+	free(list);
+	assert_int_equal(put(v, 5, 0x55555555, data, 700), 0);
+	assert_int_equal(put(v, 6, 0x66666666, data, 100), 0);
+	assert_int_equal(put(v, 7, 0x77777777, data, 10), 0);
+	assert_int_equal(volume_delete(v, 6, 0x66666666, NULL), 0);
+	assert_int_equal(put(v, 7, 0x77777777, data, 20), 0); /* replaced: listed once */
+	assert_int_equal(volume_list(v, &list, &n), 0);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(list[i].key == 5 || list[i].key == 7);
+		assert_int_equal(list[i].cookie, list[i].key == 5 ? 0x55555555u : 0x77777777u);
+		assert_true(list[i].size > (list[i].key == 5 ? 700u : 20u));
+		assert_true(list[i].append_at_ns >= before && list[i].append_at_ns <= now_ns());
+	}
+	free(list);
+	volume_close(v);
+	free(data);
 }
 
 static void test_cookie_mismatch(void **state)
@@ -2445,6 +2478,7 @@ int main(void)
 	    T(test_bad_super_block),
 	    T(test_write_read_delete_reload),
 	    T(test_cookie_mismatch),
+	    T(test_list),
 	    T(test_delete_missing),
 	    T(test_unchanged_rewrite),
 	    T(test_empty_blob),

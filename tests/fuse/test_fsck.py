@@ -1,0 +1,145 @@
+"""`kelp fsck`: the metadata checked against itself and the cluster.
+
+- a healthy tree (every file kind, hard links, a file being written) while mounted: exit 0;
+- a blob deleted behind the mount's back: exit 1, the problem names the file's path;
+- metadata broken on purpose (loaded from a crafted dump): each kind of damage is found.
+"""
+
+import json
+import os
+import subprocess
+
+import requests
+
+from kelp_fuse_conftest import run, write_file
+from test_meta_dump import build_tree, dump
+
+
+def canonical(fid):
+    """"3,01a1b2c3d4_1" (a batch assign's key + 1) -> "3,02a1b2c3d4", as fsck shows it."""
+    vid, rest = fid.split(",")
+    delta = 0
+    if "_" in rest:
+        rest, d = rest.split("_")
+        delta = int(d)
+    key = int(rest[:-8], 16) + delta
+    hexkey = "%x" % key
+    if len(hexkey) % 2:
+        hexkey = "0" + hexkey
+    return "%s,%s%s" % (vid, hexkey, rest[-8:])
+
+
+def fsck(kelp_bin, meta, *extra):
+    r = subprocess.run([kelp_bin, "fsck", "-meta=" + meta] + list(extra),
+                       capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    problems = [json.loads(x) for x in r.stdout.decode().splitlines() if x.strip()]
+    return r.returncode, problems, r.stderr.decode()
+
+
+def test_fsck_clean_then_missing_blob(kelp):
+    kelp.start_server()
+    m = kelp.mount(args=["-chunkSizeLimitMB=1"])
+    build_tree(m.path("t"))
+    with open(m.path("t", "open-unlinked"), "wb") as f:   # an orphan while it runs
+        f.write(b"x" * 1000)
+        f.flush()
+        os.unlink(m.path("t", "open-unlinked"))
+        rc, problems, err = fsck(kelp.kelp_bin, m.meta, "-master=" + kelp.server.master_addr)
+        assert rc == 0 and problems == [], (problems, err)
+        assert "0 problem(s)" in err
+    # delete one blob of t/d/e/f/deep behind the mount's back
+    ino = os.stat(m.path("t", "d", "e", "f", "deep")).st_ino
+    _, recs = dump(kelp.kelp_bin, m.meta)
+    fids = [json.loads(x)["fid"] for x in recs
+            if '"chunk"' in x and json.loads(x)["chunk"] == ino]
+    assert fids
+    vid = fids[0].split(",")[0]
+    url = kelp.server.master_get("/dir/lookup?volumeId=" + vid).json()["locations"][0]["url"]
+    assert requests.delete("http://%s/%s" % (url, fids[0]), timeout=10).status_code in (200, 202)
+    rc, problems, err = fsck(kelp.kelp_bin, m.meta, "-master=" + kelp.server.master_addr)
+    assert rc == 1, err
+    assert [p["problem"] for p in problems] == ["missing blob"], problems
+    assert problems[0]["path"] == "/t/d/e/f/deep"
+    assert canonical(fids[0]) in problems[0]["detail"], (fids[0], problems)
+    # -noBlobs: the metadata alone is fine
+    rc, problems, err = fsck(kelp.kelp_bin, m.meta, "-noBlobs")
+    assert rc == 0 and problems == [], problems
+
+
+def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
+    """A crafted metadata: a name of a missing inode, a wrong link count, an unreachable
+    inode, a wrong reference count, a gc entry for a used blob, a directory whose
+    parents row is wrong."""
+    hdr = {"kelp_dump": 1, "generation": 77, "next_ino": 100, "next_gc": 10}
+
+    def inode(ino, mode, nlink):
+        return {"inode": ino, "mode": mode, "nlink": nlink, "uid": 0, "gid": 0, "rdev": 0,
+                "size": 10, "atime": 0, "mtime": 0, "ctime": 0, "crtime": 0}
+    recs = [
+        inode(1, 0o40755, 3), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
+        inode(4, 0o100644, 1), inode(5, 0o100644, 1),
+        {"dentry": 1, "name": "dir", "ino": 2},
+        {"dentry": 2, "name": "file", "ino": 3},          # nlink 2, one name
+        {"dentry": 2, "name": "ghost", "ino": 42},        # no such inode
+        {"dentry": 1, "name": "other", "ino": 4},
+        {"dir": 2, "parent": 7},                          # should be 1
+        {"chunk": 3, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,01aa"},
+        {"chunk": 4, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,02bb"},
+        {"fidref": "3,01aa", "count": 1},
+        {"fidref": "3,02bb", "count": 5},                 # 1 chunk uses it
+        {"gc": 3, "fid": "3,01aa", "queued": 0},          # still used
+    ]                                                    # inode 5: no name
+    text = "\n".join(json.dumps(x) for x in [hdr] + recs + [{"end": len(recs)}]) + "\n"
+    meta = str(tmp_path / "broken")
+    run([kelp_bin, "meta", "load", "-meta=" + meta], input=text.encode(), stdin=None)
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs")
+    assert rc == 1, err
+    kinds = sorted((p["problem"], p["path"]) for p in problems)
+    assert kinds == sorted([
+        ("name of a missing inode", "/dir/ghost"),
+        ("wrong link count", "/dir/file"),
+        ("unreachable inode", ""),
+        ("wrong blob reference count", "/other"),
+        ("gc queue holds a blob still used", "/dir/file"),
+        ("directory parent row differs from its name", "/dir"),
+    ]), problems
+
+
+def test_fsck_leaked_blob_repair(kelp, tmp_path):
+    """A blob in the mount's collection that nothing references (an upload whose commit
+    never came): -leaks lists it, not younger than -grace; -repair deletes it and
+    nothing else (every file reads back)."""
+    kelp.start_server()
+    m = kelp.mount(args=["-collection=fsc", "-chunkSizeLimitMB=1"])
+    files = {"f%d" % i: os.urandom(1000 + 700000 * (i % 3)) for i in range(8)}
+    for name, data in files.items():
+        write_file(m.path(name), data)
+    write_file(m.path("f0"), b"overwritten")                # a superseded blob (gc)
+    files["f0"] = b"overwritten"
+    src = str(tmp_path / "orphan-upload")
+    write_file(src, b"uploaded, never committed" * 100)
+    r = run([kelp.kelp_bin, "upload", "-master=" + kelp.server.master_addr,
+             "-collection=fsc", src])
+    leaked = json.loads(r.stdout.decode().splitlines()[0])["fid"]
+    master = "-master=" + kelp.server.master_addr
+    # young: not a leak yet
+    rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-leaks", "-collection=fsc")
+    assert rc == 0 and problems == [], (problems, err)
+    rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-leaks", "-collection=fsc",
+                             "-grace=0s")
+    assert rc == 1, err
+    assert [(p["problem"], canonical(leaked) in p["detail"]) for p in problems] == [
+        ("leaked blob", True)], problems
+    rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-repair", "-collection=fsc",
+                             "-grace=0s")
+    assert rc == 0 and len(problems) == 1 and problems[0]["detail"].endswith(": deleted"), \
+        (problems, err)
+    url = kelp.server.master_get("/dir/lookup?volumeId=" + leaked.split(",")[0]).json()[
+        "locations"][0]["url"]
+    assert requests.get("http://%s/%s" % (url, leaked), timeout=10).status_code == 404
+    for name, data in files.items():
+        with open(m.path(name), "rb") as f:
+            assert f.read() == data, name
+    rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-leaks", "-collection=fsc",
+                             "-grace=0s")
+    assert rc == 0 and problems == [], problems
