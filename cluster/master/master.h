@@ -44,6 +44,13 @@ struct master_options {
 	int vacuum_interval_seconds;
 	int threads;
 	int election_timeout_ms; /* HA: Raft election timeout (1000) */
+	/* repair (repair.h): under-replicated volumes are copied after this many seconds
+	 * (< 0: never); copies per server; MB/s per copy (0 = unlimited); seconds between
+	 * check.disk passes (0 = never) */
+	int repair_delay_seconds;
+	int repair_concurrency;
+	double repair_mbps;
+	int check_disk_interval_seconds;
 };
 
 int master_start(const struct master_options *opt, struct master **out);
