@@ -1,0 +1,179 @@
+"""Volume copies between volume servers, automatic repair by the leader master, extra
+copies of a returning server, and volume.check.disk (issue 13; docs/architecture.md
+"Repair")."""
+
+import os
+import random
+import threading
+import time
+
+import requests
+
+from cluster import PULSE, fid_vid, make_cluster, wait_for  # noqa: F401
+from conftest import assert_json, make_fid, rand_bytes
+
+ONE_RACK3 = [("dc1", "r1")] * 3
+COPY_TIMEOUT = 60
+
+
+def wait_copy(c, target, vid, timeout=COPY_TIMEOUT, states=("done",)):
+    """Polls target's /admin/volume/copy/status until the newest copy of vid is in one
+    of `states`; returns its JSON. A failed copy fails the test at once unless
+    "failed" is wanted."""
+    def check():
+        body = assert_json(c.http("GET", target.addr, "/admin/volume/copy/status"), 200)
+        for j in body["Copies"]:
+            if j["volume"] == vid:
+                if j["state"] == "failed" and "failed" not in states:
+                    raise RuntimeError("copy of %d failed: %s" % (vid, j["error"]))
+                return j if j["state"] in states else None
+        return None
+    return wait_for("copy of volume %d on %s to be %s" % (vid, target.addr, states), check,
+                    timeout)
+
+
+def start_copy(c, target, source, vid, expect=202, **params):
+    r = c.http("POST", target.addr, "/admin/volume/copy",
+               params=dict(volume=str(vid), source=source.addr, **params))
+    assert r.status_code == expect, (r.status_code, r.text)
+    return r
+
+
+class Writer(threading.Thread):
+    """Writes blobs to volume vid on server addr with fresh keys until stopped; keeps
+    every acknowledged fid -> data."""
+
+    def __init__(self, c, addr, vid, size=3000, seed=1):
+        super().__init__(daemon=True)
+        self.c, self.addr, self.vid, self.size = c, addr, vid, size
+        self.rnd = random.Random(seed)
+        self.acked = {}
+        self.errors = 0
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        n = 0
+        s = requests.Session()
+        while not self.stop_flag.is_set() and n < 20000:
+            n += 1
+            fid = make_fid(self.vid, 1000000 + n, self.rnd.getrandbits(32))
+            data = rand_bytes(self.size, n)
+            try:
+                r = s.put("http://%s/%s" % (self.addr, fid), data=data, timeout=10)
+            except requests.RequestException:
+                self.errors += 1
+                continue
+            if r.status_code == 201:
+                self.acked[fid] = data
+            else:
+                self.errors += 1
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(30)
+        assert not self.is_alive()
+
+
+def fill(c, addr, vid, n, size=5000, first_key=1):
+    blobs = {}
+    for i in range(n):
+        fid = make_fid(vid, first_key + i, 0x1000 + i)
+        data = rand_bytes(size, first_key + i)
+        c.put(addr, fid, data)
+        blobs[fid] = data
+    return blobs
+
+
+def test_copy_while_writing_then_verified_and_served(make_cluster):
+    c = make_cluster([("dc1", "r1"), ("dc1", "r2")], master_args=["-repairDelaySeconds=-1"])
+    a, b = c.volumes
+    a.assign(7)
+    before = fill(c, a.addr, 7, 200, size=20000)
+    w = Writer(c, a.addr, 7)
+    w.start()
+    try:
+        start_copy(c, b, a, 7, finish="wait")
+        wait_copy(c, b, 7, states=("caught_up",))
+        # the last round: writes stop on the source, the copy catches up and finishes
+        assert_json(c.http("POST", a.addr, "/admin/mark_readonly", params={"volume": "7"}), 200)
+        assert c.http("POST", b.addr, "/admin/volume/copy/finish",
+                      params={"volume": "7"}).status_code == 200
+        job = wait_copy(c, b, 7)
+    finally:
+        w.stop()
+    assert len(w.acked) > 0
+    assert job["bytes"] > 200 * 20000
+    for fid, data in list(before.items()) + list(w.acked.items()):
+        c.assert_readable(b.addr, fid, data)
+    # identical files, and the new copy is announced to the master
+    va, vb = a.volumes()[7], b.volumes()[7]
+    assert va["Size"] == vb["Size"] and va["FileCount"] == vb["FileCount"]
+    c.settle()
+    # one copy wanted (000): lookups give the freshest only, the writable source
+    assert len(c.master.lookup_urls(7)) == 1
+    da = open(os.path.join(a.dirs[0], "7.dat"), "rb").read()
+    db = open(os.path.join(b.dirs[0], "7.dat"), "rb").read()
+    assert da == db
+    # a second copy of a volume already there is refused
+    start_copy(c, b, a, 7, expect=409)
+
+
+def test_copy_refuses_bad_input(make_cluster):
+    c = make_cluster([("dc1", "r1"), ("dc1", "r2")], master_args=["-repairDelaySeconds=-1"])
+    a, b = c.volumes
+    r = c.http("POST", b.addr, "/admin/volume/copy", params={"volume": "x", "source": a.addr})
+    assert r.status_code == 400
+    r = c.http("POST", b.addr, "/admin/volume/copy", params={"volume": "3"})
+    assert r.status_code == 400
+    r = c.http("POST", b.addr, "/admin/volume/copy", params={"volume": "3", "source": b.addr})
+    assert r.status_code == 400
+    # a volume the source does not have: the job fails, nothing is left behind
+    start_copy(c, b, a, 99)
+    job = wait_copy(c, b, 99, states=("failed",))
+    assert "404" in job["error"], job
+    assert not [f for f in os.listdir(b.dirs[0]) if f.startswith("99")]
+    r = c.http("GET", a.addr, "/admin/volume/file",
+               params={"volume": "99", "ext": "dat", "size": "8"})
+    assert r.status_code == 404
+
+
+def test_copy_killed_target_leaves_no_volume_and_retry_works(make_cluster):
+    c = make_cluster([("dc1", "r1"), ("dc1", "r2")], master_args=["-repairDelaySeconds=-1"])
+    a, b = c.volumes
+    a.assign(5)
+    blobs = fill(c, a.addr, 5, 300, size=30000)
+    # slow copy (1 MB/s): kill -9 the target in the middle
+    start_copy(c, b, a, 5, mbps="1")
+    wait_for("the copy to be under way", lambda: [
+        j for j in assert_json(c.http("GET", b.addr, "/admin/volume/copy/status"),
+                               200)["Copies"] if j["bytes"] > 0], 10)
+    b.kill()
+    left = os.listdir(b.dirs[0])
+    assert "5.dat" not in left and any(f.endswith(".cdt") for f in left), left
+    b.start()
+    assert not [f for f in os.listdir(b.dirs[0]) if f.startswith("5")], os.listdir(b.dirs[0])
+    assert 5 not in b.volumes()
+    start_copy(c, b, a, 5)
+    wait_copy(c, b, 5)
+    for fid, data in blobs.items():
+        c.assert_readable(b.addr, fid, data)
+
+
+def test_copy_killed_source_fails_cleanly_and_retry_works(make_cluster):
+    c = make_cluster([("dc1", "r1"), ("dc1", "r2")], master_args=["-repairDelaySeconds=-1"])
+    a, b = c.volumes
+    a.assign(6)
+    blobs = fill(c, a.addr, 6, 300, size=30000)
+    start_copy(c, b, a, 6, mbps="1")
+    wait_for("the copy to be under way", lambda: [
+        j for j in assert_json(c.http("GET", b.addr, "/admin/volume/copy/status"),
+                               200)["Copies"] if j["bytes"] > 0], 10)
+    a.kill()
+    wait_copy(c, b, 6, states=("failed",))
+    assert not [f for f in os.listdir(b.dirs[0]) if f.startswith("6")], os.listdir(b.dirs[0])
+    assert 6 not in b.volumes()
+    a.start()
+    start_copy(c, b, a, 6)
+    wait_copy(c, b, 6)
+    for fid, data in blobs.items():
+        c.assert_readable(b.addr, fid, data)
