@@ -177,3 +177,128 @@ def test_copy_killed_source_fails_cleanly_and_retry_works(make_cluster):
     wait_copy(c, b, 6)
     for fid, data in blobs.items():
         c.assert_readable(b.addr, fid, data)
+
+
+class ClusterWriter(threading.Thread):
+    """assign + upload through the master with a replication, until stopped; keeps
+    every acknowledged fid -> data (failures are counted, they are not acknowledged)."""
+
+    def __init__(self, c, replication, size=2000, seed=3, pause=0.0):
+        super().__init__(daemon=True)
+        self.c, self.replication, self.size, self.pause = c, replication, size, pause
+        self.acked = {}
+        self.errors = 0
+        self.stop_flag = threading.Event()
+        self.n = 0
+
+    def run(self):
+        s = requests.Session()
+        while not self.stop_flag.is_set() and self.n < 50000:
+            self.n += 1
+            data = rand_bytes(self.size, self.n + 7777)
+            try:
+                r = s.get(self.c.master.url("/dir/assign"),
+                          params={"replication": self.replication}, timeout=10)
+                if r.status_code != 200:
+                    self.errors += 1
+                    time.sleep(0.05)
+                    continue
+                a = r.json()
+                r = s.put("http://%s/%s" % (a["url"], a["fid"]), data=data, timeout=10)
+            except requests.RequestException:
+                self.errors += 1
+                continue
+            if r.status_code == 201:
+                self.acked[a["fid"]] = data
+            else:
+                self.errors += 1
+            if self.pause:
+                time.sleep(self.pause)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(30)
+        assert not self.is_alive()
+
+
+def replica_counts(c):
+    """{vid: number of running servers holding it}."""
+    counts = {}
+    for v in c.running():
+        for vid in v.volumes():
+            counts[vid] = counts.get(vid, 0) + 1
+    return counts
+
+
+def _repair_after_loss(make_cluster, nodes, replication, victim_index):
+    c = make_cluster(nodes, master_args=["-repairDelaySeconds=2", "-repairConcurrency=2"],
+                     max=12)
+    want = 1 + sum(int(ch) for ch in replication)
+    w = ClusterWriter(c, replication)
+    w.start()
+    try:
+        wait_for("some writes", lambda: len(w.acked) >= 100, 30)
+        victim = c.volumes[victim_index]
+        lost = set(victim.volumes())
+        assert lost
+        victim.kill()
+        # writes keep being acknowledged (on volumes without the dead server)
+        n0 = len(w.acked)
+        wait_for("writes after the loss", lambda: len(w.acked) >= n0 + 100, 60)
+        # every volume fully replicated again on the running servers
+        wait_for("every volume back at %d copies" % want,
+                 lambda: all(n == want for n in replica_counts(c).values())
+                 and lost <= set(replica_counts(c)), 60, interval=0.2)
+        def repaired():
+            rep = assert_json(c.master.get("/cluster/repair"), 200)["Repair"]
+            return lost <= {j["volume"] for j in rep["Copies"] if j["state"] == "done"}
+        wait_for("the master's repair status to show every copy done", repaired, 10)
+        n1 = len(w.acked)
+        wait_for("writes after the repair", lambda: len(w.acked) >= n1 + 50, 60)
+    finally:
+        w.stop()
+    c.settle(timeout=10)
+    # every acknowledged blob reads back from every replica
+    holders = {}
+    for v in c.running():
+        for vid in v.volumes():
+            holders.setdefault(vid, []).append(v)
+    for fid, data in w.acked.items():
+        hs = holders[fid_vid(fid)]
+        assert len(hs) == want
+        for h in hs:
+            c.assert_readable(h.addr, fid, data)
+    return c, victim, lost, w
+
+
+def test_repair_after_losing_a_server_001(make_cluster):
+    c, victim, lost, w = _repair_after_loss(make_cluster, ONE_RACK3, "001", 0)
+    # delete some blobs of the repaired volumes, then bring the stale server back
+    deleted = [f for f in w.acked if fid_vid(f) in lost][:20]
+    assert deleted
+    for fid in deleted:
+        url = c.master.lookup(fid_vid(fid))["locations"][0]["url"]
+        r = c.http("DELETE", url, "/" + fid)
+        assert r.status_code == 202, r.text
+    victim.start()
+    # lookups never send a reader to the stale copies, and deleted blobs stay deleted
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for fid in deleted[:5]:
+            for loc in c.master.lookup(fid_vid(fid))["locations"]:
+                c.assert_gone(loc["url"], fid)
+        if not (set(victim.volumes()) & lost):
+            break
+        time.sleep(0.2)
+    # the extra copies (the stale ones) are removed
+    wait_for("the returning server's stale copies to be removed",
+             lambda: not (set(victim.volumes()) & lost), 30)
+    assert all(n == 2 for n in replica_counts(c).values()), replica_counts(c)
+    for fid in deleted:
+        for v in c.running():
+            if fid_vid(fid) in v.volumes():
+                c.assert_gone(v.addr, fid)
+
+
+def test_repair_after_losing_a_server_010(make_cluster):
+    _repair_after_loss(make_cluster, [("dc1", "r1"), ("dc1", "r2"), ("dc1", "r3")], "010", 1)
