@@ -1461,7 +1461,10 @@ static int collect_state(void *ctx, const struct needle_map_entry *e)
 		needle_parse_header(h, &s->cookie, &id, &size);
 	if (pread_all(c->dat_fd, tail, sizeof(tail),
 		      (uint64_t)e->offset * 8 + NEEDLE_HEADER_SIZE + size) == 0)
+	{
+		s->checksum = get_be32(tail);
 		s->append_at_ns = get_be64(tail + 4);
+	}
 	return 0;
 }
 

@@ -199,6 +199,7 @@ struct volume_needle_state {
 	uint32_t offset; /* units of 8 bytes; 0 for a tombstone without a record */
 	uint32_t size;	 /* VOLUME_TOMBSTONE_SIZE when deleted */
 	uint32_t cookie;
+	uint32_t checksum; /* the record's stored CRC of its data */
 	uint64_t append_at_ns;
 };
 

@@ -265,7 +265,7 @@ static void encode_states(const struct volume_needle_state *s, size_t n, uint8_t
 		put_be32(p + 8, s[i].offset);
 		put_be32(p + 12, s[i].size);
 		put_be32(p + 16, s[i].cookie);
-		put_be32(p + 20, 0);
+		put_be32(p + 20, s[i].checksum);
 		put_be64(p + 24, s[i].append_at_ns);
 	}
 }
@@ -901,6 +901,7 @@ static int peer_states(struct copier *c, const char *peer, uint32_t vid, struct 
 		out->s[i].offset = get_be32(p + 8);
 		out->s[i].size = get_be32(p + 12);
 		out->s[i].cookie = get_be32(p + 16);
+		out->s[i].checksum = get_be32(p + 20);
 		out->s[i].append_at_ns = get_be64(p + 24);
 	}
 	http_client_response_release(&rs);
@@ -994,8 +995,12 @@ static void check_disk(struct copier *c, struct volume *v, const char *peer, boo
 			a = &mine.s[i++];
 			b = &theirs.s[k++];
 		}
-		if (a && b && a->append_at_ns == b->append_at_ns)
-			continue; /* the same record on both */
+		/* The same write on both (replicas append it with their own clocks): the
+		 * same state, cookie, size and CRC. */
+		if (a && b &&
+		    ((a->size == VOLUME_TOMBSTONE_SIZE && b->size == VOLUME_TOMBSTONE_SIZE) ||
+		     (a->size == b->size && a->cookie == b->cookie && a->checksum == b->checksum)))
+			continue;
 		if (a && (!b || a->append_at_ns > b->append_at_ns)) {
 			bool del = a->size == VOLUME_TOMBSTONE_SIZE;
 

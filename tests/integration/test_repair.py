@@ -302,3 +302,70 @@ def test_repair_after_losing_a_server_001(make_cluster):
 
 def test_repair_after_losing_a_server_010(make_cluster):
     _repair_after_loss(make_cluster, [("dc1", "r1"), ("dc1", "r2"), ("dc1", "r3")], "010", 1)
+
+
+def _diverge(c, a, b, vid, first_key):
+    """Blobs on a only, on b only, and a deletion on b only (writes with
+    ?type=replicate are not forwarded). Returns (only_a, only_b, deleted)."""
+    common = fill(c, a.addr, vid, 10, first_key=first_key)
+    only_a, only_b = {}, {}
+    for i in range(5):
+        fid = make_fid(vid, first_key + 100 + i, 0x2000 + i)
+        only_a[fid] = rand_bytes(4000, first_key + 100 + i)
+        c.put(a.addr, fid + "?type=replicate", only_a[fid])
+        fid = make_fid(vid, first_key + 200 + i, 0x3000 + i)
+        only_b[fid] = rand_bytes(4000, first_key + 200 + i)
+        c.put(b.addr, fid + "?type=replicate", only_b[fid])
+    deleted = list(common)[:3]
+    for fid in deleted:
+        assert c.http("DELETE", b.addr, "/" + fid + "?type=replicate").status_code == 202
+    for fid in deleted:
+        c.assert_readable(a.addr, fid, common[fid])
+    for fid in only_b:
+        assert c.read(a.addr, fid).status_code == 404
+    return only_a, only_b, deleted
+
+
+def _assert_converged(c, a, b, only_a, only_b, deleted):
+    for srv in (a, b):
+        for fid, data in list(only_a.items()) + list(only_b.items()):
+            c.assert_readable(srv.addr, fid, data)
+        for fid in deleted:
+            c.assert_gone(srv.addr, fid)
+
+
+def test_check_disk_repairs_diverged_replicas(make_cluster):
+    c = make_cluster([("dc1", "r1")] * 2,
+                     master_args=["-repairDelaySeconds=-1", "-checkDiskIntervalSeconds=1"])
+    a, b = c.volumes
+    a.assign(9, replication="001")
+    b.assign(9, replication="001")
+    c.settle()
+    only_a, only_b, deleted = _diverge(c, a, b, 9, 1)
+    # a dry run counts, changes nothing
+    r = c.http("POST", a.addr, "/admin/volume/check_disk",
+               params={"volume": "9", "peer": b.addr, "apply": "false", "cutoffSeconds": "0"})
+    body = assert_json(r, 200)
+    assert (body["copiedToPeer"], body["copiedFromPeer"], body["deletedHere"],
+            body["deletedOnPeer"]) == (5, 5, 3, 0), body
+    assert c.read(a.addr, list(only_b)[0]).status_code == 404
+    # the leader's periodic pass (records older than 10 s) converges the replicas
+    wait_for("the periodic check.disk to converge volume 9", lambda: all(
+        c.read(a.addr, f).status_code == 200 for f in only_b) and all(
+        c.read(b.addr, f).status_code == 200 for f in only_a) and all(
+        c.read(a.addr, f).status_code == 404 for f in deleted), 40, interval=0.5)
+    _assert_converged(c, a, b, only_a, only_b, deleted)
+    rep = assert_json(c.master.get("/cluster/repair"), 200)["Repair"]
+    assert rep["CheckDiskFixes"] >= 13, rep
+    # by hand, at once (cutoffSeconds=0), on a second divergence
+    only_a, only_b, deleted = _diverge(c, a, b, 9, 1000)
+    body = assert_json(c.http("POST", b.addr, "/admin/volume/check_disk",
+                              params={"volume": "9", "peer": a.addr, "cutoffSeconds": "0"}), 200)
+    assert (body["copiedToPeer"], body["copiedFromPeer"], body["deletedOnPeer"],
+            body["failed"]) == (5, 5, 3, 0), body
+    _assert_converged(c, a, b, only_a, only_b, deleted)
+    # and again: nothing left to do
+    body = assert_json(c.http("POST", a.addr, "/admin/volume/check_disk",
+                              params={"volume": "9", "peer": b.addr, "cutoffSeconds": "0"}), 200)
+    assert body["copiedToPeer"] + body["copiedFromPeer"] + body["deletedHere"] + \
+        body["deletedOnPeer"] == 0, body
