@@ -28,17 +28,7 @@ int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, c
 			const char *rack, const char *node, unsigned *rand_state, int *out,
 			char *reason, size_t reason_cap);
 
-/*
- * Repair and balance: placements of existing copies. A set of locations "fits" rp
- * when it can be part of a placement of rp: some main data center and main rack where
- * the main rack holds at most z+1 copies, every other rack of that data center at most
- * one (and at most y such racks), every other data center at most one (at most x).
- */
-struct growth_place {
-	const char *url, *data_center, *rack;
-};
-
-bool growth_fits(uint8_t rp, const struct growth_place *locs, int n);
+/* Repair: see placement_fits (common/layout.h) for when copies fit a placement. */
 
 /*
  * A server for one more copy of a volume that has the copies in have[0..n_have):
@@ -46,7 +36,7 @@ bool growth_fits(uint8_t rp, const struct growth_place *locs, int n);
  * weighted by free slots. Returns its index in nodes, or -ENOSPC (why in reason).
  */
 int growth_pick_repair(const struct topo_node_view *nodes, int n, uint8_t rp,
-		       const struct growth_place *have, int n_have, unsigned *rand_state,
+		       const struct placement_place *have, int n_have, unsigned *rand_state,
 		       char *reason, size_t reason_cap);
 
 #endif

@@ -217,7 +217,8 @@ static bool status_allowed(struct master *m, struct http_request *req)
 static bool status_route(const char *p)
 {
 	return !strcmp(p, "/dir/status") || !strcmp(p, "/") || !strcmp(p, "/vol/status") ||
-	       !strcmp(p, "/cluster/status") || !strcmp(p, "/cluster/repair");
+	       !strcmp(p, "/cluster/status") || !strcmp(p, "/cluster/repair") ||
+	       !strcmp(p, "/cluster/repair/plan");
 }
 
 /* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or
@@ -1046,7 +1047,7 @@ static bool proxied_route(const char *p)
 {
 	return !strcmp(p, "/dir/assign") || !strcmp(p, "/dir/status") || !strcmp(p, "/") ||
 	       !strncmp(p, "/vol/", 5) || !strcmp(p, "/col/delete") || !strcmp(p, "/submit") ||
-	       !strcmp(p, "/cluster/repair") || !strcmp(p, "/cluster/lock") ||
+	       !strncmp(p, "/cluster/repair", 15) || !strcmp(p, "/cluster/lock") ||
 	       !strcmp(p, "/cluster/unlock");
 }
 
@@ -1058,6 +1059,23 @@ static void handle_repair_routes(struct master *m, struct http_request *req)
 
 	if (!strcmp(req->path, "/cluster/repair")) {
 		http_reply_json(req, 200, json_pack("{s:o}", "Repair", repair_status_json(m->repair)));
+		return;
+	}
+	if (!strcmp(req->path, "/cluster/repair/plan")) {
+		http_reply_json(req, 200, repair_plan_json(m->repair));
+		return;
+	}
+	if (!strcmp(req->path, "/cluster/repair/now")) {
+		const char *v = param(req, "volume");
+		char *end = NULL;
+		unsigned long vid = v ? strtoul(v, &end, 10) : 0;
+
+		if (!v || !*v || *end || vid == 0 || vid > AUTH_MAX_VOLUME_ID)
+			http_reply_error(req, 400, "parameter volume must be a volume id");
+		else if (repair_now(m->repair, (uint32_t)vid) < 0)
+			http_reply_error(req, 404, "volume %lu not found", vid);
+		else
+			http_reply_json(req, 200, json_pack("{s:I}", "volume", (json_int_t)vid));
 		return;
 	}
 	if (!strcmp(req->path, "/cluster/unlock")) {
@@ -1111,7 +1129,8 @@ static void dispatch(struct master *m, struct http_request *req)
 		handle_col_delete(m, req);
 	else if (!strcmp(p, "/submit"))
 		handle_submit(m, req);
-	else if (!strcmp(p, "/cluster/repair") || !strcmp(p, "/cluster/lock") ||
+	else if (!strcmp(p, "/cluster/repair") || !strcmp(p, "/cluster/repair/plan") ||
+		 !strcmp(p, "/cluster/repair/now") || !strcmp(p, "/cluster/lock") ||
 		 !strcmp(p, "/cluster/unlock"))
 		handle_repair_routes(m, req);
 	else
@@ -1151,7 +1170,8 @@ static int mreq_body(struct http_request *req, const uint8_t *data, size_t len)
 static bool admin_route(const char *p)
 {
 	return !strcmp(p, "/vol/grow") || !strcmp(p, "/vol/vacuum") || !strcmp(p, "/col/delete") ||
-	       !strcmp(p, "/cluster/lock") || !strcmp(p, "/cluster/unlock");
+	       !strcmp(p, "/cluster/lock") || !strcmp(p, "/cluster/unlock") ||
+	       !strcmp(p, "/cluster/repair/now");
 }
 
 static void mreq_complete(struct http_request *req)

@@ -43,6 +43,7 @@ struct tracked {
 	int copies, want;
 	uint64_t under_since, over_since, next_try; /* monotonic; 0 = not */
 	bool seen;
+	bool force; /* repair_now: no delay */
 	char last_error[600];
 };
 
@@ -172,7 +173,7 @@ static void start_copy(struct repair *r, const struct topo_volume_view *v, struc
 		       uint64_t now)
 {
 	struct topo_node_view *nodes;
-	struct growth_place have[TOPO_MAX_LOCATIONS];
+	struct placement_place have[TOPO_MAX_LOCATIONS];
 	char reason[300] = "", pq[400], source[128] = "";
 	struct http_client_response rs;
 	int n, target, ret;
@@ -351,7 +352,7 @@ static void poll_jobs(struct repair *r, uint64_t now)
 static void remove_extra(struct repair *r, const struct topo_volume_view *v)
 {
 	int victim = -1;
-	struct growth_place rest[TOPO_MAX_LOCATIONS];
+	struct placement_place rest[TOPO_MAX_LOCATIONS];
 	char pq[100], server[128];
 	struct http_client_response rs;
 	int ret;
@@ -368,7 +369,7 @@ static void remove_extra(struct repair *r, const struct topo_volume_view *v)
 			rest[m++].rack = v->locations[k].rack;
 		}
 		/* the copies that stay must still fit the placement */
-		if (!growth_fits(v->replica_placement, rest, m))
+		if (!placement_fits(v->replica_placement, rest, m))
 			continue;
 		if (victim < 0)
 			victim = i;
@@ -486,13 +487,15 @@ static void pass(struct repair *r)
 			t->over_since = 0;
 			if (!t->under_since)
 				t->under_since = now;
-			if (r->env.delay_seconds < 0 || running_job(r, v->id) ||
-			    now - t->under_since < (uint64_t)r->env.delay_seconds * SEC ||
-			    now < t->next_try)
+			if (running_job(r, v->id) || now < t->next_try)
+				continue;
+			if (!t->force && (r->env.delay_seconds < 0 ||
+					  now - t->under_since < (uint64_t)r->env.delay_seconds * SEC))
 				continue;
 			start_copy(r, v, t, now);
 		} else {
 			t->under_since = 0;
+			t->force = false;
 			t->last_error[0] = '\0';
 			if (v->n_locations > want && !running_job(r, v->id)) {
 				if (!t->over_since)
@@ -686,4 +689,75 @@ int repair_unlock(struct repair *r, const char *token)
 	}
 	pthread_mutex_unlock(&r->lock);
 	return ret;
+}
+
+int repair_now(struct repair *r, uint32_t vid)
+{
+	struct topo_volume_view v;
+	struct tracked *t;
+	int ret = 0;
+
+	if (!topology_lookup(r->env.topo, vid, now_ns(), &v))
+		return -ENOENT;
+	pthread_mutex_lock(&r->lock);
+	t = track(r, vid);
+	if (!t) {
+		ret = -ENOMEM;
+	} else {
+		t->force = true;
+		t->next_try = 0;
+		if (!t->under_since)
+			t->under_since = monotonic_ns();
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+json_t *repair_plan_json(struct repair *r)
+{
+	struct topo_volume_view *views;
+	struct topo_node_view *nodes;
+	json_t *add = json_array(), *trim = json_array();
+	int n = topology_volumes(r->env.topo, now_ns(), &views);
+	int nn = topology_nodes(r->env.topo, now_ns(), &nodes);
+
+	pthread_mutex_lock(&r->lock);
+	for (int i = 0; i < n && nn >= 0; i++) {
+		const struct topo_volume_view *v = &views[i];
+		int want = placement_copies(v->replica_placement);
+		struct placement_place have[TOPO_MAX_LOCATIONS];
+		char repl[4], reason[300] = "";
+		int target;
+
+		placement_format(v->replica_placement, repl);
+		for (int k = 0; k < v->n_locations; k++) {
+			have[k].url = v->locations[k].url;
+			have[k].data_center = v->locations[k].data_center;
+			have[k].rack = v->locations[k].rack;
+		}
+		if (v->n_locations < want) {
+			target = growth_pick_repair(nodes, nn, v->replica_placement, have,
+						    v->n_locations, &r->rand_state, reason,
+						    sizeof(reason));
+			json_array_append_new(
+			    add, json_pack("{s:I,s:s,s:s,s:i,s:i,s:s,s:s,s:b,s:s}", "volume",
+					   (json_int_t)v->id, "collection", v->collection,
+					   "replication", repl, "copies", v->n_locations, "want", want,
+					   "source", v->locations[0].url, "target",
+					   target >= 0 ? nodes[target].url : "", "copying",
+					   running_job(r, v->id) != NULL, "error", reason));
+		} else if (v->n_locations > want) {
+			json_array_append_new(trim, json_pack("{s:I,s:s,s:i,s:i}", "volume",
+							      (json_int_t)v->id, "replication",
+							      repl, "copies", v->n_locations,
+							      "want", want));
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (n > 0)
+		free(views);
+	if (nn >= 0)
+		free(nodes);
+	return json_pack("{s:o,s:o}", "UnderReplicated", add, "OverReplicated", trim);
 }

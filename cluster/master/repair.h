@@ -56,6 +56,13 @@ json_t *repair_status_json(struct repair *r);
  */
 int repair_lock(struct repair *r, const char *owner, const char *token, char *out_token,
 		size_t cap, char *holder, size_t holder_cap);
+/* What a pass would do now: under-replicated volumes with the source and the target
+ * the placement picks, over-replicated ones (new reference). */
+json_t *repair_plan_json(struct repair *r);
+
+/* Repairs vid at the next pass, without waiting for the delay. -ENOENT unknown. */
+int repair_now(struct repair *r, uint32_t vid);
+
 /* Releases the lock held with token; -ENOENT when token does not hold it. */
 int repair_unlock(struct repair *r, const char *token);
 
