@@ -12,6 +12,7 @@ int delete_main(int argc, char **argv);
 int status_main(int argc, char **argv);
 int benchmark_main(int argc, char **argv);
 int token_main(int argc, char **argv);
+int shell_main(int argc, char **argv);
 int version_main(int argc, char **argv);
 int help_main(int argc, char **argv);
 

@@ -847,6 +847,7 @@ json_t *topology_status_json(struct topology *t, uint64_t now_ns)
 		free(views);
 	json_object_set_new(top, "DataCenters", dcs);
 	json_object_set_new(top, "Layouts", layouts);
+	json_object_set_new(top, "VolumeSizeLimit", json_integer((json_int_t)t->size_limit));
 	return top;
 }
 
