@@ -901,7 +901,7 @@ struct coll_sum {
 	char name[128];
 	uint32_t *ids;
 	int n_ids;
-	uint64_t size, files, deleted_files, deleted_bytes;
+	double size, files, deleted_files, deleted_bytes; /* summed over copies / copies */
 };
 
 static int cmd_collection_list(struct shell *sh, int argc, char **argv)
@@ -937,10 +937,10 @@ static int cmd_collection_list(struct shell *sh, int argc, char **argv)
 			}
 			placement_parse(o->replication, &rp);
 			copies = placement_copies(rp);
-			c->size += o->size / (uint64_t)copies;
-			c->files += o->file_count / (uint64_t)copies;
-			c->deleted_files += o->delete_count / (uint64_t)copies;
-			c->deleted_bytes += o->deleted_bytes / (uint64_t)copies;
+			c->size += (double)o->size / copies;
+			c->files += (double)o->file_count / copies;
+			c->deleted_files += (double)o->delete_count / copies;
+			c->deleted_bytes += (double)o->deleted_bytes / copies;
 			for (int k = 0; k < c->n_ids && !seen; k++)
 				seen = c->ids[k] == o->id;
 			if (!seen) {
@@ -957,8 +957,9 @@ static int cmd_collection_list(struct shell *sh, int argc, char **argv)
 		out(sh,
 		    "collection:\"%s\"\tvolumeCount:%d\tsize:%" PRIu64 "\tfileCount:%" PRIu64
 		    "\tdeletedBytes:%" PRIu64 "\tdeletion:%" PRIu64 "\n",
-		    cs[k].name, cs[k].n_ids, cs[k].size, cs[k].files, cs[k].deleted_bytes,
-		    cs[k].deleted_files);
+		    cs[k].name, cs[k].n_ids, (uint64_t)(cs[k].size + 0.5),
+		    (uint64_t)(cs[k].files + 0.5), (uint64_t)(cs[k].deleted_bytes + 0.5),
+		    (uint64_t)(cs[k].deleted_files + 0.5));
 		free(cs[k].ids);
 	}
 	out(sh, "Total %d collections.\n", n_cs);
@@ -975,6 +976,7 @@ static int cmd_collection_delete(struct shell *sh, int argc, char **argv)
 			      {NULL, false, NULL}};
 	const char *c;
 	char pq[400], err[600], esc[300];
+	long st;
 
 	if (parse_flags(sh, f, argc, argv) < 0 || need_lock(sh) < 0)
 		return -1;
@@ -989,7 +991,8 @@ static int cmd_collection_delete(struct shell *sh, int argc, char **argv)
 	}
 	snprintf(pq, sizeof(pq), "/col/delete?collection=%s",
 		 http_client_escape(c, esc, sizeof(esc)));
-	if (leader_call(sh, "POST", pq, 60000, NULL, err, sizeof(err)) != 200)
+	st = leader_call(sh, "POST", pq, 60000, NULL, err, sizeof(err));
+	if (st != 200 && st != 204)
 		return fail(sh, "collection.delete: %s", err);
 	out(sh, "collection %s is deleted.\n", c);
 	return 0;
