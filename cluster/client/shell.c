@@ -1671,7 +1671,7 @@ static int cmd_check_disk(struct shell *sh, int argc, char **argv)
 	struct flagdef f[] = {{"volumeId", false, NULL}, {"apply", true, NULL},
 			      {"force", true, NULL},	 {"v", true, NULL},
 			      {"slow", true, NULL},	 {"syncDeleted", true, NULL},
-			      {NULL, false, NULL}};
+			      {"cutoffSeconds", false, NULL}, {NULL, false, NULL}};
 	struct topo t;
 	uint32_t only = 0;
 	bool apply;
@@ -1701,8 +1701,10 @@ static int cmd_check_disk(struct shell *sh, int argc, char **argv)
 				json_t *js;
 
 				snprintf(pq, sizeof(pq),
-					 "/admin/volume/check_disk?volume=%u&peer=%s&apply=%s", vid,
-					 h[k]->url, apply ? "true" : "false");
+					 "/admin/volume/check_disk?volume=%u&peer=%s&apply=%s"
+					 "&cutoffSeconds=%ld",
+					 vid, h[k]->url, apply ? "true" : "false",
+					 strtol(flag_str(f, "cutoffSeconds", "10"), NULL, 10));
 				if (call(sh, "POST", h[0]->url, pq, 600000, &js, err, sizeof(err)) !=
 				    200) {
 					json_decref(js);
@@ -1747,7 +1749,7 @@ static const struct command commands[] = {
     {"lock", cmd_lock, "take the operators' lock (one operator at a time changes the topology)"},
     {"unlock", cmd_unlock, "release the operators' lock"},
     {"volume.balance", cmd_volume_balance, "[-collection=<pattern>] [-dataCenter=<dc>] [-apply|-force]: even out volume counts, keeping placements"},
-    {"volume.check.disk", cmd_check_disk, "[-volumeId=<id>] [-apply]: compare the needles of replicas and copy what is missing (newest wins)"},
+    {"volume.check.disk", cmd_check_disk, "[-volumeId=<id>] [-apply] [-cutoffSeconds=10]: compare the needles of replicas and copy what is missing (newest wins)"},
     {"volume.copy", cmd_volume_copy, "-volumeId=<id> -source=<host:port> -target=<host:port>: copy a volume"},
     {"volume.delete", cmd_volume_delete, "-volumeId=<id> -node=<host:port>: delete one copy of a volume"},
     {"volume.fix.replication", cmd_fix_replication, "[-n]: copy under-replicated volumes now (-n: print the plan only)"},
