@@ -4,6 +4,8 @@ copies of a returning server, and volume.check.disk (issue 13; docs/architecture
 
 import os
 import random
+import re
+import subprocess
 import threading
 import time
 
@@ -253,6 +255,10 @@ def _repair_after_loss(make_cluster, nodes, replication, victim_index):
             rep = assert_json(c.master.get("/cluster/repair"), 200)["Repair"]
             return lost <= {j["volume"] for j in rep["Copies"] if j["state"] == "done"}
         wait_for("the master's repair status to show every copy done", repaired, 10)
+        st = subprocess.run([c.kelp_bin, "status", "-master=" + c.master.addr],
+                            capture_output=True, text=True, timeout=30).stdout
+        assert "Repair (after 2s under-replicated, 2 copies per server" in st, st
+        assert re.search(r"^  %d +\S+ +\S+ +done +[\d.]+/[\d.]+ MiB" % min(lost), st, re.M), st
         n1 = len(w.acked)
         wait_for("writes after the repair", lambda: len(w.acked) >= n1 + 50, 60)
     finally:
