@@ -233,6 +233,8 @@ int http_client_do(const struct http_client_request *req, struct http_client_res
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	if (req->on_body) {
+		/* bulk transfers (volume copies): fewer, bigger callbacks */
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_callback);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, (void *)req);
 	} else {
