@@ -43,6 +43,7 @@ struct copy_job {
 	atomic_bool finish, cancel;
 	_Atomic uint64_t done_bytes, total_bytes;
 	uint64_t started_ns, ended_ns;
+	pthread_mutex_t throttle_lock; /* the two below: streams share the rate */
 	uint64_t throttle_start_ns, throttle_bytes;
 	char error[300];
 	pthread_t thread;
@@ -442,9 +443,12 @@ static int get_info(struct copy_job *j, struct info *out)
 	return ret;
 }
 
-/* Received bytes are gathered into SINK_BUF before each pwrite, and their CRC32C is
- * kept as they arrive (the copy's checksum, compared with the source's at the end). */
+/* Received bytes are gathered into SINK_BUF before each pwrite. */
 #define SINK_BUF (4u << 20)
+/* Bulk transfers run COPY_STREAMS requests of COPY_SLICE bytes at once (one HTTP
+ * connection each): one stream is bound by the source's per-request send loop. */
+#define COPY_STREAMS 4
+#define COPY_SLICE   (16ull << 20)
 
 struct sink {
 	struct copy_job *j;
@@ -452,7 +456,6 @@ struct sink {
 	uint64_t pos; /* file offset of buf[0] */
 	uint8_t *buf;
 	size_t len;
-	uint32_t *crc;
 	int err;
 };
 
@@ -477,6 +480,7 @@ static void throttle(struct copy_job *j, size_t len)
 
 	if (j->mbps <= 0)
 		return;
+	pthread_mutex_lock(&j->throttle_lock);
 	now = monotonic_ns();
 	if (!j->throttle_start_ns || now - j->throttle_start_ns > 5000000000ull) {
 		j->throttle_start_ns = now;
@@ -485,6 +489,7 @@ static void throttle(struct copy_job *j, size_t len)
 	j->throttle_bytes += len;
 	due = j->throttle_start_ns +
 	      (uint64_t)((double)j->throttle_bytes / (j->mbps * 1048576.0) * 1e9);
+	pthread_mutex_unlock(&j->throttle_lock);
 	if (due > now)
 		usleep((useconds_t)((due - now) / 1000));
 }
@@ -499,7 +504,6 @@ static size_t sink_write(void *cls, const void *data, size_t len)
 		s->err = -ECANCELED;
 		return 0;
 	}
-	*s->crc = crc32c(*s->crc, data, len);
 	while (left > 0) {
 		size_t n = SINK_BUF - s->len < left ? SINK_BUF - s->len : left;
 
@@ -515,83 +519,181 @@ static size_t sink_write(void *cls, const void *data, size_t len)
 	return len;
 }
 
-/* Fetches [from, to) of the source's .ext into fd at the same offsets, continuing the
- * running CRC32C *crc of the file's bytes. */
-static int fetch(struct copy_job *j, const char *ext, int fd, uint64_t from, uint64_t to, int rev,
-		 uint32_t *crc, uint8_t *buf)
+/* One request: [from, from + n) of the source's .ext into fd at the same offsets.
+ * 0, -ESTALE (vacuumed meanwhile), or -errno with the reason in err. */
+static int fetch_piece(struct copy_job *j, const char *ext, int fd, uint64_t from, uint64_t n,
+		       int rev, uint8_t *buf, char *err, size_t err_cap)
 {
-	while (from < to) {
-		uint64_t n = to - from > COPY_PIECE ? COPY_PIECE : to - from;
-		struct sink s = {.j = j, .fd = fd, .pos = from, .buf = buf, .crc = crc};
-		struct http_client_response rs;
-		char pq[200];
-		/* the slowest we accept: 1 MB/s, or the limit */
-		long timeout = 30000 + (long)(n / 1000);
+	struct sink s = {.j = j, .fd = fd, .pos = from, .buf = buf};
+	struct http_client_response rs;
+	char pq[200];
+	/* the slowest we accept: 1 MB/s, or the limit */
+	long timeout = 30000 + (long)(n / 1000);
 
-		if (j->mbps > 0 && j->mbps < 1)
-			timeout = 30000 + (long)((double)n / (j->mbps * 1000.0));
-		snprintf(pq, sizeof(pq),
-			 "/admin/volume/file?volume=%u&ext=%s&offset=%" PRIu64 "&size=%" PRIu64
-			 "&revision=%d",
-			 j->vid, ext, from, n, rev);
-		if (call_peer(j->c, "GET", j->source, pq, NULL, 0, timeout, sink_write, &s, 0,
-			      &rs) < 0 ||
-		    (s.err = sink_flush(&s)) < 0) {
-			if (s.err == -ECANCELED)
-				job_fail(j, "cancelled");
-			else if (s.err < 0)
-				job_fail(j, "cannot write the copy: %s", strerror(-s.err));
-			else
-				job_fail(j, "source %s: %s", j->source, rs.error);
-			http_client_response_release(&rs);
-			return s.err < 0 ? s.err : -EIO;
-		}
+	if (j->mbps > 0 && j->mbps < 1)
+		timeout = 30000 + (long)((double)n / (j->mbps * 1000.0));
+	snprintf(pq, sizeof(pq),
+		 "/admin/volume/file?volume=%u&ext=%s&offset=%" PRIu64 "&size=%" PRIu64
+		 "&revision=%d",
+		 j->vid, ext, from, n, rev);
+	if (call_peer(j->c, "GET", j->source, pq, NULL, 0, timeout, sink_write, &s, 0, &rs) < 0 ||
+	    (s.err = sink_flush(&s)) < 0) {
+		if (s.err == -ECANCELED)
+			snprintf(err, err_cap, "cancelled");
+		else if (s.err < 0)
+			snprintf(err, err_cap, "cannot write the copy: %s", strerror(-s.err));
+		else
+			snprintf(err, err_cap, "source %s: %.200s", j->source, rs.error);
 		http_client_response_release(&rs);
-		if (rs.status == 409)
-			return -ESTALE; /* vacuumed meanwhile: start again */
-		if (rs.status != 200 || s.pos != from + n) {
-			job_fail(j, "source %s answered %ld for .%s %" PRIu64 "+%" PRIu64, j->source,
-				 rs.status, ext, from, n);
-			return -EIO;
-		}
-		from += n;
+		return s.err < 0 ? s.err : -EIO;
+	}
+	http_client_response_release(&rs);
+	if (rs.status == 409)
+		return -ESTALE;
+	if (rs.status != 200 || s.pos != from + n) {
+		snprintf(err, err_cap, "source %s answered %ld for .%s %" PRIu64 "+%" PRIu64,
+			 j->source, rs.status, ext, from, n);
+		return -EIO;
 	}
 	return 0;
 }
 
-/* Checks sizes and the CRC32Cs of what was written (dat_crc, idx_crc, kept while
- * receiving) against the source's files. */
+struct streams {
+	struct copy_job *j;
+	const char *ext;
+	int fd, rev;
+	pthread_mutex_t lock; /* next, ret, err */
+	uint64_t next, to;
+	int ret;
+	char err[300];
+};
+
+static void *stream_thread(void *arg)
+{
+	struct streams *st = arg;
+	uint8_t *buf = malloc(SINK_BUF);
+	char err[300];
+
+	pthread_mutex_lock(&st->lock);
+	if (!buf && st->ret == 0) {
+		st->ret = -ENOMEM;
+		snprintf(st->err, sizeof(st->err), "out of memory");
+	}
+	while (buf && st->ret == 0 && st->next < st->to) {
+		uint64_t from = st->next, n = st->to - from > COPY_SLICE ? COPY_SLICE : st->to - from;
+		int ret;
+
+		st->next += n;
+		pthread_mutex_unlock(&st->lock);
+		ret = fetch_piece(st->j, st->ext, st->fd, from, n, st->rev, buf, err, sizeof(err));
+		pthread_mutex_lock(&st->lock);
+		if (ret < 0 && st->ret == 0) {
+			st->ret = ret;
+			snprintf(st->err, sizeof(st->err), "%s", err);
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	free(buf);
+	return NULL;
+}
+
+/* Fetches [from, to) of the source's .ext into fd at the same offsets, in up to
+ * COPY_STREAMS requests at once. 0, -ESTALE, or -errno (job_fail done). */
+static int fetch(struct copy_job *j, const char *ext, int fd, uint64_t from, uint64_t to, int rev,
+		 uint8_t *buf)
+{
+	struct streams st = {.j = j, .ext = ext, .fd = fd, .rev = rev, .next = from, .to = to};
+	pthread_t th[COPY_STREAMS];
+	int n_threads = 0, ret = 0;
+
+	if (from >= to)
+		return 0;
+	if (to - from <= COPY_SLICE) {
+		char err[300];
+
+		ret = fetch_piece(j, ext, fd, from, to - from, rev, buf, err, sizeof(err));
+		if (ret < 0 && ret != -ESTALE)
+			job_fail(j, "%s", err);
+		return ret;
+	}
+	pthread_mutex_init(&st.lock, NULL);
+	for (int i = 0; i < COPY_STREAMS && (uint64_t)i * COPY_SLICE < to - from; i++)
+		if (pthread_create(&th[n_threads], NULL, stream_thread, &st) == 0)
+			n_threads++;
+	if (n_threads == 0)
+		stream_thread(&st);
+	for (int i = 0; i < n_threads; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&st.lock);
+	if (st.ret < 0 && st.ret != -ESTALE)
+		job_fail(j, "%s", st.err);
+	return st.ret;
+}
+
+struct local_crc {
+	int dat_fd, idx_fd;
+	uint64_t dat_size, idx_size;
+	uint32_t dat_crc, idx_crc;
+	int ret;
+};
+
+static void *local_crc_thread(void *arg)
+{
+	struct local_crc *l = arg;
+
+	l->ret = crc_of_prefix(l->dat_fd, l->dat_size, &l->dat_crc);
+	if (l->ret == 0)
+		l->ret = crc_of_prefix(l->idx_fd, l->idx_size, &l->idx_crc);
+	return NULL;
+}
+
+/* Checks the sizes, and the CRC32Cs of the copy (read back, while the source computes
+ * its own) against the source's. */
 static int verify(struct copy_job *j, int dat_fd, int idx_fd, uint64_t dat_size, uint64_t idx_size,
-		  int rev, uint32_t dat_crc, uint32_t idx_crc)
+		  int rev)
 {
 	char pq[200];
 	struct http_client_response rs;
-	json_t *js;
+	json_t *js = NULL;
 	int ret = 0;
 	struct stat st;
+	struct local_crc l = {dat_fd, idx_fd, dat_size, idx_size, 0, 0, 0};
+	pthread_t th;
+	bool threaded;
 
 	if (fstat(dat_fd, &st) < 0 || (uint64_t)st.st_size != dat_size ||
 	    fstat(idx_fd, &st) < 0 || (uint64_t)st.st_size != idx_size) {
 		job_fail(j, "the copy's sizes differ from the source's");
 		return -EIO;
 	}
+	threaded = pthread_create(&th, NULL, local_crc_thread, &l) == 0;
+	if (!threaded)
+		local_crc_thread(&l);
 	snprintf(pq, sizeof(pq),
 		 "/admin/volume/checksum?volume=%u&datSize=%" PRIu64 "&idxSize=%" PRIu64
 		 "&revision=%d",
 		 j->vid, dat_size, idx_size, rev);
 	if (call_peer(j->c, "GET", j->source, pq, NULL, 0, 600000, NULL, NULL, 0, &rs) < 0) {
 		job_fail(j, "source %s: %s", j->source, rs.error);
-		return -EIO;
+		ret = -EIO;
+	} else {
+		js = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
 	}
-	js = rs.status == 200 ? json_loads(rs.body, 0, NULL) : NULL;
-	if (rs.status == 409) {
+	if (threaded)
+		pthread_join(th, NULL);
+	if (ret < 0) {
+		/* reported above */
+	} else if (l.ret < 0) {
+		job_fail(j, "cannot read the copy back: %s", strerror(-l.ret));
+		ret = l.ret;
+	} else if (rs.status == 409) {
 		ret = -ESTALE;
 	} else if (!js) {
 		job_fail(j, "source %s answered %ld to the checksum: %.200s", j->source, rs.status,
 			 rs.body);
 		ret = -EIO;
-	} else if ((uint32_t)json_integer_value(json_object_get(js, "DatCrc")) != dat_crc ||
-		   (uint32_t)json_integer_value(json_object_get(js, "IdxCrc")) != idx_crc) {
+	} else if ((uint32_t)json_integer_value(json_object_get(js, "DatCrc")) != l.dat_crc ||
+		   (uint32_t)json_integer_value(json_object_get(js, "IdxCrc")) != l.idx_crc) {
 		job_fail(j, "checksum mismatch: the copy differs from the source");
 		ret = -EIO;
 	}
@@ -600,11 +702,9 @@ static int verify(struct copy_job *j, int dat_fd, int idx_fd, uint64_t dat_size,
 	return ret;
 }
 
-/* Copies, catches up, verifies; leaves the verified files under the temporary names. */
 static int copy_files(struct copy_job *j, int dat_fd, int idx_fd, uint8_t *buf)
 {
 	uint64_t have_dat = 0, have_idx = 0;
-	uint32_t dat_crc = 0, idx_crc = 0;
 	int rev = -1, ret;
 
 	for (int round = 0; round < COPY_MAX_ROUNDS; round++) {
@@ -628,15 +728,13 @@ static int copy_files(struct copy_job *j, int dat_fd, int idx_fd, uint8_t *buf)
 				return -errno;
 			}
 			have_dat = have_idx = 0;
-			dat_crc = idx_crc = 0;
 			j->done_bytes = 0;
 			rev = in.revision;
 		}
 		j->total_bytes = j->done_bytes + (in.dat_size - have_dat) + (in.idx_size - have_idx);
 		if (in.dat_size == have_dat && in.idx_size == have_idx) {
 			if (finishing) {
-				ret = verify(j, dat_fd, idx_fd, have_dat, have_idx, rev,
-					     dat_crc, idx_crc);
+				ret = verify(j, dat_fd, idx_fd, have_dat, have_idx, rev);
 				if (ret == -ESTALE)
 					continue;
 				return ret;
@@ -645,9 +743,9 @@ static int copy_files(struct copy_job *j, int dat_fd, int idx_fd, uint8_t *buf)
 			usleep(200000);
 			continue;
 		}
-		ret = fetch(j, "dat", dat_fd, have_dat, in.dat_size, rev, &dat_crc, buf);
+		ret = fetch(j, "dat", dat_fd, have_dat, in.dat_size, rev, buf);
 		if (ret == 0)
-			ret = fetch(j, "idx", idx_fd, have_idx, in.idx_size, rev, &idx_crc, buf);
+			ret = fetch(j, "idx", idx_fd, have_idx, in.idx_size, rev, buf);
 		if (ret == -ESTALE) {
 			rev = -2; /* force a restart at the next round */
 			continue;
@@ -863,6 +961,7 @@ static void handle_copy(struct copier *c, struct http_request *req, uint32_t vid
 	j->wait_finish = finish && !strcmp(finish, "wait");
 	j->state = COPY_RUNNING;
 	j->started_ns = monotonic_ns();
+	pthread_mutex_init(&j->throttle_lock, NULL);
 	if (pthread_create(&j->thread, NULL, copy_thread, j) != 0) {
 		pthread_mutex_unlock(&c->lock);
 		free(j);

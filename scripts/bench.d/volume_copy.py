@@ -33,6 +33,11 @@ def start(kelp, tmp, name):
     raise SystemExit("volume server %s did not start" % name)
 
 
+def cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     kelp = sys.argv[1]
     size_mib = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
@@ -68,6 +73,7 @@ def main():
             cp_t.append(time.monotonic() - t0)
             os.unlink(dst)
 
+            ca, cb = cpu_seconds(pa.pid), cpu_seconds(pb.pid)
             t0 = time.monotonic()
             r = s.post("http://%s/admin/volume/copy?volume=1&source=%s" % (b, a))
             assert r.status_code == 202, r.text
@@ -79,10 +85,12 @@ def main():
                 assert j["state"] in ("running", "caught_up"), j
                 time.sleep(0.01)
             kelp_t.append(time.monotonic() - t0)
+            cpu = (cpu_seconds(pa.pid) - ca, cpu_seconds(pb.pid) - cb)
             assert s.post("http://%s/admin/delete_volume?volume=1" % b).status_code == 200
-            print("round %d: cp+fsync %.2f s (%.0f MiB/s), kelp copy %.2f s (%.0f MiB/s)" % (
-                rnd + 1, cp_t[-1], size / 1048576 / cp_t[-1], kelp_t[-1],
-                size / 1048576 / kelp_t[-1]), flush=True)
+            print("round %d: cp+fsync %.2f s (%.0f MiB/s), kelp copy %.2f s (%.0f MiB/s; CPU "
+                  "source %.2f s, target %.2f s)" % (
+                      rnd + 1, cp_t[-1], size / 1048576 / cp_t[-1], kelp_t[-1],
+                      size / 1048576 / kelp_t[-1], cpu[0], cpu[1]), flush=True)
         cm, km = statistics.median(cp_t), statistics.median(kelp_t)
         print("volume of %.0f MiB: median cp+fsync %.2f s, kelp copy %.2f s: kelp at %.2fx of cp"
               % (size / 1048576, cm, km, cm / km))
