@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,14 +135,18 @@ static int parse_vid(struct http_request *req, uint32_t *vid)
 	return 0;
 }
 
-/* CRC32C of the first len bytes of fd. */
+/* CRC32C of the first len bytes of fd (read in 1 MiB pieces: cheaper than mapping a
+ * large file page by page). */
 static int crc_of_prefix(int fd, uint64_t len, uint32_t *crc)
 {
 	enum { BUF = 1 << 20 };
-	uint8_t *buf = malloc(BUF);
+	uint8_t *buf;
 	uint64_t pos = 0;
 
 	*crc = 0;
+	if (len == 0)
+		return 0;
+	buf = malloc(BUF);
 	if (!buf)
 		return -ENOMEM;
 	while (pos < len) {
@@ -519,6 +526,139 @@ static size_t sink_write(void *cls, const void *data, size_t len)
 	return len;
 }
 
+/*
+ * Without TLS, a piece travels without a copy through this process: the source
+ * sendfiles it, and here it is spliced from the socket into the file (a pipe between).
+ * A plain HTTP/1.1 GET on its own connection; -ENOTSUP when TLS is on (curl then).
+ * Returns 0, -ESTALE (409), or -errno with the reason in err.
+ */
+static int splice_piece(struct copy_job *j, const char *pq, int fd, uint64_t from, uint64_t n,
+			char *err, size_t err_cap)
+{
+	char host[160], req[2000], auth[AUTH_HEADER_LEN], head[4096];
+	const char *colon = strrchr(j->source, ':');
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct timeval tv = {30, 0};
+	int sock = -1, pipefd[2] = {-1, -1}, ret = -EIO, status;
+	size_t hl = 0;
+	char *body;
+	long long clen = -1;
+	uint64_t got = 0;
+	loff_t off = (loff_t)from;
+
+	if (http_tls() && http_tls()->cert)
+		return -ENOTSUP;
+	if (!colon || (size_t)(colon - j->source) >= sizeof(host))
+		return -ENOTSUP;
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - j->source), j->source);
+	sa.sin_port = htons((uint16_t)atoi(colon + 1));
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return -ENOTSUP; /* a host name: curl resolves it */
+	auth[0] = '\0';
+	if (keyed(j->c) && auth_server_header(j->c->env.jwt_key, "GET", pq, NULL, 0, auth) < 0)
+		return -ENOTSUP;
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n",
+		 pq, j->source, auth, auth[0] ? "\r\n" : "");
+	sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sock < 0 || pipe2(pipefd, O_CLOEXEC) < 0)
+		goto io;
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	fcntl(pipefd[0], F_SETPIPE_SZ, 1 << 20);
+	errno = 0;
+	if (connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(sock, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
+		goto io;
+	/* the headers (and perhaps the first body bytes) */
+	for (;;) {
+		ssize_t r = recv(sock, head + hl, sizeof(head) - 1 - hl, 0);
+
+		if (r <= 0)
+			goto io;
+		hl += (size_t)r;
+		head[hl] = '\0';
+		if ((body = strstr(head, "\r\n\r\n")))
+			break;
+		if (hl >= sizeof(head) - 1)
+			goto io;
+	}
+	body += 4;
+	if (sscanf(head, "HTTP/1.%*d %d", &status) != 1)
+		goto io;
+	{
+		const char *cl = strcasestr(head, "\r\nContent-Length:");
+
+		if (cl)
+			clen = strtoll(cl + 17, NULL, 10);
+	}
+	if (status == 409) {
+		ret = -ESTALE;
+		goto out;
+	}
+	if (status != 200 || clen != (long long)n) {
+		snprintf(err, err_cap, "source %s answered %d for %.150s", j->source, status, pq);
+		ret = -EIO;
+		goto out;
+	}
+	if (hl - (size_t)(body - head) > 0) {
+		size_t first = hl - (size_t)(body - head);
+
+		if (first > n)
+			goto io;
+		ret = pwrite_all(fd, body, first, from);
+		if (ret < 0)
+			goto write_err;
+		got = first;
+		off += (loff_t)first;
+		j->done_bytes += first;
+	}
+	while (got < n) {
+		ssize_t in, moved = 0;
+		size_t want = n - got > (1u << 20) ? 1u << 20 : (size_t)(n - got);
+
+		if (atomic_load(&j->cancel)) {
+			snprintf(err, err_cap, "cancelled");
+			ret = -ECANCELED;
+			goto out;
+		}
+		in = splice(sock, NULL, pipefd[1], NULL, want, SPLICE_F_MOVE);
+		if (in <= 0)
+			goto io;
+		while (moved < in) {
+			ssize_t w = splice(pipefd[0], NULL, fd, &off, (size_t)(in - moved),
+					   SPLICE_F_MOVE);
+
+			if (w <= 0) {
+				ret = w < 0 ? -errno : -EIO;
+				goto write_err;
+			}
+			moved += w;
+		}
+		got += (uint64_t)in;
+		j->done_bytes += (uint64_t)in;
+		throttle(j, (size_t)in);
+	}
+	/* start writing the slice back now: the final fsync then has little left */
+	sync_file_range(fd, (off64_t)from, (off64_t)n, SYNC_FILE_RANGE_WRITE);
+	ret = 0;
+	goto out;
+write_err:
+	snprintf(err, err_cap, "cannot write the copy: %s", strerror(-ret));
+	goto out;
+io:
+	snprintf(err, err_cap, "source %s: %s", j->source,
+		 errno ? strerror(errno) : "connection closed");
+	ret = -EIO;
+out:
+	if (sock >= 0)
+		close(sock);
+	if (pipefd[0] >= 0)
+		close(pipefd[0]);
+	if (pipefd[1] >= 0)
+		close(pipefd[1]);
+	return ret;
+}
+
 /* One request: [from, from + n) of the source's .ext into fd at the same offsets.
  * 0, -ESTALE (vacuumed meanwhile), or -errno with the reason in err. */
 static int fetch_piece(struct copy_job *j, const char *ext, int fd, uint64_t from, uint64_t n,
@@ -536,6 +676,14 @@ static int fetch_piece(struct copy_job *j, const char *ext, int fd, uint64_t fro
 		 "/admin/volume/file?volume=%u&ext=%s&offset=%" PRIu64 "&size=%" PRIu64
 		 "&revision=%d",
 		 j->vid, ext, from, n, rev);
+	{
+		uint64_t before = j->done_bytes;
+		int ret = splice_piece(j, pq, fd, from, n, err, err_cap);
+
+		if (ret != -ENOTSUP)
+			return ret;
+		j->done_bytes = before;
+	}
 	if (call_peer(j->c, "GET", j->source, pq, NULL, 0, timeout, sink_write, &s, 0, &rs) < 0 ||
 	    (s.err = sink_flush(&s)) < 0) {
 		if (s.err == -ECANCELED)
@@ -565,14 +713,14 @@ struct streams {
 	pthread_mutex_t lock; /* next, ret, err */
 	uint64_t next, to;
 	int ret;
-	char err[300];
+	char err[600];
 };
 
 static void *stream_thread(void *arg)
 {
 	struct streams *st = arg;
 	uint8_t *buf = malloc(SINK_BUF);
-	char err[300];
+	char err[600];
 
 	pthread_mutex_lock(&st->lock);
 	if (!buf && st->ret == 0) {
@@ -609,7 +757,7 @@ static int fetch(struct copy_job *j, const char *ext, int fd, uint64_t from, uin
 	if (from >= to)
 		return 0;
 	if (to - from <= COPY_SLICE) {
-		char err[300];
+		char err[600];
 
 		ret = fetch_piece(j, ext, fd, from, to - from, rev, buf, err, sizeof(err));
 		if (ret < 0 && ret != -ESTALE)
