@@ -375,3 +375,45 @@ def test_check_disk_repairs_diverged_replicas(make_cluster):
                               params={"volume": "9", "peer": b.addr, "cutoffSeconds": "0"}), 200)
     assert body["copiedToPeer"] + body["copiedFromPeer"] + body["deletedHere"] + \
         body["deletedOnPeer"] == 0, body
+
+
+def test_repair_and_shell_in_a_keyed_cluster(make_cluster):
+    """With -jwtKey every call of the repair carries a server token (the master's copy
+    request, the target's file and checksum requests), and so do the shell's."""
+    key = "repair-test-key"
+    c = make_cluster(ONE_RACK3, master_args=["-jwtKey=" + key, "-repairDelaySeconds=1"],
+                     volume_args=["-jwtKey=" + key], max=6)
+    s = requests.Session()
+    blobs = {}
+    for i in range(30):
+        ra = s.get(c.master.url("/dir/assign"), params={"replication": "001"})
+        a = ra.json()
+        data = rand_bytes(5000, i)
+        r = s.put("http://%s/%s" % (a["url"], a["fid"]), data=data,
+                  headers={"Authorization": ra.headers["Authorization"]})
+        assert r.status_code == 201, r.text
+        blobs[a["fid"]] = data
+    c.settle()
+    # without the key, admin routes of the copy are refused
+    v0 = c.volumes[0]
+    r = c.http("GET", v0.addr, "/admin/volume/info", params={"volume": "1"})
+    assert r.status_code == 401
+    victim = c.volumes[1]
+    lost = set(victim.volumes())
+    victim.kill()
+    wait_for("every volume back at 2 copies",
+             lambda: all(n == 2 for n in replica_counts(c).values())
+             and lost <= set(replica_counts(c)), 60, interval=0.2)
+    for fid, data in blobs.items():
+        for v in c.running():
+            if fid_vid(fid) in v.volumes():
+                c.assert_readable(v.addr, fid, data)
+    env = dict(os.environ, KELP_JWT_KEY=key)
+    p = subprocess.run([c.kelp_bin, "shell", "-master=" + c.master.addr,
+                        "-c=lock; volume.list -v=3; unlock"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0 and "lock acquired" in p.stdout, (p.stdout, p.stderr)
+    env.pop("KELP_JWT_KEY")
+    p = subprocess.run([c.kelp_bin, "shell", "-master=" + c.master.addr, "-c=lock"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 1 and "401" in p.stderr, (p.stdout, p.stderr)
