@@ -53,8 +53,9 @@ int shell_main(int argc, char **argv)
 	if (ret >= 0)
 		return ret;
 	if (first < argc) {
-		fprintf(stderr, "kelp shell: unexpected argument \"%s\" (commands go in -c or on "
-				"stdin)\n",
+		fprintf(stderr,
+			"kelp shell: unexpected argument \"%s\" (commands go in -c or on "
+			"stdin)\n",
 			argv[first]);
 		return 2;
 	}

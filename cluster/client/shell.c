@@ -105,7 +105,8 @@ int shell_parse_line(const char *line, struct shell_command **cmds, int *n, char
 		}
 		if (end_cmd) {
 			if (argc > 0) {
-				struct shell_command *c = realloc(out, sizeof(*c) * (size_t)(n_out + 1));
+				struct shell_command *c =
+				    realloc(out, sizeof(*c) * (size_t)(n_out + 1));
 
 				if (!c)
 					goto nomem;
@@ -188,7 +189,8 @@ static int parse_flags(struct shell *sh, struct flagdef *defs, int argc, char **
 			if (strlen(f->name) == len && !strncmp(f->name, a, len))
 				d = f;
 		if (!d) {
-			fprintf(sh->opt.err, "error: %s: unknown flag -%.*s\n", argv[0], (int)len, a);
+			fprintf(sh->opt.err, "error: %s: unknown flag -%.*s\n", argv[0], (int)len,
+				a);
 			return -EINVAL;
 		}
 		if (eq)
@@ -198,7 +200,8 @@ static int parse_flags(struct shell *sh, struct flagdef *defs, int argc, char **
 		else if (i + 1 < argc)
 			d->value = argv[++i];
 		else {
-			fprintf(sh->opt.err, "error: %s: flag -%s needs a value\n", argv[0], d->name);
+			fprintf(sh->opt.err, "error: %s: flag -%s needs a value\n", argv[0],
+				d->name);
 			return -EINVAL;
 		}
 	}
@@ -261,8 +264,11 @@ static long call(struct shell *sh, const char *method, const char *server, const
 {
 	char url[1200], auth[AUTH_HEADER_LEN];
 	const char *headers[2] = {NULL, NULL};
-	struct http_client_request rq = {
-	    .method = method, .url = url, .headers = headers, .body_fd = -1, .timeout_ms = timeout_ms};
+	struct http_client_request rq = {.method = method,
+					 .url = url,
+					 .headers = headers,
+					 .body_fd = -1,
+					 .timeout_ms = timeout_ms};
 	struct http_client_response rs;
 	long status;
 
@@ -398,8 +404,8 @@ static int load_topo(struct shell *sh, struct topo *t)
 		json_decref(js);
 		return fail(sh, "cannot read the topology: %s", err);
 	}
-	t->size_limit =
-	    (uint64_t)json_integer_value(json_object_get(json_object_get(js, "Topology"), "VolumeSizeLimit"));
+	t->size_limit = (uint64_t)json_integer_value(
+	    json_object_get(json_object_get(js, "Topology"), "VolumeSizeLimit"));
 	dcs = json_object_get(json_object_get(js, "Topology"), "DataCenters");
 	json_array_foreach(dcs, i, dc)
 	{
@@ -451,14 +457,16 @@ static int load_topo(struct shell *sh, struct topo *t)
 			snprintf(o->collection, sizeof(o->collection), "%s",
 				 json_string_value(json_object_get(v, "Collection")) ?: "");
 			o->size = (uint64_t)json_integer_value(json_object_get(v, "Size"));
-			o->file_count = (uint64_t)json_integer_value(json_object_get(v, "FileCount"));
+			o->file_count =
+			    (uint64_t)json_integer_value(json_object_get(v, "FileCount"));
 			o->delete_count =
 			    (uint64_t)json_integer_value(json_object_get(v, "DeleteCount"));
 			o->deleted_bytes =
 			    (uint64_t)json_integer_value(json_object_get(v, "DeletedByteCount"));
 			o->read_only = json_is_true(json_object_get(v, "ReadOnly"));
 			snprintf(o->replication, sizeof(o->replication), "%s",
-				 json_string_value(json_object_get(v, "ReplicaPlacement")) ?: "000");
+				 json_string_value(json_object_get(v, "ReplicaPlacement"))
+				     ?: "000");
 			snprintf(o->ttl, sizeof(o->ttl), "%s",
 				 json_string_value(json_object_get(v, "Ttl")) ?: "");
 			o->version = (int)json_integer_value(json_object_get(v, "Version"));
@@ -682,10 +690,10 @@ static bool vol_selected(const struct list_filter *f, const struct vol *v)
 
 static int cmd_volume_list(struct shell *sh, int argc, char **argv)
 {
-	struct flagdef f[] = {{"v", false, NULL},	   {"collectionPattern", false, NULL},
-			      {"readonly", true, NULL},	   {"writable", true, NULL},
-			      {"volumeId", false, NULL},   {"dataCenter", false, NULL},
-			      {"rack", false, NULL},	   {"dataNode", false, NULL},
+	struct flagdef f[] = {{"v", false, NULL},	 {"collectionPattern", false, NULL},
+			      {"readonly", true, NULL},	 {"writable", true, NULL},
+			      {"volumeId", false, NULL}, {"dataCenter", false, NULL},
+			      {"rack", false, NULL},	 {"dataNode", false, NULL},
 			      {NULL, false, NULL}};
 	struct topo t;
 	struct list_filter lf = {0};
@@ -729,7 +737,8 @@ static int cmd_volume_list(struct shell *sh, int argc, char **argv)
 			int rack_end = r;
 			struct counts rc = {0};
 
-			while (rack_end < dc_end && !strcmp(t.nodes[rack_end].rack, t.nodes[r].rack))
+			while (rack_end < dc_end &&
+			       !strcmp(t.nodes[rack_end].rack, t.nodes[r].rack))
 				count_node(&t.nodes[rack_end++], &rc, t.size_limit);
 			if (*lf.rack && strcmp(lf.rack, t.nodes[r].rack)) {
 				r = rack_end;
@@ -768,9 +777,10 @@ static int cmd_volume_list(struct shell *sh, int argc, char **argv)
 					    "FileCount:%" PRIu64 ", DeleteCount:%" PRIu64
 					    ", DeletedByteCount:%" PRIu64
 					    ", ReadOnly:%s, ModifiedAtSecond:%" PRId64 " \n",
-					    o->id, o->size, o->replication, show_collection(o->collection),
-					    o->version, o->ttl, o->file_count, o->delete_count,
-					    o->deleted_bytes, o->read_only ? "true" : "false", o->modified);
+					    o->id, o->size, o->replication,
+					    show_collection(o->collection), o->version, o->ttl,
+					    o->file_count, o->delete_count, o->deleted_bytes,
+					    o->read_only ? "true" : "false", o->modified);
 				}
 				if (verbose >= 4)
 					print_total(sh, "        ", "Disk hdd ", &nc);
@@ -813,11 +823,11 @@ static int cmd_cluster_ps(struct shell *sh, int argc, char **argv)
 	out(sh, "* masters %d\n", sh->n_masters);
 	for (int i = 0; i < sh->n_masters; i++) {
 		json_t *js;
-		long st = call(sh, "GET", sh->masters[i], "/cluster/status", 5000, &js, err,
-			       sizeof(err));
+		long st =
+		    call(sh, "GET", sh->masters[i], "/cluster/status", 5000, &js, err, sizeof(err));
 
 		out(sh, "  * %s%s\n", sh->masters[i],
-		    st != 200				       ? " (not answering)"
+		    st != 200					    ? " (not answering)"
 		    : json_is_true(json_object_get(js, "IsLeader")) ? " (leader)"
 								    : "");
 		json_decref(js);
@@ -857,13 +867,14 @@ static int cmd_cluster_check(struct shell *sh, int argc, char **argv)
 	}
 	out(sh, "the cluster has %d masters and %d volume servers\n", sh->n_masters, t.n);
 	for (int i = 0; i < sh->n_masters + t.n; i++) {
-		const char *who = i < sh->n_masters ? sh->masters[i] : t.nodes[i - sh->n_masters].url;
+		const char *who =
+		    i < sh->n_masters ? sh->masters[i] : t.nodes[i - sh->n_masters].url;
 		uint64_t t0 = monotonic_ns();
 		long st = call(sh, "GET", who, "/healthz", 5000, NULL, err, sizeof(err));
 		uint64_t t1 = monotonic_ns();
 
-		out(sh, "checking shell to %s %s ... ", i < sh->n_masters ? "master" : "volume server",
-		    who);
+		out(sh, "checking shell to %s %s ... ",
+		    i < sh->n_masters ? "master" : "volume server", who);
 		if (st == 200)
 			out(sh, "ok round trip %.3fms\n", (double)(t1 - t0) / 1e6);
 		else {
@@ -1039,8 +1050,8 @@ static int copy_status(struct shell *sh, const char *target, uint32_t vid, const
 	return p->state[0] ? 0 : -1;
 }
 
-static int admin_post(struct shell *sh, const char *server, const char *op, uint32_t vid,
-		      char *err, size_t cap)
+static int admin_post(struct shell *sh, const char *server, const char *op, uint32_t vid, char *err,
+		      size_t cap)
 {
 	char pq[200];
 
@@ -1135,8 +1146,9 @@ static int live_copy(struct shell *sh, uint32_t vid, const char *source, const c
 		admin_post(sh, target, "mark_readonly", vid, e2, sizeof(e2));
 	if (delete_source) {
 		if (admin_post(sh, source, "delete_volume", vid, err, sizeof(err)) < 0)
-			return fail(sh, "volume %u copied to %s, but the source copy on %s was not "
-					"deleted: %s",
+			return fail(sh,
+				    "volume %u copied to %s, but the source copy on %s was not "
+				    "deleted: %s",
 				    vid, target, source, err);
 	} else if (frozen) {
 		admin_post(sh, source, "mark_writable", vid, e2, sizeof(e2));
@@ -1213,7 +1225,7 @@ static int cmd_volume_delete(struct shell *sh, int argc, char **argv)
 
 static int cmd_volume_mark(struct shell *sh, int argc, char **argv)
 {
-	struct flagdef f[] = {{"volumeId", false, NULL}, {"node", false, NULL},
+	struct flagdef f[] = {{"volumeId", false, NULL},   {"node", false, NULL},
 			      {"collection", false, NULL}, {"readonly", true, NULL},
 			      {"writable", true, NULL},	   {NULL, false, NULL}};
 	bool ro, rw;
@@ -1241,8 +1253,9 @@ static int cmd_volume_mark(struct shell *sh, int argc, char **argv)
 		for (int i = 0; i < t.n; i++)
 			for (int v = 0; v < t.nodes[i].n_vols; v++)
 				if (!strcmp(t.nodes[i].vols[v].collection, coll)) {
-					if (admin_post(sh, t.nodes[i].url, op, t.nodes[i].vols[v].id,
-						       err, sizeof(err)) < 0) {
+					if (admin_post(sh, t.nodes[i].url, op,
+						       t.nodes[i].vols[v].id, err,
+						       sizeof(err)) < 0) {
 						topo_free(&t);
 						return fail(sh, "volume.mark: %s", err);
 					}
@@ -1428,7 +1441,8 @@ static int cmd_volume_balance(struct shell *sh, int argc, char **argv)
 				for (int v = 0; v < src->n_vols; v++) {
 					struct vol *o = &src->vols[v];
 
-					if (strcmp(coll, "ALL_COLLECTIONS") && strcmp(coll, "EACH_COLLECTION") &&
+					if (strcmp(coll, "ALL_COLLECTIONS") &&
+					    strcmp(coll, "EACH_COLLECTION") &&
 					    !shell_pattern_match(coll, o->collection))
 						continue;
 					if (!fits_after_move(&t, o->id, o->replication, src, dst))
@@ -1437,14 +1451,15 @@ static int cmd_volume_balance(struct shell *sh, int argc, char **argv)
 						best = o;
 				}
 				if (best) {
-					struct move *p = realloc(mv, sizeof(*p) * (size_t)(n_mv + 1));
+					struct move *p =
+					    realloc(mv, sizeof(*p) * (size_t)(n_mv + 1));
 
 					if (!p)
 						break;
 					mv = p;
 					mv[n_mv].vid = best->id;
-					snprintf(mv[n_mv].collection, sizeof(mv[0].collection), "%s",
-						 best->collection);
+					snprintf(mv[n_mv].collection, sizeof(mv[0].collection),
+						 "%s", best->collection);
 					snprintf(mv[n_mv].src, sizeof(mv[0].src), "%s", src->url);
 					snprintf(mv[n_mv].dst, sizeof(mv[0].dst), "%s", dst->url);
 					n_mv++;
@@ -1457,12 +1472,14 @@ static int cmd_volume_balance(struct shell *sh, int argc, char **argv)
 			break;
 	}
 	if (!apply)
-		out(sh, "Running in simulation mode. Use \"-apply\" option to apply the changes.\n");
+		out(sh,
+		    "Running in simulation mode. Use \"-apply\" option to apply the changes.\n");
 	print_moves(sh, mv, n_mv);
 	if (n_mv == 0)
 		out(sh, "the volumes are balanced\n");
 	if (apply)
-		ret = run_moves(sh, mv, n_mv, strtod(flag_str(f, "ioBytePerSecond", "0"), NULL) / 1048576.0);
+		ret = run_moves(sh, mv, n_mv,
+				strtod(flag_str(f, "ioBytePerSecond", "0"), NULL) / 1048576.0);
 	free(mv);
 	topo_free(&t);
 	return ret;
@@ -1470,9 +1487,9 @@ static int cmd_volume_balance(struct shell *sh, int argc, char **argv)
 
 static int cmd_evacuate(struct shell *sh, int argc, char **argv)
 {
-	struct flagdef f[] = {{"node", false, NULL},	       {"apply", true, NULL},
-			      {"force", true, NULL},	       {"skipNonMoveable", true, NULL},
-			      {"target", false, NULL},	       {"ioBytePerSecond", false, NULL},
+	struct flagdef f[] = {{"node", false, NULL},   {"apply", true, NULL},
+			      {"force", true, NULL},   {"skipNonMoveable", true, NULL},
+			      {"target", false, NULL}, {"ioBytePerSecond", false, NULL},
 			      {NULL, false, NULL}};
 	struct topo t;
 	struct node *from;
@@ -1518,8 +1535,9 @@ static int cmd_evacuate(struct shell *sh, int argc, char **argv)
 				from->vols[0] = from->vols[--from->n_vols];
 				continue;
 			}
-			ret = fail(sh, "volume %u (replication %s) cannot move anywhere: no server "
-				       "with a free slot keeps its placement",
+			ret = fail(sh,
+				   "volume %u (replication %s) cannot move anywhere: no server "
+				   "with a free slot keeps its placement",
 				   o->id, o->replication);
 			break;
 		}
@@ -1542,7 +1560,8 @@ static int cmd_evacuate(struct shell *sh, int argc, char **argv)
 		print_moves(sh, mv, n_mv);
 		if (apply)
 			ret = run_moves(sh, mv, n_mv,
-					strtod(flag_str(f, "ioBytePerSecond", "0"), NULL) / 1048576.0);
+					strtod(flag_str(f, "ioBytePerSecond", "0"), NULL) /
+					    1048576.0);
 	}
 	free(mv);
 	topo_free(&t);
@@ -1622,16 +1641,18 @@ static int cmd_fix_replication(struct shell *sh, int argc, char **argv)
 		int left = 0;
 
 		if (interrupted(sh)) {
-			ret = fail(sh, "interrupted (the master goes on with the copies it started)");
+			ret =
+			    fail(sh, "interrupted (the master goes on with the copies it started)");
 			break;
 		}
-		if (leader_call(sh, "GET", "/cluster/repair", 10000, &st, err, sizeof(err)) != 200) {
+		if (leader_call(sh, "GET", "/cluster/repair", 10000, &st, err, sizeof(err)) !=
+		    200) {
 			json_decref(st);
 			ret = fail(sh, "volume.fix.replication: %s", err);
 			break;
 		}
-		json_array_foreach(json_object_get(json_object_get(st, "Repair"), "UnderReplicated"),
-				   i, v)
+		json_array_foreach(
+		    json_object_get(json_object_get(st, "Repair"), "UnderReplicated"), i, v)
 		{
 			uint32_t vid = (uint32_t)json_integer_value(json_object_get(v, "volume"));
 
@@ -1649,8 +1670,10 @@ static int cmd_fix_replication(struct shell *sh, int argc, char **argv)
 					continue;
 				out(sh, "  volume %u: %.1f of %.1f MiB copied to %s\n",
 				    (uint32_t)json_integer_value(json_object_get(c, "volume")),
-				    (double)json_integer_value(json_object_get(c, "bytes")) / 1048576.0,
-				    (double)json_integer_value(json_object_get(c, "total")) / 1048576.0,
+				    (double)json_integer_value(json_object_get(c, "bytes")) /
+					1048576.0,
+				    (double)json_integer_value(json_object_get(c, "total")) /
+					1048576.0,
 				    json_string_value(json_object_get(c, "target")) ?: "");
 			}
 			last = monotonic_ns();
@@ -1668,9 +1691,9 @@ static int cmd_fix_replication(struct shell *sh, int argc, char **argv)
 
 static int cmd_check_disk(struct shell *sh, int argc, char **argv)
 {
-	struct flagdef f[] = {{"volumeId", false, NULL}, {"apply", true, NULL},
-			      {"force", true, NULL},	 {"v", true, NULL},
-			      {"slow", true, NULL},	 {"syncDeleted", true, NULL},
+	struct flagdef f[] = {{"volumeId", false, NULL},      {"apply", true, NULL},
+			      {"force", true, NULL},	      {"v", true, NULL},
+			      {"slow", true, NULL},	      {"syncDeleted", true, NULL},
 			      {"cutoffSeconds", false, NULL}, {NULL, false, NULL}};
 	struct topo t;
 	uint32_t only = 0;
@@ -1687,7 +1710,8 @@ static int cmd_check_disk(struct shell *sh, int argc, char **argv)
 	if (load_topo(sh, &t) < 0)
 		return -1;
 	if (!apply)
-		out(sh, "Running in simulation mode. Use \"-apply\" option to apply the changes.\n");
+		out(sh,
+		    "Running in simulation mode. Use \"-apply\" option to apply the changes.\n");
 	for (int i = 0; i < t.n; i++) {
 		for (int v = 0; v < t.nodes[i].n_vols; v++) {
 			uint32_t vid = t.nodes[i].vols[v].id;
@@ -1705,8 +1729,8 @@ static int cmd_check_disk(struct shell *sh, int argc, char **argv)
 					 "&cutoffSeconds=%ld",
 					 vid, h[k]->url, apply ? "true" : "false",
 					 strtol(flag_str(f, "cutoffSeconds", "10"), NULL, 10));
-				if (call(sh, "POST", h[0]->url, pq, 600000, &js, err, sizeof(err)) !=
-				    200) {
+				if (call(sh, "POST", h[0]->url, pq, 600000, &js, err,
+					 sizeof(err)) != 200) {
 					json_decref(js);
 					ret = fail(sh, "volume %u: %s", vid, err);
 					continue;
@@ -1714,14 +1738,16 @@ static int cmd_check_disk(struct shell *sh, int argc, char **argv)
 				out(sh,
 				    "volume %u %s has %lld entries, %s missed %lld and partially deleted "
 				    "%lld entries\n",
-				    vid, h[0]->url, json_integer_value(json_object_get(js, "localKeys")),
-				    h[k]->url, json_integer_value(json_object_get(js, "copiedToPeer")),
+				    vid, h[0]->url,
+				    json_integer_value(json_object_get(js, "localKeys")), h[k]->url,
+				    json_integer_value(json_object_get(js, "copiedToPeer")),
 				    json_integer_value(json_object_get(js, "deletedOnPeer")));
 				out(sh,
 				    "volume %u %s has %lld entries, %s missed %lld and partially deleted "
 				    "%lld entries\n",
-				    vid, h[k]->url, json_integer_value(json_object_get(js, "peerKeys")),
-				    h[0]->url, json_integer_value(json_object_get(js, "copiedFromPeer")),
+				    vid, h[k]->url,
+				    json_integer_value(json_object_get(js, "peerKeys")), h[0]->url,
+				    json_integer_value(json_object_get(js, "copiedFromPeer")),
 				    json_integer_value(json_object_get(js, "deletedHere")));
 				json_decref(js);
 			}
@@ -1742,22 +1768,33 @@ struct command {
 static int cmd_help(struct shell *sh, int argc, char **argv);
 
 static const struct command commands[] = {
-    {"cluster.check", cmd_cluster_check, "check the masters and volume servers answer, and every volume has its copies"},
+    {"cluster.check", cmd_cluster_check,
+     "check the masters and volume servers answer, and every volume has its copies"},
     {"cluster.ps", cmd_cluster_ps, "list the masters and the volume servers"},
-    {"collection.delete", cmd_collection_delete, "-collection=<name> [-apply]: delete a collection"},
+    {"collection.delete", cmd_collection_delete,
+     "-collection=<name> [-apply]: delete a collection"},
     {"collection.list", cmd_collection_list, "list the collections"},
     {"lock", cmd_lock, "take the operators' lock (one operator at a time changes the topology)"},
     {"unlock", cmd_unlock, "release the operators' lock"},
-    {"volume.balance", cmd_volume_balance, "[-collection=<pattern>] [-dataCenter=<dc>] [-apply|-force]: even out volume counts, keeping placements"},
-    {"volume.check.disk", cmd_check_disk, "[-volumeId=<id>] [-apply] [-cutoffSeconds=10]: compare the needles of replicas and copy what is missing (newest wins)"},
-    {"volume.copy", cmd_volume_copy, "-volumeId=<id> -source=<host:port> -target=<host:port>: copy a volume"},
-    {"volume.delete", cmd_volume_delete, "-volumeId=<id> -node=<host:port>: delete one copy of a volume"},
-    {"volume.fix.replication", cmd_fix_replication, "[-n]: copy under-replicated volumes now (-n: print the plan only)"},
-    {"volume.list", cmd_volume_list, "[-v=5] [-collectionPattern=..] [-volumeId=..] [-readonly] [-writable] [-dataCenter=..] [-rack=..] [-dataNode=..]: list the volumes"},
-    {"volume.mark", cmd_volume_mark, "-volumeId=<id> -node=<host:port> (or -collection=<c>) -readonly|-writable"},
-    {"volume.move", cmd_volume_move, "-volumeId=<id> -source=<host:port> -target=<host:port>: live move"},
+    {"volume.balance", cmd_volume_balance,
+     "[-collection=<pattern>] [-dataCenter=<dc>] [-apply|-force]: even out volume counts, keeping placements"},
+    {"volume.check.disk", cmd_check_disk,
+     "[-volumeId=<id>] [-apply] [-cutoffSeconds=10]: compare the needles of replicas and copy what is missing (newest wins)"},
+    {"volume.copy", cmd_volume_copy,
+     "-volumeId=<id> -source=<host:port> -target=<host:port>: copy a volume"},
+    {"volume.delete", cmd_volume_delete,
+     "-volumeId=<id> -node=<host:port>: delete one copy of a volume"},
+    {"volume.fix.replication", cmd_fix_replication,
+     "[-n]: copy under-replicated volumes now (-n: print the plan only)"},
+    {"volume.list", cmd_volume_list,
+     "[-v=5] [-collectionPattern=..] [-volumeId=..] [-readonly] [-writable] [-dataCenter=..] [-rack=..] [-dataNode=..]: list the volumes"},
+    {"volume.mark", cmd_volume_mark,
+     "-volumeId=<id> -node=<host:port> (or -collection=<c>) -readonly|-writable"},
+    {"volume.move", cmd_volume_move,
+     "-volumeId=<id> -source=<host:port> -target=<host:port>: live move"},
     {"volume.vacuum", cmd_volume_vacuum, "[-garbageThreshold=0.3]: vacuum volumes"},
-    {"volumeServer.evacuate", cmd_evacuate, "-node=<host:port> [-apply]: move every volume off a server"},
+    {"volumeServer.evacuate", cmd_evacuate,
+     "-node=<host:port> [-apply]: move every volume off a server"},
     {"help", cmd_help, "[command]: list the commands or show one"},
 };
 
@@ -1793,9 +1830,9 @@ int shell_run_line(struct shell *sh, const char *line)
 			if (strcmp(name, commands[k].name))
 				continue;
 			found = true;
-			if (cmds[i].argc > 1 && (!strcmp(cmds[i].argv[1], "-h") ||
-						 !strcmp(cmds[i].argv[1], "-help") ||
-						 !strcmp(cmds[i].argv[1], "--help")))
+			if (cmds[i].argc > 1 &&
+			    (!strcmp(cmds[i].argv[1], "-h") || !strcmp(cmds[i].argv[1], "-help") ||
+			     !strcmp(cmds[i].argv[1], "--help")))
 				out(sh, "  %s %s\n", commands[k].name, commands[k].help);
 			else if (commands[k].fn(sh, cmds[i].argc, cmds[i].argv) < 0)
 				ret = 1;

@@ -24,9 +24,9 @@
 struct shell;
 
 struct shell_options {
-	const char *masters;		       /* comma list */
-	const char *jwt_key;		       /* "" or NULL: the cluster has no key */
-	FILE *out, *err;		       /* stdout, stderr by default */
+	const char *masters;		    /* comma list */
+	const char *jwt_key;		    /* "" or NULL: the cluster has no key */
+	FILE *out, *err;		    /* stdout, stderr by default */
 	volatile sig_atomic_t *interrupted; /* set by the caller's SIGINT handler */
 };
 

@@ -15,13 +15,13 @@
 #include "cluster/net/auth.h"
 #include "cluster/net/http_client.h"
 
-#define SEC		   1000000000ull
-#define RETRY_NS	   (5 * SEC)  /* a failed copy is tried again after this */
-#define EXTRA_GRACE_NS	   (10 * SEC) /* extra copies are removed after this */
-#define LOST_TARGET_NS	   (30 * SEC) /* a target not answering for this: copy failed */
-#define LOCK_LEASE_NS	   (30 * SEC)
-#define KEEP_FINISHED	   32
-#define MAX_TRACKED	   4096
+#define SEC	       1000000000ull
+#define RETRY_NS       (5 * SEC)  /* a failed copy is tried again after this */
+#define EXTRA_GRACE_NS (10 * SEC) /* extra copies are removed after this */
+#define LOST_TARGET_NS (30 * SEC) /* a target not answering for this: copy failed */
+#define LOCK_LEASE_NS  (30 * SEC)
+#define KEEP_FINISHED  32
+#define MAX_TRACKED    4096
 
 enum job_state { JOB_RUNNING, JOB_DONE, JOB_FAILED };
 static const char *const job_names[] = {"running", "done", "failed"};
@@ -66,8 +66,8 @@ struct repair {
 	size_t n_tracked;
 	struct removal removals[16];
 	int n_removals;
-	uint64_t last_check;	/* monotonic: last check.disk pass */
-	uint64_t check_fixes;	/* needles copied by the periodic check.disk */
+	uint64_t last_check;  /* monotonic: last check.disk pass */
+	uint64_t check_fixes; /* needles copied by the periodic check.disk */
 	uint64_t check_passes;
 	unsigned rand_state;
 	/* the operators' lock */
@@ -83,8 +83,11 @@ static int call(struct repair *r, const char *method, const char *server, const 
 {
 	char url[1200], auth[AUTH_HEADER_LEN];
 	const char *headers[2] = {NULL, NULL};
-	struct http_client_request rq = {
-	    .method = method, .url = url, .headers = headers, .body_fd = -1, .timeout_ms = timeout_ms};
+	struct http_client_request rq = {.method = method,
+					 .url = url,
+					 .headers = headers,
+					 .body_fd = -1,
+					 .timeout_ms = timeout_ms};
 
 	if (r->env.jwt_key && *r->env.jwt_key) {
 		if (auth_server_header(r->env.jwt_key, method, pq, NULL, 0, auth) < 0) {
@@ -139,7 +142,8 @@ static void trim_jobs(struct repair *r)
 		if (r->jobs[i].state == JOB_RUNNING)
 			continue;
 		if (++finished > KEEP_FINISHED) {
-			memmove(&r->jobs[i], &r->jobs[i + 1], (r->n_jobs - i - 1) * sizeof(r->jobs[0]));
+			memmove(&r->jobs[i], &r->jobs[i + 1],
+				(r->n_jobs - i - 1) * sizeof(r->jobs[0]));
 			r->n_jobs--;
 		}
 	}
@@ -238,8 +242,8 @@ static void start_copy(struct repair *r, const struct topo_volume_view *v, struc
 		if (ret < 0 || rs.status != 202) {
 			j->state = JOB_FAILED;
 			j->ended = monotonic_ns();
-			snprintf(j->error, sizeof(j->error), "%s: %ld %.200s", target_url, rs.status,
-				 ret < 0 ? rs.error : rs.body);
+			snprintf(j->error, sizeof(j->error), "%s: %ld %.200s", target_url,
+				 rs.status, ret < 0 ? rs.error : rs.body);
 			t = track(r, vid);
 			if (t) {
 				snprintf(t->last_error, sizeof(t->last_error), "%s", j->error);
@@ -302,8 +306,10 @@ static void poll_jobs(struct repair *r, uint64_t now)
 					continue;
 				found = true;
 				j->last_answer = now;
-				j->bytes = (uint64_t)json_integer_value(json_object_get(c, "bytes"));
-				j->total = (uint64_t)json_integer_value(json_object_get(c, "total"));
+				j->bytes =
+				    (uint64_t)json_integer_value(json_object_get(c, "bytes"));
+				j->total =
+				    (uint64_t)json_integer_value(json_object_get(c, "total"));
 				if (!strcmp(st, "done")) {
 					j->state = JOB_DONE;
 					j->ended = now;
@@ -338,7 +344,8 @@ static void poll_jobs(struct repair *r, uint64_t now)
 				j->state = JOB_FAILED;
 				j->ended = now;
 				snprintf(j->error, sizeof(j->error),
-					 "the target %s stopped answering about the copy", j->target);
+					 "the target %s stopped answering about the copy",
+					 j->target);
 				if (t)
 					t->next_try = now + RETRY_NS;
 				log_warn("repair: copy of volume %u: %s", j->vid, j->error);
@@ -378,8 +385,8 @@ static void remove_extra(struct repair *r, const struct topo_volume_view *v)
 
 			if (l->compact_revision < b->compact_revision ||
 			    (l->compact_revision == b->compact_revision &&
-			     (l->size < b->size || (l->size == b->size && l->read_only &&
-						    !b->read_only))))
+			     (l->size < b->size ||
+			      (l->size == b->size && l->read_only && !b->read_only))))
 				victim = i;
 		}
 	}
@@ -392,8 +399,9 @@ static void remove_extra(struct repair *r, const struct topo_volume_view *v)
 	http_client_response_release(&rs);
 	pthread_mutex_lock(&r->lock);
 	if (ret == 0 && (rs.status == 200 || rs.status == 404)) {
-		log_info("repair: volume %u had %d copies for %d wanted: removed the stalest, on %s",
-			 v->id, v->n_locations, placement_copies(v->replica_placement), server);
+		log_info(
+		    "repair: volume %u had %d copies for %d wanted: removed the stalest, on %s",
+		    v->id, v->n_locations, placement_copies(v->replica_placement), server);
 		if (r->n_removals == (int)(sizeof(r->removals) / sizeof(r->removals[0]))) {
 			memmove(&r->removals[0], &r->removals[1],
 				sizeof(r->removals) - sizeof(r->removals[0]));
@@ -427,8 +435,9 @@ static void check_disks(struct repair *r)
 				struct http_client_response rs;
 				json_t *js;
 
-				snprintf(pq, sizeof(pq), "/admin/volume/check_disk?volume=%u&peer=%s",
-					 v->id, v->locations[k].url);
+				snprintf(pq, sizeof(pq),
+					 "/admin/volume/check_disk?volume=%u&peer=%s", v->id,
+					 v->locations[k].url);
 				if (call(r, "POST", v->locations[0].url, pq, 600000, &rs) == 0 &&
 				    rs.status == 200 && (js = json_loads(rs.body, 0, NULL))) {
 					uint64_t fixed =
@@ -489,8 +498,9 @@ static void pass(struct repair *r)
 				t->under_since = now;
 			if (running_job(r, v->id) || now < t->next_try)
 				continue;
-			if (!t->force && (r->env.delay_seconds < 0 ||
-					  now - t->under_since < (uint64_t)r->env.delay_seconds * SEC))
+			if (!t->force &&
+			    (r->env.delay_seconds < 0 ||
+			     now - t->under_since < (uint64_t)r->env.delay_seconds * SEC))
 				continue;
 			start_copy(r, v, t, now);
 		} else {
@@ -626,19 +636,18 @@ json_t *repair_status_json(struct repair *r)
 		uint64_t end = jb->ended ? jb->ended : now;
 
 		json_array_append_new(
-		    copies, json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:f,s:s}", "volume",
-				      (json_int_t)jb->vid, "source", jb->source, "target",
-				      jb->target, "state", job_names[jb->state], "bytes",
-				      (json_int_t)jb->bytes, "total", (json_int_t)jb->total,
-				      "seconds", (double)(end - jb->started) / 1e9, "error",
-				      jb->error));
+		    copies,
+		    json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:f,s:s}", "volume", (json_int_t)jb->vid,
+			      "source", jb->source, "target", jb->target, "state",
+			      job_names[jb->state], "bytes", (json_int_t)jb->bytes, "total",
+			      (json_int_t)jb->total, "seconds", (double)(end - jb->started) / 1e9,
+			      "error", jb->error));
 	}
 	for (int i = 0; i < r->n_removals; i++)
-		json_array_append_new(removed,
-				      json_pack("{s:I,s:s,s:I}", "volume",
-						(json_int_t)r->removals[i].vid, "server",
-						r->removals[i].server, "atSecond",
-						(json_int_t)(r->removals[i].at / SEC)));
+		json_array_append_new(removed, json_pack("{s:I,s:s,s:I}", "volume",
+							 (json_int_t)r->removals[i].vid, "server",
+							 r->removals[i].server, "atSecond",
+							 (json_int_t)(r->removals[i].at / SEC)));
 	j = json_pack("{s:i,s:i,s:f,s:i,s:o,s:o,s:o,s:I,s:I,s:s}", "DelaySeconds",
 		      r->env.delay_seconds, "Concurrency", r->env.concurrency, "MBps", r->env.mbps,
 		      "CheckDiskIntervalSeconds", r->env.check_interval_seconds, "UnderReplicated",
@@ -649,8 +658,8 @@ json_t *repair_status_json(struct repair *r)
 	return j;
 }
 
-int repair_lock(struct repair *r, const char *owner, const char *token, char *out_token,
-		size_t cap, char *holder, size_t holder_cap)
+int repair_lock(struct repair *r, const char *owner, const char *token, char *out_token, size_t cap,
+		char *holder, size_t holder_cap)
 {
 	uint64_t now = monotonic_ns();
 	int ret = 0;
@@ -743,15 +752,15 @@ json_t *repair_plan_json(struct repair *r)
 			json_array_append_new(
 			    add, json_pack("{s:I,s:s,s:s,s:i,s:i,s:s,s:s,s:b,s:s}", "volume",
 					   (json_int_t)v->id, "collection", v->collection,
-					   "replication", repl, "copies", v->n_locations, "want", want,
-					   "source", v->locations[0].url, "target",
+					   "replication", repl, "copies", v->n_locations, "want",
+					   want, "source", v->locations[0].url, "target",
 					   target >= 0 ? nodes[target].url : "", "copying",
 					   running_job(r, v->id) != NULL, "error", reason));
 		} else if (v->n_locations > want) {
-			json_array_append_new(trim, json_pack("{s:I,s:s,s:i,s:i}", "volume",
-							      (json_int_t)v->id, "replication",
-							      repl, "copies", v->n_locations,
-							      "want", want));
+			json_array_append_new(trim,
+					      json_pack("{s:I,s:s,s:i,s:i}", "volume",
+							(json_int_t)v->id, "replication", repl,
+							"copies", v->n_locations, "want", want));
 		}
 	}
 	pthread_mutex_unlock(&r->lock);

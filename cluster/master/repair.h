@@ -54,8 +54,8 @@ json_t *repair_status_json(struct repair *r);
  * lock, or the token held, to renew it. Returns 0 and a token (lease 30 s), or -EBUSY
  * with the holder's name in holder.
  */
-int repair_lock(struct repair *r, const char *owner, const char *token, char *out_token,
-		size_t cap, char *holder, size_t holder_cap);
+int repair_lock(struct repair *r, const char *owner, const char *token, char *out_token, size_t cap,
+		char *holder, size_t holder_cap);
 /* What a pass would do now: under-replicated volumes with the source and the target
  * the placement picks, over-replicated ones (new reference). */
 json_t *repair_plan_json(struct repair *r);

@@ -71,8 +71,8 @@ static bool keyed(const struct copier *c)
 /* One request to another volume server, with a server token when keyed. */
 static int call_peer(struct copier *c, const char *method, const char *host, const char *pq,
 		     const void *body, size_t body_len, long timeout_ms,
-		     size_t (*on_body)(void *, const void *, size_t), void *cls, size_t max_response,
-		     struct http_client_response *rs)
+		     size_t (*on_body)(void *, const void *, size_t), void *cls,
+		     size_t max_response, struct http_client_response *rs)
 {
 	char url[1200], auth[AUTH_HEADER_LEN];
 	const char *headers[3] = {NULL, NULL, NULL};
@@ -102,8 +102,7 @@ static int call_peer(struct copier *c, const char *method, const char *host, con
 	return http_client_do(&rq, rs);
 }
 
-static int parse_u64_param(struct http_request *req, const char *name, bool required,
-			   uint64_t *out)
+static int parse_u64_param(struct http_request *req, const char *name, bool required, uint64_t *out)
 {
 	const char *s = http_query(req, name);
 	char *end;
@@ -397,7 +396,8 @@ static void append_on_cleanup(struct http_request *req)
 
 /* ---------------------------------------------------------------- the copy job */
 
-static void job_fail(struct copy_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_fail(struct copy_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void job_fail(struct copy_job *j, const char *fmt, ...)
 {
@@ -625,8 +625,8 @@ static int splice_piece(struct copy_job *j, const char *pq, int fd, uint64_t fro
 		if (in <= 0)
 			goto io;
 		while (moved < in) {
-			ssize_t w = splice(pipefd[0], NULL, fd, &off, (size_t)(in - moved),
-					   SPLICE_F_MOVE);
+			ssize_t w =
+			    splice(pipefd[0], NULL, fd, &off, (size_t)(in - moved), SPLICE_F_MOVE);
 
 			if (w <= 0) {
 				ret = w < 0 ? -errno : -EIO;
@@ -728,7 +728,8 @@ static void *stream_thread(void *arg)
 		snprintf(st->err, sizeof(st->err), "out of memory");
 	}
 	while (buf && st->ret == 0 && st->next < st->to) {
-		uint64_t from = st->next, n = st->to - from > COPY_SLICE ? COPY_SLICE : st->to - from;
+		uint64_t from = st->next,
+			 n = st->to - from > COPY_SLICE ? COPY_SLICE : st->to - from;
 		int ret;
 
 		st->next += n;
@@ -809,8 +810,8 @@ static int verify(struct copy_job *j, int dat_fd, int idx_fd, uint64_t dat_size,
 	pthread_t th;
 	bool threaded;
 
-	if (fstat(dat_fd, &st) < 0 || (uint64_t)st.st_size != dat_size ||
-	    fstat(idx_fd, &st) < 0 || (uint64_t)st.st_size != idx_size) {
+	if (fstat(dat_fd, &st) < 0 || (uint64_t)st.st_size != dat_size || fstat(idx_fd, &st) < 0 ||
+	    (uint64_t)st.st_size != idx_size) {
 		job_fail(j, "the copy's sizes differ from the source's");
 		return -EIO;
 	}
@@ -869,8 +870,9 @@ static int copy_files(struct copy_job *j, int dat_fd, int idx_fd, uint8_t *buf)
 		if (in.revision != rev || in.dat_size < have_dat || in.idx_size < have_idx) {
 			/* first round, or a vacuum swapped the source's files: from zero */
 			if (rev >= 0)
-				log_info("copy of volume %u: the source was vacuumed, starting over",
-					 j->vid);
+				log_info(
+				    "copy of volume %u: the source was vacuumed, starting over",
+				    j->vid);
 			if (ftruncate(dat_fd, 0) < 0 || ftruncate(idx_fd, 0) < 0) {
 				job_fail(j, "cannot truncate the copy: %s", strerror(errno));
 				return -errno;
@@ -879,7 +881,8 @@ static int copy_files(struct copy_job *j, int dat_fd, int idx_fd, uint8_t *buf)
 			j->done_bytes = 0;
 			rev = in.revision;
 		}
-		j->total_bytes = j->done_bytes + (in.dat_size - have_dat) + (in.idx_size - have_idx);
+		j->total_bytes =
+		    j->done_bytes + (in.dat_size - have_dat) + (in.idx_size - have_idx);
 		if (in.dat_size == have_dat && in.idx_size == have_idx) {
 			if (finishing) {
 				ret = verify(j, dat_fd, idx_fd, have_dat, have_idx, rev);
@@ -923,8 +926,9 @@ static void *copy_thread(void *arg)
 	snprintf(j->collection, sizeof(j->collection), "%s", in.collection);
 	ret = store_copy_dir(c->env.store, j->vid, j->dir, sizeof(j->dir));
 	if (ret < 0) {
-		job_fail(j, ret == -EEXIST ? "volume %u is already on this server"
-					   : "no free volume slot or disk space for volume %u",
+		job_fail(j,
+			 ret == -EEXIST ? "volume %u is already on this server"
+					: "no free volume slot or disk space for volume %u",
 			 j->vid);
 		goto out;
 	}
@@ -1005,9 +1009,9 @@ out:
 	if (ret < 0)
 		log_warn("copy of volume %u from %s failed: %s", j->vid, j->source, j->error);
 	j->ended_ns = monotonic_ns();
-	j->state = ret == 0				 ? COPY_DONE
+	j->state = ret == 0					  ? COPY_DONE
 		   : ret == -ECANCELED || atomic_load(&j->cancel) ? COPY_CANCELLED
-								: COPY_FAILED;
+								  : COPY_FAILED;
 	return NULL;
 }
 
@@ -1121,7 +1125,8 @@ static void handle_copy(struct copier *c, struct http_request *req, uint32_t vid
 	pthread_mutex_unlock(&c->lock);
 	log_info("copy of volume %u from %s: started%s", vid, source,
 		 j->wait_finish ? " (finishes when told)" : "");
-	http_reply_json(req, 202, json_pack("{s:I,s:s}", "volume", (json_int_t)vid, "source", source));
+	http_reply_json(req, 202,
+			json_pack("{s:I,s:s}", "volume", (json_int_t)vid, "source", source));
 }
 
 static json_t *job_json(const struct copy_job *j)
@@ -1130,8 +1135,8 @@ static json_t *job_json(const struct copy_job *j)
 
 	return json_pack("{s:I,s:s,s:s,s:I,s:I,s:f,s:s}", "volume", (json_int_t)j->vid, "source",
 			 j->source, "state", state_names[j->state], "bytes",
-			 (json_int_t)j->done_bytes, "total", (json_int_t)j->total_bytes,
-			 "seconds", (double)(end - j->started_ns) / 1e9, "error", j->error);
+			 (json_int_t)j->done_bytes, "total", (json_int_t)j->total_bytes, "seconds",
+			 (double)(end - j->started_ns) / 1e9, "error", j->error);
 }
 
 json_t *copier_status_json(struct copier *c)
@@ -1331,7 +1336,8 @@ static void handle_check_disk(struct copier *c, struct http_request *req, struct
 	bool do_apply = !apply || strcmp(apply, "false");
 
 	if (!peer || !auth_public_url_valid(peer) || !strcmp(peer, c->env.self_url)) {
-		http_reply_error(req, 400, "parameter peer must be another volume server's host:port");
+		http_reply_error(req, 400,
+				 "parameter peer must be another volume server's host:port");
 		return;
 	}
 	if (parse_u64_param(req, "cutoffSeconds", false, &cutoff_s) < 0)

@@ -36,8 +36,8 @@ struct copier;
 
 struct copier_env {
 	struct store *store;
-	const char *jwt_key;		     /* NULL or "": no server tokens */
-	const char *self_url;		     /* ip:port of this server */
+	const char *jwt_key;		    /* NULL or "": no server tokens */
+	const char *self_url;		    /* ip:port of this server */
 	void (*volumes_changed)(void *ctx); /* heartbeat at once */
 	void *ctx;
 	int max_running; /* copies running at once on this server (0 = 8) */

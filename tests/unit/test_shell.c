@@ -43,8 +43,7 @@ static void test_split(void **state)
 static void test_quotes(void **state)
 {
 	(void)state;
-	parse_ok("a \"b c\" 'd;e' f\\ g", 1,
-		 (const char *const[]){"a", "b c", "d;e", "f g", NULL});
+	parse_ok("a \"b c\" 'd;e' f\\ g", 1, (const char *const[]){"a", "b c", "d;e", "f g", NULL});
 	parse_ok("x\"y\"'z' \"a\\\"b\" 'c\\d'", 1,
 		 (const char *const[]){"xyz", "a\"b", "c\\d", NULL});
 	parse_ok("a \"\" b", 1, (const char *const[]){"a", "", "b", NULL});
