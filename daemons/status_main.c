@@ -279,7 +279,8 @@ static void print_repair(struct kelp_client *c)
 	rep = json_object_get(root, "Repair");
 	printf("\nRepair (after %llds under-replicated, %lld copies per server, %s)\n",
 	       int_field(rep, "DelaySeconds"), int_field(rep, "Concurrency"),
-	       json_real_value(json_object_get(rep, "MBps")) > 0 ? "MB/s limited" : "no MB/s limit");
+	       json_real_value(json_object_get(rep, "MBps")) > 0 ? "MB/s limited"
+								 : "no MB/s limit");
 	if (*str_field(rep, "LockedBy", ""))
 		printf("  locked by %s\n", str_field(rep, "LockedBy", ""));
 	table_init(&t, 5);

@@ -125,8 +125,8 @@ static bool first_of(const struct placement_place *locs, int i, bool rack_level)
 #define NONE "\x01"
 
 /* Does locs fit with main data center dc and main rack rack (NONE = one holding no copy)? */
-static bool fits_with(int x, int y, int z, const struct placement_place *locs, int n, const char *dc,
-		      const char *rack)
+static bool fits_with(int x, int y, int z, const struct placement_place *locs, int n,
+		      const char *dc, const char *rack)
 {
 	int other_dcs = 0, other_racks = 0;
 
@@ -167,4 +167,3 @@ bool placement_fits(uint8_t rp, const struct placement_place *locs, int n)
 	}
 	return fits_with(x, y, z, locs, n, NONE, NONE);
 }
-

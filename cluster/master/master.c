@@ -1058,7 +1058,8 @@ static void handle_repair_routes(struct master *m, struct http_request *req)
 	int ret;
 
 	if (!strcmp(req->path, "/cluster/repair")) {
-		http_reply_json(req, 200, json_pack("{s:o}", "Repair", repair_status_json(m->repair)));
+		http_reply_json(req, 200,
+				json_pack("{s:o}", "Repair", repair_status_json(m->repair)));
 		return;
 	}
 	if (!strcmp(req->path, "/cluster/repair/plan")) {

@@ -1460,8 +1460,7 @@ static int collect_state(void *ctx, const struct needle_map_entry *e)
 	if (pread_all(c->dat_fd, h, sizeof(h), (uint64_t)e->offset * 8) == 0)
 		needle_parse_header(h, &s->cookie, &id, &size);
 	if (pread_all(c->dat_fd, tail, sizeof(tail),
-		      (uint64_t)e->offset * 8 + NEEDLE_HEADER_SIZE + size) == 0)
-	{
+		      (uint64_t)e->offset * 8 + NEEDLE_HEADER_SIZE + size) == 0) {
 		s->checksum = get_be32(tail);
 		s->append_at_ns = get_be64(tail + 4);
 	}
