@@ -260,6 +260,20 @@ out:
 	http_client_response_release(&rs);
 }
 
+/* True when url is a live volume server (heard from within 3 pulses). */
+static bool node_live(struct repair *r, const char *url)
+{
+	struct topo_node_view *nodes;
+	int n = topology_nodes(r->env.topo, now_ns(), &nodes);
+	bool live = false;
+
+	for (int i = 0; i < n && !live; i++)
+		live = !strcmp(nodes[i].url, url);
+	if (n >= 0)
+		free(nodes);
+	return live;
+}
+
 /* Asks every target with running copies how they are doing. Caller holds lock. */
 static void poll_jobs(struct repair *r, uint64_t now)
 {
@@ -338,7 +352,8 @@ static void poll_jobs(struct repair *r, uint64_t now)
 				}
 				break;
 			}
-			if (!found && now - j->last_answer > LOST_TARGET_NS) {
+			if (!found && (now - j->last_answer > LOST_TARGET_NS ||
+				       (!js && !node_live(r, j->target)))) {
 				struct tracked *t = track(r, j->vid);
 
 				j->state = JOB_FAILED;

@@ -417,3 +417,48 @@ def test_repair_and_shell_in_a_keyed_cluster(make_cluster):
     p = subprocess.run([c.kelp_bin, "shell", "-master=" + c.master.addr, "-c=lock"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 1 and "401" in p.stderr, (p.stdout, p.stderr)
+
+
+def _running_copies(c):
+    rep = assert_json(c.master.get("/cluster/repair"), 200)["Repair"]
+    return [j for j in rep["Copies"] if j["state"] == "running"]
+
+
+def test_repair_retries_when_the_target_dies_and_copies_in_parallel(make_cluster):
+    """Four volumes of a dead server are copied side by side (MB/s limited, so each copy
+    takes seconds); the target of one is killed -9 in the middle: the master gives the
+    copy to another server, and the killed target comes back with no half volume."""
+    c = make_cluster([("dc1", "r1")] * 4,
+                     master_args=["-repairDelaySeconds=1", "-repairMBps=1",
+                                  "-repairConcurrency=2"], max=8)
+    a, b, x, y = c.volumes
+    blobs = {}
+    for vid in (31, 32, 33, 34):
+        a.assign(vid, replication="001")
+        b.assign(vid, replication="001")
+    c.settle()
+    for vid in (31, 32, 33, 34):
+        blobs.update(fill(c, a.addr, vid, 40, size=100000, first_key=vid * 1000))
+    b.kill()
+    # two copies at once on a (the source), not one after the other
+    most = wait_for("two copies running at once",
+                    lambda: len(_running_copies(c)) >= 2 and _running_copies(c), 20)
+    victim = c.by_addr(most[0]["target"])
+    wait_for("the copy to victim under way", lambda: [
+        j for j in _running_copies(c) if j["target"] == victim.addr and j["bytes"] > 0], 20)
+    victim.kill()
+    left = os.listdir(victim.dirs[0])
+    assert any(f.endswith(".cdt") for f in left), left
+    wait_for("every volume back at 2 copies on the live servers",
+             lambda: all(n == 2 for n in replica_counts(c).values())
+             and len(replica_counts(c)) == 4, 90, interval=0.5)
+    rep = assert_json(c.master.get("/cluster/repair"), 200)["Repair"]
+    failed = [j for j in rep["Copies"] if j["state"] == "failed"]
+    assert any(j["target"] == victim.addr for j in failed), rep["Copies"]
+    for fid, data in blobs.items():
+        for v in c.running():
+            if fid_vid(fid) in v.volumes():
+                c.assert_readable(v.addr, fid, data)
+    victim.start()
+    assert not [f for f in os.listdir(victim.dirs[0])
+                if f.endswith((".cdt", ".cix"))], os.listdir(victim.dirs[0])
