@@ -3,7 +3,8 @@
  *
  * Routes (docs/http-api.md): POST /heartbeat (protobuf Heartbeat from volume servers),
  * /dir/assign, /dir/lookup, /dir/status, /cluster/status, /cluster/healthz, /vol/grow,
- * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, and /<fid>
+ * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, /cluster/repair[/plan|/now],
+ * /cluster/lock, /cluster/unlock (repair.h), and /<fid>
  * (308 redirect to a volume server holding it).
  *
  * Volume growth creates volumes on volume servers with /admin/assign_volume (see
