@@ -17,6 +17,7 @@ int token_main(int argc, char **argv);
 int meta_main(int argc, char **argv);
 /* kelp meta sessions (daemons/meta_sessions.c) */
 int meta_sessions_main(int argc, char **argv);
+int shell_main(int argc, char **argv);
 int version_main(int argc, char **argv);
 int help_main(int argc, char **argv);
 

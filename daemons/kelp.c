@@ -29,6 +29,7 @@ static const struct command {
     {"status", status_main, "show the cluster: masters, leader, volume servers, volumes"},
     {"benchmark", benchmark_main, "write then read many small blobs; report throughput, latency"},
     {"meta", meta_main, "the mounts' metadata: kelp meta sessions -meta=DIR|URL, ..."},
+    {"shell", shell_main, "the operators' console: volume.list, volume.move, volume.balance, ..."},
     {"token", token_main, "print a server token for one admin request (needs the -jwtKey)"},
     {"version", version_main, "print the version"},
     {"help", help_main, "list the commands, or the flags of one: kelp help <command>"},

@@ -16,8 +16,9 @@ int master_main(int argc, char **argv)
 	char *ip = "127.0.0.1", *mdir = "/tmp", *peers = "", *default_replication = "000",
 	     *jwt_key = "", *jwt_read_key = "", *white_list = "", *ready_file = "";
 	int port = 9333, volume_size_limit_mb = 30000, pulse_seconds = 1, threads = 0,
-	    vacuum_interval = 15 * 60, election_timeout_ms = 1000;
-	double garbage_threshold = 0.3;
+	    vacuum_interval = 15 * 60, election_timeout_ms = 1000, repair_delay = 900,
+	    repair_concurrency = 2, check_disk_interval = 3600;
+	double garbage_threshold = 0.3, repair_mbps = 0;
 	bool public_status = false;
 	const struct flag flags[] = {
 	    FLAG("port", FLAG_INT, &port, "HTTP port; 0 picks a free one (see -readyFile)"),
@@ -45,6 +46,14 @@ int master_main(int argc, char **argv)
 		 "seconds between automatic vacuum passes; 0 = never"),
 	    FLAG("electionTimeoutMs", FLAG_INT, &election_timeout_ms,
 		 "Raft election timeout with -peers, ms"),
+	    FLAG("repairDelaySeconds", FLAG_INT, &repair_delay,
+		 "copy the volumes of a lost server after this many seconds; -1 = never"),
+	    FLAG("repairConcurrency", FLAG_INT, &repair_concurrency,
+		 "volume copies at once per server (as source or target)"),
+	    FLAG("repairMBps", FLAG_DOUBLE, &repair_mbps,
+		 "MB/s of each repair copy; 0 = unlimited"),
+	    FLAG("checkDiskIntervalSeconds", FLAG_INT, &check_disk_interval,
+		 "seconds between volume.check.disk passes over every volume; 0 = never"),
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write the bound port here once serving"),
 	    FLAG("threads", FLAG_INT, &threads, "unused: the master runs a thread per connection"),
 	    TOOL_TLS_FLAGS,
@@ -88,6 +97,15 @@ int master_main(int argc, char **argv)
 	opt.vacuum_interval_seconds = vacuum_interval;
 	opt.threads = threads;
 	opt.election_timeout_ms = election_timeout_ms;
+	opt.repair_delay_seconds = repair_delay;
+	opt.repair_concurrency = repair_concurrency;
+	opt.repair_mbps = repair_mbps;
+	opt.check_disk_interval_seconds = check_disk_interval;
+	if (repair_concurrency < 1 || repair_mbps < 0 || check_disk_interval < 0) {
+		fprintf(stderr, "kelp master: -repairConcurrency must be >= 1, -repairMBps and "
+				"-checkDiskIntervalSeconds >= 0\n");
+		return 2;
+	}
 
 	block_stop_signals();
 	ret = master_start(&opt, &m);

@@ -100,6 +100,9 @@ int server_main(int argc, char **argv)
 	mo.white_list = white_list;
 	mo.public_status = public_status;
 	mo.vacuum_interval_seconds = 15 * 60;
+	mo.repair_delay_seconds = 900;
+	mo.repair_concurrency = 2;
+	mo.check_disk_interval_seconds = 3600;
 	mo.threads = threads;
 
 	block_stop_signals();

@@ -260,6 +260,75 @@ static void print_topology(json_t *top)
 	table_print(&t, "  ");
 }
 
+/* The leader's repair: volumes short of copies, copies running and recent. */
+static void print_repair(struct kelp_client *c)
+{
+	char *body = NULL;
+	size_t len, i;
+	long status = 0;
+	json_t *root, *rep, *u, *j;
+	struct table t;
+	int shown = 0;
+
+	if (kelp_client_master_get(c, "/cluster/repair", true, &status, &body, &len, NULL) < 0 ||
+	    status != 200 || !(root = json_loadb(body, len, 0, NULL))) {
+		free(body);
+		return;
+	}
+	free(body);
+	rep = json_object_get(root, "Repair");
+	printf("\nRepair (after %llds under-replicated, %lld copies per server, %s)\n",
+	       int_field(rep, "DelaySeconds"), int_field(rep, "Concurrency"),
+	       json_real_value(json_object_get(rep, "MBps")) > 0 ? "MB/s limited"
+								 : "no MB/s limit");
+	if (*str_field(rep, "LockedBy", ""))
+		printf("  locked by %s\n", str_field(rep, "LockedBy", ""));
+	table_init(&t, 5);
+	table_row(&t, "VOLUME", "COPIES", "WANTED", "FOR", "STATE");
+	json_array_foreach(json_object_get(rep, "UnderReplicated"), i, u)
+	{
+		char v[24], h[24], w[24], f[32], st[400];
+
+		snprintf(v, sizeof(v), "%lld", int_field(u, "volume"));
+		snprintf(h, sizeof(h), "%lld", int_field(u, "copies"));
+		snprintf(w, sizeof(w), "%lld", int_field(u, "want"));
+		snprintf(f, sizeof(f), "%.0fs", json_real_value(json_object_get(u, "seconds")));
+		if (json_is_true(json_object_get(u, "copying")))
+			snprintf(st, sizeof(st), "copying");
+		else if (*str_field(u, "lastError", ""))
+			snprintf(st, sizeof(st), "%.300s", str_field(u, "lastError", ""));
+		else
+			snprintf(st, sizeof(st), "copy in %.0fs",
+				 json_real_value(json_object_get(u, "startsInSeconds")));
+		table_row(&t, v, h, w, f, st);
+		shown++;
+	}
+	if (shown)
+		table_print(&t, "  ");
+	else
+		printf("  every volume has its copies\n");
+	table_init(&t, 6);
+	table_row(&t, "VOLUME", "FROM", "TO", "STATE", "COPIED", "SECONDS");
+	shown = 0;
+	json_array_foreach(json_object_get(rep, "Copies"), i, j)
+	{
+		char v[24], b[64], sec[32];
+		double total = (double)int_field(j, "total"), done = (double)int_field(j, "bytes");
+
+		snprintf(v, sizeof(v), "%lld", int_field(j, "volume"));
+		snprintf(b, sizeof(b), "%.1f/%.1f MiB", done / 1048576.0, total / 1048576.0);
+		snprintf(sec, sizeof(sec), "%.1f", json_real_value(json_object_get(j, "seconds")));
+		table_row(&t, v, str_field(j, "source", ""), str_field(j, "target", ""),
+			  str_field(j, "state", ""), b, sec);
+		shown++;
+	}
+	if (shown) {
+		printf("  copies (running and recent):\n");
+		table_print(&t, "  ");
+	}
+	json_decref(root);
+}
+
 int status_main(int argc, char **argv)
 {
 	static const char summary[] =
@@ -311,6 +380,7 @@ int status_main(int argc, char **argv)
 			fprintf(stderr, "kelp status: /dir/status from %s has no Topology\n", from);
 		} else {
 			print_topology(top);
+			print_repair(c);
 			ret = 0;
 		}
 		json_decref(root);

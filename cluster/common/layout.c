@@ -99,3 +99,71 @@ void placement_format(uint8_t rp, char buf[4])
 {
 	snprintf(buf, 4, "%d%d%d", rp / 100, (rp / 10) % 10, rp % 10);
 }
+
+static int count_in(const struct placement_place *locs, int n, const char *dc, const char *rack)
+{
+	int c = 0;
+
+	for (int i = 0; i < n; i++)
+		if (!strcmp(locs[i].data_center, dc) && (!rack || !strcmp(locs[i].rack, rack)))
+			c++;
+	return c;
+}
+
+/* True when locs[i] is the first location of its data center (or, with rack_level, of
+ * its rack within that data center). */
+static bool first_of(const struct placement_place *locs, int i, bool rack_level)
+{
+	for (int k = 0; k < i; k++)
+		if (!strcmp(locs[k].data_center, locs[i].data_center) &&
+		    (!rack_level || !strcmp(locs[k].rack, locs[i].rack)))
+			return false;
+	return true;
+}
+
+/* No data center or rack is named this: "a main data center / rack holding no copy". */
+#define NONE "\x01"
+
+/* Does locs fit with main data center dc and main rack rack (NONE = one holding no copy)? */
+static bool fits_with(int x, int y, int z, const struct placement_place *locs, int n,
+		      const char *dc, const char *rack)
+{
+	int other_dcs = 0, other_racks = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (strcmp(locs[i].data_center, dc)) {
+			if (!first_of(locs, i, false))
+				continue;
+			if (count_in(locs, n, locs[i].data_center, NULL) > 1)
+				return false;
+			other_dcs++;
+		} else if (strcmp(locs[i].rack, rack)) {
+			if (!first_of(locs, i, true))
+				continue;
+			if (count_in(locs, n, dc, locs[i].rack) > 1)
+				return false;
+			other_racks++;
+		}
+	}
+	if (strcmp(rack, NONE) && count_in(locs, n, dc, rack) > z + 1)
+		return false;
+	return other_dcs <= x && other_racks <= y;
+}
+
+bool placement_fits(uint8_t rp, const struct placement_place *locs, int n)
+{
+	int x = rp / 100, y = (rp / 10) % 10, z = rp % 10;
+
+	if (n > x + y + z + 1)
+		return false;
+	for (int i = 0; i < n; i++) {
+		/* a main data center holding copies: main rack one of its racks, or empty */
+		for (int k = 0; k < n; k++)
+			if (!strcmp(locs[k].data_center, locs[i].data_center) &&
+			    fits_with(x, y, z, locs, n, locs[i].data_center, locs[k].rack))
+				return true;
+		if (fits_with(x, y, z, locs, n, locs[i].data_center, NONE))
+			return true;
+	}
+	return fits_with(x, y, z, locs, n, NONE, NONE);
+}

@@ -8,6 +8,7 @@
  * SeaweedFS spells them.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,5 +28,18 @@ int placement_copies(uint8_t rp);
 /* Parses "xyz" (up to 3 digits, left-padded with 0) into the placement byte. */
 int placement_parse(const char *s, uint8_t *out);
 void placement_format(uint8_t rp, char buf[4]);
+
+/*
+ * Where the copies of a volume are. A set of locations "fits" rp when it can be part
+ * of a placement of rp: some main data center and main rack where the main rack holds
+ * at most z+1 copies, every other rack of that data center at most one (at most y
+ * such racks), every other data center at most one (at most x). Used by the master's
+ * repair and the shell's move, balance and evacuate.
+ */
+struct placement_place {
+	const char *url, *data_center, *rack;
+};
+
+bool placement_fits(uint8_t rp, const struct placement_place *locs, int n);
 
 #endif

@@ -295,3 +295,49 @@ out:
 	free(rack_w);
 	return ret;
 }
+
+int growth_pick_repair(const struct topo_node_view *nodes, int n, uint8_t rp,
+		       const struct placement_place *have, int n_have, unsigned *rand_state,
+		       char *reason, size_t reason_cap)
+{
+	struct placement_place *set = calloc((size_t)n_have + 1, sizeof(*set));
+	int *cand = calloc((size_t)n + 1, sizeof(int)), *w = calloc((size_t)n + 1, sizeof(int));
+	int m = 0, p, ret = -ENOSPC;
+
+	if (!set || !cand || !w) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(set, have, sizeof(*set) * (size_t)n_have);
+	for (int i = 0; i < n; i++) {
+		bool holds = false;
+
+		if (nodes[i].free_slots <= 0)
+			continue;
+		for (int k = 0; k < n_have && !holds; k++)
+			holds = !strcmp(have[k].url, nodes[i].url);
+		if (holds)
+			continue;
+		set[n_have].url = nodes[i].url;
+		set[n_have].data_center = nodes[i].data_center;
+		set[n_have].rack = nodes[i].rack;
+		if (!placement_fits(rp, set, n_have + 1))
+			continue;
+		cand[m] = i;
+		w[m++] = nodes[i].free_slots;
+	}
+	p = weighted_pick(w, m, rand_state);
+	if (p >= 0) {
+		ret = cand[p];
+	} else if (reason) {
+		snprintf(reason, reason_cap,
+			 "no live server with a free slot can hold another copy under replication "
+			 "%03d",
+			 rp);
+	}
+out:
+	free(set);
+	free(cand);
+	free(w);
+	return ret;
+}

@@ -9,6 +9,8 @@
 #ifndef KELP_GROWTH_H
 #define KELP_GROWTH_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cluster/master/topology.h"
@@ -25,5 +27,16 @@ int growth_count_for(uint8_t rp);
 int growth_pick_servers(const struct topo_node_view *nodes, int n, uint8_t rp, const char *dc,
 			const char *rack, const char *node, unsigned *rand_state, int *out,
 			char *reason, size_t reason_cap);
+
+/* Repair: see placement_fits (common/layout.h) for when copies fit a placement. */
+
+/*
+ * A server for one more copy of a volume that has the copies in have[0..n_have):
+ * a node not holding it, with free slots, such that have + the node still fits rp;
+ * weighted by free slots. Returns its index in nodes, or -ENOSPC (why in reason).
+ */
+int growth_pick_repair(const struct topo_node_view *nodes, int n, uint8_t rp,
+		       const struct placement_place *have, int n_have, unsigned *rand_state,
+		       char *reason, size_t reason_cap);
 
 #endif

@@ -23,6 +23,7 @@
 #include "cluster/net/http.h"
 #include "cluster/net/http_client.h"
 #include "cluster/net/jwt.h"
+#include "cluster/master/repair.h"
 #include "cluster/master/sequence.h"
 #include "cluster/master/topology.h"
 
@@ -55,6 +56,7 @@ struct master {
 	int n_peers;
 	char **raft_peers;	       /* their Raft addresses (port + 10000) */
 	_Atomic uint64_t submit_bytes; /* reserved by /submit bodies being received */
+	struct repair *repair;	       /* re-replication, check.disk, operators' lock */
 };
 
 #define RAFT_PORT_OFFSET 10000
@@ -92,6 +94,11 @@ static bool leader_http(struct master *m, char *buf, size_t cap)
 static bool is_leader(struct master *m)
 {
 	return !m->cons || consensus_is_leader(m->cons);
+}
+
+static bool leader_cb(void *ctx)
+{
+	return is_leader(ctx);
 }
 
 /* Per-request state: the url-encoded form body (params may come from it) or a body. */
@@ -210,7 +217,8 @@ static bool status_allowed(struct master *m, struct http_request *req)
 static bool status_route(const char *p)
 {
 	return !strcmp(p, "/dir/status") || !strcmp(p, "/") || !strcmp(p, "/vol/status") ||
-	       !strcmp(p, "/cluster/status");
+	       !strcmp(p, "/cluster/status") || !strcmp(p, "/cluster/repair") ||
+	       !strcmp(p, "/cluster/repair/plan");
 }
 
 /* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or
@@ -1038,7 +1046,53 @@ static void handle_redirect(struct master *m, struct http_request *req)
 static bool proxied_route(const char *p)
 {
 	return !strcmp(p, "/dir/assign") || !strcmp(p, "/dir/status") || !strcmp(p, "/") ||
-	       !strncmp(p, "/vol/", 5) || !strcmp(p, "/col/delete") || !strcmp(p, "/submit");
+	       !strncmp(p, "/vol/", 5) || !strcmp(p, "/col/delete") || !strcmp(p, "/submit") ||
+	       !strncmp(p, "/cluster/repair", 15) || !strcmp(p, "/cluster/lock") ||
+	       !strcmp(p, "/cluster/unlock");
+}
+
+/* /cluster/repair, /cluster/lock, /cluster/unlock (repair.h). */
+static void handle_repair_routes(struct master *m, struct http_request *req)
+{
+	char token[64], holder[128];
+	int ret;
+
+	if (!strcmp(req->path, "/cluster/repair")) {
+		http_reply_json(req, 200,
+				json_pack("{s:o}", "Repair", repair_status_json(m->repair)));
+		return;
+	}
+	if (!strcmp(req->path, "/cluster/repair/plan")) {
+		http_reply_json(req, 200, repair_plan_json(m->repair));
+		return;
+	}
+	if (!strcmp(req->path, "/cluster/repair/now")) {
+		const char *v = param(req, "volume");
+		char *end = NULL;
+		unsigned long vid = v ? strtoul(v, &end, 10) : 0;
+
+		if (!v || !*v || *end || vid == 0 || vid > AUTH_MAX_VOLUME_ID)
+			http_reply_error(req, 400, "parameter volume must be a volume id");
+		else if (repair_now(m->repair, (uint32_t)vid) < 0)
+			http_reply_error(req, 404, "volume %lu not found", vid);
+		else
+			http_reply_json(req, 200, json_pack("{s:I}", "volume", (json_int_t)vid));
+		return;
+	}
+	if (!strcmp(req->path, "/cluster/unlock")) {
+		if (repair_unlock(m->repair, param(req, "token")) < 0)
+			http_reply_error(req, 409, "this token does not hold the lock");
+		else
+			http_reply_json(req, 200, json_object());
+		return;
+	}
+	ret = repair_lock(m->repair, param_or(req, "owner", "?"), param(req, "token"), token,
+			  sizeof(token), holder, sizeof(holder));
+	if (ret == -EBUSY)
+		http_reply_error(req, 409, "the cluster is locked by %s", holder);
+	else
+		http_reply_json(req, 200,
+				json_pack("{s:s,s:i}", "token", token, "leaseSeconds", 30));
 }
 
 static void dispatch(struct master *m, struct http_request *req)
@@ -1076,6 +1130,10 @@ static void dispatch(struct master *m, struct http_request *req)
 		handle_col_delete(m, req);
 	else if (!strcmp(p, "/submit"))
 		handle_submit(m, req);
+	else if (!strcmp(p, "/cluster/repair") || !strcmp(p, "/cluster/repair/plan") ||
+		 !strcmp(p, "/cluster/repair/now") || !strcmp(p, "/cluster/lock") ||
+		 !strcmp(p, "/cluster/unlock"))
+		handle_repair_routes(m, req);
 	else
 		handle_redirect(m, req);
 	if (http_has_reply(req))
@@ -1112,7 +1170,9 @@ static int mreq_body(struct http_request *req, const uint8_t *data, size_t len)
 /* The operator's routes: with -jwtKey they need a server token. */
 static bool admin_route(const char *p)
 {
-	return !strcmp(p, "/vol/grow") || !strcmp(p, "/vol/vacuum") || !strcmp(p, "/col/delete");
+	return !strcmp(p, "/vol/grow") || !strcmp(p, "/vol/vacuum") || !strcmp(p, "/col/delete") ||
+	       !strcmp(p, "/cluster/lock") || !strcmp(p, "/cluster/unlock") ||
+	       !strcmp(p, "/cluster/repair/now");
 }
 
 static void mreq_complete(struct http_request *req)
@@ -1362,6 +1422,22 @@ int master_start(const struct master_options *opt, struct master **out)
 		master_stop(m);
 		return ret;
 	}
+	{
+		struct repair_env re = {.topo = m->topo,
+					.jwt_key = opt->jwt_key,
+					.is_leader = leader_cb,
+					.ctx = m,
+					.delay_seconds = opt->repair_delay_seconds,
+					.concurrency = opt->repair_concurrency,
+					.mbps = opt->repair_mbps,
+					.check_interval_seconds = opt->check_disk_interval_seconds};
+
+		ret = repair_start(&re, &m->repair);
+		if (ret < 0) {
+			master_stop(m);
+			return ret;
+		}
+	}
 	__atomic_store_n(&m->ready, true, __ATOMIC_RELEASE);
 	if (opt->vacuum_interval_seconds > 0 &&
 	    pthread_create(&m->vacuum_thread, NULL, vacuum_loop, m) == 0)
@@ -1388,6 +1464,7 @@ void master_stop(struct master *m)
 	if (m->vacuum_started)
 		pthread_join(m->vacuum_thread, NULL);
 	http_server_stop(m->http);
+	repair_stop(m->repair);
 	consensus_stop(m->cons);
 	topology_free(m->topo);
 	sequence_close(m->seq);

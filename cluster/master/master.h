@@ -3,7 +3,8 @@
  *
  * Routes (docs/http-api.md): POST /heartbeat (protobuf Heartbeat from volume servers),
  * /dir/assign, /dir/lookup, /dir/status, /cluster/status, /cluster/healthz, /vol/grow,
- * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, and /<fid>
+ * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, /cluster/repair[/plan|/now],
+ * /cluster/lock, /cluster/unlock (repair.h), and /<fid>
  * (308 redirect to a volume server holding it).
  *
  * Volume growth creates volumes on volume servers with /admin/assign_volume (see
@@ -44,6 +45,13 @@ struct master_options {
 	int vacuum_interval_seconds;
 	int threads;
 	int election_timeout_ms; /* HA: Raft election timeout (1000) */
+	/* repair (repair.h): under-replicated volumes are copied after this many seconds
+	 * (< 0: never); copies per server; MB/s per copy (0 = unlimited); seconds between
+	 * check.disk passes (0 = never) */
+	int repair_delay_seconds;
+	int repair_concurrency;
+	double repair_mbps;
+	int check_disk_interval_seconds;
 };
 
 int master_start(const struct master_options *opt, struct master **out);

@@ -13,6 +13,7 @@ struct node_volume {
 	uint8_t replica_placement;
 	struct ttl ttl;
 	uint64_t size, file_count, delete_count, deleted_bytes;
+	uint32_t compact_revision;
 	bool read_only, low_space;
 	uint64_t provisional_until; /* grown by the master, not yet in a heartbeat */
 };
@@ -145,6 +146,7 @@ static void copy_volume_info(struct node_volume *v, const struct hb_volume *h, b
 		v->deleted_bytes = h->deleted_bytes;
 		v->read_only = h->read_only;
 		v->low_space = h->low_space;
+		v->compact_revision = h->compact_revision;
 	}
 }
 
@@ -303,6 +305,32 @@ static void add_location(struct topo_volume_view *view, const struct node *n,
 	snprintf(l->public_url, sizeof(l->public_url), "%s", n->public_url);
 	snprintf(l->data_center, sizeof(l->data_center), "%s", n->data_center);
 	snprintf(l->rack, sizeof(l->rack), "%s", n->rack);
+	l->size = v->size;
+	l->compact_revision = v->compact_revision;
+	l->read_only = v->read_only;
+}
+
+/* Fresher first: higher compaction revision, then larger .dat, then writable. */
+static int fresher(const void *a, const void *b)
+{
+	const struct topo_location *x = a, *y = b;
+
+	if (x->compact_revision != y->compact_revision)
+		return x->compact_revision > y->compact_revision ? -1 : 1;
+	if (x->size != y->size)
+		return x->size > y->size ? -1 : 1;
+	return (int)x->read_only - (int)y->read_only;
+}
+
+/* More copies than the placement: keep the freshest (see topology_lookup). */
+static void drop_stale_copies(struct topo_volume_view *v)
+{
+	int copies = placement_copies(v->replica_placement);
+
+	if (v->n_locations <= copies)
+		return;
+	qsort(v->locations, (size_t)v->n_locations, sizeof(v->locations[0]), fresher);
+	v->n_locations = copies;
 }
 
 static bool lookup_locked(struct topology *t, uint32_t vid, uint64_t now,
@@ -330,6 +358,8 @@ bool topology_lookup(struct topology *t, uint32_t vid, uint64_t now_ns,
 	pthread_mutex_lock(&t->lock);
 	found = lookup_locked(t, vid, now_ns, out);
 	pthread_mutex_unlock(&t->lock);
+	if (found)
+		drop_stale_copies(out);
 	return found;
 }
 
@@ -849,6 +879,7 @@ json_t *topology_status_json(struct topology *t, uint64_t now_ns)
 		free(views);
 	json_object_set_new(top, "DataCenters", dcs);
 	json_object_set_new(top, "Layouts", layouts);
+	json_object_set_new(top, "VolumeSizeLimit", json_integer((json_int_t)t->size_limit));
 	return top;
 }
 

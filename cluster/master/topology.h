@@ -32,6 +32,10 @@ struct topo_location {
 	char public_url[256];
 	char data_center[64];
 	char rack[64];
+	/* this replica's own state, from its server's heartbeats */
+	uint64_t size;
+	uint32_t compact_revision;
+	bool read_only;
 };
 
 /* One volume as the master sees it, with its live locations. */
@@ -73,7 +77,13 @@ void topology_remove_node(struct topology *t, const char *url);
 void topology_add_volume(struct topology *t, const char *node_url, uint32_t vid,
 			 const char *collection, uint8_t rp, struct ttl ttl, uint64_t now_ns);
 
-/* Finds volume vid; true and *out filled with its live locations. */
+/*
+ * Finds volume vid; true and *out filled with its live locations. When a volume has
+ * more live copies than its placement (a server came back after its volumes were
+ * repaired elsewhere), only the freshest copies are returned (highest compaction
+ * revision, then largest .dat): the stale one serves no reads until the repair removes
+ * it. topology_volumes lists every copy.
+ */
 bool topology_lookup(struct topology *t, uint32_t vid, uint64_t now_ns,
 		     struct topo_volume_view *out);
 

@@ -127,6 +127,13 @@ static size_t write_body(char *data, size_t size, size_t n, void *cls)
 	return len;
 }
 
+static size_t write_callback(char *data, size_t size, size_t n, void *cls)
+{
+	const struct http_client_request *req = cls;
+
+	return req->on_body(req->on_body_cls, data, size * n);
+}
+
 static void copy_header_value(char *dst, size_t cap, const char *v, size_t len)
 {
 	while (len > 0 && (*v == ' ' || *v == '\t')) {
@@ -225,8 +232,15 @@ int http_client_do(const struct http_client_request *req, struct http_client_res
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout < 2000 ? timeout : 2000L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+	if (req->on_body) {
+		/* bulk transfers (volume copies): fewer, bigger callbacks */
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_callback);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, (void *)req);
+	} else {
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_body);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
+	}
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, read_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
 	http_tls_apply_curl(c);

@@ -24,6 +24,10 @@ struct http_client_request {
 	uint64_t body_fd_len;
 	long timeout_ms;
 	size_t max_response; /* 0 = 64 MiB */
+	/* When set, the response body goes to on_body as it arrives (resp->body stays
+	 * empty): return len to go on, anything else aborts the transfer (-EIO). */
+	size_t (*on_body)(void *cls, const void *data, size_t len);
+	void *on_body_cls;
 };
 
 struct http_client_response {

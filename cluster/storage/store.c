@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
@@ -108,6 +109,19 @@ static void load_location(struct store *s, int location)
 		struct volume *v;
 		uint32_t vid;
 
+		size_t nlen = strlen(de->d_name);
+
+		if (nlen > 4 && (!strcmp(de->d_name + nlen - 4, STORE_COPY_DAT_EXT) ||
+				 !strcmp(de->d_name + nlen - 4, STORE_COPY_IDX_EXT))) {
+			char path[4400];
+
+			/* An unfinished volume copy: never served, the copy is retried. */
+			snprintf(path, sizeof(path), "%s/%s", loc->dir, de->d_name);
+			if (unlink(path) == 0)
+				log_warn("store: removed %s, left by an unfinished volume copy",
+					 path);
+			continue;
+		}
 		if (!parse_volume_file(de->d_name, collection, sizeof(collection), &vid))
 			continue;
 		if (find_entry(s, vid)) {
@@ -450,4 +464,59 @@ void store_counts(struct store *s, int *max_volumes, int *volume_count)
 		*volume_count += s->locations[i].count;
 	}
 	pthread_rwlock_unlock(&s->lock);
+}
+
+int store_copy_dir(struct store *s, uint32_t vid, char *dir, size_t cap)
+{
+	int best = -1;
+
+	pthread_rwlock_rdlock(&s->lock);
+	if (find_entry(s, vid)) {
+		pthread_rwlock_unlock(&s->lock);
+		return -EEXIST;
+	}
+	for (int i = 0; i < s->n_locations; i++) {
+		int free_slots = s->locations[i].max_volumes - s->locations[i].count;
+		uint64_t free_bytes, reserve;
+
+		if (s->locations[i].low ||
+		    (disk_space(s, i, &free_bytes, &reserve) && free_bytes <= reserve))
+			continue;
+		if (free_slots > 0 && (best < 0 || free_slots > s->locations[best].max_volumes -
+								    s->locations[best].count))
+			best = i;
+	}
+	if (best >= 0)
+		snprintf(dir, cap, "%s", s->locations[best].dir);
+	pthread_rwlock_unlock(&s->lock);
+	return best < 0 ? -ENOSPC : 0;
+}
+
+int store_adopt_volume(struct store *s, const char *dir, const char *collection, uint32_t vid)
+{
+	struct volume_options o;
+	struct volume *v;
+	int location = -1, ret;
+
+	pthread_rwlock_wrlock(&s->lock);
+	for (int i = 0; i < s->n_locations; i++)
+		if (!strcmp(s->locations[i].dir, dir))
+			location = i;
+	if (location < 0) {
+		pthread_rwlock_unlock(&s->lock);
+		return -EINVAL;
+	}
+	if (find_entry(s, vid)) {
+		pthread_rwlock_unlock(&s->lock);
+		return -EEXIST;
+	}
+	volume_options_for(s, &o);
+	ret = volume_open(dir, collection, vid, &o, &v);
+	if (ret == 0) {
+		add_entry(s, v, location);
+		log_info("store: serving copied volume %u%s%s from %s", vid,
+			 *collection ? " of " : "", collection, dir);
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return ret;
 }

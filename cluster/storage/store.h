@@ -76,4 +76,20 @@ void store_disk_space(struct store *s, uint64_t *total, uint64_t *free_bytes);
  * volumes it holds: no free slot), and number of volumes held. */
 void store_counts(struct store *s, int *max_volumes, int *volume_count);
 
+/*
+ * Volume copies (cluster/volume_server/copy.c) write "<base>.cdt" and "<base>.cix"
+ * next to the volumes and rename them to .dat/.idx once verified; the store never
+ * loads these names, and store_open deletes any left by a crash.
+ */
+#define STORE_COPY_DAT_EXT ".cdt"
+#define STORE_COPY_IDX_EXT ".cix"
+
+/* The directory a copy of volume vid should go to (most free slots, room on disk).
+ * -EEXIST when the volume is here, -ENOSPC when no directory has room. */
+int store_copy_dir(struct store *s, uint32_t vid, char *dir, size_t cap);
+
+/* Opens a volume whose files were just put in dir (by a copy) and serves it.
+ * -EEXIST when vid is already served, or volume_open's error. */
+int store_adopt_volume(struct store *s, const char *dir, const char *collection, uint32_t vid);
+
 #endif

@@ -885,11 +885,15 @@ int volume_write(struct volume *v, struct needle *n, const struct volume_data *d
 
 	pthread_mutex_lock(&v->append_lock);
 	offset = v->dat_size;
-	if (offset + disk > v->opt.max_size) {
+	/* Checked again under the lock: once volume_set_read_only returned and a snapshot
+	 * (volume_take_snapshot) was taken, nothing more is appended (a copy's last round). */
+	if (atomic_load(&v->read_only) || offset + disk > v->opt.max_size) {
+		bool ro = atomic_load(&v->read_only);
+
 		pthread_mutex_unlock(&v->append_lock);
 		free(rec);
 		free(tail_buf);
-		return -EFBIG;
+		return ro ? -EROFS : -EFBIG;
 	}
 	n->append_at_ns = now_ns();
 	if (n->append_at_ns <= v->last_append_ns)
@@ -964,6 +968,10 @@ int volume_delete(struct volume *v, uint64_t key, uint32_t cookie, uint32_t *siz
 	if (atomic_load(&v->read_only))
 		return -EROFS;
 	pthread_mutex_lock(&v->append_lock);
+	if (atomic_load(&v->read_only)) {
+		pthread_mutex_unlock(&v->append_lock);
+		return -EROFS;
+	}
 	pthread_rwlock_rdlock(&v->lock);
 	if (!needle_map_get(&v->map, key, &e)) {
 		ret = -ENOENT;
@@ -1452,4 +1460,233 @@ int volume_cleanup_compact(struct volume *v)
 	v->compacting = false;
 	pthread_mutex_unlock(&v->append_lock);
 	return 0;
+}
+
+/* ---------------------------------------------------------------- copy and repair */
+
+void volume_take_snapshot(struct volume *v, struct volume_snapshot *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&v->append_lock);
+	pthread_rwlock_rdlock(&v->lock);
+	out->dat_size = v->dat_size;
+	out->idx_size = v->idx_size;
+	out->compact_revision = v->compact_revision;
+	out->version = v->version;
+	out->replica_placement = v->replica_placement;
+	out->ttl = v->ttl;
+	out->compacting = v->compacting;
+	out->last_append_ns = v->last_append_ns;
+	pthread_rwlock_unlock(&v->lock);
+	pthread_mutex_unlock(&v->append_lock);
+	out->read_only = atomic_load(&v->read_only) || atomic_load(&v->low_space);
+}
+
+int volume_dup_files(struct volume *v, int *dat_fd, int *idx_fd, uint16_t *revision)
+{
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&v->lock);
+	*dat_fd = fcntl(v->dat_fd, F_DUPFD_CLOEXEC, 0);
+	*idx_fd = fcntl(v->idx_fd, F_DUPFD_CLOEXEC, 0);
+	*revision = v->compact_revision;
+	pthread_rwlock_unlock(&v->lock);
+	if (*dat_fd < 0 || *idx_fd < 0) {
+		ret = -errno;
+		if (*dat_fd >= 0)
+			close(*dat_fd);
+		if (*idx_fd >= 0)
+			close(*idx_fd);
+		*dat_fd = *idx_fd = -1;
+	}
+	return ret;
+}
+
+struct states_ctx {
+	int dat_fd;
+	struct volume_needle_state *out;
+	size_t n;
+};
+
+static int collect_state(void *ctx, const struct needle_map_entry *e)
+{
+	struct states_ctx *c = ctx;
+	struct volume_needle_state *s = &c->out[c->n++];
+	uint8_t h[NEEDLE_HEADER_SIZE], tail[12];
+	uint32_t size = e->size == VOLUME_TOMBSTONE_SIZE ? 0 : e->size;
+	uint64_t id;
+
+	s->key = e->key;
+	s->offset = e->offset;
+	s->size = e->size;
+	if (e->offset == 0)
+		return 0;
+	if (pread_all(c->dat_fd, h, sizeof(h), (uint64_t)e->offset * 8) == 0)
+		needle_parse_header(h, &s->cookie, &id, &size);
+	if (pread_all(c->dat_fd, tail, sizeof(tail),
+		      (uint64_t)e->offset * 8 + NEEDLE_HEADER_SIZE + size) == 0) {
+		s->checksum = get_be32(tail);
+		s->append_at_ns = get_be64(tail + 4);
+	}
+	return 0;
+}
+
+int volume_needle_states(struct volume *v, struct volume_needle_state **out, size_t *n)
+{
+	struct volume_snapshot snap;
+	struct needle_map last;
+	struct states_ctx c = {0};
+	uint8_t *buf = NULL;
+	int dat_fd, idx_fd, ret;
+	uint16_t rev;
+	enum { BATCH = 4096 };
+
+	*out = NULL;
+	*n = 0;
+	volume_take_snapshot(v, &snap);
+	ret = volume_dup_files(v, &dat_fd, &idx_fd, &rev);
+	if (ret < 0)
+		return ret;
+	needle_map_init(&last);
+	buf = malloc(BATCH * VOLUME_IDX_ENTRY_SIZE);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (rev != snap.compact_revision) {
+		ret = -EAGAIN; /* a vacuum swapped the files in between */
+		goto out;
+	}
+	for (uint64_t pos = 0; pos + VOLUME_IDX_ENTRY_SIZE <= snap.idx_size;) {
+		uint64_t chunk = (snap.idx_size - pos) / VOLUME_IDX_ENTRY_SIZE;
+
+		if (chunk > BATCH)
+			chunk = BATCH;
+		ret = pread_all(idx_fd, buf, chunk * VOLUME_IDX_ENTRY_SIZE, pos);
+		if (ret < 0)
+			goto out;
+		for (uint64_t i = 0; i < chunk; i++) {
+			const uint8_t *p = buf + i * VOLUME_IDX_ENTRY_SIZE;
+			uint64_t key = get_be64(p);
+			uint32_t off = get_be32(p + 8), size = get_be32(p + 12);
+
+			if (key == 0)
+				continue;
+			if (off == 0)
+				size = VOLUME_TOMBSTONE_SIZE;
+			ret = needle_map_set(&last, key, off, size, NULL);
+			if (ret < 0)
+				goto out;
+		}
+		pos += chunk * VOLUME_IDX_ENTRY_SIZE;
+	}
+	c.dat_fd = dat_fd;
+	c.out = calloc(last.count + 1, sizeof(*c.out));
+	if (!c.out) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	needle_map_each(&last, collect_state, &c);
+	*out = c.out;
+	*n = c.n;
+	ret = 0;
+out:
+	free(buf);
+	needle_map_release(&last);
+	close(dat_fd);
+	close(idx_fd);
+	return ret;
+}
+
+int volume_read_record(struct volume *v, uint32_t offset, uint8_t **rec, size_t *len)
+{
+	uint8_t h[NEEDLE_HEADER_SIZE], *buf;
+	uint32_t cookie, size;
+	uint64_t id, disk, dat_size = __atomic_load_n(&v->dat_size, __ATOMIC_RELAXED);
+	struct needle n;
+	int ret;
+
+	*rec = NULL;
+	*len = 0;
+	if (offset == 0 || (uint64_t)offset * 8 + NEEDLE_HEADER_SIZE > dat_size)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&v->lock);
+	ret = pread_all(v->dat_fd, h, sizeof(h), (uint64_t)offset * 8);
+	if (ret < 0)
+		goto fail;
+	needle_parse_header(h, &cookie, &id, &size);
+	disk = needle_disk_size(size, v->version);
+	if (id == 0 || disk > SCAN_RECORD_LIMIT || (uint64_t)offset * 8 + disk > dat_size) {
+		ret = -EINVAL;
+		goto fail;
+	}
+	buf = malloc(disk);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	ret = pread_all(v->dat_fd, buf, disk, (uint64_t)offset * 8);
+	pthread_rwlock_unlock(&v->lock);
+	if (ret == 0)
+		ret = needle_decode(buf, disk, v->version, true, &n);
+	if (ret < 0) {
+		free(buf);
+		return ret == -ENODATA ? -EIO : ret;
+	}
+	*rec = buf;
+	*len = disk;
+	return 0;
+fail:
+	pthread_rwlock_unlock(&v->lock);
+	return ret == -ENODATA ? -EIO : ret;
+}
+
+int volume_append_record(struct volume *v, const uint8_t *rec, size_t len)
+{
+	struct needle n;
+	uint64_t offset, disk;
+	uint32_t idx_size;
+	int ret;
+
+	if (atomic_load(&v->read_only))
+		return -EROFS;
+	ret = needle_decode(rec, len, v->version, true, &n);
+	if (ret < 0)
+		return ret;
+	disk = needle_disk_size(n.size, v->version);
+	if (n.id == 0 || disk != len)
+		return -EINVAL;
+	idx_size = n.size == 0 ? VOLUME_TOMBSTONE_SIZE : n.size;
+	pthread_mutex_lock(&v->append_lock);
+	offset = v->dat_size;
+	if (atomic_load(&v->read_only) || offset + disk > v->opt.max_size) {
+		bool ro = atomic_load(&v->read_only);
+
+		pthread_mutex_unlock(&v->append_lock);
+		return ro ? -EROFS : -EFBIG;
+	}
+	ret = pwrite_all(v->dat_fd, rec, disk, offset);
+	if (ret == 0)
+		ret = append_idx(v, n.id, (uint32_t)(offset / 8), idx_size);
+	if (ret < 0) {
+		if (ftruncate(v->dat_fd, (off_t)offset) < 0) {
+			/* cut at the next open */
+		}
+		if (ftruncate(v->idx_fd, (off_t)v->idx_size) < 0) {
+			/* likewise */
+		}
+		fail_read_only(v, "append of a copied record", ret);
+		pthread_mutex_unlock(&v->append_lock);
+		return -EIO;
+	}
+	if (n.append_at_ns > v->last_append_ns)
+		v->last_append_ns = n.append_at_ns;
+	__atomic_store_n(&v->dat_size, offset + disk, __ATOMIC_RELAXED);
+	pthread_rwlock_wrlock(&v->lock);
+	ret = apply_entry(v, n.id, (uint32_t)(offset / 8), idx_size);
+	v->modified_at = (int64_t)(now_ns() / 1000000000ull);
+	pthread_rwlock_unlock(&v->lock);
+	v->write_gen++;
+	pthread_mutex_unlock(&v->append_lock);
+	return ret;
 }

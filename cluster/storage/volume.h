@@ -186,4 +186,51 @@ size_t volume_map_memory(struct volume *v);
 /* True once the volume's TTL has passed since its last write (whole-volume expiry). */
 bool volume_expired(struct volume *v);
 
+/* ---------------------------------------------------------------- copy and repair
+ *
+ * A volume copy (cluster/volume_server/copy.c) reads a source's files while it keeps
+ * taking writes: bytes below a snapshot's sizes never change (appends only; a vacuum
+ * commit swaps the files and bumps compact_revision, which the copier checks).
+ */
+struct volume_snapshot {
+	uint64_t dat_size, idx_size; /* consistent: every .idx entry below idx_size points
+				      * below dat_size */
+	uint16_t compact_revision;
+	uint8_t version, replica_placement;
+	struct ttl ttl;
+	bool read_only, compacting;
+	uint64_t last_append_ns;
+};
+
+void volume_take_snapshot(struct volume *v, struct volume_snapshot *out);
+
+/* Duplicates the descriptors of .dat and .idx (caller closes), with the revision they
+ * belong to. 0 or -errno. */
+int volume_dup_files(struct volume *v, int *dat_fd, int *idx_fd, uint16_t *revision);
+
+/* The last state of one key in a volume's index: live (size != tombstone) or deleted,
+ * with the cookie and append time of the record the entry points to (0 when unknown). */
+struct volume_needle_state {
+	uint64_t key;
+	uint32_t offset; /* units of 8 bytes; 0 for a tombstone without a record */
+	uint32_t size;	 /* VOLUME_TOMBSTONE_SIZE when deleted */
+	uint32_t cookie;
+	uint32_t checksum; /* the record's stored CRC of its data */
+	uint64_t append_at_ns;
+};
+
+/* Every key the index ever named, in its last state (malloc'ed array in *out). */
+int volume_needle_states(struct volume *v, struct volume_needle_state **out, size_t *n);
+
+/* Reads the whole record at an index offset (units of 8): malloc'ed in *rec. -EINVAL
+ * when no valid record is there. */
+int volume_read_record(struct volume *v, uint32_t offset, uint8_t **rec, size_t *len);
+
+/*
+ * Appends a record read from another replica as it is (its append time kept), after
+ * checking its structure and CRC: a blob or a tombstone (Size 0). -EINVAL malformed,
+ * -EBADMSG bad CRC, -EROFS, -EFBIG, -EIO.
+ */
+int volume_append_record(struct volume *v, const uint8_t *rec, size_t len);
+
 #endif

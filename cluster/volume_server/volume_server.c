@@ -24,6 +24,7 @@
 #include "cluster/net/multipart.h"
 #include "cluster/net/range.h"
 #include "cluster/storage/store.h"
+#include "cluster/volume_server/copy.h"
 #include "cluster/common/layout.h"
 
 #define MEMORY_BODY_LIMIT                                                                          \
@@ -72,6 +73,7 @@ struct volume_server {
 
 	char **white_list;
 	int n_white_list;
+	struct copier *copier; /* volume copies and check.disk (copy.h) */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -147,6 +149,11 @@ static void kick_heartbeat(struct volume_server *vs)
 	vs->hb_generation++;
 	pthread_cond_broadcast(&vs->hb_cond);
 	pthread_mutex_unlock(&vs->hb_lock);
+}
+
+static void volumes_changed(void *ctx)
+{
+	kick_heartbeat(ctx);
 }
 
 /*
@@ -770,6 +777,10 @@ static void handle_admin(struct volume_server *vs, struct http_request *req, con
 	uint32_t vid;
 	int ret;
 
+	if (!strncmp(op, "volume/", 7)) {
+		copier_handle(vs->copier, req, op + 7);
+		return;
+	}
 	if (!strcmp(op, "delete_collection")) {
 		const char *c = http_query(req, "collection");
 
@@ -2105,6 +2116,20 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	snprintf(vs->public_url, sizeof(vs->public_url), "%s",
 		 opt->public_url && *opt->public_url ? opt->public_url : vs->self_url);
 	vs->white_list = split_list(opt->white_list, &vs->n_white_list);
+	{
+		struct copier_env ce = {.store = vs->store,
+					.jwt_key = opt->jwt_key,
+					.self_url = vs->self_url,
+					.volumes_changed = volumes_changed,
+					.ctx = vs};
+
+		if (copier_new(&ce, &vs->copier) < 0) {
+			http_server_stop(vs->http);
+			store_close(vs->store);
+			free(vs);
+			return -ENOMEM;
+		}
+	}
 	store_check_space(vs->store);
 	if (pthread_create(&vs->space_thread, NULL, space_thread, vs) == 0)
 		vs->space_started = true;
@@ -2178,6 +2203,7 @@ void volume_server_stop(struct volume_server *vs)
 		pthread_join(vs->space_thread, NULL);
 	say_goodbye(vs);
 	http_server_stop(vs->http);
+	copier_free(vs->copier);
 	store_close(vs->store);
 	for (int i = 0; i < vs->n_masters; i++)
 		free(vs->masters[i]);

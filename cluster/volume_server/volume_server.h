@@ -5,7 +5,8 @@
  *   GET/HEAD/POST/PUT/DELETE /<fid> in the five URL forms of fid_parse_path
  *   GET /status, /healthz, /readyz
  *   /admin/assign_volume, /admin/delete_volume, /admin/mark_readonly, /admin/mark_writable,
- *   /admin/vacuum/{check,compact,commit,cleanup}, /admin/delete_collection
+ *   /admin/vacuum/{check,compact,commit,cleanup}, /admin/delete_collection,
+ *   /admin/volume/... (volume copies and check.disk: copy.h)
  *
  * Uploads stream: up to 4 MiB + 64 KiB of body (a default mount chunk) is kept in
  * memory, the rest is spooled to an

@@ -564,6 +564,87 @@ static void test_enospc(void **state)
 	expect_enospc(&s, "000", NULL, NULL, NULL);
 }
 
+/* ---------------------------------------------------------------- repair placement */
+
+static bool fits(uint8_t rp, const char *const *dc_rack, int n)
+{
+	struct placement_place p[16];
+
+	for (int i = 0; i < n; i++) {
+		p[i].url = dc_rack[2 * i];
+		p[i].data_center = dc_rack[2 * i];
+		p[i].rack = dc_rack[2 * i + 1];
+	}
+	return placement_fits(rp, p, n);
+}
+
+static void test_placement_fits(void **state)
+{
+	(void)state;
+	/* 001: two servers of one rack */
+	assert_true(fits(1, (const char *const[]){"d1", "r1"}, 1));
+	assert_true(fits(1, (const char *const[]){"d1", "r1", "d1", "r1"}, 2));
+	assert_false(fits(1, (const char *const[]){"d1", "r1", "d1", "r2"}, 2));
+	assert_false(fits(1, (const char *const[]){"d1", "r1", "d2", "r1"}, 2));
+	assert_false(fits(1, (const char *const[]){"d1", "r1", "d1", "r1", "d1", "r1"}, 3));
+	/* 010: two racks of one data center */
+	assert_true(fits(10, (const char *const[]){"d1", "r1", "d1", "r2"}, 2));
+	assert_false(fits(10, (const char *const[]){"d1", "r1", "d1", "r1"}, 2));
+	assert_false(fits(10, (const char *const[]){"d1", "r1", "d2", "r2"}, 2));
+	/* 100: two data centers */
+	assert_true(fits(100, (const char *const[]){"d1", "r1", "d2", "r1"}, 2));
+	assert_false(fits(100, (const char *const[]){"d1", "r1", "d1", "r2"}, 2));
+	/* 011: main rack 2, another rack 1 */
+	assert_true(fits(11, (const char *const[]){"d1", "r1", "d1", "r1", "d1", "r2"}, 3));
+	assert_true(fits(11, (const char *const[]){"d1", "r1", "d1", "r2"}, 2));
+	assert_false(fits(11, (const char *const[]){"d1", "r1", "d1", "r2", "d1", "r3"}, 3));
+	/* 110: partial sets that can still grow into the placement */
+	assert_true(fits(110, (const char *const[]){"d1", "r1", "d2", "r9"}, 2));
+	assert_true(fits(110, (const char *const[]){"d1", "r1", "d1", "r2", "d2", "r1"}, 3));
+	assert_false(fits(110, (const char *const[]){"d1", "r1", "d2", "r1", "d3", "r1"}, 3));
+	/* 000: one copy */
+	assert_true(fits(0, (const char *const[]){"d1", "r1"}, 1));
+	assert_false(fits(0, (const char *const[]){"d1", "r1", "d1", "r1"}, 2));
+	/* empty names are names too */
+	assert_true(fits(1, (const char *const[]){"", "", "", ""}, 2));
+	assert_false(fits(10, (const char *const[]){"", "", "", ""}, 2));
+}
+
+static void test_pick_repair(void **state)
+{
+	struct nodeset s = {0};
+	struct placement_place have[2] = {{"a1", "d1", "r1"}, {"a2", "d1", "r1"}};
+	unsigned rs = 7;
+	char reason[200];
+	int counts[MAX_NODES] = {0};
+
+	(void)state;
+	add_node(&s, "a1", "d1", "r1", 5);
+	add_node(&s, "a2", "d1", "r1", 5);
+	add_node(&s, "a3", "d1", "r1", 5);
+	add_node(&s, "b1", "d1", "r2", 5);
+	add_node(&s, "c1", "d2", "r1", 5);
+	/* 001 lost one copy: only a2 or a3 (same rack, not a1) */
+	for (int i = 0; i < SEEDS; i++) {
+		int p = growth_pick_repair(s.v, s.n, 1, have, 1, &rs, reason, sizeof(reason));
+
+		assert_true(p == 1 || p == 2);
+		counts[p]++;
+	}
+	assert_true(counts[1] > SEEDS / 4 && counts[2] > SEEDS / 4);
+	/* 010 with a1: only b1 */
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(growth_pick_repair(s.v, s.n, 10, have, 1, &rs, NULL, 0), 3);
+	/* 100 with a1: only c1 */
+	assert_int_equal(growth_pick_repair(s.v, s.n, 100, have, 1, &rs, NULL, 0), 4);
+	/* 002 with a1, a2: only a3; full: no room */
+	assert_int_equal(growth_pick_repair(s.v, s.n, 2, have, 2, &rs, NULL, 0), 2);
+	s.v[2].free_slots = 0;
+	assert_int_equal(growth_pick_repair(s.v, s.n, 2, have, 2, &rs, reason, sizeof(reason)),
+			 -ENOSPC);
+	assert_non_null(strstr(reason, "002"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -579,6 +660,8 @@ int main(void)
 	    cmocka_unit_test(test_weighting_racks_dcs),
 	    cmocka_unit_test(test_deterministic),
 	    cmocka_unit_test(test_enospc),
+	    cmocka_unit_test(test_placement_fits),
+	    cmocka_unit_test(test_pick_repair),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
