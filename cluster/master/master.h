@@ -27,6 +27,7 @@
 #include <stdbool.h>
 
 struct master;
+struct events;
 
 struct master_options {
 	const char *ip;
@@ -47,6 +48,9 @@ struct master_options {
 };
 
 int master_start(const struct master_options *opt, struct master **out);
+/* The master's recent events (growth, vacuum, repair, errors) shown on its status page:
+ * events_add(master_events(m), "repair", "...") (cluster/net/events.h). */
+struct events *master_events(struct master *m);
 int master_port(const struct master *m);
 void master_stop(struct master *m);
 
