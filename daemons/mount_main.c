@@ -17,6 +17,7 @@
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 #include "fuse/file.h"
+#include "fuse/fuse_metrics.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
 #include "fuse/ops.h"
@@ -122,7 +123,8 @@ int mount_main(int argc, char **argv)
 	char *log_file = "";
 	char *cache_dir = "";
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
-	int meta_conns = 8;
+	int meta_conns = 8, metrics_port = -1;
+	char *metrics_ip = "127.0.0.1", *metrics_port_file = "";
 	double attr_cache_s = 1, entry_cache_s = 1;
 	bool daemon_mode = false, meta_offline = false;
 	struct mount_ready ready = {NULL, -1};
@@ -164,6 +166,12 @@ int mount_main(int argc, char **argv)
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
 	    FLAG("daemon", FLAG_BOOL, &daemon_mode, "run in the background; return once mounted"),
 	    FLAG("logFile", FLAG_STRING, &log_file, "with -daemon: append the log here"),
+	    FLAG("metricsPort", FLAG_INT, &metrics_port,
+		 "serve Prometheus metrics at http://-metricsIp:port/metrics (-1 = off; 0 = any "
+		 "free port, written to -metricsPortFile)"),
+	    FLAG("metricsIp", FLAG_STRING, &metrics_ip, "address of the metrics server"),
+	    FLAG("metricsPortFile", FLAG_STRING, &metrics_port_file,
+		 "write the metrics port here once it listens"),
 	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
@@ -186,6 +194,10 @@ int mount_main(int argc, char **argv)
 		dir = argv[ret + 1]; /* "kelp mount /mnt/kelp" */
 	if (!*dir) {
 		fprintf(stderr, "kelp mount: -dir (the mount point) is required\n");
+		return 2;
+	}
+	if (metrics_port < -1 || metrics_port > 65535) {
+		fprintf(stderr, "kelp mount: -metricsPort must be -1 (off) or 0-65535\n");
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
@@ -297,8 +309,11 @@ int mount_main(int argc, char **argv)
 	fo.entry_timeout = entry_cache_s;
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
+	if (ret == 0 && metrics_port >= 0)
+		ret = fuse_metrics_start(&fs, metrics_ip, metrics_port, metrics_port_file);
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
+	fuse_metrics_stop(&fs); /* the session is over: no callback counts any more */
 	kelp_fs_destroy(&fs);
 	meta_close(meta);
 	curl_global_cleanup();

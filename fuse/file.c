@@ -11,6 +11,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/fuse_metrics.h"
 #include "cluster/client/client.h"
 #include "cluster/common/fid.h"
 
@@ -354,9 +355,27 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 
 /* ---------------------------------------------------------------- upload */
 
+static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool durable,
+			      struct meta_chunk *c);
+
 /* Uploads one extent as a blob; fills c. Called without f->lock (network I/O). */
 static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durable,
 			 struct meta_chunk *c)
+{
+	struct fuse_metrics *fm = fs->metrics;
+	int rc;
+
+	if (!fm)
+		return upload_extent_once(fs, e, durable, c);
+	metric_gauge_add(fm->uploads_in_flight, 1);
+	rc = upload_extent_once(fs, e, durable, c);
+	metric_gauge_add(fm->uploads_in_flight, -1);
+	metric_inc(rc < 0 ? fm->upload_errors : fm->uploads);
+	return rc;
+}
+
+static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool durable,
+			      struct meta_chunk *c)
 {
 	struct thread_client *tc = thread_client_of(fs);
 	struct kelp_assign_request areq = {0};
@@ -1066,7 +1085,7 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 	struct kelp_client *cl;
 	uint8_t *data;
 	size_t n;
-	bool mine = false;
+	bool mine = false, disk_hit;
 
 	pthread_mutex_lock(&fs->fetch_lock);
 	for (;;) {
@@ -1080,10 +1099,15 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 		mine = true;
 	}
 	pthread_mutex_unlock(&fs->fetch_lock);
+	if (fs->metrics)
+		metric_inc(e ? fs->metrics->mem_hits : fs->metrics->mem_misses);
 	if (e)
 		return e;
 	cl = client_of(fs);
-	if (fs->disk && disk_cache_get(fs->disk, fid, &data, &n) == 0) {
+	disk_hit = fs->disk && disk_cache_get(fs->disk, fid, &data, &n) == 0;
+	if (fs->disk && fs->metrics)
+		metric_inc(disk_hit ? fs->metrics->disk_hits : fs->metrics->disk_misses);
+	if (disk_hit) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
 	} else if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
