@@ -19,7 +19,7 @@ void vs_ui_handle(struct http_request *req, struct vs_metrics *vm)
 		http_add_header(req, "Cache-Control", "no-cache");
 		http_add_header(req, "Content-Security-Policy",
 				"default-src 'self'; style-src 'self' 'unsafe-inline'; "
-				"script-src 'self' 'unsafe-inline'");
+				"script-src 'self' 'unsafe-inline'; img-src 'self' data:");
 	} else if (!strcmp(p, "/ui/events")) {
 		const char *since = http_query(req, "since");
 

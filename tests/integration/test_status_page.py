@@ -37,6 +37,17 @@ def _browser(tmp_path):
         pytest.skip("headless Chromium did not start: %s" % str(e).splitlines()[0])
 
 
+def _js(driver, script):
+    """Reads the DOM in one script: the page rebuilds its elements every 2 s, so element
+    handles kept across calls would go stale."""
+    return driver.execute_script(script)
+
+
+def _rows(driver, selector):
+    return set(_js(driver, "return [...document.querySelectorAll('%s')]"
+                           ".map(e => +e.dataset.id)" % selector))
+
+
 def _errors(driver):
     return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
@@ -60,18 +71,16 @@ def test_status_page_in_a_browser(make_cluster, tmp_path):
         driver.execute_script("window.kelpTestMarker = 42")   # gone if the page reloads
 
         def servers():
-            els = driver.find_elements(By.CSS_SELECTOR, ".server[data-url]")
-            return {e.get_attribute("data-url"): e.get_attribute("class") for e in els}
+            return dict(_js(driver, "return [...document.querySelectorAll('.server[data-url]')]"
+                                    ".map(e => [e.dataset.url, e.className])"))
         wait_for("the 3 servers on the page",
                  lambda: len(servers()) == 3 and all("alive" in v for v in servers().values()),
                  PAGE_WAIT)
         assert set(servers()) == {v.addr for v in c.volumes}
-        rows = driver.find_elements(By.CSS_SELECTOR, "tr.volume[data-id]")
-        assert sorted(int(r.get_attribute("data-id")) for r in rows) == sorted(
-            c.all_volume_ids())
-        assert not driver.find_elements(By.CSS_SELECTOR, "tr.volume.under")
+        assert _rows(driver, "tr.volume[data-id]") == c.all_volume_ids()
+        assert not _rows(driver, "tr.volume.under")
         assert "fully replicated" in driver.find_element(By.ID, "verdict").text
-        dcs = {e.get_attribute("data-dc") for e in driver.find_elements(By.CSS_SELECTOR, ".dc")}
+        dcs = set(_js(driver, "return [...document.querySelectorAll('.dc')].map(e => e.dataset.dc)"))
         assert dcs == {"dc1", "dc2"}
 
         # Kill the dc1/r2 server: it turns dead, its 010 volumes under-replicated.
@@ -82,22 +91,20 @@ def test_status_page_in_a_browser(make_cluster, tmp_path):
         wait_for("the killed server marked dead on the page",
                  lambda: "dead" in servers().get(victim.addr, ""), 3 * PULSE + PAGE_WAIT)
         took = time.monotonic() - t0
-        under = {int(e.get_attribute("data-id"))
-                 for e in driver.find_elements(By.CSS_SELECTOR, "tr.volume.under")}
         wait_for("its volumes shown under-replicated",
-                 lambda: {int(e.get_attribute("data-id")) for e in
-                          driver.find_elements(By.CSS_SELECTOR, "tr.volume.under")} == lost,
-                 PAGE_WAIT)
-        red = driver.find_element(By.CSS_SELECTOR, "tr.volume.under td").value_of_css_property(
-            "color")
-        assert red.startswith("rgba(207, 34, 46"), red
+                 lambda: _rows(driver, "tr.volume.under") == lost, PAGE_WAIT)
+        under = _rows(driver, "tr.volume.under")
+        red = _js(driver, "return getComputedStyle(document.querySelector("
+                          "'tr.volume.under td')).color")
+        assert red.replace("rgba", "rgb").startswith("rgb(207, 34, 46"), red
         assert driver.execute_script("return window.kelpTestMarker") == 42, "the page reloaded"
         assert "lack copies" in driver.find_element(By.ID, "verdict").text
         events = driver.find_element(By.ID, "events").text
         assert "grown" in events, events
         shot = tmp_path / "status-page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10000
-        assert not _errors(driver), _errors(driver)
+        errors = _errors(driver)
+        assert not errors, errors
         print("dead after %.1f s; under-replicated %s; screenshot %s" % (took, under, shot))
     finally:
         driver.quit()
@@ -113,11 +120,11 @@ def test_volume_server_page_in_a_browser(make_cluster, tmp_path):
         from selenium.webdriver.common.by import By
 
         driver.get("http://%s/ui" % vs.addr)
-        wait_for("the volumes on the page", lambda: len(driver.find_elements(
-            By.CSS_SELECTOR, "tr.volume[data-id]")) == len(vs.volumes()), PAGE_WAIT)
-        assert len(driver.find_elements(By.CSS_SELECTOR, "tr.disk")) == 1
-        # a failing request is a recent error on the page (a 5xx is recorded)
-        assert not _errors(driver), _errors(driver)
+        wait_for("the volumes on the page",
+                 lambda: _rows(driver, "tr.volume[data-id]") == set(vs.volumes()), PAGE_WAIT)
+        assert _js(driver, "return document.querySelectorAll('tr.disk').length") == 1
+        errors = _errors(driver)
+        assert not errors, errors
         driver.save_screenshot(str(tmp_path / "volume-page.png"))
     finally:
         driver.quit()
