@@ -113,6 +113,33 @@ static void cluster_id(const char *masters, int timeout_ms, char *out, size_t ca
 	kelp_client_free(c);
 }
 
+/*
+ * True when a master of the list answers within timeout_ms; else false with the
+ * client's reason in why (a mount that no master answers would fail every call).
+ */
+static bool masters_answer(const char *masters, int timeout_ms, char *why, size_t cap)
+{
+	struct kelp_client_options co = {.masters = masters, .timeout_ms = timeout_ms};
+	struct kelp_client *c = NULL;
+	char *body = NULL;
+	size_t len = 0;
+	long status = 0;
+	bool ok;
+
+	if (kelp_client_new(&co, &c) < 0) {
+		snprintf(why, cap, "bad -master list");
+		return false;
+	}
+	ok = kelp_client_master_get(c, "/cluster/healthz", false, &status, &body, &len, NULL) ==
+		 0 ||
+	     status != 0;
+	if (!ok)
+		snprintf(why, cap, "%s", kelp_client_error(c));
+	free(body);
+	kelp_client_free(c);
+	return ok;
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
@@ -208,6 +235,45 @@ int mount_main(int argc, char **argv)
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
 		    "0, -metaConnections 1-1000, -attrCacheSec and -entryCacheSec 0-86400\n");
 		return 2;
+	}
+	{
+		struct stat st;
+
+		int rc = stat(dir, &st), err = errno;
+
+		if (rc < 0 && err == ENOTCONN)
+			fprintf(stderr,
+				"kelp mount: %s is a dead mount (its daemon died): fusermount3 -u -z %s, "
+				"then mount again\n",
+				dir, dir);
+		else if (rc < 0 && err == ENOENT)
+			fprintf(stderr,
+				"kelp mount: the mount point %s does not exist (create it first: mkdir "
+				"-p %s)\n",
+				dir, dir);
+		else if (rc < 0)
+			fprintf(stderr, "kelp mount: the mount point %s: %s\n", dir, strerror(err));
+		else if (!S_ISDIR(st.st_mode))
+			fprintf(stderr, "kelp mount: the mount point %s is not a directory\n", dir);
+		if (rc < 0 || !S_ISDIR(st.st_mode))
+			return 1;
+	}
+	/* A mount that no master answers would mount and then fail every call with EIO:
+	 * refuse, unless the metadata alone is to be served (-metaOffline). */
+	if (!meta_offline) {
+		char why[512];
+
+		curl_global_init(CURL_GLOBAL_ALL);
+		if (!masters_answer(master, timeout_s * 1000, why, sizeof(why))) {
+			fprintf(stderr,
+				"kelp mount: no master answers at %s within %d s (-timeout): %s. Is the "
+				"cluster running and -master right? (-metaOffline mounts anyway and "
+				"serves the metadata alone)\n",
+				master, timeout_s, why);
+			curl_global_cleanup();
+			return 1;
+		}
+		curl_global_cleanup();
 	}
 	is_pg = kv_is_pg_url(meta_dir);
 	kv_mask_url(meta_dir, meta_shown, sizeof(meta_shown));
