@@ -1483,6 +1483,10 @@ static int probe_masters(void *ctx)
 
 int fs_cluster_check(struct kelp_fs *fs)
 {
+	/* -metaOffline: calls are never refused; the prober still logs and reports
+	 * (metrics) whether the cluster answers. */
+	if (fs->opt.meta_offline)
+		return 0;
 	return health_check(&fs->health);
 }
 
@@ -1494,8 +1498,6 @@ static int start_health(struct kelp_fs *fs)
 	int bound = fs->opt.timeout_ms / 2 < 2000 ? fs->opt.timeout_ms / 2 : 2000;
 	int rc;
 
-	if (fs->opt.meta_offline)
-		return 0;
 	o.masters = fs->opt.masters;
 	o.timeout_ms = bound > 0 ? bound : 1;
 	o.connect_timeout_ms = o.timeout_ms;
