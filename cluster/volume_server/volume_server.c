@@ -2106,8 +2106,10 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	}
 	ret = http_server_start(&ho, handle_request, vs, &vs->http);
 	if (ret < 0) {
-		log_error("volume server: cannot listen on %s:%d", opt->ip ? opt->ip : "*",
-			  opt->port);
+		log_error("volume server: cannot listen on %s:%d: %s", opt->ip ? opt->ip : "*",
+			  opt->port,
+			  ret == -EADDRINUSE ? "the port is in use (or the address is not this host's)"
+					     : strerror(-ret));
 		store_close(vs->store);
 		vs_metrics_free(vs->metrics);
 		free(vs);
