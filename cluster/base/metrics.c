@@ -274,7 +274,7 @@ static void out_value(struct metrics_out *o, double v)
 	else if (v == (double)(int64_t)v && fabs(v) < 9e15)
 		out_printf(o, "%" PRId64, (int64_t)v);
 	else
-		out_printf(o, "%.9g", v);
+		out_printf(o, "%.15g", v);
 }
 
 /* The help text with backslash and newline escaped, as the format wants. */

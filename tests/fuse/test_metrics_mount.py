@@ -62,6 +62,12 @@ def test_mount_metrics(kelp):
     assert chunk_reads >= 4 * n
     assert value(s1, "kelp_mount_uploads_in_flight") == 0
     # f0's 4 blobs go to the gc queue, then away
+    # every family is in docs/operations.md's table
+    import re
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    with open(os.path.join(root, "docs", "operations.md")) as f:
+        documented = set(re.findall(r"^\| `(kelp_[a-z_]+)` \|", f.read(), re.M))
+    assert set(promtext.types_of(t1)) <= documented, set(promtext.types_of(t1)) - documented
     wait_until("the gc queue to empty",
                lambda: value(promtext.parse(_scrape(port)), "kelp_mount_gc_queue_blobs") == 0,
                15)

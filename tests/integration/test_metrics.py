@@ -188,3 +188,32 @@ def test_root_is_a_page_for_browsers_and_json_when_asked(make_cluster):
     assert c.master.get("/ui/events", params={"since": since}).json()["events"] == []
     r = requests.get(c.volumes[0].url("/ui/stats"), timeout=5)
     assert set(r.json()) == {"reads", "writes"}
+
+
+def documented_metrics():
+    """Metric names of docs/operations.md's table (first column)."""
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "operations.md")) as f:
+        text = f.read()
+    return set(re.findall(r"^\| `(kelp_[a-z_]+)` \|", text, re.M)), root
+
+
+def test_every_metric_is_documented_and_the_dashboard_uses_real_ones(make_cluster):
+    import os
+    import re
+    c = make_cluster([("dc1", "r1")])
+    body, _ = c.master.dir_assign()   # a growth and requests: every family has series
+    documented, root = documented_metrics()
+    served = set()
+    for srv in (c.master, c.volumes[0]):
+        served |= set(promtext.types_of(scrape(srv)))
+    missing = {n for n in served if n not in documented}
+    assert not missing, "metrics served but not in docs/operations.md: %s" % sorted(missing)
+    for doc in ("grafana-dashboard.json", "prometheus.yml"):
+        with open(os.path.join(root, "docs", doc)) as f:
+            used = set(re.findall(r"kelp_[a-z_]+", f.read()))
+        used = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+        unknown = used - documented
+        assert not unknown, "%s uses undocumented metrics %s" % (doc, sorted(unknown))
