@@ -130,9 +130,9 @@ static bool masters_answer(const char *masters, int timeout_ms, char *why, size_
 		snprintf(why, cap, "bad -master list");
 		return false;
 	}
-	ok = kelp_client_master_get(c, "/cluster/healthz", false, &status, &body, &len, NULL) ==
-		 0 ||
-	     status != 0;
+	ok =
+	    kelp_client_master_get(c, "/cluster/healthz", false, &status, &body, &len, NULL) == 0 ||
+	    status != 0;
 	if (!ok)
 		snprintf(why, cap, "%s", kelp_client_error(c));
 	free(body);
@@ -242,15 +242,17 @@ int mount_main(int argc, char **argv)
 		int rc = stat(dir, &st), err = errno;
 
 		if (rc < 0 && err == ENOTCONN)
-			fprintf(stderr,
-				"kelp mount: %s is a dead mount (its daemon died): fusermount3 -u -z %s, "
-				"then mount again\n",
-				dir, dir);
+			fprintf(
+			    stderr,
+			    "kelp mount: %s is a dead mount (its daemon died): fusermount3 -u -z %s, "
+			    "then mount again\n",
+			    dir, dir);
 		else if (rc < 0 && err == ENOENT)
-			fprintf(stderr,
-				"kelp mount: the mount point %s does not exist (create it first: mkdir "
-				"-p %s)\n",
-				dir, dir);
+			fprintf(
+			    stderr,
+			    "kelp mount: the mount point %s does not exist (create it first: mkdir "
+			    "-p %s)\n",
+			    dir, dir);
 		else if (rc < 0)
 			fprintf(stderr, "kelp mount: the mount point %s: %s\n", dir, strerror(err));
 		else if (!S_ISDIR(st.st_mode))
@@ -265,11 +267,12 @@ int mount_main(int argc, char **argv)
 
 		curl_global_init(CURL_GLOBAL_ALL);
 		if (!masters_answer(master, timeout_s * 1000, why, sizeof(why))) {
-			fprintf(stderr,
-				"kelp mount: no master answers at %s within %d s (-timeout): %s. Is the "
-				"cluster running and -master right? (-metaOffline mounts anyway and "
-				"serves the metadata alone)\n",
-				master, timeout_s, why);
+			fprintf(
+			    stderr,
+			    "kelp mount: no master answers at %s within %d s (-timeout): %s. Is the "
+			    "cluster running and -master right? (-metaOffline mounts anyway and "
+			    "serves the metadata alone)\n",
+			    master, timeout_s, why);
 			curl_global_cleanup();
 			return 1;
 		}

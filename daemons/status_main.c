@@ -226,7 +226,8 @@ static void add_disks(struct kelp_client *c, json_t *nodes)
 		long long free_b = 0, all = 0;
 
 		if (!json_is_true(json_object_get(n, "alive")) ||
-		    kelp_client_get(c, str_field(n, "url", ""), "/status", &status, &body, &len) < 0 ||
+		    kelp_client_get(c, str_field(n, "url", ""), "/status", &status, &body, &len) <
+			0 ||
 		    status != 200 || !(st = json_loadb(body, len, 0, NULL))) {
 			free(body);
 			continue;
@@ -264,8 +265,9 @@ static json_t *collections_of(json_t *vols)
 				    json_integer(int_field(c, "files") + int_field(v, "files")));
 		json_object_set_new(c, "bytes",
 				    json_integer(int_field(c, "bytes") + int_field(v, "size")));
-		json_object_set_new(c, "deletedBytes", json_integer(int_field(c, "deletedBytes") +
-								    int_field(v, "deletedBytes")));
+		json_object_set_new(
+		    c, "deletedBytes",
+		    json_integer(int_field(c, "deletedBytes") + int_field(v, "deletedBytes")));
 	}
 	return out;
 }
@@ -374,9 +376,10 @@ static void print_under_replicated(json_t *under)
 	printf("\nUnder-replicated volumes: %zu\n", json_array_size(under));
 	json_array_foreach(under, i, v)
 	{
-		printf("  volume %lld (collection \"%s\", replication %s): %lld of %lld copies alive;",
-		       int_field(v, "id"), str_field(v, "collection", ""),
-		       str_field(v, "replication", ""), int_field(v, "live"), int_field(v, "wanted"));
+		printf(
+		    "  volume %lld (collection \"%s\", replication %s): %lld of %lld copies alive;",
+		    int_field(v, "id"), str_field(v, "collection", ""),
+		    str_field(v, "replication", ""), int_field(v, "live"), int_field(v, "wanted"));
 		json_array_foreach(json_object_get(v, "locations"), j, l)
 		{
 			printf(" %s%s", str_field(l, "url", "?"),
@@ -487,12 +490,13 @@ int status_main(int argc, char **argv)
 		}
 		colls = collections_of(vols);
 		if (as_json) {
-			json_t *out = json_pack(
-			    "{s:s,s:O,s:O,s:O,s:o,s:o,s:O}", "leader", str_field(data, "leader", ""),
-			    "masters", json_object_get(data, "peers"), "servers",
-			    json_object_get(data, "nodes"), "volumes", vols, "collections", colls,
-			    "underReplicated", under, "layouts",
-			    json_object_get(json_object_get(dir, "Topology"), "Layouts"));
+			json_t *out =
+			    json_pack("{s:s,s:O,s:O,s:O,s:o,s:o,s:O}", "leader",
+				      str_field(data, "leader", ""), "masters",
+				      json_object_get(data, "peers"), "servers",
+				      json_object_get(data, "nodes"), "volumes", vols,
+				      "collections", colls, "underReplicated", under, "layouts",
+				      json_object_get(json_object_get(dir, "Topology"), "Layouts"));
 
 			json_dumpf(out, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
 			printf("\n");

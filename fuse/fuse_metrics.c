@@ -20,8 +20,38 @@
 static const struct fuse_lowlevel_ops *base_ops;
 static struct fuse_lowlevel_ops metered;
 
-enum op { OP_LOOKUP, OP_FORGET, OP_FORGET_MULTI, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_SYMLINK, OP_LINK, OP_UNLINK, OP_RMDIR, OP_RENAME, OP_OPEN, OP_CREATE, OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR, OP_N };
-
+enum op {
+	OP_LOOKUP,
+	OP_FORGET,
+	OP_FORGET_MULTI,
+	OP_GETATTR,
+	OP_SETATTR,
+	OP_READLINK,
+	OP_MKNOD,
+	OP_MKDIR,
+	OP_SYMLINK,
+	OP_LINK,
+	OP_UNLINK,
+	OP_RMDIR,
+	OP_RENAME,
+	OP_OPEN,
+	OP_CREATE,
+	OP_READ,
+	OP_WRITE,
+	OP_FLUSH,
+	OP_RELEASE,
+	OP_FSYNC,
+	OP_OPENDIR,
+	OP_READDIR,
+	OP_RELEASEDIR,
+	OP_FSYNCDIR,
+	OP_STATFS,
+	OP_SETXATTR,
+	OP_GETXATTR,
+	OP_LISTXATTR,
+	OP_REMOVEXATTR,
+	OP_N
+};
 
 static struct metric_histogram *op_latency[OP_N];
 
@@ -42,7 +72,12 @@ static inline void timer_end(const struct op_timer *t, enum op op)
 	metric_observe_ns(op_latency[op], monotonic_ns() - t->start);
 }
 
-static const char *const op_names[OP_N] = {"lookup", "forget", "forget_multi", "getattr", "setattr", "readlink", "mknod", "mkdir", "symlink", "link", "unlink", "rmdir", "rename", "open", "create", "read", "write", "flush", "release", "fsync", "opendir", "readdir", "releasedir", "fsyncdir", "statfs", "setxattr", "getxattr", "listxattr", "removexattr"};
+static const char *const op_names[OP_N] = {
+    "lookup",  "forget",   "forget_multi", "getattr",	"setattr",    "readlink",
+    "mknod",   "mkdir",	   "symlink",	   "link",	"unlink",     "rmdir",
+    "rename",  "open",	   "create",	   "read",	"write",      "flush",
+    "release", "fsync",	   "opendir",	   "readdir",	"releasedir", "fsyncdir",
+    "statfs",  "setxattr", "getxattr",	   "listxattr", "removexattr"};
 
 static void m_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -76,7 +111,8 @@ static void m_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	timer_end(&t, OP_GETATTR);
 }
 
-static void m_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+static void m_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		      struct fuse_file_info *fi)
 {
 	struct op_timer t = timer_start(req);
 
@@ -140,7 +176,8 @@ static void m_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	timer_end(&t, OP_RMDIR);
 }
 
-static void m_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags)
+static void m_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		     const char *newname, unsigned int flags)
 {
 	struct op_timer t = timer_start(req);
 
@@ -156,7 +193,8 @@ static void m_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	timer_end(&t, OP_OPEN);
 }
 
-static void m_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+static void m_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     struct fuse_file_info *fi)
 {
 	struct op_timer t = timer_start(req);
 
@@ -164,7 +202,8 @@ static void m_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	timer_end(&t, OP_CREATE);
 }
 
-static void m_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void m_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi)
 {
 	struct op_timer t = timer_start(req);
 
@@ -172,7 +211,8 @@ static void m_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struc
 	timer_end(&t, OP_READ);
 }
 
-static void m_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+static void m_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
 {
 	struct op_timer t = timer_start(req);
 
@@ -212,7 +252,8 @@ static void m_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	timer_end(&t, OP_OPENDIR);
 }
 
-static void m_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void m_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi)
 {
 	struct op_timer t = timer_start(req);
 
@@ -244,7 +285,8 @@ static void m_statfs(fuse_req_t req, fuse_ino_t ino)
 	timer_end(&t, OP_STATFS);
 }
 
-static void m_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+static void m_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		       size_t size, int flags)
 {
 	struct op_timer t = timer_start(req);
 
@@ -379,7 +421,7 @@ static void collect(void *ctx, struct metrics_out *out)
 {
 	struct fuse_metrics *fm = ctx;
 	struct kelp_fs *fs = fm->fs;
-	char (*fids)[META_FID_MAX] = malloc(GC_COUNT_CAP * sizeof(*fids));
+	char(*fids)[META_FID_MAX] = malloc(GC_COUNT_CAP * sizeof(*fids));
 	uint64_t *seqs = malloc(GC_COUNT_CAP * sizeof(*seqs));
 	int n = fids && seqs ? meta_gc_take(fs->meta, GC_COUNT_CAP, fids, seqs) : -1;
 
@@ -439,8 +481,8 @@ int fuse_metrics_start(struct kelp_fs *fs, const char *ip, int port, const char 
 				      "Chunks uploaded to the cluster", "result=\"success\"");
 	fm->upload_errors = metrics_counter(r, "kelp_mount_chunk_uploads_total",
 					    "Chunks uploaded to the cluster", "result=\"failure\"");
-	fm->uploads_in_flight = metrics_gauge(r, "kelp_mount_uploads_in_flight",
-					      "Chunk uploads in progress", NULL);
+	fm->uploads_in_flight =
+	    metrics_gauge(r, "kelp_mount_uploads_in_flight", "Chunk uploads in progress", NULL);
 	metrics_add_collector(r, collect, fm);
 	ret = metrics_server_start(ip, port, r, &fm->http);
 	if (ret < 0) {

@@ -278,8 +278,7 @@ static void out_value(struct metrics_out *o, double v)
 }
 
 /* The help text with backslash and newline escaped, as the format wants. */
-static void out_help(struct metrics_out *o, const char *name, const char *help,
-		     const char *type)
+static void out_help(struct metrics_out *o, const char *name, const char *help, const char *type)
 {
 	out_printf(o, "# HELP %s ", name);
 	for (const char *p = help; *p; p++) {
@@ -299,8 +298,7 @@ void metrics_out_family(struct metrics_out *out, const char *name, const char *h
 	out_help(out, name, help, type);
 }
 
-void metrics_out_sample(struct metrics_out *out, const char *name, const char *labels,
-			double value)
+void metrics_out_sample(struct metrics_out *out, const char *name, const char *labels, double value)
 {
 	if (labels && *labels)
 		out_printf(out, "%s{%s} ", name, labels);
@@ -347,8 +345,8 @@ static void render_histogram(struct metrics_out *o, const char *name, const char
 			out_value(o, h->bounds[i]);
 			out_printf(o, "\"} %" PRIu64 "\n", cum);
 		} else {
-			out_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels,
-				   sep, cum);
+			out_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep,
+				   cum);
 		}
 	}
 	if (*labels)
@@ -374,16 +372,17 @@ char *metrics_render(struct metrics *m, size_t *len)
 		for (struct series *s = f->series; s; s = s->next) {
 			switch (f->type) {
 			case TYPE_COUNTER:
-				out_printf(&o, *s->labels ? "%s{%s} %" PRIu64 "\n" : "%s%s %" PRIu64 "\n",
-					   f->name, s->labels,
-					   atomic_load_explicit(&s->u.counter.value,
-								memory_order_relaxed));
+				out_printf(
+				    &o, *s->labels ? "%s{%s} %" PRIu64 "\n" : "%s%s %" PRIu64 "\n",
+				    f->name, s->labels,
+				    atomic_load_explicit(&s->u.counter.value,
+							 memory_order_relaxed));
 				break;
 			case TYPE_GAUGE:
-				out_printf(&o, *s->labels ? "%s{%s} %" PRId64 "\n" : "%s%s %" PRId64 "\n",
-					   f->name, s->labels,
-					   atomic_load_explicit(&s->u.gauge.value,
-								memory_order_relaxed));
+				out_printf(
+				    &o, *s->labels ? "%s{%s} %" PRId64 "\n" : "%s%s %" PRId64 "\n",
+				    f->name, s->labels,
+				    atomic_load_explicit(&s->u.gauge.value, memory_order_relaxed));
 				break;
 			case TYPE_HISTOGRAM:
 				render_histogram(&o, f->name, s->labels, &s->u.histogram);

@@ -1404,8 +1404,9 @@ int master_start(const struct master_options *opt, struct master **out)
 	ret = http_server_start(&ho, handle_request, m, &m->http);
 	if (ret < 0) {
 		log_error("master: cannot listen on %s:%d: %s", opt->ip, opt->port,
-			  ret == -EADDRINUSE ? "the port is in use (or the address is not this host's)"
-					     : strerror(-ret));
+			  ret == -EADDRINUSE
+			      ? "the port is in use (or the address is not this host's)"
+			      : strerror(-ret));
 		master_stop(m);
 		return ret;
 	}

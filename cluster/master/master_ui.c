@@ -20,13 +20,13 @@ extern const unsigned long kelp_ui_master_html_len;
 enum req_type { T_ASSIGN, T_LOOKUP, T_HEARTBEAT, T_SUBMIT, T_ADMIN, T_STATUS, T_OTHER, T_N };
 
 static const char *const type_names[T_N] = {"assign", "lookup", "heartbeat", "submit",
-					     "admin",  "status", "other"};
+					    "admin",  "status", "other"};
 
-#define MAX_CODE      600
-#define RATE_POINTS   100 /* 5 minutes of samples every 3 s */
-#define SAMPLE_NS     (3ull * 1000000000ull)
-#define VIEW_KEEP_NS  (600ull * 1000000000ull)
-#define MAX_SAMPLED   256
+#define MAX_CODE     600
+#define RATE_POINTS  100 /* 5 minutes of samples every 3 s */
+#define SAMPLE_NS    (3ull * 1000000000ull)
+#define VIEW_KEEP_NS (600ull * 1000000000ull)
+#define MAX_SAMPLED  256
 
 struct rate_point {
 	int64_t time;
@@ -152,18 +152,18 @@ static json_t *volumes_of(json_t *nodes)
 			if (!e) {
 				placement_parse(
 				    json_string_value(json_object_get(v, "replication")), &rp);
-				e = json_pack("{s:I,s:O,s:O,s:O,s:i,s:i,s:I,s:I,s:I,s:b,s:[]}", "id",
-					      id, "collection", json_object_get(v, "collection"),
-					      "replication", json_object_get(v, "replication"), "ttl",
-					      json_object_get(v, "ttl"), "wanted", placement_copies(rp),
-					      "live", 0, "size", (json_int_t)0, "files", (json_int_t)0,
-					      "deletedBytes", (json_int_t)0, "readOnly", 0,
-					      "locations");
+				e = json_pack(
+				    "{s:I,s:O,s:O,s:O,s:i,s:i,s:I,s:I,s:I,s:b,s:[]}", "id", id,
+				    "collection", json_object_get(v, "collection"), "replication",
+				    json_object_get(v, "replication"), "ttl",
+				    json_object_get(v, "ttl"), "wanted", placement_copies(rp),
+				    "live", 0, "size", (json_int_t)0, "files", (json_int_t)0,
+				    "deletedBytes", (json_int_t)0, "readOnly", 0, "locations");
 				json_object_set_new(vols, key, e);
 			}
-			json_array_append_new(json_object_get(e, "locations"),
-					      json_pack("{s:s,s:b}", "url", url ? url : "",
-							"alive", alive));
+			json_array_append_new(
+			    json_object_get(e, "locations"),
+			    json_pack("{s:s,s:b}", "url", url ? url : "", "alive", alive));
 			if (!alive)
 				continue;
 			json_object_set_new(
@@ -220,7 +220,8 @@ static void collect(void *ctx, struct metrics_out *out)
 
 		for (k = 0; k < n_lc; k++)
 			if (!strcmp(lc[k].collection, c ? c : "") &&
-			    !strcmp(lc[k].replication, r ? r : "") && !strcmp(lc[k].ttl, t ? t : ""))
+			    !strcmp(lc[k].replication, r ? r : "") &&
+			    !strcmp(lc[k].ttl, t ? t : ""))
 				break;
 		if (k == n_lc) {
 			struct layout_count *p = realloc(lc, (size_t)(n_lc + 1) * sizeof(*p));
@@ -242,8 +243,7 @@ static void collect(void *ctx, struct metrics_out *out)
 	json_decref(vols);
 	json_decref(nodes);
 
-	metrics_out_family(out, "kelp_master_is_leader", "1 if this master is the leader",
-			   "gauge");
+	metrics_out_family(out, "kelp_master_is_leader", "1 if this master is the leader", "gauge");
 	metrics_out_sample(out, "kelp_master_is_leader", NULL, ui->src.is_leader(ui->src.ctx));
 	metrics_out_family(out, "kelp_master_raft_term",
 			   "Current Raft term (0 for a single master)", "gauge");
@@ -257,14 +257,13 @@ static void collect(void *ctx, struct metrics_out *out)
 	metrics_out_family(out, "kelp_master_volumes",
 			   "Volumes by layout (collection, replication, ttl)", "gauge");
 	for (int k = 0; k < n_lc; k++) {
-		snprintf(labels, sizeof(labels),
-			 "collection=\"%s\",replication=\"%s\",ttl=\"%s\"",
-			 metrics_label_escape(lc[k].collection, esc, sizeof(esc)), lc[k].replication,
-			 lc[k].ttl);
+		snprintf(labels, sizeof(labels), "collection=\"%s\",replication=\"%s\",ttl=\"%s\"",
+			 metrics_label_escape(lc[k].collection, esc, sizeof(esc)),
+			 lc[k].replication, lc[k].ttl);
 		metrics_out_sample(out, "kelp_master_volumes", labels, lc[k].volumes);
 	}
-	metrics_out_family(out, "kelp_master_volume_layout_writable",
-			   "Writable volumes by layout", "gauge");
+	metrics_out_family(out, "kelp_master_volume_layout_writable", "Writable volumes by layout",
+			   "gauge");
 	for (int k = 0; k < n_lc; k++) {
 		struct topo_filter f = {.collection = lc[k].collection};
 		int writable = 0, crowded = 0;
@@ -272,20 +271,18 @@ static void collect(void *ctx, struct metrics_out *out)
 		placement_parse(lc[k].replication, &f.replica_placement);
 		ttl_parse(lc[k].ttl, &f.ttl);
 		topology_layout_counts(ui->src.topo, &f, now, &writable, &crowded);
-		snprintf(labels, sizeof(labels),
-			 "collection=\"%s\",replication=\"%s\",ttl=\"%s\"",
-			 metrics_label_escape(lc[k].collection, esc, sizeof(esc)), lc[k].replication,
-			 lc[k].ttl);
+		snprintf(labels, sizeof(labels), "collection=\"%s\",replication=\"%s\",ttl=\"%s\"",
+			 metrics_label_escape(lc[k].collection, esc, sizeof(esc)),
+			 lc[k].replication, lc[k].ttl);
 		metrics_out_sample(out, "kelp_master_volume_layout_writable", labels, writable);
 	}
 	metrics_out_family(out, "kelp_master_under_replicated_volumes",
 			   "Volumes with fewer live copies than their replication asks, by layout",
 			   "gauge");
 	for (int k = 0; k < n_lc; k++) {
-		snprintf(labels, sizeof(labels),
-			 "collection=\"%s\",replication=\"%s\",ttl=\"%s\"",
-			 metrics_label_escape(lc[k].collection, esc, sizeof(esc)), lc[k].replication,
-			 lc[k].ttl);
+		snprintf(labels, sizeof(labels), "collection=\"%s\",replication=\"%s\",ttl=\"%s\"",
+			 metrics_label_escape(lc[k].collection, esc, sizeof(esc)),
+			 lc[k].replication, lc[k].ttl);
 		metrics_out_sample(out, "kelp_master_under_replicated_volumes", labels,
 				   lc[k].under);
 	}
@@ -302,8 +299,7 @@ static int sign(struct master_ui *ui, const char *method, const char *path, char
 }
 
 /* One volume server's read and write request counts from its /ui/stats. */
-static bool server_counts(struct master_ui *ui, const char *url, uint64_t *reads,
-			  uint64_t *writes)
+static bool server_counts(struct master_ui *ui, const char *url, uint64_t *reads, uint64_t *writes)
 {
 	char full[300], auth[AUTH_HEADER_LEN];
 	const char *headers[2] = {NULL, NULL};
@@ -502,16 +498,16 @@ static json_t *ui_data(struct master_ui *ui)
 		struct peer_health *h = &ui->peers[k];
 		bool self = !strcmp(ui->src.peers[k], ui->src.self);
 
-		json_array_append_new(
-		    peers, json_pack("{s:s,s:b,s:b,s:b,s:s,s:s}", "url", ui->src.peers[k], "self",
-				     self, "checked", h->url[0] != 0, "ok", self || h->ok,
-				     "leader", h->leader, "error", h->error));
+		json_array_append_new(peers, json_pack("{s:s,s:b,s:b,s:b,s:s,s:s}", "url",
+						       ui->src.peers[k], "self", self, "checked",
+						       h->url[0] != 0, "ok", self || h->ok,
+						       "leader", h->leader, "error", h->error));
 	}
 	pthread_mutex_unlock(&ui->lock);
 	if (!ui->src.leader(ui->src.ctx, leader, sizeof(leader)))
 		leader[0] = '\0';
-	return json_pack("{s:s,s:s,s:s,s:b,s:I,s:o,s:o,s:o,s:o,s:I,s:I}", "version",
-			 KELP_VERSION, "self", ui->src.self, "leader", leader, "isLeader",
+	return json_pack("{s:s,s:s,s:s,s:b,s:I,s:o,s:o,s:o,s:o,s:I,s:I}", "version", KELP_VERSION,
+			 "self", ui->src.self, "leader", leader, "isLeader",
 			 ui->src.is_leader(ui->src.ctx), "term",
 			 (json_int_t)(ui->src.term ? ui->src.term(ui->src.ctx) : 0), "peers", peers,
 			 "nodes", nodes, "volumes", list, "rates", rates, "volumeSizeLimit",
@@ -553,10 +549,10 @@ void master_ui_handle(struct master_ui *ui, struct http_request *req)
 	} else if (!strcmp(p, "/ui/events")) {
 		const char *since = http_query(req, "since");
 
-		http_reply_json(req, 200,
-				json_pack("{s:o}", "events",
-					  events_json(ui->events,
-						      since ? strtoull(since, NULL, 10) : 0)));
+		http_reply_json(
+		    req, 200,
+		    json_pack("{s:o}", "events",
+			      events_json(ui->events, since ? strtoull(since, NULL, 10) : 0)));
 	} else {
 		http_reply_error(req, 404, "no page %s", p);
 	}
@@ -598,10 +594,10 @@ struct master_ui *master_ui_new(const struct master_ui_source *src)
 		char labels[40];
 
 		snprintf(labels, sizeof(labels), "type=\"%s\"", type_names[t]);
-		ui->latency[t] =
-		    metrics_histogram(ui->reg, "kelp_master_request_duration_seconds",
-				      "Time from a request's headers to the end of its reply, by type",
-				      labels, metrics_request_buckets, metrics_request_buckets_n);
+		ui->latency[t] = metrics_histogram(
+		    ui->reg, "kelp_master_request_duration_seconds",
+		    "Time from a request's headers to the end of its reply, by type", labels,
+		    metrics_request_buckets, metrics_request_buckets_n);
 	}
 	metrics_add_collector(ui->reg, collect, ui);
 	if (pthread_create(&ui->sampler, NULL, sampler_loop, ui) == 0)

@@ -886,22 +886,23 @@ json_t *topology_nodes_json(struct topology *t, uint64_t now_ns)
 			ttl_format(v->ttl, ttl, sizeof(ttl));
 			used += v->size;
 			json_array_append_new(
-			    vols, json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "id",
-					    (json_int_t)v->id, "collection", v->collection,
-					    "replication", repl, "ttl", ttl, "size", (json_int_t)v->size,
-					    "files", (json_int_t)v->file_count, "deletes",
-					    (json_int_t)v->delete_count, "deletedBytes",
-					    (json_int_t)v->deleted_bytes, "readOnly", v->read_only));
+			    vols,
+			    json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "id",
+				      (json_int_t)v->id, "collection", v->collection, "replication",
+				      repl, "ttl", ttl, "size", (json_int_t)v->size, "files",
+				      (json_int_t)v->file_count, "deletes",
+				      (json_int_t)v->delete_count, "deletedBytes",
+				      (json_int_t)v->deleted_bytes, "readOnly", v->read_only));
 		}
 		json_array_append_new(
 		    nodes,
-		    json_pack("{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:o}", "url", node->url,
-			      "publicUrl", node->public_url, "dataCenter", node->data_center,
-			      "rack", node->rack, "alive", node_alive(t, node, now_ns),
-			      "lastSeenSecondsAgo",
-			      now_ns > node->last_seen ? (double)(now_ns - node->last_seen) / 1e9 : 0.0,
-			      "maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used,
-			      "volumes", vols));
+		    json_pack(
+			"{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:o}", "url", node->url, "publicUrl",
+			node->public_url, "dataCenter", node->data_center, "rack", node->rack,
+			"alive", node_alive(t, node, now_ns), "lastSeenSecondsAgo",
+			now_ns > node->last_seen ? (double)(now_ns - node->last_seen) / 1e9 : 0.0,
+			"maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used, "volumes",
+			vols));
 	}
 	pthread_mutex_unlock(&t->lock);
 	return nodes;

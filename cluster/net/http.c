@@ -327,8 +327,8 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
 	if (!req)
 		return;
 	if (s->observer)
-		s->observer(s->ctx, req, req->response ? req->status : 0, monotonic_ns() - req->start_ns,
-			    req->bytes_in, req->bytes_out);
+		s->observer(s->ctx, req, req->response ? req->status : 0,
+			    monotonic_ns() - req->start_ns, req->bytes_in, req->bytes_out);
 	if (req->on_cleanup)
 		req->on_cleanup(req);
 	if (req->response)

@@ -43,7 +43,7 @@ struct http_request {
 	unsigned status;
 	bool started;
 	bool queued;
-	uint64_t start_ns;		   /* CLOCK_MONOTONIC, when the headers came in */
+	uint64_t start_ns;	      /* CLOCK_MONOTONIC, when the headers came in */
 	uint64_t bytes_in, bytes_out; /* body bytes received; reply size (0 if unknown) */
 };
 

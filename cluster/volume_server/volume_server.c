@@ -593,8 +593,8 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
  * DELETE; for PUT the body comes from mem or fd. include_self: forward to all locations
  * (this server does not hold the volume). Returns 0, or -EIO with the reason in err.
  */
-static int replicate_once(struct volume_server *vs, struct http_request *req,
-			  const struct fid *fid, int copies, const char *method, const char *query,
+static int replicate_once(struct volume_server *vs, struct http_request *req, const struct fid *fid,
+			  int copies, const char *method, const char *query,
 			  const char *const *headers, const uint8_t *mem, int fd, uint64_t len,
 			  char *err, size_t err_cap);
 
@@ -611,8 +611,8 @@ static int replicate(struct volume_server *vs, struct http_request *req, const s
 	return ret;
 }
 
-static int replicate_once(struct volume_server *vs, struct http_request *req,
-			  const struct fid *fid, int copies, const char *method, const char *query,
+static int replicate_once(struct volume_server *vs, struct http_request *req, const struct fid *fid,
+			  int copies, const char *method, const char *query,
 			  const char *const *headers, const uint8_t *mem, int fd, uint64_t len,
 			  char *err, size_t err_cap)
 {
@@ -2106,10 +2106,10 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	}
 	ret = http_server_start(&ho, handle_request, vs, &vs->http);
 	if (ret < 0) {
-		log_error("volume server: cannot listen on %s:%d: %s", opt->ip ? opt->ip : "*",
-			  opt->port,
-			  ret == -EADDRINUSE ? "the port is in use (or the address is not this host's)"
-					     : strerror(-ret));
+		log_error(
+		    "volume server: cannot listen on %s:%d: %s", opt->ip ? opt->ip : "*", opt->port,
+		    ret == -EADDRINUSE ? "the port is in use (or the address is not this host's)"
+				       : strerror(-ret));
 		store_close(vs->store);
 		vs_metrics_free(vs->metrics);
 		free(vs);

@@ -9,8 +9,7 @@
 
 enum req_type { T_READ, T_WRITE, T_DELETE, T_ADMIN, T_STATUS, T_OTHER, T_N };
 
-static const char *const type_names[T_N] = {"read",  "write",  "delete",
-					     "admin", "status", "other"};
+static const char *const type_names[T_N] = {"read", "write", "delete", "admin", "status", "other"};
 
 #define MAX_CODE 600
 
@@ -183,8 +182,7 @@ static void collect(void *ctx, struct metrics_out *out)
 		metrics_out_sample(out, "kelp_volume_server_deleted_bytes", labels,
 				   (double)s.colls[i].deleted_bytes);
 	}
-	metrics_out_family(out, "kelp_volume_server_files", "Live blobs, by collection",
-			   "gauge");
+	metrics_out_family(out, "kelp_volume_server_files", "Live blobs, by collection", "gauge");
 	for (int i = 0; i < s.n; i++) {
 		snprintf(labels, sizeof(labels), "collection=\"%s\"",
 			 metrics_label_escape(s.colls[i].name, esc, sizeof(esc)));
@@ -196,8 +194,7 @@ static void collect(void *ctx, struct metrics_out *out)
 	metrics_out_sample(out, "kelp_volume_server_max_volumes", NULL, max_volumes);
 	metrics_out_family(out, "kelp_volume_server_needle_map_bytes",
 			   "Memory of the in-memory needle maps of all volumes", "gauge");
-	metrics_out_sample(out, "kelp_volume_server_needle_map_bytes", NULL,
-			   (double)s.map_memory);
+	metrics_out_sample(out, "kelp_volume_server_needle_map_bytes", NULL, (double)s.map_memory);
 	metrics_out_family(out, "kelp_volume_server_disk_total_bytes",
 			   "Size of the file system of each data directory", "gauge");
 	for (int i = 0; i < nd && i < 64; i++) {

@@ -59,6 +59,8 @@ mount_it() { # meta dir, with metrics (0/1)
 
 unmount_it() {
 	[ -n "$scraper" ] && { kill "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; }
+	# the mount's CPU time (user + system, clock ticks): steadier than rates on a busy machine
+	cpu_ticks=$((cpu_ticks + $(awk '{print $14 + $15}' "/proc/$mount_pid/stat")))
 	fusermount3 -u "$work/mnt"
 	wait "$mount_pid" 2>/dev/null || true
 }
@@ -68,6 +70,7 @@ rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN {printf "%.1f", n / (b - a)}';
 
 one_run() { # label, metrics (0/1)
 	local meta="$work/meta-$1-$RANDOM" t0 t1 w r c s
+	cpu_ticks=0
 	mount_it "$meta" "$2"
 	t0=$(secs)
 	dd if=/dev/zero of="$work/mnt/big" bs=1M count="$size_mb" conv=fsync status=none
@@ -97,7 +100,7 @@ PY
 	s=$(rate "$files" "$t0" "$t1")
 	rm -rf "$work/mnt/big" "$work/mnt/small"
 	unmount_it
-	echo "$1 $w $r $c $s"
+	echo "$1 $w $r $c $s $(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}')"
 }
 
 echo "== mount: ${size_mb} MiB write/read, $files files create/stat; no metrics vs -metricsPort scraped every second, $rounds rounds"
@@ -105,10 +108,10 @@ log=$(mktemp)
 for ((i = 0; i < rounds; i++)); do
 	for mode in off on; do
 		line=$(one_run "$mode" "$([ "$mode" = on ] && echo 1 || echo 0)")
-		echo "round $i $line" | awk '{printf "round %s metrics %-3s write %s MiB/s read %s MiB/s create %s/s stat %s/s\n", $2, $3, $4, $5, $6, $7}'
+		echo "round $i $line" | awk '{printf "round %s metrics %-3s write %s MiB/s read %s MiB/s create %s/s stat %s/s, mount CPU %s s\n", $2, $3, $4, $5, $6, $7, $8}'
 		echo "$line" >>"$log"
 	done
 done
-awk '{w[$1] += $2; r[$1] += $3; c[$1] += $4; s[$1] += $5} END {printf "ratio (metrics on / off): write %.2f read %.2f create %.2f stat %.2f\n", w["on"] / w["off"], r["on"] / r["off"], c["on"] / c["off"], s["on"] / s["off"]}' "$log"
+awk '{w[$1] += $2; r[$1] += $3; c[$1] += $4; s[$1] += $5; u[$1] += $6} END {printf "ratio (metrics on / off, sums over the rounds): write %.2f read %.2f create %.2f stat %.2f; mount CPU %.1f s / %.1f s = %.2f\n", w["on"] / w["off"], r["on"] / r["off"], c["on"] / c["off"], s["on"] / s["off"], u["on"], u["off"], u["on"] / u["off"]}' "$log"
 rm -f "$log"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -9,6 +9,7 @@ import requests
 
 import promtext
 from cluster import PULSE, make_cluster, wait_for  # noqa: F401  (pytest fixture)
+from test_ha import make_ha  # noqa: F401  (pytest fixture)
 from promtext import PromFormatError, total, value
 
 
@@ -217,3 +218,33 @@ def test_every_metric_is_documented_and_the_dashboard_uses_real_ones(make_cluste
         used = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
         unknown = used - documented
         assert not unknown, "%s uses undocumented metrics %s" % (doc, sorted(unknown))
+
+
+def test_ha_masters_metrics_and_page(make_ha):
+    """Three masters: one is_leader, all on one Raft term; every master serves the page
+    from its own view, names the leader, and sees a killed peer master as down."""
+    from ha_cluster import http_get
+    from test_ha import _small_cluster
+
+    cl, leader = _small_cluster(make_ha, n_masters=3, n_volumes=1)
+    samples = {m.addr: promtext.parse(http_get(m.addr, "/metrics").text) for m in cl.masters}
+    assert sorted(value(s, "kelp_master_is_leader") for s in samples.values()) == [0, 0, 1]
+    assert value(samples[leader.addr], "kelp_master_is_leader") == 1
+    terms = {value(s, "kelp_master_raft_term") for s in samples.values()}
+    assert len(terms) == 1 and terms.pop() >= 1
+    follower = [m for m in cl.masters if m is not leader][0]
+    d = http_get(follower.addr, "/ui/data").json()
+    assert d["leader"] == leader.addr and not d["isLeader"] and d["self"] == follower.addr
+    r = http_get(follower.addr, "/", headers={"Accept": "text/html"})
+    assert r.status_code == 200 and "<title>kelp cluster</title>" in r.text
+
+    def peers_ok(m, want):
+        peers = {p["url"]: p for p in http_get(m.addr, "/ui/data").json()["peers"]}
+        return {u: p["ok"] for u, p in peers.items() if p["checked"] or p["self"]} == want
+    everyone = {m.addr: True for m in cl.masters}
+    wait_for("the leader's page to see every master answer",
+             lambda: peers_ok(leader, everyone) or None, 15)
+    victim = [m for m in cl.masters if m is not leader and m is not follower][0]
+    victim.kill()
+    wait_for("the leader's page to see the killed master down",
+             lambda: peers_ok(leader, dict(everyone, **{victim.addr: False})) or None, 15)
