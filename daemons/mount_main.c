@@ -14,6 +14,7 @@
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
 #include "cluster/client/client.h"
+#include "cluster/net/metrics_http.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 #include "fuse/file.h"
@@ -140,6 +141,39 @@ static bool masters_answer(const char *masters, int timeout_ms, char *why, size_
 	return ok;
 }
 
+/*
+ * -metricsPort: the registry of the mount (fuse_metrics) and a server answering GET
+ * /metrics on ip:port (0 = any free port, written to port_file when given).
+ */
+static int start_metrics(struct kelp_fs *fs, const char *ip, int port, const char *port_file,
+			 struct http_server **out)
+{
+	int ret = fuse_metrics_init(fs);
+
+	if (ret < 0)
+		return ret;
+	ret = metrics_server_start(ip, port, fs->metrics->reg, out);
+	if (ret < 0) {
+		log_error("mount: cannot serve metrics on %s:%d: %s", ip, port,
+			  ret == -EADDRINUSE ? "the port is in use" : strerror(-ret));
+		return ret;
+	}
+	if (port_file && *port_file) {
+		char tmp[4200];
+		FILE *f;
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
+		f = fopen(tmp, "w");
+		if (!f || fprintf(f, "%d\n", http_server_port(*out)) < 0 || fclose(f) != 0 ||
+		    rename(tmp, port_file) < 0) {
+			log_error("mount: cannot write the metrics port to %s", port_file);
+			return -EIO;
+		}
+	}
+	log_info("mount: metrics on http://%s:%d/metrics", ip, http_server_port(*out));
+	return 0;
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
@@ -204,6 +238,7 @@ int mount_main(int argc, char **argv)
 	};
 	struct kelp_fs_options fo;
 	struct kelp_fs fs;
+	struct http_server *metrics_server = NULL;
 	struct meta *meta;
 	struct meta_options mo;
 	char meta_shown[512], cid[128] = "", owner[4400];
@@ -379,10 +414,12 @@ int mount_main(int argc, char **argv)
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
 	ret = kelp_fs_init(&fs, meta, &fo);
 	if (ret == 0 && metrics_port >= 0)
-		ret = fuse_metrics_start(&fs, metrics_ip, metrics_port, metrics_port_file);
+		ret = start_metrics(&fs, metrics_ip, metrics_port, metrics_port_file,
+				    &metrics_server);
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
-	fuse_metrics_stop(&fs); /* the session is over: no callback counts any more */
+	http_server_stop(metrics_server);
+	fuse_metrics_free(&fs); /* the session is over: no callback counts any more */
 	kelp_fs_destroy(&fs);
 	meta_close(meta);
 	curl_global_cleanup();

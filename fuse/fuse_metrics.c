@@ -11,7 +11,6 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
-#include "cluster/net/metrics_http.h"
 #include "fuse/file.h"
 #include "fuse/health.h"
 #include "fuse/meta.h"
@@ -438,11 +437,10 @@ static void collect(void *ctx, struct metrics_out *out)
 			       !__atomic_load_n(&fs->health.failing, __ATOMIC_ACQUIRE));
 }
 
-int fuse_metrics_start(struct kelp_fs *fs, const char *ip, int port, const char *port_file)
+int fuse_metrics_init(struct kelp_fs *fs)
 {
 	struct fuse_metrics *fm = calloc(1, sizeof(*fm));
 	struct metrics *r;
-	int ret;
 
 	if (!fm || !(fm->reg = metrics_new())) {
 		free(fm);
@@ -484,40 +482,16 @@ int fuse_metrics_start(struct kelp_fs *fs, const char *ip, int port, const char 
 	fm->uploads_in_flight =
 	    metrics_gauge(r, "kelp_mount_uploads_in_flight", "Chunk uploads in progress", NULL);
 	metrics_add_collector(r, collect, fm);
-	ret = metrics_server_start(ip, port, r, &fm->http);
-	if (ret < 0) {
-		log_error("mount: cannot serve metrics on %s:%d: %s", ip, port, strerror(-ret));
-		metrics_free(r);
-		free(fm);
-		return ret;
-	}
-	if (port_file && *port_file) {
-		char tmp[4200];
-		FILE *f;
-
-		snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
-		f = fopen(tmp, "w");
-		if (!f || fprintf(f, "%d\n", http_server_port(fm->http)) < 0 || fclose(f) != 0 ||
-		    rename(tmp, port_file) < 0) {
-			log_error("mount: cannot write the metrics port to %s", port_file);
-			http_server_stop(fm->http);
-			metrics_free(r);
-			free(fm);
-			return -EIO;
-		}
-	}
-	log_info("mount: metrics on http://%s:%d/metrics", ip, http_server_port(fm->http));
 	fs->metrics = fm;
 	return 0;
 }
 
-void fuse_metrics_stop(struct kelp_fs *fs)
+void fuse_metrics_free(struct kelp_fs *fs)
 {
 	struct fuse_metrics *fm = fs->metrics;
 
 	if (!fm)
 		return;
-	http_server_stop(fm->http);
 	fs->metrics = NULL;
 	metrics_free(fm->reg);
 	free(fm);

@@ -1,5 +1,5 @@
 /*
- * fuse_metrics: the mount's /metrics (-metricsPort): FUSE operations by type with a
+ * fuse_metrics: what the mount's /metrics (-metricsPort) shows: FUSE operations by type with a
  * latency histogram, bytes read and written, chunk cache hits and misses (memory and
  * disk), uploads in flight, the gc queue, whether the cluster is reachable.
  *
@@ -17,24 +17,22 @@
 
 struct kelp_fs;
 struct fuse_lowlevel_ops;
-struct http_server;
 
 struct fuse_metrics {
 	struct metrics *reg;
 	struct kelp_fs *fs;
-	struct http_server *http;
 	struct metric_counter *bytes_read, *bytes_written;
 	struct metric_counter *mem_hits, *mem_misses, *disk_hits, *disk_misses;
 	struct metric_counter *uploads, *upload_errors;
 	struct metric_gauge *uploads_in_flight;
 };
 
-/*
- * Starts the metrics server of fs on ip:port (0 = any free port), writes the port to
- * port_file when given ("" = none), and sets fs->metrics. 0 or -errno (logged).
- */
-int fuse_metrics_start(struct kelp_fs *fs, const char *ip, int port, const char *port_file);
-void fuse_metrics_stop(struct kelp_fs *fs);
+/* Creates the registry of fs (fs->metrics; the FUSE session then uses the timed
+ * callbacks). The server that answers /metrics is the daemon's (daemons/mount_main.c,
+ * cluster/net/metrics_http.h). 0 or -ENOMEM. */
+int fuse_metrics_init(struct kelp_fs *fs);
+/* After the session has ended (no callback counts any more). */
+void fuse_metrics_free(struct kelp_fs *fs);
 
 /* The callbacks of base, each timed (base must outlive the session). */
 const struct fuse_lowlevel_ops *fuse_metrics_ops(const struct fuse_lowlevel_ops *base);
