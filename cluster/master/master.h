@@ -4,7 +4,8 @@
  * Routes (docs/http-api.md): POST /heartbeat (protobuf Heartbeat from volume servers),
  * /dir/assign, /dir/lookup, /dir/status, /cluster/status, /cluster/healthz, /vol/grow,
  * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, and /<fid>
- * (308 redirect to a volume server holding it).
+ * (308 redirect to a volume server holding it). `/` for a browser, /ui/data,
+ * /ui/events and /metrics are master_ui.h's.
  *
  * Volume growth creates volumes on volume servers with /admin/assign_volume (see
  * growth.h for the placement); file keys and volume ids come from sequence.h. A
