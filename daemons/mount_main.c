@@ -16,10 +16,12 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "cluster/client/client.h"
+#include "cluster/net/metrics_http.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 #include "fuse/backup.h"
 #include "fuse/file.h"
+#include "fuse/fuse_metrics.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
 #include "fuse/ops.h"
@@ -152,6 +154,66 @@ static void *backup_loop(void *arg)
 	return NULL;
 }
 
+/*
+ * True when a master of the list answers within timeout_ms; else false with the
+ * client's reason in why (a mount that no master answers would fail every call).
+ */
+static bool masters_answer(const char *masters, int timeout_ms, char *why, size_t cap)
+{
+	struct kelp_client_options co = {.masters = masters, .timeout_ms = timeout_ms};
+	struct kelp_client *c = NULL;
+	char *body = NULL;
+	size_t len = 0;
+	long status = 0;
+	bool ok;
+
+	if (kelp_client_new(&co, &c) < 0) {
+		snprintf(why, cap, "bad -master list");
+		return false;
+	}
+	ok =
+	    kelp_client_master_get(c, "/cluster/healthz", false, &status, &body, &len, NULL) == 0 ||
+	    status != 0;
+	if (!ok)
+		snprintf(why, cap, "%s", kelp_client_error(c));
+	free(body);
+	kelp_client_free(c);
+	return ok;
+}
+
+/*
+ * -metricsPort: the registry of the mount (fuse_metrics) and a server answering GET
+ * /metrics on ip:port (0 = any free port, written to port_file when given).
+ */
+static int start_metrics(struct kelp_fs *fs, const char *ip, int port, const char *port_file,
+			 struct http_server **out)
+{
+	int ret = fuse_metrics_init(fs);
+
+	if (ret < 0)
+		return ret;
+	ret = metrics_server_start(ip, port, fs->metrics->reg, out);
+	if (ret < 0) {
+		log_error("mount: cannot serve metrics on %s:%d: %s", ip, port,
+			  ret == -EADDRINUSE ? "the port is in use" : strerror(-ret));
+		return ret;
+	}
+	if (port_file && *port_file) {
+		char tmp[4200];
+		FILE *f;
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
+		f = fopen(tmp, "w");
+		if (!f || fprintf(f, "%d\n", http_server_port(*out)) < 0 || fclose(f) != 0 ||
+		    rename(tmp, port_file) < 0) {
+			log_error("mount: cannot write the metrics port to %s", port_file);
+			return -EIO;
+		}
+	}
+	log_info("mount: metrics on http://%s:%d/metrics", ip, http_server_port(*out));
+	return 0;
+}
+
 int mount_main(int argc, char **argv)
 {
 	static const char summary[] =
@@ -166,7 +228,8 @@ int mount_main(int argc, char **argv)
 	struct backup_thread bt;
 	bool backups = false;
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
-	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S;
+	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S, metrics_port = -1;
+	char *metrics_ip = "127.0.0.1", *metrics_port_file = "";
 	struct mount_session session;
 	double attr_cache_s = 1, entry_cache_s = 1, gc_grace_s = -1;
 	double trash_days = 1;
@@ -225,11 +288,18 @@ int mount_main(int argc, char **argv)
 	    FLAG("readyFile", FLAG_STRING, &ready_file, "write \"1\" here once mounted"),
 	    FLAG("daemon", FLAG_BOOL, &daemon_mode, "run in the background; return once mounted"),
 	    FLAG("logFile", FLAG_STRING, &log_file, "with -daemon: append the log here"),
+	    FLAG("metricsPort", FLAG_INT, &metrics_port,
+		 "serve Prometheus metrics at http://-metricsIp:port/metrics (-1 = off; 0 = any "
+		 "free port, written to -metricsPortFile)"),
+	    FLAG("metricsIp", FLAG_STRING, &metrics_ip, "address of the metrics server"),
+	    FLAG("metricsPortFile", FLAG_STRING, &metrics_port_file,
+		 "write the metrics port here once it listens"),
 	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
 	struct kelp_fs_options fo;
 	struct kelp_fs fs;
+	struct http_server *metrics_server = NULL;
 	struct meta *meta;
 	struct meta_options mo;
 	char meta_shown[512], cid[128] = "", owner[4400];
@@ -247,6 +317,10 @@ int mount_main(int argc, char **argv)
 		dir = argv[ret + 1]; /* "kelp mount /mnt/kelp" */
 	if (!*dir) {
 		fprintf(stderr, "kelp mount: -dir (the mount point) is required\n");
+		return 2;
+	}
+	if (metrics_port < -1 || metrics_port > 65535) {
+		fprintf(stderr, "kelp mount: -metricsPort must be -1 (off) or 0-65535\n");
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
@@ -268,6 +342,48 @@ int mount_main(int argc, char **argv)
 			"-backupKeep 1-%d\n",
 			BACKUP_MAX_KEEP);
 		return 2;
+	}
+	{
+		struct stat st;
+
+		int rc = stat(dir, &st), err = errno;
+
+		if (rc < 0 && err == ENOTCONN)
+			fprintf(
+			    stderr,
+			    "kelp mount: %s is a dead mount (its daemon died): fusermount3 -u -z %s, "
+			    "then mount again\n",
+			    dir, dir);
+		else if (rc < 0 && err == ENOENT)
+			fprintf(
+			    stderr,
+			    "kelp mount: the mount point %s does not exist (create it first: mkdir "
+			    "-p %s)\n",
+			    dir, dir);
+		else if (rc < 0)
+			fprintf(stderr, "kelp mount: the mount point %s: %s\n", dir, strerror(err));
+		else if (!S_ISDIR(st.st_mode))
+			fprintf(stderr, "kelp mount: the mount point %s is not a directory\n", dir);
+		if (rc < 0 || !S_ISDIR(st.st_mode))
+			return 1;
+	}
+	/* A mount that no master answers would mount and then fail every call with EIO:
+	 * refuse, unless the metadata alone is to be served (-metaOffline). */
+	if (!meta_offline) {
+		char why[512];
+
+		curl_global_init(CURL_GLOBAL_ALL);
+		if (!masters_answer(master, timeout_s * 1000, why, sizeof(why))) {
+			fprintf(
+			    stderr,
+			    "kelp mount: no master answers at %s within %d s (-timeout): %s. Is the "
+			    "cluster running and -master right? (-metaOffline mounts anyway and "
+			    "serves the metadata alone)\n",
+			    master, timeout_s, why);
+			curl_global_cleanup();
+			return 1;
+		}
+		curl_global_cleanup();
 	}
 	is_pg = kv_is_pg_url(meta_dir);
 	kv_mask_url(meta_dir, meta_shown, sizeof(meta_shown));
@@ -414,8 +530,13 @@ int mount_main(int argc, char **argv)
 		if (!backups)
 			log_error("mount: cannot start the backup thread: backups are off");
 	}
+	if (ret == 0 && metrics_port >= 0)
+		ret = start_metrics(&fs, metrics_ip, metrics_port, metrics_port_file,
+				    &metrics_server);
 	if (ret == 0)
 		ret = kelp_fuse_run(&fs, dir, options, threads, mounted, &ready);
+	http_server_stop(metrics_server);
+	fuse_metrics_free(&fs); /* the session is over: no callback counts any more */
 	if (backups) {
 		pthread_mutex_lock(&bt.lock);
 		bt.stop = true;

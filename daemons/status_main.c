@@ -2,9 +2,10 @@
  * kelp status: a readable table of the cluster.
  *
  * Asks every master of -master for /cluster/status (role, leader, peers), then the
- * leader for /dir/status (data centers > racks > volume servers, layouts), and prints
- * them as aligned tables with totals. Exit status 1 when no master answered
- * /dir/status.
+ * leader for /dir/status (layouts) and /ui/data (every volume server, dead ones too,
+ * every volume with its live and wanted copies), and each live volume server for its
+ * disks (/status). Prints aligned tables with totals, the under-replicated volumes, or
+ * with -json one JSON object. Exit status 1 when no master answered.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -192,54 +193,208 @@ static int print_masters(struct kelp_client *c, const char *masters, char *leade
 	return answered;
 }
 
-static void print_topology(json_t *top)
+static void human(double n, char *buf, size_t cap)
 {
-	json_t *dcs = json_object_get(top, "DataCenters"), *dc, *rack, *dn, *layouts, *l;
-	long long nodes = 0, volumes = 0, max = 0, free_slots = 0, racks = 0;
-	size_t i, j, k;
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	int u = 0;
+
+	while (n >= 1024 && u < 5) {
+		n /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, cap, "%.0f B", n);
+	else
+		snprintf(buf, cap, "%.1f %s", n, units[u]);
+}
+
+/*
+ * Each live volume server's disks (its /status DiskStatuses): free and total bytes
+ * summed, into node["diskFree"], node["diskTotal"]; left out when it does not answer.
+ */
+static void add_disks(struct kelp_client *c, json_t *nodes)
+{
+	size_t i, j;
+	json_t *n, *d;
+
+	json_array_foreach(nodes, i, n)
+	{
+		char *body = NULL;
+		size_t len;
+		long status = 0;
+		json_t *st;
+		long long free_b = 0, all = 0;
+
+		if (!json_is_true(json_object_get(n, "alive")) ||
+		    kelp_client_get(c, str_field(n, "url", ""), "/status", &status, &body, &len) <
+			0 ||
+		    status != 200 || !(st = json_loadb(body, len, 0, NULL))) {
+			free(body);
+			continue;
+		}
+		json_array_foreach(json_object_get(st, "DiskStatuses"), j, d)
+		{
+			free_b += int_field(d, "free");
+			all += int_field(d, "all");
+		}
+		json_object_set_new(n, "diskFree", json_integer(free_b));
+		json_object_set_new(n, "diskTotal", json_integer(all));
+		json_decref(st);
+		free(body);
+	}
+}
+
+/* Per collection: volumes, files, bytes, deleted bytes (from /ui/data's volumes). */
+static json_t *collections_of(json_t *vols)
+{
+	json_t *out = json_object(), *v;
+	size_t i;
+
+	json_array_foreach(vols, i, v)
+	{
+		const char *name = str_field(v, "collection", "");
+		json_t *c = json_object_get(out, name);
+
+		if (!c) {
+			c = json_pack("{s:i,s:i,s:i,s:i}", "volumes", 0, "files", 0, "bytes", 0,
+				      "deletedBytes", 0);
+			json_object_set_new(out, name, c);
+		}
+		json_object_set_new(c, "volumes", json_integer(int_field(c, "volumes") + 1));
+		json_object_set_new(c, "files",
+				    json_integer(int_field(c, "files") + int_field(v, "files")));
+		json_object_set_new(c, "bytes",
+				    json_integer(int_field(c, "bytes") + int_field(v, "size")));
+		json_object_set_new(
+		    c, "deletedBytes",
+		    json_integer(int_field(c, "deletedBytes") + int_field(v, "deletedBytes")));
+	}
+	return out;
+}
+
+static void print_servers(json_t *data)
+{
+	json_t *nodes = json_object_get(data, "nodes"), *n;
+	long long live = 0, dead = 0, vols = 0, max = 0, used = 0;
+	size_t i;
 	struct table t;
 
 	table_init(&t, 8);
-	table_row(&t, "DATA CENTER", "RACK", "VOLUME SERVER", "PUBLIC URL", "VOLUMES", "MAX",
-		  "FREE", "VOLUME IDS");
-	json_array_foreach(dcs, i, dc)
+	table_row(&t, "DATA CENTER", "RACK", "VOLUME SERVER", "STATE", "VOLUMES", "USED",
+		  "DISK FREE", "VOLUME IDS");
+	json_array_foreach(nodes, i, n)
 	{
-		json_array_foreach(json_object_get(dc, "Racks"), j, rack)
-		{
-			racks++;
-			json_array_foreach(json_object_get(rack, "DataNodes"), k, dn)
-			{
-				char v[24], m[24], f[24], ids[1024];
-				long long nv = int_field(dn, "Volumes"), nm = int_field(dn, "Max");
-				long long nf =
-				    json_object_get(dn, "Free") ? int_field(dn, "Free") : nm - nv;
+		char v[48], u[24], f[64], ids[1024], state[48];
+		json_t *vl = json_object_get(n, "volumes"), *e;
+		size_t k, len = 0;
+		bool alive = json_is_true(json_object_get(n, "alive"));
 
-				snprintf(v, sizeof(v), "%lld", nv);
-				snprintf(m, sizeof(m), "%lld", nm);
-				snprintf(f, sizeof(f), "%lld", nf);
-				volume_ids_text(json_object_get(dn, "VolumeIds"), ids, sizeof(ids));
-				table_row(&t, str_field(dc, "Id", "?"), str_field(rack, "Id", "?"),
-					  str_field(dn, "Url", "?"), str_field(dn, "PublicUrl", ""),
-					  v, m, f, ids);
-				nodes++;
-				volumes += nv;
-				max += nm;
-				free_slots += nf;
-			}
+		snprintf(v, sizeof(v), "%zu/%lld", json_array_size(vl), int_field(n, "maxVolumes"));
+		human((double)int_field(n, "usedBytes"), u, sizeof(u));
+		if (json_object_get(n, "diskTotal")) {
+			char a[24], b[24];
+			long long all = int_field(n, "diskTotal"), fr = int_field(n, "diskFree");
+
+			human((double)fr, a, sizeof(a));
+			human((double)all, b, sizeof(b));
+			snprintf(f, sizeof(f), "%s of %s (%.0f%%)", a, b,
+				 all > 0 ? 100.0 * (double)fr / (double)all : 0.0);
+		} else {
+			snprintf(f, sizeof(f), "?");
 		}
+		if (alive)
+			snprintf(state, sizeof(state), "alive");
+		else
+			snprintf(state, sizeof(state), "DEAD (%.0f s)",
+				 json_real_value(json_object_get(n, "lastSeenSecondsAgo")));
+		ids[0] = '\0';
+		json_array_foreach(vl, k, e)
+		{
+			if (len < sizeof(ids))
+				len += (size_t)snprintf(ids + len, sizeof(ids) - len, "%s%lld",
+							k ? " " : "", int_field(e, "id"));
+		}
+		table_row(&t, str_field(n, "dataCenter", "?"), str_field(n, "rack", "?"),
+			  str_field(n, "url", "?"), state, v, u, f, ids);
+		alive ? live++ : dead++;
+		vols += (long long)json_array_size(vl);
+		max += int_field(n, "maxVolumes");
+		used += int_field(n, "usedBytes");
 	}
 	printf("\nVolume servers\n");
-	if (nodes)
+	if (json_array_size(nodes))
 		table_print(&t, "  ");
 	else
 		printf("  (none)\n");
-	printf("  total: %zu data center%s, %lld rack%s, %lld volume server%s, %lld volume%s in "
-	       "%lld slots, %lld free\n",
-	       json_array_size(dcs), json_array_size(dcs) == 1 ? "" : "s", racks,
-	       racks == 1 ? "" : "s", nodes, nodes == 1 ? "" : "s", volumes,
-	       volumes == 1 ? "" : "s", max, free_slots);
+	{
+		char u[24];
 
-	layouts = json_object_get(top, "Layouts");
+		human((double)used, u, sizeof(u));
+		printf("  total: %lld alive, %lld dead; %lld volume%s in %lld slots; %s used\n",
+		       live, dead, vols, vols == 1 ? "" : "s", max, u);
+	}
+}
+
+static void print_collections(json_t *colls)
+{
+	const char *name;
+	json_t *c;
+	struct table t;
+
+	table_init(&t, 5);
+	table_row(&t, "COLLECTION", "VOLUMES", "FILES", "SIZE", "GARBAGE");
+	json_object_foreach(colls, name, c)
+	{
+		char v[24], f[24], sz[24], g[24];
+		long long bytes = int_field(c, "bytes");
+
+		snprintf(v, sizeof(v), "%lld", int_field(c, "volumes"));
+		snprintf(f, sizeof(f), "%lld", int_field(c, "files"));
+		human((double)bytes, sz, sizeof(sz));
+		snprintf(g, sizeof(g), "%.1f%%",
+			 bytes > 0 ? 100.0 * (double)int_field(c, "deletedBytes") / (double)bytes
+				   : 0.0);
+		table_row(&t, *name ? name : "(default)", v, f, sz, g);
+	}
+	printf("\nCollections\n");
+	if (json_object_size(colls))
+		table_print(&t, "  ");
+	else
+		printf("  (no volumes yet)\n");
+}
+
+/* Lists the volumes with fewer live copies than their replication asks for. */
+static void print_under_replicated(json_t *under)
+{
+	json_t *v, *l;
+	size_t i, j;
+
+	if (!json_array_size(under)) {
+		printf("\nEvery volume has all its copies.\n");
+		return;
+	}
+	printf("\nUnder-replicated volumes: %zu\n", json_array_size(under));
+	json_array_foreach(under, i, v)
+	{
+		printf(
+		    "  volume %lld (collection \"%s\", replication %s): %lld of %lld copies alive;",
+		    int_field(v, "id"), str_field(v, "collection", ""),
+		    str_field(v, "replication", ""), int_field(v, "live"), int_field(v, "wanted"));
+		json_array_foreach(json_object_get(v, "locations"), j, l)
+		{
+			printf(" %s%s", str_field(l, "url", "?"),
+			       json_is_true(json_object_get(l, "alive")) ? "" : " (dead)");
+		}
+		printf("\n");
+	}
+}
+
+static void print_layouts(json_t *top)
+{
+	json_t *layouts = json_object_get(top, "Layouts"), *l;
+	size_t i;
+	struct table t;
+
 	if (json_array_size(layouts) == 0)
 		return;
 	table_init(&t, 4);
@@ -329,25 +484,45 @@ static void print_repair(struct kelp_client *c)
 	json_decref(root);
 }
 
+/* GET path from the leader as JSON; NULL with the reason printed. */
+static json_t *leader_json(struct kelp_client *c, const char *path)
+{
+	char from[KELP_URL_MAX], *body = NULL;
+	size_t len;
+	long status = 0;
+	json_t *root = NULL;
+
+	if (kelp_client_master_get(c, path, true, &status, &body, &len, from) < 0)
+		fprintf(stderr, "kelp status: %s\n", kelp_client_error(c));
+	else if (status != 200 || !(root = json_loadb(body, len, 0, NULL)))
+		fprintf(stderr, "kelp status: %s answered %s with HTTP %ld: %.200s\n", from, path,
+			status, body);
+	free(body);
+	return root;
+}
+
 int status_main(int argc, char **argv)
 {
 	static const char summary[] =
-	    "show the cluster: masters and leader, data centers, racks, volume servers";
+	    "show the cluster: masters and leader, volume servers (alive or dead, volumes, "
+	    "space), collections (files, size, garbage), under-replicated volumes, layouts";
 	char *master = "localhost:9333";
 	int timeout_s = 10;
+	bool as_json = false;
 	const struct flag flags[] = {
 	    FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
 	    FLAG_ALIAS("server", FLAG_STRING, &master),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per request"),
+	    FLAG("json", FLAG_BOOL, &as_json,
+		 "print one JSON object (leader, masters, servers, volumes, collections, "
+		 "underReplicated, layouts) instead of tables"),
 	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
-	char leader[KELP_URL_MAX], from[KELP_URL_MAX], *body = NULL;
+	char leader[KELP_URL_MAX];
 	struct kelp_client *c;
-	json_t *root;
-	size_t len;
-	long status = 0;
-	int ret, rc;
+	json_t *dir, *data;
+	int ret;
 
 	ret = flags_parse(flags, "status", summary, argc - 1, argv + 1);
 	if (ret == -2)
@@ -365,27 +540,49 @@ int status_main(int argc, char **argv)
 		curl_global_cleanup();
 		return 2;
 	}
-	print_masters(c, master, leader, sizeof(leader));
-	rc = kelp_client_master_get(c, "/dir/status", true, &status, &body, &len, from);
+	if (!as_json)
+		print_masters(c, master, leader, sizeof(leader));
+	dir = leader_json(c, "/dir/status");
+	data = dir ? leader_json(c, "/ui/data") : NULL;
 	ret = 1;
-	if (rc < 0) {
-		fprintf(stderr, "kelp status: %s\n", kelp_client_error(c));
-	} else if (status != 200 || !(root = json_loadb(body, len, 0, NULL))) {
-		fprintf(stderr, "kelp status: %s answered /dir/status with HTTP %ld: %.200s\n",
-			from, status, body);
-	} else {
-		json_t *top = json_object_get(root, "Topology");
+	if (dir && !json_is_object(json_object_get(dir, "Topology"))) {
+		fprintf(stderr, "kelp status: /dir/status has no Topology\n");
+	} else if (dir && data) {
+		json_t *vols = json_object_get(data, "volumes"), *under = json_array(), *v, *colls;
+		size_t i;
 
-		if (!json_is_object(top)) {
-			fprintf(stderr, "kelp status: /dir/status from %s has no Topology\n", from);
-		} else {
-			print_topology(top);
-			print_repair(c);
-			ret = 0;
+		add_disks(c, json_object_get(data, "nodes"));
+		json_array_foreach(vols, i, v)
+		{
+			if (int_field(v, "live") < int_field(v, "wanted"))
+				json_array_append(under, v);
 		}
-		json_decref(root);
+		colls = collections_of(vols);
+		if (as_json) {
+			json_t *out =
+			    json_pack("{s:s,s:O,s:O,s:O,s:o,s:o,s:O}", "leader",
+				      str_field(data, "leader", ""), "masters",
+				      json_object_get(data, "peers"), "servers",
+				      json_object_get(data, "nodes"), "volumes", vols,
+				      "collections", colls, "underReplicated", under, "layouts",
+				      json_object_get(json_object_get(dir, "Topology"), "Layouts"));
+
+			json_dumpf(out, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+			printf("\n");
+			json_decref(out);
+		} else {
+			print_servers(data);
+			print_collections(colls);
+			print_under_replicated(under);
+			print_layouts(json_object_get(dir, "Topology"));
+			print_repair(c);
+			json_decref(colls);
+			json_decref(under);
+		}
+		ret = 0;
 	}
-	free(body);
+	json_decref(dir);
+	json_decref(data);
 	kelp_client_free(c);
 	curl_global_cleanup();
 	return ret;

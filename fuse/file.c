@@ -11,6 +11,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/fuse_metrics.h"
 #include "cluster/client/client.h"
 #include "cluster/common/fid.h"
 
@@ -459,9 +460,27 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 
 /* ---------------------------------------------------------------- upload */
 
+static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool durable,
+			      struct meta_chunk *c);
+
 /* Uploads one extent as a blob; fills c. Called without f->lock (network I/O). */
 static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durable,
 			 struct meta_chunk *c)
+{
+	struct fuse_metrics *fm = fs->metrics;
+	int rc;
+
+	if (!fm)
+		return upload_extent_once(fs, e, durable, c);
+	metric_gauge_add(fm->uploads_in_flight, 1);
+	rc = upload_extent_once(fs, e, durable, c);
+	metric_gauge_add(fm->uploads_in_flight, -1);
+	metric_inc(rc < 0 ? fm->upload_errors : fm->uploads);
+	return rc;
+}
+
+static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool durable,
+			      struct meta_chunk *c)
 {
 	struct thread_client *tc = thread_client_of(fs);
 	struct kelp_assign_request areq = {0};
@@ -1347,7 +1366,7 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 	struct kelp_client *cl;
 	uint8_t *data;
 	size_t n;
-	bool mine = false;
+	bool mine = false, disk_hit;
 
 	pthread_mutex_lock(&fs->fetch_lock);
 	for (;;) {
@@ -1361,10 +1380,15 @@ static const struct chunk_cache_entry *fetch_blob(struct kelp_fs *fs, const char
 		mine = true;
 	}
 	pthread_mutex_unlock(&fs->fetch_lock);
+	if (fs->metrics)
+		metric_inc(e ? fs->metrics->mem_hits : fs->metrics->mem_misses);
 	if (e)
 		return e;
 	cl = client_of(fs);
-	if (fs->disk && disk_cache_get(fs->disk, fid, &data, &n) == 0) {
+	disk_hit = fs->disk && disk_cache_get(fs->disk, fid, &data, &n) == 0;
+	if (fs->disk && fs->metrics)
+		metric_inc(disk_hit ? fs->metrics->disk_hits : fs->metrics->disk_misses);
+	if (disk_hit) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
 	} else if (cl && kelp_client_read(cl, fid, &data, &n, NULL) == 0) {
 		e = chunk_cache_insert(fs->cache, fid, data, n);
@@ -1774,6 +1798,10 @@ static int probe_masters(void *ctx)
 
 int fs_cluster_check(struct kelp_fs *fs)
 {
+	/* -metaOffline: calls are never refused; the prober still logs and reports
+	 * (metrics) whether the cluster answers. */
+	if (fs->opt.meta_offline)
+		return 0;
 	return health_check(&fs->health);
 }
 
@@ -1785,8 +1813,6 @@ static int start_health(struct kelp_fs *fs)
 	int bound = fs->opt.timeout_ms / 2 < 2000 ? fs->opt.timeout_ms / 2 : 2000;
 	int rc;
 
-	if (fs->opt.meta_offline)
-		return 0;
 	o.masters = fs->opt.masters;
 	o.timeout_ms = bound > 0 ? bound : 1;
 	o.connect_timeout_ms = o.timeout_ms;

@@ -121,6 +121,8 @@ struct kelp_fs {
 	int n_bufs;
 	/* the FUSE session (struct fuse_session *), set by kelp_fuse_run, for notifications */
 	void *session;
+	/* -metricsPort: counters the FUSE ops and the chunk paths bump (NULL = off) */
+	struct fuse_metrics *metrics;
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes, used_bytes;

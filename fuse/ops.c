@@ -20,6 +20,7 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "fuse/locks.h"
+#include "fuse/fuse_metrics.h"
 
 #define STAT_BLOCK_SIZE 4096
 /* st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it,
@@ -556,10 +557,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	rc = file_read(fs, f, (uint64_t)off, size, buf, &got);
-	if (rc < 0)
+	if (rc < 0) {
 		fuse_reply_err(req, -rc);
-	else
+	} else {
 		fuse_reply_buf(req, (const char *)buf, got);
+		if (fs->metrics)
+			metric_add(fs->metrics->bytes_read, got);
+	}
 	free(buf);
 }
 
@@ -573,10 +577,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (cluster_away(req))
 		return;
 	rc = file_write(fs, f, (uint64_t)off, buf, size);
-	if (rc < 0)
+	if (rc < 0) {
 		fuse_reply_err(req, -rc);
-	else
+	} else {
 		fuse_reply_write(req, size);
+		if (fs->metrics)
+			metric_add(fs->metrics->bytes_written, size);
+	}
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1125,13 +1132,15 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 	    fuse_opt_add_arg(&args, opts))
 		return -ENOMEM;
 	{
-		/* Locks across mounts with a shared engine; the kernel's own otherwise. */
+		/* Locks across mounts with a shared engine (the kernel's own otherwise), and
+		 * with -metricsPort every op timed. */
 		static struct fuse_lowlevel_ops run_ops;
 
 		run_ops = ops;
 		if (meta_shared(fs->meta))
 			locks_install(&run_ops, fs);
-		se = fuse_session_new(&args, &run_ops, sizeof(run_ops), fs);
+		se = fuse_session_new(&args, fs->metrics ? fuse_metrics_ops(&run_ops) : &run_ops,
+				      sizeof(run_ops), fs);
 	}
 	fs->session = se;
 	if (!se) {

@@ -26,6 +26,7 @@
 #include "cluster/master/repair.h"
 #include "cluster/master/sequence.h"
 #include "cluster/master/topology.h"
+#include "cluster/master/master_ui.h"
 
 #define FORM_LIMIT	(64u << 10)
 #define HEARTBEAT_LIMIT (16u << 20)
@@ -57,6 +58,7 @@ struct master {
 	char **raft_peers;	       /* their Raft addresses (port + 10000) */
 	_Atomic uint64_t submit_bytes; /* reserved by /submit bodies being received */
 	struct repair *repair;	       /* re-replication, check.disk, operators' lock */
+	struct master_ui *ui;	       /* /metrics and the status page (master_ui.c) */
 };
 
 #define RAFT_PORT_OFFSET 10000
@@ -218,7 +220,7 @@ static bool status_route(const char *p)
 {
 	return !strcmp(p, "/dir/status") || !strcmp(p, "/") || !strcmp(p, "/vol/status") ||
 	       !strcmp(p, "/cluster/status") || !strcmp(p, "/cluster/repair") ||
-	       !strcmp(p, "/cluster/repair/plan");
+	       !strcmp(p, "/cluster/repair/plan") || !strcmp(p, "/metrics") || !strncmp(p, "/ui", 3);
 }
 
 /* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or
@@ -351,10 +353,25 @@ static int grow_volumes(struct master *m, const struct grow_options *g, int coun
 		log_info(
 		    "master: grew volume %u (collection \"%s\", replication %s, ttl \"%s\") on %d server(s)",
 		    vid, g->collection ? g->collection : "", repl, ttl, copies);
+		{
+			char ev[400];
+
+			snprintf(ev, sizeof(ev),
+				 "volume %u grown: collection \"%.128s\", replication %s, %d cop%s",
+				 vid, g->collection ? g->collection : "", repl, copies,
+				 copies == 1 ? "y" : "ies");
+			master_ui_growth(m->ui, true, ev);
+		}
 		created++;
 	}
 	pthread_mutex_unlock(&m->grow_lock);
 	free(nodes);
+	if (created == 0 && ret < 0) {
+		char ev[700];
+
+		snprintf(ev, sizeof(ev), "volume growth failed: %.600s", err);
+		master_ui_growth(m->ui, false, ev);
+	}
 	return created > 0 ? created : ret;
 }
 
@@ -708,6 +725,12 @@ static void vacuum_volume(struct master *m, const struct topo_volume_view *v, do
 		    call_volume_server(m, v->locations[i].url, path, 600000, err, sizeof(err)) == 0;
 	if (!ok)
 		log_warn("master: vacuum of volume %u failed: %s", v->id, err);
+	if (ok)
+		events_add(master_ui_events(m->ui), "vacuum", "volume %u vacuumed on %d replica(s)",
+			   v->id, v->n_locations);
+	else
+		events_add(master_ui_events(m->ui), "error", "vacuum of volume %u failed: %.300s",
+			   v->id, err);
 	snprintf(path, sizeof(path),
 		 ok ? "/admin/vacuum/commit?volume=%u" : "/admin/vacuum/cleanup?volume=%u", v->id);
 	for (int i = 0; i < v->n_locations; i++)
@@ -1099,7 +1122,9 @@ static void dispatch(struct master *m, struct http_request *req)
 {
 	const char *p = req->path;
 
-	if (m->cons && proxied_route(p) && !is_leader(m))
+	if (master_ui_route(req))
+		master_ui_handle(m->ui, req); /* served by every master, leader or not */
+	else if (m->cons && proxied_route(p) && !is_leader(m))
 		proxy_to_leader(m, req);
 	else if (!strcmp(p, "/dir/assign"))
 		handle_assign(m, req);
@@ -1370,13 +1395,44 @@ static int start_consensus(struct master *m)
 	return ret;
 }
 
+static bool ui_is_leader(void *ctx)
+{
+	return is_leader(ctx);
+}
+
+static bool ui_leader(void *ctx, char *buf, size_t cap)
+{
+	return leader_http(ctx, buf, cap);
+}
+
+static uint64_t ui_term(void *ctx)
+{
+	struct master *m = ctx;
+
+	return m->cons ? consensus_term(m->cons) : 0;
+}
+
+static void observe_request(void *ctx, const struct http_request *req, unsigned status,
+			    uint64_t elapsed_ns, uint64_t bytes_in, uint64_t bytes_out)
+{
+	struct master *m = ctx;
+
+	master_ui_observe(__atomic_load_n(&m->ui, __ATOMIC_ACQUIRE), req, status, elapsed_ns);
+}
+
+struct events *master_events(struct master *m)
+{
+	return m ? master_ui_events(m->ui) : NULL;
+}
+
 int master_start(const struct master_options *opt, struct master **out)
 {
 	struct master *m = calloc(1, sizeof(*m));
 	struct http_server_options ho = {.ip = opt->ip,
 					 .port = opt->port,
 					 .threads = opt->threads,
-					 .thread_per_connection = true};
+					 .thread_per_connection = true,
+					 .observer = observe_request};
 	int ret;
 
 	if (!m)
@@ -1407,7 +1463,10 @@ int master_start(const struct master_options *opt, struct master **out)
 	}
 	ret = http_server_start(&ho, handle_request, m, &m->http);
 	if (ret < 0) {
-		log_error("master: cannot listen on %s:%d", opt->ip, opt->port);
+		log_error("master: cannot listen on %s:%d: %s", opt->ip, opt->port,
+			  ret == -EADDRINUSE
+			      ? "the port is in use (or the address is not this host's)"
+			      : strerror(-ret));
 		master_stop(m);
 		return ret;
 	}
@@ -1438,6 +1497,23 @@ int master_start(const struct master_options *opt, struct master **out)
 			return ret;
 		}
 	}
+	{
+		struct master_ui_source src = {.ctx = m,
+					       .topo = m->topo,
+					       .self = m->self,
+					       .peers = m->peers,
+					       .n_peers = m->n_peers,
+					       .jwt_key = opt->jwt_key,
+					       .is_leader = ui_is_leader,
+					       .leader = ui_leader,
+					       .term = ui_term};
+
+		__atomic_store_n(&m->ui, master_ui_new(&src), __ATOMIC_RELEASE);
+		if (!m->ui) {
+			master_stop(m);
+			return -ENOMEM;
+		}
+	}
 	__atomic_store_n(&m->ready, true, __ATOMIC_RELEASE);
 	if (opt->vacuum_interval_seconds > 0 &&
 	    pthread_create(&m->vacuum_thread, NULL, vacuum_loop, m) == 0)
@@ -1465,6 +1541,7 @@ void master_stop(struct master *m)
 		pthread_join(m->vacuum_thread, NULL);
 	http_server_stop(m->http);
 	repair_stop(m->repair);
+	master_ui_free(m->ui); /* after the server: no observer call is left */
 	consensus_stop(m->cons);
 	topology_free(m->topo);
 	sequence_close(m->seq);

@@ -5,7 +5,8 @@
  * /dir/assign, /dir/lookup, /dir/status, /cluster/status, /cluster/healthz, /vol/grow,
  * /vol/status, /vol/vacuum, /col/delete, /submit, /healthz, /readyz, /cluster/repair[/plan|/now],
  * /cluster/lock, /cluster/unlock (repair.h), and /<fid>
- * (308 redirect to a volume server holding it).
+ * (308 redirect to a volume server holding it). `/` for a browser, /ui/data,
+ * /ui/events and /metrics are master_ui.h's.
  *
  * Volume growth creates volumes on volume servers with /admin/assign_volume (see
  * growth.h for the placement); file keys and volume ids come from sequence.h. A
@@ -28,6 +29,7 @@
 #include <stdbool.h>
 
 struct master;
+struct events;
 
 struct master_options {
 	const char *ip;
@@ -55,6 +57,9 @@ struct master_options {
 };
 
 int master_start(const struct master_options *opt, struct master **out);
+/* The master's recent events (growth, vacuum, repair, errors) shown on its status page:
+ * events_add(master_events(m), "repair", "...") (cluster/net/events.h). */
+struct events *master_events(struct master *m);
 int master_port(const struct master *m);
 void master_stop(struct master *m);
 

@@ -930,3 +930,43 @@ json_t *topology_volume_status_json(struct topology *t, uint64_t now_ns)
 	json_object_set_new(out, "DataCenters", dcs);
 	return out;
 }
+
+json_t *topology_nodes_json(struct topology *t, uint64_t now_ns)
+{
+	json_t *nodes = json_array();
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n_nodes; i++) {
+		struct node *node = t->nodes[i];
+		json_t *vols = json_array();
+		uint64_t used = 0;
+
+		for (size_t j = 0; j < node->n_vols; j++) {
+			struct node_volume *v = &node->vols[j];
+			char repl[4], ttl[16];
+
+			placement_format(v->replica_placement, repl);
+			ttl_format(v->ttl, ttl, sizeof(ttl));
+			used += v->size;
+			json_array_append_new(
+			    vols,
+			    json_pack("{s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:b}", "id",
+				      (json_int_t)v->id, "collection", v->collection, "replication",
+				      repl, "ttl", ttl, "size", (json_int_t)v->size, "files",
+				      (json_int_t)v->file_count, "deletes",
+				      (json_int_t)v->delete_count, "deletedBytes",
+				      (json_int_t)v->deleted_bytes, "readOnly", v->read_only));
+		}
+		json_array_append_new(
+		    nodes,
+		    json_pack(
+			"{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:o}", "url", node->url, "publicUrl",
+			node->public_url, "dataCenter", node->data_center, "rack", node->rack,
+			"alive", node_alive(t, node, now_ns), "lastSeenSecondsAgo",
+			now_ns > node->last_seen ? (double)(now_ns - node->last_seen) / 1e9 : 0.0,
+			"maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used, "volumes",
+			vols));
+	}
+	pthread_mutex_unlock(&t->lock);
+	return nodes;
+}

@@ -143,4 +143,12 @@ void topology_capacity(struct topology *t, uint64_t now_ns, int *nodes, int *max
 json_t *topology_status_json(struct topology *t, uint64_t now_ns);
 json_t *topology_volume_status_json(struct topology *t, uint64_t now_ns);
 
+/*
+ * Every node the topology knows, dead ones too (the status page and /metrics): an
+ * array of {url, publicUrl, dataCenter, rack, alive, lastSeenSecondsAgo, maxVolumes,
+ * usedBytes, volumes: [{id, collection, replication, ttl, size, files, deletes,
+ * deletedBytes, readOnly}]}.
+ */
+json_t *topology_nodes_json(struct topology *t, uint64_t now_ns);
+
 #endif

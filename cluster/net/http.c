@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include "cluster/base/log.h"
+#include "cluster/base/util.h"
 #include "cluster/net/http_client.h"
 
 struct http_server {
 	struct MHD_Daemon *daemon;
 	http_handler handler;
+	http_observer observer;
 	void *ctx;
 	int port;
 	/* TLS (http_client.h's process-wide configuration): PEM texts, kept while the
@@ -38,6 +40,7 @@ static void reply_set(struct http_request *req, unsigned status, struct MHD_Resp
 		MHD_destroy_response(req->response);
 	req->response = r;
 	req->status = status;
+	req->bytes_out = 0;
 	if (!r)
 		log_error("http: cannot create a response for %s %s", req->method, req->path);
 }
@@ -63,6 +66,7 @@ void http_reply_buffer(struct http_request *req, unsigned status, const void *da
 	else
 		r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
 	reply_set(req, status, r);
+	req->bytes_out = len;
 }
 
 void http_reply_relay(struct http_request *req, struct http_client_response *resp)
@@ -124,6 +128,7 @@ void http_reply_error(struct http_request *req, unsigned status, const char *fmt
 void http_reply_fd(struct http_request *req, unsigned status, int fd, uint64_t offset, uint64_t len)
 {
 	reply_set(req, status, MHD_create_response_from_fd_at_offset64(len, fd, offset));
+	req->bytes_out = len;
 }
 
 void http_reply_callback(struct http_request *req, unsigned status, uint64_t size,
@@ -132,6 +137,7 @@ void http_reply_callback(struct http_request *req, unsigned status, uint64_t siz
 {
 	reply_set(req, status,
 		  MHD_create_response_from_callback(size, 64 * 1024, reader, cls, free_cls));
+	req->bytes_out = size == MHD_SIZE_UNKNOWN ? 0 : size;
 }
 
 const char *http_header(struct http_request *req, const char *name)
@@ -269,6 +275,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		req = calloc(1, sizeof(*req));
 		if (!req)
 			return MHD_NO;
+		if (s->observer)
+			req->start_ns = monotonic_ns();
 		req->conn = conn;
 		req->method = method;
 		req->path = url;
@@ -301,6 +309,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		 */
 		if (!req->response && req->on_body)
 			req->on_body(req, (const uint8_t *)upload_data, *upload_data_size);
+		req->bytes_in += *upload_data_size;
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
@@ -312,10 +321,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			      enum MHD_RequestTerminationCode toe)
 {
+	struct http_server *s = cls;
 	struct http_request *req = *con_cls;
 
 	if (!req)
 		return;
+	if (s->observer)
+		s->observer(s->ctx, req, req->response ? req->status : 0,
+			    monotonic_ns() - req->start_ns, req->bytes_in, req->bytes_out);
 	if (req->on_cleanup)
 		req->on_cleanup(req);
 	if (req->response)
@@ -427,6 +440,7 @@ int http_server_start(const struct http_server_options *opt, http_handler handle
 	}
 	s->handler = handler;
 	s->ctx = ctx;
+	s->observer = opt->observer;
 	{
 		const struct http_tls_config *tls = http_tls();
 		int n = 0;

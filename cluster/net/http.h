@@ -43,9 +43,16 @@ struct http_request {
 	unsigned status;
 	bool started;
 	bool queued;
+	uint64_t start_ns;	      /* CLOCK_MONOTONIC, when the headers came in */
+	uint64_t bytes_in, bytes_out; /* body bytes received; reply size (0 if unknown) */
 };
 
 typedef void (*http_handler)(struct http_request *req);
+
+/* Called once per finished request (metrics): its status, time from the headers to the
+ * end of the reply in nanoseconds, body bytes in and reply bytes out. */
+typedef void (*http_observer)(void *ctx, const struct http_request *req, unsigned status,
+			      uint64_t elapsed_ns, uint64_t bytes_in, uint64_t bytes_out);
 
 struct http_server_options {
 	const char *ip;	    /* bind address; NULL or "" = all */
@@ -55,6 +62,7 @@ struct http_server_options {
 	/* One thread per connection instead of the epoll pool: handlers may block on
 	 * other servers (proxying, replication) without stalling unrelated clients. */
 	bool thread_per_connection;
+	http_observer observer; /* NULL = none; gets the handler's ctx */
 };
 
 /* Starts listening. Returns 0 and *out, or -errno (e.g. -EADDRINUSE). */

@@ -19,6 +19,9 @@
 #include "cluster/common/fid.h"
 #include "cluster/common/heartbeat.h"
 #include "cluster/net/http.h"
+#include "cluster/net/metrics_http.h"
+#include "cluster/volume_server/vs_metrics.h"
+#include "cluster/volume_server/vs_ui.h"
 #include "cluster/net/http_client.h"
 #include "cluster/net/jwt.h"
 #include "cluster/net/multipart.h"
@@ -74,6 +77,7 @@ struct volume_server {
 	char **white_list;
 	int n_white_list;
 	struct copier *copier; /* volume copies and check.disk (copy.h) */
+	struct vs_metrics *metrics; /* /metrics, /ui (vs_metrics.c, vs_ui.c) */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -597,9 +601,28 @@ static bool jwt_allowed(struct volume_server *vs, struct http_request *req, cons
  * DELETE; for PUT the body comes from mem or fd. include_self: forward to all locations
  * (this server does not hold the volume). Returns 0, or -EIO with the reason in err.
  */
+static int replicate_once(struct volume_server *vs, struct http_request *req, const struct fid *fid,
+			  int copies, const char *method, const char *query,
+			  const char *const *headers, const uint8_t *mem, int fd, uint64_t len,
+			  char *err, size_t err_cap);
+
+/* Copies a write or a delete to the other replicas; failures are counted (metrics). */
 static int replicate(struct volume_server *vs, struct http_request *req, const struct fid *fid,
 		     int copies, const char *method, const char *query, const char *const *headers,
 		     const uint8_t *mem, int fd, uint64_t len, char *err, size_t err_cap)
+{
+	int ret = replicate_once(vs, req, fid, copies, method, query, headers, mem, fd, len, err,
+				 err_cap);
+
+	if (ret == -EIO)
+		vs_metrics_replication_error(vs->metrics, err);
+	return ret;
+}
+
+static int replicate_once(struct volume_server *vs, struct http_request *req, const struct fid *fid,
+			  int copies, const char *method, const char *query,
+			  const char *const *headers, const uint8_t *mem, int fd, uint64_t len,
+			  char *err, size_t err_cap)
 {
 	struct cached_locations locs;
 	int others = 0, ret;
@@ -2028,16 +2051,22 @@ static void handle_request(struct http_request *req)
 	size_t url_name_len = 0;
 	struct fid fid;
 
-	if (!strcmp(path, "/status")) {
+	if (!strcmp(path, "/status") || !strcmp(path, "/metrics") || !strncmp(path, "/ui", 3)) {
 		char ip[64];
 
-		/* With a white list, /status is for its addresses, unless -publicStatus. */
-		if (vs->opt.public_status ||
-		    http_peer_in_list(req, vs->white_list, vs->n_white_list, ip, sizeof(ip)))
-			handle_status(vs, req);
-		else
+		/* With a white list, the status routes are for its addresses (or a server of
+		 * the cluster with -jwtKey), unless -publicStatus. */
+		if (!vs->opt.public_status &&
+		    !http_peer_in_list(req, vs->white_list, vs->n_white_list, ip, sizeof(ip)) &&
+		    !(keyed(vs) && auth_server_request(req, vs->opt.jwt_key, NULL, NULL)))
 			http_reply_error(req, 401,
 					 "%s is not in the white list (-publicStatus is off)", ip);
+		else if (!strcmp(path, "/status"))
+			handle_status(vs, req);
+		else if (!strcmp(path, "/metrics"))
+			http_reply_metrics(req, vs_metrics_registry(vs->metrics));
+		else
+			vs_ui_handle(req, vs->metrics);
 	} else if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz")) {
 		http_reply_json(req, 200, json_object());
 	} else if (!strncmp(path, "/admin/", 7)) {
@@ -2074,6 +2103,13 @@ static void handle_request(struct http_request *req)
 	}
 }
 
+static void observe_request(void *ctx, const struct http_request *req, unsigned status,
+			    uint64_t elapsed_ns, uint64_t bytes_in, uint64_t bytes_out)
+{
+	vs_metrics_observe(((struct volume_server *)ctx)->metrics, req, status, elapsed_ns,
+			   bytes_in, bytes_out);
+}
+
 int volume_server_start(const struct volume_server_options *opt, struct volume_server **out)
 {
 	struct volume_server *vs = calloc(1, sizeof(*vs));
@@ -2091,6 +2127,7 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 	if (!vs)
 		return -ENOMEM;
 	vs->opt = *opt;
+	ho.observer = observe_request;
 	pthread_mutex_init(&vs->hb_lock, NULL);
 	pthread_cond_init(&vs->hb_cond, NULL);
 	pthread_mutex_init(&vs->cache_lock, NULL);
@@ -2103,11 +2140,20 @@ int volume_server_start(const struct volume_server_options *opt, struct volume_s
 		free(vs);
 		return ret;
 	}
+	vs->metrics = vs_metrics_new(vs->store);
+	if (!vs->metrics) {
+		store_close(vs->store);
+		free(vs);
+		return -ENOMEM;
+	}
 	ret = http_server_start(&ho, handle_request, vs, &vs->http);
 	if (ret < 0) {
-		log_error("volume server: cannot listen on %s:%d", opt->ip ? opt->ip : "*",
-			  opt->port);
+		log_error(
+		    "volume server: cannot listen on %s:%d: %s", opt->ip ? opt->ip : "*", opt->port,
+		    ret == -EADDRINUSE ? "the port is in use (or the address is not this host's)"
+				       : strerror(-ret));
 		store_close(vs->store);
+		vs_metrics_free(vs->metrics);
 		free(vs);
 		return ret;
 	}
@@ -2204,6 +2250,7 @@ void volume_server_stop(struct volume_server *vs)
 	say_goodbye(vs);
 	http_server_stop(vs->http);
 	copier_free(vs->copier);
+	vs_metrics_free(vs->metrics); /* after the server: no observer call is left */
 	store_close(vs->store);
 	for (int i = 0; i < vs->n_masters; i++)
 		free(vs->masters[i]);

@@ -3,7 +3,8 @@
  *
  * Routes (docs/http-api.md has every parameter and status code):
  *   GET/HEAD/POST/PUT/DELETE /<fid> in the five URL forms of fid_parse_path
- *   GET /status, /healthz, /readyz
+ *   GET /status, /healthz, /readyz; /metrics and /ui, /ui/events, /ui/stats (vs_metrics.h,
+ *   vs_ui.h)
  *   /admin/assign_volume, /admin/delete_volume, /admin/mark_readonly, /admin/mark_writable,
  *   /admin/vacuum/{check,compact,commit,cleanup}, /admin/delete_collection,
  *   /admin/volume/... (volume copies and check.disk: copy.h)

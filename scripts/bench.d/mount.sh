@@ -21,7 +21,12 @@ trap cleanup EXIT
 
 wait_for() { # file or mountpoint, seconds
 	for ((i = 0; i < $2 * 50; i++)); do
-		if [[ -s "$1" ]] || mountpoint -q "$1" 2>/dev/null; then return 0; fi
+		# a directory counts once it is a mount point (a directory's size is never 0)
+		if [[ -d "$1" ]]; then
+			mountpoint -q "$1" 2>/dev/null && return 0
+		elif [[ -s "$1" ]]; then
+			return 0
+		fi
 		sleep 0.02
 	done
 	echo "timed out waiting for $1" >&2

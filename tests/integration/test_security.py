@@ -529,7 +529,12 @@ def test_status_pages_follow_the_white_list(request, kelp_bin, tmp_path):
         for path in ("/dir/status", "/vol/status", "/cluster/status", "/"):
             assert_json_error(m.get(path), 401)
             # a server proving the key sees them (volume servers read /cluster/status)
-            assert_json(m.get(path, headers=bearer(server_token("GET", path))), 200)
+            r = m.get(path, headers=bearer(server_token("GET", path)))
+            if path == "/":   # the status page (JSON with Accept: application/json)
+                assert r.status_code == 200 and r.headers["Content-Type"].startswith(
+                    "text/html"), (r.status_code, r.headers)
+            else:
+                assert_json(r, 200)
         assert_json_error(vs.get("/status"), 401)
         for path in ("/healthz", "/cluster/healthz"):
             assert m.get(path).status_code == 200, path
