@@ -1369,6 +1369,8 @@ static void *gc_loop(void *arg)
 		/* No reader that might still fetch them: see the read guard. */
 		if (n > 0 && !gc_wait_readers(fs, &last_sync))
 			n = 0; /* stopping: they stay queued for the next start */
+		int done = 0; /* seqs[0..done) are deleted: one transaction records them */
+
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);
 			int rc = cl ? kelp_client_delete(cl, fids[i], NULL, NULL) : -ENOMEM;
@@ -1377,7 +1379,7 @@ static void *gc_loop(void *arg)
 			if (fs->disk)
 				disk_cache_forget(fs->disk, fids[i]);
 			if (rc == 0 || rc == -ENOENT || rc == -EINVAL) {
-				meta_gc_done(fs->meta, seqs[i]);
+				done++;
 			} else {
 				log_warn("mount: cannot delete chunk %s yet (%s); will retry",
 					 fids[i], cl ? kelp_client_error(cl) : "no client");
@@ -1385,6 +1387,7 @@ static void *gc_loop(void *arg)
 				break;
 			}
 		}
+		meta_gc_done_n(fs->meta, seqs, done);
 		pthread_mutex_lock(&fs->gc_lock);
 		if (n == 64)
 			continue; /* more waiting */
