@@ -1369,7 +1369,7 @@ static void *gc_loop(void *arg)
 		/* No reader that might still fetch them: see the read guard. */
 		if (n > 0 && !gc_wait_readers(fs, &last_sync))
 			n = 0; /* stopping: they stay queued for the next start */
-		int done = 0; /* seqs[0..done) are deleted: one transaction records them */
+		int done = 0;  /* seqs[0..done) are deleted: one transaction records them */
 
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);

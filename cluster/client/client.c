@@ -65,8 +65,8 @@ struct kelp_client {
 	uint64_t (*clock_ns)(void *ctx);
 	void *clock_ctx;
 	struct kelp_location_cache cache;
-	uint64_t rng;	  /* xorshift state: which replica to read first */
-	bool read_tokens; /* a volume server asked for a read token once: always get one */
+	uint64_t rng;	   /* xorshift state: which replica to read first */
+	bool read_tokens;  /* a volume server asked for a read token once: always get one */
 	bool write_tokens; /* a delete without a token was refused once: always get one */
 	char err[512];
 	char curl_err[CURL_ERROR_SIZE];

@@ -475,8 +475,8 @@ int http_server_start(const struct http_server_options *opt, http_handler handle
 		    (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
 		    MHD_OPTION_CONNECTION_TIMEOUT, opt->timeout_s ? opt->timeout_s : 120u,
 		    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		    CONN_MEMORY, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		    MHD_OPTION_ARRAY, tls_ops, MHD_OPTION_END);
+		    CONN_MEMORY, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY,
+		    tls_ops, MHD_OPTION_END);
 	else
 		s->daemon = MHD_start_daemon(
 		    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO | tls_flag, 0,
@@ -484,9 +484,8 @@ int http_server_start(const struct http_server_options *opt, http_handler handle
 		    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED,
 		    request_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
 		    opt->timeout_s ? opt->timeout_s : 120u, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_MEMORY,
-		    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_ARRAY, tls_ops,
-		    MHD_OPTION_END);
+		    MHD_OPTION_CONNECTION_MEMORY_LIMIT, CONN_MEMORY, MHD_OPTION_EXTERNAL_LOGGER,
+		    mhd_log, NULL, MHD_OPTION_ARRAY, tls_ops, MHD_OPTION_END);
 	if (!s->daemon) {
 		free(s->tls_cert);
 		free(s->tls_key);

@@ -234,6 +234,26 @@ def main():
                             ops[m.group(1)] += 1
                 print("FUSE requests per %s: %s" % (name, ", ".join(
                     "%s %.2f" % (k, v / a.debug_files) for k, v in ops.most_common())), flush=True)
+            if not only or "seqread" in only:
+                subprocess.run(["dd", "if=/dev/zero", "of=" + d + "/big", "bs=1M", "count=16",
+                                "conv=fsync", "status=none"], check=True)
+                log = work + "/kd/mount.log"
+                start = os.path.getsize(log)
+                w_seqread(d, 16)
+                time.sleep(0.3)
+                ops, sizes = collections.Counter(), []
+                with open(log, errors="replace") as f:
+                    f.seek(start)
+                    for line in f:
+                        m = re.search(r"opcode: (\w+)", line)
+                        if m:
+                            ops[m.group(1)] += 1
+                        m = re.search(r"read\[\d+\] (\d+) bytes", line)
+                        if m:
+                            sizes.append(int(m.group(1)))
+                print("FUSE requests per 4 MiB read sequentially: %s; READ sizes %s" % (
+                    ", ".join("%s %.2f" % (k, v / 4) for k, v in ops.most_common()),
+                    sorted(collections.Counter(sizes).items())), flush=True)
     finally:
         if cl:
             cl.stop()
