@@ -396,10 +396,11 @@ static char *read_pem(const char *path)
  * Memory of one connection (request headers, read and write buffers). libmicrohttpd
  * zeroes the used part of it after every request of a keep-alive connection, and its
  * read buffer takes half of it at once: at 256 KiB that memset was 29 % of the volume
- * server's CPU time for 1 KiB GETs (perf, docs/benchmarks.md); at 64 KiB 7 %, and
- * 4 MiB uploads cost less CPU per MiB too (fewer, smaller buffers to clear).
+ * server's CPU time for 1 KiB GETs (perf, docs/benchmarks.md); at 64 KiB 7-11 %, at
+ * 32 KiB 4 %, and 4 MiB uploads cost less CPU per MiB too (less to clear). Headers
+ * still have 16 KiB.
  */
-#define CONN_MEMORY ((size_t)64 * 1024)
+#define CONN_MEMORY ((size_t)32 * 1024)
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
