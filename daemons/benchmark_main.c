@@ -3,7 +3,8 @@
  *
  * Write phase: -c threads share -n files (thread i takes a contiguous slice); each
  * file is one assign + one upload of -size bytes plus 0-63 random extra bytes, timed
- * together. The file ids go to memory and to -list (one per line, weed's format).
+ * together (with -assignBatch N, one assign of N file ids serves N uploads, so the
+ * figure is the volume servers' rather than the master's). The file ids go to memory and to -list (one per line, weed's format).
  * Read phase: -n reads of files picked at random (or in order with
  * -readSequentially) from what was written, or from -list when -write=false; the
  * volume lookup is cached by the client, so a read is normally one GET.
@@ -42,6 +43,7 @@ struct bench {
 	int timeout_s;
 	bool fsync;
 	bool read_sequentially;
+	unsigned assign_batch; /* file ids per assign (count=); 1 = one assign per file */
 	struct kelp_assign_request areq;
 	const uint8_t *data; /* size + EXTRA_BYTES_MAX random bytes, read-only */
 	uint32_t size;
@@ -88,12 +90,44 @@ static void *write_worker(void *arg)
 		w->failed = w->end - w->begin;
 		return NULL;
 	}
+	struct kelp_assign_request areq = b->areq;
+	struct kelp_assign_result batch = {0};
+	unsigned next = 0; /* the next id of batch to use */
+
+	areq.count = b->assign_batch;
 	for (uint64_t i = w->begin; i < w->end; i++) {
 		uint32_t size = b->size + (uint32_t)(rand_r(&w->seed) % (EXTRA_BYTES_MAX + 1));
 		struct kelp_put_result res;
 		uint64_t start = monotonic_ns();
-		int rc = kelp_client_put_buffer(c, &b->areq, &uopt, b->data, size, &res);
+		int rc = -1;
 
+		if (b->assign_batch > 1) {
+			/* fid, fid_1, ... fid_<count-1> from one assign; a failed upload
+			 * falls back to assign + upload with retries */
+			if (next >= batch.count) {
+				next = 0;
+				if (kelp_client_assign(c, &areq, &batch) < 0)
+					batch.count = 0;
+				else if (batch.count == 0)
+					batch.count = 1;
+			}
+			if (next < batch.count) {
+				res.assign = batch;
+				if (next &&
+				    snprintf(res.assign.fid, sizeof(res.assign.fid), "%s_%u",
+					     batch.fid, next) >= (int)sizeof(res.assign.fid))
+					next = batch.count; /* cannot happen: fids are short */
+				next++;
+				if (next <= batch.count)
+					rc = kelp_client_upload_buffer(c, batch.url, res.assign.fid,
+								       batch.auth, &uopt, b->data,
+								       size, &res.upload);
+				if (rc < 0)
+					next = batch.count;
+			}
+		}
+		if (rc < 0)
+			rc = kelp_client_put_buffer(c, &b->areq, &uopt, b->data, size, &res);
 		if (rc == 0 &&
 		    fid_parse(res.assign.fid, strlen(res.assign.fid), &b->files[i].fid) == 0) {
 			w->latency_us[w->n_latency++] = elapsed_us(start);
@@ -328,7 +362,7 @@ int benchmark_main(int argc, char **argv)
 				      "throughput and latency (like weed benchmark)";
 	char *master = "localhost:9333", *collection = "benchmark", *replication = "", *dc = "",
 	     *list = "/tmp/benchmark_list.txt";
-	int concurrency = 16, n = 1048576, size = 1024, timeout_s = 30;
+	int concurrency = 16, n = 1048576, size = 1024, timeout_s = 30, assign_batch = 1;
 	bool do_write = true, do_read = true, fsync_writes = false, sequential = false;
 	const struct flag flags[] = {
 	    FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
@@ -343,6 +377,8 @@ int benchmark_main(int argc, char **argv)
 	    FLAG("write", FLAG_BOOL, &do_write, "run the write phase"),
 	    FLAG("read", FLAG_BOOL, &do_read, "run the read phase"),
 	    FLAG("fsync", FLAG_BOOL, &fsync_writes, "ask volume servers to fsync each write"),
+	    FLAG("assignBatch", FLAG_INT, &assign_batch,
+		 "file ids per assign (count=); 1 = an assign per file, as weed benchmark"),
 	    FLAG("readSequentially", FLAG_BOOL, &sequential,
 		 "read the files in the order written instead of at random"),
 	    FLAG("list", FLAG_STRING, &list,
@@ -367,9 +403,11 @@ int benchmark_main(int argc, char **argv)
 		fprintf(stderr, "kelp benchmark: unexpected argument \"%s\"\n", argv[ret + 1]);
 		return 2;
 	}
-	if (concurrency < 1 || concurrency > 4096 || n < 1 || size < 0 || size > (1 << 30)) {
+	if (concurrency < 1 || concurrency > 4096 || n < 1 || size < 0 || size > (1 << 30) ||
+	    assign_batch < 1 || assign_batch > 10000) {
 		fprintf(stderr,
-			"kelp benchmark: want 1 <= -c <= 4096, -n >= 1, 0 <= -size <= 1 GiB\n");
+			"kelp benchmark: want 1 <= -c <= 4096, -n >= 1, 0 <= -size <= 1 GiB, "
+			"1 <= -assignBatch <= 10000\n");
 		return 2;
 	}
 	if (!do_write && !do_read)
@@ -379,6 +417,7 @@ int benchmark_main(int argc, char **argv)
 	b.timeout_s = timeout_s;
 	b.fsync = fsync_writes;
 	b.read_sequentially = sequential;
+	b.assign_batch = (unsigned)assign_batch;
 	b.areq.collection = collection;
 	b.areq.replication = replication;
 	b.areq.data_center = dc;

@@ -1535,6 +1535,56 @@ static int overlay_add(struct overlay *o, const struct extent *x, uint64_t off, 
 	return 0;
 }
 
+int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
+		     const struct chunk_cache_entry **entry, const uint8_t **data, size_t *got)
+{
+	struct meta_chunk *chunks = NULL;
+	const struct chunk_cache_entry *e;
+	struct meta_attr a;
+	uint64_t at;
+	unsigned g;
+	int n = 0, rc;
+
+	g = guard_enter(fs);
+	pthread_mutex_lock(&f->lock);
+	rc = meta_getattr(fs->meta, f->ino, &a);
+	/* Bytes not yet committed (or a read at or past the end): file_read's business. */
+	if (rc < 0 || f->jobs || f->n_ext > 0 || off >= a.size || len == 0) {
+		pthread_mutex_unlock(&f->lock);
+		guard_exit(fs, g);
+		return rc < 0 ? rc : 0;
+	}
+	if (len > a.size - off)
+		len = (size_t)(a.size - off);
+	n = meta_read_chunks(fs->meta, f->ino, off, len, &chunks);
+	pthread_mutex_unlock(&f->lock);
+	rc = 0;
+	if (n == 1 && chunks[0].offset <= off && chunks[0].offset + chunks[0].length >= off + len) {
+		e = fetch_blob(fs, chunks[0].fid, true);
+		at = chunks[0].blob_offset + (off - chunks[0].offset);
+		if (!e) {
+			rc = -EIO;
+		} else if (at + len > e->len) {
+			log_error("mount: chunk %s has %zu bytes, the file wants %" PRIu64,
+				  chunks[0].fid, e->len, at + len);
+			chunk_cache_put(fs->cache, e);
+			rc = -EIO;
+		} else {
+			*entry = e;
+			*data = e->data + at;
+			*got = len;
+			rc = 1;
+			if (off + len > chunks[0].offset + chunks[0].length / 2)
+				readahead(fs, f->ino, chunks[0].offset + chunks[0].length, a.size,
+					  g);
+		}
+	}
+	if (n > 0)
+		free(chunks);
+	guard_exit(fs, g);
+	return rc;
+}
+
 /*
  * Visibility. A byte a write() returned for is, at every moment, in exactly one of:
  *   1. a dirty extent of f (f->ext), where later writes may still change it;
@@ -1694,6 +1744,8 @@ static void *gc_loop(void *arg)
 		/* No reader that might still fetch them: see the read guard. */
 		if (n > 0 && !gc_wait_readers(fs, &last_sync))
 			n = 0; /* stopping: they stay queued for the next start */
+		int done = 0;  /* seqs[0..done) are deleted: one transaction records them */
+
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);
 			int rc = cl ? kelp_client_delete(cl, fids[i], NULL, NULL) : -ENOMEM;
@@ -1702,7 +1754,7 @@ static void *gc_loop(void *arg)
 			if (fs->disk)
 				disk_cache_forget(fs->disk, fids[i]);
 			if (rc == 0 || rc == -ENOENT || rc == -EINVAL) {
-				meta_gc_done(fs->meta, seqs[i]);
+				done++;
 			} else {
 				log_warn("mount: cannot delete chunk %s yet (%s); will retry",
 					 fids[i], cl ? kelp_client_error(cl) : "no client");
@@ -1710,6 +1762,7 @@ static void *gc_loop(void *arg)
 				break;
 			}
 		}
+		meta_gc_done_n(fs->meta, seqs, done);
 		pthread_mutex_lock(&fs->gc_lock);
 		if (n == 64)
 			continue; /* more waiting */

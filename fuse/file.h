@@ -150,6 +150,15 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len, uint8_t *buf,
 	      size_t *got);
 /*
+ * A read served from one cached chunk without a copy: when [off, off+len) lies in
+ * one committed interval and the file has no bytes on their way (same snapshot rule
+ * as file_read), returns 1 with *data (*got bytes, short at the end of the file)
+ * inside *entry, which the caller hands back with chunk_cache_put once the reply is
+ * sent. 0: not such a read (use file_read); < 0: an error.
+ */
+int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
+		     const struct chunk_cache_entry **entry, const uint8_t **data, size_t *got);
+/*
  * Uploads every dirty extent and records them (flush / close). durable (fsync): the
  * volume servers fsync the chunks and the metadata is synced to disk too; without it
  * the data survives a crash of the mount daemon (and of one replica), not a power loss

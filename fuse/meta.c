@@ -2286,6 +2286,20 @@ int meta_gc_done(struct meta *m, uint64_t seq)
 	return IN_TXN(m, true, gc_done_tx(t, seq));
 }
 
+static int gc_done_n_tx(struct kv_txn *t, const uint64_t *seqs, int n)
+{
+	int rc = 0;
+
+	for (int i = 0; i < n && rc == 0; i++)
+		rc = gc_done_tx(t, seqs[i]);
+	return rc;
+}
+
+int meta_gc_done_n(struct meta *m, const uint64_t *seqs, int n)
+{
+	return n > 0 ? IN_TXN(m, true, gc_done_n_tx(t, seqs, n)) : 0;
+}
+
 uint64_t meta_gc_generation(struct meta *m)
 {
 	return __atomic_load_n(&m->gc_generation, __ATOMIC_ACQUIRE);

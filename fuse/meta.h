@@ -254,6 +254,8 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name);
  */
 int meta_gc_take(struct meta *m, int n, char fids[][META_FID_MAX], uint64_t *seqs);
 int meta_gc_done(struct meta *m, uint64_t seq);
+/* meta_gc_done of n entries in one transaction (the gc thread's batches). */
+int meta_gc_done_n(struct meta *m, const uint64_t *seqs, int n);
 int meta_gc_pending(struct meta *m);
 /* Changes whenever a blob may have been sent to gc (cheap: no transaction). */
 uint64_t meta_gc_generation(struct meta *m);

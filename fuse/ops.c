@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -26,6 +27,9 @@
 /* st_blksize, the preferred I/O size: cp, cat and friends size their buffers by it,
  * and 1 MiB (the largest FUSE write) costs 8 times fewer round trips than 128 KiB. */
 #define IO_BLOCK_SIZE (1 << 20)
+/* The kernel's readahead on the mount (set_readahead): READs of up to 1 MiB, several
+ * in flight for a sequential reader. */
+#define READAHEAD_KB 4096
 
 static struct kelp_fs *fs_of(fuse_req_t req)
 {
@@ -551,6 +555,25 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	if (cluster_away(req))
 		return;
+	{
+		/* Most reads lie in one cached chunk: replied from the cache, no copy. */
+		const struct chunk_cache_entry *e = NULL;
+		const uint8_t *data = NULL;
+
+		rc = file_read_direct(fs, f, (uint64_t)off, size, &e, &data, &got);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		if (rc == 1) {
+			struct fuse_bufvec bv = FUSE_BUFVEC_INIT(got);
+
+			bv.buf[0].mem = (void *)data;
+			fuse_reply_data(req, &bv, FUSE_BUF_NO_SPLICE);
+			chunk_cache_put(fs->cache, e);
+			return;
+		}
+	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -1113,6 +1136,59 @@ static void *trash_loop(void *arg)
 	return NULL;
 }
 
+/*
+ * The kernel reads ahead on a FUSE mount at most its default of 128 KiB (max_readahead
+ * in FUSE_INIT can only lower it), so a sequential reader cost one READ round trip per
+ * 128 KiB. The mount's backing device info takes more from sysfs (root only; otherwise
+ * the default stays). The device number comes from /proc/self/mountinfo: a stat of the
+ * mount point would ask this very daemon, whose loop is not running yet.
+ */
+static void set_readahead(const char *mountpoint, unsigned kb)
+{
+	char real[PATH_MAX], line[4096], path[96];
+	unsigned maj = 0, min = 0;
+	bool found = false;
+	FILE *f;
+
+	if (!realpath(mountpoint, real) || !(f = fopen("/proc/self/mountinfo", "re")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char mp[PATH_MAX], out[PATH_MAX], *fstype;
+		unsigned a, b;
+		size_t o = 0;
+
+		/* id parent major:minor root mountpoint options ... - fstype source ... */
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mp) != 3 ||
+		    !(fstype = strstr(line, " - ")) || strncmp(fstype + 3, "fuse.kelp ", 10) != 0)
+			continue;
+		for (size_t i = 0; mp[i] && o + 1 < sizeof(out); i++) { /* \040 and friends */
+			if (mp[i] == '\\' && mp[i + 1] >= '0' && mp[i + 1] <= '7' && mp[i + 2] &&
+			    mp[i + 3]) {
+				out[o++] = (char)((mp[i + 1] - '0') * 64 + (mp[i + 2] - '0') * 8 +
+						  (mp[i + 3] - '0'));
+				i += 3;
+			} else {
+				out[o++] = mp[i];
+			}
+		}
+		out[o] = '\0';
+		if (strcmp(out, real) == 0) {
+			maj = a;
+			min = b;
+			found = true; /* the last one: a mount over an older one */
+		}
+	}
+	fclose(f);
+	if (!found)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	f = fopen(path, "we");
+	if (!f || fprintf(f, "%u\n", kb) < 0 || fclose(f) != 0)
+		log_debug("mount: cannot set %s (readahead stays at the kernel's default)", path);
+	else
+		log_debug("mount: readahead %u KiB (%s)", kb, path);
+}
+
 int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_opts, int threads,
 		  void (*ready)(void *ctx), void *ctx)
 {
@@ -1152,6 +1228,7 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 		goto out_destroy;
 	}
 	log_info("mount: kelp mounted on %s", mountpoint);
+	set_readahead(mountpoint, READAHEAD_KB);
 	st.se = se;
 	st.fs = fs;
 	st.mountpoint = mountpoint;

@@ -65,8 +65,9 @@ struct kelp_client {
 	uint64_t (*clock_ns)(void *ctx);
 	void *clock_ctx;
 	struct kelp_location_cache cache;
-	uint64_t rng;	  /* xorshift state: which replica to read first */
-	bool read_tokens; /* a volume server asked for a read token once: always get one */
+	uint64_t rng;	   /* xorshift state: which replica to read first */
+	bool read_tokens;  /* a volume server asked for a read token once: always get one */
+	bool write_tokens; /* a delete without a token was refused once: always get one */
 	char err[512];
 	char curl_err[CURL_ERROR_SIZE];
 };
@@ -1916,31 +1917,18 @@ int kelp_client_read_to_fd(struct kelp_client *c, const char *fid, int fd, uint6
 
 /* ---------------------------------------------------------------- delete */
 
-int kelp_client_delete(struct kelp_client *c, const char *fid_text, const char *auth,
-		       uint64_t *size)
+/*
+ * DELETE /fid at the first of locs that has it. *refused: a server answered 401 (a
+ * token is needed, or a better one).
+ */
+static int delete_at(struct kelp_client *c, const char *fid_text, const struct kelp_locations *locs,
+		     const char *token, uint64_t *size, uint64_t deadline, bool *refused)
 {
-	uint64_t deadline = deadline_after(c);
-	struct kelp_locations locs;
-	char token[KELP_AUTH_MAX] = "", msg[256], path[FID_MAX_LEN + 2];
+	char msg[256], path[FID_MAX_LEN + 2];
 	struct transfer t;
-	struct fid fid;
 	int rc, other = 0; /* the last failure other than "not found" */
 
-	c->err[0] = '\0';
-	if (size)
-		*size = 0;
-	if (!fid_text || fid_parse(fid_text, strlen(fid_text), &fid) < 0) {
-		set_error(c, "bad file id \"%s\"", fid_text ? fid_text : "");
-		return -EINVAL;
-	}
-	if (auth && *auth) {
-		copy_string(token, sizeof(token), auth);
-		rc = lookup_until(c, fid.vid, NULL, false, &locs, NULL, NULL, deadline);
-	} else {
-		rc = lookup_until(c, fid.vid, fid_text, true, &locs, NULL, token, deadline);
-	}
-	if (rc < 0)
-		return rc;
+	*refused = false;
 	snprintf(path, sizeof(path), "/%s", fid_text);
 	transfer_init(&t, "DELETE");
 	t.sink = SINK_BUFFER;
@@ -1950,8 +1938,8 @@ int kelp_client_delete(struct kelp_client *c, const char *fid_text, const char *
 		transfer_release(&t);
 		return -ENOMEM;
 	}
-	for (int i = 0; i < locs.n; i++) {
-		const char *server = location_address(c, &locs.loc[i]);
+	for (int i = 0; i < locs->n; i++) {
+		const char *server = location_address(c, &locs->loc[i]);
 		bool local;
 
 		set_url(&t, server, path);
@@ -1976,13 +1964,63 @@ int kelp_client_delete(struct kelp_client *c, const char *fid_text, const char *
 		if (t.status == 404)
 			continue; /* not there, or this replica lacks the volume: ask the next */
 		other = kelp_errno_from_status(t.status);
+		*refused = t.status == 401;
 		if (t.status < 500)
 			break; /* a bad cookie or token is the same on every replica */
 	}
 	transfer_release(&t);
-	if (other)
-		kelp_location_cache_drop(&c->cache, fid.vid);
 	return other ? other : -ENOENT;
+}
+
+/*
+ * Without auth, the first try goes to the cached locations without a token: one
+ * request instead of a lookup at the master and a request (a cluster without -jwtKey
+ * needs no token). A 401 makes this client ask the master for a token with every
+ * delete from then on (write_tokens); a "not found" from cached locations is asked
+ * again with fresh ones, so a stale cache never makes a live blob look deleted.
+ */
+int kelp_client_delete(struct kelp_client *c, const char *fid_text, const char *auth,
+		       uint64_t *size)
+{
+	uint64_t deadline = deadline_after(c);
+	struct kelp_locations locs;
+	char token[KELP_AUTH_MAX] = "";
+	struct fid fid;
+	bool refused = false;
+	int rc;
+
+	c->err[0] = '\0';
+	if (size)
+		*size = 0;
+	if (!fid_text || fid_parse(fid_text, strlen(fid_text), &fid) < 0) {
+		set_error(c, "bad file id \"%s\"", fid_text ? fid_text : "");
+		return -EINVAL;
+	}
+	if (auth && *auth) {
+		copy_string(token, sizeof(token), auth);
+		rc = lookup_until(c, fid.vid, NULL, false, &locs, NULL, NULL, deadline);
+		if (rc == 0)
+			rc = delete_at(c, fid_text, &locs, token, size, deadline, &refused);
+	} else {
+		bool cached = false;
+
+		rc = -EACCES;
+		if (!c->write_tokens) {
+			rc = lookup_until(c, fid.vid, NULL, false, &locs, &cached, NULL, deadline);
+			if (rc == 0)
+				rc = delete_at(c, fid_text, &locs, token, size, deadline, &refused);
+			if (refused)
+				c->write_tokens = true;
+		}
+		if (refused || c->write_tokens || (rc == -ENOENT && cached)) {
+			rc = lookup_until(c, fid.vid, fid_text, true, &locs, NULL, token, deadline);
+			if (rc == 0)
+				rc = delete_at(c, fid_text, &locs, token, size, deadline, &refused);
+		}
+	}
+	if (rc < 0 && rc != -ENOENT)
+		kelp_location_cache_drop(&c->cache, fid.vid);
+	return rc;
 }
 
 /* POST /admin/sync?volume=vid to every location; stops at the first failure. */

@@ -599,6 +599,10 @@ static void handle_lookup(struct master *m, struct http_request *req)
 	bool read = http_query_bool(req, "read");
 	const char *key = read ? m->opt.jwt_read_key : m->opt.jwt_key;
 
+	/* the file id is fileId's, even when volumeId is given too (kelp's client sends
+	 * both: a token was then never signed, and keyed deletes failed with 401) */
+	if (param(req, "fileId") && strchr(param(req, "fileId"), ','))
+		q = param(req, "fileId");
 	if (key && *key && strchr(q, ',') &&
 	    http_peer_in_list(req, m->white_list, m->n_white_list, ip, sizeof(ip))) {
 		char token[1024], header[1100];

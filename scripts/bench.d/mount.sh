@@ -3,7 +3,9 @@
 # directory on the same disk, in one run. Needs root (mounts, drop_caches).
 #   sequential write 1 GiB (dd bs=1M conv=fsync), sequential read 1 GiB after dropping
 #   caches, 10,000 files of 4 KiB (create+write, then stat), and the mount's peak RSS
-#   during a 4 GiB copy. SIZE_MB / FILES / BIG_MB shrink it for a quick look.
+#   during a 4 GiB copy; then `tar -xf` of /usr/include, `ls -lR` and `grep -r` of that
+#   tree, caches dropped before each (seconds; the ratio is passthrough's time / kelp's).
+#   SIZE_MB / FILES / BIG_MB shrink it for a quick look.
 set -euo pipefail
 kelp=$1
 size_mb=${SIZE_MB:-1024}
@@ -92,6 +94,26 @@ PY
 	t1=$(secs)
 	result[$fs.stat]=$(rate "$files" "$t0" "$t1")
 	rm -rf "$dir/small"
+	# The tools of issue 14 over a copy of /usr/include (seconds; caches dropped first).
+	[[ -f "$work/include.tar" ]] || tar -C /usr -cf "$work/include.tar" include
+	mkdir -p "$dir/tree"
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(secs)
+	tar -C "$dir/tree" -xf "$work/include.tar"
+	t1=$(secs)
+	result[$fs.tar]=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(secs)
+	ls -lR "$dir/tree" >/dev/null
+	t1=$(secs)
+	result[$fs.ls]=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(secs)
+	grep -r kelp_no_such_string "$dir/tree" >/dev/null || true
+	t1=$(secs)
+	result[$fs.grep]=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+	rm -rf "$dir/tree"
 done
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), disk: $(df -h /var/tmp | awk 'NR==2 {print $1}')"
@@ -102,6 +124,12 @@ for t in write read create stat; do
 	printf '%-28s %12s %12s %8s\n' "$t ($unit)" "${result[pt.$t]}" "${result[kelp.$t]}" \
 		"$(awk -v a="${result[kelp.$t]}" -v b="${result[pt.$t]}" 'BEGIN {printf "%.2f", a / b}')"
 done
+entries=$(tar -tf "$work/include.tar" | wc -l)
+for t in tar ls grep; do
+	printf '%-28s %12s %12s %8s\n' "$t (s, $entries entries)" "${result[pt.$t]}" "${result[kelp.$t]}" \
+		"$(awk -v a="${result[kelp.$t]}" -v b="${result[pt.$t]}" 'BEGIN {printf "%.2f", b / a}')"
+done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Peak memory of the mount during a big copy.
 dd if=/dev/zero of="$work/pt-src/bigsrc" bs=1M count="$big_mb" status=none

@@ -6,6 +6,9 @@ Behaviour follows the SeaweedFS reference, section 1 (master API) and 2 (volume
 server), and cluster/master/master.c.
 """
 
+import subprocess
+
+import pytest
 import requests
 
 from cluster import KelpServer, fid_cookie, fid_key, fid_vid, make_cluster, wait_for  # noqa: F401
@@ -344,3 +347,22 @@ def test_kelp_server_end_to_end(kelp_bin, tmp_path, request):
         crashed = srv.cleanup()
     assert crashed is None, crashed
     assert srv.sanitizer_report() is None, srv.sanitizer_report()
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_kelp_benchmark(make_cluster, tmp_path, batch):
+    """kelp benchmark writes and reads back every blob, with an assign per file or with
+    -assignBatch (fid, fid_1, ... of one assign); none fails, every read is checked."""
+    c = make_cluster([("dc1", "r1")])
+    p = subprocess.run([c.kelp_bin, "benchmark", "-master=" + c.master.addr, "-n", "200",
+                        "-c", "4", "-size", "100", "-assignBatch", str(batch),
+                        "-list=" + str(tmp_path / "list")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("Completed requests:     200") == 2, p.stdout
+    assert p.stdout.count("Failed requests:        0") == 2, p.stdout
+    fids = (tmp_path / "list").read_text().split()
+    assert len(set(fids)) == 200  # fid_N is key + N: listed as a fid of its own
+    p = subprocess.run([c.kelp_bin, "benchmark", "-master=" + c.master.addr,
+                        "-assignBatch", "0"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "-assignBatch" in p.stderr

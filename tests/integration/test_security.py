@@ -603,3 +603,23 @@ def test_read_tokens(make_cluster, tmp_path):
                    check=True, capture_output=True, timeout=60)
     files = list(out.iterdir())
     assert len(files) == 1 and files[0].read_bytes() == data, files
+
+
+def test_kelp_delete_fetches_a_write_token_when_refused(make_cluster):
+    """kelp's client deletes without asking the master first (no token); a 401 makes it
+    ask for the fid's token, then, for the rest of its life, ask every time. Both
+    blobs of one `kelp delete` go, on every replica."""
+    c = make_cluster([("dc1", "r1"), ("dc1", "r2")],
+                     master_args=["-jwtKey=" + KEY], volume_args=["-jwtKey=" + KEY])
+    fids = []
+    for i in range(2):
+        body, r = c.master.dir_assign(replication="010")
+        c.put(body["url"], body["fid"], rand_bytes(500, 90 + i),
+              headers={"Authorization": r.headers["Authorization"]})
+        fids.append(body["fid"])
+    p = subprocess.run([c.kelp_bin, "delete", "-master=" + c.master.addr] + fids,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for fid in fids:
+        for vs in c.holders(fid_vid(fid)):
+            c.assert_gone(vs.addr, fid)

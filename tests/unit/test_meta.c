@@ -861,6 +861,20 @@ static void test_gc(void **state)
 	n = meta_gc_take(f->m, 1, gc_fids, gc_seqs);
 	assert_int_equal(n, 1);
 	gc_drain(f->m);
+	/* gc_done_n: a batch in one transaction, exactly those entries. */
+	write1(f->m, ino, 0, 100, 0, "1,f");
+	write1(f->m, ino, 0, 100, 0, "1,g");
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	n = meta_gc_take(f->m, GC_MAX, gc_fids, gc_seqs);
+	assert_int_equal(n, 2);
+	assert_int_equal(meta_gc_done_n(f->m, gc_seqs, 0), 0);
+	assert_int_equal(meta_gc_pending(f->m), 2);
+	assert_int_equal(meta_gc_done_n(f->m, gc_seqs, 1), 0);
+	assert_int_equal(meta_gc_pending(f->m), 1);
+	assert_int_equal(meta_gc_done_n(f->m, gc_seqs, 2), 0);
+	assert_int_equal(meta_gc_pending(f->m), 0);
+	write1(f->m, ino, 0, 100, 0, "1,e"); /* back to the state the rest expects */
+	gc_drain(f->m);
 
 	/* Data of a file with links left is not freed; of one with none, it is. */
 	assert_int_equal(meta_link(f->m, ino, 1, "g", NULL), 0);
