@@ -571,6 +571,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			bv.buf[0].mem = (void *)data;
 			fuse_reply_data(req, &bv, FUSE_BUF_NO_SPLICE);
 			chunk_cache_put(fs->cache, e);
+			if (fs->metrics)
+				metric_add(fs->metrics->bytes_read, got);
 			return;
 		}
 	}
