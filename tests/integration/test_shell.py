@@ -249,3 +249,42 @@ def test_fix_replication_and_check_disk_from_the_shell(make_cluster):
     assert "1 volume(s) fully replicated again" in out, (out, err)
     for fid, data in fids.items():
         c.assert_readable(d.addr, fid, data)
+
+
+def test_interrupted_move_leaves_no_damage(make_cluster):
+    import os
+    import signal
+    c = make_cluster([("dc1", "r1")] * 2, master_args=["-repairDelaySeconds=-1"])
+    a, b = c.volumes
+    a.assign(50)
+    blobs = {}
+    for i in range(60):
+        fid = make_fid(50, 1 + i, 0x900 + i)
+        blobs[fid] = rand_bytes(100000, i)
+        c.put(a.addr, fid, blobs[fid])
+    p = subprocess.Popen([c.kelp_bin, "shell", "-master=" + c.master.addr,
+                          "-c=lock; volume.move -volumeId=50 -source=%s -target=%s "
+                          "-ioBytePerSecond=1000000; unlock" % (a.addr, b.addr)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for("the move's copy under way", lambda: [
+            j for j in assert_json(c.http("GET", b.addr, "/admin/volume/copy/status"),
+                                   200)["Copies"] if j["bytes"] > 0], 20)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1 and "interrupted" in err, (out, err)
+    wait_for("the copy to be cancelled", lambda: all(
+        j["state"] == "cancelled" for j in assert_json(
+            c.http("GET", b.addr, "/admin/volume/copy/status"), 200)["Copies"]), 20)
+    assert 50 not in b.volumes()
+    assert not [f for f in os.listdir(b.dirs[0]) if f.startswith("50")], os.listdir(b.dirs[0])
+    assert a.volumes()[50]["ReadOnly"] is False
+    for fid, data in blobs.items():
+        c.assert_readable(a.addr, fid, data)
+    # the rest of the line ran (unlock): the lock is free
+    assert "lock released" in out, out
+    r = c.master.post("/cluster/lock", params={"owner": "other"})
+    assert r.status_code == 200, r.text
