@@ -343,6 +343,13 @@ static void sample_rates(struct master_ui *ui)
 		uint64_t r, w;
 		int k;
 
+		bool stopping;
+
+		pthread_mutex_lock(&ui->lock);
+		stopping = ui->stopping; /* a stop does not wait for every server's answer */
+		pthread_mutex_unlock(&ui->lock);
+		if (stopping)
+			break;
 		if (!url || !json_is_true(json_object_get(node, "alive")) ||
 		    !server_counts(ui, url, &r, &w))
 			continue;
