@@ -198,15 +198,16 @@ static int dump_row(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 	case KV_INODES: {
 		struct meta_attr a;
 
-		if (klen != 8 || vlen != sizeof(a))
+		if (klen != 8 || meta_decode_attr(v, vlen, &a) < 0)
 			return bad_row(r, klen, vlen);
-		memcpy(&a, v, sizeof(a));
 		w_fmt(w,
 		      "{\"inode\":%" PRIu64 ",\"mode\":%u,\"nlink\":%u,\"uid\":%u,\"gid\":%u,"
 		      "\"rdev\":%u,\"size\":%" PRIu64 ",\"atime\":%" PRId64 ",\"mtime\":%" PRId64
-		      ",\"ctime\":%" PRId64 ",\"crtime\":%" PRId64,
+		      ",\"ctime\":%" PRId64 ",\"crtime\":%" PRId64 ",\"flags\":%u",
 		      rd64(k), a.mode, a.nlink, a.uid, a.gid, a.rdev, a.size, a.atime_ns,
-		      a.mtime_ns, a.ctime_ns, a.crtime_ns);
+		      a.mtime_ns, a.ctime_ns, a.crtime_ns, a.flags);
+		if (a.stored != META_STORED_UNKNOWN)
+			w_fmt(w, ",\"stored\":%" PRIu64, a.stored);
 		r->inodes++;
 		break;
 	}
@@ -686,6 +687,13 @@ static int load_record(struct loader *l, struct kv_txn *t, json_t *o)
 			rc = get_i64(l, o, "ctime", &a.ctime_ns);
 		if (rc == 0)
 			rc = get_i64(l, o, "crtime", &a.crtime_ns);
+		/* Optional: dumps from before them have neither (the stored byte count is
+		 * then computed at the file's next change, as for such records). */
+		a.stored = META_STORED_UNKNOWN;
+		if (rc == 0 && json_object_get(o, "flags"))
+			rc = get_u32(l, o, "flags", &a.flags);
+		if (rc == 0 && json_object_get(o, "stored"))
+			rc = get_u64(l, o, "stored", &a.stored);
 		if (rc < 0)
 			return rc;
 		type = a.mode & S_IFMT;

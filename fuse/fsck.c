@@ -213,10 +213,9 @@ static int on_inode(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 	struct meta_attr a;
 
 	tick(f);
-	if (klen != 8 || vlen != sizeof(a))
+	if (klen != 8 || meta_decode_attr(v, vlen, &a) < 0)
 		return later(f, "malformed inode row", 0, 0, NULL, 0, "key %zu, value %zu bytes",
 			     klen, vlen);
-	memcpy(&a, v, sizeof(a));
 	if (f->n_inos == f->cap_inos) {
 		size_t cap = f->cap_inos ? f->cap_inos * 2 : 4096;
 		struct ino_rec *p = realloc(f->inos, cap * sizeof(*p));

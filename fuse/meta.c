@@ -276,7 +276,7 @@ void meta_close(struct meta *m)
 #define ATTR_V1_SIZE offsetof(struct meta_attr, stored)
 
 /* An inode record: the current layout, or the one before `stored` (unknown then). */
-static int decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out)
+int meta_decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out)
 {
 	if (vlen == sizeof(*out)) {
 		memcpy(out, v, sizeof(*out));
@@ -300,7 +300,7 @@ static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
 	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
 	if (rc != 0)
 		return rc;
-	return decode_attr(v, vlen, out);
+	return meta_decode_attr(v, vlen, out);
 }
 
 static int put_attr(struct kv_txn *t, const struct meta_attr *a)
@@ -981,7 +981,7 @@ static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct
 		return -EIO;
 	if (!a)
 		return -ENOENT;
-	rc = decode_attr(a, alen, out);
+	rc = meta_decode_attr(a, alen, out);
 	if (rc < 0)
 		return rc;
 	if (out->nlink == 0)
@@ -1920,7 +1920,7 @@ static int attr_one(void *ctx, int i, const uint8_t *v, size_t vlen)
 		memcpy(b->e[af->kept].name, b->e[i].name, sizeof(b->e[i].name));
 		b->e[af->kept].ino = b->e[i].ino;
 	}
-	if (decode_attr(v, vlen, &b->e[af->kept].attr) < 0)
+	if (meta_decode_attr(v, vlen, &b->e[af->kept].attr) < 0)
 		return -EIO;
 	af->kept++;
 	return 0;

@@ -76,6 +76,9 @@ struct meta_attr {
 };
 
 #define META_STORED_UNKNOWN UINT64_MAX
+/* An inode record as stored (the current layout or the one before `stored`, which
+ * then reads as META_STORED_UNKNOWN). 0 or -EIO. */
+int meta_decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out);
 /* struct meta_attr.flags: the inode has a system.posix_acl_* xattr (saves a read on
  * every create in a directory and every chmod that has none). */
 #define META_F_ACL_ACCESS  (1u << 0)
