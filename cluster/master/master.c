@@ -1353,7 +1353,7 @@ static int seq_propose(void *ctx, const char *cmd, size_t len)
 /* Sets up the Raft group from -peers; m->self must already be known. */
 static int start_consensus(struct master *m)
 {
-	struct sequence_replication repl = {m, seq_propose};
+	struct sequence_replication repl = {m, seq_propose, m->self};
 	struct consensus_fsm fsm = {m, fsm_apply, fsm_snapshot, fsm_restore, fsm_leader_change};
 	struct consensus_options co;
 	char raft_self[160], raft_dir[4200];

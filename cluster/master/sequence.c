@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "cluster/base/log.h"
@@ -21,6 +22,7 @@ struct sequence {
 	uint64_t reserved_end; /* keys below this are reserved on disk */
 	bool catch_up;	       /* a new leader: apply every earlier entry before handing out */
 	uint32_t max_volume_id;
+	uint64_t vid_nonce; /* of the proposal that set max_volume_id last (0: none) */
 	char topology_id[40];
 	bool replicated;
 	struct sequence_replication repl;
@@ -58,16 +60,28 @@ static int persist(struct sequence *s, uint64_t reserved_end, uint32_t max_vid)
 }
 
 /* Proposes a state change through Raft; the lock must not be held. */
+static int propose_state_nonce(struct sequence *s, uint64_t reserved_end, uint32_t max_vid,
+			       const char *topology_id, uint64_t nonce)
+{
+	char cmd[512], by[300] = "";
+	int n;
+
+	if (s->repl.self && *s->repl.self && reserved_end > 0 &&
+	    strlen(s->repl.self) < sizeof(by) - 12 && !strpbrk(s->repl.self, "\"\\"))
+		snprintf(by, sizeof(by), ",\"by\":\"%s\"", s->repl.self);
+	n = snprintf(cmd, sizeof(cmd),
+		     "{\"fileKeyReserved\":%" PRIu64 ",\"maxVolumeId\":%u,\"topologyId\":\"%s\"%s"
+		     ",\"nonce\":%" PRIu64 "}",
+		     reserved_end, max_vid, topology_id ? topology_id : "", by,
+		     (uint64_t)(nonce & 0x7fffffffffffffffULL));
+
+	return s->repl.propose(s->repl.ctx, cmd, (size_t)n);
+}
+
 static int propose_state(struct sequence *s, uint64_t reserved_end, uint32_t max_vid,
 			 const char *topology_id)
 {
-	char cmd[256];
-	int n =
-	    snprintf(cmd, sizeof(cmd),
-		     "{\"fileKeyReserved\":%" PRIu64 ",\"maxVolumeId\":%u,\"topologyId\":\"%s\"}",
-		     reserved_end, max_vid, topology_id ? topology_id : "");
-
-	return s->repl.propose(s->repl.ctx, cmd, (size_t)n);
+	return propose_state_nonce(s, reserved_end, max_vid, topology_id, 0);
 }
 
 static void make_uuid(char out[40])
@@ -164,7 +178,7 @@ int sequence_apply(struct sequence *s, const void *cmd, size_t len)
 {
 	json_t *j = json_loadb(cmd, len, 0, NULL);
 	json_int_t reserved, vid;
-	const char *tid;
+	const char *tid, *by;
 
 	if (!json_is_object(j)) {
 		json_decref(j);
@@ -173,11 +187,23 @@ int sequence_apply(struct sequence *s, const void *cmd, size_t len)
 	reserved = json_integer_value(json_object_get(j, "fileKeyReserved"));
 	vid = json_integer_value(json_object_get(j, "maxVolumeId"));
 	tid = json_string_value(json_object_get(j, "topologyId"));
+	by = json_string_value(json_object_get(j, "by"));
 	pthread_mutex_lock(&s->lock);
 	if (reserved > 0 && (uint64_t)reserved > s->reserved_end)
 		s->reserved_end = (uint64_t)reserved;
-	if (vid > 0 && (uint64_t)vid > s->max_volume_id)
+	/*
+	 * Another master's reservation: it may have handed out any key below it. Its entry
+	 * may come before one of ours that was proposed from an older view (a leader that
+	 * lost and won again between two looks at its role), and then our block, taken up
+	 * to the new maximum, would overlap its keys: skip past them.
+	 */
+	if (reserved > 0 && by && (!s->repl.self || strcmp(by, s->repl.self)) &&
+	    (uint64_t)reserved > s->next_key)
+		s->next_key = (uint64_t)reserved;
+	if (vid > 0 && (uint64_t)vid > s->max_volume_id) {
 		s->max_volume_id = (uint32_t)vid;
+		s->vid_nonce = (uint64_t)json_integer_value(json_object_get(j, "nonce"));
+	}
 	if (tid && *tid && !s->topology_id[0])
 		snprintf(s->topology_id, sizeof(s->topology_id), "%s", tid);
 	pthread_mutex_unlock(&s->lock);
@@ -325,12 +351,27 @@ int sequence_next_volume_id(struct sequence *s, uint32_t *vid)
 		ret = catch_up(s);
 		if (ret < 0)
 			return ret;
+		uint64_t nonce = 0;
+
+		while (nonce == 0) {
+			if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+				nonce = now_ns() ^ (uint64_t)(uintptr_t)&nonce;
+			nonce &= 0x7fffffffffffffffULL;
+		}
 		pthread_mutex_lock(&s->lock);
 		want = s->max_volume_id + 1;
 		pthread_mutex_unlock(&s->lock);
-		ret = propose_state(s, 0, want, NULL);
-		if (ret == 0)
+		ret = propose_state_nonce(s, 0, want, NULL, nonce);
+		if (ret < 0)
+			return ret;
+		/* Ours only if this very proposal raised the maximum to want: another
+		 * master's entry applied before it may have taken want already. */
+		pthread_mutex_lock(&s->lock);
+		if (s->max_volume_id == want && s->vid_nonce == nonce)
 			*vid = want;
+		else
+			ret = -EAGAIN;
+		pthread_mutex_unlock(&s->lock);
 		return ret;
 	}
 	pthread_mutex_lock(&s->lock);

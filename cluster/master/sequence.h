@@ -36,6 +36,10 @@ int sequence_open(const char *dir, struct sequence **out);
 struct sequence_replication {
 	void *ctx;
 	int (*propose)(void *ctx, const char *cmd, size_t len);
+	/* This master's name (its address), written into its key reservations: a
+	 * reservation by another master, applied here, moves this one's next key past it
+	 * (the keys below it may have been handed out there). NULL: none written. */
+	const char *self;
 };
 int sequence_open_replicated(const struct sequence_replication *r, struct sequence **out);
 /* State machine hooks: apply a command, snapshot and restore the state (JSON). */

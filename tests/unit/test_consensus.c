@@ -171,7 +171,7 @@ static int setup(void **state)
 		return -1;
 	for (unsigned i = 0; i < N; i++) {
 		struct node *n = &h->nodes[i];
-		struct sequence_replication repl = {n, propose};
+		struct sequence_replication repl = {n, propose, NULL};
 
 		n->h = h;
 		n->i = i;

@@ -519,7 +519,7 @@ static int fake_propose(void *ctx, const char *cmd, size_t len)
 
 static struct sequence *open_replicated(struct fake_raft *f)
 {
-	struct sequence_replication r = {f, fake_propose};
+	struct sequence_replication r = {f, fake_propose, "me:9333"};
 	struct sequence *s = NULL;
 
 	assert_int_equal(sequence_open_replicated(&r, &s), 0);
@@ -609,6 +609,51 @@ static void test_replicated_new_leader_behind(void **state)
 	fl.pending = "{\"fileKeyReserved\":0,\"maxVolumeId\":7,\"topologyId\":\"\"}";
 	assert_int_equal(sequence_next_volume_id(l, &vid), 0);
 	assert_int_equal(vid, 8);
+	sequence_close(l);
+}
+
+/*
+ * A leader that did not catch up (it lost and won the leadership between two looks at
+ * its role) reserves from an old view: another master's reservation, applied before
+ * its own, moves its next key past that master's keys; a volume id another master
+ * took first is not handed out again.
+ */
+static void test_replicated_other_leader_between(void **state)
+{
+	struct fake_raft fl = {0};
+	struct sequence *l;
+	uint64_t first, last = 0;
+	uint32_t vid = 0;
+
+	(void)state;
+	l = open_replicated(&fl);
+	fl.leader = l;
+	for (int i = 0; i < 3; i++)
+		last = next(l, 1);
+	/* the other master reserved up to 90000 (and handed out keys below it) */
+	fl.pending = "{\"fileKeyReserved\":90000,\"maxVolumeId\":0,\"topologyId\":\"\","
+		     "\"by\":\"other:9333\"}";
+	first = next(l, SEQUENCE_BLOCK); /* needs a new reservation of its own */
+	if (first < 90000)
+		fail_msg("key %llu handed out below the other master's reservation (90000); "
+			 "the last before was %llu",
+			 (unsigned long long)first, (unsigned long long)last);
+	/* our own reservations do not make us skip */
+	last = next(l, 1);
+	assert_int_equal(last, first + SEQUENCE_BLOCK);
+	/* volume ids: the other master's entries come before our proposals */
+	fl.pending = "{\"fileKeyReserved\":0,\"maxVolumeId\":4,\"topologyId\":\"\"}";
+	assert_int_equal(sequence_next_volume_id(l, &vid), -EAGAIN); /* 1 was taken */
+	assert_int_equal(vid, 0);
+	assert_int_equal(sequence_next_volume_id(l, &vid), 0);
+	assert_int_equal(vid, 5);
+	fl.pending = "{\"fileKeyReserved\":0,\"maxVolumeId\":6,\"topologyId\":\"\","
+		     "\"nonce\":77}";
+	vid = 0;
+	assert_int_equal(sequence_next_volume_id(l, &vid), -EAGAIN);
+	assert_int_equal(vid, 0);
+	assert_int_equal(sequence_next_volume_id(l, &vid), 0);
+	assert_int_equal(vid, 7);
 	sequence_close(l);
 }
 
@@ -761,6 +806,7 @@ int main(void)
 	    cmocka_unit_test(test_replicated_keys_failover),
 	    cmocka_unit_test(test_replicated_volume_ids),
 	    cmocka_unit_test(test_replicated_new_leader_behind),
+	    cmocka_unit_test(test_replicated_other_leader_between),
 	    cmocka_unit_test(test_replicated_snapshot_restore),
 	    cmocka_unit_test(test_replicated_failures),
 	    cmocka_unit_test(test_replicated_huge_keys),
