@@ -357,6 +357,18 @@ int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out)
 	return 0;
 }
 
+/* Does this mount have ino open (an open file, not counting transient references)? */
+static bool file_busy(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f;
+
+	pthread_mutex_lock(&fs->files_lock);
+	for (f = fs->files; f && f->ino != ino; f = f->next)
+		;
+	pthread_mutex_unlock(&fs->files_lock);
+	return f != NULL;
+}
+
 /* A hold to drop (shared engines): batched by the gc thread, at once when the batch is
  * full. A hold left a little longer only delays freeing an unlinked file. */
 static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
@@ -1490,6 +1502,19 @@ static void *gc_loop(void *arg)
 				log_warn("mount: dropping the holds of %d closed file(s) failed (they "
 					 "go with this mount's session)",
 					 nh);
+			/* A forget that came while that transaction ran found the hold still
+			 * there and freed nothing: look again now that it is gone. */
+			for (int i = 0; i < nh; i++) {
+				bool forgotten;
+
+				if (may_free[i])
+					continue;
+				pthread_mutex_lock(&fs->lookups_lock);
+				forgotten = inomap_get(&fs->lookups, h[i].ino) == 0;
+				pthread_mutex_unlock(&fs->lookups_lock);
+				if (forgotten && !file_busy(fs, h[i].ino))
+					meta_release_inode(fs->meta, h[i].ino);
+			}
 		} else {
 			pthread_mutex_unlock(&fs->gc_lock);
 		}
