@@ -23,8 +23,8 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/util.h"
-#include "cluster/client.h"
-#include "cluster/fid.h"
+#include "cluster/client/client.h"
+#include "cluster/common/fid.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

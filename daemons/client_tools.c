@@ -1,7 +1,7 @@
 /* client_tools: see client_tools.h. */
 #include "daemons/client_tools.h"
 
-#include "cluster/http_client.h"
+#include "cluster/net/http_client.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -17,7 +17,7 @@
 #include <stdio.h>
 
 #include "cluster/base/flags.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 
 /*
  * -tls.cert, -tls.key, -tls.ca: every daemon and client command has them (put

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "cluster/base/flags.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

@@ -5,7 +5,7 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
-#include "cluster/master.h"
+#include "cluster/master/master.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

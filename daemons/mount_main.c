@@ -13,7 +13,7 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 #include "fuse/file.h"

@@ -8,8 +8,8 @@
 
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
-#include "cluster/master.h"
-#include "cluster/volume_server.h"
+#include "cluster/master/master.h"
+#include "cluster/volume_server/volume_server.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "cluster/base/flags.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

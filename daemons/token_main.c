@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster/auth.h"
+#include "cluster/net/auth.h"
 #include "cluster/base/flags.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"

@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 
 #include "cluster/base/flags.h"
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

@@ -10,7 +10,7 @@
 #include "cluster/base/flags.h"
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
-#include "cluster/volume_server.h"
+#include "cluster/volume_server/volume_server.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 

@@ -11,8 +11,8 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
-#include "cluster/client.h"
-#include "cluster/fid.h"
+#include "cluster/client/client.h"
+#include "cluster/common/fid.h"
 
 /* A run of written bytes not yet uploaded. */
 struct extent {

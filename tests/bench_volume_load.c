@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "cluster/base/util.h"
-#include "cluster/volume.h"
+#include "cluster/storage/volume.h"
 
 int main(int argc, char **argv)
 {

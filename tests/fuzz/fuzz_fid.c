@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster/fid.h"
+#include "cluster/common/fid.h"
 #include "tests/fuzz/fuzz.h"
 
 #define CHECK(cond)                                                                                \

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster/heartbeat.h"
+#include "cluster/common/heartbeat.h"
 #include "tests/fuzz/fuzz.h"
 
 #define CHECK(cond)                                                                                \

@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #include "cluster/base/log.h"
-#include "cluster/needle.h"
-#include "cluster/volume.h"
+#include "cluster/storage/needle.h"
+#include "cluster/storage/volume.h"
 
 static void fail(const char *file, int line, const char *what);
 

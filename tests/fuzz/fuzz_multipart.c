@@ -15,7 +15,7 @@
  */
 #include "fuzz.h"
 
-#include "cluster/multipart.h"
+#include "cluster/net/multipart.h"
 
 #include <errno.h>
 #include <stdlib.h>

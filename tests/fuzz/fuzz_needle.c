@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cluster/needle.h"
+#include "cluster/storage/needle.h"
 #include "tests/fuzz/fuzz.h"
 
 #define CHECK(cond)                                                                                \

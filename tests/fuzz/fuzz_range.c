@@ -11,7 +11,7 @@
  */
 #include "fuzz.h"
 
-#include "cluster/range.h"
+#include "cluster/net/range.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
 out of volume slots, and `kelp server` (master and volume server in one process).
 
 Behaviour follows the SeaweedFS reference, section 1 (master API) and 2 (volume
-server), and cluster/master.c.
+server), and cluster/master/master.c.
 """
 
 import requests

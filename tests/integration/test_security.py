@@ -9,7 +9,7 @@ blob written before reads back unchanged from every replica, and the master's to
 lists exactly the real servers with their real volumes.
 
 Server tokens are made here from the documented rules (docs/operations.md, "Securing a
-cluster"; cluster/jwt.h), independently of kelp's code: HS256 under
+cluster"; cluster/net/jwt.h), independently of kelp's code: HS256 under
 HMAC-SHA256(key, "kelp server token v1"), claims aud/exp/iat/req(/bh).
 """
 

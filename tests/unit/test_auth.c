@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "cluster/auth.h"
-#include "cluster/jwt.h"
+#include "cluster/net/auth.h"
+#include "cluster/net/jwt.h"
 
 static void test_collection_names(void **state)
 {

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 
 #define SECOND 1000000000ull
 

@@ -33,7 +33,7 @@
 #include <raft.h>
 #include <raft/fixture.h>
 
-#include "cluster/sequence.h"
+#include "cluster/master/sequence.h"
 
 #define N	   3
 #define BATCH	   9000 /* keys per assign: every other assign reserves a new block */

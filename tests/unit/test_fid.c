@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/fid.h"
+#include "cluster/common/fid.h"
 
 /* Parses a NUL-terminated fid; the length passed excludes the NUL. */
 static int parse(const char *s, struct fid *f)

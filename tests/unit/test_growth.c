@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/growth.h"
+#include "cluster/master/growth.h"
 
 #define MAX_NODES 64
 #define SEEDS	  2000

@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/heartbeat.h"
+#include "cluster/common/heartbeat.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

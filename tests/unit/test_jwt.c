@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/jwt.h"
+#include "cluster/net/jwt.h"
 
 #define KEY "kelp-test-signing-key"
 #define FID "3,01637037d6"

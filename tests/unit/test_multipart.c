@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/multipart.h"
+#include "cluster/net/multipart.h"
 
 #define MAX_PARTS 8
 #define MAX_DATA  20000

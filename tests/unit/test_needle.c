@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/needle.h"
+#include "cluster/storage/needle.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

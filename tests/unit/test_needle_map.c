@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/needle_map.h"
+#include "cluster/storage/needle_map.h"
 
 /* xorshift64*: a fixed-seed generator, so that failures reproduce. */
 static uint64_t rng_state;

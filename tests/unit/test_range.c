@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/range.h"
+#include "cluster/net/range.h"
 
 static int parse(const char *header, uint64_t size, struct byte_range *out)
 {

@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/sequence.h"
+#include "cluster/master/sequence.h"
 
 static int setup_dir(void **state)
 {

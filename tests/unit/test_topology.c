@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "cluster/topology.h"
+#include "cluster/master/topology.h"
 
 #define SEC	 1000000000ull
 #define PULSE	 (5 * SEC)

@@ -30,8 +30,8 @@
 #include <jansson.h>
 
 #include "cluster/base/log.h"
-#include "cluster/needle.h"
-#include "cluster/volume.h"
+#include "cluster/storage/needle.h"
+#include "cluster/storage/volume.h"
 
 #define VID 1
 

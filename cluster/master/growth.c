@@ -1,4 +1,4 @@
-#include "cluster/growth.h"
+#include "cluster/master/growth.h"
 
 #include <errno.h>
 #include <stdbool.h>

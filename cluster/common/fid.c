@@ -1,4 +1,4 @@
-#include "cluster/fid.h"
+#include "cluster/common/fid.h"
 
 #include <errno.h>
 #include <stdbool.h>

@@ -15,7 +15,7 @@
  * A custom allocator tells an out-of-memory failure of the unpack apart from bad
  * input, which protobuf-c reports the same way.
  */
-#include "cluster/heartbeat.h"
+#include "cluster/common/heartbeat.h"
 
 #include <errno.h>
 #include <stdlib.h>

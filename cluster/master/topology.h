@@ -20,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cluster/heartbeat.h"
-#include "cluster/needle.h"
+#include "cluster/common/heartbeat.h"
+#include "cluster/common/layout.h"
 
 #define TOPO_MAX_LOCATIONS 16
 
@@ -59,12 +59,6 @@ struct topo_node_view {
 
 struct topology *topology_new(uint64_t volume_size_limit, uint64_t pulse_ns);
 void topology_free(struct topology *t);
-
-/* Copies of a placement byte (x + y + z + 1). */
-int placement_copies(uint8_t rp);
-/* Parses "xyz" (up to 3 digits, left-padded with 0) into the placement byte. */
-int placement_parse(const char *s, uint8_t *out);
-void placement_format(uint8_t rp, char buf[4]);
 
 /*
  * Applies a heartbeat received at now_ns. Returns 0 or -EINVAL (missing ip/port).

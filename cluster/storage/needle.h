@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/common/layout.h"
+
 #define NEEDLE_HEADER_SIZE   16
 #define NEEDLE_CHECKSUM_SIZE 4
 #define NEEDLE_PADDING_SIZE  8
@@ -35,12 +37,6 @@
 #define NEEDLE_FLAG_HAS_TTL	  0x10
 #define NEEDLE_FLAG_HAS_PAIRS	  0x20
 #define NEEDLE_FLAG_CHUNKMANIFEST 0x80
-
-/* TTL as stored: count and unit (0 empty, 1 m, 2 h, 3 d, 4 w, 5 M, 6 y). */
-struct ttl {
-	uint8_t count;
-	uint8_t unit;
-};
 
 /*
  * A decoded or to-be-encoded needle. Pointers (data, name, mime, pairs) are borrowed:
@@ -115,11 +111,6 @@ int needle_decode_meta(const uint8_t *meta, size_t meta_len, struct needle *out)
 
 /* True if the stored checksum matches crc (the raw or the legacy masked form). */
 bool needle_checksum_matches(uint32_t stored, uint32_t crc);
-
-/* TTL helpers: "3m", "4h", "5d", "6w", "7M", "8y", bare number = minutes, "" = none. */
-int ttl_parse(const char *s, struct ttl *out);
-size_t ttl_format(struct ttl ttl, char *buf, size_t cap); /* "" when empty */
-uint64_t ttl_seconds(struct ttl ttl);
 
 /* Big-endian helpers. */
 static inline void put_be16(uint8_t *p, uint16_t v)

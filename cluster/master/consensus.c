@@ -1,4 +1,4 @@
-#include "cluster/consensus.h"
+#include "cluster/master/consensus.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

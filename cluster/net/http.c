@@ -1,4 +1,4 @@
-#include "cluster/http.h"
+#include "cluster/net/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "cluster/base/log.h"
-#include "cluster/http_client.h"
+#include "cluster/net/http_client.h"
 
 struct http_server {
 	struct MHD_Daemon *daemon;

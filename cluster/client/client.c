@@ -16,7 +16,7 @@
  * every inner request gets the time left as its curl timeout, so retries, backoff
  * and leader discovery together never exceed it.
  */
-#include "cluster/client.h"
+#include "cluster/client/client.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 #include "cluster/base/util.h"
-#include "cluster/http_client.h"
+#include "cluster/net/http_client.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_TIMEOUT_MS	   30000

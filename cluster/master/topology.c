@@ -1,4 +1,4 @@
-#include "cluster/topology.h"
+#include "cluster/master/topology.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -49,34 +49,6 @@ static const char *dc_name(const char *s)
 static const char *rack_name(const char *s)
 {
 	return s && *s ? s : "DefaultRack";
-}
-
-int placement_copies(uint8_t rp)
-{
-	return rp / 100 + (rp / 10) % 10 + rp % 10 + 1;
-}
-
-int placement_parse(const char *s, uint8_t *out)
-{
-	size_t len = s ? strlen(s) : 0;
-	int v = 0;
-
-	if (len > 3)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (!isdigit((unsigned char)s[i]))
-			return -EINVAL;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v > 255)
-		return -EINVAL;
-	*out = (uint8_t)v;
-	return 0;
-}
-
-void placement_format(uint8_t rp, char buf[4])
-{
-	snprintf(buf, 4, "%d%d%d", rp / 100, (rp / 10) % 10, rp % 10);
 }
 
 struct topology *topology_new(uint64_t volume_size_limit, uint64_t pulse_ns)

@@ -1,4 +1,4 @@
-#include "cluster/store.h"
+#include "cluster/storage/store.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,7 +11,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
-#include "cluster/fid.h"
+#include "cluster/common/fid.h"
 
 struct store_entry {
 	struct volume *v;

@@ -20,7 +20,7 @@
  * A header with no non-empty element ("" or "bytes=" or "bytes= , ,") returns 0: Go
  * returns no ranges and no error for it, and net/http then serves the whole entity.
  */
-#include "cluster/range.h"
+#include "cluster/net/range.h"
 
 #include <errno.h>
 #include <stdbool.h>

@@ -33,7 +33,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cluster/needle.h"
+#include "cluster/storage/needle.h"
 
 #define VOLUME_SUPER_BLOCK_SIZE 8
 #define VOLUME_MAX_SIZE		(32ull << 30) /* 4-byte offsets in units of 8 bytes */

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cluster/volume.h"
+#include "cluster/storage/volume.h"
 
 struct store;
 struct store_volume; /* an acquired volume: use store_volume_get(sv) */

@@ -1,4 +1,4 @@
-#include "cluster/volume.h"
+#include "cluster/storage/volume.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
-#include "cluster/needle_map.h"
+#include "cluster/storage/needle_map.h"
 
 /* Records up to this size are read whole into memory; larger ones are streamed. */
 #define SMALL_READ_LIMIT (1u << 20)

@@ -1,4 +1,4 @@
-#include "cluster/auth.h"
+#include "cluster/net/auth.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,8 +10,8 @@
 
 #include "cluster/base/sha256.h"
 #include "cluster/base/util.h"
-#include "cluster/http.h"
-#include "cluster/jwt.h"
+#include "cluster/net/http.h"
+#include "cluster/net/jwt.h"
 
 bool auth_collection_valid(const char *name)
 {

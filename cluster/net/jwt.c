@@ -15,7 +15,7 @@
  * same strictness checks again. The MAC, SHA-256 and the constant-time comparison
  * come from libcrypto (cluster/base/sha256.h).
  */
-#include "cluster/jwt.h"
+#include "cluster/net/jwt.h"
 
 #include <errno.h>
 #include <stdbool.h>

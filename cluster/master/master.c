@@ -1,4 +1,4 @@
-#include "cluster/master.h"
+#include "cluster/master/master.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -12,19 +12,19 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "cluster/auth.h"
+#include "cluster/net/auth.h"
 #include "cluster/base/log.h"
 #include "cluster/base/sha256.h"
 #include "cluster/base/util.h"
-#include "cluster/consensus.h"
-#include "cluster/fid.h"
-#include "cluster/growth.h"
-#include "cluster/heartbeat.h"
-#include "cluster/http.h"
-#include "cluster/http_client.h"
-#include "cluster/jwt.h"
-#include "cluster/sequence.h"
-#include "cluster/topology.h"
+#include "cluster/master/consensus.h"
+#include "cluster/common/fid.h"
+#include "cluster/master/growth.h"
+#include "cluster/common/heartbeat.h"
+#include "cluster/net/http.h"
+#include "cluster/net/http_client.h"
+#include "cluster/net/jwt.h"
+#include "cluster/master/sequence.h"
+#include "cluster/master/topology.h"
 
 #define FORM_LIMIT	(64u << 10)
 #define HEARTBEAT_LIMIT (16u << 20)

@@ -1,4 +1,4 @@
-#include "cluster/sequence.h"
+#include "cluster/master/sequence.h"
 
 #include <errno.h>
 #include <fcntl.h>

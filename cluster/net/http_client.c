@@ -1,4 +1,4 @@
-#include "cluster/http_client.h"
+#include "cluster/net/http_client.h"
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -45,7 +45,7 @@
  *
  * Threads: a parser belongs to one request; no locking, no global state.
  */
-#include "cluster/multipart.h"
+#include "cluster/net/multipart.h"
 
 #include <errno.h>
 #include <stdbool.h>

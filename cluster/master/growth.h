@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "cluster/topology.h"
+#include "cluster/master/topology.h"
 
 /* Logical volumes created per growth event for a placement (7 / 6 / 3 / 1). */
 int growth_count_for(uint8_t rp);

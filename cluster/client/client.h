@@ -47,7 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cluster/fid.h"
+#include "cluster/common/fid.h"
 
 #define KELP_URL_MAX	   256	/* "host:port" of a server, or a leader address */
 #define KELP_DC_MAX	   64	/* data center name */

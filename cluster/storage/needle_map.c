@@ -1,4 +1,4 @@
-#include "cluster/needle_map.h"
+#include "cluster/storage/needle_map.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "cluster/volume_server.h"
+#include "cluster/volume_server/volume_server.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,19 +12,19 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "cluster/auth.h"
+#include "cluster/net/auth.h"
 #include "cluster/base/log.h"
 #include "cluster/base/md5.h"
 #include "cluster/base/util.h"
-#include "cluster/fid.h"
-#include "cluster/heartbeat.h"
-#include "cluster/http.h"
-#include "cluster/http_client.h"
-#include "cluster/jwt.h"
-#include "cluster/multipart.h"
-#include "cluster/range.h"
-#include "cluster/store.h"
-#include "cluster/topology.h"
+#include "cluster/common/fid.h"
+#include "cluster/common/heartbeat.h"
+#include "cluster/net/http.h"
+#include "cluster/net/http_client.h"
+#include "cluster/net/jwt.h"
+#include "cluster/net/multipart.h"
+#include "cluster/net/range.h"
+#include "cluster/storage/store.h"
+#include "cluster/common/layout.h"
 
 #define MEMORY_BODY_LIMIT                                                                          \
 	((4u << 20) + (64u << 10)) /* a default 4 MiB mount chunk stays in memory */
