@@ -32,7 +32,7 @@ int meta_main(int argc, char **argv)
 		fprintf(argc >= 2 ? stderr : stdout, "  %-10s %s\n", subcommands[i].name,
 			subcommands[i].summary);
 	return argc >= 2 && strcmp(argv[1], "-h") && strcmp(argv[1], "--help") &&
-			   strcmp(argv[1], "help")
+		       strcmp(argv[1], "help")
 		   ? 2
 		   : 0;
 }

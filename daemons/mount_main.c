@@ -198,9 +198,9 @@ int mount_main(int argc, char **argv)
 		return 2;
 	}
 	if (chunk_mb <= 0 || chunk_mb > 1024 || cache_mb < 0 || memory_cache_mb < 0 ||
-	    timeout_s <= 0 || session_timeout_s < 1 || session_timeout_s > 86400 || meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 ||
-	    entry_cache_s < 0 || attr_cache_s > 86400 || entry_cache_s > 86400 ||
-	    gc_grace_s > 86400) {
+	    timeout_s <= 0 || session_timeout_s < 1 || session_timeout_s > 86400 ||
+	    meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 || entry_cache_s < 0 ||
+	    attr_cache_s > 86400 || entry_cache_s > 86400 || gc_grace_s > 86400) {
 		fprintf(
 		    stderr,
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "

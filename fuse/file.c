@@ -376,8 +376,7 @@ static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
 	bool queued = false;
 
 	pthread_mutex_lock(&fs->gc_lock);
-	if (fs->n_unholds < (int)(sizeof(fs->unholds) / sizeof(fs->unholds[0])) &&
-	    !fs->stopping) {
+	if (fs->n_unholds < (int)(sizeof(fs->unholds) / sizeof(fs->unholds[0])) && !fs->stopping) {
 		fs->unholds[fs->n_unholds++] = *h;
 		queued = true;
 		/* the gc thread looks every second; sooner when the batch fills up */
@@ -546,8 +545,8 @@ static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 		struct job *j = f->jobs;
 
 		if (j->rc == 0) {
-			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0, true,
-						       NULL);
+			j->rc =
+			    meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0, true, NULL);
 			if (j->rc == -ESTALE)
 				j->rc = stale_error(fs, f);
 		}
@@ -1499,9 +1498,10 @@ static void *gc_loop(void *arg)
 				may_free[i] = inomap_get(&fs->lookups, h[i].ino) == 0;
 			pthread_mutex_unlock(&fs->lookups_lock);
 			if (meta_unhold_many(fs->meta, h, may_free, nh) < 0)
-				log_warn("mount: dropping the holds of %d closed file(s) failed (they "
-					 "go with this mount's session)",
-					 nh);
+				log_warn(
+				    "mount: dropping the holds of %d closed file(s) failed (they "
+				    "go with this mount's session)",
+				    nh);
 			/* A forget that came while that transaction ran found the hold still
 			 * there and freed nothing: look again now that it is gone. */
 			for (int i = 0; i < nh; i++) {

@@ -288,8 +288,8 @@ int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free);
 int meta_unhold_many(struct meta *m, const struct meta_hold *h, const bool *may_free, int n);
 /* meta_create of a regular file held open by this mount (open(O_CREAT)): the hold is
  * written in the same transaction. h->ino is the new inode. */
-int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
-		     uint32_t uid, uint32_t gid, struct meta_attr *out, struct meta_hold *h);
+int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
+		     uint32_t gid, struct meta_attr *out, struct meta_hold *h);
 /* meta_write_chunks through an open file: with a shared engine, -ESTALE (nothing
  * written) when its hold is gone (the session was cleaned up meanwhile). */
 int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
