@@ -101,8 +101,9 @@ int meta_sessions_main(int argc, char **argv)
 		return 2;
 	}
 	if (!*spec) {
-		fprintf(stderr, "kelp meta sessions: -meta (an LMDB directory or a postgres:// URL) "
-				"is required\n");
+		fprintf(stderr,
+			"kelp meta sessions: -meta (an LMDB directory or a postgres:// URL) "
+			"is required\n");
 		return 2;
 	}
 	kv_mask_url(spec, shown, sizeof(shown));

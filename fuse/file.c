@@ -358,6 +358,18 @@ int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out)
 	return 0;
 }
 
+/* Does this mount have ino open (an open file, not counting transient references)? */
+static bool file_busy(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f;
+
+	pthread_mutex_lock(&fs->files_lock);
+	for (f = fs->files; f && f->ino != ino; f = f->next)
+		;
+	pthread_mutex_unlock(&fs->files_lock);
+	return f != NULL;
+}
+
 /* A hold to drop (shared engines): batched by the gc thread, at once when the batch is
  * full. A hold left a little longer only delays freeing an unlinked file. */
 static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
@@ -365,8 +377,7 @@ static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
 	bool queued = false;
 
 	pthread_mutex_lock(&fs->gc_lock);
-	if (fs->n_unholds < (int)(sizeof(fs->unholds) / sizeof(fs->unholds[0])) &&
-	    !fs->stopping) {
+	if (fs->n_unholds < (int)(sizeof(fs->unholds) / sizeof(fs->unholds[0])) && !fs->stopping) {
 		fs->unholds[fs->n_unholds++] = *h;
 		queued = true;
 		/* the gc thread looks every second; sooner when the batch fills up */
@@ -553,8 +564,8 @@ static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 		struct job *j = f->jobs;
 
 		if (j->rc == 0) {
-			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0, true,
-						       NULL);
+			j->rc =
+			    meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0, true, NULL);
 			if (j->rc == -ESTALE)
 				j->rc = stale_error(fs, f);
 		}
@@ -1728,9 +1739,23 @@ static void *gc_loop(void *arg)
 				may_free[i] = inomap_get(&fs->lookups, h[i].ino) == 0;
 			pthread_mutex_unlock(&fs->lookups_lock);
 			if (meta_unhold_many(fs->meta, h, may_free, nh) < 0)
-				log_warn("mount: dropping the holds of %d closed file(s) failed (they "
-					 "go with this mount's session)",
-					 nh);
+				log_warn(
+				    "mount: dropping the holds of %d closed file(s) failed (they "
+				    "go with this mount's session)",
+				    nh);
+			/* A forget that came while that transaction ran found the hold still
+			 * there and freed nothing: look again now that it is gone. */
+			for (int i = 0; i < nh; i++) {
+				bool forgotten;
+
+				if (may_free[i])
+					continue;
+				pthread_mutex_lock(&fs->lookups_lock);
+				forgotten = inomap_get(&fs->lookups, h[i].ino) == 0;
+				pthread_mutex_unlock(&fs->lookups_lock);
+				if (forgotten && !file_busy(fs, h[i].ino))
+					meta_release_inode(fs->meta, h[i].ino);
+			}
 		} else {
 			pthread_mutex_unlock(&fs->gc_lock);
 		}

@@ -248,8 +248,7 @@ static int release_tx(struct kv_txn *t, void *arg)
 	return rc;
 }
 
-int lock_release_owner(struct meta *m, uint64_t ino, char kind, uint64_t session,
-		       uint64_t owner)
+int lock_release_owner(struct meta *m, uint64_t ino, char kind, uint64_t session, uint64_t owner)
 {
 	struct release_ctx c = {.ino = ino, .session = session, .owner = owner, .kind = kind};
 	int rc = meta_run(m, true, release_tx, &c);
@@ -346,8 +345,7 @@ static int set_waiting(fuse_req_t req, uint64_t ino, char kind, const struct loc
 	return rc;
 }
 
-static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock)
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
 {
 	struct lock_range want, held;
 	int rc;
@@ -370,8 +368,8 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	fuse_reply_lock(req, lock);
 }
 
-static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
-		     struct flock *lock, int sleep)
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+		     int sleep)
 {
 	struct lock_range want;
 

@@ -57,8 +57,7 @@ int lock_test(struct meta *m, uint64_t ino, char kind, const struct lock_range *
 	      struct lock_range *out);
 /* Removes every lock of (session, owner) on ino of one kind (0: both). Returns the
  * number of locks this session still has on ino, or -errno. */
-int lock_release_owner(struct meta *m, uint64_t ino, char kind, uint64_t session,
-		       uint64_t owner);
+int lock_release_owner(struct meta *m, uint64_t ino, char kind, uint64_t session, uint64_t owner);
 
 struct fuse_lowlevel_ops;
 struct kelp_fs;

@@ -668,7 +668,6 @@ static int drop_link(struct meta *m, struct kv_txn *t, uint64_t ino, int64_t now
 	if (rc == 0 && a.nlink == 0) {
 		uint8_t k[8], v[8];
 
-
 		be64(k, ino);
 		be64(v, __atomic_load_n(&m->sid, __ATOMIC_ACQUIRE));
 		rc = kv_put(t, KV_ORPHANS, k, 8, v, 8);
@@ -2531,9 +2530,10 @@ int meta_session_register(struct meta *m, struct meta_session_info *info)
 			    kill((pid_t)s->pid, 0) < 0 && errno == ESRCH)
 				dead = true;
 			if (dead) {
-				log_info("meta: cleaning up session %llu (%s:%s pid %u), which ended "
-					 "without unmounting",
-					 (unsigned long long)s->id, s->host, s->mountpoint, s->pid);
+				log_info(
+				    "meta: cleaning up session %llu (%s:%s pid %u), which ended "
+				    "without unmounting",
+				    (unsigned long long)s->id, s->host, s->mountpoint, s->pid);
 				meta_session_clean(m, s->id);
 			}
 		}
@@ -2661,7 +2661,8 @@ static int clean_tx(struct meta *m, struct kv_txn *t, uint64_t id, int *freed)
 		size_t vlen;
 
 		be64(ik, ino);
-		if (kv_get(t, KV_INODES, ik, 8, &v, &vlen) == 0 && vlen == sizeof(struct meta_attr) &&
+		if (kv_get(t, KV_INODES, ik, 8, &v, &vlen) == 0 &&
+		    vlen == sizeof(struct meta_attr) &&
 		    ((const struct meta_attr *)(const void *)v)->nlink == 0)
 			(*freed)++;
 		rc = free_if_unused(m, t, ino);

@@ -44,11 +44,12 @@ static void *session_loop(void *arg)
 
 			rc = meta_session_register(s->meta, &s->info);
 			if (rc == 0)
-				log_error("mount: session %llu was cleaned up by another mount (this "
-					  "one was cut off from the metadata for longer than "
-					  "-sessionTimeout); registered again as session %llu. Files "
-					  "opened before fail with EIO",
-					  (unsigned long long)old, (unsigned long long)s->info.id);
+				log_error(
+				    "mount: session %llu was cleaned up by another mount (this "
+				    "one was cut off from the metadata for longer than "
+				    "-sessionTimeout); registered again as session %llu. Files "
+				    "opened before fail with EIO",
+				    (unsigned long long)old, (unsigned long long)s->info.id);
 		}
 		if (rc == 0) {
 			if (failing)

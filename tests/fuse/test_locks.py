@@ -2,7 +2,8 @@
 processes on different mounts of one PostgreSQL database.
 
 - processes on two mounts increment a counter in one file 1,000 times each under the
-  lock (flock, fcntl F_SETLKW, F_OFD_SETLKW): the file ends at exactly 2,000;
+  lock (flock, fcntl F_SETLKW, F_OFD_SETLKW): the file ends at exactly 2,000; three
+  mounts 400 times each: 1,200;
 - F_SETLK fails with EAGAIN while another mount holds the range, F_GETLK names it,
   ranges that do not overlap and read locks do not conflict;
 - kill -9 of a mount whose process holds a lock: the other mount gets it within
@@ -40,15 +41,12 @@ def two_mounts(kelp, n=2):
     return meta, [kelp.mount(["-sessionTimeout=%d" % TIMEOUT_S], meta=meta) for _ in range(n)]
 
 
-@pytest.mark.watchdog(900)
-@pytest.mark.parametrize("mode", ["flock", "fcntl", "ofd"])
-def test_counter_under_lock_across_mounts(kelp, mode):
-    _, (a, b) = two_mounts(kelp)
-    write_file(a.path("counter"), b"%12d" % 0)
+def run_counters(mounts, mode, n):
+    write_file(mounts[0].path("counter"), b"%12d" % 0)
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "lockcounter.py"), mode,
-                               m.path("counter"), "1000"],
+                               m.path("counter"), str(n)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for m in (a, b)]
+             for m in mounts]
     deadline = time.monotonic() + 600
     for p in procs:
         try:
@@ -56,11 +54,24 @@ def test_counter_under_lock_across_mounts(kelp, mode):
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            pytest.fail("1,000 locked increments per mount did not finish in 600 s")
+            pytest.fail("%d locked increments per mount did not finish in 600 s" % n)
         assert p.returncode == 0, err.decode()
         print(out.decode().strip())
-    for m in (a, b):
-        assert int(read_file(m.path("counter"))) == 2000
+    for m in mounts:
+        assert int(read_file(m.path("counter"))) == n * len(mounts)
+
+
+@pytest.mark.watchdog(900)
+@pytest.mark.parametrize("mode", ["flock", "fcntl", "ofd"])
+def test_counter_under_lock_across_mounts(kelp, mode):
+    _, mounts = two_mounts(kelp)
+    run_counters(mounts, mode, 1000)
+
+
+@pytest.mark.watchdog(900)
+def test_counter_under_lock_three_mounts(kelp):
+    _, mounts = two_mounts(kelp, 3)
+    run_counters(mounts, "fcntl", 400)
 
 
 def flock_struct(kind, start, length):

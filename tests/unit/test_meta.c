@@ -1629,10 +1629,10 @@ static void test_holds(void **state)
 	write1(f->m, ino, 0, 10, 0, "1,old");
 	assert_int_equal(meta_session_register(f->m, &a), 0);
 	assert_int_equal(meta_session_register(m2, &b), 0);
-	assert_int_equal(meta_hold(m2, ino, &h), 0); /* open on B */
+	assert_int_equal(meta_hold(m2, ino, &h), 0);	       /* open on B */
 	assert_int_equal(meta_unlink(f->m, 1, "f", &gone), 0); /* last name goes on A */
 	assert_true(gone == ino);
-	assert_int_equal(meta_release_inode(f->m, ino), 0); /* A is done with it */
+	assert_int_equal(meta_release_inode(f->m, ino), 0);  /* A is done with it */
 	assert_int_equal(meta_getattr(f->m, ino, &attr), 0); /* B still holds it */
 	assert_int_equal(gc_count(f->m, "1,old"), 0);
 	assert_int_equal(meta_release_orphans(f->m), 0); /* a restart of A: still held */
@@ -1674,7 +1674,7 @@ static void test_gc_grace(void **state)
 		skip(); /* the queue time is kept with shared engines only */
 	assert_int_equal(meta_open_opts(f->spec, &o, &slow), 0);
 	write1(f->m, ino, 0, 10, 0, "1,a");
-	write1(f->m, ino, 0, 10, 0, "1,b"); /* 1,a queued now */
+	write1(f->m, ino, 0, 10, 0, "1,b");			/* 1,a queued now */
 	assert_int_equal(meta_gc_take(slow, 4, fids, seqs), 0); /* too young */
 	assert_int_equal(meta_gc_take(f->m, 4, fids, seqs), 1); /* no grace */
 	assert_string_equal(fids[0], "1,a");
@@ -1689,11 +1689,9 @@ static void test_locks(void **state)
 {
 	struct fx *f = *state;
 	uint64_t ino = mkfile(f->m, 1, "f");
-	struct lock_range a = {.session = 7, .owner = 1, .start = 0, .end = 100, .type = F_WRLCK,
-			       .pid = 11},
-			  b = {.session = 8, .owner = 1, .start = 50, .end = 60, .type = F_RDLCK,
-			       .pid = 22},
-			  got;
+	struct lock_range
+	    a = {.session = 7, .owner = 1, .start = 0, .end = 100, .type = F_WRLCK, .pid = 11},
+	    b = {.session = 8, .owner = 1, .start = 50, .end = 60, .type = F_RDLCK, .pid = 22}, got;
 
 	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), 0);
 	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, &got), -EAGAIN);
