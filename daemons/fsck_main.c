@@ -42,7 +42,8 @@ int fsck_main(int argc, char **argv)
 	static const char summary[] =
 	    "check a filesystem's metadata (names, link counts, directory tree, blob reference "
 	    "counts, gc queue) and that every blob it references is in the cluster";
-	char *meta = "", *master = "localhost:9333", *collection = "", *grace = "1h";
+	char *meta = "", *master = "localhost:9333", *collection = "", *grace = "1h",
+	     *jwt_key = "";
 	int timeout_s = 30, ret, first;
 	bool no_blobs = false, leaks = false, repair = false;
 	double grace_s;
@@ -61,6 +62,9 @@ int fsck_main(int argc, char **argv)
 		 "blobs written less than this long ago are never leaks (uploads whose commit "
 		 "may still come)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds per cluster call and database wait"),
+	    FLAG("jwtKey", FLAG_STRING, &jwt_key,
+		 "the cluster's key, to list the volume servers' needles with -leaks (default: "
+		 "$KELP_JWT_KEY)"),
 	    TOOL_TLS_FLAGS,
 	    FLAG_END,
 	};
@@ -80,7 +84,10 @@ int fsck_main(int argc, char **argv)
 				"collection is not a mount's\n");
 		return 2;
 	}
+	if (!*jwt_key && getenv("KELP_JWT_KEY"))
+		jwt_key = getenv("KELP_JWT_KEY");
 	if (leaks || repair) {
+		fo.jwt_key = jwt_key;
 		fo.collection = collection;
 		fo.repair = repair;
 		fo.grace_ns = (int64_t)(grace_s * 1e9);

@@ -582,7 +582,7 @@ static void find_leaks(struct fsck *f, struct kelp_client *c, const struct fsck_
 		json_t *j, *e;
 
 		snprintf(path, sizeof(path), "/admin/needles?volume=%u", vids[i]);
-		rc = kelp_client_get(c, urls[i], path, &status, &body, &len);
+		rc = kelp_client_admin_get(c, urls[i], path, o->jwt_key, &status, &body, &len);
 		j = rc == 0 && status == 200 ? json_loadb(body, len, 0, NULL) : NULL;
 		free(body);
 		if (!j) {

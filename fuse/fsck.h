@@ -50,6 +50,7 @@ struct fsck_options {
 	const char *collection; /* search it for leaked blobs (NULL: no search) */
 	int64_t grace_ns;	/* needles younger than this are never leaks */
 	bool repair;		/* delete the leaked blobs */
+	const char *jwt_key;	/* the cluster's -jwtKey, to list needles (NULL: none) */
 };
 
 /*

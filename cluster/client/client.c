@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "cluster/base/util.h"
+#include "cluster/net/auth.h"
 #include "cluster/net/http_client.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -1318,6 +1319,12 @@ int kelp_client_master_get(struct kelp_client *c, const char *path_and_query, bo
 int kelp_client_get(struct kelp_client *c, const char *server, const char *path_and_query,
 		    long *status, char **body, size_t *len)
 {
+	return kelp_client_admin_get(c, server, path_and_query, NULL, status, body, len);
+}
+
+int kelp_client_admin_get(struct kelp_client *c, const char *server, const char *path_and_query,
+			  const char *jwt_key, long *status, char **body, size_t *len)
+{
 	struct transfer t;
 	bool local;
 	int rc;
@@ -1329,6 +1336,17 @@ int kelp_client_get(struct kelp_client *c, const char *server, const char *path_
 	t.sink = SINK_BUFFER;
 	t.limit = MASTER_REPLY_LIMIT;
 	set_url(&t, server, path_and_query);
+	if (jwt_key && *jwt_key) {
+		char auth[AUTH_HEADER_LEN];
+
+		/* auth_server_header gives the whole "Authorization: Bearer ..." line */
+		if (auth_server_header(jwt_key, "GET", path_and_query, NULL, 0, auth) < 0 ||
+		    add_header(&t, "%s", auth) < 0) {
+			transfer_release(&t);
+			set_error(c, "cannot sign a server token");
+			return -ENOMEM;
+		}
+	}
 	rc = transfer_perform(c, &t, deadline_after(c), &local);
 	if (rc < 0) {
 		set_error(c, "%s: %s", server, c->curl_err);

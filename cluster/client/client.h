@@ -280,6 +280,10 @@ int kelp_client_master_get(struct kelp_client *c, const char *path_and_query, bo
  */
 int kelp_client_get(struct kelp_client *c, const char *server, const char *path_and_query,
 		    long *status, char **body, size_t *len);
+/* kelp_client_get with a server token for this request signed under jwt_key (NULL or
+ * "": none), for the admin routes of a cluster started with -jwtKey. */
+int kelp_client_admin_get(struct kelp_client *c, const char *server, const char *path_and_query,
+			  const char *jwt_key, long *status, char **body, size_t *len);
 
 /* ---------------------------------------------------------------- pure helpers */
 /* Exposed for the unit tests and the command-line tools; none of these does I/O. */

@@ -143,3 +143,35 @@ def test_fsck_leaked_blob_repair(kelp, tmp_path):
     rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-leaks", "-collection=fsc",
                              "-grace=0s")
     assert rc == 0 and problems == [], problems
+
+
+def test_fsck_leaks_in_a_keyed_cluster(kelp, tmp_path):
+    """With -jwtKey the volume servers' needle lists need a server token: fsck signs its
+    requests with -jwtKey (or $KELP_JWT_KEY), finds the leak and deletes it; without the
+    key it says the search failed (exit 1) rather than reporting a clean cluster."""
+    key = "fsck-test-key-0123456789"
+    kelp.start_server(args=["-jwtKey=" + key])
+    meta = str(tmp_path / "meta")
+    run([kelp.kelp_bin, "meta", "init", "-meta=" + meta])
+    src = str(tmp_path / "orphan")
+    write_file(src, b"nobody references me" * 50)
+    r = run([kelp.kelp_bin, "upload", "-master=" + kelp.server.master_addr,
+             "-collection=fsk", src])
+    leaked = json.loads(r.stdout.decode().splitlines()[0])["fid"]
+    master = "-master=" + kelp.server.master_addr
+    rc, problems, err = fsck(kelp.kelp_bin, meta, master, "-leaks", "-collection=fsk",
+                             "-grace=0s")
+    assert rc == 1 and problems and {p["problem"] for p in problems} == {"leak search failed"}, \
+        (problems, err)
+    rc, problems, err = fsck(kelp.kelp_bin, meta, master, "-leaks", "-collection=fsk",
+                             "-grace=0s", "-jwtKey=" + key)
+    assert rc == 1 and [(p["problem"], canonical(leaked) in p["detail"])
+                        for p in problems] == [("leaked blob", True)], (problems, err)
+    env = dict(os.environ, KELP_JWT_KEY=key)
+    r = subprocess.run([kelp.kelp_bin, "fsck", "-meta=" + meta, master, "-repair",
+                        "-collection=fsk", "-grace=0s"], capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL, env=env)
+    assert r.returncode == 0 and b": deleted" in r.stdout, (r.stdout, r.stderr)
+    rc, problems, err = fsck(kelp.kelp_bin, meta, master, "-leaks", "-collection=fsk",
+                             "-grace=0s", "-jwtKey=" + key)
+    assert rc == 0 and problems == [], (problems, err)
