@@ -203,9 +203,12 @@ static int dump_row(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 		w_fmt(w,
 		      "{\"inode\":%" PRIu64 ",\"mode\":%u,\"nlink\":%u,\"uid\":%u,\"gid\":%u,"
 		      "\"rdev\":%u,\"size\":%" PRIu64 ",\"atime\":%" PRId64 ",\"mtime\":%" PRId64
-		      ",\"ctime\":%" PRId64 ",\"crtime\":%" PRId64 ",\"flags\":%u",
+		      ",\"ctime\":%" PRId64 ",\"crtime\":%" PRId64,
 		      rd64(k), a.mode, a.nlink, a.uid, a.gid, a.rdev, a.size, a.atime_ns,
-		      a.mtime_ns, a.ctime_ns, a.crtime_ns, a.flags);
+		      a.mtime_ns, a.ctime_ns, a.crtime_ns);
+		/* Only when set: a record without them reads back the same. */
+		if (a.flags)
+			w_fmt(w, ",\"flags\":%u", a.flags);
 		if (a.stored != META_STORED_UNKNOWN)
 			w_fmt(w, ",\"stored\":%" PRIu64, a.stored);
 		r->inodes++;
