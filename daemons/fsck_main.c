@@ -42,8 +42,7 @@ int fsck_main(int argc, char **argv)
 	static const char summary[] =
 	    "check a filesystem's metadata (names, link counts, directory tree, blob reference "
 	    "counts, gc queue) and that every blob it references is in the cluster";
-	char *meta = "", *master = "localhost:9333", *collection = "", *grace = "1h",
-	     *jwt_key = "";
+	char *meta = "", *master = "localhost:9333", *collection = "", *grace = "1h", *jwt_key = "";
 	int timeout_s = 30, ret, first;
 	bool no_blobs = false, leaks = false, repair = false;
 	double grace_s;

@@ -328,10 +328,11 @@ int mount_main(int argc, char **argv)
 	    meta_conns <= 0 || meta_conns > 1000 || attr_cache_s < 0 || entry_cache_s < 0 ||
 	    attr_cache_s > 86400 || entry_cache_s > 86400 || gc_grace_s > 86400 ||
 	    !(trash_days >= 0 && trash_days <= 36500)) {
-		fprintf(stderr,
-			"kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
-			"0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and "
-			"-entryCacheSec 0-86400, -gcGraceSec at most 86400, -trashDays 0-36500\n");
+		fprintf(
+		    stderr,
+		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
+		    "0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and "
+		    "-entryCacheSec 0-86400, -gcGraceSec at most 86400, -trashDays 0-36500\n");
 		return 2;
 	}
 	memset(&bt, 0, sizeof(bt));

@@ -1201,8 +1201,6 @@ int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newn
 
 /* ---------------------------------------------------------------- trash */
 
-
-
 /*
  * With a trash period, a file (or symlink) that loses its last name to unlink or to a
  * rename over it is not removed: its entry moves, in the same transaction, to
@@ -1263,7 +1261,8 @@ static int path_of(struct kv_txn *t, uint64_t parent, const char *name, char *bu
 			return rc;
 		be64(from, up);
 		be64(to, up + 1);
-		rc = kv_scan(t, KV_DENTRIES, from, 8, to, 8, false, TRASH_PATH_SCAN + 1, name_one, &f);
+		rc = kv_scan(t, KV_DENTRIES, from, 8, to, 8, false, TRASH_PATH_SCAN + 1, name_one,
+			     &f);
 		if (rc < 0)
 			return rc;
 		if (!f.found)
@@ -2925,7 +2924,7 @@ struct hour_list {
 		char name[32];
 		uint64_t ino;
 		int64_t start_ns;
-	} *h;
+	} * h;
 };
 
 static int hour_one(void *ctx, const char *name, const struct meta_attr *a)

@@ -326,8 +326,8 @@ static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	/* The umask (the kernel leaves it to us, FUSE_CAP_DONT_MASK) or the directory's
 	 * default ACL (which replaces it) shape the mode. */
 	if (hold) /* open(O_CREAT): the file is held open from its creation on */
-		return meta_create_held(fs->meta, parent, name, mode, ctx->umask, ctx->uid, gid, out,
-					hold);
+		return meta_create_held(fs->meta, parent, name, mode, ctx->umask, ctx->uid, gid,
+					out, hold);
 	return meta_create_umask(fs->meta, parent, name, mode, target ? 0 : ctx->umask, ctx->uid,
 				 gid, (uint32_t)rdev, target, out);
 }
@@ -1089,8 +1089,7 @@ struct trash_purger {
 
 /* An entry purged from the trash behind the kernel's back: the kernel drops its name
  * (and, once unused, forgets the inode), then the inode is freed. */
-static void trash_removed(void *ctx, uint64_t parent, const char *name, uint64_t ino,
-			  uint64_t gone)
+static void trash_removed(void *ctx, uint64_t parent, const char *name, uint64_t ino, uint64_t gone)
 {
 	struct kelp_fs *fs = ctx;
 
@@ -1118,7 +1117,8 @@ static void *trash_loop(void *arg)
 		pthread_mutex_unlock(&p->lock);
 		n = meta_trash_purge(p->fs->meta, meta_now_ns(), trash_removed, p->fs);
 		if (n > 0) {
-			log_info("mount: %d file(s) older than the trash period removed for good", n);
+			log_info("mount: %d file(s) older than the trash period removed for good",
+				 n);
 			fs_kick_gc(p->fs);
 		} else if (n < 0) {
 			log_error("mount: purging the trash: %s (tried again later)", strerror(-n));

@@ -220,7 +220,8 @@ static bool status_route(const char *p)
 {
 	return !strcmp(p, "/dir/status") || !strcmp(p, "/") || !strcmp(p, "/vol/status") ||
 	       !strcmp(p, "/cluster/status") || !strcmp(p, "/cluster/repair") ||
-	       !strcmp(p, "/cluster/repair/plan") || !strcmp(p, "/metrics") || !strncmp(p, "/ui", 3);
+	       !strcmp(p, "/cluster/repair/plan") || !strcmp(p, "/metrics") ||
+	       !strncmp(p, "/ui", 3);
 }
 
 /* Calls a volume server's admin route; 0 on a 2xx answer, -ENOSPC on a 507 (no slot or

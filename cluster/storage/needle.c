@@ -266,4 +266,3 @@ int needle_decode(const uint8_t *buf, size_t len, int version, bool verify_crc, 
 		return -EBADMSG;
 	return 0;
 }
-

@@ -76,7 +76,7 @@ struct volume_server {
 
 	char **white_list;
 	int n_white_list;
-	struct copier *copier; /* volume copies and check.disk (copy.h) */
+	struct copier *copier;	    /* volume copies and check.disk (copy.h) */
 	struct vs_metrics *metrics; /* /metrics, /ui (vs_metrics.c, vs_ui.c) */
 };
 
