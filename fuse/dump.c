@@ -539,50 +539,6 @@ static int get_u32(struct loader *l, json_t *o, const char *key, uint32_t *out)
 	return rc;
 }
 
-static int b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64 with padding; -1 when malformed or longer than cap. */
-static long b64_decode(const char *s, size_t n, uint8_t *out, size_t cap)
-{
-	size_t o = 0;
-
-	if (n % 4)
-		return -1;
-	for (size_t i = 0; i < n; i += 4) {
-		int v[4], pad = 0;
-
-		for (int k = 0; k < 4; k++) {
-			if (s[i + k] == '=' && i + 4 == n && k >= 2) {
-				v[k] = 0;
-				pad++;
-			} else if (pad || (v[k] = b64_value(s[i + k])) < 0) {
-				return -1;
-			}
-		}
-		if (o + 3 - (size_t)pad > cap)
-			return -1;
-		out[o++] = (uint8_t)(v[0] << 2 | v[1] >> 4);
-		if (pad < 2)
-			out[o++] = (uint8_t)(v[1] << 4 | v[2] >> 2);
-		if (pad < 1)
-			out[o++] = (uint8_t)(v[2] << 6 | v[3]);
-	}
-	return (long)o;
-}
-
 /* A byte string: "key" (text) or "key64" (base64), 1 (or 0 with allow_empty) to cap
  * bytes. */
 static int get_bytes(struct loader *l, json_t *o, const char *key, uint8_t *out, size_t cap,
@@ -605,7 +561,7 @@ static int get_bytes(struct loader *l, json_t *o, const char *key, uint8_t *out,
 		j = json_object_get(o, k64);
 		if (!json_is_string(j))
 			return fail(l, -EINVAL, "\"%s\" (or \"%s\") is missing", key, k64);
-		len = b64_decode(json_string_value(j), json_string_length(j), out, cap);
+		len = base64_decode(json_string_value(j), json_string_length(j), out, cap);
 		if (len < 0)
 			return fail(l, -EINVAL, "\"%s\" is not base64 of at most %zu bytes", k64,
 				    cap);

@@ -1,6 +1,8 @@
 #include "cluster/base/util.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,34 @@ size_t base64_encode(const uint8_t *in, size_t len, char *out)
 {
 	/* OpenSSL's encoder: standard alphabet, padded, NUL-terminated. */
 	return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+}
+
+long base64_decode(const char *s, size_t n, uint8_t *out, size_t cap)
+{
+	unsigned char buf[768];
+	size_t pads = 0, len;
+
+	if (n % 4 || n > INT_MAX)
+		return -1;
+	while (pads < 2 && pads < n && s[n - 1 - pads] == '=')
+		pads++;
+	len = n / 4 * 3 - pads;
+	if (len > cap)
+		return -1;
+	/* EVP_DecodeBlock skips blanks and stray '=': accept the alphabet only. */
+	for (size_t i = 0; i < n - pads; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '+' && s[i] != '/')
+			return -1;
+	/* It writes n / 4 * 3 bytes, pads included: through buf unless out has room. */
+	for (size_t i = 0; i < n; i += sizeof(buf) / 3 * 4) {
+		size_t in = n - i < sizeof(buf) / 3 * 4 ? n - i : sizeof(buf) / 3 * 4;
+		size_t o = i / 4 * 3, got = in / 4 * 3;
+
+		if (EVP_DecodeBlock(buf, (const unsigned char *)s + i, (int)in) != (int)got)
+			return -1;
+		memcpy(out + o, buf, got - (i + in == n ? pads : 0));
+	}
+	return (long)len;
 }
 
 void http_date_format(time_t t, char *buf, size_t cap)

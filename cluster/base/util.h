@@ -16,6 +16,10 @@ uint64_t monotonic_ns(void); /* CLOCK_MONOTONIC in nanoseconds */
 /* Standard base64 with padding (OpenSSL's EVP_EncodeBlock). Returns the output length
  * (out holds 4*ceil(n/3)+1). len must be below 2^31. */
 size_t base64_encode(const uint8_t *in, size_t len, char *out);
+/* Standard base64 with padding (OpenSSL's EVP_DecodeBlock), strictly: only the alphabet,
+ * at most two '=' at the end, a length a multiple of 4. Returns the decoded length, or
+ * -1 when malformed or longer than cap. */
+long base64_decode(const char *s, size_t n, uint8_t *out, size_t cap);
 
 /* "Sun, 06 Nov 1994 08:49:37 GMT" into buf (at least 32 bytes). */
 void http_date_format(time_t t, char *buf, size_t cap);

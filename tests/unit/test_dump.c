@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "cluster/base/util.h"
 #include "fuse/dump.h"
 #include "fuse/kv.h"
 #include "fuse/meta.h"
@@ -329,9 +330,37 @@ static void test_not_empty_and_unfinished(void **state)
 	free(after.p);
 }
 
+/* The base64 the dump uses for names and values that are not UTF-8 (base/util). */
+static void test_base64(void **state)
+{
+	uint8_t raw[3000] = {0}, out[3000];
+	char enc[4100];
+	size_t n;
+
+	(void)state;
+	for (size_t len = 0; len < sizeof(raw); len += len < 10 ? 1 : 397) {
+		for (size_t i = 0; i < len; i++)
+			raw[i] = (uint8_t)(i * 131 + len);
+		n = base64_encode(raw, len, enc);
+		assert_int_equal(base64_decode(enc, n, out, len), (long)len);
+		assert_memory_equal(out, raw, len);
+		if (len > 0) /* one byte too small */
+			assert_int_equal(base64_decode(enc, n, out, len - 1), -1);
+	}
+	assert_int_equal(base64_decode("aGk=", 4, out, 2), 2);
+	assert_memory_equal(out, "hi", 2);
+	assert_int_equal(base64_decode("aGk", 3, out, 9), -1);	/* length */
+	assert_int_equal(base64_decode("a=Gk", 4, out, 9), -1); /* '=' inside */
+	assert_int_equal(base64_decode("a===", 4, out, 9), -1); /* three '=' */
+	assert_int_equal(base64_decode("aG k", 4, out, 9), -1); /* a blank */
+	assert_int_equal(base64_decode("aG-_", 4, out, 9), -1); /* base64url */
+	assert_int_equal(base64_decode("", 0, out, 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_base64),
 	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_empty_and_unfinished, setup, teardown),
