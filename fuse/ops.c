@@ -968,6 +968,23 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * background queue behind the very writes not answered yet.)
 	 */
 	conn->want &= ~FUSE_CAP_ASYNC_DIO;
+	/*
+	 * A buffered write of whole pages leaves them in the page cache, up to date and
+	 * unlocked, before its WRITE reaches us. Were the kernel to drop the file's pages
+	 * in that moment (it does so whenever fresh attributes show another mtime, with
+	 * FUSE_CAP_AUTO_INVAL_DATA, or another size), a page fault or readahead could
+	 * read the old bytes from us ahead of the WRITE and keep them cached after write()
+	 * returned. With LMDB only this mount changes the files and every change passes
+	 * through this kernel, which keeps its cache right by itself: no invalidation on
+	 * attributes at all (FUSE_CAP_EXPLICIT_INVAL_DATA). With a shared engine the pages
+	 * are dropped at each open (close-to-open) and on attribute changes, which other
+	 * mounts make.
+	 */
+	if (!meta_shared(((struct kelp_fs *)userdata)->meta)) {
+		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+		if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
+			conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+	}
 	/* File handles (open_by_handle_at, NFS): the kernel looks up "." and ".." of an
 	 * inode it no longer caches; inode numbers and generations are stable. */
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
