@@ -106,6 +106,21 @@ struct job {
 
 #define LAZY_VIDS 16
 
+/*
+ * The committed attributes and intervals of an open file, kept between reads (shared
+ * engines, where each read of them is a round trip; see "Chunk maps" in the read part).
+ * Under the file's lock.
+ */
+struct read_map {
+	bool valid;
+	uint64_t stamp;	       /* meta_change_stamp when read */
+	uint64_t read_ns;      /* monotonic time it was read */
+	struct meta_attr attr; /* committed attributes */
+	uint64_t lo, hi;       /* every interval overlapping [lo, hi) is in chunks */
+	struct meta_chunk *chunks;
+	int n;
+};
+
 struct open_file {
 	uint64_t ino;
 	int refs;		/* protected by fs->files_lock */
@@ -132,6 +147,7 @@ struct open_file {
 	struct meta_hold hold;
 	bool held;
 	bool stale_logged;
+	struct read_map map; /* the read path's cache (file_read, file_read_direct) */
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -299,6 +315,13 @@ static bool file_stale(struct kelp_fs *fs, struct open_file *f)
 	return f->held && f->hold.session && f->hold.session != meta_session_id(fs->meta);
 }
 
+/* Forgets f's cached chunk map (read_map). f->lock held. */
+static void map_drop(struct open_file *f)
+{
+	free(f->map.chunks);
+	memset(&f->map, 0, sizeof(f->map));
+}
+
 /* Logs once per open file why its calls fail; returns -EIO. f->lock held. */
 static int stale_error(struct kelp_fs *fs, struct open_file *f)
 {
@@ -345,6 +368,7 @@ int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out)
 	if (!f)
 		return -ENOMEM;
 	pthread_mutex_lock(&f->lock);
+	map_drop(f); /* close-to-open: what another mount stored since is read again */
 	if (!f->held) {
 		rc = meta_hold(fs->meta, ino, &f->hold);
 		f->held = rc == 0;
@@ -406,6 +430,7 @@ int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_fi
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&f->lock);
+	map_drop(f);
 	if (!f->held) {
 		f->hold = *h;
 		f->held = true;
@@ -447,6 +472,7 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 		extent_free(fs, &f->ext[i]);
 	free(f->ext);
 	free_jobs(fs, f);
+	map_drop(f);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
 	if (f->held && meta_shared(fs->meta)) {
@@ -1476,19 +1502,25 @@ static void *readahead_loop(void *arg)
  * A reader in the second half of a chunk will want the next ones: queue the chunks
  * after `end` (at most READAHEAD_CHUNKS) unless cached or already queued. The caller
  * is inside read guard g; each queued chunk holds g too until it is fetched, since
- * its blob was resolved under it.
+ * its blob was resolved under it. known (n_known >= 0): those chunks, resolved by the
+ * caller from its chunk map; otherwise they are read from meta.
  */
 static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t file_size,
-		      unsigned g)
+		      unsigned g, const struct meta_chunk *known, int n_known)
 {
-	struct meta_chunk *next;
+	struct meta_chunk *next = NULL;
 	int n;
 
 	if (fs->n_ra_threads == 0 || end >= file_size)
 		return;
-	n = meta_read_chunks(fs->meta, ino, end, fs->opt.chunk_size * READAHEAD_CHUNKS, &next);
+	if (n_known >= 0)
+		n = n_known;
+	else
+		n = meta_read_chunks(fs->meta, ino, end, fs->opt.chunk_size * READAHEAD_CHUNKS,
+				     &next);
 	for (int i = 0; i < n; i++) {
-		const struct chunk_cache_entry *e = chunk_cache_get(fs->cache, next[i].fid);
+		const struct meta_chunk *c = n_known >= 0 ? &known[i] : &next[i];
+		const struct chunk_cache_entry *e = chunk_cache_get(fs->cache, c->fid);
 		bool queued = false;
 
 		if (e) {
@@ -1497,17 +1529,161 @@ static void readahead(struct kelp_fs *fs, uint64_t ino, uint64_t end, uint64_t f
 		}
 		pthread_mutex_lock(&fs->ra_lock);
 		for (int k = 0; k < fs->n_ra && !queued; k++)
-			queued = !strcmp(fs->ra_fids[k], next[i].fid);
+			queued = !strcmp(fs->ra_fids[k], c->fid);
 		if (!queued && fs->n_ra < RA_QUEUE) {
 			guard_hold(fs, g);
 			fs->ra_guard[fs->n_ra] = g;
-			snprintf(fs->ra_fids[fs->n_ra++], META_FID_MAX, "%s", next[i].fid);
+			snprintf(fs->ra_fids[fs->n_ra++], META_FID_MAX, "%s", c->fid);
 			pthread_cond_signal(&fs->ra_cond);
 		}
 		pthread_mutex_unlock(&fs->ra_lock);
 	}
-	if (n > 0)
+	if (n > 0 && n_known < 0)
 		free(next);
+}
+
+/*
+ * Chunk maps. With a shared engine each read of a file's size and intervals is a round
+ * trip to the database (there were three per read call: the size, the intervals, the
+ * readahead's intervals), so an open file keeps them (struct read_map, read in one
+ * round trip by meta_read_map, MAP_CHUNKS intervals from the read on) and reads are
+ * served from it while all of these hold:
+ *  - it was read after the file's last open on this mount (close-to-open: an open()
+ *    after another mount's close() reads what that close stored; file_open drops it);
+ *  - no transaction of this mount changed the file since (meta_change_stamp: its
+ *    writes, truncates, copies, compaction, from any thread; and any lock taken, so a
+ *    reader under a lock sees what the previous holder wrote under it);
+ *  - it is younger than map_ttl_ns: -attrCacheSec, at most 1 s and half -gcGraceSec, so
+ *    another mount's changes to a file held open here show within the attribute cache
+ *    time (as stat's do), and a blob another mount's write replaced is still in the
+ *    cluster when fetched (that mount's gc waits -gcGraceSec);
+ *  - the read lies in the window it holds ([lo, hi)) and below the size it holds (a
+ *    read reaching the cached end reads again: growth is seen at once).
+ * The map is looked at inside the read guard: a blob that leaves the file by a
+ * transaction of this mount changes the stamp before that transaction commits, hence
+ * before the gc thread can take the blob, so a reader either sees the change or
+ * entered the guard early enough to be waited for. A map read while such a transaction
+ * commits serves that one read only. With LMDB (reads cost microseconds and no other
+ * mount changes the file) there is no map: each read asks meta, as before.
+ */
+#define MAP_CHUNKS     64
+#define MAP_TTL_MAX_NS 1000000000ull
+
+static uint64_t map_ttl_ns(struct kelp_fs *fs)
+{
+	uint64_t ttl = MAP_TTL_MAX_NS, grace;
+
+	if (!meta_shared(fs->meta) || !(fs->opt.attr_timeout > 0))
+		return 0;
+	if (fs->opt.attr_timeout < 1)
+		ttl = (uint64_t)(fs->opt.attr_timeout * 1e9);
+	grace = (uint64_t)meta_gc_grace_ms(fs->meta) * 1000000ull / 2;
+	return grace < ttl ? grace : ttl;
+}
+
+/* What a read takes from the metadata: the committed attributes and where the
+ * intervals come from (map NULL: meta, for each call). */
+struct committed {
+	struct meta_attr a;
+	const struct read_map *map;
+	struct read_map once; /* read while the file was being changed: this read only */
+};
+
+static void committed_free(struct committed *c)
+{
+	free(c->once.chunks);
+}
+
+/* The committed attributes for a read of [off, off+len). f->lock held, inside the read
+ * guard. */
+static int committed_attr(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
+			  struct committed *c)
+{
+	uint64_t ttl = map_ttl_ns(fs), end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+	uint64_t stamp, now;
+	struct read_map *m = &f->map, fresh;
+	bool ok;
+	int n;
+
+	memset(c, 0, sizeof(*c));
+	if (!ttl)
+		return meta_getattr(fs->meta, f->ino, &c->a);
+	ok = meta_change_stamp(fs->meta, f->ino, &stamp);
+	now = monotonic_ns();
+	if (!m->valid || !ok || stamp != m->stamp || now - m->read_ns >= ttl || off < m->lo ||
+	    end > m->hi || end > m->attr.size) {
+		memset(&fresh, 0, sizeof(fresh));
+		n = meta_read_map(fs->meta, f->ino, off, MAP_CHUNKS, &fresh.attr, &fresh.chunks,
+				  &fresh.hi);
+		if (n < 0)
+			return n;
+		fresh.n = n;
+		fresh.lo = off;
+		fresh.read_ns = now;
+		fresh.stamp = stamp;
+		fresh.valid = ok;
+		if (ok) {
+			map_drop(f);
+			*m = fresh;
+		} else {
+			c->once = fresh;
+			m = &c->once;
+		}
+	}
+	c->map = m;
+	c->a = m->attr;
+	return 0;
+}
+
+/* The intervals of a map overlapping [s, e), copied (caller frees). */
+static int map_slice(const struct read_map *m, uint64_t s, uint64_t e, struct meta_chunk **out)
+{
+	int first = -1, n = 0;
+
+	*out = NULL;
+	for (int i = 0; i < m->n; i++) {
+		if (m->chunks[i].offset < e && m->chunks[i].offset + m->chunks[i].length > s) {
+			if (first < 0)
+				first = i;
+			n++;
+		}
+	}
+	if (n == 0)
+		return 0;
+	*out = malloc((size_t)n * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	memcpy(*out, &m->chunks[first], (size_t)n * sizeof(**out));
+	return n;
+}
+
+/* The committed intervals overlapping [off, off+len) (caller frees), after
+ * committed_attr for a range holding this one. f->lock held. */
+static int committed_chunks(struct kelp_fs *fs, struct open_file *f, const struct committed *c,
+			    uint64_t off, size_t len, struct meta_chunk **out)
+{
+	if (!c->map)
+		return meta_read_chunks(fs->meta, f->ino, off, len, out);
+	return map_slice(c->map, off, off + len, out);
+}
+
+/* The chunks readahead wants after `from`, from the map when it holds them (caller
+ * frees); -1: not known here (readahead reads them from meta). */
+static int map_ahead(struct kelp_fs *fs, const struct committed *c, uint64_t from,
+		     struct meta_chunk **out)
+{
+	uint64_t to = from + fs->opt.chunk_size * READAHEAD_CHUNKS;
+
+	*out = NULL;
+	if (!c->map)
+		return -1;
+	if (to > c->a.size)
+		to = c->a.size;
+	if (from >= to)
+		return 0;
+	if (from < c->map->lo || to > c->map->hi)
+		return -1;
+	return map_slice(c->map, from, to, out);
 }
 
 /* Bytes of a read not yet in the metadata, copied out under f->lock. */
@@ -1549,25 +1725,28 @@ static int overlay_add(struct overlay *o, const struct extent *x, uint64_t off, 
 int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 		     const struct chunk_cache_entry **entry, const uint8_t **data, size_t *got)
 {
-	struct meta_chunk *chunks = NULL;
+	struct meta_chunk *chunks = NULL, *ahead = NULL;
 	const struct chunk_cache_entry *e;
-	struct meta_attr a;
+	struct committed c;
 	uint64_t at;
 	unsigned g;
-	int n = 0, rc;
+	int n = 0, n_ahead = -1, rc;
 
 	g = guard_enter(fs);
 	pthread_mutex_lock(&f->lock);
-	rc = meta_getattr(fs->meta, f->ino, &a);
+	rc = committed_attr(fs, f, off, len, &c);
 	/* Bytes not yet committed (or a read at or past the end): file_read's business. */
-	if (rc < 0 || f->jobs || f->n_ext > 0 || off >= a.size || len == 0) {
+	if (rc < 0 || f->jobs || f->n_ext > 0 || off >= c.a.size || len == 0) {
 		pthread_mutex_unlock(&f->lock);
+		committed_free(&c);
 		guard_exit(fs, g);
 		return rc < 0 ? rc : 0;
 	}
-	if (len > a.size - off)
-		len = (size_t)(a.size - off);
-	n = meta_read_chunks(fs->meta, f->ino, off, len, &chunks);
+	if (len > c.a.size - off)
+		len = (size_t)(c.a.size - off);
+	n = committed_chunks(fs, f, &c, off, len, &chunks);
+	if (n == 1 && off + len > chunks[0].offset + chunks[0].length / 2)
+		n_ahead = map_ahead(fs, &c, chunks[0].offset + chunks[0].length, &ahead);
 	pthread_mutex_unlock(&f->lock);
 	rc = 0;
 	if (n == 1 && chunks[0].offset <= off && chunks[0].offset + chunks[0].length >= off + len) {
@@ -1586,12 +1765,14 @@ int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size
 			*got = len;
 			rc = 1;
 			if (off + len > chunks[0].offset + chunks[0].length / 2)
-				readahead(fs, f->ino, chunks[0].offset + chunks[0].length, a.size,
-					  g);
+				readahead(fs, f->ino, chunks[0].offset + chunks[0].length, c.a.size,
+					  g, ahead, n_ahead);
 		}
 	}
 	if (n > 0)
 		free(chunks);
+	free(ahead);
+	committed_free(&c);
 	guard_exit(fs, g);
 	return rc;
 }
@@ -1613,30 +1794,33 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 	      size_t *got)
 {
 	struct overlay o = {0};
-	struct meta_attr a;
-	struct meta_chunk *chunks = NULL;
+	struct committed c;
+	struct meta_chunk *chunks = NULL, *ahead = NULL;
 	uint64_t size;
 	unsigned g;
-	int n = 0, rc;
+	int n = 0, n_ahead = -1, rc;
 
 	*got = 0;
+	memset(&c, 0, sizeof(c));
 	g = guard_enter(fs);
 	pthread_mutex_lock(&f->lock);
-	rc = file_stale(fs, f) ? stale_error(fs, f) : meta_getattr(fs->meta, f->ino, &a);
+	rc = file_stale(fs, f) ? stale_error(fs, f) : committed_attr(fs, f, off, len, &c);
 	if (rc < 0) {
 		pthread_mutex_unlock(&f->lock);
 		goto out;
 	}
-	size = pending_end(f, a.size);
+	size = pending_end(f, c.a.size);
 	if (off >= size) {
 		pthread_mutex_unlock(&f->lock);
 		goto out;
 	}
 	if (len > size - off)
 		len = (size_t)(size - off);
-	n = meta_read_chunks(fs->meta, f->ino, off, len, &chunks);
+	n = committed_chunks(fs, f, &c, off, len, &chunks);
 	if (n < 0)
 		rc = n;
+	if (n > 0 && off + len > chunks[n - 1].offset + chunks[n - 1].length / 2)
+		n_ahead = map_ahead(fs, &c, chunks[n - 1].offset + chunks[n - 1].length, &ahead);
 	/* Uploading chunks, oldest first, then the dirty extents on top. */
 	for (const struct job *j = f->jobs; rc == 0 && j; j = j->next_in_file)
 		rc = overlay_add(&o, &j->ext, off, len);
@@ -1664,13 +1848,16 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 		const struct meta_chunk *last = &chunks[n - 1];
 
 		if (off + len > last->offset + last->length / 2)
-			readahead(fs, f->ino, last->offset + last->length, size, g);
+			readahead(fs, f->ino, last->offset + last->length, size, g, ahead,
+				  n_ahead);
 	}
 	if (rc == 0)
 		*got = len;
 out:
 	if (n > 0)
 		free(chunks);
+	free(ahead);
+	committed_free(&c);
 	free(o.data);
 	free(o.pieces);
 	guard_exit(fs, g);

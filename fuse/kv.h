@@ -50,10 +50,31 @@ enum kv_id { KV_ID_INO, KV_ID_GC };
 
 struct kv;
 
+#define KV_TOUCHED_MAX 4
+
 struct kv_txn {
 	struct kv *kv;
 	bool write;
 	int failed; /* 0, or the error every later call returns */
+	/* For the layer above (meta.c, which clears it at begin): the inodes whose data
+	 * or attributes this transaction writes, so that what it caches of them is
+	 * dropped (n_touched > KV_TOUCHED_MAX: too many to list, drop everything). */
+	uint64_t touched[KV_TOUCHED_MAX];
+	int n_touched;
+};
+
+/*
+ * A read of a batch (kv_ops.prefetch): a get of key, or a scan of [key, to) (to NULL:
+ * to the end of the table), ascending or reversed, of at most limit (> 0) keys.
+ */
+struct kv_read {
+	int table;
+	const void *key;
+	size_t klen;
+	bool scan, reverse;
+	const void *to;
+	size_t tlen;
+	int limit;
 };
 
 /* Called for each key in a scan; non-zero stops it (a negative value is returned). */
@@ -80,6 +101,15 @@ struct kv_ops {
 	 */
 	int (*get_follow)(struct kv_txn *t, int table, const void *k, size_t klen, int table2,
 			  const uint8_t **v, size_t *vlen, const uint8_t **v2, size_t *v2len);
+	/*
+	 * Optional (NULL: nothing to gain, e.g. an embedded engine). Runs the n reads at
+	 * once (one round trip); the transaction's later get and scan calls with the same
+	 * arguments (a scan: the same table, bounds and direction, any limit) are answered
+	 * from their results, the rest of a scan cut by the batch's limit fetched then,
+	 * unless a put or del of this transaction touched the key or range since. A hint:
+	 * the results are the same with or without it.
+	 */
+	int (*prefetch)(struct kv_txn *t, const struct kv_read *r, int n);
 	int (*put)(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
 		   size_t vlen);
 	/* Removes the key if present (0 either way: an engine may not wait to know). */
@@ -119,6 +149,9 @@ struct kv_ops {
 struct kv {
 	const struct kv_ops *ops;
 	bool shared; /* other mounts may change the data (caches must not trust it) */
+	/* Counted by engines that talk to a server (atomic): transactions begun, and
+	 * round trips (a request sent and its answer waited for). For tests and benches. */
+	uint64_t txns, round_trips;
 };
 
 /* Opens an LMDB environment in dir (created if missing). */
@@ -188,6 +221,13 @@ static inline int kv_get_follow(struct kv_txn *t, int table, const void *k, size
 	return t->failed ? t->failed
 			 : kv_failed(t, t->kv->ops->get_follow(t, table, k, klen, table2, v, vlen,
 							       v2, v2len));
+}
+
+static inline int kv_prefetch(struct kv_txn *t, const struct kv_read *r, int n)
+{
+	if (t->failed || !t->kv->ops->prefetch || n <= 0)
+		return t->failed;
+	return kv_failed(t, t->kv->ops->prefetch(t, r, n));
 }
 
 static inline int kv_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,

@@ -70,11 +70,23 @@ struct kv_pg {
 	uint64_t id_next[2], id_end[2];
 };
 
+/* A read the transaction prefetched (kv_ops.prefetch): its bounds, with the table byte. */
+struct pf {
+	uint8_t *lo, *hi; /* a get: lo is the key */
+	int lol, hil;
+	bool scan, reverse;
+	bool valid; /* false once a put or del of the transaction touched it */
+	int limit;  /* rows asked for: as many came back means there may be more */
+	PGresult *r; /* kept in res */
+};
+
 struct pg_txn {
 	struct kv_txn base;
 	struct pg_conn *pc;
 	PGresult **res; /* kept until the end: values point into them */
 	int n_res, cap_res;
+	struct pf *pf;
+	int n_pf, cap_pf;
 };
 
 enum stmt { S_GET, S_FOLLOW, S_PUT, S_DEL, S_SCAN, S_RSCAN, S_COUNT, S_NEXT_INO, S_NEXT_GC, S_N };
@@ -296,12 +308,15 @@ static int want_push(struct pg_conn *pc, enum want w)
 
 /*
  * Reads every result the connection owes, in order: the first error of a W_CHECK or
- * W_KEEP query is returned; the W_KEEP result goes to *keep (the caller clears it).
+ * W_KEEP query is returned; the i-th W_KEEP result goes to keep[i] for i < n_keep (the
+ * caller clears them; the others are cleared here). One wait for the server: counted
+ * as a round trip.
  */
-static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
+static int drain_n(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep, int n_keep)
 {
-	int rc = 0;
+	int rc = 0, kept = 0;
 
+	__atomic_add_fetch(&pg->base.round_trips, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < pc->n_want; i++) {
 		PGresult *r = PQgetResult(pc->c);
 		ExecStatusType st;
@@ -320,8 +335,8 @@ static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
 			continue;
 		}
 		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-			if (pc->want[i] == W_KEEP && keep)
-				*keep = r;
+			if (pc->want[i] == W_KEEP && kept < n_keep)
+				keep[kept] = r;
 			else
 				PQclear(r);
 		} else {
@@ -331,6 +346,8 @@ static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
 				rc = -ENOTCONN;
 			PQclear(r);
 		}
+		if (pc->want[i] == W_KEEP)
+			kept++;
 		/* the end of this query's results */
 		r = PQgetResult(pc->c);
 		if (r) {
@@ -343,6 +360,11 @@ static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
 	if (rc == -ENOTCONN)
 		pc->broken = true;
 	return rc;
+}
+
+static int drain(struct kv_pg *pg, struct pg_conn *pc, PGresult **keep)
+{
+	return drain_n(pg, pc, keep, keep ? 1 : 0);
 }
 
 /* Sends a sync and reads everything owed (see drain). */
@@ -482,6 +504,7 @@ static int p_begin(struct kv *kv, bool write, struct kv_txn **out)
 	}
 	x->base.kv = kv;
 	x->base.write = write;
+	__atomic_add_fetch(&pg->base.txns, 1, __ATOMIC_RELAXED);
 	*out = &x->base;
 	return 0;
 }
@@ -493,9 +516,17 @@ static void txn_free(struct kv_txn *t)
 	for (int i = 0; i < x->n_res; i++)
 		PQclear(x->res[i]);
 	free(x->res);
+	for (int i = 0; i < x->n_pf; i++)
+		free(x->pf[i].lo);
+	free(x->pf);
 	conn_give(pg_of(t), x->pc);
 	free(x);
 }
+
+static struct pf *pf_get(struct pg_txn *x, const uint8_t *key, int kl);
+static struct pf *pf_scan(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi,
+			  int hil, bool reverse);
+static void pf_touch(struct pg_txn *x, const uint8_t *key, int kl);
 
 static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const uint8_t **v,
 		 size_t *vlen)
@@ -503,12 +534,15 @@ static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const 
 	uint8_t key[KEY_MAX];
 	int kl = tkey(key, table, k, klen), fmt = 1, rc;
 	const char *vals[1] = {(const char *)key};
+	struct pf *p;
 	PGresult *r;
 
 	if (kl < 0)
 		return kl;
-	rc = run(t, S_GET, 1, vals, &kl, &fmt, &r);
-	if (rc < 0)
+	p = pf_get(ptx(t), key, kl);
+	if (p)
+		r = p->r;
+	else if ((rc = run(t, S_GET, 1, vals, &kl, &fmt, &r)) < 0)
 		return rc;
 	if (PQntuples(r) == 0)
 		return -ENOENT;
@@ -546,21 +580,53 @@ static int p_get_follow(struct kv_txn *t, int table, const void *k, size_t klen,
 	return 0;
 }
 
+/*
+ * After n W_KEEP statements were sent: one sync, everything owed read (the results of
+ * statements sent before them too, so no earlier wait is needed), the n results kept
+ * by the transaction in rs[]. One round trip.
+ */
+static int sync_keep(struct kv_txn *t, int n, PGresult **rs)
+{
+	struct pg_txn *x = ptx(t);
+	int rc;
+
+	memset(rs, 0, (size_t)n * sizeof(*rs));
+	if (!PQpipelineSync(x->pc->c)) {
+		x->pc->broken = true;
+		return -ENOTCONN;
+	}
+	rc = want_push(x->pc, W_SYNC);
+	if (rc == 0)
+		rc = drain_n(pg_of(t), x->pc, rs, n);
+	for (int i = 0; i < n && rc == 0; i++)
+		if (!rs[i]) {
+			x->pc->broken = true; /* out of step: a new connection */
+			rc = -ENOTCONN;
+		}
+	for (int i = 0; i < n; i++) {
+		if (rs[i] && rc < 0) {
+			PQclear(rs[i]);
+			rs[i] = NULL;
+		} else if (rs[i] && (rc = keep_result(x, rs[i])) < 0) {
+			rs[i] = NULL; /* cleared by keep_result */
+		}
+	}
+	return rc;
+}
+
 /* n gets sent at once, one sync, one round trip. */
 static int p_get_many(struct kv_txn *t, int table, int n, const void *const *keys,
 		      const size_t *lens,
 		      int (*fn)(void *ctx, int i, const uint8_t *v, size_t vlen), void *ctx)
 {
-	struct pg_txn *x = ptx(t);
-	struct pg_conn *pc = x->pc;
-	int rc = 0, first;
+	PGresult **rs;
+	int rc = 0;
 
-	/* Owed results first, so the gets' results are the last n + 1. */
-	if (pc->n_want) {
-		rc = sync_drain(pg_of(t), pc, NULL);
-		if (rc < 0)
-			return rc;
-	}
+	if (n <= 0)
+		return 0;
+	rs = calloc((size_t)n, sizeof(*rs));
+	if (!rs)
+		return -ENOMEM;
 	for (int i = 0; i < n && rc == 0; i++) {
 		uint8_t key[KEY_MAX];
 		int kl = tkey(key, table, keys[i], lens[i]), fmt = 1;
@@ -568,61 +634,185 @@ static int p_get_many(struct kv_txn *t, int table, int n, const void *const *key
 
 		rc = kl < 0 ? kl : send(t, S_GET, 1, vals, &kl, &fmt, W_KEEP);
 	}
-	first = x->n_res;
-	if (rc == 0) {
-		/* drain keeps one W_KEEP result: read them here instead */
-		if (!PQpipelineSync(pc->c)) {
-			pc->broken = true;
-			return -ENOTCONN;
-		}
-		for (int i = 0; i < n && rc == 0; i++) {
-			PGresult *r = PQgetResult(pc->c), *end;
-			ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-
-			if (!r) {
-				pc->broken = true;
-				return -ENOTCONN;
-			}
-			if (st != PGRES_TUPLES_OK) {
-				rc = st == PGRES_PIPELINE_ABORTED
-					 ? -ENOTCONN
-					 : pg_error(pg_of(t), pc->c, r, "get");
-				PQclear(r);
-			} else {
-				rc = keep_result(x, r);
-			}
-			end = PQgetResult(pc->c);
-			if (end) {
-				PQclear(end);
-				pc->broken = true;
-				return rc ? rc : -ENOTCONN; /* out of step: a new connection */
-			}
-		}
-		/* the rest of the results and the sync */
-		pc->n_want = 0;
-		if (rc == 0) {
-			PGresult *r = PQgetResult(pc->c);
-
-			if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
-				pc->broken = true;
-			if (r)
-				PQclear(r);
-			if (pc->broken)
-				return -ENOTCONN;
-		} else {
-			pc->broken = true; /* simplest: do not read the rest, start afresh */
-			return rc == -EAGAIN ? rc : -ENOTCONN;
-		}
-	}
+	if (rc == 0)
+		rc = sync_keep(t, n, rs);
+	else if (!ptx(t)->pc->broken)
+		ptx(t)->pc->broken = true; /* some sent, some not: start afresh */
 	for (int i = 0; i < n && rc == 0; i++) {
-		PGresult *r = x->res[first + i];
+		PGresult *r = rs[i];
 
 		rc = fn(ctx, i, PQntuples(r) ? (const uint8_t *)PQgetvalue(r, 0, 0) : NULL,
 			PQntuples(r) ? (size_t)PQgetlength(r, 0, 0) : 0);
-		if (rc)
-			return rc < 0 ? rc : 0;
 	}
+	free(rs);
+	return rc > 0 ? 0 : rc;
+}
+
+/* ---------------------------------------------------------------- prefetch */
+
+/* Keys compare as kv.h says: memcmp, shorter first on a tie. */
+static int key_cmp(const uint8_t *a, int al, const uint8_t *b, int bl)
+{
+	int c = memcmp(a, b, (size_t)(al < bl ? al : bl));
+
+	return c ? c : al - bl;
+}
+
+static int scan_bounds(int table, const void *from, size_t flen, const void *to, size_t tlen,
+		       uint8_t *lo, int *lol, uint8_t *hi, int *hil)
+{
+	*lol = tkey(lo, table, from, flen);
+	if (*lol < 0)
+		return *lol;
+	if (to) {
+		*hil = tkey(hi, table, to, tlen);
+		if (*hil < 0)
+			return *hil;
+	} else {
+		hi[0] = (uint8_t)(table + 1);
+		*hil = 1;
+	}
+	return 0;
+}
+
+static int pf_add(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi, int hil,
+		  bool scan, bool reverse, int limit, PGresult *r)
+{
+	struct pf *p;
+
+	if (x->n_pf == x->cap_pf) {
+		int cap = x->cap_pf ? x->cap_pf * 2 : 8;
+		struct pf *q = realloc(x->pf, (size_t)cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		x->pf = q;
+		x->cap_pf = cap;
+	}
+	p = &x->pf[x->n_pf];
+	memset(p, 0, sizeof(*p));
+	p->lo = malloc((size_t)lol + (size_t)(scan ? hil : 0));
+	if (!p->lo)
+		return -ENOMEM;
+	memcpy(p->lo, lo, (size_t)lol);
+	p->lol = lol;
+	if (scan) {
+		p->hi = p->lo + lol;
+		memcpy(p->hi, hi, (size_t)hil);
+		p->hil = hil;
+	}
+	p->scan = scan;
+	p->reverse = reverse;
+	p->limit = limit;
+	p->r = r;
+	p->valid = true;
+	x->n_pf++;
+	return 0;
+}
+
+static int p_prefetch(struct kv_txn *t, const struct kv_read *rd, int n)
+{
+	struct pg_txn *x = ptx(t);
+	PGresult **rs;
+	int rc = 0, sent = 0;
+
+	if (n <= 0)
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (rd[i].klen + 1 > KEY_MAX || (rd[i].scan && rd[i].to && rd[i].tlen + 1 > KEY_MAX))
+			return -ENAMETOOLONG;
+	rs = calloc((size_t)n, sizeof(*rs));
+	if (!rs)
+		return -ENOMEM;
+	for (int i = 0; i < n && rc == 0; i++, sent++) {
+		uint8_t lo[KEY_MAX + 1], hi[KEY_MAX];
+		int lol, hil, fmts[3] = {1, 1, 0};
+		char lim[16];
+
+		if (!rd[i].scan) {
+			lol = tkey(lo, rd[i].table, rd[i].key, rd[i].klen);
+			if (lol < 0) {
+				rc = lol;
+				break;
+			}
+			const char *vals[1] = {(const char *)lo};
+
+			rc = send(t, S_GET, 1, vals, &lol, fmts, W_KEEP);
+			continue;
+		}
+		rc = scan_bounds(rd[i].table, rd[i].key, rd[i].klen, rd[i].to, rd[i].tlen, lo, &lol,
+				 hi, &hil);
+		if (rc < 0)
+			break;
+		snprintf(lim, sizeof(lim), "%d", rd[i].limit > 0 ? rd[i].limit : SCAN_BATCH);
+		{
+			const char *vals[3] = {(const char *)lo, (const char *)hi, lim};
+			int lens[3] = {lol, hil, 0};
+
+			rc = send(t, rd[i].reverse ? S_RSCAN : S_SCAN, 3, vals, lens, fmts, W_KEEP);
+		}
+	}
+	if (rc == 0) {
+		rc = sync_keep(t, n, rs);
+	} else if (sent > 0) {
+		x->pc->broken = true; /* some sent, some not: start afresh */
+	}
+	for (int i = 0; i < n && rc == 0; i++) {
+		uint8_t lo[KEY_MAX + 1], hi[KEY_MAX];
+		int lol, hil = 0;
+
+		if (rd[i].scan)
+			rc = scan_bounds(rd[i].table, rd[i].key, rd[i].klen, rd[i].to, rd[i].tlen,
+					 lo, &lol, hi, &hil);
+		else
+			lol = tkey(lo, rd[i].table, rd[i].key, rd[i].klen);
+		if (rc == 0)
+			rc = pf_add(x, lo, lol, hi, hil, rd[i].scan, rd[i].reverse,
+				    rd[i].limit > 0 ? rd[i].limit : SCAN_BATCH, rs[i]);
+	}
+	free(rs);
 	return rc;
+}
+
+/* The prefetched get of key (NULL if none). */
+static struct pf *pf_get(struct pg_txn *x, const uint8_t *key, int kl)
+{
+	for (int i = 0; i < x->n_pf; i++) {
+		struct pf *p = &x->pf[i];
+
+		if (p->valid && !p->scan && p->lol == kl && !memcmp(p->lo, key, (size_t)kl))
+			return p;
+	}
+	return NULL;
+}
+
+static struct pf *pf_scan(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi,
+			  int hil, bool reverse)
+{
+	for (int i = 0; i < x->n_pf; i++) {
+		struct pf *p = &x->pf[i];
+
+		if (p->valid && p->scan && p->reverse == reverse && p->lol == lol &&
+		    p->hil == hil && !memcmp(p->lo, lo, (size_t)lol) &&
+		    !memcmp(p->hi, hi, (size_t)hil))
+			return p;
+	}
+	return NULL;
+}
+
+/* A put or del of key: prefetched reads that may have seen it are stale. */
+static void pf_touch(struct pg_txn *x, const uint8_t *key, int kl)
+{
+	for (int i = 0; i < x->n_pf; i++) {
+		struct pf *p = &x->pf[i];
+
+		if (!p->valid)
+			continue;
+		if (p->scan ? key_cmp(key, kl, p->lo, p->lol) >= 0 &&
+				  key_cmp(key, kl, p->hi, p->hil) < 0
+			    : p->lol == kl && !memcmp(p->lo, key, (size_t)kl))
+			p->valid = false;
+	}
 }
 
 static int p_put(struct kv_txn *t, int table, const void *k, size_t klen, const void *v,
@@ -639,6 +829,7 @@ static int p_put(struct kv_txn *t, int table, const void *k, size_t klen, const 
 		return kl;
 	lens[0] = kl;
 	lens[1] = (int)vlen;
+	pf_touch(ptx(t), key, kl);
 	/* Not waited for (see the top); a long run of them is read now and then, so the
 	 * server never blocks on results nobody reads. */
 	rc = send(t, S_PUT, 2, vals, lens, fmts, W_CHECK);
@@ -657,9 +848,46 @@ static int p_del(struct kv_txn *t, int table, const void *k, size_t klen)
 
 	if (kl < 0)
 		return kl;
+	pf_touch(ptx(t), key, kl);
 	rc = send(t, S_DEL, 1, vals, &kl, &fmt, W_CHECK);
 	if (rc == 0 && pc->n_want >= 64)
 		rc = sync_drain(pg_of(t), pc, NULL);
+	return rc;
+}
+
+/* Moves a scan's bounds past key k (the last one seen): the next batch starts after it
+ * (or, reversed, before it). */
+static int scan_past(uint8_t *lo, int *lol, uint8_t *hi, int *hil, bool reverse, const uint8_t *k,
+		     int kl)
+{
+	if (kl > KEY_MAX)
+		return -EIO;
+	if (!reverse) {
+		memcpy(lo, k, (size_t)kl);
+		lo[kl] = 0; /* the smallest key above k */
+		*lol = kl + 1;
+	} else {
+		memcpy(hi, k, (size_t)kl);
+		*hil = kl;
+	}
+	return 0;
+}
+
+/* Hands rows [0, rows) of r to fn while seen < limit (limit <= 0: no limit). */
+static int scan_rows(PGresult *r, int rows, int limit, int *seen, kv_scan_fn fn, void *ctx)
+{
+	int rc = 0;
+
+	for (int i = 0; i < rows && rc == 0 && !(limit > 0 && *seen >= limit); i++) {
+		const uint8_t *k = (const uint8_t *)PQgetvalue(r, i, 0);
+		int kl = PQgetlength(r, i, 0);
+
+		if (kl < 1)
+			continue;
+		rc = fn(ctx, k + 1, (size_t)kl - 1, (const uint8_t *)PQgetvalue(r, i, 1),
+			(size_t)PQgetlength(r, i, 1));
+		(*seen)++;
+	}
 	return rc;
 }
 
@@ -667,24 +895,34 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 		  size_t tlen, bool reverse, int limit, kv_scan_fn fn, void *ctx)
 {
 	uint8_t lo[KEY_MAX + 1], hi[KEY_MAX];
-	int lol = tkey(lo, table, from, flen), hil, fmts[3] = {1, 1, 0}, seen = 0;
+	int lol, hil, fmts[3] = {1, 1, 0}, seen = 0, rc;
 	struct pg_txn *x = ptx(t);
+	struct pf *p;
 
-	if (lol < 0)
-		return lol;
-	if (to) {
-		hil = tkey(hi, table, to, tlen);
-		if (hil < 0)
-			return hil;
-	} else {
-		hi[0] = (uint8_t)(table + 1);
-		hil = 1;
+	rc = scan_bounds(table, from, flen, to, tlen, lo, &lol, hi, &hil);
+	if (rc < 0)
+		return rc;
+	p = pf_scan(x, lo, lol, hi, hil, reverse);
+	if (p) {
+		/* The prefetched first rows; then the rest, if the batch's limit cut it. */
+		int rows = PQntuples(p->r);
+
+		rc = scan_rows(p->r, rows, limit, &seen, fn, ctx);
+		if (rc)
+			return rc < 0 ? rc : 0;
+		if (rows < p->limit || (limit > 0 && seen >= limit))
+			return 0;
+		rc = scan_past(lo, &lol, hi, &hil, reverse,
+			       (const uint8_t *)PQgetvalue(p->r, rows - 1, 0),
+			       PQgetlength(p->r, rows - 1, 0));
+		if (rc < 0)
+			return rc;
 	}
 	for (;;) {
 		int batch = limit > 0 && limit - seen < SCAN_BATCH ? limit - seen : SCAN_BATCH;
 		char lim[16];
 		const char *vals[3] = {(const char *)lo, (const char *)hi, lim};
-		int lens[3] = {lol, hil, 0}, rows, rc;
+		int lens[3] = {lol, hil, 0}, rows;
 		PGresult *r;
 
 		snprintf(lim, sizeof(lim), "%d", batch);
@@ -692,31 +930,12 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 		if (rc < 0)
 			return rc;
 		rows = PQntuples(r);
-		for (int i = 0; i < rows && rc == 0; i++) {
-			const uint8_t *k = (const uint8_t *)PQgetvalue(r, i, 0);
-			int kl = PQgetlength(r, i, 0);
-
-			if (kl < 1)
-				continue;
-			rc = fn(ctx, k + 1, (size_t)kl - 1, (const uint8_t *)PQgetvalue(r, i, 1),
-				(size_t)PQgetlength(r, i, 1));
-			seen++;
-		}
+		rc = scan_rows(r, rows, limit, &seen, fn, ctx);
 		if (rc == 0 && rows == batch && !(limit > 0 && seen >= limit)) {
 			/* Go on after (or, reversed, before) the last key of this batch. */
-			const uint8_t *k = (const uint8_t *)PQgetvalue(r, rows - 1, 0);
-			int kl = PQgetlength(r, rows - 1, 0);
-
-			if (kl > KEY_MAX) {
-				rc = -EIO;
-			} else if (!reverse) {
-				memcpy(lo, k, (size_t)kl);
-				lo[kl] = 0; /* the smallest key above k */
-				lol = kl + 1;
-			} else {
-				memcpy(hi, k, (size_t)kl);
-				hil = kl;
-			}
+			rc = scan_past(lo, &lol, hi, &hil, reverse,
+				       (const uint8_t *)PQgetvalue(r, rows - 1, 0),
+				       PQgetlength(r, rows - 1, 0));
 		} else if (rc == 0) {
 			rows = -1; /* done */
 		}
@@ -931,6 +1150,7 @@ static const struct kv_ops pg_ops = {
     .get = p_get,
     .get_many = p_get_many,
     .get_follow = p_get_follow,
+    .prefetch = p_prefetch,
     .put = p_put,
     .del = p_del,
     .scan = p_scan,

@@ -23,8 +23,16 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
+/* Change stamps (meta_change_stamp): slots of inodes hashed, and one for everything. */
+#define STAMP_SLOTS 1024
+#define STAMP_BUSY  0xffffull	  /* the low bits: transactions committing */
+#define STAMP_BEGIN ((1ull << 16) + 1) /* one more committing, and a new value */
+#define STAMP_END   ((1ull << 16) - 1) /* one fewer, and a new value */
+
 struct meta {
 	struct kv *kv;
+	uint64_t stamps[STAMP_SLOTS];
+	uint64_t stamp_all;
 	uint64_t gc_generation; /* bumped (atomically) by every blob sent to gc */
 	int timeout_ms;		/* how long a transaction waits for a lost server */
 	uint64_t retries;	/* transactions run again (atomic; for the log and tests) */
@@ -52,15 +60,55 @@ int64_t meta_now_ns(void)
 
 /* ---------------------------------------------------------------- transactions */
 
-static int txn_finish(struct kv_txn *t, int rc)
+static uint64_t *stamp_slot(struct meta *m, uint64_t ino)
 {
+	return &m->stamps[(ino * 0x9e3779b97f4a7c15ull) >> 54]; /* 1024 slots: the top 10 bits */
+}
+
+/* Around the commit of a transaction that wrote the touched inodes (t->touched). */
+static void stamps_add(struct meta *m, const uint64_t *touched, int n, uint64_t delta)
+{
+	if (n > KV_TOUCHED_MAX) {
+		__atomic_add_fetch(&m->stamp_all, delta, __ATOMIC_SEQ_CST);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		__atomic_add_fetch(stamp_slot(m, touched[i]), delta, __ATOMIC_SEQ_CST);
+}
+
+/* Notes that the transaction writes ino's data or attributes (meta_change_stamp). */
+static void touch(struct kv_txn *t, uint64_t ino)
+{
+	for (int i = 0; i < t->n_touched && i < KV_TOUCHED_MAX; i++)
+		if (t->touched[i] == ino)
+			return;
+	if (t->n_touched < KV_TOUCHED_MAX)
+		t->touched[t->n_touched] = ino;
+	if (t->n_touched <= KV_TOUCHED_MAX)
+		t->n_touched++;
+}
+
+static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
+{
+	uint64_t touched[KV_TOUCHED_MAX];
+	int n = t->n_touched;
+
 	if (rc < 0 || !t->write || t->failed) {
 		int failed = t->failed;
 
 		t->kv->ops->abort(t);
 		return failed ? failed : rc;
 	}
-	return t->kv->ops->commit(t);
+	if (n == 0)
+		return t->kv->ops->commit(t);
+	/* What this process cached of the touched inodes is stale from before the commit
+	 * (a cache filled meanwhile sees them busy) to after it (whatever the outcome: a
+	 * lost connection may have committed). */
+	memcpy(touched, t->touched, sizeof(touched));
+	stamps_add(m, touched, n, STAMP_BEGIN);
+	rc = t->kv->ops->commit(t);
+	stamps_add(m, touched, n, STAMP_END);
+	return rc;
 }
 
 /*
@@ -111,8 +159,9 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
 			struct kv_txn *t;                                                          \
 			rc_ = (m)->kv->ops->begin((m)->kv, (rw), &t);                              \
 			if (rc_ == 0) {                                                            \
+				t->n_touched = 0;                                                  \
 				rc_ = (expr);                                                      \
-				rc_ = txn_finish(t, rc_);                                          \
+				rc_ = txn_finish((m), t, rc_);                                     \
 			}                                                                          \
 		} while (txn_retry((m), &rc_, ++try_, start_));                                    \
 		rc_;                                                                               \
@@ -250,6 +299,27 @@ const char *meta_engine(struct meta *m)
 	return m->kv->ops->name;
 }
 
+bool meta_change_stamp(struct meta *m, uint64_t ino, uint64_t *stamp)
+{
+	uint64_t all = __atomic_load_n(&m->stamp_all, __ATOMIC_SEQ_CST);
+	uint64_t one = __atomic_load_n(stamp_slot(m, ino), __ATOMIC_SEQ_CST);
+
+	*stamp = all + one;
+	return !(all & STAMP_BUSY) && !(one & STAMP_BUSY);
+}
+
+uint64_t meta_round_trips(struct meta *m, uint64_t *txns)
+{
+	if (txns)
+		*txns = __atomic_load_n(&m->kv->txns, __ATOMIC_RELAXED);
+	return __atomic_load_n(&m->kv->round_trips, __ATOMIC_RELAXED);
+}
+
+int meta_gc_grace_ms(struct meta *m)
+{
+	return m->gc_grace_ms;
+}
+
 uint64_t meta_retries(struct meta *m)
 {
 	return __atomic_load_n(&m->retries, __ATOMIC_RELAXED);
@@ -307,6 +377,7 @@ static int put_attr(struct kv_txn *t, const struct meta_attr *a)
 {
 	uint8_t k[8];
 
+	touch(t, a->ino);
 	be64(k, a->ino);
 	return kv_put(t, KV_INODES, k, 8, a, sizeof(*a));
 }
@@ -441,6 +512,7 @@ static int put_chunk(struct kv_txn *t, uint64_t ino, const struct meta_chunk *c)
 	uint8_t k[16], v[16 + META_FID_MAX];
 	size_t flen = strnlen(c->fid, META_FID_MAX - 1);
 
+	touch(t, ino);
 	chunk_key(k, ino, c->offset);
 	be64(v, c->length);
 	be64(v + 8, c->blob_offset);
@@ -494,31 +566,76 @@ static int collect_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *
 	return 0;
 }
 
-/* Collects the chunks of ino overlapping [start, end) (caller frees). */
-static int collect_chunks(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
-			  struct meta_chunk **out)
+/* The bounds of collect_chunks' two scans of ino's intervals around start. */
+struct chunk_scan {
+	uint8_t lo[16], at[17], hi[8];
+};
+
+static void chunk_scan_init(struct chunk_scan *k, uint64_t ino, uint64_t start)
+{
+	chunk_key(k->lo, ino, 0);
+	chunk_key(k->at, ino, start);
+	k->at[16] = 0; /* the smallest key above (ino, start) */
+	be64(k->hi, ino + 1);
+}
+
+/* The reads of collect_chunks (the second one cut at limit intervals), to prefetch:
+ * fills r[0] and r[1]. */
+static void chunk_scan_reads(const struct chunk_scan *k, int limit, struct kv_read *r)
+{
+	r[0] = (struct kv_read){.table = KV_CHUNKS, .key = k->lo, .klen = 16, .scan = true,
+				.reverse = true, .to = k->at, .tlen = 17, .limit = 1};
+	r[1] = (struct kv_read){.table = KV_CHUNKS, .key = k->at, .klen = 17, .scan = true,
+				.to = k->hi, .tlen = 8, .limit = limit};
+}
+
+/* A get of ino's attributes, to prefetch (key: 8 bytes kept by the caller). */
+static struct kv_read attr_read(uint8_t *key, uint64_t ino)
+{
+	be64(key, ino);
+	return (struct kv_read){.table = KV_INODES, .key = key, .klen = 8};
+}
+
+#define PREFETCH_CHUNKS 16 /* intervals a prefetched scan brings (more: fetched then) */
+
+/*
+ * Collects the chunks of ino overlapping [start, end) (caller frees), at most max
+ * after the one at or before start (0: no limit; *more, if not NULL, tells whether the
+ * limit cut them).
+ */
+static int collect_chunks_max(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
+			      int max, struct meta_chunk **out, bool *more)
 {
 	struct chunk_list l = {NULL, 0, 0, start, end};
-	uint8_t lo[16], at[17], hi[8];
-	int rc;
+	struct chunk_scan k;
+	int rc, before;
 
 	*out = NULL;
-	chunk_key(lo, ino, 0);
-	chunk_key(at, ino, start);
-	at[16] = 0; /* the smallest key above (ino, start) */
-	be64(hi, ino + 1);
+	if (more)
+		*more = false;
+	chunk_scan_init(&k, ino, start);
 	/* First the interval starting at or before start: it may reach into the range,
 	 * and when it covers all of it (a read inside one chunk) nothing else can (the
 	 * intervals do not overlap), which saves the second scan. */
-	rc = kv_scan(t, KV_CHUNKS, lo, 16, at, 17, true, 1, collect_one, &l);
-	if (rc == 0 && !(l.n == 1 && l.list[0].offset + l.list[0].length >= end))
-		rc = kv_scan(t, KV_CHUNKS, at, 17, hi, 8, false, 0, collect_one, &l);
+	rc = kv_scan(t, KV_CHUNKS, k.lo, 16, k.at, 17, true, 1, collect_one, &l);
+	before = l.n;
+	if (rc == 0 && !(l.n == 1 && l.list[0].offset + l.list[0].length >= end)) {
+		rc = kv_scan(t, KV_CHUNKS, k.at, 17, k.hi, 8, false, max, collect_one, &l);
+		if (more && max > 0 && l.n - before == max)
+			*more = true;
+	}
 	if (rc < 0) {
 		free(l.list);
 		return rc;
 	}
 	*out = l.list;
 	return l.n;
+}
+
+static int collect_chunks(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
+			  struct meta_chunk **out)
+{
+	return collect_chunks_max(t, ino, start, end, 0, out, NULL);
 }
 
 /*
@@ -543,6 +660,7 @@ static int punch(struct meta *m, struct kv_txn *t, uint64_t ino, uint64_t start,
 		if (removed)
 			*removed += (b < end ? b : end) - (a > start ? a : start);
 
+		touch(t, ino);
 		chunk_key(k, ino, a);
 		rc = kv_del(t, KV_CHUNKS, k, 16);
 		if (rc == 0 && a < start) {
@@ -647,6 +765,7 @@ static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
 	kv_del(t, KV_SYMLINKS, k, 8);
 	kv_del(t, KV_ORPHANS, k, 8);
 	kv_del(t, KV_PARENTS, k, 8);
+	touch(t, ino);
 	return kv_del(t, KV_INODES, k, 8);
 }
 
@@ -1014,6 +1133,17 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 	int64_t now = meta_now_ns();
 	int rc;
 
+	{
+		/* The parent and the name at once. */
+		uint8_t pk[8], dk[8 + META_NAME_MAX];
+		struct kv_read r[2] = {attr_read(pk, parent)};
+
+		r[1] = (struct kv_read){.table = KV_DENTRIES, .key = dk,
+					.klen = dentry_key(dk, parent, name)};
+		rc = kv_prefetch(t, r, 2);
+		if (rc < 0)
+			return rc;
+	}
 	if (*made && get_dentry(t, parent, name, &ino) == 0 && ino == *made)
 		return get_attr(t, ino, out ? out : &a);
 	rc = get_attr(t, parent, &p);
@@ -1034,6 +1164,12 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 		a.nlink = S_ISDIR(a.mode) ? 2 : 1;
 		a.uid = uid;
 		a.gid = gid;
+		/* The setgid bit of the directory passes its group (and to directories). */
+		if (p.mode & S_ISGID) {
+			a.gid = p.gid;
+			if (S_ISDIR(a.mode))
+				a.mode |= S_ISGID;
+		}
 		a.rdev = rdev;
 		a.atime_ns = a.mtime_ns = a.ctime_ns = a.crtime_ns = now;
 		if (target)
@@ -1597,7 +1733,20 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 {
 	struct meta_attr a;
 	int64_t now = meta_now_ns();
-	int rc = get_attr(t, ino, &a);
+	struct chunk_scan k;
+	struct kv_read r[3];
+	uint8_t ak[8];
+	int rc;
+
+	/* The attributes, and for a size change the intervals it may cut, at once. */
+	r[0] = attr_read(ak, ino);
+	if (valid & META_SET_SIZE) {
+		chunk_scan_init(&k, ino, in->size);
+		chunk_scan_reads(&k, PREFETCH_CHUNKS, r + 1);
+	}
+	rc = kv_prefetch(t, r, (valid & META_SET_SIZE) ? 3 : 1);
+	if (rc == 0)
+		rc = get_attr(t, ino, &a);
 
 	if (rc == 0 && (valid & META_SET_SIZE)) {
 		uint64_t removed = 0;
@@ -1643,6 +1792,33 @@ int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsig
 	return IN_TXN(m, true, setattr_tx(m, t, ino, in, valid, out));
 }
 
+#define PREFETCH_WRITES 4 /* chunks of a commit whose reads are prefetched */
+
+/*
+ * The reads of write_chunks_tx at once (one round trip): the attributes, each chunk's
+ * blob reference and the intervals it replaces; and `also` (a hold) if not NULL.
+ */
+static int write_prefetch(struct kv_txn *t, uint64_t ino, const struct meta_chunk *chunks, int n,
+			  const struct kv_read *also)
+{
+	struct chunk_scan k[PREFETCH_WRITES];
+	struct kv_read r[2 + 3 * PREFETCH_WRITES];
+	uint8_t ak[8];
+	int nr = 0;
+
+	if (also)
+		r[nr++] = *also;
+	r[nr++] = attr_read(ak, ino);
+	for (int i = 0; i < n && i < PREFETCH_WRITES; i++) {
+		r[nr++] = (struct kv_read){.table = KV_FIDREFS, .key = chunks[i].fid,
+					   .klen = strlen(chunks[i].fid)};
+		chunk_scan_init(&k[i], ino, chunks[i].offset);
+		chunk_scan_reads(&k[i], PREFETCH_CHUNKS, r + nr);
+		nr += 2;
+	}
+	return kv_prefetch(t, r, nr);
+}
+
 static int write_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
 			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
 			   struct meta_attr *out)
@@ -1684,10 +1860,20 @@ static int write_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
 	return rc;
 }
 
+static int prefetched_write_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
+			       const struct meta_chunk *chunks, int n, uint64_t min_size,
+			       bool touch, struct meta_attr *out)
+{
+	int rc = write_prefetch(t, ino, chunks, n, NULL);
+
+	return rc < 0 ? rc : write_chunks_tx(m, t, ino, chunks, n, min_size, touch, out);
+}
+
 int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chunks, int n,
 		      uint64_t min_size, bool touch, struct meta_attr *out)
 {
-	return IN_TXN(m, true, write_chunks_tx(m, t, ino, chunks, n, min_size, touch, out));
+	return IN_TXN(m, true,
+		      prefetched_write_tx(m, t, ino, chunks, n, min_size, touch, out));
 }
 
 static int replace_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
@@ -1848,12 +2034,61 @@ int meta_copy_range(struct meta *m, uint64_t src, uint64_t off_in, uint64_t dst,
 	return IN_TXN(m, true, copy_range_tx(m, t, src, off_in, dst, off_out, len, copied, out));
 }
 
+/* collect_chunks with both scans sent at once (one round trip). */
+static int read_chunks_tx(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
+			  struct meta_chunk **out)
+{
+	struct chunk_scan k;
+	struct kv_read r[2];
+	int rc;
+
+	chunk_scan_init(&k, ino, start);
+	chunk_scan_reads(&k, PREFETCH_CHUNKS, r);
+	rc = kv_prefetch(t, r, 2);
+	return rc < 0 ? rc : collect_chunks(t, ino, start, end, out);
+}
+
 int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len,
 		     struct meta_chunk **out)
 {
 	uint64_t end = len > UINT64_MAX - offset ? UINT64_MAX : offset + len;
 
-	return IN_TXN(m, false, collect_chunks(t, ino, offset, end, out));
+	return IN_TXN(m, false, read_chunks_tx(t, ino, offset, end, out));
+}
+
+static int read_map_tx(struct kv_txn *t, uint64_t ino, uint64_t offset, int max,
+		       struct meta_attr *attr, struct meta_chunk **out, uint64_t *end)
+{
+	struct chunk_scan k;
+	struct kv_read r[3];
+	uint8_t ak[8];
+	bool more;
+	int n, rc;
+
+	chunk_scan_init(&k, ino, offset);
+	r[0] = attr_read(ak, ino);
+	chunk_scan_reads(&k, max, r + 1);
+	rc = kv_prefetch(t, r, 3);
+	if (rc == 0)
+		rc = get_attr(t, ino, attr);
+	if (rc < 0)
+		return rc;
+	/* The whole rest of the file (end UINT64_MAX), cut at max intervals. */
+	n = collect_chunks_max(t, ino, offset, UINT64_MAX, max, out, &more);
+	if (n > 0 && more)
+		*end = (*out)[n - 1].offset + (*out)[n - 1].length;
+	else
+		*end = UINT64_MAX;
+	return n;
+}
+
+int meta_read_map(struct meta *m, uint64_t ino, uint64_t offset, int max, struct meta_attr *attr,
+		  struct meta_chunk **out, uint64_t *end)
+{
+	*out = NULL;
+	if (max <= 0)
+		return -EINVAL;
+	return IN_TXN(m, false, read_map_tx(t, ino, offset, max, attr, out, end));
 }
 
 int meta_chunk_count(struct meta *m, uint64_t ino)
@@ -2769,9 +3004,17 @@ static void hold_key(uint8_t *k, const struct meta_hold *h)
 
 static int hold_tx(struct kv_txn *t, const struct meta_hold *h)
 {
-	uint8_t k[24];
+	uint8_t k[24], ak[8], sk[8];
 	struct meta_attr a;
-	int rc = get_attr(t, h->ino, &a);
+	struct kv_read r[2] = {attr_read(ak, h->ino)};
+	int rc;
+
+	/* The inode and the session at once. */
+	be64(sk, h->session);
+	r[1] = (struct kv_read){.table = KV_SESSIONS, .key = sk, .klen = 8};
+	rc = kv_prefetch(t, r, 2);
+	if (rc == 0)
+		rc = get_attr(t, h->ino, &a);
 
 	if (rc < 0)
 		return rc;
@@ -2856,6 +3099,13 @@ static int held_write_tx(struct meta *m, struct kv_txn *t, const struct meta_hol
 	int rc;
 
 	hold_key(k, h);
+	{
+		struct kv_read hr = {.table = KV_HOLDS, .key = k, .klen = 24};
+
+		rc = write_prefetch(t, h->ino, chunks, n, &hr);
+		if (rc < 0)
+			return rc;
+	}
 	rc = kv_get(t, KV_HOLDS, k, 24, &v, &vlen);
 	if (rc == -ENOENT)
 		return -ESTALE;
@@ -2875,9 +3125,18 @@ int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
 
 /* ---------------------------------------------------------------- other rules */
 
+/* What such a rule changes is not known here: a write drops every cached map (locks.c:
+ * taking a lock must make the next read see what the previous holder wrote). */
+static int run_any(struct kv_txn *t, int (*fn)(struct kv_txn *t, void *ctx), void *ctx)
+{
+	if (t->write)
+		t->n_touched = KV_TOUCHED_MAX + 1;
+	return fn(t, ctx);
+}
+
 int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx)
 {
-	return IN_TXN(m, write, fn(t, ctx));
+	return IN_TXN(m, write, run_any(t, fn, ctx));
 }
 
 /* ---------------------------------------------------------------- trash purge */

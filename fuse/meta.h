@@ -122,6 +122,21 @@ const char *meta_engine(struct meta *m);
 uint64_t meta_retries(struct meta *m);
 /* Flushes committed transactions to disk. */
 int meta_sync(struct meta *m);
+/* Round trips to the engine's server since open (0 with LMDB); *txns (may be NULL)
+ * gets the transactions begun. For tests and benches. */
+uint64_t meta_round_trips(struct meta *m, uint64_t *txns);
+/* meta_options.gc_grace_ms as opened (0: none). */
+int meta_gc_grace_ms(struct meta *m);
+/*
+ * A value that changes whenever a transaction of THIS process that writes ino's data
+ * or attributes commits (or may have: any outcome), for caches of what meta returned
+ * (fuse/file.c's chunk maps). False while such a transaction is committing: what is
+ * read then must not be cached. Taken before reading what is cached, compared before
+ * each use: a different value means read it again. Transactions of meta_run (rules
+ * kept in other files, e.g. locks) change every inode's value. Other mounts' changes
+ * are not seen here (close-to-open: caches are dropped at open).
+ */
+bool meta_change_stamp(struct meta *m, uint64_t ino, uint64_t *stamp);
 void meta_close(struct meta *m);
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
@@ -138,7 +153,9 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
  */
 uint32_t meta_generation(struct meta *m);
 
-/* Creates name in parent: a file, directory, FIFO, device or (target != NULL) symlink. */
+/* Creates name in parent: a file, directory, FIFO, device or (target != NULL) symlink.
+ * A parent with the setgid bit gives the new inode its group instead of gid (and a new
+ * directory the bit). */
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
 		uint32_t gid, uint32_t rdev, const char *target, struct meta_attr *out);
 /*
@@ -227,6 +244,15 @@ int meta_copy_range(struct meta *m, uint64_t src, uint64_t off_in, uint64_t dst,
  */
 int meta_read_chunks(struct meta *m, uint64_t ino, uint64_t offset, uint64_t len,
 		     struct meta_chunk **out);
+
+/*
+ * One snapshot (one round trip on PostgreSQL): ino's attributes, and its intervals from
+ * the one overlapping offset on, at most max of them (caller frees *out). *end gets how
+ * far they are complete: every interval of [offset, *end) is in *out (UINT64_MAX: to
+ * the end of the file). Returns their number, or -errno.
+ */
+int meta_read_map(struct meta *m, uint64_t ino, uint64_t offset, int max, struct meta_attr *attr,
+		  struct meta_chunk **out, uint64_t *end);
 
 /* Number of intervals of a file (tests fragmentation). */
 int meta_chunk_count(struct meta *m, uint64_t ino);

@@ -306,23 +306,14 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_readlink(req, buf);
 }
 
-/* Creates a node; the setgid bit of the parent passes its group (and to directories). */
+/* Creates a node (meta applies the setgid bit of the parent: its group, and to
+ * directories the bit, in the create's transaction). */
 static int do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
 		     const char *target, struct meta_attr *out, struct meta_hold *hold)
 {
 	struct kelp_fs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct meta_attr p;
 	uint32_t gid = ctx->gid;
-	int rc = meta_getattr(fs->meta, parent, &p);
-
-	if (rc < 0)
-		return rc;
-	if (p.mode & S_ISGID) {
-		gid = p.gid;
-		if (S_ISDIR(mode))
-			mode |= S_ISGID;
-	}
 	/* The umask (the kernel leaves it to us, FUSE_CAP_DONT_MASK) or the directory's
 	 * default ACL (which replaces it) shape the mode. */
 	if (hold) /* open(O_CREAT): the file is held open from its creation on */
