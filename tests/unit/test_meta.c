@@ -1737,6 +1737,208 @@ static void test_locks(void **state)
 	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), -EINVAL);
 }
 
+/* ---------------------------------------------------------------- round trips, caches */
+
+struct rows {
+	char keys[8][8];
+	int n;
+};
+
+static int row_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	struct rows *r = ctx;
+
+	if (r->n < 8)
+		snprintf(r->keys[r->n++], 8, "%.*s", (int)klen, (const char *)k);
+	return 0;
+}
+
+/* A prefetch answers the same reads a transaction makes later, until the transaction
+ * writes what they read; a scan cut by the batch's limit goes on. Both engines. */
+static void test_prefetch(void **state)
+{
+	struct fx *f = *state;
+	struct kv *kv = meta_kv(f->m);
+	struct kv_txn *t;
+	struct kv_read r[4];
+	struct rows rows;
+	const uint8_t *v;
+	size_t vlen;
+	uint64_t rt;
+
+	assert_int_equal(kv->ops->begin(kv, true, &t), 0);
+	t->n_touched = 0;
+	assert_int_equal(kv_put(t, KV_SYMLINKS, "a", 1, "1", 1), 0);
+	assert_int_equal(kv_put(t, KV_SYMLINKS, "c", 1, "3", 1), 0);
+	assert_int_equal(kv_put(t, KV_SYMLINKS, "e", 1, "5", 1), 0);
+	assert_int_equal(kv->ops->commit(t), 0);
+
+	assert_int_equal(kv->ops->begin(kv, true, &t), 0);
+	t->n_touched = 0;
+	r[0] = (struct kv_read){.table = KV_SYMLINKS, .key = "a", .klen = 1};
+	r[1] = (struct kv_read){.table = KV_SYMLINKS, .key = "b", .klen = 1};
+	r[2] = (struct kv_read){.table = KV_SYMLINKS, .key = "a", .klen = 1, .scan = true,
+				.to = "z", .tlen = 1, .limit = 2};
+	r[3] = (struct kv_read){.table = KV_SYMLINKS, .key = "a", .klen = 1, .scan = true,
+				.reverse = true, .to = "z", .tlen = 1, .limit = 1};
+	assert_int_equal(kv_prefetch(t, r, 4), 0);
+	rt = meta_round_trips(f->m, NULL);
+	assert_int_equal(kv_get(t, KV_SYMLINKS, "a", 1, &v, &vlen), 0);
+	assert_true(vlen == 1 && v[0] == '1');
+	assert_int_equal(kv_get(t, KV_SYMLINKS, "b", 1, &v, &vlen), -ENOENT);
+	memset(&rows, 0, sizeof(rows));
+	assert_int_equal(kv_scan(t, KV_SYMLINKS, "a", 1, "z", 1, true, 1, row_one, &rows), 0);
+	assert_int_equal(rows.n, 1);
+	assert_string_equal(rows.keys[0], "e");
+	/* answered from the batch: no round trip */
+	assert_true(meta_round_trips(f->m, NULL) == rt);
+	/* the batch held 2 of the 3: the scan goes on after them */
+	memset(&rows, 0, sizeof(rows));
+	assert_int_equal(kv_scan(t, KV_SYMLINKS, "a", 1, "z", 1, false, 0, row_one, &rows), 0);
+	assert_int_equal(rows.n, 3);
+	assert_string_equal(rows.keys[0], "a");
+	assert_string_equal(rows.keys[1], "c");
+	assert_string_equal(rows.keys[2], "e");
+	/* a write of the transaction: what the batch read there is read again */
+	assert_int_equal(kv_put(t, KV_SYMLINKS, "b", 1, "2", 1), 0);
+	assert_int_equal(kv_get(t, KV_SYMLINKS, "b", 1, &v, &vlen), 0);
+	assert_true(vlen == 1 && v[0] == '2');
+	memset(&rows, 0, sizeof(rows));
+	assert_int_equal(kv_scan(t, KV_SYMLINKS, "a", 1, "z", 1, false, 0, row_one, &rows), 0);
+	assert_int_equal(rows.n, 4);
+	assert_string_equal(rows.keys[1], "b");
+	assert_int_equal(kv_del(t, KV_SYMLINKS, "a", 1), 0);
+	assert_int_equal(kv_get(t, KV_SYMLINKS, "a", 1, &v, &vlen), -ENOENT);
+	kv->ops->abort(t);
+}
+
+/*
+ * Round trips per operation on PostgreSQL (what docs/architecture.md lists): a create,
+ * the first commit of a small file's data, a lookup, a stat, a chunk map read and a
+ * read of a file's whole interval list are one or two each. LMDB counts none.
+ */
+static void test_round_trips(void **state)
+{
+	struct fx *f = *state;
+	struct meta_chunk c = chunk(0, 4096, 0, "3,0101"), *list;
+	struct meta_attr a;
+	uint64_t rt, txns, end, ino;
+	bool pg = meta_shared(f->m);
+	int n;
+
+	mkfile(f->m, META_ROOT_INO, "warm"); /* the first inode block comes from a sequence */
+#define RT_DELTA(expect, expr)                                                                     \
+	do {                                                                                       \
+		rt = meta_round_trips(f->m, &txns);                                                \
+		expr;                                                                              \
+		assert_int_equal((int)(meta_round_trips(f->m, NULL) - rt), pg ? (expect) : 0);     \
+	} while (0)
+	RT_DELTA(2, ino = mkfile(f->m, META_ROOT_INO, "f")); /* the parent and name, COMMIT */
+	RT_DELTA(2, assert_int_equal(meta_write_chunks(f->m, ino, &c, 1, 0, true, NULL), 0));
+	RT_DELTA(1, assert_int_equal(meta_lookup(f->m, META_ROOT_INO, "f", &a), 0));
+	RT_DELTA(1, assert_int_equal(meta_getattr(f->m, ino, &a), 0));
+	RT_DELTA(1, n = meta_read_chunks(f->m, ino, 0, UINT64_MAX, &list));
+	assert_int_equal(n, 1);
+	free(list);
+	RT_DELTA(1, n = meta_read_map(f->m, ino, 100, 64, &a, &list, &end));
+	assert_int_equal(n, 1);
+	assert_true(a.size == 4096 && end == UINT64_MAX);
+	free(list);
+	/* an overwrite: one more for the replaced blob's reference (after the first, which
+	 * takes a block of gc sequence numbers) */
+	c = chunk(0, 4096, 0, "3,0202");
+	assert_int_equal(meta_write_chunks(f->m, ino, &c, 1, 0, true, NULL), 0);
+	c = chunk(0, 4096, 0, "3,0303");
+	RT_DELTA(3, assert_int_equal(meta_write_chunks(f->m, ino, &c, 1, 0, true, NULL), 0));
+	if (pg)
+		assert_true(meta_round_trips(f->m, &txns) > 0 && txns > 0);
+#undef RT_DELTA
+}
+
+/* meta_read_map: attributes and intervals from the one at the offset on, cut at max,
+ * with how far they are complete. */
+static void test_read_map(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, META_ROOT_INO, "m"), end;
+	struct meta_chunk *list;
+	struct meta_attr a;
+	char fid[16];
+	int n;
+
+	for (int i = 0; i < 5; i++) {
+		snprintf(fid, sizeof(fid), "3,0%d0%d", i + 1, i + 1);
+		write1(f->m, ino, (uint64_t)i * 10, 10, 0, fid);
+	}
+	n = meta_read_map(f->m, ino, 15, 2, &a, &list, &end);
+	assert_int_equal(n, 3); /* the one holding 15, then 2 more */
+	expect_chunk(&list[0], 10, 10, 0, "3,0202");
+	expect_chunk(&list[2], 30, 10, 0, "3,0404");
+	assert_true(end == 40 && a.size == 50 && a.ino == ino);
+	free(list);
+	n = meta_read_map(f->m, ino, 35, 2, &a, &list, &end);
+	assert_int_equal(n, 2);
+	expect_chunk(&list[1], 40, 10, 0, "3,0505");
+	assert_true(end == UINT64_MAX);
+	free(list);
+	n = meta_read_map(f->m, ino, 60, 2, &a, &list, &end);
+	assert_int_equal(n, 0);
+	assert_true(end == UINT64_MAX);
+	assert_int_equal(meta_read_map(f->m, 999999, 0, 2, &a, &list, &end), -ENOENT);
+}
+
+static int no_op(struct kv_txn *t, void *ctx)
+{
+	return 0;
+}
+
+/* The change stamp of an inode moves with every transaction writing its data or
+ * attributes (and every meta_run write), not with reads. */
+static void test_change_stamp(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, META_ROOT_INO, "s"), s0, s1;
+	struct meta_attr a, in = {.size = 5};
+	struct meta_chunk *list;
+	int n;
+
+	assert_true(meta_change_stamp(f->m, ino, &s0));
+	assert_int_equal(meta_getattr(f->m, ino, &a), 0);
+	n = meta_read_chunks(f->m, ino, 0, 100, &list);
+	assert_int_equal(n, 0);
+	assert_true(meta_change_stamp(f->m, ino, &s1) && s1 == s0);
+	write1(f->m, ino, 0, 10, 0, "3,0101");
+	assert_true(meta_change_stamp(f->m, ino, &s1) && s1 != s0);
+	s0 = s1;
+	assert_int_equal(meta_setattr(f->m, ino, &in, META_SET_SIZE, &a), 0);
+	assert_true(meta_change_stamp(f->m, ino, &s1) && s1 != s0);
+	s0 = s1;
+	assert_int_equal(meta_run(f->m, true, no_op, NULL), 0);
+	assert_true(meta_change_stamp(f->m, ino, &s1) && s1 != s0);
+	s0 = s1;
+	assert_int_equal(meta_run(f->m, false, no_op, NULL), 0);
+	assert_true(meta_change_stamp(f->m, ino, &s1) && s1 == s0);
+}
+
+/* A directory with the setgid bit gives new entries its group (and directories the
+ * bit), in the create's own transaction. */
+static void test_setgid_create(void **state)
+{
+	struct fx *f = *state;
+	uint64_t d = mkdir_(f->m, META_ROOT_INO, "g");
+	struct meta_attr a, in = {.mode = 02775, .gid = 777};
+
+	assert_int_equal(meta_setattr(f->m, d, &in, META_SET_MODE | META_SET_GID, &a), 0);
+	assert_int_equal(meta_create(f->m, d, "file", S_IFREG | 0644, 5, 6, 0, NULL, &a), 0);
+	assert_true(a.gid == 777 && a.uid == 5 && !(a.mode & S_ISGID));
+	assert_int_equal(meta_create(f->m, d, "dir", S_IFDIR | 0755, 5, 6, 0, NULL, &a), 0);
+	assert_true(a.gid == 777 && (a.mode & S_ISGID));
+	assert_int_equal(meta_create(f->m, META_ROOT_INO, "plain", S_IFREG | 0644, 5, 6, 0, NULL,
+				     &a),
+			 0);
+	assert_true(a.gid == 6);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1768,6 +1970,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_readdir_large, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dot_lookups, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_map, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_change_stamp, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_setgid_create, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
