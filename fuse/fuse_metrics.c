@@ -430,6 +430,17 @@ static void collect(void *ctx, struct metrics_out *out)
 			   "Blobs waiting to be deleted in the cluster (counted up to 4096)",
 			   "gauge");
 	metrics_out_sample(out, "kelp_mount_gc_queue_blobs", NULL, n < 0 ? 0 : n);
+	{
+		uint64_t txns, rts = meta_round_trips(fs->meta, &txns);
+
+		metrics_out_family(out, "kelp_mount_meta_round_trips_total",
+				   "Round trips to the metadata server (0 with LMDB)", "counter");
+		metrics_out_sample(out, "kelp_mount_meta_round_trips_total", NULL, (double)rts);
+		metrics_out_family(out, "kelp_mount_meta_transactions_total",
+				   "Metadata transactions begun on the server (0 with LMDB)",
+				   "counter");
+		metrics_out_sample(out, "kelp_mount_meta_transactions_total", NULL, (double)txns);
+	}
 	metrics_out_family(out, "kelp_mount_cluster_reachable",
 			   "1 while a master answers (or answered within -timeout)", "gauge");
 	metrics_out_sample(out, "kelp_mount_cluster_reachable", NULL,

@@ -25,8 +25,10 @@
  * transaction's first statement, puts and deletes are sent without waiting (errors at
  * the next statement that waits, or the commit, failing the transaction), and the
  * ROLLBACK that ends a read-only transaction is not waited for (read with the next use
- * of the connection). A create is 3 round trips (read the parent and the name, then
- * COMMIT with the writes), a lookup 2, a stat 1.
+ * of the connection). A prefetch (kv.h) sends a transaction's first reads together
+ * and keeps their results for the gets and scans that follow. A create is 2 round trips
+ * (the parent and the name prefetched, then COMMIT with the writes), a lookup 1 (a
+ * join), a stat 1. Every wait for the server is counted (kv.round_trips).
  */
 #include "fuse/kv.h"
 

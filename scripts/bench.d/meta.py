@@ -11,7 +11,9 @@ synchronous_commit on). Needs root (mounts, drop_caches).
      which shows what the WAL flush of every commit costs);
   3. PostgreSQL: two mounts creating FILES/2 files each in parallel in different
      directories, against one mount creating FILES.
-FILES (10000) and SIZE_MB (1024) shrink it for a quick look.
+FILES (10000) and SIZE_MB (1024) shrink it for a quick look. Each mount serves its
+metrics (-metricsPort): the metadata round trips of each phase (PostgreSQL) are printed
+per FUSE operation of the phase (create: per file; stat: per file; read: per FUSE read).
 """
 
 import os
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fuse"))
@@ -49,6 +52,20 @@ def drop_caches():
     subprocess.run(["sync"])
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3")
+
+
+def scrape(port_file):
+    """The mount's metadata round trips and its FUSE operation counts."""
+    port = int(open(port_file).read().strip())
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
+    out = {}
+    for line in text.decode().splitlines():
+        if line.startswith("kelp_mount_meta_round_trips_total "):
+            out["rt"] = float(line.split()[1])
+        elif line.startswith('kelp_mount_operation_duration_seconds_count{op="'):
+            op = line.split('"')[1]
+            out[op] = float(line.split()[1])
+    return out
 
 
 def create_files(d, n, src):
@@ -83,40 +100,66 @@ def main():
         def mount(name, meta):
             mnt = os.path.join(work, name)
             os.makedirs(mnt, exist_ok=True)
+            port_file = os.path.join(work, name + ".metrics")
             p = subprocess.Popen([KELP, "mount", "-dir=" + mnt, "-master=" + master,
                                   "-meta=" + meta,
-                                  "-cacheDir=" + os.path.join(work, name + "-cache")],
+                                  "-cacheDir=" + os.path.join(work, name + "-cache"),
+                                  "-metricsPort=0", "-metricsPortFile=" + port_file],
                                  stderr=open(os.path.join(work, name + ".log"), "w"))
             procs.append(p)
             mounts.append(mnt)
             wait_for("mount " + name, lambda: mounted(mnt))
+            wait_for("metrics of " + name,
+                     lambda: os.path.exists(port_file) and open(port_file).read().strip())
+            ports[mnt] = port_file
             return mnt
 
         src = os.urandom(4096)
         results = {}
+        trips = {}
+        ports = {}
+
+        def count(mnt):
+            return scrape(ports[mnt])
+
+        def per_op(engine, test, before, after, ops):
+            if ops > 0:
+                trips[engine, test] = (after.get("rt", 0) - before.get("rt", 0)) / ops
         pg_meta = pg.new_database()
         async_meta = pg.new_database()
         pg.sql("ALTER DATABASE %s SET synchronous_commit = off" % async_meta.rsplit("/", 1)[1])
         for engine, meta in (("lmdb", os.path.join(work, "meta")), ("async", async_meta),
                              ("postgres", pg_meta)):
             mnt = mount(engine, meta)
+            c0 = count(mnt)
             t0 = time.monotonic()
             create_files(os.path.join(mnt, "small"), FILES, src)
             results[engine, "create"] = FILES / (time.monotonic() - t0)
+            c1 = count(mnt)
+            per_op(engine, "create", c0, c1, FILES)
             drop_caches()
+            c0 = count(mnt)
             t0 = time.monotonic()
             for i in range(FILES):
                 os.stat(os.path.join(mnt, "small", "f%05d" % i))
             results[engine, "stat"] = FILES / (time.monotonic() - t0)
+            c1 = count(mnt)
+            per_op(engine, "stat", c0, c1, FILES)
+            c0 = c1
             t0 = time.monotonic()
             subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(mnt, "big"), "bs=1M",
                             "count=%d" % SIZE_MB, "conv=fsync", "status=none"], check=True)
             results[engine, "write"] = SIZE_MB / (time.monotonic() - t0)
+            c1 = count(mnt)
+            per_op(engine, "write", c0, c1, c1.get("write", 0) - c0.get("write", 0))
             drop_caches()
+            c0 = count(mnt)
             t0 = time.monotonic()
             subprocess.run(["dd", "if=" + os.path.join(mnt, "big"), "of=/dev/null", "bs=1M",
                             "status=none"], check=True)
             results[engine, "read"] = SIZE_MB / (time.monotonic() - t0)
+            c1 = count(mnt)
+            per_op(engine, "read", c0, c1, c1.get("read", 0) - c0.get("read", 0))
             os.unlink(os.path.join(mnt, "big"))
 
         # PostgreSQL: a second mount of the same database; both create at once
@@ -140,6 +183,12 @@ def main():
             a, b, c = results["lmdb", t], results["postgres", t], results["async", t]
             print("%-24s %8.0f %10.0f %7.2f %14.0f %7.2f" % ("%s (%s)" % (t, unit), a, b, b / a,
                                                           c, c / a))
+        print("metadata round trips per operation (create, stat: per file; write, read: "
+              "per FUSE call):")
+        for engine in ("postgres", "async"):
+            print("  %-9s %s" % (engine, "  ".join(
+                "%s %.2f" % (t, trips[engine, t]) for t in ("create", "stat", "write", "read")
+                if (engine, t) in trips)))
         a, b = results["postgres", "create"], results["postgres2", "create"]
         print("postgres: 2 mounts creating in parallel: %.0f files/s (%.2fx one mount)" % (b, b / a))
         print("load at the end: %s" % open("/proc/loadavg").read().split()[0])

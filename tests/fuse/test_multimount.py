@@ -80,6 +80,44 @@ def test_close_to_open_between_mounts(kelp):
         assert got == bytes(expect), what
 
 
+def test_reader_holding_a_file_open(kelp):
+    """A file held open on B, read there (its chunk map cached by B's mount): what A
+    appends is read on B past the old end within the attribute cache time, and what A
+    writes under a lock is read on B under the lock at once (taking it drops B's map)."""
+    import fcntl
+    _, (a, b) = mounts_of_one_db(kelp, 2, ["-chunkSizeLimitMB=1"])
+    rnd = random.Random(11)
+    data = rnd.randbytes(3 * MiB + 7)
+    write_file(a.path("g"), data)
+    fd = os.open(b.path("g"), os.O_RDWR)
+    try:
+        assert os.pread(fd, len(data) + 10, 0) == data
+        more = rnd.randbytes(MiB + 5)
+        with open(a.path("g"), "ab") as f:
+            f.write(more)
+        got = wait_until("B reads the appended bytes",
+                         lambda: os.pread(fd, len(more) + 10, len(data)), timeout=10)
+        assert got == more
+        for n in range(3):
+            # B's map is fresh (just read); A rewrites the middle under the lock
+            assert os.pread(fd, 4096, MiB) == (data + more)[MiB:MiB + 4096]
+            new = rnd.randbytes(100 if n < 2 else 2 * MiB)  # quick: B's map is younger
+            with open(a.path("g"), "r+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                f.seek(MiB - 100)
+                f.write(new)
+                f.flush()
+                fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            assert os.pread(fd, len(new), MiB - 100) == new, "round %d" % n
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            data = (data + more)[:MiB - 100] + new + (data + more)[MiB - 100 + len(new):]
+            more = b""
+    finally:
+        os.close(fd)
+    assert read_file(b.path("g")) == data
+
+
 def test_namespace_changes_seen_within_the_cache_time(kelp):
     _, (a, b) = mounts_of_one_db(kelp, 2)
     os.mkdir(a.path("d"))
