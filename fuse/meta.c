@@ -3072,10 +3072,27 @@ int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free)
 	return IN_TXN(m, true, unhold_tx(m, t, h, may_free));
 }
 
+#define PREFETCH_UNHOLDS 64
+
 static int unhold_many_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,
 			  const bool *may_free, int n)
 {
-	int rc = 0;
+	uint8_t (*keys)[8] = n > 0 && n <= PREFETCH_UNHOLDS ? calloc((size_t)n, 8) : NULL;
+	struct kv_read r[2 * PREFETCH_UNHOLDS];
+	int rc = 0, nr = 0;
+
+	/* What each unhold reads (the orphan record, the attributes) at once. */
+	for (int i = 0; keys && i < n; i++) {
+		r[nr++] = attr_read(keys[i], h[i].ino);
+		if (!may_free[i])
+			r[nr++] = (struct kv_read){.table = KV_ORPHANS, .key = keys[i], .klen = 8};
+	}
+	if (keys) {
+		rc = kv_prefetch(t, r, nr);
+		free(keys);
+		if (rc < 0)
+			return rc;
+	}
 
 	for (int i = 0; rc == 0 && i < n; i++)
 		rc = unhold_tx(m, t, &h[i], may_free[i]);
