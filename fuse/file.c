@@ -1848,8 +1848,7 @@ int file_read(struct kelp_fs *fs, struct open_file *f, uint64_t off, size_t len,
 		const struct meta_chunk *last = &chunks[n - 1];
 
 		if (off + len > last->offset + last->length / 2)
-			readahead(fs, f->ino, last->offset + last->length, size, g, ahead,
-				  n_ahead);
+			readahead(fs, f->ino, last->offset + last->length, size, g, ahead, n_ahead);
 	}
 	if (rc == 0)
 		*got = len;

@@ -61,6 +61,11 @@ struct kv_txn {
 	 * dropped (n_touched > KV_TOUCHED_MAX: too many to list, drop everything). */
 	uint64_t touched[KV_TOUCHED_MAX];
 	int n_touched;
+	/* Set by the caller right after begin (false there): this read-only transaction
+	 * makes exactly one get or get_follow, which is one snapshot by itself, so an
+	 * engine may run it without opening a transaction (PostgreSQL: no BEGIN and
+	 * ROLLBACK around it). A second call then fails with -EIO. */
+	bool single;
 };
 
 /*

@@ -77,6 +77,7 @@ static int l_begin(struct kv *kv, bool write, struct kv_txn **out)
 	t->base.write = write;
 	t->base.failed = 0;
 	t->base.n_touched = 0;
+	t->base.single = false;
 	*out = &t->base;
 	return 0;
 }

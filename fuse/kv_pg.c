@@ -77,8 +77,8 @@ struct pf {
 	uint8_t *lo, *hi; /* a get: lo is the key */
 	int lol, hil;
 	bool scan, reverse;
-	bool valid; /* false once a put or del of the transaction touched it */
-	int limit;  /* rows asked for: as many came back means there may be more */
+	bool valid;  /* false once a put or del of the transaction touched it */
+	int limit;   /* rows asked for: as many came back means there may be more */
 	PGresult *r; /* kept in res */
 };
 
@@ -89,6 +89,9 @@ struct pg_txn {
 	int n_res, cap_res;
 	struct pf *pf;
 	int n_pf, cap_pf;
+	bool begin_owed; /* a read-only transaction: BEGIN goes with its first statement */
+	bool began;	 /* BEGIN sent: ROLLBACK at the end */
+	bool bare;	 /* a single statement ran without BEGIN (kv_txn.single) */
 };
 
 enum stmt { S_GET, S_FOLLOW, S_PUT, S_DEL, S_SCAN, S_RSCAN, S_COUNT, S_NEXT_INO, S_NEXT_GC, S_N };
@@ -394,11 +397,41 @@ static struct pg_txn *ptx(struct kv_txn *t)
 	return (struct pg_txn *)t;
 }
 
+static int send_sql(struct pg_conn *pc, const char *sql, enum want w);
+
+/*
+ * Before a statement of the transaction: the BEGIN of a read-only one goes first,
+ * unless the caller said it makes one statement only (kv_txn.single), which then runs
+ * alone (its own snapshot, as every statement outside a transaction).
+ */
+static int ensure_begin(struct kv_txn *t)
+{
+	struct pg_txn *x = ptx(t);
+
+	if (x->bare) {
+		log_error("meta: postgres: a second statement in a one-statement transaction");
+		return -EIO;
+	}
+	if (!x->begin_owed)
+		return 0;
+	x->begin_owed = false;
+	if (t->single) {
+		x->bare = true;
+		return 0;
+	}
+	x->began = true;
+	return send_sql(x->pc, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", W_CHECK);
+}
+
 /* Sends a prepared statement, no wait. */
 static int send(struct kv_txn *t, enum stmt s, int n, const char *const *vals, const int *lens,
 		const int *fmts, enum want w)
 {
 	struct pg_conn *pc = ptx(t)->pc;
+	int rc = ensure_begin(t);
+
+	if (rc < 0)
+		return rc;
 
 	if (!PQsendQueryPrepared(pc->c, stmt_name[s], n, vals, lens, fmts, 1)) {
 		pc->broken = true;
@@ -494,11 +527,14 @@ static int p_begin(struct kv *kv, bool write, struct kv_txn **out)
 		free(x);
 		return rc;
 	}
-	/* The previous transaction's ROLLBACK may still be owed: read with this one. */
-	rc = send_sql(x->pc,
-		      write ? "BEGIN ISOLATION LEVEL SERIALIZABLE"
-			    : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-		      W_CHECK);
+	/* The previous transaction's ROLLBACK may still be owed: read with this one. A
+	 * read-only transaction's BEGIN waits for its first statement (ensure_begin). */
+	if (write) {
+		rc = send_sql(x->pc, "BEGIN ISOLATION LEVEL SERIALIZABLE", W_CHECK);
+		x->began = true;
+	} else {
+		x->begin_owed = true;
+	}
 	if (rc < 0) {
 		conn_give(pg, x->pc);
 		free(x);
@@ -526,8 +562,8 @@ static void txn_free(struct kv_txn *t)
 }
 
 static struct pf *pf_get(struct pg_txn *x, const uint8_t *key, int kl);
-static struct pf *pf_scan(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi,
-			  int hil, bool reverse);
+static struct pf *pf_scan(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi, int hil,
+			  bool reverse);
 static void pf_touch(struct pg_txn *x, const uint8_t *key, int kl);
 
 static int p_get(struct kv_txn *t, int table, const void *k, size_t klen, const uint8_t **v,
@@ -721,7 +757,8 @@ static int p_prefetch(struct kv_txn *t, const struct kv_read *rd, int n)
 	if (n <= 0)
 		return 0;
 	for (int i = 0; i < n; i++)
-		if (rd[i].klen + 1 > KEY_MAX || (rd[i].scan && rd[i].to && rd[i].tlen + 1 > KEY_MAX))
+		if (rd[i].klen + 1 > KEY_MAX ||
+		    (rd[i].scan && rd[i].to && rd[i].tlen + 1 > KEY_MAX))
 			return -ENAMETOOLONG;
 	rs = calloc((size_t)n, sizeof(*rs));
 	if (!rs)
@@ -788,8 +825,8 @@ static struct pf *pf_get(struct pg_txn *x, const uint8_t *key, int kl)
 	return NULL;
 }
 
-static struct pf *pf_scan(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi,
-			  int hil, bool reverse)
+static struct pf *pf_scan(struct pg_txn *x, const uint8_t *lo, int lol, const uint8_t *hi, int hil,
+			  bool reverse)
 {
 	for (int i = 0; i < x->n_pf; i++) {
 		struct pf *p = &x->pf[i];
@@ -1009,8 +1046,10 @@ static int run_sql(struct kv_txn *t, const char *sql, int n, const char *const *
 	struct pg_txn *x = ptx(t);
 	struct pg_conn *pc = x->pc;
 	PGresult *r = NULL;
-	int rc;
+	int rc = ensure_begin(t);
 
+	if (rc < 0)
+		return rc;
 	if (!PQsendQueryParams(pc->c, sql, n, NULL, vals, NULL, NULL, 1)) {
 		pc->broken = true;
 		return -ENOTCONN;
@@ -1102,6 +1141,10 @@ static int p_commit(struct kv_txn *t)
 	struct pg_txn *x = ptx(t);
 	int rc = t->failed;
 
+	if (!x->began && !rc) {
+		txn_free(t); /* nothing was opened on the server */
+		return 0;
+	}
 	if (!rc) {
 		rc = send_sql(x->pc, "COMMIT", W_CHECK);
 		if (rc == 0)
@@ -1109,7 +1152,7 @@ static int p_commit(struct kv_txn *t)
 	}
 	/* A put that failed before the COMMIT left the transaction open (the COMMIT was
 	 * skipped): end it, or the connection's next user would find it aborted. */
-	if (rc < 0 && !x->pc->broken && send_sql(x->pc, "ROLLBACK", W_IGNORE) == 0)
+	if (rc < 0 && x->began && !x->pc->broken && send_sql(x->pc, "ROLLBACK", W_IGNORE) == 0)
 		sync_drain(pg_of(t), x->pc, NULL);
 	txn_free(t);
 	return rc;
@@ -1120,6 +1163,10 @@ static void p_abort(struct kv_txn *t)
 {
 	struct pg_txn *x = ptx(t);
 
+	if (!x->began) {
+		txn_free(t); /* nothing was opened on the server */
+		return;
+	}
 	if (!x->pc->broken && (send_sql(x->pc, "ROLLBACK", W_IGNORE) < 0 ||
 			       !PQpipelineSync(x->pc->c) || want_push(x->pc, W_SYNC) < 0))
 		x->pc->broken = true;

@@ -25,7 +25,7 @@
 
 /* Change stamps (meta_change_stamp): slots of inodes hashed, and one for everything. */
 #define STAMP_SLOTS 1024
-#define STAMP_BUSY  0xffffull	  /* the low bits: transactions committing */
+#define STAMP_BUSY  0xffffull	       /* the low bits: transactions committing */
 #define STAMP_BEGIN ((1ull << 16) + 1) /* one more committing, and a new value */
 #define STAMP_END   ((1ull << 16) - 1) /* one fewer, and a new value */
 
@@ -151,7 +151,10 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
  * transaction, again from the start while txn_retry says so. Its value is expr's, or
  * the commit's error.
  */
-#define IN_TXN(m, rw, expr)                                                                        \
+#define IN_TXN(m, rw, expr) IN_TXN_(m, rw, false, expr)
+/* A read-only transaction of exactly one get or get_follow (kv_txn.single). */
+#define IN_TXN_ONE(m, expr) IN_TXN_(m, false, true, expr)
+#define IN_TXN_(m, rw, one, expr)                                                                  \
 	({                                                                                         \
 		int rc_, try_ = 0;                                                                 \
 		uint64_t start_ = monotonic_ns();                                                  \
@@ -160,6 +163,7 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
 			rc_ = (m)->kv->ops->begin((m)->kv, (rw), &t);                              \
 			if (rc_ == 0) {                                                            \
 				t->n_touched = 0;                                                  \
+				t->single = (one);                                                 \
 				rc_ = (expr);                                                      \
 				rc_ = txn_finish((m), t, rc_);                                     \
 			}                                                                          \
@@ -583,10 +587,21 @@ static void chunk_scan_init(struct chunk_scan *k, uint64_t ino, uint64_t start)
  * fills r[0] and r[1]. */
 static void chunk_scan_reads(const struct chunk_scan *k, int limit, struct kv_read *r)
 {
-	r[0] = (struct kv_read){.table = KV_CHUNKS, .key = k->lo, .klen = 16, .scan = true,
-				.reverse = true, .to = k->at, .tlen = 17, .limit = 1};
-	r[1] = (struct kv_read){.table = KV_CHUNKS, .key = k->at, .klen = 17, .scan = true,
-				.to = k->hi, .tlen = 8, .limit = limit};
+	r[0] = (struct kv_read){.table = KV_CHUNKS,
+				.key = k->lo,
+				.klen = 16,
+				.scan = true,
+				.reverse = true,
+				.to = k->at,
+				.tlen = 17,
+				.limit = 1};
+	r[1] = (struct kv_read){.table = KV_CHUNKS,
+				.key = k->at,
+				.klen = 17,
+				.scan = true,
+				.to = k->hi,
+				.tlen = 8,
+				.limit = limit};
 }
 
 /* A get of ino's attributes, to prefetch (key: 8 bytes kept by the caller). */
@@ -603,8 +618,8 @@ static struct kv_read attr_read(uint8_t *key, uint64_t ino)
  * after the one at or before start (0: no limit; *more, if not NULL, tells whether the
  * limit cut them).
  */
-static int collect_chunks_max(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end,
-			      int max, struct meta_chunk **out, bool *more)
+static int collect_chunks_max(struct kv_txn *t, uint64_t ino, uint64_t start, uint64_t end, int max,
+			      struct meta_chunk **out, bool *more)
 {
 	struct chunk_list l = {NULL, 0, 0, start, end};
 	struct chunk_scan k;
@@ -1043,7 +1058,7 @@ static int chmod_acl(struct kv_txn *t, struct meta_attr *a)
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 {
-	return IN_TXN(m, false, get_attr(t, ino, out));
+	return IN_TXN_ONE(m, get_attr(t, ino, out));
 }
 
 /* The entry and its inode in one engine call (one round trip on PostgreSQL). */
@@ -1111,6 +1126,8 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
 {
 	if (strlen(name) > META_NAME_MAX)
 		return -ENAMETOOLONG;
+	if (strcmp(name, ".") && strcmp(name, "..")) /* one join: one statement */
+		return IN_TXN_ONE(m, lookup_tx(t, parent, name, out));
 	return IN_TXN(m, false, lookup_tx(t, parent, name, out));
 }
 
@@ -1138,8 +1155,8 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 		uint8_t pk[8], dk[8 + META_NAME_MAX];
 		struct kv_read r[2] = {attr_read(pk, parent)};
 
-		r[1] = (struct kv_read){.table = KV_DENTRIES, .key = dk,
-					.klen = dentry_key(dk, parent, name)};
+		r[1] = (struct kv_read){
+		    .table = KV_DENTRIES, .key = dk, .klen = dentry_key(dk, parent, name)};
 		rc = kv_prefetch(t, r, 2);
 		if (rc < 0)
 			return rc;
@@ -1810,8 +1827,8 @@ static int write_prefetch(struct kv_txn *t, uint64_t ino, const struct meta_chun
 		r[nr++] = *also;
 	r[nr++] = attr_read(ak, ino);
 	for (int i = 0; i < n && i < PREFETCH_WRITES; i++) {
-		r[nr++] = (struct kv_read){.table = KV_FIDREFS, .key = chunks[i].fid,
-					   .klen = strlen(chunks[i].fid)};
+		r[nr++] = (struct kv_read){
+		    .table = KV_FIDREFS, .key = chunks[i].fid, .klen = strlen(chunks[i].fid)};
 		chunk_scan_init(&k[i], ino, chunks[i].offset);
 		chunk_scan_reads(&k[i], PREFETCH_CHUNKS, r + nr);
 		nr += 2;
@@ -1872,8 +1889,7 @@ static int prefetched_write_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
 int meta_write_chunks(struct meta *m, uint64_t ino, const struct meta_chunk *chunks, int n,
 		      uint64_t min_size, bool touch, struct meta_attr *out)
 {
-	return IN_TXN(m, true,
-		      prefetched_write_tx(m, t, ino, chunks, n, min_size, touch, out));
+	return IN_TXN(m, true, prefetched_write_tx(m, t, ino, chunks, n, min_size, touch, out));
 }
 
 static int replace_chunks_tx(struct meta *m, struct kv_txn *t, uint64_t ino,
@@ -3077,7 +3093,7 @@ int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free)
 static int unhold_many_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,
 			  const bool *may_free, int n)
 {
-	uint8_t (*keys)[8] = n > 0 && n <= PREFETCH_UNHOLDS ? calloc((size_t)n, 8) : NULL;
+	uint8_t(*keys)[8] = n > 0 && n <= PREFETCH_UNHOLDS ? calloc((size_t)n, 8) : NULL;
 	struct kv_read r[2 * PREFETCH_UNHOLDS];
 	int rc = 0, nr = 0;
 

@@ -1777,10 +1777,21 @@ static void test_prefetch(void **state)
 	t->n_touched = 0;
 	r[0] = (struct kv_read){.table = KV_SYMLINKS, .key = "a", .klen = 1};
 	r[1] = (struct kv_read){.table = KV_SYMLINKS, .key = "b", .klen = 1};
-	r[2] = (struct kv_read){.table = KV_SYMLINKS, .key = "a", .klen = 1, .scan = true,
-				.to = "z", .tlen = 1, .limit = 2};
-	r[3] = (struct kv_read){.table = KV_SYMLINKS, .key = "a", .klen = 1, .scan = true,
-				.reverse = true, .to = "z", .tlen = 1, .limit = 1};
+	r[2] = (struct kv_read){.table = KV_SYMLINKS,
+				.key = "a",
+				.klen = 1,
+				.scan = true,
+				.to = "z",
+				.tlen = 1,
+				.limit = 2};
+	r[3] = (struct kv_read){.table = KV_SYMLINKS,
+				.key = "a",
+				.klen = 1,
+				.scan = true,
+				.reverse = true,
+				.to = "z",
+				.tlen = 1,
+				.limit = 1};
 	assert_int_equal(kv_prefetch(t, r, 4), 0);
 	rt = meta_round_trips(f->m, NULL);
 	assert_int_equal(kv_get(t, KV_SYMLINKS, "a", 1, &v, &vlen), 0);
@@ -1933,9 +1944,8 @@ static void test_setgid_create(void **state)
 	assert_true(a.gid == 777 && a.uid == 5 && !(a.mode & S_ISGID));
 	assert_int_equal(meta_create(f->m, d, "dir", S_IFDIR | 0755, 5, 6, 0, NULL, &a), 0);
 	assert_true(a.gid == 777 && (a.mode & S_ISGID));
-	assert_int_equal(meta_create(f->m, META_ROOT_INO, "plain", S_IFREG | 0644, 5, 6, 0, NULL,
-				     &a),
-			 0);
+	assert_int_equal(
+	    meta_create(f->m, META_ROOT_INO, "plain", S_IFREG | 0644, 5, 6, 0, NULL, &a), 0);
 	assert_true(a.gid == 6);
 }
 
