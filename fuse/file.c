@@ -1658,11 +1658,12 @@ static int map_slice(const struct read_map *m, uint64_t s, uint64_t e, struct me
 }
 
 /* The committed intervals overlapping [off, off+len) (caller frees), after
- * committed_attr for a range holding this one. f->lock held. */
+ * committed_attr for a range holding this one. From meta when the map's window does
+ * not hold them all (a read wider than MAP_CHUNKS intervals). f->lock held. */
 static int committed_chunks(struct kelp_fs *fs, struct open_file *f, const struct committed *c,
 			    uint64_t off, size_t len, struct meta_chunk **out)
 {
-	if (!c->map)
+	if (!c->map || off < c->map->lo || off + len > c->map->hi)
 		return meta_read_chunks(fs->meta, f->ino, off, len, out);
 	return map_slice(c->map, off, off + len, out);
 }
