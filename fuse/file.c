@@ -147,7 +147,7 @@ struct open_file {
 	struct meta_hold hold;
 	bool held;
 	bool stale_logged;
-	int writers; /* this mount's handles open for writing (op_open's page cache rule) */
+	int writers;	     /* this mount's handles open for writing (op_open's page cache rule) */
 	struct read_map map; /* the read path's cache (file_read, file_read_direct) */
 };
 
