@@ -83,6 +83,10 @@ int meta_decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out);
  * every create in a directory and every chmod that has none). */
 #define META_F_ACL_ACCESS  (1u << 0)
 #define META_F_ACL_DEFAULT (1u << 1)
+/* The file is in the trash (its one name is under /.trash; cleared by a restore). A
+ * shared engine's mount opens such a file only when its kernel found it there: another
+ * mount's kernel may still cache the name it had (meta_hold, ESTALE). */
+#define META_F_TRASHED (1u << 2)
 /* The POSIX ACL xattrs (Linux's format: a version, then tag/perm/id entries). */
 #define META_ACL_ACCESS	 "system.posix_acl_access"
 #define META_ACL_DEFAULT "system.posix_acl_default"
