@@ -44,6 +44,52 @@ struct lock_range {
 	uint32_t pid;
 };
 
+/* A file's change marker: the session that announced the last change of the file's
+ * data at a lock change, and its serial ({0, 0}: none yet). See fuse/locks.c. */
+struct lock_marker {
+	uint64_t session, serial;
+};
+bool lock_marker_eq(const struct lock_marker *a, const struct lock_marker *b);
+
+/* A lock's owner: a session and the kernel's lock owner there. */
+struct lock_owner {
+	uint64_t session, owner;
+};
+
+#define LOCK_MAX_BLOCKERS 16 /* owners one F_SETLKW records waiting for */
+
+/* One lock change (lock_change). */
+struct lock_request {
+	struct lock_range want; /* F_UNLCK: an unlock */
+	bool publish;		/* write `mark` as the file's change marker, in the same
+				 * transaction (when the lock changes) */
+	struct lock_marker mark;
+	bool detect; /* F_SETLKW of a POSIX lock: wait rows and deadlock detection */
+	/* the wait rows this request has (in: from its last round; out: now) */
+	struct lock_owner waiting[LOCK_MAX_BLOCKERS];
+	int n_waiting;
+	/* out */
+	struct lock_marker before; /* the file's marker as the transaction found it */
+	struct lock_range conflict;
+};
+
+/*
+ * Sets (or with F_UNLCK removes) r->want on ino, in one transaction with one read (the
+ * file's locks and marker in one scan): 0 (the marker written when r->publish), -EAGAIN
+ * when another owner's lock conflicts (r->conflict; with r->detect the owners waited
+ * for are recorded as wait rows, r->waiting), -EDEADLK when waiting would close a
+ * circle of waits (r->detect; the request's wait rows are gone), or -errno.
+ */
+int lock_change(struct meta *m, uint64_t ino, char kind, struct lock_request *r);
+/* Removes the wait rows of a request that stops waiting without its lock (EINTR). */
+int lock_unwait(struct meta *m, struct lock_request *r);
+/* lock_release_owner, also writing *publish as the file's marker (if not NULL) and
+ * giving the marker found in *before (if not NULL). */
+int lock_release(struct meta *m, uint64_t ino, char kind, uint64_t session, uint64_t owner,
+		 const struct lock_marker *publish, struct lock_marker *before);
+/* The file's change marker (tests). */
+int lock_marker_get(struct meta *m, uint64_t ino, struct lock_marker *out);
+
 /*
  * Sets (or with F_UNLCK removes) a lock of (l->session, l->owner) on ino. Returns 0,
  * -EAGAIN when another owner's lock conflicts (described in *conflict if not NULL), or

@@ -655,6 +655,13 @@ static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
 	kv_del(t, KV_SYMLINKS, k, 8);
 	kv_del(t, KV_ORPHANS, k, 8);
 	kv_del(t, KV_PARENTS, k, 8);
+	if (m->kv->shared) {
+		uint8_t mk[9];
+
+		be64(mk, ino);
+		mk[8] = META_LOCK_MARK;
+		kv_del(t, KV_LOCKS, mk, 9); /* its change marker (fuse/locks.c) */
+	}
 	return kv_del(t, KV_INODES, k, 8);
 }
 
@@ -2668,8 +2675,23 @@ static int clean_tx(struct meta *m, struct kv_txn *t, uint64_t id, int *freed)
 		rc = kv_scan(t, KV_ORPHANS, k, 8, NULL, 0, false, 0, orphan_of_one, &orphans);
 	for (int i = 0; rc == 0 && i < holds.keys.n; i++)
 		rc = kv_del(t, KV_HOLDS, holds.keys.keys[i], holds.keys.lens[i]);
-	for (int i = 0; rc == 0 && i < locks.keys.n; i++)
-		rc = kv_del(t, KV_LOCKS, locks.keys.keys[i], locks.keys.lens[i]);
+	for (int i = 0; rc == 0 && i < locks.keys.n; i++) {
+		const uint8_t *lk = locks.keys.keys[i];
+
+		rc = kv_del(t, KV_LOCKS, lk, locks.keys.lens[i]);
+		/* A file it had locked: what it stored under the lock is announced to the
+		 * other mounts as a change (fuse/locks.c, "change marker"); wait rows (the
+		 * all-ones prefix) name no file. */
+		if (rc == 0 && rd64(lk) != UINT64_MAX) {
+			uint8_t mk[9], mv[16];
+
+			memcpy(mk, lk, 8);
+			mk[8] = META_LOCK_MARK;
+			be64(mv, id);
+			be64(mv + 8, UINT64_MAX);
+			rc = kv_put(t, KV_LOCKS, mk, 9, mv, 16);
+		}
+	}
 	/* Then the files only this session kept alive: those it held and those whose last
 	 * name it removed (its kernel was still using them). */
 	for (int i = 0; rc == 0 && i < holds.keys.n; i++) {
