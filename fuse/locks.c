@@ -425,8 +425,11 @@ static int record_wait(struct kv_txn *t, struct set_ctx *c)
 		if (owner_eq(&g.e[i].from, &me))
 			g.e[i].dead = true; /* as they are about to be: the new ones below */
 	for (int i = 0; rc == 0 && i < c->n_blockers; i++) {
-		struct wait_edge e = {.from = me, .to = c->blockers[i], .ino = c->ino,
-				      .kind = c->kind, .want = *c->want};
+		struct wait_edge e = {.from = me,
+				      .to = c->blockers[i],
+				      .ino = c->ino,
+				      .kind = c->kind,
+				      .want = *c->want};
 
 		rc = edge_add(&g, &e);
 	}
@@ -567,7 +570,8 @@ int lock_change(struct meta *m, uint64_t ino, char kind, struct lock_request *r)
 	if (c.conflicted) {
 		r->conflict = c.conflict;
 		if (c.detect) {
-			memcpy(r->waiting, c.blockers, (size_t)c.n_blockers * sizeof(c.blockers[0]));
+			memcpy(r->waiting, c.blockers,
+			       (size_t)c.n_blockers * sizeof(c.blockers[0]));
 			r->n_waiting = c.n_blockers;
 		}
 		return -EAGAIN;
@@ -591,9 +595,7 @@ static int unwait_tx(struct kv_txn *t, void *arg)
 
 int lock_unwait(struct meta *m, struct lock_request *r)
 {
-	struct unwait_ctx c = {{r->want.session, r->want.owner},
-			       r->waiting,
-			       r->n_waiting};
+	struct unwait_ctx c = {{r->want.session, r->want.owner}, r->waiting, r->n_waiting};
 	int rc = r->n_waiting > 0 ? meta_run(m, true, unwait_tx, &c) : 0;
 
 	if (rc == 0)
@@ -821,8 +823,8 @@ static void prepare(uint64_t ino, bool *publish, struct lock_marker *mark, uint6
  * a lock when another mount announced a change since `seen`); the caller drops it, then
  * calls settle() so that no other thread skips its drop before it is done.
  */
-static bool must_drop(uint64_t ino, bool taking, const struct lock_marker *before,
-		      bool published, const struct lock_marker *mark, uint64_t stamp)
+static bool must_drop(uint64_t ino, bool taking, const struct lock_marker *before, bool published,
+		      const struct lock_marker *mark, uint64_t stamp)
 {
 	struct file_view *v;
 	bool drop;
