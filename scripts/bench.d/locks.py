@@ -81,6 +81,29 @@ def load():
     return open("/proc/loadavg").read().split()[0]
 
 
+class Counts:
+    """PostgreSQL's transactions and WAL flushes (pg_stat_database, pg_stat_wal) over a
+    step: what a lock costs the database, independent of the machine's load."""
+
+    def __init__(self, pg, url):
+        self.pg, self.db = pg, (url.rsplit("/", 1)[1] if url else None)
+        self.start = self.now()
+
+    def now(self):
+        if not self.db:
+            return (0, 0)
+        time.sleep(0.6)   # the statistics collector's flush (PGSTAT_MIN_INTERVAL: 1 s)
+        out = self.pg.sql("SELECT pg_stat_force_next_flush()", db=self.db, check=False)
+        out = self.pg.sql("SELECT xact_commit + xact_rollback, (SELECT wal_sync FROM "
+                          "pg_stat_wal) FROM pg_stat_database WHERE datname = '%s'"
+                          % self.db, db=self.db)
+        return tuple(int(x) for x in out.strip().split("|"))
+
+    def per(self, n):
+        end = self.now()
+        return ((end[0] - self.start[0]) / n, (end[1] - self.start[1]) / n)
+
+
 def lock_pairs(path, n, mode):
     fd = os.open(path, os.O_RDWR)
     try:
@@ -172,11 +195,18 @@ def main():
             with open(f, "wb") as out:
                 out.write(b"%12d" % 0 + b"x" * 8180)
             r = {"engine": engine}
+            url = pg_meta if engine == "postgres" else None
             for mode in ("pairs", "read", "counter"):
+                c = Counts(pg, url)
                 r[mode] = lock_pairs(f, N, mode)
+                r[mode + "_db"] = c.per(N)
             assert int(open(f, "rb").read(12)) == N
+            c = Counts(pg, url)
             r["sqlite"], r["queries"] = sqlite_one(a)
+            r["sqlite_db"] = c.per(TXNS)
+            c = Counts(pg, url)
             r["sqlite2"] = sqlite_two(a, b)
+            r["sqlite2_db"] = c.per(TXNS // 3 * 2)
             rows.append(r)
             print("  %s done (load %s)" % (engine, load()), flush=True)
         print("%d lock/unlock pairs; sqlite: %d transactions (+2 readers), 2 x %d at once"
@@ -188,6 +218,11 @@ def main():
             print("%-9s %12.0f %12.0f %12.0f %14.1f %9d %12.1f" % (
                 r["engine"], r["pairs"], r["read"], r["counter"], r["sqlite"], r["queries"],
                 r["sqlite2"]))
+        pr = [r for r in rows if r["engine"] == "postgres"][0]
+        print("postgres, per pair / per sqlite transaction: database transactions, WAL "
+              "flushes (the sqlite readers' transactions included)")
+        for k in ("pairs", "read", "counter", "sqlite", "sqlite2"):
+            print("  %-8s %6.1f %6.1f" % ((k,) + pr[k + "_db"]))
         print("load at the end: %s" % load())
     finally:
         for m in mounts:
