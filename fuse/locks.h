@@ -8,19 +8,27 @@
  *
  * A lock belongs to (session, owner): owner is the kernel's lock owner (for POSIX locks
  * the process's file table, for flock and OFD locks the open file). Setting one is one
- * serializable transaction: read every lock of the file and kind, refuse on a conflict
+ * serializable transaction: read every lock of the file (and its change marker: one
+ * scan, one round trip), refuse on a conflict
  * (another owner's overlapping range, one of the two a write lock), else replace the
  * owner's own overlapping ranges (split around the new one, as fcntl does) and insert.
  * F_SETLKW and blocking flock poll the database (10 ms doubling to 250 ms) until the
  * lock is free or the caller is interrupted (EINTR). Locks go when the owner unlocks,
  * closes (flush for POSIX locks, release for flock), or its session dies (fuse/meta.h
- * "Sessions": cleaned up by another mount). No deadlock detection across mounts
- * (EDEADLK is never returned): two processes waiting for each other wait until one is
- * interrupted.
+ * "Sessions": cleaned up by another mount).
  *
- * Consistency: taking a lock drops the kernel's cached pages and attributes of the file,
- * and unlocking first stores the file's buffered writes (as NFS does), so a process
- * that reads under a lock sees what the previous holder wrote under it, on any mount.
+ * Deadlocks (POSIX locks): a waiting F_SETLKW records wait rows (waiter -> each owner of
+ * a conflicting lock) and fails with EDEADLK when a path of waits leads from its
+ * blockers back to itself (every edge checked against the locks table), as Linux does
+ * for local POSIX locks: the request that would close the circle fails.
+ *
+ * Consistency: every lock change first stores the file's buffered writes (when there
+ * are any) and, when this mount changed the file since it last said so, writes a new
+ * change marker for the file in the same transaction. Taking a lock drops the kernel's
+ * cached pages and attributes of the file only when the marker differs from the one
+ * this mount saw last (another mount announced a change), so a process that reads
+ * under a lock sees what the previous holder wrote under it, on any mount, and a
+ * reader re-locking a file nobody changed keeps its cache.
  *
  * With LMDB (one mount) none of this is installed: the kernel keeps the locks itself.
  */
