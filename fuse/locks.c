@@ -299,10 +299,13 @@ static int edge_live(struct kv_txn *t, const struct wait_edge *e, bool *live)
 static int find_circle(struct kv_txn *t, struct wait_graph *g, const struct lock_owner *me,
 		       bool *found)
 {
-	int *via = malloc((size_t)g->n * sizeof(int)), *queue = malloc((size_t)g->n * sizeof(int));
-	int rc = 0;
+	int *via, *queue, rc = 0;
 
 	*found = false;
+	if (g->n == 0)
+		return 0;
+	via = malloc((size_t)g->n * sizeof(int));
+	queue = malloc((size_t)g->n * sizeof(int));
 	if (!via || !queue) {
 		free(via);
 		free(queue);
