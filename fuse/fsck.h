@@ -25,6 +25,29 @@
  * is still to come), is a leaked blob: a crash between an upload and its commit. With
  * o->repair it is deleted. Only for a collection this filesystem alone writes to: a
  * blob of another filesystem or tool in it would look leaked.
+ *
+ * Repair (o->repair): after the check (and the blob reads, outside any transaction),
+ * one read-write transaction reads every table again, checks them again, and fixes
+ * what it found, all or nothing:
+ *   - a name of a missing inode, or in a missing or non-directory inode: removed;
+ *   - a directory's names after its first (in key order): removed;
+ *   - a directory whose parents row differs from its name: the row is rewritten;
+ *   - a chunk of a missing or non-file inode: removed;
+ *   - blob reference counts: set to the chunks using the blob (a count of a blob no
+ *     chunk uses is removed and the blob queued for gc);
+ *   - a gc entry of a blob still used: removed from the queue;
+ *   - an inode no name reaches (not an orphan): linked into /lost+found (created,
+ *     root's, 0700, when missing) as "#<inode>", as e2fsck does;
+ *   - link counts: set to the real count (after the fixes above);
+ *   - with o->drop_missing, every chunk whose blob the cluster does not have: removed
+ *     (that range of the file reads as a hole; size unchanged), reported by path.
+ * Not repaired: malformed rows, a root that is not a directory, short or unreadable
+ * blobs, directory cycles. The transaction first reads the sessions table: when a mount
+ * is live (a heartbeat younger than o->session_timeout_ns, and on this host its
+ * process still running), nothing of the metadata is changed (each problem is
+ * reported "not repaired": a mount trusts its caches and open files, so repairs wait
+ * until every mount is stopped). The same transaction makes it correct against a mount
+ * starting meanwhile (LMDB: one writer; PostgreSQL: SERIALIZABLE).
  */
 #ifndef KELP_FSCK_H
 #define KELP_FSCK_H
@@ -37,25 +60,46 @@
 struct kv;
 struct kelp_client;
 
-/* A problem: kind (a short phrase), detail, and a path ("" when none is known). */
-typedef void (*fsck_report_fn)(void *ctx, const char *kind, const char *detail, const char *path);
+/* What became of a problem. */
+enum fsck_repair {
+	FSCK_CHECKED,	   /* no repair was asked for */
+	FSCK_REPAIRED,	   /* fixed */
+	FSCK_NOT_REPAIRED, /* asked for, not done: see why */
+};
+
+/* A problem: kind (a short phrase), detail, a path ("" when none is known). */
+struct fsck_problem {
+	const char *kind, *detail, *path;
+	enum fsck_repair repair;
+	const char *why; /* FSCK_NOT_REPAIRED: why not */
+};
+
+typedef void (*fsck_report_fn)(void *ctx, const struct fsck_problem *p);
 
 struct fsck_result {
 	uint64_t inodes, dentries, chunks, blobs, blobs_checked;
-	uint64_t problems; /* found and not repaired */
+	uint64_t problems; /* found (repaired or not) */
+	uint64_t repaired; /* of those, fixed */
 	uint64_t needles, leaks, leaks_deleted;
+	int repair_error;	 /* -errno: the repair transaction failed (nothing changed) */
+	bool mounted;		 /* repairs refused: a mount is live */
+	char mounted_by[512];	 /* which one (host, pid, mount point) */
 };
 
 struct fsck_options {
-	const char *collection; /* search it for leaked blobs (NULL: no search) */
-	int64_t grace_ns;	/* needles younger than this are never leaks */
-	bool repair;		/* delete the leaked blobs */
-	const char *jwt_key;	/* the cluster's -jwtKey, to list needles (NULL: none) */
+	const char *collection;	    /* search it for leaked blobs (NULL: no search) */
+	int64_t grace_ns;	    /* needles younger than this are never leaks */
+	bool repair;		    /* repair the metadata (see above) and delete leaked blobs */
+	bool drop_missing;	    /* with repair: drop the chunks of blobs not in the cluster */
+	int64_t session_timeout_ns; /* a session whose heartbeat is older is not live */
+	int timeout_ms;		    /* the repair transaction retries conflicts this long */
+	const char *jwt_key;	    /* the cluster's -jwtKey, to list needles (NULL: none) */
 };
 
 /*
- * Checks kv (and the blobs through c, unless c is NULL). 0 when the check ran (see
- * r->problems), -errno when it could not (engine or memory errors).
+ * Checks kv (and the blobs through c, unless c is NULL), and repairs with o->repair.
+ * 0 when the check ran (see r->problems, r->repaired), -errno when it could not
+ * (engine or memory errors; a repair that failed changed nothing).
  */
 int fsck_run(struct kv *kv, struct kelp_client *c, const struct fsck_options *o,
 	     fsck_report_fn report, void *ctx, dump_progress_fn progress, void *progress_ctx,

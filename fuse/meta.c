@@ -2447,6 +2447,13 @@ static int session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_
 	return 0;
 }
 
+/* A sessions row decoded, for tools that read the table themselves (fuse/fsck.c). */
+int meta_session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			struct meta_session_info *out)
+{
+	return session_decode(k, klen, v, vlen, out);
+}
+
 struct session_list {
 	struct meta_session_info *list;
 	int n, cap;

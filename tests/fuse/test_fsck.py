@@ -132,8 +132,10 @@ def test_fsck_leaked_blob_repair(kelp, tmp_path):
         ("leaked blob", True)], problems
     rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-repair", "-collection=fsc",
                              "-grace=0s")
-    assert rc == 0 and len(problems) == 1 and problems[0]["detail"].endswith(": deleted"), \
+    # found and repaired: exit 1 (as for every problem -repair fixes), "repaired": true
+    assert rc == 1 and len(problems) == 1 and problems[0]["detail"].endswith(": deleted"), \
         (problems, err)
+    assert problems[0]["repaired"] is True and "1 repaired, 0 left" in err, (problems, err)
     url = kelp.server.master_get("/dir/lookup?volumeId=" + leaked.split(",")[0]).json()[
         "locations"][0]["url"]
     assert requests.get("http://%s/%s" % (url, leaked), timeout=10).status_code == 404
@@ -171,7 +173,7 @@ def test_fsck_leaks_in_a_keyed_cluster(kelp, tmp_path):
     r = subprocess.run([kelp.kelp_bin, "fsck", "-meta=" + meta, master, "-repair",
                         "-collection=fsk", "-grace=0s"], capture_output=True, timeout=120,
                        stdin=subprocess.DEVNULL, env=env)
-    assert r.returncode == 0 and b": deleted" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 1 and b": deleted" in r.stdout, (r.stdout, r.stderr)
     rc, problems, err = fsck(kelp.kelp_bin, meta, master, "-leaks", "-collection=fsk",
                              "-grace=0s", "-jwtKey=" + key)
     assert rc == 0 and problems == [], (problems, err)
