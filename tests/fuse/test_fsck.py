@@ -69,7 +69,9 @@ def test_fsck_clean_then_missing_blob(kelp):
 def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
     """A crafted metadata: a name of a missing inode, a wrong link count, an unreachable
     inode, a wrong reference count, a gc entry for a used blob, a directory whose
-    parents row is wrong."""
+    parents row is wrong, a chunk of a missing inode (its blob's count then counts for
+    nothing). `-repair -noBlobs` fixes them all; the blob only the dropped chunk used
+    goes to the gc queue, the unreachable inode to /lost+found."""
     hdr = {"kelp_dump": 1, "generation": 77, "next_ino": 100, "next_gc": 10}
 
     def inode(ino, mode, nlink):
@@ -88,6 +90,8 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         {"fidref": "3,01aa", "count": 1},
         {"fidref": "3,02bb", "count": 5},                 # 1 chunk uses it
         {"gc": 3, "fid": "3,01aa", "queued": 0},          # still used
+        {"chunk": 9, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,03cc"},
+        {"fidref": "3,03cc", "count": 1},
     ]                                                    # inode 5: no name
     text = "\n".join(json.dumps(x) for x in [hdr] + recs + [{"end": len(recs)}]) + "\n"
     meta = str(tmp_path / "broken")
@@ -102,7 +106,21 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         ("wrong blob reference count", "/other"),
         ("gc queue holds a blob still used", "/dir/file"),
         ("directory parent row differs from its name", "/dir"),
+        ("chunk of a missing or non-file inode", "/?"),
+        ("reference count of an unused blob", ""),
     ]), problems
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs", "-repair")
+    assert rc == 1 and len(problems) == 8 and all(p["repaired"] for p in problems), \
+        (problems, err)
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs")
+    assert rc == 0 and problems == [], (problems, err)
+    _, recs = dump(kelp_bin, meta)
+    recs = [json.loads(x) for x in recs]
+    lf = [r["ino"] for r in recs if r.get("dentry") == 1 and r["name"] == "lost+found"]
+    assert lf and {"dentry": lf[0], "name": "#5", "ino": 5} in recs, recs
+    assert [r["fid"] for r in recs if "gc" in r] == ["3,03cc"], recs
+    assert not any(r.get("chunk") == 9 or r.get("dentry") == 2 and r["name"] == "ghost"
+                   for r in recs), recs
 
 
 def test_fsck_leaked_blob_repair(kelp, tmp_path):
