@@ -7,10 +7,12 @@
  * order. Then each blob the chunks reference is asked for in the cluster (one ranged
  * read of its last used byte: it exists and is at least as long as the file needs).
  * Each problem is reported through a callback with the paths it affects (paths are
- * rebuilt from the names of the snapshot).
+ * rebuilt from the names of the snapshot), at the end, when it is known whether it was
+ * repaired.
  *
  * Memory: about 60 bytes per inode plus its first name, and 80 per distinct blob
- * (1.07 million files: 236 MB RSS in all, docs/benchmarks.md).
+ * (1.07 million files: 236 MB RSS in all, docs/benchmarks.md), plus about 700 bytes per
+ * problem found; a repair holds a second copy of the arrays while it runs.
  *
  * Checks: a name pointing to a missing inode; an inode no name reaches (and not an
  * orphan, an unlinked file still open); link counts (files: their names; directories:
