@@ -249,6 +249,12 @@ static struct blob *blob_slot_raw(struct fsck *f, const char *fid, size_t len, b
 
 /* ---------------------------------------------------------------- scans */
 
+/* A row that cannot be decoded (reported, never repaired). */
+static int malformed(struct fsck *f, const char *kind, size_t klen, size_t vlen)
+{
+	return add(f, kind, 0, 0, NULL, 0, "key %zu, value %zu bytes", klen, vlen) ? 0 : -ENOMEM;
+}
+
 static int on_inode(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
 {
 	struct fsck *f = ctx;
@@ -256,10 +262,7 @@ static int on_inode(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 
 	tick(f);
 	if (klen != 8 || meta_decode_attr(v, vlen, &a) < 0)
-		return add(f, "malformed inode row", 0, 0, NULL, 0, "key %zu, value %zu bytes", klen,
-			   vlen)
-			   ? 0
-			   : -ENOMEM;
+		return malformed(f, "malformed inode row", klen, vlen);
 	if (f->n_inos == f->cap_inos) {
 		size_t cap = f->cap_inos ? f->cap_inos * 2 : 4096;
 		struct ino_rec *p = realloc(f->inos, cap * sizeof(*p));
@@ -316,10 +319,7 @@ static int on_dentry(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
 
 	tick(f);
 	if (klen < 9 || klen > 8 + META_NAME_MAX || vlen != 8)
-		return add(f, "malformed name row", 0, 0, NULL, 0, "key %zu, value %zu bytes", klen,
-			   vlen)
-			   ? 0
-			   : -ENOMEM;
+		return malformed(f, "malformed name row", klen, vlen);
 	f->r->dentries++;
 	parent = rd64(k);
 	child = rd64(v);
@@ -331,8 +331,7 @@ static int on_dentry(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
 	if (!c)
 		return drop_name(f, "name of a missing inode", parent, k + 8, klen - 8, child);
 	if (S_ISDIR(c->mode) && c->names)
-		return drop_name(f, "directory with several names", parent, k + 8, klen - 8,
-				 child);
+		return drop_name(f, "directory with several names", parent, k + 8, klen - 8, child);
 	if (!c->names) {
 		size_t n = klen - 8;
 
@@ -383,10 +382,7 @@ static int on_chunk(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 
 	tick(f);
 	if (klen != 16 || vlen < 17 || vlen >= 16 + META_FID_MAX)
-		return add(f, "malformed chunk row", 0, 0, NULL, 0, "key %zu, value %zu bytes", klen,
-			   vlen)
-			   ? 0
-			   : -ENOMEM;
+		return malformed(f, "malformed chunk row", klen, vlen);
 	f->r->chunks++;
 	ino = rd64(k);
 	off = rd64(k + 8);
@@ -445,9 +441,7 @@ static int on_fidref(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
 	if (vlen == 4)
 		memcpy(&count, v, 4);
 	if (klen >= META_FID_MAX)
-		return add(f, "malformed reference count row", 0, 0, NULL, 0, "key %zu bytes", klen)
-			   ? 0
-			   : -ENOMEM;
+		return malformed(f, "malformed reference count row", klen, vlen);
 	if (b)
 		b->has_ref_row = true;
 	if (b && b->dropped && !b->refs) {
@@ -483,8 +477,7 @@ static int on_gc(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, siz
 
 	tick(f);
 	if (klen != 8 || meta_gc_decode(v, vlen, fid, &queued) < 0)
-		return add(f, "malformed gc row", 0, 0, NULL, 0, "value %zu bytes", vlen) ? 0
-										      : -ENOMEM;
+		return malformed(f, "malformed gc row", klen, vlen);
 	b = blob_slot(f, fid, strlen(fid), false);
 	if (b && b->refs) {
 		struct problem *p =
@@ -563,8 +556,8 @@ static void check_inodes(struct fsck *f)
 			continue;
 		}
 		if (r->nlink != want) {
-			p = add(f, "wrong link count", r->ino, 0, NULL, 0, "st_nlink %u, %u expected",
-				r->nlink, want);
+			p = add(f, "wrong link count", r->ino, 0, NULL, 0,
+				"st_nlink %u, %u expected", r->nlink, want);
 			if (!p)
 				return;
 			p->fix = FIX_NLINK;
@@ -626,8 +619,8 @@ static void report_blobs(struct fsck *f)
 				p->why = "-dropMissing turns what the file had in it into a hole";
 		} else if (b->state == BLOB_SHORT) {
 			p = add(f, "short blob", b->ino, 0, NULL, 0,
-				"blob %s is shorter than the %" PRIu64 " bytes its chunks use", b->fid,
-				b->max_end);
+				"blob %s is shorter than the %" PRIu64 " bytes its chunks use",
+				b->fid, b->max_end);
 		} else if (b->state == BLOB_UNREADABLE) {
 			p = add(f, "unreadable blob", b->ino, 0, NULL, 0,
 				"blob %s cannot be read: %s", b->fid, b->err ? b->err : "?");
@@ -659,8 +652,9 @@ static int on_session(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v
 	if (!strcmp(s.host, l->host) && s.pid && kill((pid_t)s.pid, 0) < 0 && errno == ESRCH)
 		return 0; /* on this host, and its process is gone */
 	if (!l->n++)
-		snprintf(l->out, l->cap, "session %" PRIu64 " (%s, pid %u, %s), heartbeat %.0f s ago",
-			 s.id, s.host, s.pid, s.mountpoint,
+		snprintf(l->out, l->cap,
+			 "session %" PRIu64 " (%s, pid %u, %s), heartbeat %.0f s ago", s.id, s.host,
+			 s.pid, s.mountpoint,
 			 s.beat_ns > l->now ? 0.0 : (double)(l->now - s.beat_ns) / 1e9);
 	return 0;
 }
@@ -846,7 +840,25 @@ static int apply_one(struct fsck *f, struct kv_txn *t, struct problem *p, uint64
 		}
 		if (*lf_rc < 0)
 			return *lf_rc;
-		snprintf(name, sizeof(name), "#%" PRIu64, p->a);
+		/* "#<inode>", or "#<inode>.N" when someone took that name */
+		for (int n = 0; n < 100; n++) {
+			const uint8_t *v;
+			size_t vlen;
+
+			if (n)
+				snprintf(name, sizeof(name), "#%" PRIu64 ".%d", p->a, n);
+			else
+				snprintf(name, sizeof(name), "#%" PRIu64, p->a);
+			rc = kv_get(t, KV_DENTRIES, k, name_key(k, *lf, name), &v, &vlen);
+			if (rc != 0)
+				break;
+		}
+		if (rc == 0) {
+			p->why = "every name for it in /" LOST_FOUND " is taken";
+			return 1;
+		}
+		if (rc != -ENOENT)
+			return rc;
 		rc = put_u64(t, KV_DENTRIES, k, name_key(k, *lf, name), p->a);
 		if (rc == 0)
 			rc = get_attr(t, p->a, &a);
@@ -867,8 +879,9 @@ static int apply_one(struct fsck *f, struct kv_txn *t, struct problem *p, uint64
 			rc = put_attr(t, &a);
 		}
 		if (rc == 0)
-			snprintf(p->detail + strlen(p->detail), sizeof(p->detail) - strlen(p->detail),
-				 ": now /" LOST_FOUND "/%s", name);
+			snprintf(p->detail + strlen(p->detail),
+				 sizeof(p->detail) - strlen(p->detail), ": now /" LOST_FOUND "/%s",
+				 name);
 		return rc;
 	}
 	}
@@ -1173,11 +1186,15 @@ static void report_all(struct fsck *f, fsck_report_fn rep, void *ctx, int repair
 			f->r->repaired++;
 		} else {
 			fp.repair = FSCK_NOT_REPAIRED;
-			fp.why = p->why				      ? p->why
-				 : repair_rc < 0		      ? failed
-				 : f->r->mounted && (p->fix != FIX_NONE || !strcmp(p->kind, "missing blob"))
-				     ? mounted
-				     : "fsck does not repair this";
+			if (p->why)
+				fp.why = p->why;
+			else if (repair_rc < 0)
+				fp.why = failed;
+			else if (f->r->mounted &&
+				 (p->fix != FIX_NONE || !strcmp(p->kind, "missing blob")))
+				fp.why = mounted;
+			else
+				fp.why = "fsck does not repair this";
 		}
 		rep(ctx, &fp);
 	}
@@ -1187,10 +1204,8 @@ int fsck_run(struct kv *kv, struct kelp_client *c, const struct fsck_options *o,
 	     void *ctx, dump_progress_fn progress, void *progress_ctx, struct fsck_result *r)
 {
 	static const struct fsck_options none = {0};
-	struct fsck f = {.o = o ? o : &none,
-			 .r = r,
-			 .progress = progress,
-			 .progress_ctx = progress_ctx};
+	struct fsck f = {
+	    .o = o ? o : &none, .r = r, .progress = progress, .progress_ctx = progress_ctx};
 	struct kv_txn *t;
 	int rc, repair_rc = 0;
 

@@ -83,9 +83,9 @@ struct fsck_result {
 	uint64_t problems; /* found (repaired or not) */
 	uint64_t repaired; /* of those, fixed */
 	uint64_t needles, leaks, leaks_deleted;
-	int repair_error;	 /* -errno: the repair transaction failed (nothing changed) */
-	bool mounted;		 /* repairs refused: a mount is live */
-	char mounted_by[512];	 /* which one (host, pid, mount point) */
+	int repair_error;     /* -errno: the repair transaction failed (nothing changed) */
+	bool mounted;	      /* repairs refused: a mount is live */
+	char mounted_by[512]; /* which one (host, pid, mount point) */
 };
 
 struct fsck_options {
