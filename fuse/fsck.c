@@ -26,7 +26,10 @@ struct ino_rec {
 	uint64_t first_parent; /* of its first name (0: none) */
 	uint64_t name_off;     /* the first name, in the arena */
 	uint64_t parent_row;   /* directories: the parents table (0: none) */
+	uint64_t stored;       /* its record's `stored` (less the chunks a repair drops) */
+	uint64_t sum;	       /* the lengths of its chunks */
 	bool orphan;
+	bool target; /* a symlinks row */
 };
 
 enum blob_state { BLOB_OK, BLOB_MISSING, BLOB_SHORT, BLOB_UNREADABLE };
@@ -49,9 +52,11 @@ enum fix {
 	FIX_NONE,
 	FIX_DEL_DENTRY, /* remove name (parent, name) */
 	FIX_DEL_CHUNK,	/* remove chunk (a = ino, b = offset), c bytes of data */
+	FIX_DEL_ROW,	/* remove row a + name of table b (xattrs, symlinks) */
 	FIX_FIDREF,	/* blob `name`: count a (0: remove the row; then b: queue it for gc) */
 	FIX_DEL_GC,	/* remove gc entry a */
 	FIX_PARENT,	/* parents[a] = b */
+	FIX_STORED,	/* inode a: stored = b */
 	FIX_NLINK,	/* inode a: st_nlink = b */
 	FIX_LOST_FOUND, /* inode a into /lost+found as #a, st_nlink = b; c: a directory */
 	FIX_KINDS
@@ -272,9 +277,46 @@ static int on_inode(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 		f->inos = p;
 		f->cap_inos = cap;
 	}
-	f->inos[f->n_inos++] = (struct ino_rec){.ino = rd64(k), .mode = a.mode, .nlink = a.nlink};
+	f->inos[f->n_inos++] =
+	    (struct ino_rec){.ino = rd64(k), .mode = a.mode, .nlink = a.nlink, .stored = a.stored};
 	f->r->inodes++;
 	return 0;
+}
+
+/* A row of an inode's xattrs or symlink target: removed with a missing inode. */
+static int on_ino_row(struct fsck *f, int table, const char *kind, const uint8_t *k, size_t klen)
+{
+	struct ino_rec *r = klen >= 8 ? find_ino(f, rd64(k)) : NULL;
+	struct problem *p;
+
+	tick(f);
+	if (r) {
+		r->target |= table == KV_SYMLINKS;
+		return 0;
+	}
+	if (klen < 8 || klen > 8 + META_NAME_MAX)
+		return malformed(f, kind, klen, 0);
+	p = add(f, kind, 0, 0, NULL, 0, "inode %" PRIu64 "%s%.*s", rd64(k), klen > 8 ? ", " : "",
+		(int)(klen - 8), k + 8);
+	if (!p)
+		return -ENOMEM;
+	p->fix = FIX_DEL_ROW;
+	p->a = rd64(k);
+	p->b = (uint64_t)table;
+	memcpy(p->name, k + 8, klen - 8);
+	p->name[klen - 8] = '\0';
+	p->c = klen - 8;
+	return 0;
+}
+
+static int on_xattr(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	return on_ino_row(ctx, KV_XATTRS, "xattr of a missing inode", k, klen);
+}
+
+static int on_symlink(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
+{
+	return on_ino_row(ctx, KV_SYMLINKS, "symlink target of a missing inode", k, klen);
 }
 
 static int on_orphan(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen)
@@ -410,6 +452,8 @@ static int on_chunk(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 	}
 	if (f->pass2 && f->o && f->o->drop_missing && b->state == BLOB_MISSING) {
 		b->dropped = true;
+		if (r->stored != META_STORED_UNKNOWN)
+			r->stored = r->stored > len ? r->stored - len : 0;
 		p = add(f, "missing blob", ino, 0, NULL, 0,
 			"blob %s is not in the cluster: bytes %" PRIu64 "-%" PRIu64
 			" of the file become a hole",
@@ -423,6 +467,7 @@ static int on_chunk(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, 
 		return 0;
 	}
 	b->refs++;
+	r->sum += len;
 	if (rd64(v + 8) + len > b->max_end)
 		b->max_end = rd64(v + 8) + len;
 	if (!b->ino)
@@ -502,10 +547,9 @@ static int scan_all(struct kv_txn *t, struct fsck *f)
 	static const struct {
 		int table;
 		kv_scan_fn fn;
-	} order[] = {{KV_INODES, on_inode},   {KV_ORPHANS, on_orphan},
-		     {KV_PARENTS, on_parent}, {KV_DENTRIES, on_dentry},
-		     {KV_CHUNKS, on_chunk},   {KV_FIDREFS, on_fidref},
-		     {KV_GC, on_gc}};
+	} order[] = {{KV_INODES, on_inode},   {KV_XATTRS, on_xattr},   {KV_SYMLINKS, on_symlink},
+		     {KV_ORPHANS, on_orphan}, {KV_PARENTS, on_parent}, {KV_DENTRIES, on_dentry},
+		     {KV_CHUNKS, on_chunk},   {KV_FIDREFS, on_fidref}, {KV_GC, on_gc}};
 	int rc;
 
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
@@ -555,6 +599,19 @@ static void check_inodes(struct fsck *f)
 			p->c = dir;
 			continue;
 		}
+		if (S_ISREG(r->mode) && r->stored != META_STORED_UNKNOWN && r->stored != r->sum) {
+			p = add(f, "wrong stored byte count", r->ino, 0, NULL, 0,
+				"stored %" PRIu64 ", its chunks hold %" PRIu64, r->stored, r->sum);
+			if (!p)
+				return;
+			p->fix = FIX_STORED;
+			p->a = r->ino;
+			p->b = r->sum;
+		}
+		if (S_ISLNK(r->mode) && !r->target &&
+		    !add(f, "symlink without a target", r->ino, 0, NULL, 0, "inode %" PRIu64,
+			 r->ino))
+			return;
 		if (r->nlink != want) {
 			p = add(f, "wrong link count", r->ino, 0, NULL, 0,
 				"st_nlink %u, %u expected", r->nlink, want);
@@ -818,6 +875,17 @@ static int apply_one(struct fsck *f, struct kv_txn *t, struct problem *p, uint64
 	case FIX_DEL_GC:
 		be64(k, p->a);
 		return kv_del(t, KV_GC, k, 8);
+	case FIX_DEL_ROW:
+		be64(k, p->a);
+		memcpy(k + 8, p->name, p->c);
+		return kv_del(t, (int)p->b, k, 8 + p->c);
+	case FIX_STORED:
+		rc = get_attr(t, p->a, &a);
+		if (rc == 0) {
+			a.stored = p->b;
+			rc = put_attr(t, &a);
+		}
+		return rc;
 	case FIX_PARENT:
 		be64(k, p->a);
 		return put_u64(t, KV_PARENTS, k, 8, p->b);

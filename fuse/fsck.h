@@ -17,9 +17,10 @@
  * Checks: a name pointing to a missing inode; an inode no name reaches (and not an
  * orphan, an unlinked file still open); link counts (files: their names; directories:
  * 2 + subdirectories); a directory with several names, or whose `parents` row differs
- * from its name; a chunk of a missing inode, or of a non-file; blob reference counts
- * against the chunks; a gc entry for a blob still referenced; a blob missing in the
- * cluster or shorter than its chunks need.
+ * from its name; a chunk of a missing inode, or of a non-file; xattrs and symlink
+ * targets of missing inodes, symlinks without a target; a file's stored byte count
+ * against its chunks; blob reference counts against the chunks; a gc entry for a blob
+ * still referenced; a blob missing in the cluster or shorter than its chunks need.
  *
  * Leaks (with o->collection): every needle of the collection's volumes (the volume
  * servers' GET /admin/needles) that no chunk references and the gc queue does not
@@ -34,7 +35,9 @@
  *   - a name of a missing inode, or in a missing or non-directory inode: removed;
  *   - a directory's names after its first (in key order): removed;
  *   - a directory whose parents row differs from its name: the row is rewritten;
- *   - a chunk of a missing or non-file inode: removed;
+ *   - a chunk of a missing or non-file inode, an xattr or symlink target of a missing
+ *     inode: removed;
+ *   - a file's `stored` byte count (st_blocks): set to its chunks' lengths;
  *   - blob reference counts: set to the chunks using the blob (a count of a blob no
  *     chunk uses is removed and the blob queued for gc);
  *   - a gc entry of a blob still used: removed from the queue;
@@ -43,8 +46,8 @@
  *   - link counts: set to the real count (after the fixes above);
  *   - with o->drop_missing, every chunk whose blob the cluster does not have: removed
  *     (that range of the file reads as a hole; size unchanged), reported by path.
- * Not repaired: malformed rows, a root that is not a directory, short or unreadable
- * blobs, directory cycles. The transaction first reads the sessions table: when a mount
+ * Not repaired: malformed rows, a root that is not a directory, a symlink without a
+ * target, short or unreadable blobs, directory cycles. The transaction first reads the sessions table: when a mount
  * is live (a heartbeat younger than o->session_timeout_ns, and on this host its
  * process still running), nothing of the metadata is changed (each problem is
  * reported "not repaired": a mount trusts its caches and open files, so repairs wait

@@ -3,7 +3,8 @@
 A tree is written through a real mount, the mount stopped, and its metadata damaged in
 each way fsck repairs: a wrong link count, a name of a missing inode, a directory and a
 file that no name reaches, a directory's parents row, a gc entry of a blob still used,
-a wrong blob reference count, and a blob deleted in the cluster. PostgreSQL is damaged
+a wrong blob reference count, a wrong stored byte count (st_blocks), an xattr of a
+missing inode, and a blob deleted in the cluster. PostgreSQL is damaged
 with SQL on its kelp_kv table; LMDB through `kelp meta dump`, an edit, and `kelp meta
 load` into a new directory. Then:
 
@@ -40,7 +41,7 @@ GHOST = 987654321
 class PgDamage:
     """Rows of kelp_kv (key: table byte + key; fuse/kv_pg.c) changed with SQL."""
 
-    INODES, DENTRIES, FIDREFS, GC, PARENTS = 0, 2, 4, 6, 9
+    INODES, DENTRIES, FIDREFS, XATTRS, GC, PARENTS = 0, 2, 4, 5, 6, 9
 
     def __init__(self, url):
         self.url = url
@@ -55,6 +56,16 @@ class PgDamage:
         self.stmts.append("UPDATE kelp_kv SET v = overlay(v placing '\\x%s'::bytea from 21 for 4)"
                           " WHERE k = %s" % (struct.pack("<I", nlink).hex(),
                                              self.key(self.INODES, ino.to_bytes(8, "big"))))
+
+    def set_stored(self, ino, stored):
+        # `stored` follows the 72 bytes of the older record
+        self.stmts.append("UPDATE kelp_kv SET v = overlay(v placing '\\x%s'::bytea from 73 for 8)"
+                          " WHERE k = %s" % (struct.pack("<Q", stored).hex(),
+                                             self.key(self.INODES, ino.to_bytes(8, "big"))))
+
+    def add_xattr(self, ino, name, value):
+        self.stmts.append("INSERT INTO kelp_kv VALUES (%s, '\\x%s'::bytea)" % (
+            self.key(self.XATTRS, ino.to_bytes(8, "big") + name.encode()), value.hex()))
 
     def add_name(self, parent, name, ino):
         self.stmts.append("INSERT INTO kelp_kv VALUES (%s, '\\x%s'::bytea)" % (
@@ -103,6 +114,12 @@ class LmdbDamage:
 
     def set_nlink(self, ino, nlink):
         self._find(inode=ino)["nlink"] = nlink
+
+    def set_stored(self, ino, stored):
+        self._find(inode=ino)["stored"] = stored
+
+    def add_xattr(self, ino, name, value):
+        self.recs.append({"xattr": ino, "name": name, "value": value.decode()})
 
     def add_name(self, parent, name, ino):
         self.recs.append({"dentry": parent, "name": name, "ino": ino})
@@ -189,6 +206,8 @@ def test_repair_every_kind_of_damage(kelp, engine):
     d.set_parent(ino["b/sub"], 1)                     # its parents row says /
     d.queue_gc(gc_fid)                                # a gc entry of a used blob
     d.set_refcount(f1_fid, 7)                         # a wrong reference count
+    d.set_stored(ino["g/gcfile"], 1)                  # st_blocks would say 512 bytes
+    d.add_xattr(GHOST, "user.lost", b"v")             # an xattr of a missing inode
     meta = d.commit(kelp)
     delete_blob(srv, big_fids[1])                     # bytes 1-2 MiB of e/big are gone
     master = "-master=" + srv.master_addr
@@ -203,6 +222,8 @@ def test_repair_every_kind_of_damage(kelp, engine):
         ("gc queue holds a blob still used", "/g/gcfile"),
         ("wrong blob reference count", "/a/f1"),
         ("missing blob", "/e/big"),
+        ("wrong stored byte count", "/g/gcfile"),
+        ("xattr of a missing inode", ""),
     ]
     rc, problems, err = fsck(kelp.kelp_bin, meta, master)
     assert rc == 1, err
@@ -225,7 +246,7 @@ def test_repair_every_kind_of_damage(kelp, engine):
                    if p["problem"] == "unreachable inode")
     assert moved == sorted(["/lost+found/#%d" % ino["c/lostdir"],
                             "/lost+found/#%d" % ino["d/lostfile"]]), problems
-    assert "8 repaired, 1 left" in err, err
+    assert "10 repaired, 1 left" in err, err
     rc, problems, err = fsck(kelp.kelp_bin, meta, master)
     assert rc == 1 and kinds(problems) == [("missing blob", "/e/big")], problems
 
@@ -263,6 +284,8 @@ def test_repair_every_kind_of_damage(kelp, engine):
     assert os.stat(m3.path(lf, "#%d" % ino["c/lostdir"])).st_nlink == 3
     assert os.stat(m3.path(lf)).st_nlink == 3
     assert os.stat(m3.path("e/big")).st_size == len(big)
+    assert os.stat(m3.path("e/big")).st_blocks == (len(big) - MiB + 511) // 512  # a hole
+    assert os.stat(m3.path("g/gcfile")).st_blocks == (9999 + 511) // 512
     # usable: the moved directory renamed back, new files, removals
     os.rename(m3.path(lf, "#%d" % ino["c/lostdir"]), m3.path("c", "lostdir"))
     assert read_file(m3.path("c/lostdir/y/z")) == b"zzz"
