@@ -29,7 +29,8 @@ struct ino_rec {
 	uint64_t stored;       /* its record's `stored` (less the chunks a repair drops) */
 	uint64_t sum;	       /* the lengths of its chunks */
 	bool orphan;
-	bool target; /* a symlinks row */
+	bool target;  /* a symlinks row */
+	uint8_t walk; /* check_cycles: 0 not seen, 1 on the current path, 2 done */
 };
 
 enum blob_state { BLOB_OK, BLOB_MISSING, BLOB_SHORT, BLOB_UNREADABLE };
@@ -68,7 +69,8 @@ struct problem {
 	uint64_t parent;
 	char name[META_NAME_MAX + 1]; /* FIX_FIDREF: the blob as its rows spell it */
 	uint8_t fix;
-	bool quiet; /* part of another problem's repair: not reported */
+	bool quiet;  /* part of another problem's repair: not reported */
+	bool nopath; /* parent + name are for the repair only: no path shown */
 	bool repaired;
 	uint64_t a, b, c;
 	const char *why; /* not repaired: why */
@@ -572,6 +574,69 @@ static int scan_all(struct kv_txn *t, struct fsck *f)
 
 /* ---------------------------------------------------------------- checks */
 
+/*
+ * Directories whose names lead in a circle instead of to the root (a cycle no name
+ * outside reaches). Each directory's only counted name is its first; following those
+ * up from every directory either reaches the root, a directory with no name (reported
+ * as unreachable), or comes back onto its own path: a cycle. It is broken at the
+ * directory where the walk came back: that name is removed (not counted), so the
+ * directory has no name left and goes to /lost+found with everything under it.
+ */
+static int check_cycles(struct fsck *f)
+{
+	size_t *path = NULL, n = 0, cap = 0;
+
+	for (size_t i = 0; i < f->n_inos; i++) {
+		struct ino_rec *r = &f->inos[i];
+
+		if (!S_ISDIR(r->mode) || r->walk)
+			continue;
+		n = 0;
+		while (r && !r->walk && r->ino != META_ROOT_INO && r->first_parent) {
+			if (n == cap) {
+				size_t c2 = cap ? cap * 2 : 64;
+				size_t *np = realloc(path, c2 * sizeof(*np));
+
+				if (!np) {
+					free(path);
+					return -ENOMEM;
+				}
+				path = np;
+				cap = c2;
+			}
+			r->walk = 1;
+			path[n++] = (size_t)(r - f->inos);
+			r = find_ino(f, r->first_parent);
+		}
+		if (r && r->walk == 1) { /* back on this path: a cycle, broken at r */
+			struct ino_rec *up = find_ino(f, r->first_parent);
+			struct problem *p =
+			    add(f, "directory cycle", 0, 0, NULL, 0,
+				"directory %" PRIu64 " is named \"%s\" in directory %" PRIu64
+				", which is inside it: no name from the root reaches them",
+				r->ino, f->arena + r->name_off, r->first_parent);
+
+			if (!p) {
+				free(path);
+				return -ENOMEM;
+			}
+			p->fix = FIX_DEL_DENTRY;
+			p->nopath = true;
+			p->parent = r->first_parent;
+			snprintf(p->name, sizeof(p->name), "%s", f->arena + r->name_off);
+			p->ino = 0;
+			if (up && up->subdirs)
+				up->subdirs--;
+			r->names--;
+			r->first_parent = 0;
+		}
+		for (size_t k = 0; k < n; k++)
+			f->inos[path[k]].walk = 2;
+	}
+	free(path);
+	return 0;
+}
+
 static void check_inodes(struct fsck *f)
 {
 	for (size_t i = 0; i < f->n_inos; i++) {
@@ -1053,6 +1118,8 @@ static int repair(struct kv *kv, struct fsck *f)
 		if (rc == 0)
 			rc = scan_all(t, &g);
 		if (rc == 0) {
+			if (check_cycles(&g) < 0)
+				g.nomem = true;
 			check_inodes(&g);
 			report_blobs(&g);
 			rc = g.nomem ? -ENOMEM : apply(&g, t);
@@ -1239,7 +1306,9 @@ static void report_all(struct fsck *f, fsck_report_fn rep, void *ctx, int repair
 
 		if (p->quiet)
 			continue;
-		if (p->ino) {
+		if (p->nopath) {
+			/* none */
+		} else if (p->ino) {
 			path_of(f, p->ino, path, sizeof(path));
 		} else if (p->parent) {
 			path_of(f, p->parent, path, sizeof(path));
@@ -1285,6 +1354,8 @@ int fsck_run(struct kv *kv, struct kelp_client *c, const struct fsck_options *o,
 	rc = scan_all(t, &f);
 	kv->ops->abort(t);
 	if (rc == 0) {
+		if (check_cycles(&f) < 0)
+			f.nomem = true;
 		check_inodes(&f);
 		f.total += f.n_blobs;
 		probe_blobs(&f, c);

@@ -17,7 +17,7 @@
  * Checks: a name pointing to a missing inode; an inode no name reaches (and not an
  * orphan, an unlinked file still open); link counts (files: their names; directories:
  * 2 + subdirectories); a directory with several names, or whose `parents` row differs
- * from its name; a chunk of a missing inode, or of a non-file; xattrs and symlink
+ * from its name; directory cycles; a chunk of a missing inode, or of a non-file; xattrs and symlink
  * targets of missing inodes, symlinks without a target; a file's stored byte count
  * against its chunks; blob reference counts against the chunks; a gc entry for a blob
  * still referenced; a blob missing in the cluster or shorter than its chunks need.
@@ -41,13 +41,16 @@
  *   - blob reference counts: set to the chunks using the blob (a count of a blob no
  *     chunk uses is removed and the blob queued for gc);
  *   - a gc entry of a blob still used: removed from the queue;
+ *   - directories inside each other with no name from the root (a cycle): the name
+ *     of one of them is removed, so it has none (next item);
  *   - an inode no name reaches (not an orphan): linked into /lost+found (created,
- *     root's, 0700, when missing) as "#<inode>", as e2fsck does;
+ *     root's, 0700, when missing) as "#<inode>" (or "#<inode>.N" when taken), as
+ *     e2fsck does;
  *   - link counts: set to the real count (after the fixes above);
  *   - with o->drop_missing, every chunk whose blob the cluster does not have: removed
  *     (that range of the file reads as a hole; size unchanged), reported by path.
  * Not repaired: malformed rows, a root that is not a directory, a symlink without a
- * target, short or unreadable blobs, directory cycles. The transaction first reads the sessions table: when a mount
+ * target, short or unreadable blobs. The transaction first reads the sessions table: when a mount
  * is live (a heartbeat younger than o->session_timeout_ns, and on this host its
  * process still running), nothing of the metadata is changed (each problem is
  * reported "not repaired": a mount trusts its caches and open files, so repairs wait

@@ -70,21 +70,31 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
     """A crafted metadata: a name of a missing inode, a wrong link count, an unreachable
     inode, a wrong reference count, a gc entry for a used blob, a directory whose
     parents row is wrong, a chunk of a missing inode (its blob's count then counts for
-    nothing). `-repair -noBlobs` fixes them all; the blob only the dropped chunk used
-    goes to the gc queue, the unreachable inode to /lost+found."""
+    nothing), two directories inside each other (a cycle no name from the root
+    reaches). `-repair -noBlobs` fixes them all; the blob only the dropped chunk used
+    goes to the gc queue, the unreachable inode and the cycle to /lost+found (whose
+    "#5" is taken: "#5.1")."""
     hdr = {"kelp_dump": 1, "generation": 77, "next_ino": 100, "next_gc": 10}
 
     def inode(ino, mode, nlink):
         return {"inode": ino, "mode": mode, "nlink": nlink, "uid": 0, "gid": 0, "rdev": 0,
                 "size": 10, "atime": 0, "mtime": 0, "ctime": 0, "crtime": 0}
     recs = [
-        inode(1, 0o40755, 3), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
+        inode(1, 0o40755, 4), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
         inode(4, 0o100644, 1), inode(5, 0o100644, 1),
+        inode(10, 0o40755, 3), inode(11, 0o40755, 3), inode(12, 0o100644, 1),
+        inode(20, 0o40755, 2), inode(21, 0o100644, 1),
         {"dentry": 1, "name": "dir", "ino": 2},
         {"dentry": 2, "name": "file", "ino": 3},          # nlink 2, one name
         {"dentry": 2, "name": "ghost", "ino": 42},        # no such inode
         {"dentry": 1, "name": "other", "ino": 4},
+        {"dentry": 1, "name": "lost+found", "ino": 20},
+        {"dentry": 20, "name": "#5", "ino": 21},          # not inode 5
+        {"dentry": 10, "name": "b", "ino": 11},           # 10 and 11 inside each other
+        {"dentry": 11, "name": "a", "ino": 10},
+        {"dentry": 11, "name": "inside", "ino": 12},
         {"dir": 2, "parent": 7},                          # should be 1
+        {"dir": 10, "parent": 11}, {"dir": 11, "parent": 10}, {"dir": 20, "parent": 1},
         {"chunk": 3, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,01aa"},
         {"chunk": 4, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,02bb"},
         {"fidref": "3,01aa", "count": 1},
@@ -108,16 +118,24 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         ("directory parent row differs from its name", "/dir"),
         ("chunk of a missing or non-file inode", "/?"),
         ("reference count of an unused blob", ""),
+        ("directory cycle", ""),
+        ("unreachable inode", ""),
+        ("wrong link count", "/?/b"),
     ]), problems
     rc, problems, err = fsck(kelp_bin, meta, "-noBlobs", "-repair")
-    assert rc == 1 and len(problems) == 8 and all(p["repaired"] for p in problems), \
+    assert rc == 1 and len(problems) == 11 and all(p["repaired"] for p in problems), \
         (problems, err)
+    moved = sorted(p["detail"].split(": now ")[1] for p in problems
+                   if p["problem"] == "unreachable inode")
+    assert moved == ["/lost+found/#10", "/lost+found/#5.1"], problems
     rc, problems, err = fsck(kelp_bin, meta, "-noBlobs")
     assert rc == 0 and problems == [], (problems, err)
     _, recs = dump(kelp_bin, meta)
     recs = [json.loads(x) for x in recs]
-    lf = [r["ino"] for r in recs if r.get("dentry") == 1 and r["name"] == "lost+found"]
-    assert lf and {"dentry": lf[0], "name": "#5", "ino": 5} in recs, recs
+    names = {(r["dentry"], r["name"]): r["ino"] for r in recs if "dentry" in r}
+    assert {k: v for k, v in names.items() if k[0] in (20, 10, 11)} == {
+        (20, "#5"): 21, (20, "#5.1"): 5, (20, "#10"): 10, (10, "b"): 11, (11, "inside"): 12}
+    assert {"dir": 10, "parent": 20} in recs
     assert [r["fid"] for r in recs if "gc" in r] == ["3,03cc"], recs
     assert not any(r.get("chunk") == 9 or r.get("dentry") == 2 and r["name"] == "ghost"
                    for r in recs), recs
