@@ -2,9 +2,10 @@
 
 - a file removed on mount A is in /.trash on mount B (with its original path), is
   restored there with mv, and reads back on A;
-- expiry while the other mount has the file open: the purge removes the trash entry,
-  but the blobs stay as long as B holds the file (B reads it through its descriptor
-  after the purge and past the gc grace); B's close frees it and its blobs go.
+- expiry while a mount has the file open (the purging mount or the other one): the
+  purge removes the trash entry, but the blobs stay as long as the file is held (read
+  through the descriptor after the purge and past the gc grace); the holder's close
+  frees it and its blobs go.
 """
 
 import os
@@ -23,12 +24,12 @@ def engine(request):
     return request.param
 
 
-def two_mounts(kelp, trash_days):
+def two_mounts(kelp, trash_a, trash_b=None):
     srv = kelp.start_server()
     meta = kelp.new_meta()
-    args = ["-chunkSizeLimitMB=1", "-trashDays=%s" % trash_days, "-gcGraceSec=1",
-            "-sessionTimeout=10"]
-    return srv, kelp.mount(args, meta=meta), kelp.mount(args, meta=meta)
+    args = ["-chunkSizeLimitMB=1", "-gcGraceSec=1", "-sessionTimeout=10"]
+    return (srv, kelp.mount(args + ["-trashDays=%s" % trash_a], meta=meta),
+            kelp.mount(args + ["-trashDays=%s" % (trash_b or trash_a)], meta=meta))
 
 
 def test_removed_on_one_mount_restored_on_the_other(kelp):
@@ -55,24 +56,28 @@ def test_removed_on_one_mount_restored_on_the_other(kelp):
         os.getxattr(a.path("x", "y", "f"), "trusted.kelp.trash.path")
 
 
-def test_expiry_while_held_on_the_other_mount(kelp):
-    """-trashDays=0.0001 (8.64 s). B opens the file, A removes it: once the period is
-    over the entry is purged (by either mount), but no blob of it is deleted while B
-    holds it; B reads all of it after the purge; B's close frees it."""
-    srv, a, b = two_mounts(kelp, 0.0001)
+@pytest.mark.parametrize("holder", ["the purging mount", "the other mount"])
+def test_expiry_while_held(kelp, holder):
+    """A keeps removed files a day, B 0.0001 day (8.64 s): B purges. The file is open on
+    B (the purging mount, which never looked the trash entry up: its kernel still knows
+    the file under its old name) or on A when A removes it. Once the period is over B
+    purges the entry, but no blob of the file is deleted while it is held; it reads back
+    whole after the purge; the holder's close frees it and its blobs go."""
+    srv, a, b = two_mounts(kelp, 1, 0.0001)
     live0 = _live(srv)
     data = os.urandom(3 * MiB)
     write_file(a.path("held"), data)
     assert _live(srv) == live0 + 3
-    fd = wait_until("B to open the file", lambda: os.open(b.path("held"), os.O_RDONLY), 10,
-                    interval=0.2)
+    m = b if holder == "the purging mount" else a
+    fd = wait_until("the holder to open the file", lambda: os.open(m.path("held"), os.O_RDONLY),
+                    10, interval=0.2)
     try:
         t0 = time.monotonic()
         os.unlink(a.path("held"))
         assert list(_trash_entries(a)) == ["/held"]
         wait_until("the entry to be purged", lambda: not _trash_entries(a), 40, interval=0.2)
         assert time.monotonic() - t0 >= 8.0, "purged before the period ended"
-        assert not _trash_entries(b)
+        assert "removed for good" in b.log_text() and "removed for good" not in a.log_text()
         time.sleep(3)   # gc (grace 1 s) would have deleted the blobs by now
         assert _live(srv) == live0 + 3, "a blob of a held file was deleted"
         got = b""
@@ -84,5 +89,5 @@ def test_expiry_while_held_on_the_other_mount(kelp):
         assert got == data
     finally:
         os.close(fd)
-    wait_until("its 3 blobs to be deleted after B's close",
+    wait_until("its 3 blobs to be deleted after the holder's close",
                lambda: _live(srv) == live0, 30, interval=0.2)
