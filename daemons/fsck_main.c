@@ -157,7 +157,10 @@ int fsck_main(int argc, char **argv)
 			"mount (or wait -sessionTimeout after a crash) and run -repair again\n",
 			r.mounted_by);
 	if (r.repair_error) {
-		fprintf(stderr, "kelp fsck: the repair failed, nothing was changed: %s\n",
+		/* after a commit only the flush to disk can fail (LMDB) */
+		fprintf(stderr, "kelp fsck: the repair failed%s: %s\n",
+			r.repaired ? " after its commit (flushing the metadata to disk)"
+				   : ", nothing was changed",
 			strerror(-r.repair_error));
 		return 2;
 	}
