@@ -159,8 +159,8 @@ int fsck_main(int argc, char **argv)
 	if (r.repair_error) {
 		/* after a commit only the flush to disk can fail (LMDB) */
 		fprintf(stderr, "kelp fsck: the repair failed%s: %s\n",
-			r.repaired ? " after its commit (flushing the metadata to disk)"
-				   : ", nothing was changed",
+			r.committed ? " after its commit (flushing the metadata to disk)"
+				    : ", nothing was changed",
 			strerror(-r.repair_error));
 		return 2;
 	}

@@ -1133,6 +1133,7 @@ static int repair(struct kv *kv, struct fsck *f)
 		if (rc == 0) {
 			struct fsck_result *r = f->r;
 
+			r->committed = true;
 			rc = kv->ops->sync(kv);
 			r->inodes = gr.inodes;
 			r->dentries = gr.dentries;

@@ -89,7 +89,8 @@ struct fsck_result {
 	uint64_t problems; /* found (repaired or not) */
 	uint64_t repaired; /* of those, fixed */
 	uint64_t needles, leaks, leaks_deleted;
-	int repair_error;     /* -errno: the repair transaction failed (nothing changed) */
+	int repair_error;     /* -errno: the repair failed (before its commit: nothing changed) */
+	bool committed;	      /* the repair's transaction committed */
 	bool mounted;	      /* repairs refused: a mount is live */
 	char mounted_by[512]; /* which one (host, pid, mount point) */
 };
