@@ -71,7 +71,8 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
     inode, a wrong reference count, a gc entry for a used blob, a directory whose
     parents row is wrong, a chunk of a missing inode (its blob's count then counts for
     nothing), two directories inside each other (a cycle no name from the root
-    reaches). `-repair -noBlobs` fixes them all; the blob only the dropped chunk used
+    reaches), a directory with two names, a name in a file, a chunk with no blob count,
+    a symlink target and an xattr of missing inodes. `-repair -noBlobs` fixes them all; the blob only the dropped chunk used
     goes to the gc queue, the unreachable inode and the cycle to /lost+found (whose
     "#5" is taken: "#5.1")."""
     hdr = {"kelp_dump": 1, "generation": 77, "next_ino": 100, "next_gc": 10}
@@ -80,10 +81,11 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         return {"inode": ino, "mode": mode, "nlink": nlink, "uid": 0, "gid": 0, "rdev": 0,
                 "size": 10, "atime": 0, "mtime": 0, "ctime": 0, "crtime": 0}
     recs = [
-        inode(1, 0o40755, 4), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
+        inode(1, 0o40755, 5), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
         inode(4, 0o100644, 1), inode(5, 0o100644, 1),
         inode(10, 0o40755, 3), inode(11, 0o40755, 3), inode(12, 0o100644, 1),
-        inode(20, 0o40755, 2), inode(21, 0o100644, 1),
+        inode(20, 0o40755, 2), inode(21, 0o100644, 1), inode(30, 0o40755, 2),
+        {"symlink": 77, "target": "nowhere"},              # no inode 77
         {"dentry": 1, "name": "dir", "ino": 2},
         {"dentry": 2, "name": "file", "ino": 3},          # nlink 2, one name
         {"dentry": 2, "name": "ghost", "ino": 42},        # no such inode
@@ -93,15 +95,21 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         {"dentry": 10, "name": "b", "ino": 11},           # 10 and 11 inside each other
         {"dentry": 11, "name": "a", "ino": 10},
         {"dentry": 11, "name": "inside", "ino": 12},
+        {"dentry": 1, "name": "dd1", "ino": 30},
+        {"dentry": 2, "name": "dd2", "ino": 30},          # a second name of a directory
+        {"dentry": 4, "name": "x", "ino": 3},             # in a file
         {"dir": 2, "parent": 7},                          # should be 1
         {"dir": 10, "parent": 11}, {"dir": 11, "parent": 10}, {"dir": 20, "parent": 1},
+        {"dir": 30, "parent": 1},
         {"chunk": 3, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,01aa"},
         {"chunk": 4, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,02bb"},
         {"fidref": "3,01aa", "count": 1},
         {"fidref": "3,02bb", "count": 5},                 # 1 chunk uses it
         {"gc": 3, "fid": "3,01aa", "queued": 0},          # still used
         {"chunk": 9, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,03cc"},
-        {"fidref": "3,03cc", "count": 1},
+        {"chunk": 21, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,04dd"},
+        {"fidref": "3,03cc", "count": 1},                  # 3,04dd: no count
+        {"xattr": 78, "name": "user.a", "value": "v"},     # no inode 78
     ]                                                    # inode 5: no name
     text = "\n".join(json.dumps(x) for x in [hdr] + recs + [{"end": len(recs)}]) + "\n"
     meta = str(tmp_path / "broken")
@@ -121,9 +129,14 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         ("directory cycle", ""),
         ("unreachable inode", ""),
         ("wrong link count", "/?/b"),
+        ("directory with several names", "/dir/dd2"),
+        ("name in a missing or non-directory inode", "/other/x"),
+        ("missing blob reference count", "/lost+found/#5"),
+        ("symlink target of a missing inode", ""),
+        ("xattr of a missing inode", ""),
     ]), problems
     rc, problems, err = fsck(kelp_bin, meta, "-noBlobs", "-repair")
-    assert rc == 1 and len(problems) == 11 and all(p["repaired"] for p in problems), \
+    assert rc == 1 and len(problems) == 16 and all(p["repaired"] for p in problems), \
         (problems, err)
     moved = sorted(p["detail"].split(": now ")[1] for p in problems
                    if p["problem"] == "unreachable inode")
@@ -136,6 +149,9 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
     assert {k: v for k, v in names.items() if k[0] in (20, 10, 11)} == {
         (20, "#5"): 21, (20, "#5.1"): 5, (20, "#10"): 10, (10, "b"): 11, (11, "inside"): 12}
     assert {"dir": 10, "parent": 20} in recs
+    assert (2, "dd2") not in names and (4, "x") not in names and names[(1, "dd1")] == 30
+    assert {"fidref": "3,04dd", "count": 1} in recs
+    assert not any(r.get("symlink") == 77 or r.get("xattr") == 78 for r in recs), recs
     assert [r["fid"] for r in recs if "gc" in r] == ["3,03cc"], recs
     assert not any(r.get("chunk") == 9 or r.get("dentry") == 2 and r["name"] == "ghost"
                    for r in recs), recs
