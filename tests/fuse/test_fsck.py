@@ -229,3 +229,17 @@ def test_fsck_leaks_in_a_keyed_cluster(kelp, tmp_path):
     rc, problems, err = fsck(kelp.kelp_bin, meta, master, "-leaks", "-collection=fsk",
                              "-grace=0s", "-jwtKey=" + key)
     assert rc == 0 and problems == [], (problems, err)
+
+
+def test_fsck_flag_errors(kelp_bin, tmp_path):
+    """Flags that cannot go together, or no -meta: exit 2 with a message, nothing done."""
+    meta = str(tmp_path / "meta")
+    run([kelp_bin, "meta", "init", "-meta=" + meta])
+    for flags in (["-dropMissing"], ["-repair", "-dropMissing", "-noBlobs"],
+                  ["-leaks", "-noBlobs"], ["-repair", "-sessionTimeout=0"]):
+        rc, problems, err = fsck(kelp_bin, meta, *flags)
+        assert rc == 2 and problems == [] and "kelp fsck:" in err, (flags, err)
+    r = subprocess.run([kelp_bin, "fsck"], capture_output=True, timeout=60)
+    assert r.returncode == 2 and b"-meta is required" in r.stderr
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs", "-repair")
+    assert rc == 0 and problems == [] and "0 repaired, 0 left" in err, err
