@@ -2473,6 +2473,13 @@ static int session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_
 	return 0;
 }
 
+/* A sessions row decoded, for tools that read the table themselves (fuse/fsck.c). */
+int meta_session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			struct meta_session_info *out)
+{
+	return session_decode(k, klen, v, vlen, out);
+}
+
 struct session_list {
 	struct meta_session_info *list;
 	int n, cap;
@@ -2947,6 +2954,28 @@ struct purge {
 	void *ctx;
 };
 
+/*
+ * remove_tx of a trash entry. Its orphan is recorded under no session (0), not this
+ * mount's: this mount's kernel may never have looked the trash entry up (it may still
+ * cache the file under the name it had before it went to the trash), so no forget of it
+ * may come soon; with session 0 the last close of a hold on it frees it (unhold_tx), as
+ * when another mount removed the name.
+ */
+static int purge_tx(struct meta *m, struct kv_txn *t, uint64_t dir, const char *name, bool isdir,
+		    uint64_t *gone)
+{
+	int rc = remove_tx(m, t, dir, name, isdir, gone);
+
+	if (rc == 0 && *gone && m->kv->shared) {
+		uint8_t k[8], v[8];
+
+		be64(k, *gone);
+		be64(v, 0);
+		rc = kv_put(t, KV_ORPHANS, k, 8, v, 8);
+	}
+	return rc;
+}
+
 static int purge_one(void *ctx, const char *name, const struct meta_attr *a)
 {
 	struct purge *p = ctx;
@@ -2955,7 +2984,7 @@ static int purge_one(void *ctx, const char *name, const struct meta_attr *a)
 
 	if (!p->whole && a->ctime_ns + p->m->trash_ns > p->now)
 		return 0;
-	rc = IN_TXN(p->m, true, remove_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
+	rc = IN_TXN(p->m, true, purge_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
 	if (rc == 0) {
 		p->purged++;
 		if (p->removed)

@@ -367,6 +367,10 @@ int meta_session_beat(struct meta *m);
 uint64_t meta_session_id(struct meta *m);
 /* Deletes this mount's session and its holds and locks (a clean unmount). */
 int meta_session_end(struct meta *m);
+/* A row of the sessions table (key, value) decoded: 0 or -EIO (fuse/fsck.c reads the
+ * table in its own transaction). */
+int meta_session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			struct meta_session_info *out);
 /* Calls fn for each session, in id order. */
 int meta_session_list(struct meta *m, int (*fn)(void *ctx, const struct meta_session_info *s),
 		      void *ctx);
