@@ -297,14 +297,16 @@ def test_cache_kept_under_locks_until_another_mount_changes(kelp, mode):
         assert os.pread(fd, 8192, 0) == b"1" * 4096 + b"2" * 4096
         locked(fd, "u")
         assert _reads(port) > r0
-        # B's own write under the lock (its kernel then drops its pages by itself at
-        # the next attributes with the new mtime: not counted here)
+        # B's own write under the lock: announced, and B's next lock keeps its pages
+        # (its kernel is right about its own writes)
         locked(fd, "x")
         os.pwrite(fd, b"3" * 100, 0)
         locked(fd, "u")
+        r1 = _reads(port)
         locked(fd, "x")
         assert os.pread(fd, 8192, 0) == b"3" * 100 + b"1" * 3996 + b"2" * 4096
         locked(fd, "u")
+        assert _reads(port) == r1
     finally:
         os.close(fd)
     assert read_file(a.path("f")) == b"3" * 100 + b"1" * 3996 + b"2" * 4096
