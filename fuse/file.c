@@ -1198,6 +1198,21 @@ static void *wb_loop(void *arg)
 		struct open_file *f;
 		bool ok;
 
+		/* After a failure every uploader pauses (1 s, doubling up to 8 s while the
+		 * cluster keeps refusing): no storm of retries, one log line per try. */
+		while (!fs->wb_stop && monotonic_ns() < fs->wb_pause_until) {
+			struct timespec ts;
+			uint64_t left = fs->wb_pause_until - monotonic_ns();
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (time_t)(left / 1000000000ull);
+			ts.tv_nsec += (long)(left % 1000000000ull);
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&fs->wb_cond, &fs->wb_lock, &ts);
+		}
 		while (!fs->wb_head && !fs->wb_stop)
 			pthread_cond_wait(&fs->wb_cond, &fs->wb_lock);
 		if (fs->wb_stop)
@@ -1211,14 +1226,16 @@ static void *wb_loop(void *arg)
 		ok = wb_run_file(fs, f);
 		file_put(fs, f); /* the queue's reference */
 		pthread_mutex_lock(&fs->wb_lock);
-		if (!ok && !fs->wb_stop) {
-			/* The cluster refused (it is away, or full): a pause before the next
-			 * try (the failed file is queued again). */
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&fs->wb_cond, &fs->wb_lock, &ts);
+		if (!ok) {
+			/* The cluster refused (it is away, or full): the failed file is queued
+			 * again, after a pause. */
+			fs->wb_backoff_ns =
+			    fs->wb_backoff_ns ? fs->wb_backoff_ns * 2 : 1000000000ull;
+			if (fs->wb_backoff_ns > 8000000000ull)
+				fs->wb_backoff_ns = 8000000000ull;
+			fs->wb_pause_until = monotonic_ns() + fs->wb_backoff_ns;
+		} else {
+			fs->wb_backoff_ns = 0;
 		}
 	}
 	pthread_mutex_unlock(&fs->wb_lock);

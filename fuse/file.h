@@ -143,6 +143,7 @@ struct kelp_fs {
 	pthread_cond_t wb_cond;
 	struct open_file *wb_head, *wb_tail;
 	bool wb_stop;
+	uint64_t wb_pause_until, wb_backoff_ns; /* monotonic: uploaders wait after a failure */
 	pthread_t wb_threads[WB_WORKERS];
 	int n_wb_threads;
 	uint64_t wb_jobs;      /* journaled jobs not yet committed (atomic) */
