@@ -1503,10 +1503,13 @@ int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a)
 			for (const struct job *j = f->jobs; j; j = j->next_in_file)
 				a->stored += j->ext.len;
 		}
-		/* Writes not recorded yet: POSIX marks mtime and ctime at the write. */
-		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->mtime_ns)
+		/* Writes not recorded yet: POSIX marks mtime and ctime at the write (the
+		 * times of journaled ones were recorded when they were journaled). */
+		bool unrecorded = f->n_ext > 0 || f->n_jobs > f->n_wb;
+
+		if (unrecorded && f->write_ns > a->mtime_ns)
 			a->mtime_ns = f->write_ns;
-		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->ctime_ns)
+		if (unrecorded && f->write_ns > a->ctime_ns)
 			a->ctime_ns = f->write_ns;
 	}
 	pthread_mutex_unlock(&f->lock);

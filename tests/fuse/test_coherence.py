@@ -128,6 +128,13 @@ def test_stat_never_behind_appends_with_fsync(small_chunks, tmp_path):
     assert_clean(reports, [m], min_checks=100)
 
 
+@pytest.fixture
+def writeback(kelp):
+    """-writeback: closes journal, uploads follow in the background (LMDB only)."""
+    kelp.start_server()
+    return kelp.mount(["-chunkSizeLimitMB=1", "-writeback"])
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_overwriters_and_readers(small_chunks, tmp_path, seed, engine):
     """Three processes rewrite their own 4 KiB blocks of one 3 MiB file (fsync, fdatasync
@@ -135,7 +142,16 @@ def test_overwriters_and_readers(small_chunks, tmp_path, seed, engine):
     fragmented chunks), while readers in other processes (random preads, a shared map,
     a sequential reader that readahead runs ahead of, open + read + close) check that
     no read ever returns a version older than one already completed."""
-    m = small_chunks
+    overwriters_body(small_chunks, tmp_path, seed, engine)
+
+
+@pytest.mark.parametrize("engine", ["lmdb"])
+def test_overwriters_and_readers_writeback(writeback, tmp_path, engine):
+    """The same with -writeback: the closes journal, readers see journaled bytes."""
+    overwriters_body(writeback, tmp_path, 0, engine)
+
+
+def overwriters_body(m, tmp_path, seed, engine):
     blocks = 768
     path = m.path("blocks")
     with open(path, "wb") as f:
@@ -160,7 +176,16 @@ def test_truncates_and_writes_against_readers(small_chunks, tmp_path, seed):
     """One process does random writes, truncates down and up, fsyncs and reopens of a
     file of up to 3 MiB; three readers check every read and fstat that no operation
     overlapped against the exact expected content and size."""
-    m = small_chunks
+    truncates_body(small_chunks, tmp_path, seed)
+
+
+@pytest.mark.parametrize("engine", ["lmdb"])
+def test_truncates_and_writes_against_readers_writeback(writeback, tmp_path, engine):
+    """The same with -writeback (a reopen journals, a truncate uploads first)."""
+    truncates_body(writeback, tmp_path, 1)
+
+
+def truncates_body(m, tmp_path, seed):
     maxsize = 3 << 20
     path = m.path("mut")
     open(path, "wb").close()
@@ -225,8 +250,18 @@ print(json.dumps({"role": "sqlite-reader", "checks": checks, "errors": errors,
 def test_sqlite_writer_and_readers_in_other_processes(small_chunks, mode):
     """SQLite (WAL, and the rollback journal) with a writer process and two reader
     processes: no I/O error, every snapshot consistent."""
+    sqlite_body(small_chunks, mode)
+
+
+@pytest.mark.parametrize("engine", ["lmdb"])
+def test_sqlite_writer_and_readers_in_other_processes_writeback(writeback, engine):
+    """The same in rollback-journal mode with -writeback (the journal file is created,
+    written, closed and deleted at every transaction)."""
+    sqlite_body(writeback, "delete")
+
+
+def sqlite_body(m, mode):
     need("sqlite3")
-    m = small_chunks
     db = m.path("db-%s.sqlite" % mode)
     c = sqlite3.connect(db)
     c.execute("PRAGMA journal_mode=" + mode)
