@@ -1198,7 +1198,7 @@ static void *wb_loop(void *arg)
 		struct open_file *f;
 		bool ok;
 
-		/* After a failure every uploader pauses (1 s, doubling up to 8 s while the
+		/* After a failure every uploader pauses (1 s, doubling up to 4 s while the
 		 * cluster keeps refusing): no storm of retries, one log line per try. */
 		while (!fs->wb_stop && monotonic_ns() < fs->wb_pause_until) {
 			struct timespec ts;
@@ -1231,8 +1231,8 @@ static void *wb_loop(void *arg)
 			 * again, after a pause. */
 			fs->wb_backoff_ns =
 			    fs->wb_backoff_ns ? fs->wb_backoff_ns * 2 : 1000000000ull;
-			if (fs->wb_backoff_ns > 8000000000ull)
-				fs->wb_backoff_ns = 8000000000ull;
+			if (fs->wb_backoff_ns > 4000000000ull)
+				fs->wb_backoff_ns = 4000000000ull;
 			fs->wb_pause_until = monotonic_ns() + fs->wb_backoff_ns;
 		} else {
 			fs->wb_backoff_ns = 0;
