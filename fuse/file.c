@@ -2031,10 +2031,14 @@ int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size
  * Visibility. A byte a write() returned for is, at every moment, in exactly one of:
  *   1. a dirty extent of f (f->ext), where later writes may still change it;
  *   2. a job (f->jobs): an immutable extent being uploaded, or uploaded and waiting
- *      for an older job to commit first;
+ *      for an older job to commit first; with -writeback also a journaled job (its
+ *      bytes in memory and in a journal entry on the local disk), waiting for an
+ *      uploader, after the close and across a crash (replayed into a job at start);
  *   3. the metadata: a committed interval pointing at a blob (and the size).
  * It moves 1 -> 2 and 2 -> 3 only under f->lock, and 2 -> 3 in the same critical
- * section as the transaction that records it. A reader therefore takes the committed
+ * section as the transaction that records it (and the removal of its journal entry).
+ * A journaled job keeps its open file in the table of open files (a reference), so a
+ * reader after the close, in any process, finds it there. A reader therefore takes the committed
  * size and intervals and copies the pending bytes under f->lock, in one snapshot, then
  * drops the lock to fetch blobs: the fetch cannot miss a byte, and a blob it resolved
  * cannot be deleted under it (the read guard holds gc back until every reader that
