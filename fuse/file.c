@@ -293,12 +293,19 @@ static bool gc_wait_readers(struct kelp_fs *fs, uint64_t *last_sync)
 
 /* ---------------------------------------------------------------- open files */
 
+/* The chain of the table of open files that ino belongs to (a hash of ino): closed
+ * files with journaled data stay in the table, thousands of them with -writeback. */
+static struct open_file **file_chain(struct kelp_fs *fs, uint64_t ino)
+{
+	return &fs->files[(ino * 0x9E3779B97F4A7C15ull) >> (64 - FILE_BUCKET_BITS)];
+}
+
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino)
 {
 	struct open_file *f;
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && f->ino != ino; f = f->next)
+	for (f = *file_chain(fs, ino); f && f->ino != ino; f = f->next)
 		;
 	if (f)
 		f->refs++;
@@ -335,7 +342,7 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 	struct open_file *f, *fresh = calloc(1, sizeof(*fresh));
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && (f->ino != ino || file_stale(fs, f)); f = f->next)
+	for (f = *file_chain(fs, ino); f && (f->ino != ino || file_stale(fs, f)); f = f->next)
 		;
 	if (f) {
 		f->refs++;
@@ -346,8 +353,8 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 		f->refs = 1;
 		pthread_mutex_init(&f->lock, NULL);
 		pthread_cond_init(&f->cond, NULL);
-		f->next = fs->files;
-		fs->files = f;
+		f->next = *file_chain(fs, ino);
+		*file_chain(fs, ino) = f;
 	}
 	pthread_mutex_unlock(&fs->files_lock);
 	free(fresh);
@@ -381,7 +388,7 @@ static bool file_busy(struct kelp_fs *fs, uint64_t ino)
 	struct open_file *f;
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && f->ino != ino; f = f->next)
+	for (f = *file_chain(fs, ino); f && f->ino != ino; f = f->next)
 		;
 	pthread_mutex_unlock(&fs->files_lock);
 	return f != NULL;
@@ -449,7 +456,7 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 	last = --f->refs == 0;
 	unlinked = f->unlinked;
 	if (last) {
-		for (struct open_file **p = &fs->files; *p; p = &(*p)->next) {
+		for (struct open_file **p = file_chain(fs, f->ino); *p; p = &(*p)->next) {
 			if (*p == f) {
 				*p = f->next;
 				break;
@@ -2118,18 +2125,21 @@ void fs_flush_all(struct kelp_fs *fs)
 	int n = 0, cap = 0;
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (struct open_file *f = fs->files; f; f = f->next) {
-		if (n == cap) {
-			struct open_file **p;
+	for (size_t b = 0; b < FILE_BUCKETS; b++) {
+		for (struct open_file *f = fs->files[b]; f; f = f->next) {
+			if (n == cap) {
+				struct open_file **p;
+				int c = cap ? cap * 2 : 64;
 
-			cap = cap ? cap * 2 : 64;
-			p = realloc(list, (size_t)cap * sizeof(*p));
-			if (!p)
-				break;
-			list = p;
+				p = realloc(list, (size_t)c * sizeof(*p));
+				if (!p)
+					continue; /* out of memory: those files stay as they are */
+				list = p;
+				cap = c;
+			}
+			f->refs++;
+			list[n++] = f;
 		}
-		f->refs++;
-		list[n++] = f;
 	}
 	pthread_mutex_unlock(&fs->files_lock);
 	for (int i = 0; i < n; i++) {
@@ -2345,7 +2355,8 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	fs->opt = *opt;
 	fs->meta = meta;
 	fs->cache = chunk_cache_new(opt->cache_bytes);
-	if (!fs->cache)
+	fs->files = calloc(FILE_BUCKETS, sizeof(*fs->files));
+	if (!fs->cache || !fs->files)
 		return -ENOMEM;
 	pthread_mutex_init(&fs->guard_lock, NULL);
 	pthread_cond_init(&fs->guard_cond, NULL);
@@ -2443,18 +2454,22 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 		pthread_join(fs->workers[i], NULL);
 	/* Files programs still had open when the session ended (a signal): their data
 	 * was flushed by fs_flush_all; nothing can reach them any more. */
-	while (fs->files) {
-		struct open_file *f = fs->files;
+	for (size_t b = 0; fs->files && b < FILE_BUCKETS; b++) {
+		while (fs->files[b]) {
+			struct open_file *f = fs->files[b];
 
-		fs->files = f->next;
-		for (int i = 0; i < f->n_ext; i++)
-			free(f->ext[i].data);
-		free(f->ext);
-		free_jobs(fs, f);
-		pthread_mutex_destroy(&f->lock);
-		pthread_cond_destroy(&f->cond);
-		free(f);
+			fs->files[b] = f->next;
+			for (int i = 0; i < f->n_ext; i++)
+				free(f->ext[i].data);
+			free(f->ext);
+			free_jobs(fs, f);
+			pthread_mutex_destroy(&f->lock);
+			pthread_cond_destroy(&f->cond);
+			free(f);
+		}
 	}
+	free(fs->files);
+	fs->files = NULL;
 	while (fs->n_bufs > 0)
 		free(fs->bufs[--fs->n_bufs]);
 	chunk_cache_free(fs->cache);

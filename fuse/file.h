@@ -58,8 +58,10 @@ struct kelp_fs_options {
 	uint64_t journal_bytes;	 /* its bound (-writebackMB) */
 };
 
-#define UPLOAD_WORKERS 4
-#define WB_WORKERS     4 /* uploaders of the write-back journal */
+#define UPLOAD_WORKERS	 4
+#define FILE_BUCKET_BITS 12
+#define FILE_BUCKETS	 (1u << FILE_BUCKET_BITS)
+#define WB_WORKERS	 4 /* uploaders of the write-back journal */
 
 struct open_file;
 struct job;
@@ -73,7 +75,7 @@ struct kelp_fs {
 	struct chunk_cache *cache;
 	struct disk_cache *disk;    /* NULL when disabled */
 	pthread_mutex_t files_lock; /* files */
-	struct open_file *files;
+	struct open_file **files;   /* FILE_BUCKETS chains, by a hash of the inode */
 	pthread_key_t client_key;
 	/* background deletion of superseded blobs */
 	pthread_t gc_thread;
