@@ -95,7 +95,7 @@ PY
 		fi
 		tar_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 		printf '%-6s %-11s %14s %10s %14s\n' "$r" "$fs" "$create" "$tar_s" "$drained"
-		diff -r /usr/include "$dir/tree/include" >/dev/null || echo "MISMATCH in $fs tree" >&2
+		diff -r --no-dereference /usr/include "$dir/tree/include" >/dev/null || echo "MISMATCH in $fs tree" >&2
 		rm -rf "$dir/tree"
 	done
 done
