@@ -187,9 +187,20 @@ def test_journaled_files_survive_kill9(kelp):
     assert not log_errors(m3), log_errors(m3)
 
 
+def metric(port, name):
+    import requests
+    text = requests.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def test_closes_succeed_while_the_volume_server_is_down(kelp):
     c = SplitCluster(kelp)
-    m = kelp.mount(WB)
+    port_file = str(kelp.tmp / "metrics.port")
+    m = kelp.mount(WB + ["-metricsPort=0", "-metricsPortFile=" + port_file])
+    port = _ready_port(port_file)
     c.stop_volume()
     files = {}
     for i in range(40):
@@ -203,6 +214,8 @@ def test_closes_succeed_while_the_volume_server_is_down(kelp):
         out = subprocess.run(["cat", m.path(name)], capture_output=True, timeout=30)
         assert out.returncode == 0 and out.stdout == data, name
     assert len(journal_entries(m)) == 40
+    assert metric(port, "kelp_mount_writeback_journal_entries") == 40
+    assert metric(port, "kelp_mount_writeback_journal_bytes") == 40 * 4096
     # fsync means "in the cluster": it fails while the cluster cannot take the data
     fd = os.open(m.path("synced"), os.O_CREAT | os.O_WRONLY, 0o644)
     os.write(fd, b"synced")
@@ -216,6 +229,8 @@ def test_closes_succeed_while_the_volume_server_is_down(kelp):
     wait_drained(m, 60)
     for name, data in files.items():
         assert read_file(m.path(name)) == data, name
+    assert metric(port, "kelp_mount_writeback_journal_entries") == 0
+    assert metric(port, "kelp_mount_writeback_fallbacks_total") == 0
     assert m.unmount() == 0
     m2 = kelp.remount(m, args=["-cacheCapacityMB=0"])
     for name, data in files.items():
