@@ -539,11 +539,13 @@ int mount_main(int argc, char **argv)
 	fo.attr_timeout = attr_cache_s;
 	fo.entry_timeout = entry_cache_s;
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
-	if (writeback) {
+	if (*cache_dir) {
+		/* With -writeback the journal; without, a journal an earlier -writeback mount
+		 * left is replayed all the same. */
 		static char journal_dir[4300];
 
 		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", cache_dir);
-		fo.writeback = true;
+		fo.writeback = writeback;
 		fo.journal_dir = journal_dir;
 		fo.journal_bytes = (uint64_t)writeback_mb << 20;
 	}

@@ -1365,7 +1365,7 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
 	int rc;
 
-	if (fs->journal && !durable) {
+	if (fs->opt.writeback && !durable) {
 		/* -writeback close: no network I/O, unless the journal refuses */
 		pthread_mutex_lock(&f->lock);
 		rc = file_stale(fs, f) ? stale_error(fs, f) : journal_pending(fs, f);
@@ -1558,7 +1558,7 @@ int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr
 	 * keeps the size (utimes, chmod) only journals them: a journaled commit leaves the
 	 * times alone and changes no attribute set here.
 	 */
-	if (fs->journal && !(valid & META_SET_SIZE)) {
+	if (fs->opt.writeback && !(valid & META_SET_SIZE)) {
 		rc = journal_pending(fs, f);
 		if (rc == 1)
 			rc = commit_pending(fs, f);
@@ -2144,7 +2144,7 @@ void fs_flush_all(struct kelp_fs *fs)
 	pthread_mutex_unlock(&fs->files_lock);
 	for (int i = 0; i < n; i++) {
 		/* -writeback: journaled (fs_journal_drain then uploads what it can) */
-		if (file_flush(fs, list[i], !fs->journal) < 0)
+		if (file_flush(fs, list[i], !fs->opt.writeback) < 0)
 			log_error("mount: could not store the unflushed data of inode %" PRIu64,
 				  list[i]->ino);
 		file_put(fs, list[i]);
@@ -2399,6 +2399,16 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 		return rc;
 	if (opt->writeback)
 		return start_writeback(fs);
+	if (opt->journal_dir && journal_has_entries(opt->journal_dir)) {
+		/* Closes of an earlier -writeback mount, not all uploaded: replayed and
+		 * uploaded all the same (closes of this mount do not journal). Ignoring them
+		 * would lose them, and a later -writeback mount would replay them over newer
+		 * data. */
+		log_warn("mount: %s holds write-back journal entries of an earlier -writeback "
+			 "mount: replaying them",
+			 opt->journal_dir);
+		return start_writeback(fs);
+	}
 	return 0;
 }
 

@@ -54,7 +54,8 @@ struct kelp_fs_options {
 	/* -writeback: a close stores its data in a local journal (fuse/journal.h) and
 	 * returns; uploads and commits follow in the background. */
 	bool writeback;
-	const char *journal_dir; /* the journal (-cacheDir/journal) */
+	const char *journal_dir; /* the journal (-cacheDir/journal); without writeback, entries
+				  * an earlier -writeback mount left there are replayed */
 	uint64_t journal_bytes;	 /* its bound (-writebackMB) */
 };
 

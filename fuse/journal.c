@@ -220,6 +220,22 @@ fail:
 	return rc < 0 ? rc : -EIO;
 }
 
+bool journal_has_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	bool found = false;
+
+	while (d && !found && (de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+
+		found = n > 4 && !strcmp(de->d_name + n - 4, ".wbj");
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
 void journal_remove(struct journal *j, uint64_t jid, uint64_t len)
 {
 	char name[40];

@@ -20,6 +20,7 @@
 #ifndef KELP_JOURNAL_H
 #define KELP_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,9 @@ void journal_remove(struct journal *j, uint64_t jid, uint64_t len);
 int journal_replay(struct journal *j,
 		   int (*fn)(void *ctx, const struct journal_entry *e, const uint8_t *data),
 		   void *ctx, int *damaged);
+
+/* Does dir hold journal entries (a quick look, without opening a journal)? */
+bool journal_has_entries(const char *dir);
 
 /* Bytes of entry data in the journal now, and its bound. */
 uint64_t journal_bytes(struct journal *j);

@@ -283,7 +283,8 @@ def test_damaged_entries_are_set_aside(kelp):
         f.write(b"\x01")
     write_file(os.path.join(jdir, "notes.txt"), b"not an entry")
     c.start_volume()
-    m2 = kelp.remount(m)
+    # a mount without -writeback replays what an earlier -writeback mount left
+    m2 = kelp.remount(m, args=["-timeout=5"])
     for i in (0, 2, 5):
         assert read_file(m2.path("f%d" % i)) == files["f%d" % i], i
     for i in (1, 3, 4):
@@ -296,6 +297,7 @@ def test_damaged_entries_are_set_aside(kelp):
         [entries[1], entries[3], entries[4]])
     wait_drained(m2)
     assert os.path.exists(os.path.join(jdir, "notes.txt"))
+    assert "holds write-back journal entries of an earlier -writeback mount" in m2.log_text()
 
 
 def test_a_full_journal_falls_back_to_uploading(kelp):
