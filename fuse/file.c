@@ -144,9 +144,10 @@ struct open_file {
 	bool held;
 	bool stale_logged;
 	/* -writeback */
-	int n_wb;	   /* jobs with a journal entry (not counted in the per-file bound) */
-	unsigned wb_fails; /* journaled uploads or commits that failed (waiters look) */
-	int wb_fail_rc;	   /* the last one's error */
+	int n_wb;	      /* jobs with a journal entry (not counted in the per-file bound) */
+	unsigned wb_fails;    /* journaled uploads or commits that failed (waiters look) */
+	int wb_fail_rc;	      /* the last one's error */
+	int wb_since_compact; /* journaled jobs taken since the last compaction */
 	struct open_file *wb_next; /* fs->wb_head list; under fs->wb_lock */
 	bool wb_queued;		   /* under fs->wb_lock */
 };
@@ -1155,45 +1156,160 @@ static int journal_pending(struct kelp_fs *fs, struct open_file *f)
 	return 0;
 }
 
-/* The uploads of f's journaled jobs, one at a time, oldest first (other uploaders and
- * fsync may take others meanwhile). False when one failed. f is referenced. */
-static bool wb_run_file(struct kelp_fs *fs, struct open_file *f)
-{
-	int ran = 0;
+#define WB_BATCH_FILES 64	    /* files an uploader takes at once */
+#define WB_BATCH_BYTES (1u << 20)   /* small jobs sharing one blob */
+#define WB_SMALL       (128u << 10) /* a job up to this size goes into a shared blob */
 
-	for (;;) {
-		struct job *j;
-		unsigned fails;
-		bool failed, gone;
+/* A journaled job an uploader took, and where its bytes go in the shared blob. */
+struct wb_item {
+	struct open_file *f;
+	struct job *j;
+	size_t at;
+	bool single; /* too big to share: uploaded alone */
+};
+
+/* Marks item i uploaded (or failed with rc) and commits what its file can. */
+static void wb_finish(struct kelp_fs *fs, struct wb_item *it, int rc, const struct meta_chunk *c)
+{
+	struct job *j = it->j;
+	struct open_file *f = it->f;
+	int drop;
+
+	if (!j->discard && !j->uploaded) {
+		j->rc = rc;
+		if (rc == 0) {
+			memset(&j->chunk, 0, sizeof(j->chunk));
+			j->chunk.offset = j->ext.off;
+			j->chunk.length = j->ext.len;
+			j->chunk.blob_offset = it->at;
+			snprintf(j->chunk.fid, sizeof(j->chunk.fid), "%s", c->fid);
+			j->uploaded = true;
+		}
+	}
+	pthread_mutex_lock(&f->lock);
+	j->done = true;
+	drop = commit_done_jobs(fs, f);
+	pthread_mutex_unlock(&f->lock);
+	while (drop-- > 0)
+		file_put(fs, f);
+}
+
+/*
+ * One round of an uploader over the files it took (each with the queue's reference):
+ * their small journaled jobs are uploaded together as ONE blob, each job's chunk a
+ * slice of it (the chunk map takes any slice of a blob; the blob is deleted once no
+ * file uses any of it), bigger ones alone; then each is committed in its file's order.
+ * A tar of small files costs one upload per megabyte instead of one per file. False
+ * when an upload or a commit failed (the jobs wait in the journal for the next try).
+ */
+static bool wb_round(struct kelp_fs *fs, struct open_file **files, int nf)
+{
+	struct wb_item *items;
+	int n = 0, cap = 0, rc = 0;
+	size_t bytes = 0;
+	bool ok = true;
+
+	for (int i = 0; i < nf; i++) {
+		pthread_mutex_lock(&files[i]->lock);
+		for (struct job *j = files[i]->jobs; j; j = j->next_in_file)
+			if (j->jid && !j->claimed && !j->done)
+				cap++;
+		pthread_mutex_unlock(&files[i]->lock);
+	}
+	/* (jobs journaled after this count wait for the next round) */
+	items = malloc((size_t)(cap ? cap : 1) * sizeof(*items));
+	if (!items)
+		return false;
+	for (int i = 0; i < nf; i++) {
+		struct open_file *f = files[i];
+		bool gone, more = false;
 
 		pthread_mutex_lock(&fs->files_lock);
 		gone = f->unlinked;
 		pthread_mutex_unlock(&fs->files_lock);
 		pthread_mutex_lock(&f->lock);
-		fails = f->wb_fails;
-		for (j = f->jobs; j && !(j->jid && !j->claimed && !j->done); j = j->next_in_file)
-			;
-		if (j) {
+		for (struct job *j = f->jobs; j; j = j->next_in_file) {
+			bool single;
+
+			if (!j->jid || j->claimed || j->done)
+				continue;
+			single = j->ext.len > WB_SMALL;
+			if (n == cap ||
+			    (!single && bytes + j->ext.len > WB_BATCH_BYTES && bytes > 0)) {
+				more = true; /* for the next round */
+				continue;
+			}
 			j->claimed = true;
-			/* Removed for good (no name, the kernel forgot it): freed once its
-			 * jobs are gone, so its bytes need not travel. */
-			j->discard = gone;
+			/* Removed for good (no name, the kernel forgot it): freed once its jobs
+			 * are gone, so its bytes need not travel. */
+			j->discard = gone && !j->uploaded;
+			items[n] = (struct wb_item){.f = f, .j = j, .at = bytes, .single = single};
+			if (!single && !j->discard && !j->uploaded)
+				bytes += j->ext.len;
+			n++;
+			f->wb_since_compact++;
 		}
 		pthread_mutex_unlock(&f->lock);
-		if (!j)
-			break;
-		run_job(fs, j);
-		ran++;
-		pthread_mutex_lock(&f->lock);
-		failed = f->wb_fails != fails;
-		pthread_mutex_unlock(&f->lock);
-		if (failed)
-			return false;
+		if (more)
+			wb_queue_file(fs, f);
 	}
-	if (ran > 1 && compact_chunks(fs, f) < 0)
-		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
-			 f->ino);
-	return true;
+	if (bytes > 0) {
+		struct extent x = {.off = 0, .len = bytes, .cap = bytes};
+		struct meta_chunk c;
+
+		x.data = malloc(bytes);
+		rc = x.data ? 0 : -ENOMEM;
+		for (int i = 0; rc == 0 && i < n; i++) {
+			struct job *j = items[i].j;
+
+			if (!items[i].single && !j->discard && !j->uploaded)
+				memcpy(x.data + items[i].at, j->ext.data, j->ext.len);
+		}
+		if (rc == 0)
+			rc = upload_extent(fs, &x, false, &c);
+		free(x.data);
+		for (int i = 0; i < n; i++)
+			if (!items[i].single)
+				wb_finish(fs, &items[i], rc, &c);
+	} else {
+		for (int i = 0; i < n; i++)
+			if (!items[i].single)
+				wb_finish(fs, &items[i], 0, NULL);
+	}
+	ok = rc == 0;
+	for (int i = 0; i < n; i++) {
+		struct open_file *f = items[i].f;
+		unsigned fails;
+
+		if (!items[i].single)
+			continue;
+		pthread_mutex_lock(&f->lock);
+		fails = f->wb_fails;
+		pthread_mutex_unlock(&f->lock);
+		run_job(fs, items[i].j);
+		pthread_mutex_lock(&f->lock);
+		ok = ok && f->wb_fails == fails;
+		pthread_mutex_unlock(&f->lock);
+	}
+	free(items);
+	fs_kick_gc(fs); /* overwritten blobs may be waiting */
+	/* A file appended to by many closes is cut into many pieces: compacted as a close
+	 * without -writeback would (every 8 journaled jobs here). */
+	for (int i = 0; i < nf; i++) {
+		struct open_file *f = files[i];
+		bool compact;
+
+		pthread_mutex_lock(&f->lock);
+		compact = f->wb_since_compact >= 8;
+		if (compact)
+			f->wb_since_compact = 0;
+		pthread_mutex_unlock(&f->lock);
+		if (compact && compact_chunks(fs, f) < 0)
+			log_warn("mount: compacting the chunk list of inode %" PRIu64
+				 " failed; will retry",
+				 f->ino);
+	}
+	return ok;
 }
 
 static void *wb_loop(void *arg)
@@ -1202,7 +1318,8 @@ static void *wb_loop(void *arg)
 
 	pthread_mutex_lock(&fs->wb_lock);
 	for (;;) {
-		struct open_file *f;
+		struct open_file *files[WB_BATCH_FILES];
+		int nf = 0;
 		bool ok;
 
 		/* After a failure every uploader pauses (1 s, doubling up to 4 s while the
@@ -1224,17 +1341,22 @@ static void *wb_loop(void *arg)
 			pthread_cond_wait(&fs->wb_cond, &fs->wb_lock);
 		if (fs->wb_stop)
 			break;
-		f = fs->wb_head;
-		fs->wb_head = f->wb_next;
-		if (!fs->wb_head)
-			fs->wb_tail = NULL;
-		f->wb_queued = false;
+		while (fs->wb_head && nf < WB_BATCH_FILES) {
+			struct open_file *f = fs->wb_head;
+
+			fs->wb_head = f->wb_next;
+			if (!fs->wb_head)
+				fs->wb_tail = NULL;
+			f->wb_queued = false;
+			files[nf++] = f;
+		}
 		pthread_mutex_unlock(&fs->wb_lock);
-		ok = wb_run_file(fs, f);
-		file_put(fs, f); /* the queue's reference */
+		ok = wb_round(fs, files, nf);
+		for (int i = 0; i < nf; i++)
+			file_put(fs, files[i]); /* the queue's references */
 		pthread_mutex_lock(&fs->wb_lock);
 		if (!ok) {
-			/* The cluster refused (it is away, or full): the failed file is queued
+			/* The cluster refused (it is away, or full): the failed files are queued
 			 * again, after a pause. */
 			fs->wb_backoff_ns =
 			    fs->wb_backoff_ns ? fs->wb_backoff_ns * 2 : 1000000000ull;
