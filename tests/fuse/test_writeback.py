@@ -183,6 +183,11 @@ def test_journaled_files_survive_kill9(kelp):
     m3 = kelp.remount(m2, args=["-cacheCapacityMB=0"])
     for name, data in files.items():
         assert read_file(m3.path(name)) == data, name
+    # small files share blobs (slices of one upload): reference counts and blobs agree
+    r = subprocess.run([kelp.kelp_bin, "fsck", "-meta=" + m3.meta,
+                        "-master=" + c.server.master_addr], capture_output=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and not r.stdout.strip(), (r.stdout, r.stderr)
     assert not log_errors(m2), log_errors(m2)
     assert not log_errors(m3), log_errors(m3)
 
