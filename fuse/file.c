@@ -1033,6 +1033,11 @@ static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
  * committing it again is harmless.
  */
 
+#define WB_BATCH_FILES 64	    /* files an uploader takes at once */
+#define WB_BATCH_BYTES (1u << 20)   /* small jobs sharing one blob */
+#define WB_SMALL       (128u << 10) /* a job up to this size goes into a shared blob */
+#define WB_LINGER_NS   5000000L	    /* an uploader waits this long for a batch to fill */
+
 /* Queues f for the journal's uploaders (with a reference), unless it is queued. */
 static void wb_queue_file(struct kelp_fs *fs, struct open_file *f)
 {
@@ -1048,7 +1053,10 @@ static void wb_queue_file(struct kelp_fs *fs, struct open_file *f)
 		else
 			fs->wb_head = f;
 		fs->wb_tail = f;
-		pthread_cond_signal(&fs->wb_cond);
+		/* Woken at the first file and when a batch is full, not at every close
+		 * (a thread wake-up per close cost more than the close). */
+		if (++fs->wb_len == 1 || fs->wb_len == WB_BATCH_FILES)
+			pthread_cond_signal(&fs->wb_cond);
 	}
 	pthread_mutex_unlock(&fs->wb_lock);
 }
@@ -1155,10 +1163,6 @@ static int journal_pending(struct kelp_fs *fs, struct open_file *f)
 	f->error = 0;
 	return 0;
 }
-
-#define WB_BATCH_FILES 64	    /* files an uploader takes at once */
-#define WB_BATCH_BYTES (1u << 20)   /* small jobs sharing one blob */
-#define WB_SMALL       (128u << 10) /* a job up to this size goes into a shared blob */
 
 /* A journaled job an uploader took, and where its bytes go in the shared blob. */
 struct wb_item {
@@ -1341,6 +1345,20 @@ static void *wb_loop(void *arg)
 			pthread_cond_wait(&fs->wb_cond, &fs->wb_lock);
 		if (fs->wb_stop)
 			break;
+		if (fs->wb_len < WB_BATCH_FILES && !fs->wb_draining) {
+			/* A few milliseconds for more closes to come: they share the upload. */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += WB_LINGER_NS;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&fs->wb_cond, &fs->wb_lock, &ts);
+			if (!fs->wb_head)
+				continue; /* another uploader took them */
+		}
 		while (fs->wb_head && nf < WB_BATCH_FILES) {
 			struct open_file *f = fs->wb_head;
 
@@ -1348,8 +1366,11 @@ static void *wb_loop(void *arg)
 			if (!fs->wb_head)
 				fs->wb_tail = NULL;
 			f->wb_queued = false;
+			fs->wb_len--;
 			files[nf++] = f;
 		}
+		if (fs->wb_head)
+			pthread_cond_signal(&fs->wb_cond); /* more for another uploader */
 		pthread_mutex_unlock(&fs->wb_lock);
 		ok = wb_round(fs, files, nf);
 		for (int i = 0; i < nf; i++)
@@ -1460,6 +1481,10 @@ uint64_t fs_journal_drain(struct kelp_fs *fs, int timeout_ms)
 
 	if (!fs->journal)
 		return 0;
+	pthread_mutex_lock(&fs->wb_lock);
+	fs->wb_draining = true; /* no lingering for batches to fill */
+	pthread_cond_broadcast(&fs->wb_cond);
+	pthread_mutex_unlock(&fs->wb_lock);
 	while ((left = __atomic_load_n(&fs->wb_jobs, __ATOMIC_RELAXED)) > 0 &&
 	       monotonic_ns() < until) {
 		struct timespec ts = {0, 20000000};

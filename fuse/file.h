@@ -62,7 +62,7 @@ struct kelp_fs_options {
 #define UPLOAD_WORKERS	 4
 #define FILE_BUCKET_BITS 12
 #define FILE_BUCKETS	 (1u << FILE_BUCKET_BITS)
-#define WB_WORKERS	 4 /* uploaders of the write-back journal */
+#define WB_WORKERS	 2 /* uploaders of the write-back journal */
 
 struct open_file;
 struct job;
@@ -146,6 +146,8 @@ struct kelp_fs {
 	pthread_cond_t wb_cond;
 	struct open_file *wb_head, *wb_tail;
 	bool wb_stop;
+	bool wb_draining; /* stopping: uploaders take what is queued at once */
+	int wb_len;	  /* files queued */
 	uint64_t wb_pause_until, wb_backoff_ns; /* monotonic: uploaders wait after a failure */
 	pthread_t wb_threads[WB_WORKERS];
 	int n_wb_threads;
