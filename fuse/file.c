@@ -143,6 +143,7 @@ struct open_file {
 	struct meta_hold hold;
 	bool held;
 	bool stale_logged;
+	int writers; /* this mount's handles open for writing (op_open's page cache rule) */
 	/* -writeback */
 	int n_wb;	      /* jobs with a journal entry (not counted in the per-file bound) */
 	unsigned wb_fails;    /* journaled uploads or commits that failed (waiters look) */
@@ -442,6 +443,23 @@ int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_fi
 		queue_unhold(fs, h);
 	*out = f;
 	return 0;
+}
+
+void file_count_writer(struct open_file *f, int delta)
+{
+	pthread_mutex_lock(&f->lock);
+	f->writers += delta;
+	pthread_mutex_unlock(&f->lock);
+}
+
+int file_writer_count(struct open_file *f)
+{
+	int n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->writers;
+	pthread_mutex_unlock(&f->lock);
+	return n;
 }
 
 void file_set_unlinked(struct open_file *f)

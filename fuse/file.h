@@ -170,6 +170,10 @@ int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out);
 int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_file **out);
 /* Looks up ino's open file without creating it (with a reference), or NULL. */
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino);
+/* Handles of this mount open for writing: counted in at open (delta 1) and out at
+ * release (-1) of a handle opened with O_WRONLY or O_RDWR. */
+void file_count_writer(struct open_file *f, int delta);
+int file_writer_count(struct open_file *f);
 /* Drops a reference; the last one frees the file (and its inode if unlinked). */
 void file_put(struct kelp_fs *fs, struct open_file *f);
 /* Marks the file unlinked: the inode is freed when the last reference goes. */

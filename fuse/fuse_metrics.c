@@ -55,23 +55,6 @@ enum op {
 
 static struct metric_histogram *op_latency[OP_N];
 
-struct op_timer {
-	uint64_t start;
-};
-
-static inline struct op_timer timer_start(fuse_req_t req)
-{
-	struct op_timer t = {monotonic_ns()};
-
-	return t;
-}
-
-/* After the callback: req may be gone (replied), only the time is used. */
-static inline void timer_end(const struct op_timer *t, enum op op)
-{
-	metric_observe_ns(op_latency[op], monotonic_ns() - t->start);
-}
-
 static const char *const op_names[OP_N] = {
     "lookup",  "forget",   "forget_multi", "getattr",	"setattr",    "readlink",
     "mknod",   "mkdir",	   "symlink",	   "link",	"unlink",     "rmdir",
@@ -79,337 +62,123 @@ static const char *const op_names[OP_N] = {
     "release", "fsync",	   "opendir",	   "readdir",	"releasedir", "fsyncdir",
     "statfs",  "setxattr", "getxattr",	   "listxattr", "removexattr"};
 
-static void m_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct op_timer t = timer_start(req);
+/*
+ * m_<op> calls the mount's own callback and records how long it ran (after the callback
+ * req may be gone, replied: only the time is used).
+ */
+#define METERED(op, id, params, args)                                                              \
+	static void m_##op params                                                                  \
+	{                                                                                          \
+		uint64_t start = monotonic_ns();                                                   \
+                                                                                                   \
+		base_ops->op args;                                                                 \
+		metric_observe_ns(op_latency[id], monotonic_ns() - start);                         \
+	}
 
-	base_ops->lookup(req, parent, name);
-	timer_end(&t, OP_LOOKUP);
-}
-
-static void m_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->forget(req, ino, nlookup);
-	timer_end(&t, OP_FORGET);
-}
-
-static void m_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->forget_multi(req, count, forgets);
-	timer_end(&t, OP_FORGET_MULTI);
-}
-
-static void m_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->getattr(req, ino, fi);
-	timer_end(&t, OP_GETATTR);
-}
-
-static void m_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-		      struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->setattr(req, ino, attr, to_set, fi);
-	timer_end(&t, OP_SETATTR);
-}
-
-static void m_readlink(fuse_req_t req, fuse_ino_t ino)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->readlink(req, ino);
-	timer_end(&t, OP_READLINK);
-}
-
-static void m_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->mknod(req, parent, name, mode, rdev);
-	timer_end(&t, OP_MKNOD);
-}
-
-static void m_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->mkdir(req, parent, name, mode);
-	timer_end(&t, OP_MKDIR);
-}
-
-static void m_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->symlink(req, link, parent, name);
-	timer_end(&t, OP_SYMLINK);
-}
-
-static void m_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->link(req, ino, newparent, newname);
-	timer_end(&t, OP_LINK);
-}
-
-static void m_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->unlink(req, parent, name);
-	timer_end(&t, OP_UNLINK);
-}
-
-static void m_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->rmdir(req, parent, name);
-	timer_end(&t, OP_RMDIR);
-}
-
-static void m_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-		     const char *newname, unsigned int flags)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->rename(req, parent, name, newparent, newname, flags);
-	timer_end(&t, OP_RENAME);
-}
-
-static void m_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->open(req, ino, fi);
-	timer_end(&t, OP_OPEN);
-}
-
-static void m_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->create(req, parent, name, mode, fi);
-	timer_end(&t, OP_CREATE);
-}
-
-static void m_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		   struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->read(req, ino, size, off, fi);
-	timer_end(&t, OP_READ);
-}
-
-static void m_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-		    struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->write(req, ino, buf, size, off, fi);
-	timer_end(&t, OP_WRITE);
-}
-
-static void m_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->flush(req, ino, fi);
-	timer_end(&t, OP_FLUSH);
-}
-
-static void m_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->release(req, ino, fi);
-	timer_end(&t, OP_RELEASE);
-}
-
-static void m_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->fsync(req, ino, datasync, fi);
-	timer_end(&t, OP_FSYNC);
-}
-
-static void m_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->opendir(req, ino, fi);
-	timer_end(&t, OP_OPENDIR);
-}
-
-static void m_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		      struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->readdir(req, ino, size, off, fi);
-	timer_end(&t, OP_READDIR);
-}
-
-static void m_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->releasedir(req, ino, fi);
-	timer_end(&t, OP_RELEASEDIR);
-}
-
-static void m_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->fsyncdir(req, ino, datasync, fi);
-	timer_end(&t, OP_FSYNCDIR);
-}
-
-static void m_statfs(fuse_req_t req, fuse_ino_t ino)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->statfs(req, ino);
-	timer_end(&t, OP_STATFS);
-}
-
-static void m_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-		       size_t size, int flags)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->setxattr(req, ino, name, value, size, flags);
-	timer_end(&t, OP_SETXATTR);
-}
-
-static void m_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->getxattr(req, ino, name, size);
-	timer_end(&t, OP_GETXATTR);
-}
-
-static void m_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->listxattr(req, ino, size);
-	timer_end(&t, OP_LISTXATTR);
-}
-
-static void m_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	struct op_timer t = timer_start(req);
-
-	base_ops->removexattr(req, ino, name);
-	timer_end(&t, OP_REMOVEXATTR);
-}
+METERED(lookup, OP_LOOKUP, (fuse_req_t req, fuse_ino_t parent, const char *name),
+	(req, parent, name))
+METERED(forget, OP_FORGET, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
+METERED(forget_multi, OP_FORGET_MULTI,
+	(fuse_req_t req, size_t count, struct fuse_forget_data *forgets), (req, count, forgets))
+METERED(getattr, OP_GETATTR, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+	(req, ino, fi))
+METERED(setattr, OP_SETATTR,
+	(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi),
+	(req, ino, attr, to_set, fi))
+METERED(readlink, OP_READLINK, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+METERED(mknod, OP_MKNOD,
+	(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev),
+	(req, parent, name, mode, rdev))
+METERED(mkdir, OP_MKDIR, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode),
+	(req, parent, name, mode))
+METERED(symlink, OP_SYMLINK,
+	(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name),
+	(req, link, parent, name))
+METERED(link, OP_LINK, (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname),
+	(req, ino, newparent, newname))
+METERED(unlink, OP_UNLINK, (fuse_req_t req, fuse_ino_t parent, const char *name),
+	(req, parent, name))
+METERED(rmdir, OP_RMDIR, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+METERED(rename, OP_RENAME,
+	(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	 const char *newname, unsigned int flags),
+	(req, parent, name, newparent, newname, flags))
+METERED(open, OP_OPEN, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+METERED(create, OP_CREATE,
+	(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	 struct fuse_file_info *fi),
+	(req, parent, name, mode, fi))
+METERED(read, OP_READ,
+	(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+	(req, ino, size, off, fi))
+METERED(write, OP_WRITE,
+	(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+	 struct fuse_file_info *fi),
+	(req, ino, buf, size, off, fi))
+METERED(flush, OP_FLUSH, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+	(req, ino, fi))
+METERED(release, OP_RELEASE, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+	(req, ino, fi))
+METERED(fsync, OP_FSYNC, (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+	(req, ino, datasync, fi))
+METERED(opendir, OP_OPENDIR, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+	(req, ino, fi))
+METERED(readdir, OP_READDIR,
+	(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+	(req, ino, size, off, fi))
+METERED(releasedir, OP_RELEASEDIR, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+	(req, ino, fi))
+METERED(fsyncdir, OP_FSYNCDIR,
+	(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+	(req, ino, datasync, fi))
+METERED(statfs, OP_STATFS, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+METERED(setxattr, OP_SETXATTR,
+	(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+	 int flags),
+	(req, ino, name, value, size, flags))
+METERED(getxattr, OP_GETXATTR, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size),
+	(req, ino, name, size))
+METERED(listxattr, OP_LISTXATTR, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
+METERED(removexattr, OP_REMOVEXATTR, (fuse_req_t req, fuse_ino_t ino, const char *name),
+	(req, ino, name))
 
 const struct fuse_lowlevel_ops *fuse_metrics_ops(const struct fuse_lowlevel_ops *base)
 {
 	base_ops = base;
 	metered = *base;
 
-	if (base->lookup)
-		metered.lookup = m_lookup;
-
-	if (base->forget)
-		metered.forget = m_forget;
-
-	if (base->forget_multi)
-		metered.forget_multi = m_forget_multi;
-
-	if (base->getattr)
-		metered.getattr = m_getattr;
-
-	if (base->setattr)
-		metered.setattr = m_setattr;
-
-	if (base->readlink)
-		metered.readlink = m_readlink;
-
-	if (base->mknod)
-		metered.mknod = m_mknod;
-
-	if (base->mkdir)
-		metered.mkdir = m_mkdir;
-
-	if (base->symlink)
-		metered.symlink = m_symlink;
-
-	if (base->link)
-		metered.link = m_link;
-
-	if (base->unlink)
-		metered.unlink = m_unlink;
-
-	if (base->rmdir)
-		metered.rmdir = m_rmdir;
-
-	if (base->rename)
-		metered.rename = m_rename;
-
-	if (base->open)
-		metered.open = m_open;
-
-	if (base->create)
-		metered.create = m_create;
-
-	if (base->read)
-		metered.read = m_read;
-
-	if (base->write)
-		metered.write = m_write;
-
-	if (base->flush)
-		metered.flush = m_flush;
-
-	if (base->release)
-		metered.release = m_release;
-
-	if (base->fsync)
-		metered.fsync = m_fsync;
-
-	if (base->opendir)
-		metered.opendir = m_opendir;
-
-	if (base->readdir)
-		metered.readdir = m_readdir;
-
-	if (base->releasedir)
-		metered.releasedir = m_releasedir;
-
-	if (base->fsyncdir)
-		metered.fsyncdir = m_fsyncdir;
-
-	if (base->statfs)
-		metered.statfs = m_statfs;
-
-	if (base->setxattr)
-		metered.setxattr = m_setxattr;
-
-	if (base->getxattr)
-		metered.getxattr = m_getxattr;
-
-	if (base->listxattr)
-		metered.listxattr = m_listxattr;
-
-	if (base->removexattr)
-		metered.removexattr = m_removexattr;
-
+/* Each callback the mount has is wrapped; the others stay unset. */
+#define WRAP(op) (metered.op = base->op ? m_##op : NULL)
+	WRAP(lookup);
+	WRAP(forget);
+	WRAP(forget_multi);
+	WRAP(getattr);
+	WRAP(setattr);
+	WRAP(readlink);
+	WRAP(mknod);
+	WRAP(mkdir);
+	WRAP(symlink);
+	WRAP(link);
+	WRAP(unlink);
+	WRAP(rmdir);
+	WRAP(rename);
+	WRAP(open);
+	WRAP(create);
+	WRAP(read);
+	WRAP(write);
+	WRAP(flush);
+	WRAP(release);
+	WRAP(fsync);
+	WRAP(opendir);
+	WRAP(readdir);
+	WRAP(releasedir);
+	WRAP(fsyncdir);
+	WRAP(statfs);
+	WRAP(setxattr);
+	WRAP(getxattr);
+	WRAP(listxattr);
+	WRAP(removexattr);
+#undef WRAP
 	return &metered;
 }
 

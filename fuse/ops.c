@@ -428,6 +428,36 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 /* ---------------------------------------------------------------- files */
 
+/*
+ * Close-to-open: with a shared metadata another mount may have changed the file since
+ * the kernel cached its pages and size, so the pages go at an open and the attributes
+ * are marked stale (a read past the cached size asks again). Not while another handle
+ * of this mount has the file open for writing: the kernel leaves a buffered write's
+ * pages up to date and unlocked before its WRITE reaches us, and pages dropped in that
+ * moment could be read back old ahead of the WRITE and stay cached after write()
+ * returned (op_init). A file written here and on another mount at the same time is
+ * not coordinated anyway. Counts the handle in when it is for writing.
+ */
+static void keep_or_drop_pages(struct kelp_fs *fs, fuse_ino_t ino, struct open_file *f,
+			       struct fuse_file_info *fi)
+{
+	bool shared = meta_shared(fs->meta);
+
+	fi->keep_cache = !shared || file_writer_count(f) > 0;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		file_count_writer(f, 1);
+	if (shared && fs->session)
+		fuse_lowlevel_notify_inval_inode(fs->session, ino, -1, 0);
+}
+
+/* The end of a handle of keep_or_drop_pages. */
+static void release_handle(struct kelp_fs *fs, struct open_file *f, struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		file_count_writer(f, -1);
+	file_put(fs, f);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct kelp_fs *fs = fs_of(req);
@@ -455,14 +485,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
-	/* Close-to-open: with a shared metadata another mount may have changed the file
-	 * since the kernel cached its pages and size, so the pages go at every open and
-	 * the attributes are marked stale (a read past the cached size asks again). */
-	fi->keep_cache = !meta_shared(fs->meta);
-	if (meta_shared(fs->meta) && fs->session)
-		fuse_lowlevel_notify_inval_inode(fs->session, ino, -1, 0);
+	keep_or_drop_pages(fs, ino, f, fi);
 	if (fuse_reply_open(req, fi) != 0)
-		file_put(fs, f);
+		release_handle(fs, f, fi);
 }
 
 /*
@@ -531,6 +556,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		}
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
+	keep_or_drop_pages(fs, a.ino, f, fi);
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
 	e.generation = meta_generation(fs_of(req)->meta);
@@ -540,7 +566,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	lookup_ref(fs, a.ino);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		lookup_unref(fs, a.ino, 1);
-		file_put(fs, f);
+		release_handle(fs, f, fi);
 	}
 }
 
@@ -624,7 +650,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *f = (struct open_file *)(uintptr_t)fi->fh;
 	int rc = file_flush(fs, f, false);
 
-	file_put(fs, f);
+	release_handle(fs, f, fi);
 	fuse_reply_err(req, -rc);
 }
 
@@ -974,17 +1000,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * in that moment (it does so whenever fresh attributes show another mtime, with
 	 * FUSE_CAP_AUTO_INVAL_DATA, or another size), a page fault or readahead could
 	 * read the old bytes from us ahead of the WRITE and keep them cached after write()
-	 * returned. With LMDB only this mount changes the files and every change passes
-	 * through this kernel, which keeps its cache right by itself: no invalidation on
-	 * attributes at all (FUSE_CAP_EXPLICIT_INVAL_DATA). With a shared engine the pages
-	 * are dropped at each open (close-to-open) and on attribute changes, which other
-	 * mounts make.
+	 * returned. So the kernel never drops pages on attributes
+	 * (FUSE_CAP_EXPLICIT_INVAL_DATA): with LMDB every change passes through this
+	 * kernel, which keeps its cache right by itself; with a shared engine the pages of
+	 * a file other mounts may have changed are dropped at open (keep_or_drop_pages).
 	 */
-	if (!meta_shared(((struct kelp_fs *)userdata)->meta)) {
-		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-		if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
-			conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
-	}
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
+		conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
 	/* File handles (open_by_handle_at, NFS): the kernel looks up "." and ".." of an
 	 * inode it no longer caches; inode numbers and generations are stable. */
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)

@@ -325,48 +325,31 @@ static int short_volume_from_wire(const MasterPb__VolumeShortInformationMessage 
 	return copy_text(v->collection, sizeof(v->collection), m->collection);
 }
 
-/* Converts one list; *out stays NULL for an empty list. */
-static int volumes_from_wire(MasterPb__VolumeInformationMessage *const *msgs, size_t n,
-			     struct hb_volume **out, size_t *n_out)
-{
-	struct hb_volume *v;
-
-	if (n == 0)
-		return 0;
-	v = calloc(n, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	*out = v;
-	*n_out = n;
-	for (size_t i = 0; i < n; i++) {
-		int ret = volume_from_wire(msgs[i], &v[i]);
-
-		if (ret != 0)
-			return ret;
+/* Converts one list of wire messages with convert; *out stays NULL for an empty list. */
+#define LIST_FROM_WIRE(name, msg_type, convert)                                                    \
+	static int name(msg_type *const *msgs, size_t n, struct hb_volume **out, size_t *n_out)    \
+	{                                                                                          \
+		struct hb_volume *v;                                                               \
+                                                                                                   \
+		if (n == 0)                                                                        \
+			return 0;                                                                  \
+		v = calloc(n, sizeof(*v));                                                         \
+		if (!v)                                                                            \
+			return -ENOMEM;                                                            \
+		*out = v;                                                                          \
+		*n_out = n;                                                                        \
+		for (size_t i = 0; i < n; i++) {                                                   \
+			int ret = convert(msgs[i], &v[i]);                                         \
+                                                                                                   \
+			if (ret != 0)                                                              \
+				return ret;                                                        \
+		}                                                                                  \
+		return 0;                                                                          \
 	}
-	return 0;
-}
 
-static int short_volumes_from_wire(MasterPb__VolumeShortInformationMessage *const *msgs, size_t n,
-				   struct hb_volume **out, size_t *n_out)
-{
-	struct hb_volume *v;
-
-	if (n == 0)
-		return 0;
-	v = calloc(n, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	*out = v;
-	*n_out = n;
-	for (size_t i = 0; i < n; i++) {
-		int ret = short_volume_from_wire(msgs[i], &v[i]);
-
-		if (ret != 0)
-			return ret;
-	}
-	return 0;
-}
+LIST_FROM_WIRE(volumes_from_wire, MasterPb__VolumeInformationMessage, volume_from_wire)
+LIST_FROM_WIRE(short_volumes_from_wire, MasterPb__VolumeShortInformationMessage,
+	       short_volume_from_wire)
 
 /* Go's types.ToDiskType maps "" and "hdd" (any case) to the hard-drive type. */
 static bool is_hdd_key(const char *key)

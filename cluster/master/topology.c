@@ -960,12 +960,13 @@ json_t *topology_nodes_json(struct topology *t, uint64_t now_ns)
 		json_array_append_new(
 		    nodes,
 		    json_pack(
-			"{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:o}", "url", node->url, "publicUrl",
-			node->public_url, "dataCenter", node->data_center, "rack", node->rack,
-			"alive", node_alive(t, node, now_ns), "lastSeenSecondsAgo",
+			"{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:I,s:I,s:o}", "url", node->url,
+			"publicUrl", node->public_url, "dataCenter", node->data_center, "rack",
+			node->rack, "alive", node_alive(t, node, now_ns), "lastSeenSecondsAgo",
 			now_ns > node->last_seen ? (double)(now_ns - node->last_seen) / 1e9 : 0.0,
-			"maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used, "volumes",
-			vols));
+			"maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used, "diskTotal",
+			(json_int_t)node->disk_total, "diskFree", (json_int_t)node->disk_free,
+			"volumes", vols));
 	}
 	pthread_mutex_unlock(&t->lock);
 	return nodes;

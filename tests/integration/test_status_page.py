@@ -6,6 +6,7 @@ and logs no JavaScript error. A screenshot is saved in the test's temporary dire
 Skipped (with the reason) when chromium, chromium-driver or python3-selenium are
 missing or the browser cannot start (scripts/install-deps installs them)."""
 
+import os
 import shutil
 import time
 
@@ -82,6 +83,13 @@ def test_status_page_in_a_browser(make_cluster, tmp_path):
         assert "fully replicated" in driver.find_element(By.ID, "verdict").text
         dcs = set(_js(driver, "return [...document.querySelectorAll('.dc')].map(e => e.dataset.dc)"))
         assert dcs == {"dc1", "dc2"}
+        # The fill bars are the servers' real disks (the heartbeats report them), as df.
+        st = os.statvfs(str(tmp_path))
+        df = 100 * (st.f_blocks - st.f_bavail) / st.f_blocks
+        bars = _js(driver, "return [...document.querySelectorAll('.server[data-url] .bar')]"
+                           ".map(e => [e.title, parseFloat(e.firstChild.style.width)])")
+        assert len(bars) == 3 and all("of disk" in t for t, _ in bars), bars
+        assert all(abs(w - df) < 5 for _, w in bars), (bars, df)
 
         # Kill the dc1/r2 server: it turns dead, its 010 volumes under-replicated.
         victim = c.volumes[1]
