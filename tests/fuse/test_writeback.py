@@ -236,6 +236,12 @@ def test_closes_succeed_while_the_volume_server_is_down(kelp):
         assert read_file(m.path(name)) == data, name
     assert metric(port, "kelp_mount_writeback_journal_entries") == 0
     assert metric(port, "kelp_mount_writeback_fallbacks_total") == 0
+    # documented in docs/operations.md's table of metrics
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    with open(os.path.join(root, "docs", "operations.md")) as f:
+        documented = set(re.findall(r"^\| `(kelp_[a-z_]+)` \|", f.read(), re.M))
+    assert {"kelp_mount_writeback_journal_bytes", "kelp_mount_writeback_journal_entries",
+            "kelp_mount_writeback_fallbacks_total"} <= documented
     assert m.unmount() == 0
     m2 = kelp.remount(m, args=["-cacheCapacityMB=0"])
     for name, data in files.items():
