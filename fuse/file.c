@@ -1374,6 +1374,8 @@ static void *wb_loop(void *arg)
 				ts.tv_nsec -= 1000000000L;
 			}
 			pthread_cond_timedwait(&fs->wb_cond, &fs->wb_lock, &ts);
+			if (fs->wb_stop)
+				break;
 			if (!fs->wb_head)
 				continue; /* another uploader took them */
 		}
