@@ -138,6 +138,7 @@ struct open_file {
 	uint32_t lazy_vids[LAZY_VIDS];
 	int n_lazy;
 	int64_t write_ns; /* time of the last write (stat shows it until it is committed) */
+	uint64_t changes; /* writes, truncates, fallocates, copies into it (file_changes) */
 	/* The hold that keeps the inode alive for this mount (meta_hold; set once, by the
 	 * first open, under lock). Its session is the mount's session at that open. */
 	struct meta_hold hold;
@@ -1528,6 +1529,17 @@ static void stop_writeback(struct kelp_fs *fs)
 	fs->n_wb_threads = 0;
 }
 
+uint64_t file_changes(struct open_file *f, bool *pending)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->changes;
+	*pending = f->n_ext > 0 || f->jobs;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
 	int rc;
@@ -1577,6 +1589,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 
 	pthread_mutex_lock(&f->lock);
 	f->write_ns = meta_now_ns();
+	f->changes++;
 	/* A failed upload waits for the next flush: writes fail until then. */
 	rc = file_stale(fs, f) ? stale_error(fs, f) : failed_rc(f);
 	while (len > 0 && rc == 0) {
@@ -1702,6 +1715,7 @@ int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr
 		return rc;
 	}
 	if (valid & META_SET_SIZE) {
+		f->changes++;
 		/* Buffered bytes at or beyond the new size are dropped. */
 		for (int i = 0; i < f->n_ext;) {
 			struct extent *e = &f->ext[i];
@@ -1775,6 +1789,7 @@ int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64
 	if (len == 0 || off > INT64_MAX || len > (uint64_t)INT64_MAX - off)
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
+	f->changes++;
 	if (punch) {
 		keep = pending_end(f, 0);
 		/* As a truncate: the buffered bytes of the range go, the rest and every
@@ -1820,6 +1835,7 @@ int file_copy_range(struct kelp_fs *fs, struct open_file *in, uint64_t off_in,
 			return rc;
 	}
 	pthread_mutex_lock(&out->lock);
+	out->changes++;
 	rc = commit_pending(fs, out);
 	if (rc == 0)
 		rc = meta_copy_range(fs->meta, in->ino, off_in, out->ino, off_out, len, copied,

@@ -202,6 +202,10 @@ int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size
  * flag); durable (fsync) uploads and commits the file's journaled data too.
  */
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
+/* How many data changes (writes, truncates, fallocates, copies into it) went through
+ * this mount's open file so far; *pending: some are not stored yet (buffered or
+ * uploading). For the locks (fuse/locks.c): what to store and announce at an unlock. */
+uint64_t file_changes(struct open_file *f, bool *pending);
 /* The attributes of an open file, its size including writes not yet in the metadata
  * (getattr): committed and pending bytes taken at one moment; mtime and ctime are
  * those of the last write while it is not recorded (POSIX marks them at write). */
