@@ -233,7 +233,8 @@ int mount_main(int argc, char **argv)
 	struct mount_session session;
 	double attr_cache_s = 1, entry_cache_s = 1, gc_grace_s = -1;
 	double trash_days = 1;
-	bool daemon_mode = false, meta_offline = false;
+	bool daemon_mode = false, meta_offline = false, writeback = false;
+	int writeback_mb = 256;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
 	    FLAG("dir", FLAG_STRING, &dir, "mount point (required)"),
@@ -269,6 +270,14 @@ int mount_main(int argc, char **argv)
 		 "on-disk chunk cache size, MiB (0 = none)"),
 	    FLAG("memoryCacheMB", FLAG_INT, &memory_cache_mb,
 		 "memory chunk cache size, MiB (0 = none)"),
+	    FLAG("writeback", FLAG_BOOL, &writeback,
+		 "close() stores a file's data in a local journal (-cacheDir/journal) and "
+		 "returns; it is uploaded in the background and replayed after a crash. fsync() "
+		 "still uploads. Weaker: a close()d file is in the cluster only later, and lost "
+		 "if this host's disk is (docs/operations.md). LMDB -meta only"),
+	    FLAG("writebackMB", FLAG_INT, &writeback_mb,
+		 "-writeback: most MiB in the journal (also held in memory until uploaded); "
+		 "when full, closes upload themselves"),
 	    FLAG("timeout", FLAG_INT, &timeout_s,
 		 "seconds before a call fails with EIO when the cluster is unreachable"),
 	    FLAG("trashDays", FLAG_DOUBLE, &trash_days,
@@ -333,6 +342,18 @@ int mount_main(int argc, char **argv)
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
 		    "0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and "
 		    "-entryCacheSec 0-86400, -gcGraceSec at most 86400, -trashDays 0-36500\n");
+		return 2;
+	}
+	if (writeback_mb < 1 || writeback_mb > 1048576) {
+		fprintf(stderr, "kelp mount: -writebackMB must be 1-1048576\n");
+		return 2;
+	}
+	if (writeback && kv_is_pg_url(meta_dir)) {
+		fprintf(
+		    stderr,
+		    "kelp mount: -writeback needs an LMDB -meta: with a shared (PostgreSQL) "
+		    "metadata, other mounts would not see a closed file until its upload, which "
+		    "breaks close-to-open between mounts\n");
 		return 2;
 	}
 	memset(&bt, 0, sizeof(bt));
@@ -518,6 +539,16 @@ int mount_main(int argc, char **argv)
 	fo.attr_timeout = attr_cache_s;
 	fo.entry_timeout = entry_cache_s;
 	fo.disk_cache_bytes = (uint64_t)cache_mb << 20;
+	if (*cache_dir) {
+		/* With -writeback the journal; without, a journal an earlier -writeback mount
+		 * left is replayed all the same. */
+		static char journal_dir[4300];
+
+		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", cache_dir);
+		fo.writeback = writeback;
+		fo.journal_dir = journal_dir;
+		fo.journal_bytes = (uint64_t)writeback_mb << 20;
+	}
 	ret = kelp_fs_init(&fs, meta, &fo);
 	if (ret == 0 && bt.interval_s > 0) {
 		bt.meta = meta;

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "fuse/fuse_metrics.h"
+#include "fuse/journal.h"
 #include "cluster/client/client.h"
 #include "cluster/common/fid.h"
 
@@ -90,6 +92,12 @@ static int extent_grow(struct kelp_fs *fs, struct extent *e, size_t need)
  * job whose upload failed (rc < 0, after the client's retries up to -timeout) stays,
  * with the jobs after it, until a flush uploads it again: nothing a write() returned
  * for is dropped while the file is open.
+ *
+ * -writeback: a job may also have a journal entry (jid): its bytes are then on the
+ * local disk as well, the job holds a reference on its file, and an upload or commit
+ * that fails makes it wait (unclaimed) for an uploader to try again instead of holding
+ * the file's writes up; it is never reported as a write-back error. Its entry is
+ * removed in the critical section that commits it.
  */
 struct job {
 	struct open_file *f;
@@ -100,6 +108,9 @@ struct job {
 	bool durable;  /* uploaded with fsync on the volume servers */
 	bool uploaded; /* chunk names the blob (a retry after a failed commit keeps it) */
 	bool done;
+	uint64_t jid;		  /* journal entry, 0 = none */
+	bool claimed;		  /* a thread uploads it (always, for jobs without an entry) */
+	bool discard;		  /* journaled, of a file removed for good: dropped, not uploaded */
 	struct job *next_in_file; /* f->jobs, oldest first */
 	struct job *next_queued;  /* fs->queue, or the flusher's own list */
 };
@@ -142,13 +153,21 @@ struct open_file {
 	uint32_t lazy_vids[LAZY_VIDS];
 	int n_lazy;
 	int64_t write_ns; /* time of the last write (stat shows it until it is committed) */
+	uint64_t changes; /* writes, truncates, fallocates, copies into it (file_changes) */
 	/* The hold that keeps the inode alive for this mount (meta_hold; set once, by the
 	 * first open, under lock). Its session is the mount's session at that open. */
 	struct meta_hold hold;
 	bool held;
 	bool stale_logged;
-	int writers;	     /* this mount's handles open for writing (op_open's page cache rule) */
-	struct read_map map; /* the read path's cache (file_read, file_read_direct) */
+	int writers; /* this mount's handles open for writing (op_open's page cache rule) */
+	/* -writeback */
+	int n_wb;	      /* jobs with a journal entry (not counted in the per-file bound) */
+	unsigned wb_fails;    /* journaled uploads or commits that failed (waiters look) */
+	int wb_fail_rc;	      /* the last one's error */
+	int wb_since_compact; /* journaled jobs taken since the last compaction */
+	struct open_file *wb_next; /* fs->wb_head list; under fs->wb_lock */
+	bool wb_queued;		   /* under fs->wb_lock */
+	struct read_map map;	   /* the read path's cache (file_read, file_read_direct) */
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -293,12 +312,19 @@ static bool gc_wait_readers(struct kelp_fs *fs, uint64_t *last_sync)
 
 /* ---------------------------------------------------------------- open files */
 
+/* The chain of the table of open files that ino belongs to (a hash of ino): closed
+ * files with journaled data stay in the table, thousands of them with -writeback. */
+static struct open_file **file_chain(struct kelp_fs *fs, uint64_t ino)
+{
+	return &fs->files[(ino * 0x9E3779B97F4A7C15ull) >> (64 - FILE_BUCKET_BITS)];
+}
+
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino)
 {
 	struct open_file *f;
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && f->ino != ino; f = f->next)
+	for (f = *file_chain(fs, ino); f && f->ino != ino; f = f->next)
 		;
 	if (f)
 		f->refs++;
@@ -342,7 +368,7 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 	struct open_file *f, *fresh = calloc(1, sizeof(*fresh));
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && (f->ino != ino || file_stale(fs, f)); f = f->next)
+	for (f = *file_chain(fs, ino); f && (f->ino != ino || file_stale(fs, f)); f = f->next)
 		;
 	if (f) {
 		f->refs++;
@@ -353,8 +379,8 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 		f->refs = 1;
 		pthread_mutex_init(&f->lock, NULL);
 		pthread_cond_init(&f->cond, NULL);
-		f->next = fs->files;
-		fs->files = f;
+		f->next = *file_chain(fs, ino);
+		*file_chain(fs, ino) = f;
 	}
 	pthread_mutex_unlock(&fs->files_lock);
 	free(fresh);
@@ -389,7 +415,7 @@ static bool file_busy(struct kelp_fs *fs, uint64_t ino)
 	struct open_file *f;
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (f = fs->files; f && f->ino != ino; f = f->next)
+	for (f = *file_chain(fs, ino); f && f->ino != ino; f = f->next)
 		;
 	pthread_mutex_unlock(&fs->files_lock);
 	return f != NULL;
@@ -475,7 +501,7 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 	last = --f->refs == 0;
 	unlinked = f->unlinked;
 	if (last) {
-		for (struct open_file **p = &fs->files; *p; p = &(*p)->next) {
+		for (struct open_file **p = file_chain(fs, f->ino); *p; p = &(*p)->next) {
 			if (*p == f) {
 				*p = f->next;
 				break;
@@ -595,23 +621,42 @@ static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool d
 }
 
 static void note_lazy(struct open_file *f, const char *fid);
+static void wb_queue_file(struct kelp_fs *fs, struct open_file *f);
+static int commit_pending(struct kelp_fs *fs, struct open_file *f);
 
 /*
  * Commits the finished jobs at the head of f's queue, in order, so an older chunk is
  * never recorded over a newer one. A job leaves f->jobs in the same critical section
- * as the transaction that records its chunk: a reader (who looks under f->lock) finds
- * its bytes in exactly one of the two places. f->lock held.
+ * as the transaction that records its chunk (and, journaled, as the removal of its
+ * entry): a reader (who looks under f->lock) finds its bytes in exactly one of the
+ * places. Returns the references on f that committed journaled jobs held, for the
+ * caller to drop once f->lock is released. f->lock held.
  */
-static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
+static int commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 {
+	int drop = 0;
+
 	while (f->jobs && f->jobs->done) {
 		struct job *j = f->jobs;
 
-		if (j->rc == 0) {
-			j->rc =
-			    meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0, true, NULL);
+		if (j->rc == 0 && !j->discard) {
+			/* A journaled job's times were recorded when it was journaled (a later
+			 * utimes, tar's, must not be overridden by its upload). */
+			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0,
+						       j->jid == 0, NULL);
 			if (j->rc == -ESTALE)
 				j->rc = stale_error(fs, f);
+		}
+		if (j->rc < 0 && j->jid) {
+			/* Safe in the journal: an uploader tries it again later; waiters for
+			 * it (fsync, truncate) see wb_fails move. */
+			f->wb_fail_rc = j->rc;
+			f->wb_fails++;
+			j->rc = 0;
+			j->done = false;
+			j->claimed = false;
+			wb_queue_file(fs, f);
+			break;
 		}
 		if (j->rc < 0) {
 			/* Kept (and the newer jobs behind it) for the next flush to retry. */
@@ -619,8 +664,14 @@ static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 				f->error = j->rc;
 			break;
 		}
-		if (!j->durable)
+		if (!j->durable && !j->discard)
 			note_lazy(f, j->chunk.fid);
+		if (j->jid) {
+			journal_remove(fs->journal, j->jid, j->ext.len);
+			f->n_wb--;
+			__atomic_fetch_sub(&fs->wb_jobs, 1, __ATOMIC_RELAXED);
+			drop++;
+		}
 		f->jobs = j->next_in_file;
 		if (!f->jobs)
 			f->jobs_tail = NULL;
@@ -630,6 +681,7 @@ static void commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 		free(j);
 	}
 	pthread_cond_broadcast(&f->cond);
+	return drop;
 }
 
 /* The error of a failed upload that holds f's queue up (0 if none). f->lock held. */
@@ -638,12 +690,16 @@ static int failed_rc(const struct open_file *f)
 	return f->jobs && f->jobs->done && f->jobs->rc < 0 ? f->jobs->rc : 0;
 }
 
-/* Waits until every job of f is committed; a failed one ends the wait with its error.
- * f->lock held. */
+/* Waits until every job of f is committed; a failed one ends the wait with its error
+ * (a journaled one too, though it stays to be tried again). f->lock held. */
 static int wait_jobs(struct open_file *f)
 {
-	while (f->n_jobs > 0 && !failed_rc(f))
+	unsigned fails = f->wb_fails;
+
+	while (f->n_jobs > 0 && !failed_rc(f) && f->wb_fails == fails)
 		pthread_cond_wait(&f->cond, &f->lock);
+	if (f->wb_fails != fails)
+		return f->wb_fail_rc < 0 ? f->wb_fail_rc : -EIO;
 	return failed_rc(f);
 }
 
@@ -673,6 +729,7 @@ static struct job *extent_to_job(struct open_file *f, int i, bool durable)
 	j->f = f;
 	j->ext = f->ext[i];
 	j->durable = durable;
+	j->claimed = true; /* by the pool or the flusher that made it */
 	j->seq = ++f->next_seq;
 	memmove(&f->ext[i], &f->ext[i + 1], (size_t)(f->n_ext - i - 1) * sizeof(*f->ext));
 	f->n_ext--;
@@ -690,15 +747,19 @@ static struct job *extent_to_job(struct open_file *f, int i, bool durable)
 static void run_job(struct kelp_fs *fs, struct job *j)
 {
 	struct open_file *f = j->f;
+	int drop;
 
-	if (!j->uploaded) {
+	if (!j->uploaded && !j->discard) {
 		j->rc = upload_extent(fs, &j->ext, j->durable, &j->chunk);
 		j->uploaded = j->rc == 0;
 	}
 	pthread_mutex_lock(&f->lock);
 	j->done = true;
-	commit_done_jobs(fs, f);
+	drop = commit_done_jobs(fs, f);
 	pthread_mutex_unlock(&f->lock);
+	/* The caller holds a reference of its own: these are never the last. */
+	while (drop-- > 0)
+		file_put(fs, f);
 	fs_kick_gc(fs); /* overwritten blobs may be waiting */
 }
 
@@ -767,7 +828,7 @@ static int submit_extent(struct kelp_fs *fs, struct open_file *f, uint64_t off)
 {
 	int i;
 
-	while (f->n_jobs >= MAX_JOBS_PER_FILE && !failed_rc(f))
+	while (f->n_jobs - f->n_wb >= MAX_JOBS_PER_FILE && !failed_rc(f))
 		pthread_cond_wait(&f->cond, &f->lock);
 	if (failed_rc(f))
 		return failed_rc(f); /* stays dirty; the write reports the error */
@@ -877,14 +938,21 @@ out:
 static int store_dirty(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
 	struct job *mine = NULL, **tail = &mine;
+	unsigned fails = f->wb_fails;
 	uint64_t upto;
 	int rc = 0;
 
-	/* Uploads that failed before are tried again first, in their order. */
+	/* Uploads that failed before are tried again first, in their order; journaled
+	 * jobs no uploader has taken yet are uploaded here too (fsync, truncate). */
 	for (struct job *j = f->jobs; j; j = j->next_in_file) {
 		if (j->done && j->rc < 0) {
 			j->done = false;
 			j->rc = 0;
+			*tail = j;
+			tail = &j->next_queued;
+		} else if (j->jid && !j->claimed && !j->done) {
+			j->claimed = true;
+			j->durable = durable;
 			*tail = j;
 			tail = &j->next_queued;
 		}
@@ -910,8 +978,10 @@ static int store_dirty(struct kelp_fs *fs, struct open_file *f, bool durable)
 		}
 		pthread_mutex_lock(&f->lock);
 	}
-	while (f->done_seq < upto && !failed_rc(f))
+	while (f->done_seq < upto && !failed_rc(f) && f->wb_fails == fails)
 		pthread_cond_wait(&f->cond, &f->lock);
+	if (rc == 0 && f->wb_fails != fails)
+		rc = f->wb_fail_rc < 0 ? f->wb_fail_rc : -EIO; /* still journaled */
 	if (rc == 0 && f->error) {
 		rc = f->error;
 		f->error = 0; /* reported once */
@@ -988,10 +1058,527 @@ static int compact_chunks(struct kelp_fs *fs, struct open_file *f)
 	return rc;
 }
 
+/* ---------------------------------------------------------------- write-back journal */
+
+/*
+ * -writeback. A close journals the file's pending bytes (dirty extents, and jobs still
+ * on their way to the cluster) and returns: each gets an entry on the local disk
+ * (fuse/journal.h) and becomes, or stays, a job of the open file, which stays in the
+ * table of open files (a reference per journaled job) so that reads and stat of the
+ * mount keep seeing the bytes. WB_WORKERS uploaders take files from fs->wb_head,
+ * upload their journaled jobs and commit them in order (commit_done_jobs), removing
+ * each entry in the critical section of its commit. An fsync, truncate, hole or copy
+ * of the file uploads its journaled jobs itself (store_dirty). The times of the writes
+ * are recorded at the close; the size and chunk map at the commit.
+ *
+ * Crash replay: the entries left in the journal are read back at start, in order, and
+ * become journaled jobs again before FUSE serves a call. An entry still there was not
+ * committed, or its commit was the last change to its file's data (the removal
+ * follows the commit under f->lock, before any later change of that file), so
+ * committing it again is harmless.
+ */
+
+#define WB_BATCH_FILES 64	    /* files an uploader takes at once */
+#define WB_BATCH_BYTES (1u << 20)   /* small jobs sharing one blob */
+#define WB_SMALL       (128u << 10) /* a job up to this size goes into a shared blob */
+#define WB_LINGER_NS   5000000L	    /* an uploader waits this long for a batch to fill */
+
+/* Queues f for the journal's uploaders (with a reference), unless it is queued. */
+static void wb_queue_file(struct kelp_fs *fs, struct open_file *f)
+{
+	pthread_mutex_lock(&fs->wb_lock);
+	if (!f->wb_queued && !fs->wb_stop) {
+		f->wb_queued = true;
+		f->wb_next = NULL;
+		pthread_mutex_lock(&fs->files_lock);
+		f->refs++;
+		pthread_mutex_unlock(&fs->files_lock);
+		if (fs->wb_tail)
+			fs->wb_tail->wb_next = f;
+		else
+			fs->wb_head = f;
+		fs->wb_tail = f;
+		/* Woken at the first file and when a batch is full, not at every close
+		 * (a thread wake-up per close cost more than the close). */
+		if (++fs->wb_len == 1 || fs->wb_len == WB_BATCH_FILES)
+			pthread_cond_signal(&fs->wb_cond);
+	}
+	pthread_mutex_unlock(&fs->wb_lock);
+}
+
+/* Job j (of f) has the journal entry jid: it takes the reference that goes with it.
+ * f->lock held. */
+static void adopt_entry(struct kelp_fs *fs, struct open_file *f, struct job *j, uint64_t jid)
+{
+	j->jid = jid;
+	f->n_wb++;
+	__atomic_fetch_add(&fs->wb_jobs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&fs->files_lock);
+	f->refs++;
+	pthread_mutex_unlock(&fs->files_lock);
+}
+
+/* A small extent's buffer (64 KiB at least, or a whole chunk's) cut to its bytes:
+ * journaled data stays in memory until it is uploaded. */
+static void extent_shrink(struct kelp_fs *fs, struct extent *e)
+{
+	uint8_t *p;
+
+	if (e->cap <= e->len || e->len == 0 || !(p = malloc(e->len)))
+		return;
+	memcpy(p, e->data, e->len);
+	extent_free(fs, e);
+	e->data = p;
+	e->cap = e->len;
+}
+
+/*
+ * The -writeback close: every pending byte of f gets a journal entry. 1 when the
+ * journal refused one (full, or the disk: the caller uploads instead), else 0 or an
+ * error of the metadata. f->lock held.
+ */
+static int journal_pending(struct kelp_fs *fs, struct open_file *f)
+{
+	bool any = false;
+	uint64_t jid;
+	int rc = 0, jrc = 0; /* jrc: the journal refused an entry */
+
+	/* Uploads on their way (full chunks, spills, ones that failed) first: in order. */
+	for (struct job *j = f->jobs; j && jrc == 0; j = j->next_in_file) {
+		if (j->jid)
+			continue;
+		jrc = journal_append(fs->journal, f->ino, j->ext.off, j->ext.data, j->ext.len,
+				     f->write_ns, &jid);
+		if (jrc < 0)
+			break;
+		adopt_entry(fs, f, j, jid);
+		any = true;
+		if (j->done && j->rc < 0) {
+			/* a failed upload: the journal's uploaders take it over */
+			j->done = false;
+			j->rc = 0;
+			j->claimed = false;
+		}
+	}
+	while (jrc == 0 && f->n_ext > 0) {
+		struct extent *e = &f->ext[0];
+		struct job *j;
+
+		extent_shrink(fs, e);
+		jrc =
+		    journal_append(fs->journal, f->ino, e->off, e->data, e->len, f->write_ns, &jid);
+		if (jrc < 0)
+			break;
+		j = extent_to_job(f, 0, false);
+		if (!j) {
+			journal_remove(fs->journal, jid, e->len);
+			rc = -ENOMEM;
+			break;
+		}
+		j->claimed = false;
+		adopt_entry(fs, f, j, jid);
+		any = true;
+	}
+	if (any) {
+		/* The writes' times now (POSIX marks them at the write); the commit after
+		 * the upload leaves them alone. */
+		struct meta_attr in = {.mtime_ns = f->write_ns, .ctime_ns = f->write_ns};
+		int mrc =
+		    meta_setattr(fs->meta, f->ino, &in, META_SET_MTIME | META_SET_CTIME, NULL);
+
+		wb_queue_file(fs, f);
+		if (rc == 0 && mrc < 0 && mrc != -ENOENT)
+			rc = mrc;
+	}
+	if (rc < 0)
+		return rc;
+	if (jrc < 0) {
+		uint64_t n = __atomic_add_fetch(&fs->wb_fallbacks, 1, __ATOMIC_RELAXED);
+
+		if (n == 1 || n % 1000 == 0)
+			log_warn("mount: the write-back journal in %s %s (%s): closes upload their "
+				 "data themselves until it has room (%" PRIu64 " so far)",
+				 journal_dir(fs->journal),
+				 jrc == -EFBIG ? "is full" : "cannot be written",
+				 jrc == -EFBIG ? "-writebackMB" : strerror(-jrc), n);
+		return 1;
+	}
+	/* Every byte a write() returned for is journaled: an upload error of before is
+	 * the uploaders' business now. */
+	f->error = 0;
+	return 0;
+}
+
+/* A journaled job an uploader took, and where its bytes go in the shared blob. */
+struct wb_item {
+	struct open_file *f;
+	struct job *j;
+	size_t at;
+	bool single; /* too big to share: uploaded alone */
+};
+
+/* Marks item i uploaded (or failed with rc) and commits what its file can. */
+static void wb_finish(struct kelp_fs *fs, struct wb_item *it, int rc, const struct meta_chunk *c)
+{
+	struct job *j = it->j;
+	struct open_file *f = it->f;
+	int drop;
+
+	if (!j->discard && !j->uploaded) {
+		j->rc = rc;
+		if (rc == 0) {
+			memset(&j->chunk, 0, sizeof(j->chunk));
+			j->chunk.offset = j->ext.off;
+			j->chunk.length = j->ext.len;
+			j->chunk.blob_offset = it->at;
+			snprintf(j->chunk.fid, sizeof(j->chunk.fid), "%s", c->fid);
+			j->uploaded = true;
+		}
+	}
+	pthread_mutex_lock(&f->lock);
+	j->done = true;
+	drop = commit_done_jobs(fs, f);
+	pthread_mutex_unlock(&f->lock);
+	while (drop-- > 0)
+		file_put(fs, f);
+}
+
+/*
+ * One round of an uploader over the files it took (each with the queue's reference):
+ * their small journaled jobs are uploaded together as ONE blob, each job's chunk a
+ * slice of it (the chunk map takes any slice of a blob; the blob is deleted once no
+ * file uses any of it), bigger ones alone; then each is committed in its file's order.
+ * A tar of small files costs one upload per megabyte instead of one per file. False
+ * when an upload or a commit failed (the jobs wait in the journal for the next try).
+ */
+static bool wb_round(struct kelp_fs *fs, struct open_file **files, int nf)
+{
+	struct wb_item *items;
+	int n = 0, cap = 0, rc = 0;
+	size_t bytes = 0;
+	bool ok = true;
+
+	for (int i = 0; i < nf; i++) {
+		pthread_mutex_lock(&files[i]->lock);
+		for (struct job *j = files[i]->jobs; j; j = j->next_in_file)
+			if (j->jid && !j->claimed && !j->done)
+				cap++;
+		pthread_mutex_unlock(&files[i]->lock);
+	}
+	/* (jobs journaled after this count wait for the next round) */
+	items = malloc((size_t)(cap ? cap : 1) * sizeof(*items));
+	if (!items)
+		return false;
+	for (int i = 0; i < nf; i++) {
+		struct open_file *f = files[i];
+		bool gone, more = false;
+
+		pthread_mutex_lock(&fs->files_lock);
+		gone = f->unlinked;
+		pthread_mutex_unlock(&fs->files_lock);
+		pthread_mutex_lock(&f->lock);
+		for (struct job *j = f->jobs; j; j = j->next_in_file) {
+			bool single;
+
+			if (!j->jid || j->claimed || j->done)
+				continue;
+			single = j->ext.len > WB_SMALL;
+			if (n == cap ||
+			    (!single && bytes + j->ext.len > WB_BATCH_BYTES && bytes > 0)) {
+				more = true; /* for the next round */
+				continue;
+			}
+			j->claimed = true;
+			/* Removed for good (no name, the kernel forgot it): freed once its jobs
+			 * are gone, so its bytes need not travel. */
+			j->discard = gone && !j->uploaded;
+			items[n] = (struct wb_item){.f = f, .j = j, .at = bytes, .single = single};
+			if (!single && !j->discard && !j->uploaded)
+				bytes += j->ext.len;
+			n++;
+			f->wb_since_compact++;
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (more)
+			wb_queue_file(fs, f);
+	}
+	if (bytes > 0) {
+		struct extent x = {.off = 0, .len = bytes, .cap = bytes};
+		struct meta_chunk c;
+
+		x.data = malloc(bytes);
+		rc = x.data ? 0 : -ENOMEM;
+		for (int i = 0; rc == 0 && i < n; i++) {
+			struct job *j = items[i].j;
+
+			if (!items[i].single && !j->discard && !j->uploaded)
+				memcpy(x.data + items[i].at, j->ext.data, j->ext.len);
+		}
+		if (rc == 0)
+			rc = upload_extent(fs, &x, false, &c);
+		free(x.data);
+		for (int i = 0; i < n; i++)
+			if (!items[i].single)
+				wb_finish(fs, &items[i], rc, &c);
+	} else {
+		for (int i = 0; i < n; i++)
+			if (!items[i].single)
+				wb_finish(fs, &items[i], 0, NULL);
+	}
+	ok = rc == 0;
+	for (int i = 0; i < n; i++) {
+		struct open_file *f = items[i].f;
+		unsigned fails;
+
+		if (!items[i].single)
+			continue;
+		pthread_mutex_lock(&f->lock);
+		fails = f->wb_fails;
+		pthread_mutex_unlock(&f->lock);
+		run_job(fs, items[i].j);
+		pthread_mutex_lock(&f->lock);
+		ok = ok && f->wb_fails == fails;
+		pthread_mutex_unlock(&f->lock);
+	}
+	free(items);
+	fs_kick_gc(fs); /* overwritten blobs may be waiting */
+	/* A file appended to by many closes is cut into many pieces: compacted as a close
+	 * without -writeback would (every 8 journaled jobs here). */
+	for (int i = 0; i < nf; i++) {
+		struct open_file *f = files[i];
+		bool compact;
+
+		pthread_mutex_lock(&f->lock);
+		compact = f->wb_since_compact >= 8;
+		if (compact)
+			f->wb_since_compact = 0;
+		pthread_mutex_unlock(&f->lock);
+		if (compact && compact_chunks(fs, f) < 0)
+			log_warn("mount: compacting the chunk list of inode %" PRIu64
+				 " failed; will retry",
+				 f->ino);
+	}
+	return ok;
+}
+
+static void *wb_loop(void *arg)
+{
+	struct kelp_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->wb_lock);
+	for (;;) {
+		struct open_file *files[WB_BATCH_FILES];
+		int nf = 0;
+		bool ok;
+
+		/* After a failure every uploader pauses (1 s, doubling up to 4 s while the
+		 * cluster keeps refusing): no storm of retries, one log line per try. */
+		while (!fs->wb_stop && monotonic_ns() < fs->wb_pause_until) {
+			struct timespec ts;
+			uint64_t left = fs->wb_pause_until - monotonic_ns();
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += (time_t)(left / 1000000000ull);
+			ts.tv_nsec += (long)(left % 1000000000ull);
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&fs->wb_cond, &fs->wb_lock, &ts);
+		}
+		while (!fs->wb_head && !fs->wb_stop)
+			pthread_cond_wait(&fs->wb_cond, &fs->wb_lock);
+		if (fs->wb_stop)
+			break;
+		if (fs->wb_len < WB_BATCH_FILES && !fs->wb_draining) {
+			/* A few milliseconds for more closes to come: they share the upload. */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += WB_LINGER_NS;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&fs->wb_cond, &fs->wb_lock, &ts);
+			if (fs->wb_stop)
+				break;
+			if (!fs->wb_head)
+				continue; /* another uploader took them */
+		}
+		while (fs->wb_head && nf < WB_BATCH_FILES) {
+			struct open_file *f = fs->wb_head;
+
+			fs->wb_head = f->wb_next;
+			if (!fs->wb_head)
+				fs->wb_tail = NULL;
+			f->wb_queued = false;
+			fs->wb_len--;
+			files[nf++] = f;
+		}
+		if (fs->wb_head)
+			pthread_cond_signal(&fs->wb_cond); /* more for another uploader */
+		pthread_mutex_unlock(&fs->wb_lock);
+		ok = wb_round(fs, files, nf);
+		for (int i = 0; i < nf; i++)
+			file_put(fs, files[i]); /* the queue's references */
+		pthread_mutex_lock(&fs->wb_lock);
+		if (!ok) {
+			/* The cluster refused (it is away, or full): the failed files are queued
+			 * again, after a pause. */
+			fs->wb_backoff_ns =
+			    fs->wb_backoff_ns ? fs->wb_backoff_ns * 2 : 1000000000ull;
+			if (fs->wb_backoff_ns > 4000000000ull)
+				fs->wb_backoff_ns = 4000000000ull;
+			fs->wb_pause_until = monotonic_ns() + fs->wb_backoff_ns;
+		} else {
+			fs->wb_backoff_ns = 0;
+		}
+	}
+	pthread_mutex_unlock(&fs->wb_lock);
+	fs_release_thread_client(fs);
+	return NULL;
+}
+
+/* A journal entry read back at start: a journaled job of its file again. */
+static int replay_entry(void *ctx, const struct journal_entry *e, const uint8_t *data)
+{
+	struct kelp_fs *fs = ctx;
+	struct open_file *f;
+	struct meta_attr a;
+	struct job *j;
+	int rc = meta_getattr(fs->meta, e->ino, &a);
+
+	if (rc == -ENOENT || (rc == 0 && !S_ISREG(a.mode))) {
+		log_warn("mount: write-back journal entry %016" PRIx64 " (inode %" PRIu64
+			 ", %" PRIu64 " bytes at %" PRIu64 "): the file was removed; dropped",
+			 e->jid, e->ino, e->len, e->off);
+		journal_remove(fs->journal, e->jid, e->len);
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->ext.data = malloc(e->len))) {
+		free(j);
+		return -ENOMEM;
+	}
+	memcpy(j->ext.data, data, e->len);
+	j->ext.off = e->off;
+	j->ext.len = j->ext.cap = e->len;
+	j->jid = e->jid;
+	rc = file_open(fs, e->ino, &f);
+	if (rc < 0) {
+		free(j->ext.data);
+		free(j);
+		return rc;
+	}
+	pthread_mutex_lock(&f->lock);
+	j->f = f;
+	j->seq = ++f->next_seq;
+	if (f->jobs_tail)
+		f->jobs_tail->next_in_file = j;
+	else
+		f->jobs = j;
+	f->jobs_tail = j;
+	f->n_jobs++;
+	f->n_wb++;
+	if (e->write_ns > f->write_ns)
+		f->write_ns = e->write_ns;
+	pthread_mutex_unlock(&f->lock);
+	__atomic_fetch_add(&fs->wb_jobs, 1, __ATOMIC_RELAXED);
+	/* the job's reference is the open's */
+	wb_queue_file(fs, f);
+	return 0;
+}
+
+/* Opens the journal, replays what a crash left in it, starts the uploaders. */
+static int start_writeback(struct kelp_fs *fs)
+{
+	char err[512];
+	int damaged = 0, n;
+
+	pthread_mutex_init(&fs->wb_lock, NULL);
+	pthread_cond_init(&fs->wb_cond, NULL);
+	fs->journal = journal_open(fs->opt.journal_dir, fs->opt.journal_bytes, err, sizeof(err));
+	if (!fs->journal) {
+		log_error("mount: -writeback: %s", err);
+		return -EIO;
+	}
+	n = journal_replay(fs->journal, replay_entry, fs, &damaged);
+	if (n < 0) {
+		log_error("mount: -writeback: replaying the journal in %s failed: %s",
+			  fs->opt.journal_dir, strerror(-n));
+		return n;
+	}
+	if (n > 0 || damaged > 0)
+		log_info("mount: write-back journal %s: %d entr%s (%" PRIu64
+			 " bytes) replayed, uploading in the background; %d damaged",
+			 fs->opt.journal_dir, n, n == 1 ? "y" : "ies", journal_bytes(fs->journal),
+			 damaged);
+	for (int i = 0; i < WB_WORKERS; i++)
+		if (pthread_create(&fs->wb_threads[fs->n_wb_threads], NULL, wb_loop, fs) == 0)
+			fs->n_wb_threads++;
+	return fs->n_wb_threads > 0 ? 0 : -EAGAIN;
+}
+
+uint64_t fs_journal_drain(struct kelp_fs *fs, int timeout_ms)
+{
+	uint64_t until = monotonic_ns() + (uint64_t)timeout_ms * 1000000ull, left;
+
+	if (!fs->journal)
+		return 0;
+	pthread_mutex_lock(&fs->wb_lock);
+	fs->wb_draining = true; /* no lingering for batches to fill */
+	pthread_cond_broadcast(&fs->wb_cond);
+	pthread_mutex_unlock(&fs->wb_lock);
+	while ((left = __atomic_load_n(&fs->wb_jobs, __ATOMIC_RELAXED)) > 0 &&
+	       monotonic_ns() < until) {
+		struct timespec ts = {0, 20000000};
+
+		nanosleep(&ts, NULL);
+	}
+	return left;
+}
+
+/* Stops the uploaders (an upload under way finishes); what is left stays journaled. */
+static void stop_writeback(struct kelp_fs *fs)
+{
+	if (!fs->journal)
+		return;
+	pthread_mutex_lock(&fs->wb_lock);
+	fs->wb_stop = true;
+	pthread_cond_broadcast(&fs->wb_cond);
+	pthread_mutex_unlock(&fs->wb_lock);
+	for (int i = 0; i < fs->n_wb_threads; i++)
+		pthread_join(fs->wb_threads[i], NULL);
+	fs->n_wb_threads = 0;
+}
+
+uint64_t file_changes(struct open_file *f, bool *pending)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->changes;
+	*pending = f->n_ext > 0 || f->jobs;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
 	int rc;
 
+	if (fs->opt.writeback && !durable) {
+		/* -writeback close: no network I/O, unless the journal refuses */
+		pthread_mutex_lock(&f->lock);
+		rc = file_stale(fs, f) ? stale_error(fs, f) : journal_pending(fs, f);
+		if (rc == 1)
+			rc = store_dirty(fs, f, false);
+		pthread_mutex_unlock(&f->lock);
+		return rc;
+	}
 	pthread_mutex_lock(&f->lock);
 	rc = file_stale(fs, f) ? stale_error(fs, f) : store_dirty(fs, f, durable);
 	pthread_mutex_unlock(&f->lock);
@@ -1028,6 +1615,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 
 	pthread_mutex_lock(&f->lock);
 	f->write_ns = meta_now_ns();
+	f->changes++;
 	/* A failed upload waits for the next flush: writes fail until then. */
 	rc = file_stale(fs, f) ? stale_error(fs, f) : failed_rc(f);
 	while (len > 0 && rc == 0) {
@@ -1050,7 +1638,8 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			n = len < chunk - at ? len : chunk - at;
 			/* It must not run into the next extent: that one goes to be stored. */
 			if (i + 1 < f->n_ext && off + n > f->ext[i + 1].off) {
-				if (!(rc = failed_rc(f)) && f->n_jobs >= MAX_JOBS_PER_FILE)
+				if (!(rc = failed_rc(f)) &&
+				    f->n_jobs - f->n_wb >= MAX_JOBS_PER_FILE)
 					pthread_cond_wait(&f->cond, &f->lock); /* then look again */
 				else if (rc == 0)
 					rc = spill_extent(fs, f, i + 1, false);
@@ -1074,7 +1663,7 @@ int file_write(struct kelp_fs *fs, struct open_file *f, uint64_t off, const void
 			if (f->ext[i].off < off + n && off < f->ext[i].off + f->ext[i].len)
 				break;
 		if (i < f->n_ext) {
-			if (!(rc = failed_rc(f)) && f->n_jobs >= MAX_JOBS_PER_FILE)
+			if (!(rc = failed_rc(f)) && f->n_jobs - f->n_wb >= MAX_JOBS_PER_FILE)
 				pthread_cond_wait(&f->cond, &f->lock); /* then look again */
 			else if (rc == 0)
 				rc = spill_extent(fs, f, i, false);
@@ -1127,10 +1716,13 @@ int file_attr(struct kelp_fs *fs, struct open_file *f, struct meta_attr *a)
 			for (const struct job *j = f->jobs; j; j = j->next_in_file)
 				a->stored += j->ext.len;
 		}
-		/* Writes not recorded yet: POSIX marks mtime and ctime at the write. */
-		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->mtime_ns)
+		/* Writes not recorded yet: POSIX marks mtime and ctime at the write (the
+		 * times of journaled ones were recorded when they were journaled). */
+		bool unrecorded = f->n_ext > 0 || f->n_jobs > f->n_wb;
+
+		if (unrecorded && f->write_ns > a->mtime_ns)
 			a->mtime_ns = f->write_ns;
-		if ((f->n_ext > 0 || f->jobs) && f->write_ns > a->ctime_ns)
+		if (unrecorded && f->write_ns > a->ctime_ns)
 			a->ctime_ns = f->write_ns;
 	}
 	pthread_mutex_unlock(&f->lock);
@@ -1149,6 +1741,7 @@ int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr
 		return rc;
 	}
 	if (valid & META_SET_SIZE) {
+		f->changes++;
 		/* Buffered bytes at or beyond the new size are dropped. */
 		for (int i = 0; i < f->n_ext;) {
 			struct extent *e = &f->ext[i];
@@ -1168,11 +1761,19 @@ int file_setattr(struct kelp_fs *fs, struct open_file *f, const struct meta_attr
 	 * What was written before is recorded first (its commit sets mtime, which must not
 	 * override the times set here: cp -a, tar), and every upload in flight is
 	 * committed, so the truncation cuts them too. f->lock is then held until the
-	 * change is recorded: no commit slips in between.
+	 * change is recorded: no commit slips in between. With -writeback, a change that
+	 * keeps the size (utimes, chmod) only journals them: a journaled commit leaves the
+	 * times alone and changes no attribute set here.
 	 */
-	rc = store_dirty(fs, f, false);
-	if (rc == 0)
-		rc = wait_jobs(f);
+	if (fs->opt.writeback && !(valid & META_SET_SIZE)) {
+		rc = journal_pending(fs, f);
+		if (rc == 1)
+			rc = commit_pending(fs, f);
+	} else {
+		rc = store_dirty(fs, f, false);
+		if (rc == 0)
+			rc = wait_jobs(f);
+	}
 	if (rc == 0)
 		rc = meta_setattr(fs->meta, f->ino, in, valid, out);
 	if (rc == 0 && out)
@@ -1214,6 +1815,7 @@ int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64
 	if (len == 0 || off > INT64_MAX || len > (uint64_t)INT64_MAX - off)
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
+	f->changes++;
 	if (punch) {
 		keep = pending_end(f, 0);
 		/* As a truncate: the buffered bytes of the range go, the rest and every
@@ -1259,6 +1861,7 @@ int file_copy_range(struct kelp_fs *fs, struct open_file *in, uint64_t off_in,
 			return rc;
 	}
 	pthread_mutex_lock(&out->lock);
+	out->changes++;
 	rc = commit_pending(fs, out);
 	if (rc == 0)
 		rc = meta_copy_range(fs->meta, in->ino, off_in, out->ino, off_out, len, copied,
@@ -1800,10 +2403,14 @@ int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size
  * Visibility. A byte a write() returned for is, at every moment, in exactly one of:
  *   1. a dirty extent of f (f->ext), where later writes may still change it;
  *   2. a job (f->jobs): an immutable extent being uploaded, or uploaded and waiting
- *      for an older job to commit first;
+ *      for an older job to commit first; with -writeback also a journaled job (its
+ *      bytes in memory and in a journal entry on the local disk), waiting for an
+ *      uploader, after the close and across a crash (replayed into a job at start);
  *   3. the metadata: a committed interval pointing at a blob (and the size).
  * It moves 1 -> 2 and 2 -> 3 only under f->lock, and 2 -> 3 in the same critical
- * section as the transaction that records it. A reader therefore takes the committed
+ * section as the transaction that records it (and the removal of its journal entry).
+ * A journaled job keeps its open file in the table of open files (a reference), so a
+ * reader after the close, in any process, finds it there. A reader therefore takes the committed
  * size and intervals and copies the pending bytes under f->lock, in one snapshot, then
  * drops the lock to fetch blobs: the fetch cannot miss a byte, and a blob it resolved
  * cannot be deleted under it (the read guard holds gc back until every reader that
@@ -1888,22 +2495,26 @@ void fs_flush_all(struct kelp_fs *fs)
 	int n = 0, cap = 0;
 
 	pthread_mutex_lock(&fs->files_lock);
-	for (struct open_file *f = fs->files; f; f = f->next) {
-		if (n == cap) {
-			struct open_file **p;
+	for (size_t b = 0; b < FILE_BUCKETS; b++) {
+		for (struct open_file *f = fs->files[b]; f; f = f->next) {
+			if (n == cap) {
+				struct open_file **p;
+				int c = cap ? cap * 2 : 64;
 
-			cap = cap ? cap * 2 : 64;
-			p = realloc(list, (size_t)cap * sizeof(*p));
-			if (!p)
-				break;
-			list = p;
+				p = realloc(list, (size_t)c * sizeof(*p));
+				if (!p)
+					continue; /* out of memory: those files stay as they are */
+				list = p;
+				cap = c;
+			}
+			f->refs++;
+			list[n++] = f;
 		}
-		f->refs++;
-		list[n++] = f;
 	}
 	pthread_mutex_unlock(&fs->files_lock);
 	for (int i = 0; i < n; i++) {
-		if (file_flush(fs, list[i], true) < 0)
+		/* -writeback: journaled (fs_journal_drain then uploads what it can) */
+		if (file_flush(fs, list[i], !fs->opt.writeback) < 0)
 			log_error("mount: could not store the unflushed data of inode %" PRIu64,
 				  list[i]->ino);
 		file_put(fs, list[i]);
@@ -2114,7 +2725,8 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	fs->opt = *opt;
 	fs->meta = meta;
 	fs->cache = chunk_cache_new(opt->cache_bytes);
-	if (!fs->cache)
+	fs->files = calloc(FILE_BUCKETS, sizeof(*fs->files));
+	if (!fs->cache || !fs->files)
 		return -ENOMEM;
 	pthread_mutex_init(&fs->guard_lock, NULL);
 	pthread_cond_init(&fs->guard_cond, NULL);
@@ -2155,11 +2767,35 @@ int kelp_fs_init(struct kelp_fs *fs, struct meta *meta, const struct kelp_fs_opt
 	rc = start_health(fs);
 	if (rc < 0)
 		return rc;
+	if (opt->writeback)
+		return start_writeback(fs);
+	if (opt->journal_dir && journal_has_entries(opt->journal_dir)) {
+		/* Closes of an earlier -writeback mount, not all uploaded: replayed and
+		 * uploaded all the same (closes of this mount do not journal). Ignoring them
+		 * would lose them, and a later -writeback mount would replay them over newer
+		 * data. */
+		log_warn("mount: %s holds write-back journal entries of an earlier -writeback "
+			 "mount: replaying them",
+			 opt->journal_dir);
+		return start_writeback(fs);
+	}
 	return 0;
 }
 
 void kelp_fs_destroy(struct kelp_fs *fs)
 {
+	if (fs->journal) {
+		/* What the uploaders finish within -timeout leaves the journal; the rest is
+		 * replayed at the next mount. */
+		uint64_t left = fs_journal_drain(fs, fs->opt.timeout_ms);
+
+		if (left > 0)
+			log_warn("mount: %" PRIu64 " write-back journal entr%s not uploaded yet "
+				 "(%" PRIu64 " bytes in %s): uploaded at the next mount",
+				 left, left == 1 ? "y" : "ies", journal_bytes(fs->journal),
+				 journal_dir(fs->journal));
+		stop_writeback(fs);
+	}
 	health_stop(&fs->health);
 	kelp_client_free(fs->probe_client);
 	fs->probe_client = NULL;
@@ -2198,22 +2834,28 @@ void kelp_fs_destroy(struct kelp_fs *fs)
 		pthread_join(fs->workers[i], NULL);
 	/* Files programs still had open when the session ended (a signal): their data
 	 * was flushed by fs_flush_all; nothing can reach them any more. */
-	while (fs->files) {
-		struct open_file *f = fs->files;
+	for (size_t b = 0; fs->files && b < FILE_BUCKETS; b++) {
+		while (fs->files[b]) {
+			struct open_file *f = fs->files[b];
 
-		fs->files = f->next;
-		for (int i = 0; i < f->n_ext; i++)
-			free(f->ext[i].data);
-		free(f->ext);
-		free_jobs(fs, f);
-		pthread_mutex_destroy(&f->lock);
-		pthread_cond_destroy(&f->cond);
-		free(f);
+			fs->files[b] = f->next;
+			for (int i = 0; i < f->n_ext; i++)
+				free(f->ext[i].data);
+			free(f->ext);
+			free_jobs(fs, f);
+			pthread_mutex_destroy(&f->lock);
+			pthread_cond_destroy(&f->cond);
+			free(f);
+		}
 	}
+	free(fs->files);
+	fs->files = NULL;
 	while (fs->n_bufs > 0)
 		free(fs->bufs[--fs->n_bufs]);
 	chunk_cache_free(fs->cache);
 	disk_cache_close(fs->disk);
+	journal_close(fs->journal);
+	fs->journal = NULL;
 	inomap_release(&fs->lookups);
 	pthread_key_delete(fs->client_key);
 }

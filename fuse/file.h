@@ -14,6 +14,12 @@
  * on-disk cache (-cacheDir) or the cluster, and lay the dirty extents on top; holes
  * read as zeros.
  *
+ * With -writeback (opt.writeback), a close journals the file's pending bytes on the
+ * local disk (fuse/journal.h) and returns; the open file, with those bytes as jobs,
+ * stays in the table (each journaled job holds a reference) until WB_WORKERS uploaders
+ * have uploaded and committed them, so readers and stat of the mount see them. At
+ * start the journal is replayed into such jobs before FUSE serves a call.
+ *
  * Threads: `files_lock` guards the table of open files; each open file has a mutex
  * held across its uploads (so one file's writes are ordered) but never while another
  * file's I/O runs. Each thread uses its own cluster client (thread-local).
@@ -45,14 +51,24 @@ struct kelp_fs_options {
 	bool meta_offline;	   /* serve metadata calls while the cluster is away */
 	double attr_timeout;	   /* seconds the kernel caches attributes */
 	double entry_timeout;	   /* seconds the kernel caches names */
+	/* -writeback: a close stores its data in a local journal (fuse/journal.h) and
+	 * returns; uploads and commits follow in the background. */
+	bool writeback;
+	const char *journal_dir; /* the journal (-cacheDir/journal); without writeback, entries
+				  * an earlier -writeback mount left there are replayed */
+	uint64_t journal_bytes;	 /* its bound (-writebackMB) */
 };
 
-#define UPLOAD_WORKERS 4
+#define UPLOAD_WORKERS	 4
+#define FILE_BUCKET_BITS 12
+#define FILE_BUCKETS	 (1u << FILE_BUCKET_BITS)
+#define WB_WORKERS	 2 /* uploaders of the write-back journal */
 
 struct open_file;
 struct job;
 struct kelp_client;
 struct disk_job;
+struct journal;
 
 struct kelp_fs {
 	struct kelp_fs_options opt;
@@ -60,7 +76,7 @@ struct kelp_fs {
 	struct chunk_cache *cache;
 	struct disk_cache *disk;    /* NULL when disabled */
 	pthread_mutex_t files_lock; /* files */
-	struct open_file *files;
+	struct open_file **files;   /* FILE_BUCKETS chains, by a hash of the inode */
 	pthread_key_t client_key;
 	/* background deletion of superseded blobs */
 	pthread_t gc_thread;
@@ -123,6 +139,20 @@ struct kelp_fs {
 	void *session;
 	/* -metricsPort: counters the FUSE ops and the chunk paths bump (NULL = off) */
 	struct fuse_metrics *metrics;
+	/* -writeback: the journal (NULL without the flag), the files with journaled data
+	 * waiting for an uploader, and the uploaders */
+	struct journal *journal;
+	pthread_mutex_t wb_lock; /* wb_head, wb_tail, wb_stop, each file's wb_next/wb_queued */
+	pthread_cond_t wb_cond;
+	struct open_file *wb_head, *wb_tail;
+	bool wb_stop;
+	bool wb_draining; /* stopping: uploaders take what is queued at once */
+	int wb_len;	  /* files queued */
+	uint64_t wb_pause_until, wb_backoff_ns; /* monotonic: uploaders wait after a failure */
+	pthread_t wb_threads[WB_WORKERS];
+	int n_wb_threads;
+	uint64_t wb_jobs;      /* journaled jobs not yet committed (atomic) */
+	uint64_t wb_fallbacks; /* closes that uploaded because the journal was full (atomic) */
 	/* statfs cache */
 	pthread_mutex_t statfs_lock;
 	uint64_t statfs_at_ns, total_bytes, free_bytes, used_bytes;
@@ -166,9 +196,16 @@ int file_read_direct(struct kelp_fs *fs, struct open_file *f, uint64_t off, size
  * Uploads every dirty extent and records them (flush / close). durable (fsync): the
  * volume servers fsync the chunks and the metadata is synced to disk too; without it
  * the data survives a crash of the mount daemon (and of one replica), not a power loss
- * of every machine at once.
+ * of every machine at once. With -writeback and !durable (close), the dirty extents and
+ * the uploads in flight get journal entries instead and nothing waits for the network
+ * (when the journal is full or the disk refuses, the close uploads as without the
+ * flag); durable (fsync) uploads and commits the file's journaled data too.
  */
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable);
+/* How many data changes (writes, truncates, fallocates, copies into it) went through
+ * this mount's open file so far; *pending: some are not stored yet (buffered or
+ * uploading). For the locks (fuse/locks.c): what to store and announce at an unlock. */
+uint64_t file_changes(struct open_file *f, bool *pending);
 /* The attributes of an open file, its size including writes not yet in the metadata
  * (getattr): committed and pending bytes taken at one moment; mtime and ctime are
  * those of the last write while it is not recorded (POSIX marks them at write). */
@@ -202,8 +239,12 @@ int fs_read_blob_range(struct kelp_fs *fs, const struct meta_chunk *c, uint64_t 
  * disks, free on them, and in their volume files (replicas included). */
 void fs_capacity(struct kelp_fs *fs, uint64_t *total, uint64_t *free_bytes, uint64_t *used);
 
-/* Uploads the unflushed data of every open file (before a clean stop). */
+/* Uploads the unflushed data of every open file (before a clean stop); with
+ * -writeback, journals it. */
 void fs_flush_all(struct kelp_fs *fs);
+/* -writeback: waits up to timeout_ms for the journal's uploads to finish; returns the
+ * entries still waiting (they are replayed at the next mount). */
+uint64_t fs_journal_drain(struct kelp_fs *fs, int timeout_ms);
 /* Frees the calling thread's cluster client now (threads that end before
  * kelp_fs_destroy and may not reach their TLS destructor). */
 void fs_release_thread_client(struct kelp_fs *fs);

@@ -12,6 +12,7 @@
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
 #include "fuse/file.h"
+#include "fuse/journal.h"
 #include "fuse/health.h"
 #include "fuse/meta.h"
 
@@ -209,6 +210,23 @@ static void collect(void *ctx, struct metrics_out *out)
 				   "Metadata transactions begun on the server (0 with LMDB)",
 				   "counter");
 		metrics_out_sample(out, "kelp_mount_meta_transactions_total", NULL, (double)txns);
+	}
+	if (fs->journal) {
+		metrics_out_family(out, "kelp_mount_writeback_journal_bytes",
+				   "-writeback: bytes in the journal, not uploaded yet", "gauge");
+		metrics_out_sample(out, "kelp_mount_writeback_journal_bytes", NULL,
+				   (int64_t)journal_bytes(fs->journal));
+		metrics_out_family(out, "kelp_mount_writeback_journal_entries",
+				   "-writeback: journal entries (closes) not uploaded yet",
+				   "gauge");
+		metrics_out_sample(out, "kelp_mount_writeback_journal_entries", NULL,
+				   (int64_t)__atomic_load_n(&fs->wb_jobs, __ATOMIC_RELAXED));
+		metrics_out_family(out, "kelp_mount_writeback_fallbacks_total",
+				   "-writeback: closes that uploaded themselves (journal full or "
+				   "refused by its disk)",
+				   "counter");
+		metrics_out_sample(out, "kelp_mount_writeback_fallbacks_total", NULL,
+				   (int64_t)__atomic_load_n(&fs->wb_fallbacks, __ATOMIC_RELAXED));
 	}
 	metrics_out_family(out, "kelp_mount_cluster_reachable",
 			   "1 while a master answers (or answered within -timeout)", "gauge");

@@ -14,6 +14,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/inomap.h"
 #include "fuse/kv.h"
 
 #ifndef RENAME_NOREPLACE
@@ -46,6 +47,9 @@ struct meta {
 	pthread_mutex_t watch_lock;
 	struct session_watch *watch; /* other sessions' heartbeats as last seen */
 	int n_watch;
+	/* Inodes in the trash that this mount's kernel looked up there (meta_hold). */
+	pthread_mutex_t trash_lock;
+	struct inomap trash_seen;
 };
 
 struct session_watch {
@@ -239,6 +243,8 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		return -ENOMEM;
 	m->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 30000;
 	pthread_mutex_init(&m->watch_lock, NULL);
+	pthread_mutex_init(&m->trash_lock, NULL);
+	inomap_init(&m->trash_seen);
 	m->gc_grace_ms = o && o->gc_grace_ms > 0 ? o->gc_grace_ms : 0;
 	snprintf(m->owner, sizeof(m->owner), "%s", o && o->owner && *o->owner ? o->owner : "1");
 	m->trash_ns = o && o->trash_ns > 0 ? o->trash_ns : 0;
@@ -340,6 +346,8 @@ void meta_close(struct meta *m)
 		return;
 	m->kv->ops->close(m->kv);
 	pthread_mutex_destroy(&m->watch_lock);
+	pthread_mutex_destroy(&m->trash_lock);
+	inomap_release(&m->trash_seen);
 	free(m->watch);
 	free(m);
 }
@@ -780,6 +788,13 @@ static int free_inode(struct meta *m, struct kv_txn *t, uint64_t ino)
 	kv_del(t, KV_SYMLINKS, k, 8);
 	kv_del(t, KV_ORPHANS, k, 8);
 	kv_del(t, KV_PARENTS, k, 8);
+	if (m->kv->shared) {
+		uint8_t mk[9];
+
+		be64(mk, ino);
+		mk[8] = META_LOCK_MARK;
+		kv_del(t, KV_LOCKS, mk, 9); /* its change marker (fuse/locks.c) */
+	}
 	touch(t, ino);
 	return kv_del(t, KV_INODES, k, 8);
 }
@@ -1124,11 +1139,21 @@ static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct
 
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out)
 {
+	int rc;
+
 	if (strlen(name) > META_NAME_MAX)
 		return -ENAMETOOLONG;
 	if (strcmp(name, ".") && strcmp(name, "..")) /* one join: one statement */
-		return IN_TXN_ONE(m, lookup_tx(t, parent, name, out));
-	return IN_TXN(m, false, lookup_tx(t, parent, name, out));
+		rc = IN_TXN_ONE(m, lookup_tx(t, parent, name, out));
+	else
+		rc = IN_TXN(m, false, lookup_tx(t, parent, name, out));
+	if (rc == 0 && (out->flags & META_F_TRASHED) && m->kv->shared) {
+		/* found under its name in the trash: this kernel may open it (meta_hold) */
+		pthread_mutex_lock(&m->trash_lock);
+		inomap_set(&m->trash_seen, out->ino, 1);
+		pthread_mutex_unlock(&m->trash_lock);
+	}
+	return rc;
 }
 
 uint32_t meta_generation(struct meta *m)
@@ -1496,6 +1521,7 @@ static int trash_entry(struct kv_txn *t, uint64_t parent, const char *name, stru
 			    strlen(path));
 	if (rc == 0) {
 		a->ctime_ns = now;
+		a->flags |= META_F_TRASHED;
 		rc = put_attr(t, a);
 	}
 	if (rc == 0)
@@ -1656,6 +1682,7 @@ static int rename_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const ch
 		uint8_t k[8 + 256];
 
 		kv_del(t, KV_XATTRS, k, xattr_key(k, ino, META_TRASH_XATTR));
+		src.flags &= ~META_F_TRASHED; /* written below */
 	}
 	if (target_exists) {
 		if (S_ISDIR(src.mode) && !S_ISDIR(dst.mode))
@@ -2698,6 +2725,13 @@ static int session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_
 	return 0;
 }
 
+/* A sessions row decoded, for tools that read the table themselves (fuse/fsck.c). */
+int meta_session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			struct meta_session_info *out)
+{
+	return session_decode(k, klen, v, vlen, out);
+}
+
 struct session_list {
 	struct meta_session_info *list;
 	int n, cap;
@@ -2900,8 +2934,23 @@ static int clean_tx(struct meta *m, struct kv_txn *t, uint64_t id, int *freed)
 		rc = kv_scan(t, KV_ORPHANS, k, 8, NULL, 0, false, 0, orphan_of_one, &orphans);
 	for (int i = 0; rc == 0 && i < holds.keys.n; i++)
 		rc = kv_del(t, KV_HOLDS, holds.keys.keys[i], holds.keys.lens[i]);
-	for (int i = 0; rc == 0 && i < locks.keys.n; i++)
-		rc = kv_del(t, KV_LOCKS, locks.keys.keys[i], locks.keys.lens[i]);
+	for (int i = 0; rc == 0 && i < locks.keys.n; i++) {
+		const uint8_t *lk = locks.keys.keys[i];
+
+		rc = kv_del(t, KV_LOCKS, lk, locks.keys.lens[i]);
+		/* A file it had locked: what it stored under the lock is announced to the
+		 * other mounts as a change (fuse/locks.c, "change marker"); wait rows (the
+		 * all-ones prefix) name no file. */
+		if (rc == 0 && rd64(lk) != UINT64_MAX) {
+			uint8_t mk[9], mv[16];
+
+			memcpy(mk, lk, 8);
+			mk[8] = META_LOCK_MARK;
+			be64(mv, id);
+			be64(mv + 8, UINT64_MAX);
+			rc = kv_put(t, KV_LOCKS, mk, 9, mv, 16);
+		}
+	}
 	/* Then the files only this session kept alive: those it held and those whose last
 	 * name it removed (its kernel was still using them). */
 	for (int i = 0; rc == 0 && i < holds.keys.n; i++) {
@@ -3018,7 +3067,7 @@ static void hold_key(uint8_t *k, const struct meta_hold *h)
 	be64(k + 16, h->serial);
 }
 
-static int hold_tx(struct kv_txn *t, const struct meta_hold *h)
+static int hold_tx(struct kv_txn *t, const struct meta_hold *h, bool trash_ok)
 {
 	uint8_t k[24], ak[8], sk[8];
 	struct meta_attr a;
@@ -3036,8 +3085,11 @@ static int hold_tx(struct kv_txn *t, const struct meta_hold *h)
 		return rc;
 	/* No name left: this kernel reached it through a name it still caches although
 	 * another mount removed it (a new open cannot; files already open here never get
-	 * here). Treated as gone, so that the name is looked up again. */
-	if (a.nlink == 0)
+	 * here). Treated as gone, so that the name is looked up again. The same for a file
+	 * another mount moved to the trash, unless this kernel found it in the trash: the
+	 * name it came through is gone (SQLite on two mounts would otherwise open the
+	 * other's deleted journal through its cached name, and write or replay it). */
+	if (a.nlink == 0 || ((a.flags & META_F_TRASHED) && !trash_ok))
 		return -ENOENT;
 	if (!session_exists(t, h->session))
 		return -ESTALE; /* cleaned up meanwhile: the caller registers again */
@@ -3050,9 +3102,14 @@ int meta_hold(struct meta *m, uint64_t ino, struct meta_hold *out)
 	out->ino = ino;
 	out->session = meta_session_id(m);
 	out->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
+	bool trash_ok;
+
 	if (!m->kv->shared || !out->session)
 		return 0;
-	return IN_TXN(m, true, hold_tx(t, out));
+	pthread_mutex_lock(&m->trash_lock);
+	trash_ok = inomap_get(&m->trash_seen, ino) > 0;
+	pthread_mutex_unlock(&m->trash_lock);
+	return IN_TXN(m, true, hold_tx(t, out, trash_ok));
 }
 
 static int unhold_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h, bool may_free)
@@ -3190,6 +3247,28 @@ struct purge {
 	void *ctx;
 };
 
+/*
+ * remove_tx of a trash entry. Its orphan is recorded under no session (0), not this
+ * mount's: this mount's kernel may never have looked the trash entry up (it may still
+ * cache the file under the name it had before it went to the trash), so no forget of it
+ * may come soon; with session 0 the last close of a hold on it frees it (unhold_tx), as
+ * when another mount removed the name.
+ */
+static int purge_tx(struct meta *m, struct kv_txn *t, uint64_t dir, const char *name, bool isdir,
+		    uint64_t *gone)
+{
+	int rc = remove_tx(m, t, dir, name, isdir, gone);
+
+	if (rc == 0 && *gone && m->kv->shared) {
+		uint8_t k[8], v[8];
+
+		be64(k, *gone);
+		be64(v, 0);
+		rc = kv_put(t, KV_ORPHANS, k, 8, v, 8);
+	}
+	return rc;
+}
+
 static int purge_one(void *ctx, const char *name, const struct meta_attr *a)
 {
 	struct purge *p = ctx;
@@ -3198,7 +3277,7 @@ static int purge_one(void *ctx, const char *name, const struct meta_attr *a)
 
 	if (!p->whole && a->ctime_ns + p->m->trash_ns > p->now)
 		return 0;
-	rc = IN_TXN(p->m, true, remove_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
+	rc = IN_TXN(p->m, true, purge_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
 	if (rc == 0) {
 		p->purged++;
 		if (p->removed)

@@ -20,7 +20,10 @@
  *   sessions  session id           -> the mount: host, pid, mount point, version, start
  *                                     time, heartbeat (see "Sessions" below)
  *   holds     ino + session + serial -> a file open on that mount (shared engines)
- *   locks     ino + kind + session + owner + start -> a flock or POSIX lock (fuse/locks.c)
+ *   locks     ino + kind + session + owner + start -> a flock or POSIX lock (fuse/locks.c);
+ *             ino + META_LOCK_MARK -> the file's change marker (the session and serial of
+ *             the last change announced at a lock change); all-ones + 'W' + waiter +
+ *             blocker -> a wait of F_SETLKW (deadlock detection)
  *
  * A file's data is a set of NON-OVERLAPPING intervals, each a slice of a blob: writing
  * [o, o+n) with a new blob trims or drops the intervals it covers, so the newest data
@@ -83,6 +86,12 @@ int meta_decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out);
  * every create in a directory and every chmod that has none). */
 #define META_F_ACL_ACCESS  (1u << 0)
 #define META_F_ACL_DEFAULT (1u << 1)
+/* The kind byte of a file's change marker in the locks table (fuse/locks.c). */
+#define META_LOCK_MARK 'C'
+/* The file is in the trash (its one name is under /.trash; cleared by a restore). A
+ * shared engine's mount opens such a file only when its kernel found it there: another
+ * mount's kernel may still cache the name it had (meta_hold, ESTALE). */
+#define META_F_TRASHED (1u << 2)
 /* The POSIX ACL xattrs (Linux's format: a version, then tag/perm/id entries). */
 #define META_ACL_ACCESS	 "system.posix_acl_access"
 #define META_ACL_DEFAULT "system.posix_acl_default"
@@ -384,6 +393,10 @@ int meta_session_beat(struct meta *m);
 uint64_t meta_session_id(struct meta *m);
 /* Deletes this mount's session and its holds and locks (a clean unmount). */
 int meta_session_end(struct meta *m);
+/* A row of the sessions table (key, value) decoded: 0 or -EIO (fuse/fsck.c reads the
+ * table in its own transaction). */
+int meta_session_decode(const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			struct meta_session_info *out);
 /* Calls fn for each session, in id order. */
 int meta_session_list(struct meta *m, int (*fn)(void *ctx, const struct meta_session_info *s),
 		      void *ctx);

@@ -957,16 +957,27 @@ json_t *topology_nodes_json(struct topology *t, uint64_t now_ns)
 				      (json_int_t)v->delete_count, "deletedBytes",
 				      (json_int_t)v->deleted_bytes, "readOnly", v->read_only));
 		}
-		json_array_append_new(
-		    nodes,
-		    json_pack(
-			"{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:I,s:I,s:o}", "url", node->url,
-			"publicUrl", node->public_url, "dataCenter", node->data_center, "rack",
-			node->rack, "alive", node_alive(t, node, now_ns), "lastSeenSecondsAgo",
-			now_ns > node->last_seen ? (double)(now_ns - node->last_seen) / 1e9 : 0.0,
-			"maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used, "diskTotal",
-			(json_int_t)node->disk_total, "diskFree", (json_int_t)node->disk_free,
-			"volumes", vols));
+		{
+			bool alive = node_alive(t, node, now_ns);
+			json_t *n = json_pack(
+			    "{s:s,s:s,s:s,s:s,s:b,s:f,s:i,s:I,s:o}", "url", node->url, "publicUrl",
+			    node->public_url, "dataCenter", node->data_center, "rack", node->rack,
+			    "alive", alive, "lastSeenSecondsAgo",
+			    now_ns > node->last_seen ? (double)(now_ns - node->last_seen) / 1e9
+						     : 0.0,
+			    "maxVolumes", node->max_volumes, "usedBytes", (json_int_t)used,
+			    "volumes", vols);
+
+			/* Disks as the last heartbeat reported them; nothing for a dead server
+			 * (its figures are stale). */
+			if (n && alive && node->disk_total > 0) {
+				json_object_set_new(n, "diskTotal",
+						    json_integer((json_int_t)node->disk_total));
+				json_object_set_new(n, "diskFree",
+						    json_integer((json_int_t)node->disk_free));
+			}
+			json_array_append_new(nodes, n);
+		}
 	}
 	pthread_mutex_unlock(&t->lock);
 	return nodes;

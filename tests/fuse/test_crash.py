@@ -11,6 +11,8 @@ point, remount on the same -meta.
 import os
 import re
 
+import pytest
+
 from kelp_fuse_conftest import MiB, read_file, wait_until, write_file
 
 
@@ -49,8 +51,19 @@ def test_fsync_then_kill9(kelp):
 
 
 def test_close_is_durable_and_namespace_changes_survive_kill9(kelp):
+    close_durable_body(kelp, [])
+
+
+@pytest.mark.parametrize("engine", ["lmdb"])   # -writeback needs LMDB
+def test_close_is_durable_and_namespace_changes_survive_kill9_writeback(kelp, engine):
+    """The same with -writeback: closes journal (tests/fuse/test_writeback.py kills the
+    mount while nothing could be uploaded)."""
+    close_durable_body(kelp, ["-writeback"])
+
+
+def close_durable_body(kelp, args):
     kelp.start_server()
-    m = kelp.mount()
+    m = kelp.mount(args)
     files = {}
     for i, n in enumerate((0, 1, 4095, 100000, 4 * MiB, 4 * MiB + 1, 9 * MiB + 77)):
         files["f%d" % i] = os.urandom(n)

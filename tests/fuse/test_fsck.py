@@ -69,25 +69,47 @@ def test_fsck_clean_then_missing_blob(kelp):
 def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
     """A crafted metadata: a name of a missing inode, a wrong link count, an unreachable
     inode, a wrong reference count, a gc entry for a used blob, a directory whose
-    parents row is wrong."""
+    parents row is wrong, a chunk of a missing inode (its blob's count then counts for
+    nothing), two directories inside each other (a cycle no name from the root
+    reaches), a directory with two names, a name in a file, a chunk with no blob count,
+    a symlink target and an xattr of missing inodes. `-repair -noBlobs` fixes them all; the blob only the dropped chunk used
+    goes to the gc queue, the unreachable inode and the cycle to /lost+found (whose
+    "#5" is taken: "#5.1")."""
     hdr = {"kelp_dump": 1, "generation": 77, "next_ino": 100, "next_gc": 10}
 
     def inode(ino, mode, nlink):
         return {"inode": ino, "mode": mode, "nlink": nlink, "uid": 0, "gid": 0, "rdev": 0,
                 "size": 10, "atime": 0, "mtime": 0, "ctime": 0, "crtime": 0}
     recs = [
-        inode(1, 0o40755, 3), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
+        inode(1, 0o40755, 5), inode(2, 0o40755, 2), inode(3, 0o100644, 2),
         inode(4, 0o100644, 1), inode(5, 0o100644, 1),
+        inode(10, 0o40755, 3), inode(11, 0o40755, 3), inode(12, 0o100644, 1),
+        inode(20, 0o40755, 2), inode(21, 0o100644, 1), inode(30, 0o40755, 2),
+        {"symlink": 77, "target": "nowhere"},              # no inode 77
         {"dentry": 1, "name": "dir", "ino": 2},
         {"dentry": 2, "name": "file", "ino": 3},          # nlink 2, one name
         {"dentry": 2, "name": "ghost", "ino": 42},        # no such inode
         {"dentry": 1, "name": "other", "ino": 4},
+        {"dentry": 1, "name": "lost+found", "ino": 20},
+        {"dentry": 20, "name": "#5", "ino": 21},          # not inode 5
+        {"dentry": 10, "name": "b", "ino": 11},           # 10 and 11 inside each other
+        {"dentry": 11, "name": "a", "ino": 10},
+        {"dentry": 11, "name": "inside", "ino": 12},
+        {"dentry": 1, "name": "dd1", "ino": 30},
+        {"dentry": 2, "name": "dd2", "ino": 30},          # a second name of a directory
+        {"dentry": 4, "name": "x", "ino": 3},             # in a file
         {"dir": 2, "parent": 7},                          # should be 1
+        {"dir": 10, "parent": 11}, {"dir": 11, "parent": 10}, {"dir": 20, "parent": 1},
+        {"dir": 30, "parent": 1},
         {"chunk": 3, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,01aa"},
         {"chunk": 4, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,02bb"},
         {"fidref": "3,01aa", "count": 1},
         {"fidref": "3,02bb", "count": 5},                 # 1 chunk uses it
         {"gc": 3, "fid": "3,01aa", "queued": 0},          # still used
+        {"chunk": 9, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,03cc"},
+        {"chunk": 21, "offset": 0, "length": 10, "blob_offset": 0, "fid": "3,04dd"},
+        {"fidref": "3,03cc", "count": 1},                  # 3,04dd: no count
+        {"xattr": 78, "name": "user.a", "value": "v"},     # no inode 78
     ]                                                    # inode 5: no name
     text = "\n".join(json.dumps(x) for x in [hdr] + recs + [{"end": len(recs)}]) + "\n"
     meta = str(tmp_path / "broken")
@@ -102,7 +124,37 @@ def test_fsck_finds_broken_metadata(kelp_bin, tmp_path):
         ("wrong blob reference count", "/other"),
         ("gc queue holds a blob still used", "/dir/file"),
         ("directory parent row differs from its name", "/dir"),
+        ("chunk of a missing or non-file inode", "/?"),
+        ("reference count of an unused blob", ""),
+        ("directory cycle", ""),
+        ("unreachable inode", ""),
+        ("wrong link count", "/?/b"),
+        ("directory with several names", "/dir/dd2"),
+        ("name in a missing or non-directory inode", "/other/x"),
+        ("missing blob reference count", "/lost+found/#5"),
+        ("symlink target of a missing inode", ""),
+        ("xattr of a missing inode", ""),
     ]), problems
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs", "-repair")
+    assert rc == 1 and len(problems) == 16 and all(p["repaired"] for p in problems), \
+        (problems, err)
+    moved = sorted(p["detail"].split(": now ")[1] for p in problems
+                   if p["problem"] == "unreachable inode")
+    assert moved == ["/lost+found/#10", "/lost+found/#5.1"], problems
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs")
+    assert rc == 0 and problems == [], (problems, err)
+    _, recs = dump(kelp_bin, meta)
+    recs = [json.loads(x) for x in recs]
+    names = {(r["dentry"], r["name"]): r["ino"] for r in recs if "dentry" in r}
+    assert {k: v for k, v in names.items() if k[0] in (20, 10, 11)} == {
+        (20, "#5"): 21, (20, "#5.1"): 5, (20, "#10"): 10, (10, "b"): 11, (11, "inside"): 12}
+    assert {"dir": 10, "parent": 20} in recs
+    assert (2, "dd2") not in names and (4, "x") not in names and names[(1, "dd1")] == 30
+    assert {"fidref": "3,04dd", "count": 1} in recs
+    assert not any(r.get("symlink") == 77 or r.get("xattr") == 78 for r in recs), recs
+    assert [r["fid"] for r in recs if "gc" in r] == ["3,03cc"], recs
+    assert not any(r.get("chunk") == 9 or r.get("dentry") == 2 and r["name"] == "ghost"
+                   for r in recs), recs
 
 
 def test_fsck_leaked_blob_repair(kelp, tmp_path):
@@ -132,8 +184,10 @@ def test_fsck_leaked_blob_repair(kelp, tmp_path):
         ("leaked blob", True)], problems
     rc, problems, err = fsck(kelp.kelp_bin, m.meta, master, "-repair", "-collection=fsc",
                              "-grace=0s")
-    assert rc == 0 and len(problems) == 1 and problems[0]["detail"].endswith(": deleted"), \
+    # found and repaired: exit 1 (as for every problem -repair fixes), "repaired": true
+    assert rc == 1 and len(problems) == 1 and problems[0]["detail"].endswith(": deleted"), \
         (problems, err)
+    assert problems[0]["repaired"] is True and "1 repaired, 0 left" in err, (problems, err)
     url = kelp.server.master_get("/dir/lookup?volumeId=" + leaked.split(",")[0]).json()[
         "locations"][0]["url"]
     assert requests.get("http://%s/%s" % (url, leaked), timeout=10).status_code == 404
@@ -171,7 +225,21 @@ def test_fsck_leaks_in_a_keyed_cluster(kelp, tmp_path):
     r = subprocess.run([kelp.kelp_bin, "fsck", "-meta=" + meta, master, "-repair",
                         "-collection=fsk", "-grace=0s"], capture_output=True, timeout=120,
                        stdin=subprocess.DEVNULL, env=env)
-    assert r.returncode == 0 and b": deleted" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 1 and b": deleted" in r.stdout, (r.stdout, r.stderr)
     rc, problems, err = fsck(kelp.kelp_bin, meta, master, "-leaks", "-collection=fsk",
                              "-grace=0s", "-jwtKey=" + key)
     assert rc == 0 and problems == [], (problems, err)
+
+
+def test_fsck_flag_errors(kelp_bin, tmp_path):
+    """Flags that cannot go together, or no -meta: exit 2 with a message, nothing done."""
+    meta = str(tmp_path / "meta")
+    run([kelp_bin, "meta", "init", "-meta=" + meta])
+    for flags in (["-dropMissing"], ["-repair", "-dropMissing", "-noBlobs"],
+                  ["-leaks", "-noBlobs"], ["-repair", "-sessionTimeout=0"]):
+        rc, problems, err = fsck(kelp_bin, meta, *flags)
+        assert rc == 2 and problems == [] and "kelp fsck:" in err, (flags, err)
+    r = subprocess.run([kelp_bin, "fsck"], capture_output=True, timeout=60)
+    assert r.returncode == 2 and b"-meta is required" in r.stderr
+    rc, problems, err = fsck(kelp_bin, meta, "-noBlobs", "-repair")
+    assert rc == 0 and problems == [] and "0 repaired, 0 left" in err, err

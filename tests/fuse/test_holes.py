@@ -316,3 +316,24 @@ def test_statfs_reports_the_cluster_disks(kelp):
     assert st.f_files - st.f_ffree == 2
     out = run(["df", "-B1", m.mnt]).stdout.decode().splitlines()[-1].split()
     assert int(out[1]) == st.f_blocks * st.f_frsize
+
+
+def test_fallocate_reserves_nothing(kelp):
+    """fallocate mode 0 (and KEEP_SIZE) set the size only: the range stays a hole (st_blocks
+    0, SEEK_DATA finds no data, zeros read back), no blob is written in the cluster, so
+    nothing is reserved there (docs/operations.md, "fallocate")."""
+    srv = kelp.start_server()
+    m = kelp.mount(CHUNK)
+    before = _totals(srv)["files"]
+    fd = os.open(m.path("pre"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fallocate(fd, 0, 0, 64 * MiB)
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 64 * MiB, 64 * MiB)
+        st = os.fstat(fd)
+        assert st.st_size == 64 * MiB and st.st_blocks == 0, (st.st_size, st.st_blocks)
+        expect_errno(errno.ENXIO, os.lseek, fd, 0, os.SEEK_DATA)
+        assert os.pread(fd, 4096, 32 * MiB) == bytes(4096)
+    finally:
+        os.close(fd)
+    assert os.stat(m.path("pre")).st_blocks == 0
+    assert _totals(srv)["files"] == before

@@ -8,6 +8,10 @@ processes on different mounts of one PostgreSQL database.
   ranges that do not overlap and read locks do not conflict;
 - kill -9 of a mount whose process holds a lock: the other mount gets it within
   -sessionTimeout plus a margin;
+- a circle of F_SETLKW waits across mounts (two and three processes): exactly one gets
+  EDEADLK, the others their locks;
+- the kernel's cache under locks: kept while no other mount announced a change (no
+  READ reaches the mount), dropped when one did (the new bytes are read);
 - sqlite3 (rollback journal, which relies on fcntl locks) from two mounts in turn and
   at the same time; git clone into one mount, git status / log from the other.
 """
@@ -15,6 +19,7 @@ processes on different mounts of one PostgreSQL database.
 import errno
 import fcntl
 import os
+import selectors
 import shutil
 import sqlite3
 import struct
@@ -23,10 +28,14 @@ import sys
 import time
 
 import pytest
+import requests
 
 from kelp_fuse_conftest import need, read_file, run, wait_until, write_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import promtext  # noqa: E402
+
 TIMEOUT_S = 3
 
 
@@ -35,10 +44,11 @@ def engine(request):
     return request.param
 
 
-def two_mounts(kelp, n=2):
+def two_mounts(kelp, n=2, args=()):
     kelp.start_server()
     meta = kelp.new_meta()
-    return meta, [kelp.mount(["-sessionTimeout=%d" % TIMEOUT_S], meta=meta) for _ in range(n)]
+    return meta, [kelp.mount(["-sessionTimeout=%d" % TIMEOUT_S] + list(args), meta=meta)
+                  for _ in range(n)]
 
 
 def run_counters(mounts, mode, n):
@@ -165,6 +175,143 @@ time.sleep(600)
         holder.wait()
 
 
+DEADLOCKER = r"""
+import fcntl, os, sys, time
+path, mine, theirs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, mine)
+print("holding", flush=True)
+sys.stdin.readline()
+t0 = time.monotonic()
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 10, theirs)       # F_SETLKW
+    print("got %.2f" % (time.monotonic() - t0), flush=True)
+    sys.stdin.readline()
+except OSError as e:
+    print("errno %d %.2f" % (e.errno, time.monotonic() - t0), flush=True)
+os.close(fd)    # its locks go: the others go on
+"""
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_deadlock_across_mounts(kelp, n):
+    """n processes on two mounts, each holding 10 bytes and then waiting (F_SETLKW) for
+    the next one's: a circle. Exactly one gets EDEADLK (as Linux does locally), within
+    seconds; once it gives up its range, the others get theirs in turn."""
+    _, mounts = two_mounts(kelp)
+    write_file(mounts[0].path("f"), b"x" * 100)
+    procs = [subprocess.Popen([sys.executable, "-c", DEADLOCKER,
+                               mounts[i % 2].path("f"), str(10 * i), str(10 * ((i + 1) % n))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for i in range(n)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == b"holding"
+        for p in procs:
+            p.stdin.write(b"\n")
+            p.stdin.flush()
+        # every one answers: one EDEADLK, then the others get their ranges one by one
+        # (each releases when told to, after the next one's answer)
+        answers = [None] * n
+        deadline = time.monotonic() + 30
+        waiting = set(range(n))
+        sel = selectors.DefaultSelector()
+        for i, p in enumerate(procs):
+            sel.register(p.stdout, selectors.EVENT_READ, i)
+        while waiting:
+            left = deadline - time.monotonic()
+            assert left > 0, "no answer from %s within 30 s: %s" % (sorted(waiting), answers)
+            for key, _ in sel.select(timeout=left):
+                i = key.data
+                line = procs[i].stdout.readline().decode().split()
+                if i not in waiting or not line:
+                    continue
+                waiting.discard(i)
+                sel.unregister(procs[i].stdout)
+                answers[i] = line
+                if line[0] == "got":
+                    procs[i].stdin.write(b"\n")   # done: release
+                    procs[i].stdin.flush()
+        print(answers)
+        dead = [a for a in answers if a[0] == "errno"]
+        assert len(dead) == 1 and int(dead[0][1]) == errno.EDEADLK, answers
+        assert float(dead[0][2]) < 10, answers
+        assert sum(a[0] == "got" for a in answers) == n - 1, answers
+        for p in procs:
+            assert p.wait(30) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _reads(port):
+    """READ requests the mount has answered so far (its /metrics)."""
+    text = requests.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
+    return promtext.total(promtext.parse(text), "kelp_mount_operation_duration_seconds_count",
+                          op="read")
+
+
+@pytest.mark.parametrize("mode", ["fcntl", "flock"])
+def test_cache_kept_under_locks_until_another_mount_changes(kelp, mode):
+    """A process on B re-reads a file under a lock, again and again: the kernel's pages
+    stay (no READ reaches B) while no other mount changed the file; A writing under the
+    lock announces the change, and B's next lock drops the pages (B reads A's bytes)."""
+    kelp.start_server()
+    meta = kelp.new_meta()
+    port_file = str(kelp.tmp / "b.port")
+    a = kelp.mount(["-sessionTimeout=%d" % TIMEOUT_S], meta=meta)
+    b = kelp.mount(["-sessionTimeout=%d" % TIMEOUT_S, "-metricsPort=0",
+                    "-metricsPortFile=" + port_file], meta=meta)
+    with open(port_file) as f:
+        port = int(f.read())
+    write_file(a.path("f"), b"1" * 8192)
+
+    def locked(fd, how):
+        if mode == "flock":
+            fcntl.flock(fd, fcntl.LOCK_EX if how == "x" else fcntl.LOCK_UN)
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX if how == "x" else fcntl.LOCK_UN, 0, 0)
+
+    fd = os.open(b.path("f"), os.O_RDWR)
+    try:
+        locked(fd, "x")
+        assert os.pread(fd, 8192, 0) == b"1" * 8192
+        locked(fd, "u")
+        r0 = _reads(port)
+        for _ in range(5):
+            locked(fd, "x")
+            assert os.pread(fd, 8192, 0) == b"1" * 8192
+            locked(fd, "u")
+        assert _reads(port) == r0, "B's cached pages were dropped although nothing changed"
+        # A writes under the lock; B's next lock sees the change
+        fa = os.open(a.path("f"), os.O_RDWR)
+        try:
+            locked(fa, "x")
+            os.pwrite(fa, b"2" * 4096, 4096)
+            locked(fa, "u")
+        finally:
+            os.close(fa)
+        locked(fd, "x")
+        assert os.pread(fd, 8192, 0) == b"1" * 4096 + b"2" * 4096
+        locked(fd, "u")
+        assert _reads(port) > r0
+        # B's own write under the lock: announced, and B's next lock keeps its pages
+        # (its kernel is right about its own writes)
+        locked(fd, "x")
+        os.pwrite(fd, b"3" * 100, 0)
+        locked(fd, "u")
+        r1 = _reads(port)
+        locked(fd, "x")
+        assert os.pread(fd, 8192, 0) == b"3" * 100 + b"1" * 3996 + b"2" * 4096
+        locked(fd, "u")
+        assert _reads(port) == r1
+    finally:
+        os.close(fd)
+    assert read_file(a.path("f")) == b"3" * 100 + b"1" * 3996 + b"2" * 4096
+
+
 SQLITE_WORKER = r"""
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1], timeout=120, isolation_level=None)
@@ -179,10 +326,13 @@ db.close()
 
 
 @pytest.mark.watchdog(900)
-def test_sqlite_from_two_mounts(kelp):
+@pytest.mark.parametrize("trash", ["-trashDays=0", "-trashDays=1"])
+def test_sqlite_from_two_mounts(kelp, trash):
     """Rollback journal (fcntl locks): in turn, then at the same time; every row is
-    there once, every writer saw every earlier commit, and the database is sound."""
-    _, (a, b) = two_mounts(kelp)
+    there once, every writer saw every earlier commit, and the database is sound. With
+    the trash (the default of a real mount) each deleted journal goes to /.trash, where
+    the other mount must not reach it through the journal's name its kernel caches."""
+    _, (a, b) = two_mounts(kelp, args=[trash])
     db = sqlite3.connect(a.path("db.sqlite"), isolation_level=None)
     db.execute("PRAGMA journal_mode=DELETE")
     db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, seen INTEGER)")

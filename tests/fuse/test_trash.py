@@ -141,3 +141,37 @@ def test_user_files_and_no_trash(kelp):
     write_file(m2.path("g"), b"x")
     os.unlink(m2.path("g"))
     assert ".trash" not in os.listdir(m2.mnt)
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)
+def test_name_cached_on_other_mount_after_trash(kelp):
+    """Mount B's kernel still caches a name that mount A moved to the trash (entry
+    cache of 30 s here): opening it on B reaches the file in the trash by its inode.
+    B must not open it (ESTALE, the kernel looks the name up again): O_RDONLY fails
+    with ENOENT, O_CREAT makes a new empty file (what SQLite does with its journal:
+    before the fix B wrote its journal into A's trashed one, then failed to delete it).
+    The trashed file stays readable on B through its path in the trash."""
+    kelp.start_server()
+    meta = kelp.new_meta()
+    a, b = [kelp.mount(["-trashDays=1", "-entryCacheSec=30"], meta=meta) for _ in range(2)]
+    write_file(a.path("f"), b"old f")
+    write_file(a.path("g"), b"old g")
+    ino_f, ino_g = os.stat(b.path("f")).st_ino, os.stat(b.path("g")).st_ino  # B caches
+    os.unlink(a.path("f"))
+    os.unlink(a.path("g"))
+    with pytest.raises(FileNotFoundError):
+        open(b.path("f"), "rb")
+    fd = os.open(b.path("g"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        assert os.fstat(fd).st_ino != ino_g and os.read(fd, 100) == b""
+        os.write(fd, b"new g")
+    finally:
+        os.close(fd)
+    assert read_file(a.path("g")) == b"new g"
+    entries = _trash_entries(b)
+    assert set(entries) == {"/f", "/g"}
+    assert os.stat(entries["/f"]).st_ino == ino_f
+    assert read_file(entries["/f"]) == b"old f" and read_file(entries["/g"]) == b"old g"
+    # restored (on A): a normal file again, opened on B through its new name
+    os.rename(entries["/f"].replace(b.mnt, a.mnt), a.path("f2"))
+    assert read_file(b.path("f2")) == b"old f"

@@ -1949,6 +1949,82 @@ static void test_setgid_create(void **state)
 	assert_true(a.gid == 6);
 }
 
+static void test_lock_waits_and_markers(void **state)
+{
+	struct fx *f = *state;
+	uint64_t ino = mkfile(f->m, 1, "f");
+	struct lock_request *p = calloc(1, sizeof(*p)), *q = calloc(1, sizeof(*q));
+	struct lock_range a = {.session = 7, .owner = 1, .start = 0, .end = 10, .type = F_WRLCK},
+			  b = {.session = 8, .owner = 2, .start = 10, .end = 20, .type = F_WRLCK};
+	struct lock_marker mk, none = {0, 0};
+
+	assert_non_null(p);
+	assert_non_null(q);
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &a, NULL), 0);
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, NULL), 0);
+	/* 7 waits for 8's range: one wait row; 8 then waiting for 7's closes a circle */
+	p->want = a;
+	p->want.start = 10;
+	p->want.end = 20;
+	p->detect = true;
+	assert_int_equal(lock_change(f->m, ino, LOCK_KIND_POSIX, p), -EAGAIN);
+	assert_int_equal(p->n_waiting, 1);
+	assert_true(p->waiting[0].session == 8 && p->waiting[0].owner == 2);
+	q->want = b;
+	q->want.start = 0;
+	q->want.end = 10;
+	q->detect = true;
+	assert_int_equal(lock_change(f->m, ino, LOCK_KIND_POSIX, q), -EDEADLK);
+	assert_int_equal(q->n_waiting, 0);
+	/* 7 asks again: 8 gave up waiting, no circle; the same row, nothing rewritten */
+	assert_int_equal(lock_change(f->m, ino, LOCK_KIND_POSIX, p), -EAGAIN);
+	assert_int_equal(p->n_waiting, 1);
+	/* A stale row: 8 unlocks (7 has not looked again), then 8 wants 7's range: the row
+	 * 7 -> 8 no longer holds, so this is a wait, not a deadlock. */
+	b.type = F_UNLCK;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_POSIX, &b, NULL), 0);
+	assert_int_equal(lock_change(f->m, ino, LOCK_KIND_POSIX, q), -EAGAIN);
+	assert_int_equal(q->n_waiting, 1);
+	/* 7 gets 8's old range (its wait row goes), and announces a change with it */
+	p->publish = true;
+	p->mark.session = 7;
+	p->mark.serial = 42;
+	assert_int_equal(lock_change(f->m, ino, LOCK_KIND_POSIX, p), 0);
+	assert_int_equal(p->n_waiting, 0);
+	assert_true(lock_marker_eq(&p->before, &none));
+	assert_int_equal(lock_marker_get(f->m, ino, &mk), 0);
+	assert_true(mk.session == 7 && mk.serial == 42);
+	/* 8 stops waiting (EINTR): its row goes; 7 wanting nothing of 8 then is no circle */
+	assert_int_equal(lock_unwait(f->m, q), 0);
+	assert_int_equal(q->n_waiting, 0);
+	/* a release announcing a change gives the marker it replaced */
+	mk.serial = 43;
+	{
+		struct lock_marker before;
+
+		assert_int_equal(lock_release(f->m, ino, 0, 7, 1, &mk, &before), 0);
+		assert_true(before.session == 7 && before.serial == 42);
+	}
+	/* a session cleaned up while it held a lock: its file's change is announced */
+	a.session = 9;
+	assert_int_equal(lock_set(f->m, ino, LOCK_KIND_FLOCK, &a, NULL), 0);
+	assert_int_equal(meta_session_clean(f->m, 9), 0);
+	assert_int_equal(lock_marker_get(f->m, ino, &mk), 0);
+	assert_true(mk.session == 9 && mk.serial == UINT64_MAX);
+	/* the marker goes with the inode */
+	{
+		uint64_t gone;
+
+		assert_int_equal(meta_unlink(f->m, 1, "f", &gone), 0);
+	}
+	assert_int_equal(meta_release_inode(f->m, ino), 0);
+	assert_int_equal(lock_marker_get(f->m, ino, &mk), 0);
+	if (meta_shared(f->m))
+		assert_true(lock_marker_eq(&mk, &none));
+	free(p);
+	free(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1974,6 +2050,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_holds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gc_grace, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_locks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_waits_and_markers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace_chunks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
