@@ -11,38 +11,12 @@ kelp=$1
 size_mb=${SIZE_MB:-1024}
 files=${FILES:-10000}
 big_mb=${BIG_MB:-4096}
-work=$(mktemp -d /var/tmp/kelp-bench-mount.XXXXXX)
-pids=()
-cleanup() {
-	for m in "$work/pt" "$work/kelp"; do fusermount3 -u -z "$m" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
+bench_init mount
+mounts+=("$work/kelp")
 
-wait_for() { # file or mountpoint, seconds
-	for ((i = 0; i < $2 * 50; i++)); do
-		# a directory counts once it is a mount point (a directory's size is never 0)
-		if [[ -d "$1" ]]; then
-			mountpoint -q "$1" 2>/dev/null && return 0
-		elif [[ -s "$1" ]]; then
-			return 0
-		fi
-		sleep 0.02
-	done
-	echo "timed out waiting for $1" >&2
-	return 1
-}
-
-# passthrough_ll, built from the example shipped with libfuse3-dev
-ex=/usr/share/doc/libfuse3-dev/examples
-cp "$ex/passthrough_ll.c" "$ex/passthrough_helpers.h" "$work/"
-gcc -O2 -Wall "$work/passthrough_ll.c" $(pkg-config fuse3 --cflags --libs) -o "$work/passthrough_ll"
-mkdir -p "$work/pt" "$work/pt-src" "$work/kelp" "$work/data"
-"$work/passthrough_ll" -o source="$work/pt-src" "$work/pt" &
-pids+=($!)
-wait_for "$work/pt" 10
+start_passthrough
+mkdir -p "$work/kelp" "$work/data"
 
 "$kelp" server -dir="$work/data" -master.port=0 -volume.port=0 -readyFile="$work/master" \
 	2>"$work/server.log" &

@@ -10,29 +10,9 @@ kelp=$1
 size_mb=${SIZE_MB:-256}
 files=${FILES:-2000}
 rounds=${ROUNDS:-3}
-work=$(mktemp -d /var/tmp/kelp-bench-mm.XXXXXX)
-pids=()
-cleanup() {
-	fusermount3 -u -z "$work/mnt" 2>/dev/null || true
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() { # file or mountpoint, seconds
-	for ((i = 0; i < $2 * 50; i++)); do
-		# a directory counts once it is a mount point (a directory's size is never 0)
-		if [[ -d "$1" ]]; then
-			mountpoint -q "$1" 2>/dev/null && return 0
-		elif [[ -s "$1" ]]; then
-			return 0
-		fi
-		sleep 0.02
-	done
-	echo "timed out waiting for $1" >&2
-	return 1
-}
+source "$(dirname "$0")/lib.sh"
+bench_init mm
+mounts+=("$work/mnt")
 
 mkdir -p "$work/mnt" "$work/data"
 "$kelp" server -dir="$work/data" -master.port=0 -volume.port=0 -volume.max=64 \

@@ -8,36 +8,12 @@ set -euo pipefail
 kelp=$1
 files=${FILES:-5000}
 rounds=${ROUNDS:-2}
-work=$(mktemp -d /var/tmp/kelp-bench-wb.XXXXXX)
-pids=()
-cleanup() {
-	for m in "$work/pt" "$work/kelp" "$work/wb"; do fusermount3 -u -z "$m" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
+bench_init wb
+mounts+=("$work/kelp" "$work/wb")
 
-wait_for() { # file or mountpoint, seconds
-	for ((i = 0; i < $2 * 50; i++)); do
-		if [[ -d "$1" ]]; then
-			mountpoint -q "$1" 2>/dev/null && return 0
-		elif [[ -s "$1" ]]; then
-			return 0
-		fi
-		sleep 0.02
-	done
-	echo "timed out waiting for $1" >&2
-	return 1
-}
-
-ex=/usr/share/doc/libfuse3-dev/examples
-cp "$ex/passthrough_ll.c" "$ex/passthrough_helpers.h" "$work/"
-gcc -O2 -Wall "$work/passthrough_ll.c" $(pkg-config fuse3 --cflags --libs) -o "$work/passthrough_ll"
-mkdir -p "$work/pt" "$work/pt-src" "$work/kelp" "$work/wb" "$work/data"
-"$work/passthrough_ll" -o source="$work/pt-src" "$work/pt" &
-pids+=($!)
-wait_for "$work/pt" 10
+start_passthrough
+mkdir -p "$work/kelp" "$work/wb" "$work/data"
 
 "$kelp" server -dir="$work/data" -master.port=0 -volume.port=0 -readyFile="$work/master" \
 	2>"$work/server.log" &
