@@ -1166,6 +1166,18 @@ uint32_t meta_generation(struct meta *m)
  * whose COMMIT lost its connection may have committed: when the name now holds that very
  * inode (numbers are never reused), it did, and this run reports it instead of EEXIST.
  */
+/*
+ * A directory a new name may go into: -ENOTDIR for anything else, -ENOENT for one that
+ * was removed (nlink 0, kept while a mount's kernel holds it: another mount may still
+ * name it; an entry made there would outlive it, unreachable).
+ */
+static int live_dir(const struct meta_attr *dir)
+{
+	if (!S_ISDIR(dir->mode))
+		return -ENOTDIR;
+	return dir->nlink == 0 ? -ENOENT : 0;
+}
+
 static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32_t mode,
 		     uint32_t umask, uint32_t uid, uint32_t gid, uint32_t rdev, const char *target,
 		     struct meta_attr *out, uint64_t *made)
@@ -1190,10 +1202,8 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 		return get_attr(t, ino, out ? out : &a);
 	rc = get_attr(t, parent, &p);
 
-	if (rc == 0 && !S_ISDIR(p.mode))
-		rc = -ENOTDIR;
-	if (rc == 0 && p.nlink == 0)
-		rc = -ENOENT; /* a removed directory */
+	if (rc == 0)
+		rc = live_dir(&p);
 	if (rc == 0 && get_dentry(t, parent, name, &ino) == 0)
 		rc = -EEXIST;
 	if (rc == 0)
@@ -1345,8 +1355,8 @@ static int link_tx(struct kv_txn *t, uint64_t ino, uint64_t newparent, const cha
 		rc = -EPERM;
 	if (rc == 0)
 		rc = get_attr(t, newparent, &p);
-	if (rc == 0 && !S_ISDIR(p.mode))
-		rc = -ENOTDIR;
+	if (rc == 0)
+		rc = live_dir(&p);
 	if (rc == 0 && get_dentry(t, newparent, newname, &existing) == 0)
 		rc = -EEXIST;
 	if (rc == 0 && a.nlink == 0)
@@ -1618,8 +1628,8 @@ static int rename_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const ch
 		rc = get_attr(t, ino, &src);
 	if (rc == 0)
 		rc = get_attr(t, newparent, &np);
-	if (rc == 0 && !S_ISDIR(np.mode))
-		rc = -ENOTDIR;
+	if (rc == 0)
+		rc = live_dir(&np);
 	if (rc < 0)
 		return rc;
 	target_exists = get_dentry(t, newparent, newname, &target) == 0;
