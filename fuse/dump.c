@@ -659,8 +659,7 @@ static int load_record(struct loader *l, struct kv_txn *t, json_t *o)
 		if (type != S_IFREG && type != S_IFDIR && type != S_IFLNK && type != S_IFIFO &&
 		    type != S_IFCHR && type != S_IFBLK && type != S_IFSOCK)
 			return fail(l, -EINVAL, "\"mode\" %u is not a file type", a.mode);
-		be64(k, a.ino);
-		return kv_put(t, KV_INODES, k, 8, &a, sizeof(a));
+		return meta_put_attr_in(t, &a);
 	}
 	if (json_object_get(o, "symlink")) {
 		rc = need_ino(l, o, "symlink", &ino);

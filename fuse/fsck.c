@@ -797,27 +797,6 @@ static int live_sessions(struct kv_txn *t, const struct fsck_options *o, char *o
 	return rc < 0 ? rc : l.n;
 }
 
-static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *a)
-{
-	uint8_t k[8];
-	const uint8_t *v;
-	size_t vlen;
-	int rc;
-
-	be64(k, ino);
-	rc = kv_get(t, KV_INODES, k, 8, &v, &vlen);
-	return rc < 0 ? rc : meta_decode_attr(v, vlen, a);
-}
-
-/* As meta.c stores it (struct meta_attr as it is in memory). */
-static int put_attr(struct kv_txn *t, const struct meta_attr *a)
-{
-	uint8_t k[8];
-
-	be64(k, a->ino);
-	return kv_put(t, KV_INODES, k, 8, a, sizeof(*a));
-}
-
 static int put_u64(struct kv_txn *t, int table, const void *k, size_t klen, uint64_t value)
 {
 	uint8_t v[8];
@@ -851,7 +830,7 @@ static int lost_found(struct kv_txn *t, uint64_t *out)
 		if (vlen != 8)
 			return -ENOTDIR;
 		*out = rd64(v);
-		rc = get_attr(t, *out, &a);
+		rc = meta_get_attr_in(t, *out, &a);
 		return rc == 0 && !S_ISDIR(a.mode) ? -ENOTDIR : rc;
 	}
 	if (rc != -ENOENT)
@@ -864,7 +843,7 @@ static int lost_found(struct kv_txn *t, uint64_t *out)
 	a.mode = S_IFDIR | 0700;
 	a.nlink = 2;
 	a.atime_ns = a.mtime_ns = a.ctime_ns = a.crtime_ns = now;
-	rc = put_attr(t, &a);
+	rc = meta_put_attr_in(t, &a);
 	if (rc == 0)
 		rc = put_u64(t, KV_DENTRIES, k, klen, *out);
 	if (rc == 0) {
@@ -874,11 +853,11 @@ static int lost_found(struct kv_txn *t, uint64_t *out)
 		rc = put_u64(t, KV_PARENTS, pk, 8, META_ROOT_INO);
 	}
 	if (rc == 0)
-		rc = get_attr(t, META_ROOT_INO, &a);
+		rc = meta_get_attr_in(t, META_ROOT_INO, &a);
 	if (rc == 0) {
 		a.nlink++;
 		a.mtime_ns = a.ctime_ns = now;
-		rc = put_attr(t, &a);
+		rc = meta_put_attr_in(t, &a);
 	}
 	return rc;
 }
@@ -917,10 +896,10 @@ static int apply_one(struct fsck *f, struct kv_txn *t, struct problem *p, uint64
 		be64(k, p->a);
 		be64(k + 8, p->b);
 		rc = kv_del(t, KV_CHUNKS, k, 16);
-		if (rc == 0 && p->c && get_attr(t, p->a, &a) == 0 &&
+		if (rc == 0 && p->c && meta_get_attr_in(t, p->a, &a) == 0 &&
 		    a.stored != META_STORED_UNKNOWN) {
 			a.stored = a.stored > p->c ? a.stored - p->c : 0;
-			rc = put_attr(t, &a);
+			rc = meta_put_attr_in(t, &a);
 		}
 		return rc;
 	case FIX_FIDREF:
@@ -945,21 +924,21 @@ static int apply_one(struct fsck *f, struct kv_txn *t, struct problem *p, uint64
 		memcpy(k + 8, p->name, p->c);
 		return kv_del(t, (int)p->b, k, 8 + p->c);
 	case FIX_STORED:
-		rc = get_attr(t, p->a, &a);
+		rc = meta_get_attr_in(t, p->a, &a);
 		if (rc == 0) {
 			a.stored = p->b;
-			rc = put_attr(t, &a);
+			rc = meta_put_attr_in(t, &a);
 		}
 		return rc;
 	case FIX_PARENT:
 		be64(k, p->a);
 		return put_u64(t, KV_PARENTS, k, 8, p->b);
 	case FIX_NLINK:
-		rc = get_attr(t, p->a, &a);
+		rc = meta_get_attr_in(t, p->a, &a);
 		if (rc == 0) {
 			a.nlink = (uint32_t)p->b;
 			a.ctime_ns = now;
-			rc = put_attr(t, &a);
+			rc = meta_put_attr_in(t, &a);
 		}
 		return rc;
 	case FIX_LOST_FOUND: {
@@ -994,22 +973,22 @@ static int apply_one(struct fsck *f, struct kv_txn *t, struct problem *p, uint64
 			return rc;
 		rc = put_u64(t, KV_DENTRIES, k, name_key(k, *lf, name), p->a);
 		if (rc == 0)
-			rc = get_attr(t, p->a, &a);
+			rc = meta_get_attr_in(t, p->a, &a);
 		if (rc == 0) {
 			a.nlink = (uint32_t)p->b;
 			a.ctime_ns = now;
-			rc = put_attr(t, &a);
+			rc = meta_put_attr_in(t, &a);
 		}
 		if (rc == 0 && p->c) {
 			be64(k, p->a);
 			rc = put_u64(t, KV_PARENTS, k, 8, *lf);
 		}
 		if (rc == 0)
-			rc = get_attr(t, *lf, &a);
+			rc = meta_get_attr_in(t, *lf, &a);
 		if (rc == 0) {
 			a.nlink += p->c ? 1 : 0;
 			a.mtime_ns = a.ctime_ns = now;
-			rc = put_attr(t, &a);
+			rc = meta_put_attr_in(t, &a);
 		}
 		if (rc == 0)
 			snprintf(p->detail + strlen(p->detail),

@@ -371,7 +371,7 @@ int meta_decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out)
 	return 0;
 }
 
-static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
+int meta_get_attr_in(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
 {
 	uint8_t k[8];
 	const uint8_t *v;
@@ -385,13 +385,23 @@ static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
 	return meta_decode_attr(v, vlen, out);
 }
 
-static int put_attr(struct kv_txn *t, const struct meta_attr *a)
+static int get_attr(struct kv_txn *t, uint64_t ino, struct meta_attr *out)
+{
+	return meta_get_attr_in(t, ino, out);
+}
+
+int meta_put_attr_in(struct kv_txn *t, const struct meta_attr *a)
 {
 	uint8_t k[8];
 
 	touch(t, a->ino);
 	be64(k, a->ino);
 	return kv_put(t, KV_INODES, k, 8, a, sizeof(*a));
+}
+
+static int put_attr(struct kv_txn *t, const struct meta_attr *a)
+{
+	return meta_put_attr_in(t, a);
 }
 
 static size_t dentry_key(uint8_t *buf, uint64_t parent, const char *name)

@@ -437,5 +437,9 @@ int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
  */
 struct kv_txn;
 int meta_run(struct meta *m, bool write, int (*fn)(struct kv_txn *t, void *ctx), void *ctx);
+/* An inode's attributes read inside such a transaction (-ENOENT when absent). */
+int meta_get_attr_in(struct kv_txn *t, uint64_t ino, struct meta_attr *out);
+/* Stores an inode's attributes inside such a transaction (the one record format). */
+int meta_put_attr_in(struct kv_txn *t, const struct meta_attr *a);
 
 #endif

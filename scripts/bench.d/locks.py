@@ -29,6 +29,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fuse"))
 import pgserver  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import mounted, wait_for  # noqa: E402
 
 KELP = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemons", "kelp")
 N = int(os.environ.get("N", "500"))
@@ -62,19 +64,6 @@ while time.monotonic() < end and not os.path.exists(db + ".done"):
     n += 1
 print(n)
 """
-
-
-def wait_for(what, fn, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for %s" % what)
-        time.sleep(0.02)
-
-
-def mounted(path):
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
 
 
 def load():

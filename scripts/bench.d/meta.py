@@ -28,24 +28,13 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fuse"))
 import pgserver  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import mounted, wait_for  # noqa: E402
 
 KELP = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "daemons", "kelp")
 BENCH_META = os.path.join(os.path.dirname(os.path.dirname(KELP)), "tests", "bench_meta")
 FILES = int(os.environ.get("FILES", "10000"))
 SIZE_MB = int(os.environ.get("SIZE_MB", "1024"))
-
-
-def wait_for(what, fn, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for %s" % what)
-        time.sleep(0.02)
-
-
-def mounted(path):
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
 
 
 def drop_caches():
