@@ -45,7 +45,19 @@ def test_mount_metrics(kelp):
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
             assert f.read() == data
     os.unlink(m.path("f0"))
-    t1 = _scrape(port)
+
+    # An operation is recorded when its callback returns, just after the reply that
+    # lets the system call return: the last one (the unlink) may not be counted yet.
+    last = {}
+
+    def unlink_counted():
+        last["text"] = _scrape(port)
+        s = promtext.parse(last["text"])
+        return (total(s, "kelp_mount_operation_duration_seconds_count", op="unlink") >
+                total(s0, "kelp_mount_operation_duration_seconds_count", op="unlink"))
+
+    wait_until("the unlink to be counted", unlink_counted, 10)
+    t1 = last["text"]
     promtext.check_monotonic(t0, t1)
     s1 = promtext.parse(t1)
 
