@@ -247,10 +247,22 @@ def test_deadlock_across_mounts(kelp, n):
 
 
 def _reads(port):
-    """READ requests the mount has answered so far (its /metrics)."""
-    text = requests.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
-    return promtext.total(promtext.parse(text), "kelp_mount_operation_duration_seconds_count",
-                          op="read")
+    """READ requests the mount has answered so far (its /metrics). A request is counted
+    when its callback returns, just after its reply: the count is taken once two scrapes
+    0.1 s apart agree."""
+    def scrape():
+        text = requests.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
+        return promtext.total(promtext.parse(text),
+                              "kelp_mount_operation_duration_seconds_count", op="read")
+
+    last = scrape()
+    for _ in range(50):
+        time.sleep(0.1)
+        now = scrape()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 @pytest.mark.parametrize("mode", ["fcntl", "flock"])
