@@ -228,6 +228,7 @@ int mount_main(int argc, char **argv)
 	struct backup_thread bt;
 	bool backups = false;
 	int chunk_mb = 4, cache_mb = 1024, memory_cache_mb = 64, timeout_s = 30, threads = 16;
+	int lookup_cache = -1;
 	int meta_conns = 8, session_timeout_s = SESSION_TIMEOUT_DEFAULT_S, metrics_port = -1;
 	char *metrics_ip = "127.0.0.1", *metrics_port_file = "";
 	struct mount_session session;
@@ -257,6 +258,11 @@ int mount_main(int argc, char **argv)
 		 "how late another mount's changes may be seen)"),
 	    FLAG("entryCacheSec", FLAG_DOUBLE, &entry_cache_s,
 		 "seconds the kernel caches names (0 = always ask)"),
+	    FLAG("lookupCache", FLAG_INT, &lookup_cache,
+		 "entries of the lookups read ahead: a directory's names with their attributes, "
+		 "read in batches and answered from memory for at most the lesser of "
+		 "-attrCacheSec and -entryCacheSec (0 = off; -1 = 65536 with a postgres:// "
+		 "-meta, off with LMDB)"),
 	    FLAG("collection", FLAG_STRING, &collection, "collection of the file data"),
 	    FLAG("replication", FLAG_STRING, &replication,
 		 "replication of the file data (\"\" = the master's default)"),
@@ -342,6 +348,11 @@ int mount_main(int argc, char **argv)
 		    "kelp mount: -chunkSizeLimitMB must be 1-1024, cache sizes >= 0, -timeout > "
 		    "0, -sessionTimeout 1-86400, -metaConnections 1-1000, -attrCacheSec and "
 		    "-entryCacheSec 0-86400, -gcGraceSec at most 86400, -trashDays 0-36500\n");
+		return 2;
+	}
+	if (lookup_cache < -1 || lookup_cache > 16 * 1024 * 1024) {
+		fprintf(stderr, "kelp mount: -lookupCache must be -1 (default), 0 (off) or at most "
+				"16777216 entries\n");
 		return 2;
 	}
 	if (writeback_mb < 1 || writeback_mb > 1048576) {
@@ -464,6 +475,9 @@ int mount_main(int argc, char **argv)
 		gc_grace_s = 2 * attr_cache_s + 5;
 	mo.gc_grace_ms = (int)(gc_grace_s * 1000);
 	mo.trash_ns = (int64_t)(trash_days * 86400e9);
+	/* Lookups read ahead: answers at most the lesser cache time old (none with 0). */
+	mo.lookup_cache = lookup_cache >= 0 ? lookup_cache : is_pg ? 65536 : 0;
+	mo.lookup_ttl_ns = (int64_t)((attr_cache_s < entry_cache_s ? attr_cache_s : entry_cache_s) * 1e9);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

@@ -84,6 +84,10 @@ struct kv_read {
 
 /* Called for each key in a scan; non-zero stops it (a negative value is returned). */
 typedef int (*kv_scan_fn)(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
+/* The same for scan_follow: v2 is the value of v used as a key in the second table
+ * (NULL when absent). */
+typedef int (*kv_follow_fn)(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
+			    size_t vlen, const uint8_t *v2, size_t v2len);
 
 struct kv_ops {
 	const char *name;
@@ -126,6 +130,16 @@ struct kv_ops {
 	 */
 	int (*scan)(struct kv_txn *t, int table, const void *from, size_t flen, const void *to,
 		    size_t tlen, bool reverse, int limit, kv_scan_fn fn, void *ctx);
+	/*
+	 * Optional (NULL: kv_scan_follow does a scan and a get per key). The first limit
+	 * (> 0) keys in [from, to) of table, ascending, each with the value found under
+	 * its value in table2 (a directory's names with their inodes): one round trip
+	 * (one statement) where the engine can. Returns 0, what fn returned when
+	 * negative, or -errno.
+	 */
+	int (*scan_follow)(struct kv_txn *t, int table, const void *from, size_t flen,
+			   const void *to, size_t tlen, int limit, int table2, kv_follow_fn fn,
+			   void *ctx);
 	int (*count)(struct kv_txn *t, int table, uint64_t *n);
 	/* A number never handed out before (starting at first); may skip numbers. */
 	int (*next_id)(struct kv_txn *t, enum kv_id id, uint64_t first, uint64_t *out);
@@ -253,6 +267,46 @@ static inline int kv_scan(struct kv_txn *t, int table, const void *from, size_t 
 	return t->failed ? t->failed
 			 : kv_failed(t, t->kv->ops->scan(t, table, from, flen, to, tlen, reverse,
 							 limit, fn, ctx));
+}
+
+struct kv_follow_ {
+	struct kv_txn *t;
+	int table2;
+	kv_follow_fn fn;
+	void *ctx;
+};
+
+static inline int kv_follow_one_(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
+				 size_t vlen)
+{
+	struct kv_follow_ *f = (struct kv_follow_ *)ctx;
+	const uint8_t *v2 = NULL;
+	size_t v2len = 0;
+	int rc = f->t->kv->ops->get(f->t, f->table2, v, vlen, &v2, &v2len);
+
+	if (rc == -ENOENT)
+		v2 = NULL, v2len = 0;
+	else if (rc < 0)
+		return rc;
+	return f->fn(f->ctx, k, klen, v, vlen, v2, v2len);
+}
+
+/* kv_ops.scan_follow, or a scan with a get per key where the engine has none. */
+static inline int kv_scan_follow(struct kv_txn *t, int table, const void *from, size_t flen,
+				 const void *to, size_t tlen, int limit, int table2,
+				 kv_follow_fn fn, void *ctx)
+{
+	struct kv_follow_ f = {t, table2, fn, ctx};
+
+	if (t->failed)
+		return t->failed;
+	if (limit <= 0)
+		return kv_failed(t, -EINVAL);
+	if (t->kv->ops->scan_follow)
+		return kv_failed(t, t->kv->ops->scan_follow(t, table, from, flen, to, tlen, limit,
+							    table2, fn, ctx));
+	return kv_failed(t, t->kv->ops->scan(t, table, from, flen, to, tlen, false, limit,
+					     kv_follow_one_, &f));
 }
 
 static inline int kv_count(struct kv_txn *t, int table, uint64_t *n)

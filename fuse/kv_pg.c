@@ -94,7 +94,19 @@ struct pg_txn {
 	bool bare;	 /* a single statement ran without BEGIN (kv_txn.single) */
 };
 
-enum stmt { S_GET, S_FOLLOW, S_PUT, S_DEL, S_SCAN, S_RSCAN, S_COUNT, S_NEXT_INO, S_NEXT_GC, S_N };
+enum stmt {
+	S_GET,
+	S_FOLLOW,
+	S_PUT,
+	S_DEL,
+	S_SCAN,
+	S_RSCAN,
+	S_SCAN_FOLLOW,
+	S_COUNT,
+	S_NEXT_INO,
+	S_NEXT_GC,
+	S_N
+};
 
 static const char *const stmt_sql[S_N] = {
     [S_GET] = "SELECT v FROM kelp_kv WHERE k = $1",
@@ -105,6 +117,8 @@ static const char *const stmt_sql[S_N] = {
     [S_DEL] = "DELETE FROM kelp_kv WHERE k = $1",
     [S_SCAN] = "SELECT k, v FROM kelp_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
     [S_RSCAN] = "SELECT k, v FROM kelp_kv WHERE k >= $1 AND k < $2 ORDER BY k DESC LIMIT $3",
+    [S_SCAN_FOLLOW] = "SELECT a.k, a.v, b.v FROM kelp_kv a LEFT JOIN kelp_kv b ON b.k = "
+		      "$4::bytea || a.v WHERE a.k >= $1 AND a.k < $2 ORDER BY a.k LIMIT $3",
     [S_COUNT] = "SELECT count(*) FROM kelp_kv WHERE k >= $1 AND k < $2",
     [S_NEXT_INO] = "SELECT nextval('kelp_ino_seq')",
     [S_NEXT_GC] = "SELECT nextval('kelp_gc_seq')",
@@ -113,7 +127,7 @@ static const char *const stmt_sql[S_N] = {
 static const char *const stmt_name[S_N] = {
     [S_GET] = "get",	 [S_FOLLOW] = "follow",	    [S_PUT] = "put",
     [S_DEL] = "del",	 [S_SCAN] = "scan",	    [S_RSCAN] = "rscan",
-    [S_COUNT] = "count", [S_NEXT_INO] = "next_ino", [S_NEXT_GC] = "next_gc",
+    [S_SCAN_FOLLOW] = "scan_follow", [S_COUNT] = "count", [S_NEXT_INO] = "next_ino", [S_NEXT_GC] = "next_gc",
 };
 
 bool kv_is_pg_url(const char *spec)
@@ -991,6 +1005,43 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 	}
 }
 
+/* One statement (a range joined to the second table): one round trip. */
+static int p_scan_follow(struct kv_txn *t, int table, const void *from, size_t flen,
+			 const void *to, size_t tlen, int limit, int table2, kv_follow_fn fn,
+			 void *ctx)
+{
+	uint8_t lo[KEY_MAX + 1], hi[KEY_MAX], t2 = (uint8_t)table2;
+	int lol, hil, fmts[4] = {1, 1, 0, 1}, rows, rc;
+	char lim[16];
+	const char *vals[4] = {(const char *)lo, (const char *)hi, lim, (const char *)&t2};
+	int lens[4] = {0, 0, 0, 1};
+	PGresult *r;
+
+	rc = scan_bounds(table, from, flen, to, tlen, lo, &lol, hi, &hil);
+	if (rc < 0)
+		return rc;
+	lens[0] = lol;
+	lens[1] = hil;
+	snprintf(lim, sizeof(lim), "%d", limit);
+	rc = run(t, S_SCAN_FOLLOW, 4, vals, lens, fmts, &r);
+	if (rc < 0)
+		return rc;
+	rows = PQntuples(r);
+	for (int i = 0; i < rows && rc == 0; i++) {
+		const uint8_t *k = (const uint8_t *)PQgetvalue(r, i, 0);
+		int kl = PQgetlength(r, i, 0);
+		bool absent = PQgetisnull(r, i, 2);
+
+		if (kl < 1)
+			continue;
+		rc = fn(ctx, k + 1, (size_t)kl - 1, (const uint8_t *)PQgetvalue(r, i, 1),
+			(size_t)PQgetlength(r, i, 1),
+			absent ? NULL : (const uint8_t *)PQgetvalue(r, i, 2),
+			absent ? 0 : (size_t)PQgetlength(r, i, 2));
+	}
+	return rc < 0 ? rc : 0;
+}
+
 static int p_count(struct kv_txn *t, int table, uint64_t *n)
 {
 	uint8_t lo[1] = {(uint8_t)table}, hi[1] = {(uint8_t)(table + 1)};
@@ -1203,6 +1254,7 @@ static const struct kv_ops pg_ops = {
     .put = p_put,
     .del = p_del,
     .scan = p_scan,
+    .scan_follow = p_scan_follow,
     .count = p_count,
     .next_id = p_next_id,
     .peek_id = p_peek_id,

@@ -14,6 +14,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/dircache.h"
 #include "fuse/inomap.h"
 #include "fuse/kv.h"
 
@@ -50,6 +51,9 @@ struct meta {
 	/* Inodes in the trash that this mount's kernel looked up there (meta_hold). */
 	pthread_mutex_t trash_lock;
 	struct inomap trash_seen;
+	/* Lookups read ahead (meta_lookup_cached; NULL: off). */
+	struct dircache *dircache;
+	int lookup_batch;
 };
 
 struct session_watch {
@@ -248,6 +252,20 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 	m->gc_grace_ms = o && o->gc_grace_ms > 0 ? o->gc_grace_ms : 0;
 	snprintf(m->owner, sizeof(m->owner), "%s", o && o->owner && *o->owner ? o->owner : "1");
 	m->trash_ns = o && o->trash_ns > 0 ? o->trash_ns : 0;
+	if (o && o->lookup_cache > 0 && o->lookup_ttl_ns > 0) {
+		struct dircache_options dco = {
+		    .max_dirs = o->lookup_cache_dirs > 0 ? o->lookup_cache_dirs : 1024,
+		    .max_entries = o->lookup_cache,
+		    .ttl_ns = o->lookup_ttl_ns,
+		};
+
+		m->lookup_batch = o->lookup_batch > 0 ? o->lookup_batch : 256;
+		rc = dircache_new(&dco, &m->dircache);
+		if (rc < 0) {
+			free(m);
+			return rc;
+		}
+	}
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
 		    .cluster_id = o ? o->cluster_id : NULL,
@@ -260,6 +278,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		rc = kv_lmdb_open(spec, &m->kv);
 	}
 	if (rc < 0) {
+		dircache_free(m->dircache);
 		free(m);
 		return rc;
 	}
@@ -277,6 +296,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		}
 		if (rc < 0) {
 			m->kv->ops->close(m->kv);
+			dircache_free(m->dircache);
 			free(m);
 			return rc;
 		}
@@ -287,6 +307,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		if (rc != -EUCLEAN)
 			log_error("meta: cannot create the root directory: %s", strerror(-rc));
 		m->kv->ops->close(m->kv);
+		dircache_free(m->dircache);
 		free(m);
 		return rc;
 	}
@@ -348,6 +369,7 @@ void meta_close(struct meta *m)
 	pthread_mutex_destroy(&m->watch_lock);
 	pthread_mutex_destroy(&m->trash_lock);
 	inomap_release(&m->trash_seen);
+	dircache_free(m->dircache);
 	free(m->watch);
 	free(m);
 }
@@ -428,10 +450,13 @@ static int get_dentry(struct kv_txn *t, uint64_t parent, const char *name, uint6
 	return 0;
 }
 
+/* A change of a directory's names is a change of the directory (meta_change_stamp: the
+ * lookups read ahead of it are dropped); its attributes change too (mtime). */
 static int put_dentry(struct kv_txn *t, uint64_t parent, const char *name, uint64_t ino)
 {
 	uint8_t k[8 + META_NAME_MAX], v[8];
 
+	touch(t, parent);
 	be64(v, ino);
 	return kv_put(t, KV_DENTRIES, k, dentry_key(k, parent, name), v, 8);
 }
@@ -440,6 +465,7 @@ static int del_dentry(struct kv_txn *t, uint64_t parent, const char *name)
 {
 	uint8_t k[8 + META_NAME_MAX];
 
+	touch(t, parent);
 	return kv_del(t, KV_DENTRIES, k, dentry_key(k, parent, name));
 }
 
@@ -1147,6 +1173,17 @@ static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct
 	return 0;
 }
 
+/* What any answer of a lookup (read now or read ahead) entails besides reading. */
+static void lookup_found(struct meta *m, const struct meta_attr *a)
+{
+	if ((a->flags & META_F_TRASHED) && m->kv->shared) {
+		/* found under its name in the trash: this kernel may open it (meta_hold) */
+		pthread_mutex_lock(&m->trash_lock);
+		inomap_set(&m->trash_seen, a->ino, 1);
+		pthread_mutex_unlock(&m->trash_lock);
+	}
+}
+
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out)
 {
 	int rc;
@@ -1157,13 +1194,203 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
 		rc = IN_TXN_ONE(m, lookup_tx(t, parent, name, out));
 	else
 		rc = IN_TXN(m, false, lookup_tx(t, parent, name, out));
-	if (rc == 0 && (out->flags & META_F_TRASHED) && m->kv->shared) {
-		/* found under its name in the trash: this kernel may open it (meta_hold) */
-		pthread_mutex_lock(&m->trash_lock);
-		inomap_set(&m->trash_seen, out->ino, 1);
-		pthread_mutex_unlock(&m->trash_lock);
-	}
+	if (rc == 0)
+		lookup_found(m, out);
 	return rc;
+}
+
+/* ---------------------------------------------------------------- lookups read ahead */
+
+/* dircache's test: ino's change stamp is still `stamp` (nothing of this process changed
+ * it since it was taken, nothing is committing). */
+static bool stamp_current(void *ctx, uint64_t ino, uint64_t stamp)
+{
+	uint64_t now;
+
+	return meta_change_stamp((struct meta *)ctx, ino, &now) && now == stamp;
+}
+
+/* A directory's entries with their inodes, read in one statement. */
+struct window_load {
+	uint64_t dir;
+	int limit, n;
+	struct window_row {
+		struct meta_attr attr;
+		int rc; /* what meta_lookup would answer: 0 (attr), -ENOENT, -EIO */
+		uint32_t name_off;
+	} *rows;
+	char *names; /* each NUL-terminated */
+	size_t used, cap;
+};
+
+static int window_one(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+		      const uint8_t *v2, size_t v2len)
+{
+	struct window_load *w = ctx;
+	struct window_row *r;
+	size_t nl = klen - 8;
+
+	if (klen <= 8 || nl > META_NAME_MAX || vlen != 8 || w->n >= w->limit)
+		return -EIO;
+	if (w->used + nl + 1 > w->cap) {
+		size_t cap = w->cap * 2 + nl + 1;
+		char *p = realloc(w->names, cap);
+
+		if (!p)
+			return -ENOMEM;
+		w->names = p;
+		w->cap = cap;
+	}
+	r = &w->rows[w->n++];
+	r->name_off = (uint32_t)w->used;
+	memcpy(w->names + w->used, k + 8, nl);
+	w->names[w->used + nl] = 0;
+	w->used += nl + 1;
+	/* as lookup_tx: no inode, or one left with no link, is no entry */
+	memset(&r->attr, 0, sizeof(r->attr));
+	r->attr.ino = rd64(v);
+	r->rc = v2 ? meta_decode_attr(v2, v2len, &r->attr) : -ENOENT;
+	if (r->rc == 0 && (r->attr.nlink == 0 || r->attr.ino != rd64(v)))
+		r->rc = r->attr.nlink == 0 ? -ENOENT : -EIO;
+	return 0;
+}
+
+static int window_tx(struct kv_txn *t, struct window_load *w, const char *from)
+{
+	uint8_t lo[8 + META_NAME_MAX], hi[8];
+
+	w->n = 0; /* a run again starts over */
+	w->used = 0;
+	be64(hi, w->dir + 1);
+	return kv_scan_follow(t, KV_DENTRIES, lo, dentry_key(lo, w->dir, from), hi,
+			      w->dir == UINT64_MAX ? 0 : 8, w->limit, KV_INODES, window_one, w);
+}
+
+/*
+ * DIRCACHE_LOAD: reads a batch of dir's entries from the name (or from the first) with
+ * their inodes, in one statement; hands what may be cached to the dircache; answers
+ * name from it when the batch covers it, else asks for name alone. The stamps are taken
+ * before the read: an entry whose inode (or a window whose directory) this process
+ * changes from then on no longer matches them.
+ */
+static int lookup_load(struct meta *m, uint64_t dir, const char *name, bool from_start,
+		       struct meta_attr *out, int64_t *age_ns)
+{
+	struct window_load w = {.dir = dir, .limit = m->lookup_batch};
+	struct dircache_row *dr = NULL;
+	const char *from = from_start ? "" : name;
+	uint64_t all, *snap = malloc(STAMP_SLOTS * sizeof(*snap));
+	int64_t t0;
+	bool cacheable, covered;
+	int rc, found = -1;
+
+	w.rows = malloc((size_t)w.limit * sizeof(*w.rows));
+	w.cap = (size_t)w.limit * 16;
+	w.names = malloc(w.cap);
+	dr = malloc((size_t)w.limit * sizeof(*dr));
+	if (!snap || !w.rows || !w.names || !dr) {
+		rc = -ENOMEM;
+		goto out_abandon;
+	}
+	t0 = (int64_t)monotonic_ns();
+	all = __atomic_load_n(&m->stamp_all, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < STAMP_SLOTS; i++)
+		snap[i] = __atomic_load_n(&m->stamps[i], __ATOMIC_SEQ_CST);
+	rc = IN_TXN_ONE(m, window_tx(t, &w, from));
+	if (rc < 0)
+		goto out_abandon;
+	cacheable = !(all & STAMP_BUSY);
+	{
+		uint64_t ds = snap[stamp_slot(m, dir) - m->stamps];
+
+		cacheable = cacheable && !(ds & STAMP_BUSY);
+		for (int i = 0; i < w.n; i++) {
+			uint64_t s = snap[stamp_slot(m, w.rows[i].attr.ino) - m->stamps];
+
+			dr[i].name = w.names + w.rows[i].name_off;
+			dr[i].attr = w.rows[i].rc == 0 ? &w.rows[i].attr : NULL;
+			dr[i].stamp = all + s;
+			dr[i].known = w.rows[i].rc == 0 && !(s & STAMP_BUSY);
+			if (!strcmp(dr[i].name, name))
+				found = i;
+		}
+		covered = dircache_name_cmp(name, from) >= 0 &&
+			  (w.n < w.limit || dircache_name_cmp(name, dr[w.n - 1].name) <= 0);
+		if (!cacheable ||
+		    dircache_fill(m->dircache, dir, from, w.n < w.limit ? NULL : dr[w.n - 1].name,
+				  dr, w.n, w.n == w.limit, t0, all + ds) < 0)
+			dircache_abandon(m->dircache, dir);
+	}
+	if (!covered) {
+		/* a big directory read from its first name: the name is further on */
+		rc = meta_lookup(m, dir, name, out);
+		*age_ns = 0;
+	} else if (found < 0) {
+		rc = -ENOENT;
+	} else {
+		rc = w.rows[found].rc;
+		if (rc == 0) {
+			*out = w.rows[found].attr;
+			*age_ns = (int64_t)monotonic_ns() - t0;
+		}
+	}
+	goto out;
+out_abandon:
+	dircache_abandon(m->dircache, dir);
+out:
+	free(snap);
+	free(w.rows);
+	free(w.names);
+	free(dr);
+	return rc;
+}
+
+int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out,
+		       int64_t *age_ns)
+{
+	struct dircache_answer a;
+	int64_t now;
+	int rc;
+
+	*age_ns = 0;
+	if (!m->dircache || !strcmp(name, ".") || !strcmp(name, "..") || !*name ||
+	    strlen(name) > META_NAME_MAX)
+		return meta_lookup(m, parent, name, out);
+	now = (int64_t)monotonic_ns();
+	switch (dircache_find(m->dircache, parent, name, now, stamp_current, m, &a)) {
+	case DIRCACHE_HIT:
+		*out = a.attr;
+		*age_ns = now > a.loaded_ns ? now - a.loaded_ns : 0; /* another thread's load */
+		lookup_found(m, out);
+		return 0;
+	case DIRCACHE_ABSENT:
+		*age_ns = now > a.loaded_ns ? now - a.loaded_ns : 0;
+		return -ENOENT;
+	case DIRCACHE_LOAD:
+		rc = lookup_load(m, parent, name, a.from_start, out, age_ns);
+		if (rc == 0)
+			lookup_found(m, out);
+		return rc;
+	default:
+		return meta_lookup(m, parent, name, out);
+	}
+}
+
+bool meta_lookup_stats(struct meta *m, struct meta_lookup_stats *out)
+{
+	struct dircache_stats s;
+
+	memset(out, 0, sizeof(*out));
+	if (!m->dircache)
+		return false;
+	dircache_stats(m->dircache, &s);
+	out->hits = s.hits;
+	out->absent = s.absent;
+	out->misses = s.misses;
+	out->loads = s.loads;
+	out->dirs = s.dirs;
+	out->entries = s.entries;
+	return true;
 }
 
 uint32_t meta_generation(struct meta *m)

@@ -118,6 +118,14 @@ struct meta_options {
 	int gc_grace_ms;
 	/* Removed files stay in /.trash this long (0: removed at once); see below. */
 	int64_t trash_ns;
+	/* Lookups read ahead (meta_lookup_cached): at most this many entries cached (0:
+	 * off), in at most lookup_cache_dirs directories (0: 1,024), each answer served
+	 * for at most lookup_ttl_ns after its read (0: off); lookup_batch entries read at
+	 * once (0: 256). */
+	int lookup_cache;
+	int lookup_cache_dirs;
+	int64_t lookup_ttl_ns;
+	int lookup_batch;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -155,6 +163,25 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
  * back into a file (NFS export). -ENOENT for an inode with no name left.
  */
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out);
+/*
+ * meta_lookup for the kernel's LOOKUP, answered from the lookups read ahead when they
+ * are on (meta_options.lookup_cache): after misses in a directory its entries are read
+ * with their attributes, a batch in one statement (fuse/dircache.h), and the following
+ * lookups there are answered from memory while the batch is younger than
+ * lookup_ttl_ns and no transaction of this process changed the directory or the
+ * inode (meta_change_stamp); a name inside a batch that does not have it is -ENOENT.
+ * *age_ns gets how old the answer is (0: read now): the kernel may keep it for its
+ * cache times less that. "." and ".." are never read ahead.
+ */
+int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out,
+		       int64_t *age_ns);
+/* What the lookups read ahead did since open: answers from memory (hits: an entry,
+ * absent: ENOENT), lookups asked of the engine (misses; loads: of those, the ones that
+ * read a batch), directories and entries held now. False when they are off. */
+struct meta_lookup_stats {
+	uint64_t hits, absent, misses, loads, dirs, entries;
+};
+bool meta_lookup_stats(struct meta *m, struct meta_lookup_stats *out);
 /*
  * The generation of every inode: drawn at random when the metadata is created, so a
  * file handle (inode number + generation) from other metadata is stale here. Inode

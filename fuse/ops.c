@@ -148,19 +148,30 @@ static void lookup_unref(struct kelp_fs *fs, uint64_t ino, uint64_t n)
 	}
 }
 
-static void reply_entry(fuse_req_t req, const struct meta_attr *a)
+/* The entry of a, read age_ns ago: the kernel keeps it for its cache times less that. */
+static void reply_entry_aged(fuse_req_t req, const struct meta_attr *a, int64_t age_ns)
 {
 	struct fuse_entry_param e;
+	double age = (double)age_ns / 1e9;
 
 	memset(&e, 0, sizeof(e));
 	e.ino = a->ino;
 	e.generation = meta_generation(fs_of(req)->meta);
-	e.attr_timeout = fs_of(req)->opt.attr_timeout;
-	e.entry_timeout = fs_of(req)->opt.entry_timeout;
+	e.attr_timeout = fs_of(req)->opt.attr_timeout - age;
+	e.entry_timeout = fs_of(req)->opt.entry_timeout - age;
+	if (e.attr_timeout < 0)
+		e.attr_timeout = 0;
+	if (e.entry_timeout < 0)
+		e.entry_timeout = 0;
 	to_stat(fs_of(req), a, &e.attr);
 	lookup_ref(fs_of(req), a->ino);
 	if (fuse_reply_entry(req, &e) != 0)
 		lookup_unref(fs_of(req), a->ino, 1); /* the kernel did not take it */
+}
+
+static void reply_entry(fuse_req_t req, const struct meta_attr *a)
+{
+	reply_entry_aged(req, a, 0);
 }
 
 static void reply_attr(fuse_req_t req, const struct meta_attr *a)
@@ -189,15 +200,17 @@ static bool cluster_away(fuse_req_t req)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct meta_attr a;
+	int64_t age_ns;
 	int rc;
 
 	if (cluster_away(req))
 		return;
-	rc = meta_lookup(fs_of(req)->meta, parent, name, &a);
+	/* possibly read ahead a moment ago (meta_lookup_cached): the kernel gets the rest */
+	rc = meta_lookup_cached(fs_of(req)->meta, parent, name, &a, &age_ns);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
-		reply_entry(req, &a);
+		reply_entry_aged(req, &a, age_ns);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
