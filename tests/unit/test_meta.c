@@ -1866,6 +1866,115 @@ static void test_round_trips(void **state)
 #undef RT_DELTA
 }
 
+/* meta_lookup_cached: names of a directory read ahead in batches (of 8 here); answers
+ * from memory cost no round trip; every change this process makes shows at once. */
+static void lookup_is(struct meta *m, uint64_t dir, const char *name, int want,
+		      struct meta_attr *out)
+{
+	int64_t age = -1;
+	int rc = meta_lookup_cached(m, dir, name, out, &age);
+
+	assert_int_equal(rc, want);
+	assert_true(age >= 0 && age < 10 * 1000000000LL);
+}
+
+static void test_lookup_cached(void **state)
+{
+	struct fx *f = *state;
+	struct meta_options o = {.lookup_cache = 1000, .lookup_ttl_ns = 3600 * 1000000000LL,
+				 .lookup_batch = 8};
+	struct meta_lookup_stats st;
+	struct meta_chunk c = chunk(0, 5000, 0, "3,0101");
+	struct meta_attr a, in;
+	uint64_t dir, ino[20], gone, rt;
+	bool pg = meta_shared(f->m);
+	char name[16];
+
+	assert_false(meta_lookup_stats(f->m, &st)); /* off unless asked for */
+	meta_close(f->m);
+	assert_int_equal(meta_open_opts(f->spec, &o, &f->m), 0);
+	dir = mk(f->m, META_ROOT_INO, "d", S_IFDIR | 0755);
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "f%02d", i);
+		ino[i] = mkfile(f->m, dir, name);
+	}
+	/* in name order: a miss, then batches of 8 (the first from the start) */
+	rt = meta_round_trips(f->m, NULL);
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "f%02d", i);
+		lookup_is(f->m, dir, name, 0, &a);
+		assert_int_equal(a.ino, ino[i]);
+	}
+	assert_true(meta_lookup_stats(f->m, &st));
+	assert_int_equal(st.loads, 3);	 /* f01 (from the start: f00-f07), f08, f16 */
+	assert_int_equal(st.misses, 4); /* f00, and the three loads */
+	assert_int_equal(st.hits, 16);
+	if (pg)
+		assert_int_equal((int)(meta_round_trips(f->m, NULL) - rt), 4);
+	/* absent names inside a batch: from memory */
+	lookup_is(f->m, dir, "f03x", -ENOENT, &a);
+	lookup_is(f->m, dir, "f", -ENOENT, &a);
+	lookup_is(f->m, dir, "f17x", -ENOENT, &a); /* the last batch reached the end */
+	assert_true(meta_lookup_stats(f->m, &st));
+	assert_int_equal(st.absent, 3);
+	/* ".", "..", and lookups in other directories are as meta_lookup */
+	lookup_is(f->m, dir, "..", 0, &a);
+	assert_int_equal(a.ino, META_ROOT_INO);
+	lookup_is(f->m, dir, ".", 0, &a);
+	assert_int_equal(a.ino, dir);
+	lookup_is(f->m, ino[0], "x", -ENOENT, &a);
+
+	/* every change of this process shows at once */
+	in.mode = 0600;
+	assert_int_equal(meta_setattr(f->m, ino[3], &in, META_SET_MODE, NULL), 0);
+	lookup_is(f->m, dir, "f03", 0, &a);
+	assert_int_equal(a.mode & 07777, 0600);
+	assert_int_equal(meta_write_chunks(f->m, ino[2], &c, 1, 0, true, NULL), 0);
+	lookup_is(f->m, dir, "f02", 0, &a);
+	assert_int_equal(a.size, 5000);
+	assert_int_equal(meta_unlink(f->m, dir, "f04", &gone), 0);
+	lookup_is(f->m, dir, "f04", -ENOENT, &a);
+	mkfile(f->m, dir, "f03x");
+	lookup_is(f->m, dir, "f03x", 0, &a);
+	assert_int_equal(meta_rename(f->m, dir, "f05", dir, "f05r", 0, &gone), 0);
+	lookup_is(f->m, dir, "f05", -ENOENT, &a);
+	lookup_is(f->m, dir, "f05r", 0, &a);
+	assert_int_equal(a.ino, ino[5]);
+	/* a link elsewhere changes the link count; an xattr the ctime */
+	assert_int_equal(meta_link(f->m, ino[9], META_ROOT_INO, "l9", NULL), 0);
+	lookup_is(f->m, dir, "f09", 0, &a);
+	assert_int_equal(a.nlink, 2);
+	{
+		struct meta_attr before;
+
+		lookup_is(f->m, dir, "f10", 0, &before);
+		assert_int_equal(meta_setxattr(f->m, ino[10], "user.a", "1", 1, 0), 0);
+		lookup_is(f->m, dir, "f10", 0, &a);
+		assert_true(a.ctime_ns > before.ctime_ns);
+	}
+	/* a rename into the directory from elsewhere, and out of it */
+	mkfile(f->m, META_ROOT_INO, "outside");
+	for (int i = 0; i < 3; i++) /* the directory's batches again (many misses) */
+		lookup_is(f->m, dir, "f11", 0, &a);
+	assert_int_equal(meta_rename(f->m, META_ROOT_INO, "outside", dir, "f11a", 0, &gone), 0);
+	lookup_is(f->m, dir, "f11a", 0, &a);
+	assert_int_equal(meta_rename(f->m, dir, "f12", META_ROOT_INO, "f12", 0, &gone), 0);
+	lookup_is(f->m, dir, "f12", -ENOENT, &a);
+	/* the answers agree with meta_lookup for every name */
+	for (int i = 0; i < 20; i++) {
+		struct meta_attr b;
+		int r1, r2;
+		int64_t age;
+
+		snprintf(name, sizeof(name), "f%02d", i);
+		r1 = meta_lookup(f->m, dir, name, &b);
+		r2 = meta_lookup_cached(f->m, dir, name, &a, &age);
+		assert_int_equal(r1, r2);
+		if (r1 == 0)
+			assert_memory_equal(&a, &b, sizeof(a));
+	}
+}
+
 /* meta_read_map: attributes and intervals from the one at the offset on, cut at max,
  * with how far they are complete. */
 static void test_read_map(void **state)
@@ -2059,6 +2168,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_dot_lookups, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prefetch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lookup_cached, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_map, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_change_stamp, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_setgid_create, setup, teardown),
