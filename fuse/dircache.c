@@ -33,6 +33,7 @@ struct dc_dir {
 	uint32_t misses;	  /* since the last load */
 	uint32_t hits_since_load; /* lookups answered (hit or absent) since the last load */
 	uint32_t backoff;	  /* misses needed after a load that answered too few */
+	int64_t load_ns;	  /* when the last load was handed out */
 	uint64_t loads;
 	bool big;     /* a load returned a full batch: later loads read from the name */
 	bool loading; /* a thread is loading it (DIRCACHE_LOAD handed out) */
@@ -260,13 +261,19 @@ enum dircache_result dircache_find(struct dircache *c, uint64_t dir, const char 
 	}
 	c->st.misses++;
 	d->misses++;
-	need = d->loads == 0 ? 2 : d->hits_since_load >= DIRCACHE_USEFUL ? 1 : d->backoff;
+	/* The backoff holds while the last load is recent (a directory changing under
+	 * every load); a scan that comes later starts afresh. */
+	if (d->loads == 0 || now_ns - d->load_ns >= c->o.ttl_ns)
+		need = 2;
+	else
+		need = d->hits_since_load >= DIRCACHE_USEFUL ? 1 : d->backoff;
 	if (!d->loading && d->misses >= need) {
 		if (d->loads > 0)
 			d->backoff = d->hits_since_load >= DIRCACHE_USEFUL ? 2
 				     : d->backoff < DIRCACHE_BACKOFF_MAX / 2 ? d->backoff * 2
 									    : DIRCACHE_BACKOFF_MAX;
 		d->loading = true;
+		d->load_ns = now_ns;
 		d->misses = 0;
 		d->hits_since_load = 0;
 		d->loads++;

@@ -21,7 +21,9 @@
  * directory never loads), 1 after a load that answered at least DIRCACHE_USEFUL
  * lookups (a scan in name order goes from window to window), and after a load that did
  * not (the directory keeps changing under it: a create after each lookup), twice as
- * many as the time before, up to DIRCACHE_BACKOFF_MAX. The first load of a directory
+ * many as the time before, up to DIRCACHE_BACKOFF_MAX, while the last load is younger
+ * than ttl_ns (then 2 again: a create storm loads about once per ttl_ns, and a scan
+ * after it is read ahead from its second lookup). The first load of a directory
  * reads from its first name (a small directory whole); once a load returned a full
  * batch the directory is big and loads read from the missed name on. While one thread
  * loads a directory, the others' misses there are plain misses (no second load).

@@ -254,6 +254,24 @@ static void test_backoff(void **state)
 		assert_int_equal(gaps[i], 1 << i); /* 2, 4, 8, ... 128 */
 	assert_true(loads <= 16);
 	(void)lookups;
+	/* a scan a while (the cache time) after the storm is read ahead at once (the
+	 * storm's misses since its last load count) */
+	assert_int_equal(find(c, 11, "a", 6000 + SEC, &a), DIRCACHE_LOAD);
+	dircache_abandon(c, 11);
+	/* a storm of 100 creates a second for 20 s: about one load a second */
+	loads = 0;
+	for (int i = 0; i < 2000; i++) {
+		int64_t now = 100 * SEC + (int64_t)i * (SEC / 100);
+
+		if (find(c, 11, "x", now, &a) == DIRCACHE_LOAD) {
+			assert_int_equal(dircache_fill(c, 11, "", NULL, NULL, 0, false, now,
+						       stamp[11]),
+					 0);
+			loads++;
+		}
+		stamp[11]++;
+	}
+	assert_true(loads >= 10 && loads <= 40);
 	dircache_free(c);
 }
 
