@@ -477,7 +477,8 @@ int mount_main(int argc, char **argv)
 	mo.trash_ns = (int64_t)(trash_days * 86400e9);
 	/* Lookups read ahead: answers at most the lesser cache time old (none with 0). */
 	mo.lookup_cache = lookup_cache >= 0 ? lookup_cache : is_pg ? 65536 : 0;
-	mo.lookup_ttl_ns = (int64_t)((attr_cache_s < entry_cache_s ? attr_cache_s : entry_cache_s) * 1e9);
+	mo.lookup_ttl_ns =
+	    (int64_t)((attr_cache_s < entry_cache_s ? attr_cache_s : entry_cache_s) * 1e9);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

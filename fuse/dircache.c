@@ -26,8 +26,8 @@ struct dc_window {
 
 struct dc_dir {
 	uint64_t ino;
-	struct dc_dir *hnext;	    /* hash chain */
-	struct dc_dir *prev, *next; /* LRU list: most recent after the sentinel */
+	struct dc_dir *hnext;		       /* hash chain */
+	struct dc_dir *prev, *next;	       /* LRU list: most recent after the sentinel */
 	struct dc_window *w[DIRCACHE_WINDOWS]; /* oldest first */
 	int nw;
 	uint32_t misses;	  /* since the last load */
@@ -184,7 +184,8 @@ void dircache_free(struct dircache *c)
 
 static bool in_window(const struct dc_window *w, const char *name)
 {
-	return dircache_name_cmp(name, w->lo) >= 0 && (!w->hi || dircache_name_cmp(name, w->hi) <= 0);
+	return dircache_name_cmp(name, w->lo) >= 0 &&
+	       (!w->hi || dircache_name_cmp(name, w->hi) <= 0);
 }
 
 /* The entry named name in w, or NULL. */
@@ -234,7 +235,8 @@ enum dircache_result dircache_find(struct dircache *c, uint64_t dir, const char 
 	}
 	/* Windows past their time, or whose directory this mount changed, go. */
 	for (int i = d->nw - 1; i >= 0; i--)
-		if (now_ns - d->w[i]->loaded_ns >= c->o.ttl_ns || !valid(vctx, dir, d->w[i]->dir_stamp))
+		if (now_ns - d->w[i]->loaded_ns >= c->o.ttl_ns ||
+		    !valid(vctx, dir, d->w[i]->dir_stamp))
 			window_drop(c, d, i);
 	for (int i = d->nw - 1; i >= 0; i--) {
 		struct dc_window *w = d->w[i];
@@ -269,9 +271,9 @@ enum dircache_result dircache_find(struct dircache *c, uint64_t dir, const char 
 		need = d->hits_since_load >= DIRCACHE_USEFUL ? 1 : d->backoff;
 	if (!d->loading && d->misses >= need) {
 		if (d->loads > 0)
-			d->backoff = d->hits_since_load >= DIRCACHE_USEFUL ? 2
+			d->backoff = d->hits_since_load >= DIRCACHE_USEFUL   ? 2
 				     : d->backoff < DIRCACHE_BACKOFF_MAX / 2 ? d->backoff * 2
-									    : DIRCACHE_BACKOFF_MAX;
+									     : DIRCACHE_BACKOFF_MAX;
 		d->loading = true;
 		d->load_ns = now_ns;
 		d->misses = 0;
@@ -288,7 +290,8 @@ enum dircache_result dircache_find(struct dircache *c, uint64_t dir, const char 
 /* [alo, ahi] and [blo, bhi] share a name (hi NULL: no end). */
 static bool overlap(const char *alo, const char *ahi, const char *blo, const char *bhi)
 {
-	return (!bhi || dircache_name_cmp(alo, bhi) <= 0) && (!ahi || dircache_name_cmp(blo, ahi) <= 0);
+	return (!bhi || dircache_name_cmp(alo, bhi) <= 0) &&
+	       (!ahi || dircache_name_cmp(blo, ahi) <= 0);
 }
 
 static struct dc_window *window_make(const char *lo, const char *hi,

@@ -50,9 +50,9 @@
 struct dircache;
 
 struct dircache_options {
-	int max_dirs;	  /* > 0 */
-	int max_entries;  /* > 0 */
-	int64_t ttl_ns;	  /* > 0: how long a window is used after its load */
+	int max_dirs;	 /* > 0 */
+	int max_entries; /* > 0 */
+	int64_t ttl_ns;	 /* > 0: how long a window is used after its load */
 };
 
 /* True when the stamp recorded for ino (a directory or an entry's inode) is current. */

@@ -215,20 +215,22 @@ static void collect(void *ctx, struct metrics_out *out)
 		struct meta_lookup_stats ls;
 
 		if (meta_lookup_stats(fs->meta, &ls)) {
-			metrics_out_family(out, "kelp_mount_lookup_cache_total",
-					   "Lookups by how the lookups read ahead answered them: hit "
-					   "(an entry from memory), absent (ENOENT from memory), miss "
-					   "(asked the metadata)",
-					   "counter");
+			metrics_out_family(
+			    out, "kelp_mount_lookup_cache_total",
+			    "Lookups by how the lookups read ahead answered them: hit "
+			    "(an entry from memory), absent (ENOENT from memory), miss "
+			    "(asked the metadata)",
+			    "counter");
 			metrics_out_sample(out, "kelp_mount_lookup_cache_total", "result=\"hit\"",
 					   (double)ls.hits);
 			metrics_out_sample(out, "kelp_mount_lookup_cache_total",
 					   "result=\"absent\"", (double)ls.absent);
 			metrics_out_sample(out, "kelp_mount_lookup_cache_total", "result=\"miss\"",
 					   (double)ls.misses);
-			metrics_out_family(out, "kelp_mount_lookup_cache_loads_total",
-					   "Batches of a directory's entries read ahead (of the misses)",
-					   "counter");
+			metrics_out_family(
+			    out, "kelp_mount_lookup_cache_loads_total",
+			    "Batches of a directory's entries read ahead (of the misses)",
+			    "counter");
 			metrics_out_sample(out, "kelp_mount_lookup_cache_loads_total", NULL,
 					   (double)ls.loads);
 			metrics_out_family(out, "kelp_mount_lookup_cache_entries",

@@ -86,8 +86,8 @@ struct kv_read {
 typedef int (*kv_scan_fn)(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen);
 /* The same for scan_follow: v2 is the value of v used as a key in the second table
  * (NULL when absent). */
-typedef int (*kv_follow_fn)(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v,
-			    size_t vlen, const uint8_t *v2, size_t v2len);
+typedef int (*kv_follow_fn)(void *ctx, const uint8_t *k, size_t klen, const uint8_t *v, size_t vlen,
+			    const uint8_t *v2, size_t v2len);
 
 struct kv_ops {
 	const char *name;
@@ -305,8 +305,8 @@ static inline int kv_scan_follow(struct kv_txn *t, int table, const void *from, 
 	if (t->kv->ops->scan_follow)
 		return kv_failed(t, t->kv->ops->scan_follow(t, table, from, flen, to, tlen, limit,
 							    table2, fn, ctx));
-	return kv_failed(t, t->kv->ops->scan(t, table, from, flen, to, tlen, false, limit,
-					     kv_follow_one_, &f));
+	return kv_failed(
+	    t, t->kv->ops->scan(t, table, from, flen, to, tlen, false, limit, kv_follow_one_, &f));
 }
 
 static inline int kv_count(struct kv_txn *t, int table, uint64_t *n)

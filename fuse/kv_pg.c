@@ -125,9 +125,16 @@ static const char *const stmt_sql[S_N] = {
 };
 
 static const char *const stmt_name[S_N] = {
-    [S_GET] = "get",	 [S_FOLLOW] = "follow",	    [S_PUT] = "put",
-    [S_DEL] = "del",	 [S_SCAN] = "scan",	    [S_RSCAN] = "rscan",
-    [S_SCAN_FOLLOW] = "scan_follow", [S_COUNT] = "count", [S_NEXT_INO] = "next_ino", [S_NEXT_GC] = "next_gc",
+    [S_GET] = "get",
+    [S_FOLLOW] = "follow",
+    [S_PUT] = "put",
+    [S_DEL] = "del",
+    [S_SCAN] = "scan",
+    [S_RSCAN] = "rscan",
+    [S_SCAN_FOLLOW] = "scan_follow",
+    [S_COUNT] = "count",
+    [S_NEXT_INO] = "next_ino",
+    [S_NEXT_GC] = "next_gc",
 };
 
 bool kv_is_pg_url(const char *spec)
@@ -1006,9 +1013,8 @@ static int p_scan(struct kv_txn *t, int table, const void *from, size_t flen, co
 }
 
 /* One statement (a range joined to the second table): one round trip. */
-static int p_scan_follow(struct kv_txn *t, int table, const void *from, size_t flen,
-			 const void *to, size_t tlen, int limit, int table2, kv_follow_fn fn,
-			 void *ctx)
+static int p_scan_follow(struct kv_txn *t, int table, const void *from, size_t flen, const void *to,
+			 size_t tlen, int limit, int table2, kv_follow_fn fn, void *ctx)
 {
 	uint8_t lo[KEY_MAX + 1], hi[KEY_MAX], t2 = (uint8_t)table2;
 	int lol, hil, fmts[4] = {1, 1, 0, 1}, rows, rc;

@@ -1107,9 +1107,25 @@ static int chmod_acl(struct kv_txn *t, struct meta_attr *a)
 
 /* ---------------------------------------------------------------- public */
 
+/*
+ * ino was found gone (or trashed) where this kernel reached it through a name it caches:
+ * the caller answers ESTALE and the kernel looks the name up again. What this process
+ * read ahead of the inode must not answer that lookup: its stamp moves (by a whole
+ * commit's worth, never marked committing).
+ */
+static void stamp_gone(struct meta *m, uint64_t ino)
+{
+	if (m->kv->shared)
+		__atomic_add_fetch(stamp_slot(m, ino), STAMP_BEGIN + STAMP_END, __ATOMIC_SEQ_CST);
+}
+
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 {
-	return IN_TXN_ONE(m, get_attr(t, ino, out));
+	int rc = IN_TXN_ONE(m, get_attr(t, ino, out));
+
+	if (rc == -ENOENT)
+		stamp_gone(m, ino);
+	return rc;
 }
 
 /* The entry and its inode in one engine call (one round trip on PostgreSQL). */
@@ -1218,7 +1234,7 @@ struct window_load {
 		struct meta_attr attr;
 		int rc; /* what meta_lookup would answer: 0 (attr), -ENOENT, -EIO */
 		uint32_t name_off;
-	} *rows;
+	} * rows;
 	char *names; /* each NUL-terminated */
 	size_t used, cap;
 };
@@ -3350,13 +3366,17 @@ int meta_hold(struct meta *m, uint64_t ino, struct meta_hold *out)
 	out->session = meta_session_id(m);
 	out->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
 	bool trash_ok;
+	int rc;
 
 	if (!m->kv->shared || !out->session)
 		return 0;
 	pthread_mutex_lock(&m->trash_lock);
 	trash_ok = inomap_get(&m->trash_seen, ino) > 0;
 	pthread_mutex_unlock(&m->trash_lock);
-	return IN_TXN(m, true, hold_tx(t, out, trash_ok));
+	rc = IN_TXN(m, true, hold_tx(t, out, trash_ok));
+	if (rc == -ENOENT)
+		stamp_gone(m, ino); /* the kernel looks its name up again (ESTALE) */
+	return rc;
 }
 
 static int unhold_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h, bool may_free)

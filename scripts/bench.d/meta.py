@@ -192,7 +192,7 @@ def main():
               "per FUSE call):")
         for engine in ("postgres", "async"):
             print("  %-9s %s" % (engine, "  ".join(
-                "%s %.2f" % (t, trips[engine, t]) for t in ("create", "stat", "write", "read")
+                "%s %.3f" % (t, trips[engine, t]) for t in ("create", "stat", "write", "read")
                 if (engine, t) in trips)))
         a, b = results["postgres", "create"], results["postgres2", "create"]
         print("postgres: 2 mounts creating in parallel: %.0f files/s (%.2fx one mount)" % (b, b / a))

@@ -162,8 +162,8 @@ static void test_stamps(void **state)
 	assert_unknown(c, 7, "f00005", 3);
 	assert_unknown(c, 7, "nothere", 3);
 	/* while a load is out, no second one */
-	for (int i = 0; i < 2 * DIRCACHE_BACKOFF_MAX && find(c, 7, "nothere", 3, &a) != DIRCACHE_LOAD;
-	     i++)
+	for (int i = 0;
+	     i < 2 * DIRCACHE_BACKOFF_MAX && find(c, 7, "nothere", 3, &a) != DIRCACHE_LOAD; i++)
 		;
 	assert_int_equal(find(c, 7, "nothere", 3, &a), DIRCACHE_MISS);
 	assert_int_equal(find(c, 7, "nothere", 3, &a), DIRCACHE_MISS);
@@ -239,8 +239,8 @@ static void test_backoff(void **state)
 		lookups++;
 		since++;
 		if (find(c, 11, n, i, &a) == DIRCACHE_LOAD) {
-			assert_int_equal(dircache_fill(c, 11, "", NULL, NULL, 0, false, i, stamp[11]),
-					 0);
+			assert_int_equal(
+			    dircache_fill(c, 11, "", NULL, NULL, 0, false, i, stamp[11]), 0);
 			if (ngaps < 16)
 				gaps[ngaps++] = since;
 			since = 0;
@@ -264,9 +264,8 @@ static void test_backoff(void **state)
 		int64_t now = 100 * SEC + (int64_t)i * (SEC / 100);
 
 		if (find(c, 11, "x", now, &a) == DIRCACHE_LOAD) {
-			assert_int_equal(dircache_fill(c, 11, "", NULL, NULL, 0, false, now,
-						       stamp[11]),
-					 0);
+			assert_int_equal(
+			    dircache_fill(c, 11, "", NULL, NULL, 0, false, now, stamp[11]), 0);
 			loads++;
 		}
 		stamp[11]++;
@@ -332,8 +331,8 @@ static void test_windows_per_directory(void **state)
 		find(c, 3, "x", w, &a);
 		dircache_abandon(c, 3);
 		make_rows(&r, w * 100, 10);
-		assert_int_equal(dircache_fill(c, 3, r.names[0], r.names[9], r.rows, 10, true, w, 0),
-				 0);
+		assert_int_equal(
+		    dircache_fill(c, 3, r.names[0], r.names[9], r.rows, 10, true, w, 0), 0);
 	}
 	assert_unknown(c, 3, "f00005", 10); /* the first went */
 	for (int w = 1; w <= DIRCACHE_WINDOWS; w++) {

@@ -1881,8 +1881,8 @@ static void lookup_is(struct meta *m, uint64_t dir, const char *name, int want,
 static void test_lookup_cached(void **state)
 {
 	struct fx *f = *state;
-	struct meta_options o = {.lookup_cache = 1000, .lookup_ttl_ns = 3600 * 1000000000LL,
-				 .lookup_batch = 8};
+	struct meta_options o = {
+	    .lookup_cache = 1000, .lookup_ttl_ns = 3600 * 1000000000LL, .lookup_batch = 8};
 	struct meta_lookup_stats st;
 	struct meta_chunk c = chunk(0, 5000, 0, "3,0101");
 	struct meta_attr a, in;
@@ -1906,7 +1906,7 @@ static void test_lookup_cached(void **state)
 		assert_int_equal(a.ino, ino[i]);
 	}
 	assert_true(meta_lookup_stats(f->m, &st));
-	assert_int_equal(st.loads, 3);	 /* f01 (from the start: f00-f07), f08, f16 */
+	assert_int_equal(st.loads, 3);	/* f01 (from the start: f00-f07), f08, f16 */
 	assert_int_equal(st.misses, 4); /* f00, and the three loads */
 	assert_int_equal(st.hits, 16);
 	if (pg)
@@ -1960,6 +1960,25 @@ static void test_lookup_cached(void **state)
 	lookup_is(f->m, dir, "f11a", 0, &a);
 	assert_int_equal(meta_rename(f->m, dir, "f12", META_ROOT_INO, "f12", 0, &gone), 0);
 	lookup_is(f->m, dir, "f12", -ENOENT, &a);
+	/* another process (mount) removes a name: served from the batch within its time
+	 * (the documented cache time), until this process finds the inode gone
+	 * (meta_getattr, meta_hold: the kernel is told ESTALE and looks the name up again,
+	 * which must then ask the database) */
+	if (pg) {
+		struct meta *m2;
+
+		assert_int_equal(meta_open(f->spec, &m2), 0);
+		for (int i = 0; i < 3; i++)
+			lookup_is(f->m, dir, "f13", 0, &a);
+		assert_int_equal(meta_unlink(m2, dir, "f13", &gone), 0);
+		assert_int_equal(gone, ino[13]);
+		assert_int_equal(meta_release_inode(m2, gone), 0);
+		lookup_is(f->m, dir, "f13", 0, &a);
+		assert_int_equal(a.ino, ino[13]);
+		assert_int_equal(meta_getattr(f->m, ino[13], &a), -ENOENT);
+		lookup_is(f->m, dir, "f13", -ENOENT, &a);
+		meta_close(m2);
+	}
 	/* the answers agree with meta_lookup for every name */
 	for (int i = 0; i < 20; i++) {
 		struct meta_attr b;
