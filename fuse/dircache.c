@@ -250,14 +250,14 @@ enum dircache_result dircache_find(struct dircache *c, uint64_t dir, const char 
 		if (e && !e->known)
 			break;
 		r = e ? DIRCACHE_HIT : DIRCACHE_ABSENT;
-		if (e)
-			out->attr = e->attr;
 		out->loaded_ns = w->loaded_ns;
-		d->hits_since_load++;
-		if (e)
+		if (e) {
+			out->attr = e->attr;
+			d->hits_since_load++;
 			c->st.hits++;
-		else
-			c->st.absent++;
+		} else {
+			c->st.absent++; /* neither a hit nor a miss that calls for a load */
+		}
 		pthread_mutex_unlock(&c->lock);
 		return r;
 	}

@@ -6,7 +6,10 @@
  * names [lo, hi] of one directory (lo "" = from its first name, hi NULL = to its last)
  * and every entry the engine had in that range, each with its inode's attributes, as
  * read in one snapshot at loaded_ns. A name inside a fresh window is answered from it:
- * its attributes, or "absent" (ENOENT) when the window does not have it.
+ * its attributes, or "absent" when the window does not have it (the caller asks the
+ * engine all the same: fuse/meta.c answers no ENOENT from memory, so that a name
+ * another mount made shows at once; an absent name neither counts as a hit nor calls
+ * for a load).
  *
  * Freshness is the caller's (fuse/meta.c): a window is used until loaded_ns + ttl_ns,
  * and only while valid(ctx, dir, dir_stamp) says the directory's change stamp is the
@@ -61,7 +64,7 @@ typedef bool (*dircache_valid_fn)(void *ctx, uint64_t ino, uint64_t stamp);
 enum dircache_result {
 	DIRCACHE_MISS,	 /* not known: ask the engine */
 	DIRCACHE_HIT,	 /* answer->attr */
-	DIRCACHE_ABSENT, /* not in the directory (ENOENT) */
+	DIRCACHE_ABSENT, /* not in the directory when the window was read */
 	DIRCACHE_LOAD,	 /* not known: the caller loads a window, then fill or abandon */
 };
 

@@ -218,8 +218,8 @@ static void collect(void *ctx, struct metrics_out *out)
 			metrics_out_family(
 			    out, "kelp_mount_lookup_cache_total",
 			    "Lookups by how the lookups read ahead answered them: hit "
-			    "(an entry from memory), absent (ENOENT from memory), miss "
-			    "(asked the metadata)",
+			    "(an entry from memory), absent (a name a fresh batch does not "
+			    "have: asked the metadata all the same), miss (asked the metadata)",
 			    "counter");
 			metrics_out_sample(out, "kelp_mount_lookup_cache_total", "result=\"hit\"",
 					   (double)ls.hits);

@@ -1380,8 +1380,11 @@ int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct
 		lookup_found(m, out);
 		return 0;
 	case DIRCACHE_ABSENT:
-		*age_ns = now > a.loaded_ns ? now - a.loaded_ns : 0;
-		return -ENOENT;
+		/* Not in the batch: asked all the same. A name another mount made since shows
+		 * at once (close-to-open holds for new files too: an open() after A's close()
+		 * finds the file), as without the read ahead; no name is ever missing for the
+		 * cache time. */
+		return meta_lookup(m, parent, name, out);
 	case DIRCACHE_LOAD:
 		rc = lookup_load(m, parent, name, a.from_start, out, age_ns);
 		if (rc == 0)

@@ -169,15 +169,17 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
  * with their attributes, a batch in one statement (fuse/dircache.h), and the following
  * lookups there are answered from memory while the batch is younger than
  * lookup_ttl_ns and no transaction of this process changed the directory or the
- * inode (meta_change_stamp); a name inside a batch that does not have it is -ENOENT.
+ * inode (meta_change_stamp). A name the batch does not have is asked of the engine
+ * (another mount may have made it: ENOENT is never answered from memory).
  * *age_ns gets how old the answer is (0: read now): the kernel may keep it for its
  * cache times less that. "." and ".." are never read ahead.
  */
 int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out,
 		       int64_t *age_ns);
-/* What the lookups read ahead did since open: answers from memory (hits: an entry,
- * absent: ENOENT), lookups asked of the engine (misses; loads: of those, the ones that
- * read a batch), directories and entries held now. False when they are off. */
+/* What the lookups read ahead did since open: answers from memory (hits), names a fresh
+ * batch did not have (absent: asked of the engine), other lookups asked of the engine
+ * (misses; loads: of those, the ones that read a batch), directories and entries held
+ * now. False when they are off. */
 struct meta_lookup_stats {
 	uint64_t hits, absent, misses, loads, dirs, entries;
 };
