@@ -1157,13 +1157,19 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
 		rc = IN_TXN_ONE(m, lookup_tx(t, parent, name, out));
 	else
 		rc = IN_TXN(m, false, lookup_tx(t, parent, name, out));
-	if (rc == 0 && (out->flags & META_F_TRASHED) && m->kv->shared) {
+	if (rc == 0)
+		meta_seen(m, out);
+	return rc;
+}
+
+void meta_seen(struct meta *m, const struct meta_attr *a)
+{
+	if ((a->flags & META_F_TRASHED) && m->kv->shared) {
 		/* found under its name in the trash: this kernel may open it (meta_hold) */
 		pthread_mutex_lock(&m->trash_lock);
-		inomap_set(&m->trash_seen, out->ino, 1);
+		inomap_set(&m->trash_seen, a->ino, 1);
 		pthread_mutex_unlock(&m->trash_lock);
 	}
-	return rc;
 }
 
 uint32_t meta_generation(struct meta *m)

@@ -155,6 +155,8 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
  * back into a file (NFS export). -ENOENT for an inode with no name left.
  */
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out);
+/* Notes what the kernel is given inode a by a lookup or a READDIRPLUS entry implies. */
+void meta_seen(struct meta *m, const struct meta_attr *a);
 /*
  * The generation of every inode: drawn at random when the metadata is created, so a
  * file handle (inode number + generation) from other metadata is stale here. Inode
