@@ -168,6 +168,10 @@ struct open_file {
 	struct open_file *wb_next; /* fs->wb_head list; under fs->wb_lock */
 	bool wb_queued;		   /* under fs->wb_lock */
 	struct read_map map;	   /* the read path's cache (file_read, file_read_direct) */
+	struct {
+		bool known;	    /* it has no security.capability (file_no_capability) */
+		uint64_t stamp, ns; /* meta_change_stamp and monotonic time when asked */
+	} nocap;
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -347,6 +351,7 @@ static void map_drop(struct open_file *f)
 {
 	free(f->map.chunks);
 	memset(&f->map, 0, sizeof(f->map));
+	f->nocap.known = false;
 }
 
 /* Logs once per open file why its calls fail; returns -EIO. f->lock held. */
@@ -2200,6 +2205,43 @@ static uint64_t map_ttl_ns(struct kelp_fs *fs)
 		ttl = (uint64_t)(fs->opt.attr_timeout * 1e9);
 	grace = (uint64_t)meta_gc_grace_ms(fs->meta) * 1000000ull / 2;
 	return grace < ttl ? grace : ttl;
+}
+
+/*
+ * The kernel asks for security.capability before every write to a file (to remove it,
+ * as a write must): an open file remembers that it has none while its change stamp
+ * holds (this mount's setxattr and removexattr change it) and, with a shared engine,
+ * no longer than its chunk map is kept (map_ttl_ns: another mount's setxattr shows
+ * within the attribute cache time, as its other changes do). Dropped at every open.
+ */
+bool file_no_capability(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f = file_find(fs, ino);
+	uint64_t stamp;
+	bool yes = false;
+
+	if (!f)
+		return false;
+	pthread_mutex_lock(&f->lock);
+	if (f->nocap.known && meta_change_stamp(fs->meta, ino, &stamp) && stamp == f->nocap.stamp)
+		yes = !meta_shared(fs->meta) || monotonic_ns() - f->nocap.ns < map_ttl_ns(fs);
+	pthread_mutex_unlock(&f->lock);
+	file_put(fs, f);
+	return yes;
+}
+
+void file_note_no_capability(struct kelp_fs *fs, uint64_t ino, uint64_t stamp, uint64_t asked_ns)
+{
+	struct open_file *f = file_find(fs, ino);
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->nocap.known = true;
+	f->nocap.stamp = stamp;
+	f->nocap.ns = asked_ns;
+	pthread_mutex_unlock(&f->lock);
+	file_put(fs, f);
 }
 
 /* What a read takes from the metadata: the committed attributes and where the

@@ -883,17 +883,31 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	struct kelp_fs *fs = fs_of(req);
+	bool cap = !strcmp(name, "security.capability"), stable = false;
+	uint64_t stamp = 0, asked = 0;
 	char *buf;
 	int rc;
 
 	if (cluster_away(req))
 		return;
+	/* asked before every write: answered from the open file when it is known */
+	if (cap && file_no_capability(fs, ino)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
 	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = meta_getxattr(fs_of(req)->meta, ino, name, buf, size);
+	if (cap) {
+		stable = meta_change_stamp(fs->meta, ino, &stamp);
+		asked = monotonic_ns();
+	}
+	rc = meta_getxattr(fs->meta, ino, name, buf, size);
+	if (rc == -ENODATA && stable)
+		file_note_no_capability(fs, ino, stamp, asked);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else if (size == 0)
