@@ -168,6 +168,11 @@ struct open_file {
 	struct open_file *wb_next; /* fs->wb_head list; under fs->wb_lock */
 	bool wb_queued;		   /* under fs->wb_lock */
 	struct read_map map;	   /* the read path's cache (file_read, file_read_direct) */
+	/* Compaction at a flush (compaction_due): chunk-map changes made through this file
+	 * since the last check, and a bound on its pieces while this mount made all of
+	 * them since creating it (-1: unknown). */
+	int unchecked;
+	int pieces_max;
 	struct {
 		bool known;	    /* it has no security.capability (file_no_capability) */
 		uint64_t stamp, ns; /* meta_change_stamp and monotonic time when asked */
@@ -382,6 +387,7 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 		fresh = NULL;
 		f->ino = ino;
 		f->refs = 1;
+		f->pieces_max = -1;
 		pthread_mutex_init(&f->lock, NULL);
 		pthread_cond_init(&f->cond, NULL);
 		f->next = *file_chain(fs, ino);
@@ -466,6 +472,7 @@ int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_fi
 	if (!f->held) {
 		f->hold = *h;
 		f->held = true;
+		f->pieces_max = 0; /* created by this open: no pieces yet */
 	} else {
 		spare = true; /* opened meanwhile by another thread: its hold is enough */
 	}
@@ -626,6 +633,7 @@ static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool d
 }
 
 static void note_lazy(struct open_file *f, const char *fid);
+static void note_pieces(struct open_file *f, int added);
 static void wb_queue_file(struct kelp_fs *fs, struct open_file *f);
 static int commit_pending(struct kelp_fs *fs, struct open_file *f);
 
@@ -649,6 +657,8 @@ static int commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 			 * utimes, tar's, must not be overridden by its upload). */
 			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0,
 						       j->jid == 0, NULL);
+			if (j->rc == 0)
+				note_pieces(f, 2); /* inside an interval: cut in three */
 			if (j->rc == -ESTALE)
 				j->rc = stale_error(fs, f);
 		}
@@ -995,6 +1005,32 @@ static int store_dirty(struct kelp_fs *fs, struct open_file *f, bool durable)
 }
 
 #define COMPACT_MIN_PIECES 8 /* a chunk-sized window in more pieces than this is rewritten */
+
+/* A change of f's chunk map that may have added pieces (-1: any number). f->lock held. */
+static void note_pieces(struct open_file *f, int added)
+{
+	f->unchecked++;
+	if (added < 0 || f->pieces_max < 0 || f->pieces_max > COMPACT_MIN_PIECES)
+		f->pieces_max = -1;
+	else
+		f->pieces_max += added;
+}
+
+/*
+ * Whether a flush looks for pieces to compact (a round trip to read the chunk map):
+ * only after changes made through this file since the last look (a file only read is
+ * not looked at), and not while the file, created here, has too few pieces to have a
+ * window of more than COMPACT_MIN_PIECES. Another mount's changes are its own flush's
+ * to look at. f->lock held; the look is then due no more.
+ */
+static bool compaction_due(struct open_file *f)
+{
+	bool due = f->unchecked > 0 && (f->pieces_max < 0 || f->pieces_max > COMPACT_MIN_PIECES);
+
+	if (due)
+		f->unchecked = 0;
+	return due;
+}
 
 /*
  * Random overwrites cut a file's data into many small intervals (and blobs). A
@@ -1573,6 +1609,7 @@ uint64_t file_changes(struct open_file *f, bool *pending)
 
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
+	bool compact;
 	int rc;
 
 	if (fs->opt.writeback && !durable) {
@@ -1586,10 +1623,15 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	}
 	pthread_mutex_lock(&f->lock);
 	rc = file_stale(fs, f) ? stale_error(fs, f) : store_dirty(fs, f, durable);
+	compact = rc == 0 && compaction_due(f);
 	pthread_mutex_unlock(&f->lock);
-	if (rc == 0 && compact_chunks(fs, f) < 0)
+	if (compact && compact_chunks(fs, f) < 0) {
 		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
 			 f->ino);
+		pthread_mutex_lock(&f->lock);
+		f->unchecked++;
+		pthread_mutex_unlock(&f->lock);
+	}
 	fs_kick_gc(fs);
 	if (rc == 0 && durable)
 		rc = sync_volumes(fs, f);
@@ -1833,6 +1875,8 @@ int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64
 	}
 	if (rc == 0)
 		rc = meta_fallocate(fs->meta, f->ino, off, len, punch, extend, keep, out);
+	if (rc == 0 && punch)
+		note_pieces(f, -1);
 	if (rc == 0 && out)
 		out->size = pending_end(f, out->size);
 	pthread_mutex_unlock(&f->lock);
@@ -1871,6 +1915,8 @@ int file_copy_range(struct kelp_fs *fs, struct open_file *in, uint64_t off_in,
 	if (rc == 0)
 		rc = meta_copy_range(fs->meta, in->ino, off_in, out->ino, off_out, len, copied,
 				     attr);
+	if (rc == 0)
+		note_pieces(out, -1);
 	if (rc == 0 && attr)
 		attr->size = pending_end(out, attr->size);
 	pthread_mutex_unlock(&out->lock);
