@@ -531,10 +531,22 @@ def mnt(kelp):
     return kelp.mount()
 
 
+@pytest.fixture(autouse=True)
+def _drop_data_of_passed_tests(request, tmp_path):
+    """A passed test's temp dir (volumes, logs, metadata) is removed once its servers
+    are stopped (this fixture is torn down after the others): a whole run would
+    otherwise leave gigabytes behind. A failed test's stays for its logs."""
+    yield
+    if getattr(request.node, "_kelp_call_passed", False):
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call":
+        item._kelp_call_passed = rep.passed
     if rep.failed:
         k = getattr(item, "_kelp", None)
         for d in (k.daemons if k else []):

@@ -14,6 +14,7 @@ import email.utils
 import hashlib
 import os
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -573,10 +574,22 @@ def _hard_timeout():
     signal.signal(signal.SIGALRM, old)
 
 
+@pytest.fixture(autouse=True)
+def _drop_data_of_passed_tests(request, tmp_path):
+    """A passed test's temp dir (volumes, logs, metadata) is removed once its servers
+    are stopped (this fixture is torn down after the others): a whole run would
+    otherwise leave gigabytes behind. A failed test's stays for its logs."""
+    yield
+    if getattr(request.node, "_kelp_call_passed", False):
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call":
+        item._kelp_call_passed = rep.passed
     if rep.failed:
         for srv in getattr(item, "_kelp_servers", []):
             rep.sections.append(("kelp %s stderr (%s)" % (srv.name, srv.log_path),
