@@ -473,6 +473,10 @@ int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_fi
 		f->hold = *h;
 		f->held = true;
 		f->pieces_max = 0; /* created by this open: no pieces yet */
+		/* nor a capability: the kernel's question before the first write is answered
+		 * here (file_no_capability) */
+		f->nocap.known = meta_change_stamp(fs->meta, f->ino, &f->nocap.stamp);
+		f->nocap.ns = monotonic_ns();
 	} else {
 		spare = true; /* opened meanwhile by another thread: its hold is enough */
 	}

@@ -50,6 +50,17 @@ def test_write_removes_a_capability_set_on_this_mount(mnt):
     with open(p, "r+b") as f:
         f.write(b"#")
     assert not _has_cap(p)
+    # a file created by this open is known to have none from the start
+    q = mnt.path("new")
+    fd = os.open(q, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o755)
+    try:
+        os.write(fd, b"#")
+        os.setxattr(q, CAP, CAP_VALUE)
+        assert _has_cap(q)
+        os.write(fd, b"!")
+        assert not _has_cap(q)
+    finally:
+        os.close(fd)
 
 
 def test_writes_ask_once_and_see_another_mounts_capability(kelp, engine):
