@@ -464,6 +464,7 @@ int mount_main(int argc, char **argv)
 		gc_grace_s = 2 * attr_cache_s + 5;
 	mo.gc_grace_ms = (int)(gc_grace_s * 1000);
 	mo.trash_ns = (int64_t)(trash_days * 86400e9);
+	mo.dir_attr_ttl_ns = (int64_t)(attr_cache_s * 1e9);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

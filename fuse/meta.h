@@ -118,6 +118,9 @@ struct meta_options {
 	int gc_grace_ms;
 	/* Removed files stay in /.trash this long (0: removed at once); see below. */
 	int64_t trash_ns;
+	/* Shared engines: the attributes of a directory this process's transaction just
+	 * wrote answer meta_getattr_dir for this long (0: off); see there. */
+	int64_t dir_attr_ttl_ns;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -149,6 +152,17 @@ bool meta_change_stamp(struct meta *m, uint64_t ino, uint64_t *stamp);
 void meta_close(struct meta *m);
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
+/*
+ * meta_getattr for the kernel's GETATTR. With a shared engine, a directory's attributes
+ * that a transaction of this process wrote (a create, unlink, rename, mkdir in it, a
+ * chmod of it) are answered from memory for meta_options.dir_attr_ttl_ns, while no other
+ * transaction of this process changed it since (meta_change_stamp, taken as the commit
+ * ended). With default_permissions the kernel asks for a directory's attributes again
+ * after every change in it (to check the next one's permission): a create costs one
+ * round trip less. Another mount's changes show within that time, as the kernel's own
+ * attribute cache allows.
+ */
+int meta_getattr_dir(struct meta *m, uint64_t ino, struct meta_attr *out);
 /*
  * The entry name of directory parent. Also "." (parent itself, which may be any inode)
  * and ".." (the directory holding parent): what the kernel asks to turn a file handle

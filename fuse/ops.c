@@ -220,7 +220,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (cluster_away(req))
 		return;
-	rc = meta_getattr(fs_of(req)->meta, ino, &a);
+	rc = meta_getattr_dir(fs_of(req)->meta, ino, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
 	else
