@@ -40,6 +40,9 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)   # `import randio`, `import pgserver`
 import pgserver  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+from dropdata import _drop_data_of_passed_tests, note_outcome  # noqa: E402,F401
+
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 # /work/main/build/daemons/kelp for the repository at /work/main (a clone elsewhere, as
 # in CI, uses its own build)
@@ -531,22 +534,11 @@ def mnt(kelp):
     return kelp.mount()
 
 
-@pytest.fixture(autouse=True)
-def _drop_data_of_passed_tests(request, tmp_path):
-    """A passed test's temp dir (volumes, logs, metadata) is removed once its servers
-    are stopped (this fixture is torn down after the others): a whole run would
-    otherwise leave gigabytes behind. A failed test's stays for its logs."""
-    yield
-    if getattr(request.node, "_kelp_call_passed", False):
-        shutil.rmtree(tmp_path, ignore_errors=True)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if rep.when == "call":
-        item._kelp_call_passed = rep.passed
+    note_outcome(item, rep)
     if rep.failed:
         k = getattr(item, "_kelp", None)
         for d in (k.daemons if k else []):

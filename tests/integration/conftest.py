@@ -24,6 +24,8 @@ import time
 import pytest
 import requests
 
+from dropdata import _drop_data_of_passed_tests, note_outcome  # noqa: F401
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # /work/main/build/daemons/kelp when the repo is /work/main
 DEFAULT_BIN = os.path.join(REPO_ROOT, "build", "daemons", "kelp")
@@ -574,22 +576,11 @@ def _hard_timeout():
     signal.signal(signal.SIGALRM, old)
 
 
-@pytest.fixture(autouse=True)
-def _drop_data_of_passed_tests(request, tmp_path):
-    """A passed test's temp dir (volumes, logs, metadata) is removed once its servers
-    are stopped (this fixture is torn down after the others): a whole run would
-    otherwise leave gigabytes behind. A failed test's stays for its logs."""
-    yield
-    if getattr(request.node, "_kelp_call_passed", False):
-        shutil.rmtree(tmp_path, ignore_errors=True)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if rep.when == "call":
-        item._kelp_call_passed = rep.passed
+    note_outcome(item, rep)
     if rep.failed:
         for srv in getattr(item, "_kelp_servers", []):
             rep.sections.append(("kelp %s stderr (%s)" % (srv.name, srv.log_path),
