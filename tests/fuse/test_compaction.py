@@ -9,7 +9,7 @@ import pytest
 
 from kelp_fuse_conftest import MiB, read_file, wait_until, write_file
 
-CHUNK = ["-chunkSizeLimitMB=1"]
+CHUNK = ["-chunkSizeLimitMB=1", "-gcGraceSec=1"]   # blobs deleted soon after use
 
 
 def _live(srv):

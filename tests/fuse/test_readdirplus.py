@@ -86,7 +86,7 @@ def test_listed_then_removed_files_are_freed(kelp):
     """The references READDIRPLUS hands out (also for names the kernel already caches)
     come back in FORGETs: a removed file is released and its blobs deleted."""
     srv = kelp.start_server()
-    m = kelp.mount()
+    m = kelp.mount(["-gcGraceSec=1"])
     d = m.path("d")
     os.mkdir(d)
     base = srv.delete_totals()
