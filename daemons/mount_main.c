@@ -479,6 +479,7 @@ int mount_main(int argc, char **argv)
 	mo.lookup_cache = lookup_cache >= 0 ? lookup_cache : is_pg ? 65536 : 0;
 	mo.lookup_ttl_ns =
 	    (int64_t)((attr_cache_s < entry_cache_s ? attr_cache_s : entry_cache_s) * 1e9);
+	mo.dir_attr_ttl_ns = (int64_t)(attr_cache_s * 1e9);
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

@@ -168,6 +168,15 @@ struct open_file {
 	struct open_file *wb_next; /* fs->wb_head list; under fs->wb_lock */
 	bool wb_queued;		   /* under fs->wb_lock */
 	struct read_map map;	   /* the read path's cache (file_read, file_read_direct) */
+	/* Compaction at a flush (compaction_due): chunk-map changes made through this file
+	 * since the last check, and a bound on its pieces while this mount made all of
+	 * them since creating it (-1: unknown). */
+	int unchecked;
+	int pieces_max;
+	struct {
+		bool known;	    /* it has no security.capability (file_no_capability) */
+		uint64_t stamp, ns; /* meta_change_stamp and monotonic time when asked */
+	} nocap;
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -347,6 +356,7 @@ static void map_drop(struct open_file *f)
 {
 	free(f->map.chunks);
 	memset(&f->map, 0, sizeof(f->map));
+	f->nocap.known = false;
 }
 
 /* Logs once per open file why its calls fail; returns -EIO. f->lock held. */
@@ -377,6 +387,7 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino)
 		fresh = NULL;
 		f->ino = ino;
 		f->refs = 1;
+		f->pieces_max = -1;
 		pthread_mutex_init(&f->lock, NULL);
 		pthread_cond_init(&f->cond, NULL);
 		f->next = *file_chain(fs, ino);
@@ -461,6 +472,11 @@ int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_fi
 	if (!f->held) {
 		f->hold = *h;
 		f->held = true;
+		f->pieces_max = 0; /* created by this open: no pieces yet */
+		/* nor a capability: the kernel's question before the first write is answered
+		 * here (file_no_capability) */
+		f->nocap.known = meta_change_stamp(fs->meta, f->ino, &f->nocap.stamp);
+		f->nocap.ns = monotonic_ns();
 	} else {
 		spare = true; /* opened meanwhile by another thread: its hold is enough */
 	}
@@ -544,6 +560,8 @@ void file_put(struct kelp_fs *fs, struct open_file *f)
 static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool durable,
 			      struct meta_chunk *c);
 
+static void cache_written(struct kelp_fs *fs, const struct extent *e, const char *fid);
+
 /* Uploads one extent as a blob; fills c. Called without f->lock (network I/O). */
 static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durable,
 			 struct meta_chunk *c)
@@ -551,12 +569,16 @@ static int upload_extent(struct kelp_fs *fs, const struct extent *e, bool durabl
 	struct fuse_metrics *fm = fs->metrics;
 	int rc;
 
-	if (!fm)
-		return upload_extent_once(fs, e, durable, c);
-	metric_gauge_add(fm->uploads_in_flight, 1);
-	rc = upload_extent_once(fs, e, durable, c);
-	metric_gauge_add(fm->uploads_in_flight, -1);
-	metric_inc(rc < 0 ? fm->upload_errors : fm->uploads);
+	if (!fm) {
+		rc = upload_extent_once(fs, e, durable, c);
+	} else {
+		metric_gauge_add(fm->uploads_in_flight, 1);
+		rc = upload_extent_once(fs, e, durable, c);
+		metric_gauge_add(fm->uploads_in_flight, -1);
+		metric_inc(rc < 0 ? fm->upload_errors : fm->uploads);
+	}
+	if (rc == 0)
+		cache_written(fs, e, c->fid);
 	return rc;
 }
 
@@ -621,6 +643,7 @@ static int upload_extent_once(struct kelp_fs *fs, const struct extent *e, bool d
 }
 
 static void note_lazy(struct open_file *f, const char *fid);
+static void note_pieces(struct open_file *f, int added);
 static void wb_queue_file(struct kelp_fs *fs, struct open_file *f);
 static int commit_pending(struct kelp_fs *fs, struct open_file *f);
 
@@ -644,6 +667,8 @@ static int commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 			 * utimes, tar's, must not be overridden by its upload). */
 			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0,
 						       j->jid == 0, NULL);
+			if (j->rc == 0)
+				note_pieces(f, 2); /* inside an interval: cut in three */
 			if (j->rc == -ESTALE)
 				j->rc = stale_error(fs, f);
 		}
@@ -990,6 +1015,32 @@ static int store_dirty(struct kelp_fs *fs, struct open_file *f, bool durable)
 }
 
 #define COMPACT_MIN_PIECES 8 /* a chunk-sized window in more pieces than this is rewritten */
+
+/* A change of f's chunk map that may have added pieces (-1: any number). f->lock held. */
+static void note_pieces(struct open_file *f, int added)
+{
+	f->unchecked++;
+	if (added < 0 || f->pieces_max < 0 || f->pieces_max > COMPACT_MIN_PIECES)
+		f->pieces_max = -1;
+	else
+		f->pieces_max += added;
+}
+
+/*
+ * Whether a flush looks for pieces to compact (a round trip to read the chunk map):
+ * only after changes made through this file since the last look (a file only read is
+ * not looked at), and not while the file, created here, has too few pieces to have a
+ * window of more than COMPACT_MIN_PIECES. Another mount's changes are its own flush's
+ * to look at. f->lock held; the look is then due no more.
+ */
+static bool compaction_due(struct open_file *f)
+{
+	bool due = f->unchecked > 0 && (f->pieces_max < 0 || f->pieces_max > COMPACT_MIN_PIECES);
+
+	if (due)
+		f->unchecked = 0;
+	return due;
+}
 
 /*
  * Random overwrites cut a file's data into many small intervals (and blobs). A
@@ -1568,6 +1619,7 @@ uint64_t file_changes(struct open_file *f, bool *pending)
 
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
+	bool compact;
 	int rc;
 
 	if (fs->opt.writeback && !durable) {
@@ -1581,10 +1633,15 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	}
 	pthread_mutex_lock(&f->lock);
 	rc = file_stale(fs, f) ? stale_error(fs, f) : store_dirty(fs, f, durable);
+	compact = rc == 0 && compaction_due(f);
 	pthread_mutex_unlock(&f->lock);
-	if (rc == 0 && compact_chunks(fs, f) < 0)
+	if (compact && compact_chunks(fs, f) < 0) {
 		log_warn("mount: compacting the chunk list of inode %" PRIu64 " failed; will retry",
 			 f->ino);
+		pthread_mutex_lock(&f->lock);
+		f->unchecked++;
+		pthread_mutex_unlock(&f->lock);
+	}
 	fs_kick_gc(fs);
 	if (rc == 0 && durable)
 		rc = sync_volumes(fs, f);
@@ -1828,6 +1885,8 @@ int file_fallocate(struct kelp_fs *fs, struct open_file *f, uint64_t off, uint64
 	}
 	if (rc == 0)
 		rc = meta_fallocate(fs->meta, f->ino, off, len, punch, extend, keep, out);
+	if (rc == 0 && punch)
+		note_pieces(f, -1);
 	if (rc == 0 && out)
 		out->size = pending_end(f, out->size);
 	pthread_mutex_unlock(&f->lock);
@@ -1866,6 +1925,8 @@ int file_copy_range(struct kelp_fs *fs, struct open_file *in, uint64_t off_in,
 	if (rc == 0)
 		rc = meta_copy_range(fs->meta, in->ino, off_in, out->ino, off_out, len, copied,
 				     attr);
+	if (rc == 0)
+		note_pieces(out, -1);
 	if (rc == 0 && attr)
 		attr->size = pending_end(out, attr->size);
 	pthread_mutex_unlock(&out->lock);
@@ -1978,6 +2039,28 @@ static void queue_disk_write(struct kelp_fs *fs, const char *fid, const struct c
 	fs->n_disk_queue++;
 	pthread_cond_signal(&fs->disk_cond);
 	pthread_mutex_unlock(&fs->disk_lock);
+}
+
+#define WRITE_CACHE_MAX (1024 * 1024)
+
+/*
+ * A small blob just uploaded goes into the memory cache as if it had been read:
+ * reading back what was just written here (grep, a compiler, a checkout, tar's verify)
+ * needs no fetch from the cluster. Blobs are immutable, so the copy stays right. Bigger
+ * ones (a stream of 4 MiB chunks) are not kept: a stream is seldom read back at once and
+ * would push everything else out. Nor does the disk cache take them (only what is read):
+ * writing a cache file per small file cost `tar -xf` a quarter more time on two cores
+ * (docs/benchmarks.md).
+ */
+static void cache_written(struct kelp_fs *fs, const struct extent *e, const char *fid)
+{
+	uint8_t *copy;
+
+	if (e->len == 0 || e->len > WRITE_CACHE_MAX || e->len > fs->opt.cache_bytes / 4 ||
+	    !(copy = malloc(e->len)))
+		return;
+	memcpy(copy, e->data, e->len);
+	chunk_cache_put(fs->cache, chunk_cache_insert(fs->cache, fid, copy, e->len));
 }
 
 static void *disk_writer(void *arg)
@@ -2200,6 +2283,43 @@ static uint64_t map_ttl_ns(struct kelp_fs *fs)
 		ttl = (uint64_t)(fs->opt.attr_timeout * 1e9);
 	grace = (uint64_t)meta_gc_grace_ms(fs->meta) * 1000000ull / 2;
 	return grace < ttl ? grace : ttl;
+}
+
+/*
+ * The kernel asks for security.capability before every write to a file (to remove it,
+ * as a write must): an open file remembers that it has none while its change stamp
+ * holds (this mount's setxattr and removexattr change it) and, with a shared engine,
+ * no longer than its chunk map is kept (map_ttl_ns: another mount's setxattr shows
+ * within the attribute cache time, as its other changes do). Dropped at every open.
+ */
+bool file_no_capability(struct kelp_fs *fs, uint64_t ino)
+{
+	struct open_file *f = file_find(fs, ino);
+	uint64_t stamp;
+	bool yes = false;
+
+	if (!f)
+		return false;
+	pthread_mutex_lock(&f->lock);
+	if (f->nocap.known && meta_change_stamp(fs->meta, ino, &stamp) && stamp == f->nocap.stamp)
+		yes = !meta_shared(fs->meta) || monotonic_ns() - f->nocap.ns < map_ttl_ns(fs);
+	pthread_mutex_unlock(&f->lock);
+	file_put(fs, f);
+	return yes;
+}
+
+void file_note_no_capability(struct kelp_fs *fs, uint64_t ino, uint64_t stamp, uint64_t asked_ns)
+{
+	struct open_file *f = file_find(fs, ino);
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->nocap.known = true;
+	f->nocap.stamp = stamp;
+	f->nocap.ns = asked_ns;
+	pthread_mutex_unlock(&f->lock);
+	file_put(fs, f);
 }
 
 /* What a read takes from the metadata: the committed attributes and where the

@@ -174,6 +174,15 @@ struct open_file *file_find(struct kelp_fs *fs, uint64_t ino);
  * release (-1) of a handle opened with O_WRONLY or O_RDWR. */
 void file_count_writer(struct open_file *f, int delta);
 int file_writer_count(struct open_file *f);
+/*
+ * security.capability, which the kernel asks for before every write: true when ino is
+ * open here and known to have none (file.c says how long that holds). After a
+ * meta_getxattr that found none, file_note_no_capability records it, with the
+ * meta_change_stamp taken (stable) before the question and the monotonic time it was
+ * asked.
+ */
+bool file_no_capability(struct kelp_fs *fs, uint64_t ino);
+void file_note_no_capability(struct kelp_fs *fs, uint64_t ino, uint64_t stamp, uint64_t asked_ns);
 /* Drops a reference; the last one frees the file (and its inode if unlinked). */
 void file_put(struct kelp_fs *fs, struct open_file *f);
 /* Marks the file unlinked: the inode is freed when the last reference goes. */

@@ -50,17 +50,18 @@ enum op {
 	OP_GETXATTR,
 	OP_LISTXATTR,
 	OP_REMOVEXATTR,
+	OP_READDIRPLUS,
 	OP_N
 };
 
 static struct metric_histogram *op_latency[OP_N];
 
 static const char *const op_names[OP_N] = {
-    "lookup",  "forget",   "forget_multi", "getattr",	"setattr",    "readlink",
-    "mknod",   "mkdir",	   "symlink",	   "link",	"unlink",     "rmdir",
-    "rename",  "open",	   "create",	   "read",	"write",      "flush",
-    "release", "fsync",	   "opendir",	   "readdir",	"releasedir", "fsyncdir",
-    "statfs",  "setxattr", "getxattr",	   "listxattr", "removexattr"};
+    "lookup",  "forget",   "forget_multi", "getattr",	"setattr",     "readlink",
+    "mknod",   "mkdir",	   "symlink",	   "link",	"unlink",      "rmdir",
+    "rename",  "open",	   "create",	   "read",	"write",       "flush",
+    "release", "fsync",	   "opendir",	   "readdir",	"releasedir",  "fsyncdir",
+    "statfs",  "setxattr", "getxattr",	   "listxattr", "removexattr", "readdirplus"};
 
 /*
  * m_<op> calls the mount's own callback and records how long it ran (after the callback
@@ -126,6 +127,9 @@ METERED(opendir, OP_OPENDIR, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_i
 METERED(readdir, OP_READDIR,
 	(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
 	(req, ino, size, off, fi))
+METERED(readdirplus, OP_READDIRPLUS,
+	(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+	(req, ino, size, off, fi))
 METERED(releasedir, OP_RELEASEDIR, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
 	(req, ino, fi))
 METERED(fsyncdir, OP_FSYNCDIR,
@@ -171,6 +175,7 @@ const struct fuse_lowlevel_ops *fuse_metrics_ops(const struct fuse_lowlevel_ops 
 	WRAP(fsync);
 	WRAP(opendir);
 	WRAP(readdir);
+	WRAP(readdirplus);
 	WRAP(releasedir);
 	WRAP(fsyncdir);
 	WRAP(statfs);

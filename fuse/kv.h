@@ -66,6 +66,8 @@ struct kv_txn {
 	 * engine may run it without opening a transaction (PostgreSQL: no BEGIN and
 	 * ROLLBACK around it). A second call then fails with -EIO. */
 	bool single;
+	/* meta's: the directory attributes it writes are remembered (meta_getattr_dir) */
+	bool memo;
 };
 
 /*

@@ -78,6 +78,7 @@ static int l_begin(struct kv *kv, bool write, struct kv_txn **out)
 	t->base.failed = 0;
 	t->base.n_touched = 0;
 	t->base.single = false;
+	t->base.memo = false;
 	*out = &t->base;
 	return 0;
 }

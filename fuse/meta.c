@@ -26,10 +26,12 @@
 #endif
 
 /* Change stamps (meta_change_stamp): slots of inodes hashed, and one for everything. */
-#define STAMP_SLOTS 1024
-#define STAMP_BUSY  0xffffull	       /* the low bits: transactions committing */
-#define STAMP_BEGIN ((1ull << 16) + 1) /* one more committing, and a new value */
-#define STAMP_END   ((1ull << 16) - 1) /* one fewer, and a new value */
+#define STAMP_SLOTS  1024
+#define STAMP_BUSY   0xffffull /* the low bits: transactions committing */
+#define DIR_MEMO     256       /* directories whose attributes are remembered (meta_getattr_dir) */
+#define DIR_MEMO_TXN 4	       /* of them, written by one transaction */
+#define STAMP_BEGIN  ((1ull << 16) + 1) /* one more committing, and a new value */
+#define STAMP_END    ((1ull << 16) - 1) /* one fewer, and a new value */
 
 struct meta {
 	struct kv *kv;
@@ -54,7 +56,22 @@ struct meta {
 	/* Lookups read ahead (meta_lookup_cached; NULL: off). */
 	struct dircache *dircache;
 	int lookup_batch;
+	/* Directory attributes just written (meta_getattr_dir), by inode number. */
+	int64_t dir_attr_ttl_ns;
+	pthread_mutex_t dir_memo_lock;
+	struct dir_memo {
+		uint64_t ino, stamp;
+		uint64_t at_ns; /* monotonic time of the commit */
+		struct meta_attr a;
+	} dir_memo[DIR_MEMO];
 };
+
+/* The directory attributes the running transaction of this thread wrote (only kept
+ * when a shared engine's memo is on; see meta_getattr_dir). */
+static __thread struct {
+	int n;
+	struct meta_attr a[DIR_MEMO_TXN];
+} txn_dirs;
 
 struct session_watch {
 	uint64_t id, beats;
@@ -96,6 +113,61 @@ static void touch(struct kv_txn *t, uint64_t ino)
 		t->n_touched++;
 }
 
+/* Notes that the running transaction writes directory attributes a (meta_getattr_dir). */
+static void memo_dir_put(struct kv_txn *t, const struct meta_attr *a)
+{
+	if (!t->memo || a->nlink == 0)
+		return;
+	for (int i = 0; i < txn_dirs.n; i++)
+		if (txn_dirs.a[i].ino == a->ino) {
+			txn_dirs.a[i] = *a;
+			return;
+		}
+	if (txn_dirs.n < DIR_MEMO_TXN)
+		txn_dirs.a[txn_dirs.n++] = *a;
+}
+
+static struct dir_memo *memo_slot(struct meta *m, uint64_t ino)
+{
+	return &m->dir_memo[(ino * 0x9e3779b97f4a7c15ull) >> 56]; /* 256 slots */
+}
+
+/*
+ * Ends the commit of a transaction that wrote the directory attributes in txn_dirs: the
+ * touched inodes' stamps move on (STAMP_END) and each directory's attributes are kept
+ * with the value its stamp has right then, when no other commit of them is running. Any
+ * later change of the same stamp slot makes them stale. t->touched is all listed.
+ */
+static void memo_dirs(struct meta *m, const uint64_t *touched, int n)
+{
+	uint64_t all = __atomic_load_n(&m->stamp_all, __ATOMIC_SEQ_CST), now = monotonic_ns();
+	uint64_t after[KV_TOUCHED_MAX];
+
+	for (int i = 0; i < n; i++)
+		after[i] =
+		    __atomic_add_fetch(stamp_slot(m, touched[i]), STAMP_END, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&m->dir_memo_lock);
+	for (int d = 0; d < txn_dirs.n; d++) {
+		const struct meta_attr *a = &txn_dirs.a[d];
+		struct dir_memo *slot = memo_slot(m, a->ino);
+
+		slot->ino = 0;
+		for (int i = 0; i < n; i++) {
+			if (touched[i] != a->ino)
+				continue;
+			if (!(all & STAMP_BUSY) && !(after[i] & STAMP_BUSY)) {
+				slot->ino = a->ino;
+				slot->stamp = all + after[i];
+				slot->at_ns = now;
+				slot->a = *a;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&m->dir_memo_lock);
+	txn_dirs.n = 0;
+}
+
 static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
 {
 	uint64_t touched[KV_TOUCHED_MAX];
@@ -115,7 +187,10 @@ static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
 	memcpy(touched, t->touched, sizeof(touched));
 	stamps_add(m, touched, n, STAMP_BEGIN);
 	rc = t->kv->ops->commit(t);
-	stamps_add(m, touched, n, STAMP_END);
+	if (rc == 0 && txn_dirs.n > 0 && n <= KV_TOUCHED_MAX)
+		memo_dirs(m, touched, n);
+	else
+		stamps_add(m, touched, n, STAMP_END);
 	return rc;
 }
 
@@ -172,6 +247,8 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
 			if (rc_ == 0) {                                                            \
 				t->n_touched = 0;                                                  \
 				t->single = (one);                                                 \
+				t->memo = (rw) && (m)->dir_attr_ttl_ns > 0;                        \
+				txn_dirs.n = 0;                                                    \
 				rc_ = (expr);                                                      \
 				rc_ = txn_finish((m), t, rc_);                                     \
 			}                                                                          \
@@ -266,6 +343,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 			return rc;
 		}
 	}
+	pthread_mutex_init(&m->dir_memo_lock, NULL);
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
 		    .cluster_id = o ? o->cluster_id : NULL,
@@ -282,6 +360,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		free(m);
 		return rc;
 	}
+	m->dir_attr_ttl_ns = o && o->dir_attr_ttl_ns > 0 && m->kv->shared ? o->dir_attr_ttl_ns : 0;
 	/* LMDB: the cluster a `kelp meta load` or restore recorded (PostgreSQL checks its
 	 * own at open). */
 	if (rc == 0 && !m->kv->shared && o && o->cluster_id && *o->cluster_id) {
@@ -417,6 +496,8 @@ int meta_put_attr_in(struct kv_txn *t, const struct meta_attr *a)
 	uint8_t k[8];
 
 	touch(t, a->ino);
+	if (S_ISDIR(a->mode))
+		memo_dir_put(t, a);
 	be64(k, a->ino);
 	return kv_put(t, KV_INODES, k, 8, a, sizeof(*a));
 }
@@ -1128,6 +1209,26 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 	return rc;
 }
 
+int meta_getattr_dir(struct meta *m, uint64_t ino, struct meta_attr *out)
+{
+	if (m->dir_attr_ttl_ns > 0) {
+		struct dir_memo *slot = memo_slot(m, ino);
+		uint64_t stamp;
+		bool hit = false;
+
+		pthread_mutex_lock(&m->dir_memo_lock);
+		if (slot->ino == ino && meta_change_stamp(m, ino, &stamp) && stamp == slot->stamp &&
+		    monotonic_ns() - slot->at_ns < (uint64_t)m->dir_attr_ttl_ns) {
+			*out = slot->a;
+			hit = true;
+		}
+		pthread_mutex_unlock(&m->dir_memo_lock);
+		if (hit)
+			return 0;
+	}
+	return meta_getattr(m, ino, out);
+}
+
 /* The entry and its inode in one engine call (one round trip on PostgreSQL). */
 /* The directory holding directory ino (the root's is the root). */
 static int get_parent(struct kv_txn *t, uint64_t ino, uint64_t *parent)
@@ -1189,17 +1290,6 @@ static int lookup_tx(struct kv_txn *t, uint64_t parent, const char *name, struct
 	return 0;
 }
 
-/* What any answer of a lookup (read now or read ahead) entails besides reading. */
-static void lookup_found(struct meta *m, const struct meta_attr *a)
-{
-	if ((a->flags & META_F_TRASHED) && m->kv->shared) {
-		/* found under its name in the trash: this kernel may open it (meta_hold) */
-		pthread_mutex_lock(&m->trash_lock);
-		inomap_set(&m->trash_seen, a->ino, 1);
-		pthread_mutex_unlock(&m->trash_lock);
-	}
-}
-
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out)
 {
 	int rc;
@@ -1211,8 +1301,18 @@ int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_a
 	else
 		rc = IN_TXN(m, false, lookup_tx(t, parent, name, out));
 	if (rc == 0)
-		lookup_found(m, out);
+		meta_seen(m, out);
 	return rc;
+}
+
+void meta_seen(struct meta *m, const struct meta_attr *a)
+{
+	if ((a->flags & META_F_TRASHED) && m->kv->shared) {
+		/* found under its name in the trash: this kernel may open it (meta_hold) */
+		pthread_mutex_lock(&m->trash_lock);
+		inomap_set(&m->trash_seen, a->ino, 1);
+		pthread_mutex_unlock(&m->trash_lock);
+	}
 }
 
 /* ---------------------------------------------------------------- lookups read ahead */
@@ -1377,7 +1477,7 @@ int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct
 	case DIRCACHE_HIT:
 		*out = a.attr;
 		*age_ns = now > a.loaded_ns ? now - a.loaded_ns : 0; /* another thread's load */
-		lookup_found(m, out);
+		meta_seen(m, out);
 		return 0;
 	case DIRCACHE_ABSENT:
 		/* Not in the batch: asked all the same. A name another mount made since shows
@@ -1388,7 +1488,7 @@ int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct
 	case DIRCACHE_LOAD:
 		rc = lookup_load(m, parent, name, a.from_start, out, age_ns);
 		if (rc == 0)
-			lookup_found(m, out);
+			meta_seen(m, out);
 		return rc;
 	default:
 		return meta_lookup(m, parent, name, out);

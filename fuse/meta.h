@@ -126,6 +126,9 @@ struct meta_options {
 	int lookup_cache_dirs;
 	int64_t lookup_ttl_ns;
 	int lookup_batch;
+	/* Shared engines: the attributes of a directory this process's transaction just
+	 * wrote answer meta_getattr_dir for this long (0: off); see there. */
+	int64_t dir_attr_ttl_ns;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -158,11 +161,24 @@ void meta_close(struct meta *m);
 
 int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
 /*
+ * meta_getattr for the kernel's GETATTR. With a shared engine, a directory's attributes
+ * that a transaction of this process wrote (a create, unlink, rename, mkdir in it, a
+ * chmod of it) are answered from memory for meta_options.dir_attr_ttl_ns, while no other
+ * transaction of this process changed it since (meta_change_stamp, taken as the commit
+ * ended). With default_permissions the kernel asks for a directory's attributes again
+ * after every change in it (to check the next one's permission): a create costs one
+ * round trip less. Another mount's changes show within that time, as the kernel's own
+ * attribute cache allows.
+ */
+int meta_getattr_dir(struct meta *m, uint64_t ino, struct meta_attr *out);
+/*
  * The entry name of directory parent. Also "." (parent itself, which may be any inode)
  * and ".." (the directory holding parent): what the kernel asks to turn a file handle
  * back into a file (NFS export). -ENOENT for an inode with no name left.
  */
 int meta_lookup(struct meta *m, uint64_t parent, const char *name, struct meta_attr *out);
+/* Notes what the kernel is given inode a by a lookup or a READDIRPLUS entry implies. */
+void meta_seen(struct meta *m, const struct meta_attr *a);
 /*
  * meta_lookup for the kernel's LOOKUP, answered from the lookups read ahead when they
  * are on (meta_options.lookup_cache): after misses in a directory its entries are read

@@ -233,7 +233,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (cluster_away(req))
 		return;
-	rc = meta_getattr(fs_of(req)->meta, ino, &a);
+	rc = meta_getattr_dir(fs_of(req)->meta, ino, &a);
 	if (rc < 0)
 		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
 	else
@@ -697,25 +697,65 @@ struct fill {
 	off_t skip_to;	/* slow path: entries before this offset are skipped */
 	struct dir_handle *d;
 	bool full;
+	bool plus;	/* READDIRPLUS: entries carry attributes and a lookup reference */
+	uint64_t *refs; /* plus: the inodes given a reference, undone if the reply fails */
+	size_t n_refs, cap_refs;
 };
 
+/* One more entry in the reply; 1 when it is full. */
 static int add_entry(struct fill *fl, const char *name, const struct meta_attr *a)
 {
-	struct stat st;
+	struct fuse_entry_param e;
+	bool dot = !strcmp(name, ".") || !strcmp(name, "..");
 	size_t need;
 
 	fl->next_off++;
 	if (fl->next_off <= fl->skip_to)
 		return 0;
-	memset(&st, 0, sizeof(st));
-	st.st_ino = a->ino;
-	st.st_mode = a->mode;
-	need = fuse_add_direntry(fl->req, NULL, 0, name, NULL, 0);
+	memset(&e, 0, sizeof(e));
+	if (fl->plus) {
+		/* "." and "..": attributes only; the kernel takes no reference (ino 0). */
+		to_stat(fl->fs, a, &e.attr);
+		if (!dot) {
+			e.ino = a->ino;
+			e.generation = meta_generation(fl->fs->meta);
+			e.attr_timeout = fl->fs->opt.attr_timeout;
+			e.entry_timeout = fl->fs->opt.entry_timeout;
+		}
+		need = fuse_add_direntry_plus(fl->req, NULL, 0, name, NULL, 0);
+	} else {
+		e.attr.st_ino = a->ino;
+		e.attr.st_mode = a->mode;
+		need = fuse_add_direntry(fl->req, NULL, 0, name, NULL, 0);
+	}
 	if (fl->len + need > fl->cap) {
 		fl->full = true;
 		return 1;
 	}
-	fuse_add_direntry(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &st, fl->next_off);
+	if (fl->plus && e.ino) {
+		if (fl->n_refs == fl->cap_refs) {
+			size_t cap = fl->cap_refs ? fl->cap_refs * 2 : 64;
+			uint64_t *p = realloc(fl->refs, cap * sizeof(*p));
+
+			if (!p) {
+				fl->full = true; /* the reply ends here */
+				return 1;
+			}
+			fl->refs = p;
+			fl->cap_refs = cap;
+		}
+		fl->refs[fl->n_refs++] = e.ino;
+		lookup_ref(fl->fs, e.ino);
+		meta_seen(fl->fs->meta, a);
+		fuse_add_direntry_plus(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &e,
+				       fl->next_off);
+	} else if (fl->plus) {
+		fuse_add_direntry_plus(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &e,
+				       fl->next_off);
+	} else {
+		fuse_add_direntry(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &e.attr,
+				  fl->next_off);
+	}
 	fl->len += need;
 	snprintf(fl->d->last_name, sizeof(fl->d->last_name), "%s", name);
 	fl->d->last_off = fl->next_off;
@@ -727,12 +767,18 @@ static int fill_cb(void *ctx, const char *name, const struct meta_attr *a)
 	return add_entry(ctx, name, a);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+/*
+ * READDIR and READDIRPLUS. The entries come with their attributes from the metadata
+ * either way (one engine call per batch); with plus the kernel takes a lookup
+ * reference on each entry and caches its name and attributes, so `ls -l`, `find` or
+ * `grep -r` need no LOOKUP per name.
+ */
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
 {
 	struct kelp_fs *fs = fs_of(req);
 	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
-	struct fill fl = {.req = req, .fs = fs, .cap = size, .d = d};
+	struct fill fl = {.req = req, .fs = fs, .cap = size, .d = d, .plus = plus};
 	struct meta_attr self;
 	const char *after = "";
 	int rc;
@@ -769,9 +815,25 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		rc = meta_readdir(fs->meta, ino, after, fill_cb, &fl);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
-	else
-		fuse_reply_buf(req, fl.buf, fl.len);
+	else if (fuse_reply_buf(req, fl.buf, fl.len) == 0)
+		fl.n_refs = 0; /* the kernel has them */
+	/* The kernel took no reference on entries it never received. */
+	for (size_t i = 0; i < fl.n_refs; i++)
+		lookup_unref(fs, fl.refs[i], 1);
+	free(fl.refs);
 	free(fl.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -834,17 +896,31 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	struct kelp_fs *fs = fs_of(req);
+	bool cap = !strcmp(name, "security.capability"), stable = false;
+	uint64_t stamp = 0, asked = 0;
 	char *buf;
 	int rc;
 
 	if (cluster_away(req))
 		return;
+	/* asked before every write: answered from the open file when it is known */
+	if (cap && file_no_capability(fs, ino)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
 	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	rc = meta_getxattr(fs_of(req)->meta, ino, name, buf, size);
+	if (cap) {
+		stable = meta_change_stamp(fs->meta, ino, &stamp);
+		asked = monotonic_ns();
+	}
+	rc = meta_getxattr(fs->meta, ino, name, buf, size);
+	if (rc == -ENODATA && stable)
+		file_note_no_capability(fs, ino, stamp, asked);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else if (size == 0)
@@ -1050,6 +1126,7 @@ static const struct fuse_lowlevel_ops ops = {
     .fsync = op_fsync,
     .opendir = op_opendir,
     .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = op_statfs,

@@ -2,7 +2,8 @@
 # scripts/bench mount: the kelp mount against libfuse3's passthrough_ll example over a
 # directory on the same disk, in one run. Needs root (mounts, drop_caches).
 #   sequential write 1 GiB (dd bs=1M conv=fsync), sequential read 1 GiB after dropping
-#   caches, 10,000 files of 4 KiB (create+write, then stat), and the mount's peak RSS
+#   caches, 10,000 files of 4 KiB (create+write, stat, unlink: with the mount's default
+#   -trashDays=1 an unlink moves the file to /.trash), and the mount's peak RSS
 #   during a 4 GiB copy; then `tar -xf` of /usr/include, `ls -lR` and `grep -r` of that
 #   tree, caches dropped before each (seconds; the ratio is passthrough's time / kelp's).
 #   SIZE_MB / FILES / BIG_MB shrink it for a quick look.
@@ -67,6 +68,15 @@ for i in range(n):
 PY
 	t1=$(secs)
 	result[$fs.stat]=$(rate "$files" "$t0" "$t1")
+	t0=$(secs)
+	/usr/bin/python3 - "$dir/small" "$files" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    os.unlink(os.path.join(d, "f%05d" % i))
+PY
+	t1=$(secs)
+	result[$fs.unlink]=$(rate "$files" "$t0" "$t1")
 	rm -rf "$dir/small"
 	# The tools of issue 14 over a copy of /usr/include (seconds; caches dropped first).
 	[[ -f "$work/include.tar" ]] || tar -C /usr -cf "$work/include.tar" include
@@ -92,9 +102,9 @@ done
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), disk: $(df -h /var/tmp | awk 'NR==2 {print $1}')"
 printf '%-28s %12s %12s %8s\n' "test" "passthrough" "kelp" "ratio"
-for t in write read create stat; do
+for t in write read create stat unlink; do
 	unit="MiB/s"
-	[[ $t == create || $t == stat ]] && unit="files/s"
+	[[ $t == create || $t == stat || $t == unlink ]] && unit="files/s"
 	printf '%-28s %12s %12s %8s\n' "$t ($unit)" "${result[pt.$t]}" "${result[kelp.$t]}" \
 		"$(awk -v a="${result[kelp.$t]}" -v b="${result[pt.$t]}" 'BEGIN {printf "%.2f", a / b}')"
 done

@@ -40,6 +40,9 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)   # `import randio`, `import pgserver`
 import pgserver  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+from dropdata import _drop_data_of_passed_tests, note_outcome  # noqa: E402,F401
+
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 # /work/main/build/daemons/kelp for the repository at /work/main (a clone elsewhere, as
 # in CI, uses its own build)
@@ -535,6 +538,7 @@ def mnt(kelp):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    note_outcome(item, rep)
     if rep.failed:
         k = getattr(item, "_kelp", None)
         for d in (k.daemons if k else []):

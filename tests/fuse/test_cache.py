@@ -3,9 +3,16 @@ restarts, serves reads while the cluster is away, and a damaged cache file is a 
 (the data then comes from the cluster), never wrong data."""
 
 import os
+import sys
 import time
 
+import requests
+
 from kelp_fuse_conftest import MiB, free_port, read_file, wait_until, write_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                "integration"))
+import promtext  # noqa: E402
 
 ARGS = ["-chunkSizeLimitMB=1"]
 
@@ -103,3 +110,40 @@ def test_disk_cache_filled_without_memory_cache(kelp):
     write_file(m.path("f"), data)
     assert m.unmount() == 0
     _fill_cache(kelp, m, data, 2, args=ARGS + ["-memoryCacheMB=0"])
+
+
+def _cache_counts(port):
+    text = requests.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
+    s = promtext.parse(text)
+    return (promtext.total(s, "kelp_mount_cache_hits_total", cache="memory"),
+            promtext.total(s, "kelp_mount_cache_misses_total", cache="memory"))
+
+
+def _read_uncached(path):
+    with open(path, "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)   # the kernel's copy
+        return f.read()
+
+
+def test_small_blobs_written_here_are_read_from_memory(kelp):
+    """A small blob this mount uploaded is in its memory cache: reading the file back
+    fetches nothing; the 4 MiB chunks of a big file are not kept (a stream)."""
+    kelp.start_server()
+    port_file = str(kelp.tmp / "metrics.port")
+    m = kelp.mount(["-metricsPort=0", "-metricsPortFile=" + port_file])
+    with open(port_file) as f:
+        port = int(f.read())
+    small = {"s%d" % i: os.urandom(1000 + 977 * i) for i in range(20)}
+    for name, data in small.items():
+        write_file(m.path(name), data)
+    big = os.urandom(8 * MiB)
+    write_file(m.path("big"), big)
+    hits0, misses0 = _cache_counts(port)
+    for name, data in small.items():
+        assert _read_uncached(m.path(name)) == data
+    hits1, misses1 = _cache_counts(port)
+    assert misses1 == misses0, "small files written here were fetched again"
+    assert hits1 - hits0 >= len(small)
+    assert _read_uncached(m.path("big")) == big
+    _, misses2 = _cache_counts(port)
+    assert misses2 - misses1 >= 2   # its two chunks came from the cluster

@@ -14,6 +14,7 @@ import email.utils
 import hashlib
 import os
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -22,6 +23,8 @@ import time
 
 import pytest
 import requests
+
+from dropdata import _drop_data_of_passed_tests, note_outcome  # noqa: F401
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # /work/main/build/daemons/kelp when the repo is /work/main
@@ -577,6 +580,7 @@ def _hard_timeout():
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    note_outcome(item, rep)
     if rep.failed:
         for srv in getattr(item, "_kelp_servers", []):
             rep.sections.append(("kelp %s stderr (%s)" % (srv.name, srv.log_path),
