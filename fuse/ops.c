@@ -188,16 +188,21 @@ static bool cluster_away(fuse_req_t req)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct meta *m = fs_of(req)->meta;
 	struct meta_attr a;
+	uint64_t begun;
 	int rc;
 
 	if (cluster_away(req))
 		return;
-	rc = meta_lookup(fs_of(req)->meta, parent, name, &a);
-	if (rc < 0)
+	begun = meta_reads_begin(m);
+	rc = meta_lookup(m, parent, name, &a);
+	if (rc < 0) {
 		fuse_reply_err(req, -rc);
-	else
-		reply_entry(req, &a);
+		return;
+	}
+	meta_note_attrs(m, begun, &a); /* for the xattr questions that follow (ls -l) */
+	reply_entry(req, &a);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -215,16 +220,21 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct meta *m = fs_of(req)->meta;
 	struct meta_attr a;
+	uint64_t begun;
 	int rc;
 
 	if (cluster_away(req))
 		return;
-	rc = meta_getattr_dir(fs_of(req)->meta, ino, &a);
-	if (rc < 0)
+	begun = meta_reads_begin(m);
+	rc = meta_getattr_dir(m, ino, &a);
+	if (rc < 0) {
 		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
-	else
-		reply_attr(req, &a);
+		return;
+	}
+	meta_note_attrs(m, begun, &a);
+	reply_attr(req, &a);
 }
 
 static int64_t ts_ns(const struct timespec *t)
@@ -685,6 +695,7 @@ struct fill {
 	struct dir_handle *d;
 	bool full;
 	bool plus;	/* READDIRPLUS: entries carry attributes and a lookup reference */
+	uint64_t begun; /* plus: meta_reads_begin before the entries were read */
 	uint64_t *refs; /* plus: the inodes given a reference, undone if the reply fails */
 	size_t n_refs, cap_refs;
 };
@@ -734,6 +745,7 @@ static int add_entry(struct fill *fl, const char *name, const struct meta_attr *
 		fl->refs[fl->n_refs++] = e.ino;
 		lookup_ref(fl->fs, e.ino);
 		meta_seen(fl->fs->meta, a);
+		meta_note_attrs(fl->fs->meta, fl->begun, a);
 		fuse_add_direntry_plus(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &e,
 				       fl->next_off);
 	} else if (fl->plus) {
@@ -777,6 +789,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	fl.begun = meta_reads_begin(fs->meta);
 	rc = meta_getattr(fs->meta, ino, &self);
 	if (rc < 0) {
 		free(fl.buf);
@@ -891,8 +904,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 	if (cluster_away(req))
 		return;
-	/* asked before every write: answered from the open file when it is known */
-	if (cap && file_no_capability(fs, ino)) {
+	/* asked before every write: answered from the open file when it is known; and
+	 * for any name, what the attributes just given to the kernel say (ls -l) */
+	if ((cap && file_no_capability(fs, ino)) || meta_xattr_absent(fs->meta, ino, name)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
