@@ -95,3 +95,31 @@ def test_xattrs_of_new_files_on_one_mount(kelp):
         assert _xattr(p, "user.x") is None
     assert subprocess.run(["ls", "-lR", m.mnt], capture_output=True,
                           timeout=60).returncode == 0
+
+
+def test_load_clears_the_flag_of_an_inode_with_xattrs(kelp, kelp_bin):
+    """A dump whose inode says it has no xattrs (flags bit 8) but carries one: the
+    loaded inode is asked for real (`kelp meta load` clears the flag)."""
+    import json
+    from test_meta_dump import dump, load
+    kelp.start_server()
+    m = kelp.mount()
+    write_file(m.path("f"), b"f")
+    os.setxattr(m.path("f"), "user.k", b"v")
+    ino = os.stat(m.path("f")).st_ino
+    assert m.unmount() == 0
+    header, rows = dump(kelp_bin, m.meta)
+    edited = []
+    for line in rows:
+        row = json.loads(line)
+        if row.get("inode") == ino:
+            row["flags"] = row.get("flags", 0) | 8
+            line = json.dumps(row)
+        edited.append(line)
+    assert any('"flags"' in line and json.loads(line).get("inode") == ino for line in edited)
+    data = "\n".join([json.dumps(header)] + edited + [json.dumps({"end": len(edited)})])
+    dst = kelp.new_meta()
+    load(kelp_bin, dst, data.encode() + b"\n")
+    m2 = kelp.mount(meta=dst)
+    os.stat(m2.path("f"))
+    assert _xattr(m2.path("f"), "user.k") == b"v"
