@@ -613,6 +613,27 @@ static int need_ino(struct loader *l, json_t *o, const char *key, uint64_t *ino)
 }
 
 /* One record into the transaction. */
+/*
+ * An xattr row loaded for an inode whose record says it has none (META_F_NO_XATTRS; a
+ * dump is written inodes first) clears that flag: the mount would otherwise answer
+ * questions for it from the flag. ACLs have their own flags.
+ */
+static int clear_no_xattrs(struct kv_txn *t, uint64_t ino, const char *name)
+{
+	struct meta_attr a;
+	int rc;
+
+	if (!strcmp(name, META_ACL_ACCESS) || !strcmp(name, META_ACL_DEFAULT))
+		return 0;
+	rc = meta_get_attr_in(t, ino, &a);
+	if (rc == -ENOENT)
+		return 0; /* an xattr of no inode: loaded as it is (fsck reports it) */
+	if (rc < 0 || !(a.flags & META_F_NO_XATTRS))
+		return rc;
+	a.flags &= ~META_F_NO_XATTRS;
+	return meta_put_attr_in(t, &a);
+}
+
 static int load_record(struct loader *l, struct kv_txn *t, json_t *o)
 {
 	uint8_t *bytes = l->bytes_buf;
@@ -740,6 +761,10 @@ static int load_record(struct loader *l, struct kv_txn *t, json_t *o)
 			size_t vn;
 
 			rc = get_bytes(l, o, "value", bytes, 65536, &vn, true);
+			if (rc < 0)
+				return rc;
+			k[8 + n] = '\0';
+			rc = clear_no_xattrs(t, ino, (const char *)k + 8);
 			if (rc < 0)
 				return rc;
 			return kv_put(t, KV_XATTRS, k, 8 + n, bytes, vn);

@@ -30,6 +30,7 @@
 #define STAMP_BUSY   0xffffull /* the low bits: transactions committing */
 #define DIR_MEMO     256       /* directories whose attributes are remembered (meta_getattr_dir) */
 #define DIR_MEMO_TXN 4	       /* of them, written by one transaction */
+#define ATTR_MEMO    4096      /* inodes whose xattr flags are remembered (meta_xattr_absent) */
 #define STAMP_BEGIN  ((1ull << 16) + 1) /* one more committing, and a new value */
 #define STAMP_END    ((1ull << 16) - 1) /* one fewer, and a new value */
 
@@ -64,6 +65,14 @@ struct meta {
 		uint64_t at_ns; /* monotonic time of the commit */
 		struct meta_attr a;
 	} dir_memo[DIR_MEMO];
+	/* Write transactions of this process that began / ended committing (atomic). */
+	uint64_t commits_begun, commits_ended;
+	/* Inodes' flags as last given to the kernel (meta_xattr_absent). */
+	pthread_mutex_t attr_memo_lock;
+	struct attr_memo {
+		uint64_t ino, stamp, at_ns;
+		uint32_t flags;
+	} attr_memo[ATTR_MEMO];
 };
 
 /* The directory attributes the running transaction of this thread wrote (only kept
@@ -185,12 +194,14 @@ static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
 	 * (a cache filled meanwhile sees them busy) to after it (whatever the outcome: a
 	 * lost connection may have committed). */
 	memcpy(touched, t->touched, sizeof(touched));
+	__atomic_add_fetch(&m->commits_begun, 1, __ATOMIC_SEQ_CST);
 	stamps_add(m, touched, n, STAMP_BEGIN);
 	rc = t->kv->ops->commit(t);
 	if (rc == 0 && txn_dirs.n > 0 && n <= KV_TOUCHED_MAX)
 		memo_dirs(m, touched, n);
 	else
 		stamps_add(m, touched, n, STAMP_END);
+	__atomic_add_fetch(&m->commits_ended, 1, __ATOMIC_SEQ_CST);
 	return rc;
 }
 
@@ -344,6 +355,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		}
 	}
 	pthread_mutex_init(&m->dir_memo_lock, NULL);
+	pthread_mutex_init(&m->attr_memo_lock, NULL);
 	if (kv_is_pg_url(spec)) {
 		struct kv_pg_options po = {
 		    .cluster_id = o ? o->cluster_id : NULL,
@@ -1209,6 +1221,66 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out)
 	return rc;
 }
 
+uint64_t meta_reads_begin(struct meta *m)
+{
+	uint64_t ended = __atomic_load_n(&m->commits_ended, __ATOMIC_SEQ_CST);
+	uint64_t begun = __atomic_load_n(&m->commits_begun, __ATOMIC_SEQ_CST);
+
+	return begun == ended ? begun : UINT64_MAX; /* one committing: nothing is noted */
+}
+
+static struct attr_memo *attr_slot(struct meta *m, uint64_t ino)
+{
+	return &m->attr_memo[(ino * 0x9e3779b97f4a7c15ull) >> 52]; /* 4,096 slots */
+}
+
+void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a)
+{
+	struct attr_memo *slot;
+	uint64_t stamp;
+
+	if (m->dir_attr_ttl_ns <= 0 || begun == UINT64_MAX)
+		return;
+	slot = attr_slot(m, a->ino);
+	pthread_mutex_lock(&m->attr_memo_lock);
+	/* No commit of this process began since the read did: what it read is current
+	 * for this process, and the stamp now is the one it was read under. */
+	if (__atomic_load_n(&m->commits_begun, __ATOMIC_SEQ_CST) == begun &&
+	    meta_change_stamp(m, a->ino, &stamp)) {
+		slot->ino = a->ino;
+		slot->stamp = stamp;
+		slot->at_ns = monotonic_ns();
+		slot->flags = a->flags;
+	}
+	pthread_mutex_unlock(&m->attr_memo_lock);
+}
+
+bool meta_xattr_absent(struct meta *m, uint64_t ino, const char *name)
+{
+	struct attr_memo *slot;
+	uint32_t flags = 0;
+	uint64_t stamp;
+	bool known = false;
+
+	if (m->dir_attr_ttl_ns <= 0)
+		return false;
+	slot = attr_slot(m, ino);
+	pthread_mutex_lock(&m->attr_memo_lock);
+	if (slot->ino == ino && monotonic_ns() - slot->at_ns < (uint64_t)m->dir_attr_ttl_ns &&
+	    meta_change_stamp(m, ino, &stamp) && stamp == slot->stamp) {
+		flags = slot->flags;
+		known = true;
+	}
+	pthread_mutex_unlock(&m->attr_memo_lock);
+	if (!known || !(flags & META_F_NO_XATTRS))
+		return false;
+	if (!strcmp(name, META_ACL_ACCESS))
+		return !(flags & META_F_ACL_ACCESS);
+	if (!strcmp(name, META_ACL_DEFAULT))
+		return !(flags & META_F_ACL_DEFAULT);
+	return true;
+}
+
 int meta_getattr_dir(struct meta *m, uint64_t ino, struct meta_attr *out)
 {
 	if (m->dir_attr_ttl_ns > 0) {
@@ -1568,6 +1640,7 @@ static int create_tx(struct kv_txn *t, uint64_t parent, const char *name, uint32
 		*made = ino;
 		memset(&a, 0, sizeof(a));
 		a.ino = ino;
+		a.flags = META_F_NO_XATTRS;
 		a.mode = target ? (S_IFLNK | 0777) : mode;
 		a.nlink = S_ISDIR(a.mode) ? 2 : 1;
 		a.uid = uid;
@@ -1888,6 +1961,7 @@ static int trash_entry(struct kv_txn *t, uint64_t parent, const char *name, stru
 	if (rc == 0) {
 		a->ctime_ns = now;
 		a->flags |= META_F_TRASHED;
+		a->flags &= ~META_F_NO_XATTRS; /* it has the trash's xattr */
 		rc = put_attr(t, a);
 	}
 	if (rc == 0)
@@ -2678,6 +2752,8 @@ static int setxattr_tx(struct kv_txn *t, uint64_t ino, const uint8_t *k, size_t 
 	}
 	if (rc == 0 && keep) {
 		a.flags |= acl;
+		if (!acl)
+			a.flags &= ~META_F_NO_XATTRS;
 		rc = kv_put(t, KV_XATTRS, k, klen, value, len);
 	} else if (rc == 0) {
 		a.flags &= ~acl;

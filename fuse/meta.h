@@ -92,6 +92,9 @@ int meta_decode_attr(const uint8_t *v, size_t vlen, struct meta_attr *out);
  * shared engine's mount opens such a file only when its kernel found it there: another
  * mount's kernel may still cache the name it had (meta_hold, ESTALE). */
 #define META_F_TRASHED (1u << 2)
+/* The inode has no xattr but the ACLs its META_F_ACL_* flags say: set at its create,
+ * cleared by any other xattr written. A record without it may have any. */
+#define META_F_NO_XATTRS (1u << 3)
 /* The POSIX ACL xattrs (Linux's format: a version, then tag/perm/id entries). */
 #define META_ACL_ACCESS	 "system.posix_acl_access"
 #define META_ACL_DEFAULT "system.posix_acl_default"
@@ -171,6 +174,18 @@ int meta_getattr(struct meta *m, uint64_t ino, struct meta_attr *out);
  * attribute cache allows.
  */
 int meta_getattr_dir(struct meta *m, uint64_t ino, struct meta_attr *out);
+/*
+ * Answering xattr questions without the engine (shared engines; `ls -l` asks for two
+ * xattrs of every entry it lists). meta_reads_begin before a read whose attributes go
+ * to the kernel, meta_note_attrs with them after it: they are remembered (4,096 inodes)
+ * when no transaction of this process committed meanwhile. meta_xattr_absent is then
+ * true for a name that an inode remembered with META_F_NO_XATTRS does not have, while
+ * its change stamp holds and for dir_attr_ttl_ns (another mount's setxattr shows
+ * within that time, as the kernel's attribute cache allows).
+ */
+uint64_t meta_reads_begin(struct meta *m);
+void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a);
+bool meta_xattr_absent(struct meta *m, uint64_t ino, const char *name);
 /*
  * The entry name of directory parent. Also "." (parent itself, which may be any inode)
  * and ".." (the directory holding parent): what the kernel asks to turn a file handle

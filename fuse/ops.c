@@ -199,18 +199,26 @@ static bool cluster_away(fuse_req_t req)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct meta *m = fs_of(req)->meta;
 	struct meta_attr a;
+	uint64_t begun;
 	int64_t age_ns;
 	int rc;
 
 	if (cluster_away(req))
 		return;
+	begun = meta_reads_begin(m);
 	/* possibly read ahead a moment ago (meta_lookup_cached): the kernel gets the rest */
-	rc = meta_lookup_cached(fs_of(req)->meta, parent, name, &a, &age_ns);
-	if (rc < 0)
+	rc = meta_lookup_cached(m, parent, name, &a, &age_ns);
+	if (rc < 0) {
 		fuse_reply_err(req, -rc);
-	else
-		reply_entry_aged(req, &a, age_ns);
+		return;
+	}
+	/* for the xattr questions that follow (ls -l); an answer read ahead is not noted:
+	 * it would be kept from now on, not from when it was read */
+	if (age_ns == 0)
+		meta_note_attrs(m, begun, &a);
+	reply_entry_aged(req, &a, age_ns);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -228,16 +236,21 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct meta *m = fs_of(req)->meta;
 	struct meta_attr a;
+	uint64_t begun;
 	int rc;
 
 	if (cluster_away(req))
 		return;
-	rc = meta_getattr_dir(fs_of(req)->meta, ino, &a);
-	if (rc < 0)
+	begun = meta_reads_begin(m);
+	rc = meta_getattr_dir(m, ino, &a);
+	if (rc < 0) {
 		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
-	else
-		reply_attr(req, &a);
+		return;
+	}
+	meta_note_attrs(m, begun, &a);
+	reply_attr(req, &a);
 }
 
 static int64_t ts_ns(const struct timespec *t)
@@ -698,6 +711,7 @@ struct fill {
 	struct dir_handle *d;
 	bool full;
 	bool plus;	/* READDIRPLUS: entries carry attributes and a lookup reference */
+	uint64_t begun; /* plus: meta_reads_begin before the entries were read */
 	uint64_t *refs; /* plus: the inodes given a reference, undone if the reply fails */
 	size_t n_refs, cap_refs;
 };
@@ -747,6 +761,7 @@ static int add_entry(struct fill *fl, const char *name, const struct meta_attr *
 		fl->refs[fl->n_refs++] = e.ino;
 		lookup_ref(fl->fs, e.ino);
 		meta_seen(fl->fs->meta, a);
+		meta_note_attrs(fl->fs->meta, fl->begun, a);
 		fuse_add_direntry_plus(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &e,
 				       fl->next_off);
 	} else if (fl->plus) {
@@ -790,6 +805,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	fl.begun = meta_reads_begin(fs->meta);
 	rc = meta_getattr(fs->meta, ino, &self);
 	if (rc < 0) {
 		free(fl.buf);
@@ -904,8 +920,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 	if (cluster_away(req))
 		return;
-	/* asked before every write: answered from the open file when it is known */
-	if (cap && file_no_capability(fs, ino)) {
+	/* asked before every write: answered from the open file when it is known; and
+	 * for any name, what the attributes just given to the kernel say (ls -l) */
+	if ((cap && file_no_capability(fs, ino)) || meta_xattr_absent(fs->meta, ino, name)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
