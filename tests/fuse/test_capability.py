@@ -63,9 +63,8 @@ def test_write_removes_a_capability_set_on_this_mount(mnt):
         os.close(fd)
 
 
-def test_writes_ask_once_and_see_another_mounts_capability(kelp, engine):
-    if engine != "pg":
-        pytest.skip("one mount per LMDB metadata")
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)   # one mount per LMDB metadata
+def test_writes_ask_once_and_see_another_mounts_capability(kelp):
     kelp.start_server()
     meta = kelp.new_meta()
     port_file = str(kelp.tmp / "a.port")

@@ -28,10 +28,9 @@ def _dir_state(path):
     return st.st_nlink, st.st_mtime_ns, st.st_mode
 
 
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)   # LMDB: no memory needed
 @pytest.mark.parametrize("attr_cache", ["1", "0"])
-def test_own_changes_at_once_and_fewer_round_trips(kelp, engine, attr_cache):
-    if engine != "pg":
-        pytest.skip("LMDB answers every GETATTR from its memory map")
+def test_own_changes_at_once_and_fewer_round_trips(kelp, attr_cache):
     kelp.start_server()
     meta = kelp.new_meta()
     port_file = str(kelp.tmp / "a.port")

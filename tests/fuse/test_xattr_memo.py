@@ -31,9 +31,8 @@ def _xattr(path, name):
         return None
 
 
-def test_ls_l_asks_the_database_once_per_batch(kelp, engine):
-    if engine != "pg":
-        pytest.skip("with LMDB every xattr question is a read of its memory map")
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)   # LMDB: a read of its map
+def test_ls_l_asks_the_database_once_per_batch(kelp):
     kelp.start_server()
     meta = kelp.new_meta()
     port_file = str(kelp.tmp / "b.port")
