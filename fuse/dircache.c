@@ -47,7 +47,7 @@ struct dircache {
 	struct dc_dir lru;	 /* sentinel */
 	int ndirs;
 	int64_t entries;
-	struct dircache_stats st;
+	struct meta_lookup_stats st;
 };
 
 int dircache_name_cmp(const char *a, const char *b)
@@ -404,7 +404,7 @@ void dircache_forget(struct dircache *c, uint64_t dir)
 	pthread_mutex_unlock(&c->lock);
 }
 
-void dircache_stats(struct dircache *c, struct dircache_stats *out)
+void dircache_stats(struct dircache *c, struct meta_lookup_stats *out)
 {
 	pthread_mutex_lock(&c->lock);
 	*out = c->st;

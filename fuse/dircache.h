@@ -83,11 +83,6 @@ struct dircache_row {
 	bool known;
 };
 
-struct dircache_stats {
-	uint64_t hits, absent, misses, loads;
-	uint64_t dirs, entries;
-};
-
 /* 0, -EINVAL for bad options, -ENOMEM. */
 int dircache_new(const struct dircache_options *o, struct dircache **out);
 void dircache_free(struct dircache *c);
@@ -114,7 +109,7 @@ void dircache_abandon(struct dircache *c, uint64_t dir);
 /* Drops what is cached of dir. */
 void dircache_forget(struct dircache *c, uint64_t dir);
 
-void dircache_stats(struct dircache *c, struct dircache_stats *out);
+void dircache_stats(struct dircache *c, struct meta_lookup_stats *out);
 
 /* Compares two names as the engine orders them (bytes, then the shorter first). */
 int dircache_name_cmp(const char *a, const char *b);

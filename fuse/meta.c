@@ -1569,18 +1569,10 @@ int meta_lookup_cached(struct meta *m, uint64_t parent, const char *name, struct
 
 bool meta_lookup_stats(struct meta *m, struct meta_lookup_stats *out)
 {
-	struct dircache_stats s;
-
 	memset(out, 0, sizeof(*out));
 	if (!m->dircache)
 		return false;
-	dircache_stats(m->dircache, &s);
-	out->hits = s.hits;
-	out->absent = s.absent;
-	out->misses = s.misses;
-	out->loads = s.loads;
-	out->dirs = s.dirs;
-	out->entries = s.entries;
+	dircache_stats(m->dircache, out);
 	return true;
 }
 

@@ -59,24 +59,17 @@ PY
 	t1=$(secs)
 	result[$fs.create]=$(rate "$files" "$t0" "$t1")
 	echo 3 >/proc/sys/vm/drop_caches
-	t0=$(secs)
-	/usr/bin/python3 - "$dir/small" "$files" <<'PY'
+	for op in stat unlink; do
+		t0=$(secs)
+		/usr/bin/python3 - "$dir/small" "$files" "$op" <<'PY'
 import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
+d, n, op = sys.argv[1], int(sys.argv[2]), getattr(os, sys.argv[3])
 for i in range(n):
-    os.stat(os.path.join(d, "f%05d" % i))
+    op(os.path.join(d, "f%05d" % i))
 PY
-	t1=$(secs)
-	result[$fs.stat]=$(rate "$files" "$t0" "$t1")
-	t0=$(secs)
-	/usr/bin/python3 - "$dir/small" "$files" <<'PY'
-import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    os.unlink(os.path.join(d, "f%05d" % i))
-PY
-	t1=$(secs)
-	result[$fs.unlink]=$(rate "$files" "$t0" "$t1")
+		t1=$(secs)
+		result[$fs.$op]=$(rate "$files" "$t0" "$t1")
+	done
 	rm -rf "$dir/small"
 	# The tools of issue 14 over a copy of /usr/include (seconds; caches dropped first).
 	[[ -f "$work/include.tar" ]] || tar -C /usr -cf "$work/include.tar" include

@@ -98,7 +98,7 @@ static void test_load_hit_absent_expiry(void **state)
 {
 	struct dircache *c = new_cache(8, 1000, SEC);
 	struct dircache_answer a;
-	struct dircache_stats st;
+	struct meta_lookup_stats st;
 	static struct rowset r;
 
 	(void)state;
@@ -177,7 +177,7 @@ static void test_big_directory_windows(void **state)
 {
 	struct dircache *c = new_cache(8, 100000, SEC);
 	struct dircache_answer a;
-	struct dircache_stats st;
+	struct meta_lookup_stats st;
 	static struct rowset r;
 
 	(void)state;
@@ -280,7 +280,7 @@ static void test_bounds(void **state)
 {
 	struct dircache *c = new_cache(3, 25, SEC);
 	struct dircache_answer a;
-	struct dircache_stats st;
+	struct meta_lookup_stats st;
 	static struct rowset r;
 
 	(void)state;
