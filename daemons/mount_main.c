@@ -234,7 +234,7 @@ int mount_main(int argc, char **argv)
 	struct mount_session session;
 	double attr_cache_s = 1, entry_cache_s = 1, gc_grace_s = -1;
 	double trash_days = 1;
-	bool daemon_mode = false, meta_offline = false, writeback = false;
+	bool daemon_mode = false, meta_offline = false, writeback = false, sync_meta = false;
 	int writeback_mb = 256;
 	struct mount_ready ready = {NULL, -1};
 	const struct flag flags[] = {
@@ -284,6 +284,12 @@ int mount_main(int argc, char **argv)
 	    FLAG("writebackMB", FLAG_INT, &writeback_mb,
 		 "-writeback: most MiB in the journal (also held in memory until uploaded); "
 		 "when full, closes upload themselves"),
+	    FLAG("syncMeta", FLAG_BOOL, &sync_meta,
+		 "every metadata change is on disk when its call returns (PostgreSQL: each commit "
+		 "waits for the WAL flush; LMDB: synced at each commit). Default: on PostgreSQL "
+		 "namespace changes (create, mkdir, rename, unlink, chmod, xattrs) commit without "
+		 "waiting and are on disk within a second, as every LMDB commit; close() and "
+		 "fsync() wait (docs/operations.md)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s,
 		 "seconds before a call fails with EIO when the cluster is unreachable"),
 	    FLAG("trashDays", FLAG_DOUBLE, &trash_days,
@@ -480,6 +486,7 @@ int mount_main(int argc, char **argv)
 	mo.lookup_ttl_ns =
 	    (int64_t)((attr_cache_s < entry_cache_s ? attr_cache_s : entry_cache_s) * 1e9);
 	mo.dir_attr_ttl_ns = (int64_t)(attr_cache_s * 1e9);
+	mo.sync_every = sync_meta;
 	if (is_pg) {
 		char host[256] = "", where[4096];
 

@@ -1113,7 +1113,7 @@ static int repair(struct kv *kv, struct fsck *f)
 			struct fsck_result *r = f->r;
 
 			r->committed = true;
-			rc = kv->ops->sync(kv);
+			rc = kv->ops->sync(kv, true);
 			r->inodes = gr.inodes;
 			r->dentries = gr.dentries;
 			r->chunks = gr.chunks;

@@ -68,6 +68,12 @@ struct kv_txn {
 	bool single;
 	/* meta's: the directory attributes it writes are remembered (meta_getattr_dir) */
 	bool memo;
+	/* Set by the caller right after begin (false there): this read-write transaction's
+	 * commit may return before it is durable. It is committed and seen by everyone at
+	 * once all the same, and made durable by the next sync, or by the engine within its
+	 * own delay (PostgreSQL: its WAL writer, a fraction of a second; LMDB commits this
+	 * way always and is synced every second). */
+	bool lazy;
 };
 
 /*
@@ -162,8 +168,13 @@ struct kv_ops {
 	/* Ends the transaction (t is freed): 0, -EAGAIN (run it again), -ENOTCONN, -errno. */
 	int (*commit)(struct kv_txn *t);
 	void (*abort)(struct kv_txn *t);
-	/* Makes committed transactions durable (LMDB commits without fsync). */
-	int (*sync)(struct kv *kv);
+	/*
+	 * Makes committed transactions durable: this process's (all = false), or every
+	 * process's (all = true: a shared engine's other mounts commit lazily too; before
+	 * anything irrevocable is done on the strength of what they committed, such as
+	 * deleting a blob whose last reference they removed).
+	 */
+	int (*sync)(struct kv *kv, bool all);
 	void (*close)(struct kv *kv);
 };
 

@@ -303,8 +303,9 @@ static void l_abort(struct kv_txn *t)
 	free(t);
 }
 
-static int l_sync(struct kv *kv)
+static int l_sync(struct kv *kv, bool all)
 {
+	(void)all; /* one process per environment */
 	return lmdb_err(mdb_env_sync(((struct kv_lmdb *)kv)->env, 1));
 }
 

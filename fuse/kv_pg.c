@@ -70,6 +70,10 @@ struct kv_pg {
 	struct pg_conn *conns;
 	int n_conns;
 	uint64_t id_next[2], id_end[2];
+	/* Lazy commits (kv_txn.lazy) that returned, and how many of them a commit that
+	 * waited for the WAL flush is known to cover (atomic): equal, and p_sync of this
+	 * process's own has nothing to flush. */
+	uint64_t lazy_done, lazy_flushed;
 };
 
 /* A read the transaction prefetched (kv_ops.prefetch): its bounds, with the table byte. */
@@ -1193,24 +1197,52 @@ static int p_set_prop(struct kv_txn *t, const char *name, const char *value)
 		       2, vals, &r);
 }
 
+/* After a commit that waited for the WAL flush, begun when `lazy` lazy commits had
+ * returned: those are durable too (the WAL is one sequence). */
+static void note_flushed(struct kv_pg *pg, uint64_t lazy)
+{
+	uint64_t cur = __atomic_load_n(&pg->lazy_flushed, __ATOMIC_ACQUIRE);
+
+	while (cur < lazy && !__atomic_compare_exchange_n(&pg->lazy_flushed, &cur, lazy, false,
+							   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		;
+}
+
+/*
+ * A lazy transaction (kv_txn.lazy) commits with synchronous_commit off: the COMMIT
+ * returns once the server has it in memory (every other session sees it at once), and
+ * the WAL writer flushes it within 3 x wal_writer_delay (0.6 s by default); any later
+ * commit that waits for its flush flushes it too. The others wait as the database's
+ * synchronous_commit says (on by default).
+ */
 static int p_commit(struct kv_txn *t)
 {
+	struct kv_pg *pg = pg_of(t);
 	struct pg_txn *x = ptx(t);
+	uint64_t lazy = __atomic_load_n(&pg->lazy_done, __ATOMIC_ACQUIRE);
 	int rc = t->failed;
 
 	if (!x->began && !rc) {
 		txn_free(t); /* nothing was opened on the server */
 		return 0;
 	}
+	if (!rc && t->write && t->lazy)
+		rc = send_sql(x->pc, "SET LOCAL synchronous_commit = off", W_CHECK);
 	if (!rc) {
 		rc = send_sql(x->pc, "COMMIT", W_CHECK);
 		if (rc == 0)
-			rc = sync_drain(pg_of(t), x->pc, NULL);
+			rc = sync_drain(pg, x->pc, NULL);
+	}
+	if (rc == 0 && t->write) {
+		if (t->lazy)
+			__atomic_add_fetch(&pg->lazy_done, 1, __ATOMIC_ACQ_REL);
+		else
+			note_flushed(pg, lazy);
 	}
 	/* A put that failed before the COMMIT left the transaction open (the COMMIT was
 	 * skipped): end it, or the connection's next user would find it aborted. */
 	if (rc < 0 && x->began && !x->pc->broken && send_sql(x->pc, "ROLLBACK", W_IGNORE) == 0)
-		sync_drain(pg_of(t), x->pc, NULL);
+		sync_drain(pg, x->pc, NULL);
 	txn_free(t);
 	return rc;
 }
@@ -1230,9 +1262,37 @@ static void p_abort(struct kv_txn *t)
 	txn_free(t);
 }
 
-static int p_sync(struct kv *kv)
+/*
+ * Flushes the WAL up to now: a transaction that writes a WAL record (setval of a
+ * sequence made for it: no row, no lock another session waits for) and commits with
+ * synchronous_commit on, whatever the database's setting. One round trip. Skipped when
+ * only this process's commits matter (all = false) and none of them is lazy since the
+ * last commit that waited.
+ */
+static int p_sync(struct kv *kv, bool all)
 {
-	return 0; /* a commit is as durable as the server makes it */
+	static const char *const sql[] = {"BEGIN", "SET LOCAL synchronous_commit = on",
+					  "SELECT setval('kelp_sync_seq', 1)", "COMMIT"};
+	struct kv_pg *pg = (struct kv_pg *)kv;
+	uint64_t lazy = __atomic_load_n(&pg->lazy_done, __ATOMIC_ACQUIRE);
+	struct pg_conn *pc;
+	int rc;
+
+	if (!all && __atomic_load_n(&pg->lazy_flushed, __ATOMIC_ACQUIRE) >= lazy)
+		return 0;
+	rc = conn_take(pg, &pc);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rc == 0; i++)
+		rc = send_sql(pc, sql[i], W_CHECK);
+	if (rc == 0)
+		rc = sync_drain(pg, pc, NULL);
+	if (rc == 0)
+		note_flushed(pg, lazy);
+	else if (!pc->broken && send_sql(pc, "ROLLBACK", W_IGNORE) == 0)
+		sync_drain(pg, pc, NULL);
+	conn_give(pg, pc);
+	return rc;
 }
 
 static void p_close(struct kv *kv)
@@ -1280,6 +1340,7 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS kelp_kv (k bytea PRIMARY KEY, v bytea NOT NULL);"
     "CREATE SEQUENCE IF NOT EXISTS kelp_ino_seq START 2 INCREMENT 1024;"
     "CREATE SEQUENCE IF NOT EXISTS kelp_gc_seq START 1 INCREMENT 1024;"
+    "CREATE SEQUENCE IF NOT EXISTS kelp_sync_seq;"
     "INSERT INTO kelp_format VALUES ('format', '1') ON CONFLICT DO NOTHING;";
 
 /* A value of kelp_format, "" when absent. */

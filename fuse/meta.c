@@ -59,6 +59,7 @@ struct meta {
 	int lookup_batch;
 	/* Directory attributes just written (meta_getattr_dir), by inode number. */
 	int64_t dir_attr_ttl_ns;
+	bool sync_every; /* meta_options.sync_every */
 	pthread_mutex_t dir_memo_lock;
 	struct dir_memo {
 		uint64_t ino, stamp;
@@ -177,6 +178,13 @@ static void memo_dirs(struct meta *m, const uint64_t *touched, int n)
 	txn_dirs.n = 0;
 }
 
+static int txn_commit(struct meta *m, struct kv_txn *t)
+{
+	int rc = t->kv->ops->commit(t);
+
+	return rc == 0 && m->sync_every ? m->kv->ops->sync(m->kv, false) : rc;
+}
+
 static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
 {
 	uint64_t touched[KV_TOUCHED_MAX];
@@ -189,14 +197,14 @@ static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
 		return failed ? failed : rc;
 	}
 	if (n == 0)
-		return t->kv->ops->commit(t);
+		return txn_commit(m, t);
 	/* What this process cached of the touched inodes is stale from before the commit
 	 * (a cache filled meanwhile sees them busy) to after it (whatever the outcome: a
 	 * lost connection may have committed). */
 	memcpy(touched, t->touched, sizeof(touched));
 	__atomic_add_fetch(&m->commits_begun, 1, __ATOMIC_SEQ_CST);
 	stamps_add(m, touched, n, STAMP_BEGIN);
-	rc = t->kv->ops->commit(t);
+	rc = txn_commit(m, t);
 	if (rc == 0 && txn_dirs.n > 0 && n <= KV_TOUCHED_MAX)
 		memo_dirs(m, touched, n);
 	else
@@ -245,10 +253,19 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
  * transaction, again from the start while txn_retry says so. Its value is expr's, or
  * the commit's error.
  */
-#define IN_TXN(m, rw, expr) IN_TXN_(m, rw, false, expr)
+#define IN_TXN(m, rw, expr) IN_TXN_(m, rw, false, false, expr)
 /* A read-only transaction of exactly one get or get_follow (kv_txn.single). */
-#define IN_TXN_ONE(m, expr) IN_TXN_(m, false, true, expr)
-#define IN_TXN_(m, rw, one, expr)                                                                  \
+#define IN_TXN_ONE(m, expr) IN_TXN_(m, false, true, false, expr)
+/*
+ * A read-write transaction that changes the namespace only (names, attributes, xattrs,
+ * holds): committed lazily (kv_txn.lazy) unless meta_options.sync_every. Durable, as
+ * every commit on LMDB, at the next meta_sync or within the engine's delay. What a
+ * process relies on beyond the mount stays eager: the data's commit at close and
+ * fsync, locks, sessions; and the gc makes everything durable before it deletes a blob
+ * (meta_sync_all).
+ */
+#define IN_TXN_LAZY(m, expr) IN_TXN_(m, true, false, !(m)->sync_every, expr)
+#define IN_TXN_(m, rw, one, lz, expr)                                                              \
 	({                                                                                         \
 		int rc_, try_ = 0;                                                                 \
 		uint64_t start_ = monotonic_ns();                                                  \
@@ -258,6 +275,7 @@ static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns)
 			if (rc_ == 0) {                                                            \
 				t->n_touched = 0;                                                  \
 				t->single = (one);                                                 \
+				t->lazy = (lz);                                                    \
 				t->memo = (rw) && (m)->dir_attr_ttl_ns > 0;                        \
 				txn_dirs.n = 0;                                                    \
 				rc_ = (expr);                                                      \
@@ -373,6 +391,7 @@ int meta_open_opts(const char *spec, const struct meta_options *o, struct meta *
 		return rc;
 	}
 	m->dir_attr_ttl_ns = o && o->dir_attr_ttl_ns > 0 && m->kv->shared ? o->dir_attr_ttl_ns : 0;
+	m->sync_every = o && o->sync_every;
 	/* LMDB: the cluster a `kelp meta load` or restore recorded (PostgreSQL checks its
 	 * own at open). */
 	if (rc == 0 && !m->kv->shared && o && o->cluster_id && *o->cluster_id) {
@@ -449,7 +468,12 @@ uint64_t meta_retries(struct meta *m)
 
 int meta_sync(struct meta *m)
 {
-	return m->kv->ops->sync(m->kv);
+	return m->kv->ops->sync(m->kv, false);
+}
+
+int meta_sync_all(struct meta *m)
+{
+	return m->kv->ops->sync(m->kv, true);
 }
 
 void meta_close(struct meta *m)
@@ -1710,7 +1734,7 @@ int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t
 		return rc;
 	h->session = meta_session_id(m);
 	h->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
-	return IN_TXN(m, true,
+	return IN_TXN_LAZY(m,
 		      create_held_tx(t, parent, name, mode, umask, uid, gid, out, &made, h));
 }
 
@@ -1722,7 +1746,7 @@ int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode
 
 	if (rc < 0)
 		return rc;
-	return IN_TXN(m, true,
+	return IN_TXN_LAZY(m,
 		      create_tx(t, parent, name, mode, 0, uid, gid, rdev, target, out, &made));
 }
 
@@ -1735,7 +1759,7 @@ int meta_create_umask(struct meta *m, uint64_t parent, const char *name, uint32_
 
 	if (rc < 0)
 		return rc;
-	return IN_TXN(m, true,
+	return IN_TXN_LAZY(m,
 		      create_tx(t, parent, name, mode, umask, uid, gid, rdev, target, out, &made));
 }
 
@@ -1805,7 +1829,7 @@ int meta_link(struct meta *m, uint64_t ino, uint64_t newparent, const char *newn
 
 	if (rc < 0)
 		return rc;
-	return IN_TXN(m, true, link_tx(t, ino, newparent, newname, out));
+	return IN_TXN_LAZY(m, link_tx(t, ino, newparent, newname, out));
 }
 
 /* ---------------------------------------------------------------- trash */
@@ -2006,13 +2030,13 @@ static int remove_tx(struct meta *m, struct kv_txn *t, uint64_t parent, const ch
 int meta_unlink(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
 	*gone_ino = 0;
-	return IN_TXN(m, true, remove_tx(m, t, parent, name, false, gone_ino));
+	return IN_TXN_LAZY(m, remove_tx(m, t, parent, name, false, gone_ino));
 }
 
 int meta_rmdir(struct meta *m, uint64_t parent, const char *name, uint64_t *gone_ino)
 {
 	*gone_ino = 0;
-	return IN_TXN(m, true, remove_tx(m, t, parent, name, true, gone_ino));
+	return IN_TXN_LAZY(m, remove_tx(m, t, parent, name, true, gone_ino));
 }
 
 /* True if directory `ancestor` is `ino` or one of its ancestors (a rename into itself). */
@@ -2171,7 +2195,7 @@ int meta_rename(struct meta *m, uint64_t parent, const char *name, uint64_t newp
 		return rc;
 	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
-	return IN_TXN(m, true, rename_tx(m, t, parent, name, newparent, newname, flags, gone_ino));
+	return IN_TXN_LAZY(m, rename_tx(m, t, parent, name, newparent, newname, flags, gone_ino));
 }
 
 /* Does any session hold ino open? (An error counts as held: nothing is freed.) */
@@ -2201,7 +2225,7 @@ static int release_tx(struct meta *m, struct kv_txn *t, uint64_t ino)
 
 int meta_release_inode(struct meta *m, uint64_t ino)
 {
-	return IN_TXN(m, true, release_tx(m, t, ino));
+	return IN_TXN_LAZY(m, release_tx(m, t, ino));
 }
 
 static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const struct meta_attr *in,
@@ -2265,7 +2289,7 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 int meta_setattr(struct meta *m, uint64_t ino, const struct meta_attr *in, unsigned valid,
 		 struct meta_attr *out)
 {
-	return IN_TXN(m, true, setattr_tx(m, t, ino, in, valid, out));
+	return IN_TXN_LAZY(m, setattr_tx(m, t, ino, in, valid, out));
 }
 
 #define PREFETCH_WRITES 4 /* chunks of a commit whose reads are prefetched */
@@ -2769,7 +2793,7 @@ int meta_setxattr(struct meta *m, uint64_t ino, const char *name, const void *va
 	if (len > 65536)
 		return -E2BIG;
 	klen = xattr_key(k, ino, name);
-	return IN_TXN(m, true, setxattr_tx(t, ino, k, klen, acl_kind(name), value, len, flags));
+	return IN_TXN_LAZY(m, setxattr_tx(t, ino, k, klen, acl_kind(name), value, len, flags));
 }
 
 static int getxattr_tx(struct kv_txn *t, const uint8_t *k, size_t klen, void *buf, size_t cap)
@@ -2875,7 +2899,7 @@ int meta_removexattr(struct meta *m, uint64_t ino, const char *name)
 	if (strlen(name) == 0 || strlen(name) > 255)
 		return -ENODATA;
 	klen = xattr_key(k, ino, name);
-	return IN_TXN(m, true, removexattr_tx(t, ino, k, klen, acl_kind(name)));
+	return IN_TXN_LAZY(m, removexattr_tx(t, ino, k, klen, acl_kind(name)));
 }
 
 int meta_gc_decode(const uint8_t *v, size_t vlen, char *fid, int64_t *queued_ns)
@@ -3544,7 +3568,7 @@ int meta_hold(struct meta *m, uint64_t ino, struct meta_hold *out)
 	pthread_mutex_lock(&m->trash_lock);
 	trash_ok = inomap_get(&m->trash_seen, ino) > 0;
 	pthread_mutex_unlock(&m->trash_lock);
-	rc = IN_TXN(m, true, hold_tx(t, out, trash_ok));
+	rc = IN_TXN_LAZY(m, hold_tx(t, out, trash_ok));
 	if (rc == -ENOENT)
 		stamp_gone(m, ino); /* the kernel looks its name up again (ESTALE) */
 	return rc;
@@ -3580,7 +3604,7 @@ int meta_unhold(struct meta *m, const struct meta_hold *h, bool may_free)
 {
 	if (!m->kv->shared || !h->session)
 		return may_free ? meta_release_inode(m, h->ino) : 0;
-	return IN_TXN(m, true, unhold_tx(m, t, h, may_free));
+	return IN_TXN_LAZY(m, unhold_tx(m, t, h, may_free));
 }
 
 #define PREFETCH_UNHOLDS 64
@@ -3614,7 +3638,7 @@ int meta_unhold_many(struct meta *m, const struct meta_hold *h, const bool *may_
 {
 	if (!m->kv->shared || n <= 0)
 		return 0;
-	return IN_TXN(m, true, unhold_many_tx(m, t, h, may_free, n));
+	return IN_TXN_LAZY(m, unhold_many_tx(m, t, h, may_free, n));
 }
 
 static int held_write_tx(struct meta *m, struct kv_txn *t, const struct meta_hold *h,
@@ -3715,7 +3739,7 @@ static int purge_one(void *ctx, const char *name, const struct meta_attr *a)
 
 	if (!p->whole && a->ctime_ns + p->m->trash_ns > p->now)
 		return 0;
-	rc = IN_TXN(p->m, true, purge_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
+	rc = IN_TXN_LAZY(p->m, purge_tx(p->m, t, p->dir, name, S_ISDIR(a->mode), &gone));
 	if (rc == 0) {
 		p->purged++;
 		if (p->removed)
@@ -3795,7 +3819,7 @@ int meta_trash_purge(struct meta *m, int64_t now_ns,
 			rc = p.failed;
 		purged += p.purged;
 		if (rc == 0 && p.whole) {
-			int r = IN_TXN(m, true, remove_tx(m, t, trash, l.h[i].name, true, &g));
+			int r = IN_TXN_LAZY(m, remove_tx(m, t, trash, l.h[i].name, true, &g));
 
 			if (r == 0 && removed)
 				removed(ctx, trash, l.h[i].name, l.h[i].ino, g);

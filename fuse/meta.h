@@ -132,6 +132,13 @@ struct meta_options {
 	/* Shared engines: the attributes of a directory this process's transaction just
 	 * wrote answer meta_getattr_dir for this long (0: off); see there. */
 	int64_t dir_attr_ttl_ns;
+	/* Every change durable when its call returns (PostgreSQL: every commit waits for
+	 * the WAL flush; LMDB: synced after every commit). Default: changes of the
+	 * namespace only (create, mkdir, rename, unlink, chmod, xattrs, ...) commit
+	 * lazily on PostgreSQL (durable within the WAL writer's delay, or at the next
+	 * meta_sync), as LMDB commits all (synced every second); the data's commit at
+	 * close and fsync, locks and sessions wait. */
+	bool sync_every;
 };
 
 /* spec: an LMDB directory, or a postgres:// / postgresql:// URL. */
@@ -143,8 +150,11 @@ bool meta_shared(struct meta *m);
 const char *meta_engine(struct meta *m);
 /* Transactions run again after a conflict or a lost server, since open. */
 uint64_t meta_retries(struct meta *m);
-/* Flushes committed transactions to disk. */
+/* Flushes this process's committed transactions to disk. */
 int meta_sync(struct meta *m);
+/* Flushes every committed transaction, other mounts' lazy ones too (shared engines):
+ * before the gc deletes blobs whose last reference they removed. */
+int meta_sync_all(struct meta *m);
 /* Round trips to the engine's server since open (0 with LMDB); *txns (may be NULL)
  * gets the transactions begun. For tests and benches. */
 uint64_t meta_round_trips(struct meta *m, uint64_t *txns);

@@ -221,7 +221,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "bench_dump: load: %s\n", err);
 			return 1;
 		}
-		kv->ops->sync(kv);
+		kv->ops->sync(kv, true);
 		printf("load (LMDB): %llu records in %.2f s (%.0f records/s)\n",
 		       (unsigned long long)ls.records, secs() - t0,
 		       (double)ls.records / (secs() - t0));

@@ -1,0 +1,94 @@
+"""On PostgreSQL, namespace changes (create, mkdir, rename, unlink, chmod, xattrs) commit
+without waiting for the WAL flush, as LMDB's commits are synced only every second; what
+a process relies on waits: the data's commit at close, fsync() of a file or directory,
+and every change with -syncMeta. Checked with the server's WAL positions (what it has
+inserted, what is flushed to disk) on a durable server whose WAL writer is slowed to
+its 10 s maximum, so that nothing but the mount's own waits flushes a commit at once.
+(A crash of the server would not tell: WAL written but not flushed survives a crash of
+the process, and only a power loss loses it.)"""
+
+import os
+
+import pytest
+
+import pgserver
+from kelp_fuse_conftest import write_file, read_file
+
+
+@pytest.fixture
+def slow_wal_pg():
+    """A durable PostgreSQL (fsync on) whose WAL writer flushes lazy commits late."""
+    pg = pgserver.PgServer(durable=True)
+    pg.settings += ["-c", "wal_writer_delay=10000", "-c", "wal_writer_flush_after=1GB"]
+    with pg:
+        yield pg
+
+
+def _lsn(pg, which):
+    """The server's WAL insert or flush position, as a number."""
+    hi, lo = pg.sql("SELECT pg_current_wal_%s_lsn()" % which).strip().split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def _flushed_after(pg, action):
+    """Runs action; True when everything inserted before it is flushed after it."""
+    before = _lsn(pg, "insert")
+    action()
+    return _lsn(pg, "flush") >= before
+
+
+def _fsync(path, flags=os.O_RDONLY):
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)   # LMDB: synced every second
+def test_namespace_changes_are_lazy_and_durability_points_wait(slow_wal_pg, kelp):
+    kelp.pg = slow_wal_pg
+    kelp.start_server()
+    meta = kelp.new_meta()
+    a = kelp.mount(meta=meta)
+    # the commit of a mkdir returns before its WAL is flushed
+    lazy = 0
+    for i in range(5):
+        before = _lsn(slow_wal_pg, "insert")
+        os.mkdir(a.path("lazy%d" % i))
+        lazy += _lsn(slow_wal_pg, "flush") <= before
+    assert lazy >= 3, "mkdir waited for the WAL flush %d times of 5" % (5 - lazy)
+    # durability points flush what came before them: a closed file's data, fsync of a
+    # directory, fsync of a file (its own lazy chmod and the create before it)
+    os.mkdir(a.path("d"))
+    assert _flushed_after(slow_wal_pg, lambda: write_file(a.path("d", "closed"), b"bytes"))
+    os.mkdir(a.path("d", "sub"))
+    assert _flushed_after(slow_wal_pg, lambda: _fsync(a.path("d"), os.O_DIRECTORY))
+    os.close(os.open(a.path("synced"), os.O_CREAT | os.O_WRONLY, 0o640))
+    os.chmod(a.path("synced"), 0o600)
+    assert _flushed_after(slow_wal_pg, lambda: _fsync(a.path("synced")))
+    # and what was lazy is there for another mount at once
+    b = kelp.mount(meta=meta)
+    assert read_file(b.path("d", "closed")) == b"bytes"
+    assert os.path.isdir(b.path("lazy4")) and os.path.isdir(b.path("d", "sub"))
+    assert os.stat(b.path("synced")).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)
+def test_sync_meta_waits_for_every_change(slow_wal_pg, kelp):
+    kelp.pg = slow_wal_pg
+    kelp.start_server()
+    a = kelp.mount(["-syncMeta"])
+    os.mkdir(a.path("d"))
+    write_file(a.path("f"), b"x")
+    changes = [lambda: os.mkdir(a.path("d", "sub")),
+               lambda: os.rename(a.path("f"), a.path("g")),
+               lambda: os.chmod(a.path("g"), 0o600),
+               lambda: os.setxattr(a.path("g"), "user.k", b"v"),
+               lambda: os.close(os.open(a.path("new"), os.O_CREAT | os.O_WRONLY, 0o644)),
+               lambda: os.unlink(a.path("new")),
+               lambda: os.rmdir(a.path("d", "sub"))]
+    for i, change in enumerate(changes):
+        before = _lsn(slow_wal_pg, "insert")
+        change()
+        assert _lsn(slow_wal_pg, "flush") > before, "change %d was not flushed" % i
