@@ -9,7 +9,12 @@ passthrough daemon and the client, and the FUSE requests the kernel sent (counte
 the mount's -o debug log in a separate, smaller run). CPU time per operation is far
 less sensitive to the load of a shared machine than a rate.
 
-usage: profile.py KELP [--files N] [--debug-files N] [--only create,stat,...]
+The tools of issue 14 (tar -xf of /usr/include, then ls -lR and grep -r of the tree,
+caches dropped before each) run the same way, per entry of the tree; their FUSE
+requests are counted on both file systems (passthrough_ll's -d log too), so that the
+CPU time of a daemon per request can be compared.
+
+usage: profile.py KELP [--files N] [--debug-files N] [--only create,stat,tar,...]
 """
 import argparse
 import collections
@@ -86,9 +91,41 @@ def w_seqread(d, n):
             pass
 
 
+TARBALL = None  # /usr/include as a tar file (made in main)
+
+
+def w_tar(d, n):
+    drop_caches()
+    os.makedirs(os.path.join(d, "tree"), exist_ok=True)
+    subprocess.run(["tar", "-xf", TARBALL, "-C", os.path.join(d, "tree")], check=True)
+
+
+def w_ls(d, n):
+    drop_caches()
+    subprocess.run(["ls", "-lR", os.path.join(d, "tree")], check=True, stdout=subprocess.DEVNULL)
+
+
+def w_grep(d, n):
+    drop_caches()
+    subprocess.run(["grep", "-r", "kelp-no-such-string", os.path.join(d, "tree")],
+                   stdout=subprocess.DEVNULL)
+
+
 WORK = collections.OrderedDict(
     [("create", w_create), ("stat", w_stat), ("read", w_read), ("unlink", w_unlink)]
 )
+TOOLS = collections.OrderedDict([("tar", w_tar), ("ls", w_ls), ("grep", w_grep)])
+
+
+def count_ops(log, start):
+    ops = collections.Counter()
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        for line in f:
+            m = re.search(r"opcode: (\w+)", line)
+            if m:
+                ops[m.group(1)] += 1
+    return ops
 
 
 class Cluster:
@@ -129,17 +166,21 @@ class Cluster:
                 p.kill()
 
 
-def passthrough(work):
+def passthrough(work, name="pt", debug=False):
     ex = "/usr/share/doc/libfuse3-dev/examples"
-    for f in ("passthrough_ll.c", "passthrough_helpers.h"):
-        shutil.copy(os.path.join(ex, f), work)
-    flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"], capture_output=True,
-                           text=True, check=True).stdout.split()
-    subprocess.run(["gcc", "-O2", work + "/passthrough_ll.c"] + flags + ["-o", work + "/pt_ll"], check=True)
-    os.makedirs(work + "/pt-src")
-    os.makedirs(work + "/pt")
-    p = subprocess.Popen([work + "/pt_ll", "-f", "-o", "source=" + work + "/pt-src", work + "/pt"])
-    wait_for(lambda: os.path.ismount(work + "/pt"), 20, "passthrough_ll")
+    if not os.path.exists(work + "/pt_ll"):
+        for f in ("passthrough_ll.c", "passthrough_helpers.h"):
+            shutil.copy(os.path.join(ex, f), work)
+        flags = subprocess.run(["pkg-config", "fuse3", "--cflags", "--libs"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        subprocess.run(["gcc", "-O2", work + "/passthrough_ll.c"] + flags + ["-o", work + "/pt_ll"],
+                       check=True)
+    os.makedirs(work + "/" + name + "-src")
+    os.makedirs(work + "/" + name)
+    args = [work + "/pt_ll", "-f", "-o", "source=" + work + "/" + name + "-src", work + "/" + name]
+    p = subprocess.Popen(args + (["-d"] if debug else []),
+                         stderr=open(work + "/" + name + ".log", "w") if debug else None)
+    wait_for(lambda: os.path.ismount(work + "/" + name), 20, "passthrough_ll")
     return p
 
 
@@ -178,14 +219,20 @@ def main():
     only = set(a.only.split(",")) if a.only else None
     work = tempfile.mkdtemp(prefix="kelp-profile-", dir="/var/tmp")
     extra = a.mount_flags.split() if a.mount_flags else []
-    cl = pt = None
+    cl = pt = ptd = None
+    global TARBALL
+    TARBALL = work + "/include.tar"
+    subprocess.run(["tar", "-cf", TARBALL, "-C", "/usr", "include"], check=True)
+    entries = len(subprocess.run(["tar", "-tf", TARBALL], capture_output=True, text=True,
+                                 check=True).stdout.splitlines())
     try:
         pt = passthrough(work)
         cl = Cluster(a.kelp, work + "/k", extra=extra)
         pids_k = {"mount": cl.procs["mount"].pid, "master": cl.procs["master"].pid,
                   "volume": cl.procs["volume"].pid}
         pids_p = {"pt": pt.pid}
-        print("machine: %d cores, load %s" % (os.cpu_count(), open("/proc/loadavg").read().split()[:3]))
+        print("machine: %d cores, load %s; /usr/include: %d entries" % (
+            os.cpu_count(), open("/proc/loadavg").read().split()[:3], entries))
         print("%-8s %-5s %9s %9s | CPU us/op: %7s %7s %7s %7s %7s" % (
             "op", "fs", "ops/s", "us/op", "client", "fuse-d", "master", "volume", "total"))
         for name, fn in WORK.items():
@@ -201,6 +248,19 @@ def main():
                     "%.1f" % (r["master"] / a.files * 1e6) if "master" in r else "-",
                     "%.1f" % (r["volume"] / a.files * 1e6) if "volume" in r else "-",
                     tot / a.files * 1e6), flush=True)
+        for name, fn in TOOLS.items():
+            if only and name not in only:
+                continue
+            for fs, d, pids in (("pt", work + "/pt", pids_p), ("kelp", work + "/k/mnt", pids_k)):
+                r = measure(name, fn, d, entries, pids)
+                daemon = r.get("pt", r.get("mount", 0))
+                tot = r["client"] + daemon + r.get("master", 0) + r.get("volume", 0)
+                print("%-8s %-5s %8.2f s %8.1f | %18.1f %7.1f %7s %7s %7.1f  (per entry)" % (
+                    name, fs, r["wall"], r["wall"] / entries * 1e6,
+                    r["client"] / entries * 1e6, daemon / entries * 1e6,
+                    "%.1f" % (r["master"] / entries * 1e6) if "master" in r else "-",
+                    "%.1f" % (r["volume"] / entries * 1e6) if "volume" in r else "-",
+                    tot / entries * 1e6), flush=True)
         if not only or "seqread" in only:
             for fs, d, pids in (("pt", work + "/pt", pids_p), ("kelp", work + "/k/mnt", pids_k)):
                 subprocess.run(["dd", "if=/dev/zero", "of=" + d + "/big", "bs=1M",
@@ -234,6 +294,20 @@ def main():
                             ops[m.group(1)] += 1
                 print("FUSE requests per %s: %s" % (name, ", ".join(
                     "%s %.2f" % (k, v / a.debug_files) for k, v in ops.most_common())), flush=True)
+            ptd = passthrough(work, "ptd", debug=True)
+            for name, fn in TOOLS.items():
+                if only and name not in only:
+                    continue
+                for fs, dd, log in (("pt", work + "/ptd", work + "/ptd.log"),
+                                    ("kelp", d, work + "/kd/mount.log")):
+                    start = os.path.getsize(log)
+                    fn(dd, entries)
+                    time.sleep(0.3)
+                    ops = count_ops(log, start)
+                    print("FUSE requests per entry, %s on %s: %.2f (%s)" % (
+                        name, fs, sum(ops.values()) / entries, ", ".join(
+                            "%s %.2f" % (k, v / entries) for k, v in ops.most_common())),
+                        flush=True)
             if not only or "seqread" in only:
                 subprocess.run(["dd", "if=/dev/zero", "of=" + d + "/big", "bs=1M", "count=16",
                                 "conv=fsync", "status=none"], check=True)
@@ -257,10 +331,12 @@ def main():
     finally:
         if cl:
             cl.stop()
-        if pt:
-            subprocess.run(["fusermount3", "-u", "-z", work + "/pt"], stderr=subprocess.DEVNULL)
-            pt.terminate()
-            pt.wait()
+        for name, p in (("pt", pt), ("ptd", ptd)):
+            if p:
+                subprocess.run(["fusermount3", "-u", "-z", work + "/" + name],
+                               stderr=subprocess.DEVNULL)
+                p.terminate()
+                p.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
