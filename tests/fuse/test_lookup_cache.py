@@ -212,6 +212,36 @@ def test_nothing_cached_with_zero_cache_times(kelp):
     assert exists(os.path.join(db, "f00009a"))
 
 
+def test_kernel_gets_only_the_rest_of_the_cache_time(kelp):
+    """An answer from a batch read `age` ago is cached by the kernel for the cache time
+    less that age: another mount's change shows no later than the batch's read plus
+    the cache time, not the lookup's time plus it."""
+    cache_s, age_s = 4, 3
+    a, b, port_file = two_mounts(kelp, ["-attrCacheSec=%d" % cache_s,
+                                        "-entryCacheSec=%d" % cache_s])
+    da = make_dir(a.mnt, 20)
+    db = b.path("d")
+    os.stat(db)
+    # two misses in d: the second reads the batch (all 20 names)
+    c0 = counts(port_file)
+    os.stat(os.path.join(db, "f00000"))
+    os.stat(os.path.join(db, "f00001"))
+    loaded = time.monotonic()
+    assert counts(port_file)["loads"] - c0["loads"] == 1
+    time.sleep(max(0.0, age_s - (time.monotonic() - loaded)))
+    c1 = counts(port_file)
+    os.stat(os.path.join(db, "f00010"))       # answered from the batch, age_s old
+    c2 = counts(port_file)
+    assert c2["hit"] - c1["hit"] == 1, (c1, c2)
+    os.chmod(os.path.join(da, "f00010"), 0o600)
+    changed = time.monotonic()
+    took = until("A's chmod on B", lambda: os.stat(os.path.join(db, "f00010")).st_mode
+                 & 0o777 == 0o600, cache_s + MARGIN_S)
+    # with the whole cache time it would take about cache_s; the rest is about 1 s
+    assert took < cache_s - 1.5, "seen after %.2f s (the batch was read %.2f s before)" % (
+        took, changed - loaded)
+
+
 @pytest.mark.parametrize("engine", ["lmdb", "pg"], indirect=True)
 def test_own_changes_at_once(kelp, engine):
     """One mount with the lookups read ahead (forced on with LMDB): its stats are
