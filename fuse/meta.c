@@ -1258,7 +1258,7 @@ static struct attr_memo *attr_slot(struct meta *m, uint64_t ino)
 	return &m->attr_memo[(ino * 0x9e3779b97f4a7c15ull) >> 52]; /* 4,096 slots */
 }
 
-void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a)
+void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a, int64_t age_ns)
 {
 	struct attr_memo *slot;
 	uint64_t stamp;
@@ -1273,7 +1273,7 @@ void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a)
 	    meta_change_stamp(m, a->ino, &stamp)) {
 		slot->ino = a->ino;
 		slot->stamp = stamp;
-		slot->at_ns = monotonic_ns();
+		slot->at_ns = monotonic_ns() - (uint64_t)(age_ns > 0 ? age_ns : 0);
 		slot->flags = a->flags;
 	}
 	pthread_mutex_unlock(&m->attr_memo_lock);

@@ -188,13 +188,14 @@ int meta_getattr_dir(struct meta *m, uint64_t ino, struct meta_attr *out);
  * Answering xattr questions without the engine (shared engines; `ls -l` asks for two
  * xattrs of every entry it lists). meta_reads_begin before a read whose attributes go
  * to the kernel, meta_note_attrs with them after it: they are remembered (4,096 inodes)
- * when no transaction of this process committed meanwhile. meta_xattr_absent is then
+ * when no transaction of this process committed meanwhile, as read age_ns ago (an
+ * answer of the lookups read ahead: meta_lookup_cached's age). meta_xattr_absent is then
  * true for a name that an inode remembered with META_F_NO_XATTRS does not have, while
  * its change stamp holds and for dir_attr_ttl_ns (another mount's setxattr shows
  * within that time, as the kernel's attribute cache allows).
  */
 uint64_t meta_reads_begin(struct meta *m);
-void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a);
+void meta_note_attrs(struct meta *m, uint64_t begun, const struct meta_attr *a, int64_t age_ns);
 bool meta_xattr_absent(struct meta *m, uint64_t ino, const char *name);
 /*
  * The entry name of directory parent. Also "." (parent itself, which may be any inode)

@@ -214,10 +214,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	/* for the xattr questions that follow (ls -l); an answer read ahead is not noted:
-	 * it would be kept from now on, not from when it was read */
-	if (age_ns == 0)
-		meta_note_attrs(m, begun, &a);
+	/* for the xattr questions that follow (ls -l), as old as the answer */
+	meta_note_attrs(m, begun, &a, age_ns);
 	reply_entry_aged(req, &a, age_ns);
 }
 
@@ -249,7 +247,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -stale_if_gone(fs_of(req), rc));
 		return;
 	}
-	meta_note_attrs(m, begun, &a);
+	meta_note_attrs(m, begun, &a, 0);
 	reply_attr(req, &a);
 }
 
@@ -761,7 +759,7 @@ static int add_entry(struct fill *fl, const char *name, const struct meta_attr *
 		fl->refs[fl->n_refs++] = e.ino;
 		lookup_ref(fl->fs, e.ino);
 		meta_seen(fl->fs->meta, a);
-		meta_note_attrs(fl->fs->meta, fl->begun, a);
+		meta_note_attrs(fl->fs->meta, fl->begun, a, 0);
 		fuse_add_direntry_plus(fl->req, fl->buf + fl->len, fl->cap - fl->len, name, &e,
 				       fl->next_off);
 	} else if (fl->plus) {

@@ -74,6 +74,36 @@ def test_ls_l_asks_the_database_once_per_batch(kelp):
                10)
 
 
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)
+def test_lookups_read_ahead_answer_xattr_questions(kelp):
+    """stat then getxattr of each name (a `find -ls`, `cp -a` reading a tree): the
+    lookups read ahead (a batch of names with their attributes) answer the kernel's
+    LOOKUPs, and the xattr questions are answered from those attributes too."""
+    kelp.start_server()
+    meta = kelp.new_meta()
+    port_file = str(kelp.tmp / "b.port")
+    a = kelp.mount(meta=meta)
+    n = 200
+    os.mkdir(a.path("d"))
+    for i in range(n):
+        write_file(a.path("d", "f%03d" % i), b"x")
+    b = kelp.mount(["-metricsPort=0", "-metricsPortFile=" + port_file], meta=meta)
+    with open(port_file) as f:
+        port = int(f.read())
+    os.stat(b.path("d"))
+    rt0 = _metric(port, "kelp_mount_meta_round_trips_total")
+    hits0 = _metric(port, "kelp_mount_lookup_cache_total", result="hit")
+    for i in range(n):
+        p = b.path("d", "f%03d" % i)
+        os.stat(p)
+        assert _xattr(p, "security.selinux") is None
+        assert _xattr(p, "system.posix_acl_access") is None
+    hits = _metric(port, "kelp_mount_lookup_cache_total", result="hit") - hits0
+    trips = _metric(port, "kelp_mount_meta_round_trips_total") - rt0
+    assert hits >= n / 2, hits   # the lookups were read ahead
+    assert trips < n / 4, trips  # and the xattr questions did not go to the database
+
+
 def test_xattrs_of_new_files_on_one_mount(kelp):
     """Both engines: files, directories and symlinks made here answer xattr questions
     right before and after xattrs are set and removed."""
