@@ -106,6 +106,7 @@ struct job {
 	uint64_t seq;
 	int rc;
 	bool durable;  /* uploaded with fsync on the volume servers */
+	bool lazy;     /* a chunk handed over while writing: committed lazily (kv_txn.lazy) */
 	bool uploaded; /* chunk names the blob (a retry after a failed commit keeps it) */
 	bool done;
 	uint64_t jid;		  /* journal entry, 0 = none */
@@ -177,6 +178,9 @@ struct open_file {
 		bool known;	    /* it has no security.capability (file_no_capability) */
 		uint64_t stamp, ns; /* meta_change_stamp and monotonic time when asked */
 	} nocap;
+	/* The last chunk committed was a lazy one (job.lazy): the next flush makes it
+	 * durable (meta_sync) unless an eager commit, which covers it, came after. */
+	bool lazy_data;
 };
 
 #define MAX_JOBS_PER_FILE 4 /* chunks in flight per file: 16 MiB by default */
@@ -666,9 +670,11 @@ static int commit_done_jobs(struct kelp_fs *fs, struct open_file *f)
 			/* A journaled job's times were recorded when it was journaled (a later
 			 * utimes, tar's, must not be overridden by its upload). */
 			j->rc = meta_write_chunks_held(fs->meta, &f->hold, &j->chunk, 1, 0,
-						       j->jid == 0, NULL);
-			if (j->rc == 0)
+						       j->jid == 0, j->lazy, NULL);
+			if (j->rc == 0) {
 				note_pieces(f, 2); /* inside an interval: cut in three */
+				f->lazy_data = j->lazy;
+			}
 			if (j->rc == -ESTALE)
 				j->rc = stale_error(fs, f);
 		}
@@ -824,6 +830,9 @@ static int spill_extent(struct kelp_fs *fs, struct open_file *f, int i, bool dur
 
 	if (!j)
 		return -ENOMEM;
+	/* Nobody waits for this one's commit: on a shared engine it need not wait for the
+	 * database's disk (the close's or fsync's commit, or its meta_sync, does). */
+	j->lazy = meta_shared(fs->meta);
 	if (fs->n_workers == 0) {
 		pthread_mutex_unlock(&f->lock);
 		run_job(fs, j);
@@ -1619,7 +1628,7 @@ uint64_t file_changes(struct open_file *f, bool *pending)
 
 int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 {
-	bool compact;
+	bool compact, lazy;
 	int rc;
 
 	if (fs->opt.writeback && !durable) {
@@ -1645,8 +1654,19 @@ int file_flush(struct kelp_fs *fs, struct open_file *f, bool durable)
 	fs_kick_gc(fs);
 	if (rc == 0 && durable)
 		rc = sync_volumes(fs, f);
-	if (rc == 0 && durable)
+	pthread_mutex_lock(&f->lock);
+	lazy = f->lazy_data;
+	f->lazy_data = false;
+	pthread_mutex_unlock(&f->lock);
+	/* fsync: everything; close: the chunks committed lazily while writing, when no
+	 * eager commit came after them (LMDB: never; its commits are synced every second) */
+	if (rc == 0 && (durable || lazy))
 		rc = meta_sync(fs->meta);
+	if (rc < 0 && lazy) {
+		pthread_mutex_lock(&f->lock);
+		f->lazy_data = true;
+		pthread_mutex_unlock(&f->lock);
+	}
 	return rc;
 }
 

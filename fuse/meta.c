@@ -3668,11 +3668,12 @@ static int held_write_tx(struct meta *m, struct kv_txn *t, const struct meta_hol
 
 int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
 			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
-			   struct meta_attr *out)
+			   bool lazy, struct meta_attr *out)
 {
 	if (!m->kv->shared || !h->session)
 		return meta_write_chunks(m, h->ino, chunks, n, min_size, touch, out);
-	return IN_TXN(m, true, held_write_tx(m, t, h, chunks, n, min_size, touch, out));
+	return IN_TXN_(m, true, false, lazy && !m->sync_every,
+		       held_write_tx(m, t, h, chunks, n, min_size, touch, out));
 }
 
 /* ---------------------------------------------------------------- other rules */

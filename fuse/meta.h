@@ -496,10 +496,13 @@ int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t
 		     uint32_t umask, uint32_t uid, uint32_t gid, struct meta_attr *out,
 		     struct meta_hold *h);
 /* meta_write_chunks through an open file: with a shared engine, -ESTALE (nothing
- * written) when its hold is gone (the session was cleaned up meanwhile). */
+ * written) when its hold is gone (the session was cleaned up meanwhile). lazy: the
+ * commit need not be durable when this returns (kv_txn.lazy; unless sync_every): a
+ * chunk handed over while writing, whose durability point (close, fsync) comes later
+ * and calls meta_sync unless an eager commit came after it. */
 int meta_write_chunks_held(struct meta *m, const struct meta_hold *h,
 			   const struct meta_chunk *chunks, int n, uint64_t min_size, bool touch,
-			   struct meta_attr *out);
+			   bool lazy, struct meta_attr *out);
 
 /*
  * Runs fn in one transaction of the engine (fuse/kv.h), again from the start after a

@@ -75,6 +75,29 @@ def test_namespace_changes_are_lazy_and_durability_points_wait(slow_wal_pg, kelp
 
 
 @pytest.mark.parametrize("engine", ["pg"], indirect=True)
+def test_chunks_written_before_close_are_durable_at_close(slow_wal_pg, kelp):
+    """The chunks handed over while a file is written commit lazily; its close makes
+    them durable, whether it has a last piece of its own to commit (eager) or not."""
+    kelp.pg = slow_wal_pg
+    kelp.start_server()
+    a = kelp.mount(["-chunkSizeLimitMB=1"])
+    block = os.urandom(1 << 20)
+    for name, size in (("exact", 5 << 20), ("tail", (5 << 20) + 1234)):
+        fd = os.open(a.path(name), os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            done = 0
+            while done < size:
+                done += os.write(fd, block[:min(len(block), size - done)])
+            before = _lsn(slow_wal_pg, "insert")
+        finally:
+            os.close(fd)
+        assert _lsn(slow_wal_pg, "flush") >= before, name
+        assert os.path.getsize(a.path(name)) == size
+    b = kelp.mount(meta=a.meta)
+    assert read_file(b.path("exact")) == block * 5
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)
 def test_sync_meta_waits_for_every_change(slow_wal_pg, kelp):
     kelp.pg = slow_wal_pg
     kelp.start_server()

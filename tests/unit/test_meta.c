@@ -1638,7 +1638,7 @@ static void test_holds(void **state)
 	assert_int_equal(meta_release_orphans(f->m), 0); /* a restart of A: still held */
 	assert_int_equal(meta_getattr(f->m, ino, &attr), 0);
 	/* B writes through its handle */
-	assert_int_equal(meta_write_chunks_held(m2, &h, &c, 1, 0, true, NULL), 0);
+	assert_int_equal(meta_write_chunks_held(m2, &h, &c, 1, 0, true, false, NULL), 0);
 	assert_int_equal(gc_count(f->m, "1,old"), 1);
 	/* B stops renewing: A sees the counter stand still for the timeout (0 here) and
 	 * cleans B up: the file goes, its blob too */
@@ -1648,7 +1648,7 @@ static void test_holds(void **state)
 	assert_int_equal(sessions_n(f->m), 1);
 	/* B comes back: its handle is stale, nothing is written through it */
 	assert_int_equal(meta_session_beat(m2), -ESTALE);
-	assert_int_equal(meta_write_chunks_held(m2, &h, &c, 1, 0, true, NULL), -ESTALE);
+	assert_int_equal(meta_write_chunks_held(m2, &h, &c, 1, 0, true, false, NULL), -ESTALE);
 	assert_int_equal(meta_session_register(m2, &b), 0);
 	assert_int_equal(meta_hold(m2, ino, &h), -ENOENT);
 	/* an unlinked file held by nobody goes at B's close (meta_unhold) */
