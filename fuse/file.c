@@ -2729,12 +2729,13 @@ static void *gc_loop(void *arg)
 		 * lazily, or LMDB's unsynced commit) is made durable before they go: a crash
 		 * must not bring back a file whose blobs are deleted. */
 		if (n > 0 && meta_sync_all(fs->meta) < 0) {
-			log_warn("mount: cannot flush the metadata before deleting chunks; will retry");
+			log_warn(
+			    "mount: cannot flush the metadata before deleting chunks; will retry");
 			n = 0;
 		} else if (n > 0) {
 			last_sync = monotonic_ns();
 		}
-		int done = 0;  /* seqs[0..done) are deleted: one transaction records them */
+		int done = 0; /* seqs[0..done) are deleted: one transaction records them */
 
 		for (int i = 0; i < n; i++) {
 			struct kelp_client *cl = client_of(fs);

@@ -1204,7 +1204,7 @@ static void note_flushed(struct kv_pg *pg, uint64_t lazy)
 	uint64_t cur = __atomic_load_n(&pg->lazy_flushed, __ATOMIC_ACQUIRE);
 
 	while (cur < lazy && !__atomic_compare_exchange_n(&pg->lazy_flushed, &cur, lazy, false,
-							   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+							  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 		;
 }
 

@@ -1735,7 +1735,7 @@ int meta_create_held(struct meta *m, uint64_t parent, const char *name, uint32_t
 	h->session = meta_session_id(m);
 	h->serial = __atomic_add_fetch(&m->hold_serial, 1, __ATOMIC_RELAXED);
 	return IN_TXN_LAZY(m,
-		      create_held_tx(t, parent, name, mode, umask, uid, gid, out, &made, h));
+			   create_held_tx(t, parent, name, mode, umask, uid, gid, out, &made, h));
 }
 
 int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode, uint32_t uid,
@@ -1747,7 +1747,7 @@ int meta_create(struct meta *m, uint64_t parent, const char *name, uint32_t mode
 	if (rc < 0)
 		return rc;
 	return IN_TXN_LAZY(m,
-		      create_tx(t, parent, name, mode, 0, uid, gid, rdev, target, out, &made));
+			   create_tx(t, parent, name, mode, 0, uid, gid, rdev, target, out, &made));
 }
 
 int meta_create_umask(struct meta *m, uint64_t parent, const char *name, uint32_t mode,
@@ -1759,8 +1759,8 @@ int meta_create_umask(struct meta *m, uint64_t parent, const char *name, uint32_
 
 	if (rc < 0)
 		return rc;
-	return IN_TXN_LAZY(m,
-		      create_tx(t, parent, name, mode, umask, uid, gid, rdev, target, out, &made));
+	return IN_TXN_LAZY(
+	    m, create_tx(t, parent, name, mode, umask, uid, gid, rdev, target, out, &made));
 }
 
 static int readlink_tx(struct kv_txn *t, uint64_t ino, char *buf, size_t cap)

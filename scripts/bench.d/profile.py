@@ -198,15 +198,6 @@ def measure(name, fn, d, n, pids):
     return out
 
 
-def fuse_ops(log):
-    ops = collections.Counter()
-    for line in open(log, errors="replace"):
-        m = re.search(r"opcode: (\w+)", line)
-        if m:
-            ops[m.group(1)] += 1
-    return ops
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("kelp")
@@ -285,13 +276,7 @@ def main():
                 start = os.path.getsize(log)
                 fn(d, a.debug_files)
                 time.sleep(0.3)
-                ops = collections.Counter()
-                with open(log, errors="replace") as f:
-                    f.seek(start)
-                    for line in f:
-                        m = re.search(r"opcode: (\w+)", line)
-                        if m:
-                            ops[m.group(1)] += 1
+                ops = count_ops(log, start)
                 print("FUSE requests per %s: %s" % (name, ", ".join(
                     "%s %.2f" % (k, v / a.debug_files) for k, v in ops.most_common())), flush=True)
             ptd = passthrough(work, "ptd", debug=True)

@@ -31,16 +31,23 @@ def _xattr(path, name):
         return None
 
 
-@pytest.mark.parametrize("engine", ["pg"], indirect=True)   # LMDB: a read of its map
-def test_ls_l_asks_the_database_once_per_batch(kelp):
+def _dir_of_n_files(kelp, n):
+    """The cluster and a mount that made d with n files; the metadata and a port file
+    for the second mount's metrics."""
     kelp.start_server()
     meta = kelp.new_meta()
     port_file = str(kelp.tmp / "b.port")
     a = kelp.mount(meta=meta)
-    n = 200
     os.mkdir(a.path("d"))
     for i in range(n):
         write_file(a.path("d", "f%03d" % i), b"x")
+    return a, meta, port_file
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)   # LMDB: a read of its map
+def test_ls_l_asks_the_database_once_per_batch(kelp):
+    n = 200
+    a, meta, port_file = _dir_of_n_files(kelp, n)
     os.setxattr(a.path("d", "f007"), "user.tag", b"seven")
     b = kelp.mount(["-metricsPort=0", "-metricsPortFile=" + port_file], meta=meta)
     with open(port_file) as f:
@@ -79,14 +86,8 @@ def test_lookups_read_ahead_answer_xattr_questions(kelp):
     """stat then getxattr of each name (a `find -ls`, `cp -a` reading a tree): the
     lookups read ahead (a batch of names with their attributes) answer the kernel's
     LOOKUPs, and the xattr questions are answered from those attributes too."""
-    kelp.start_server()
-    meta = kelp.new_meta()
-    port_file = str(kelp.tmp / "b.port")
-    a = kelp.mount(meta=meta)
     n = 200
-    os.mkdir(a.path("d"))
-    for i in range(n):
-        write_file(a.path("d", "f%03d" % i), b"x")
+    a, meta, port_file = _dir_of_n_files(kelp, n)
     b = kelp.mount(["-metricsPort=0", "-metricsPortFile=" + port_file], meta=meta)
     with open(port_file) as f:
         port = int(f.read())
