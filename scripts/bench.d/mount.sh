@@ -6,7 +6,9 @@
 #   -trashDays=1 an unlink moves the file to /.trash), and the mount's peak RSS
 #   during a 4 GiB copy; then `tar -xf` of /usr/include, `ls -lR` and `grep -r` of that
 #   tree, caches dropped before each (seconds; the ratio is passthrough's time / kelp's).
-#   SIZE_MB / FILES / BIG_MB shrink it for a quick look.
+#   SIZE_MB / FILES / BIG_MB shrink it for a quick look. ROUNDS (1) runs the whole set
+#   that many times, passthrough_ll and kelp alternated, and prints each round's ratios
+#   and their median (a rate of passthrough_ll alone moves 2x between runs here).
 set -euo pipefail
 kelp=$1
 size_mb=${SIZE_MB:-1024}
@@ -32,7 +34,9 @@ wait_for "$work/kelp" 20
 secs() { date +%s.%N; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN {printf "%.1f", n / (b - a)}'; }
 
+rounds=${ROUNDS:-1}
 declare -A result
+for ((round = 1; round <= rounds; round++)); do
 for fs in pt kelp; do
 	dir="$work/$fs"
 	t0=$(secs)
@@ -92,19 +96,37 @@ PY
 	result[$fs.grep]=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
 	rm -rf "$dir/tree"
 done
+for t in write read create stat unlink tar ls grep; do
+	for fs in pt kelp; do result[$round.$fs.$t]=${result[$fs.$t]}; done
+done
+done
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), disk: $(df -h /var/tmp | awk 'NR==2 {print $1}')"
-printf '%-28s %12s %12s %8s\n' "test" "passthrough" "kelp" "ratio"
-for t in write read create stat unlink; do
-	unit="MiB/s"
-	[[ $t == create || $t == stat || $t == unlink ]] && unit="files/s"
-	printf '%-28s %12s %12s %8s\n' "$t ($unit)" "${result[pt.$t]}" "${result[kelp.$t]}" \
-		"$(awk -v a="${result[kelp.$t]}" -v b="${result[pt.$t]}" 'BEGIN {printf "%.2f", a / b}')"
-done
 entries=$(tar -tf "$work/include.tar" | wc -l)
-for t in tar ls grep; do
-	printf '%-28s %12s %12s %8s\n' "$t (s, $entries entries)" "${result[pt.$t]}" "${result[kelp.$t]}" \
-		"$(awk -v a="${result[kelp.$t]}" -v b="${result[pt.$t]}" 'BEGIN {printf "%.2f", b / a}')"
+ratio() { # round test
+	local a=${result[$1.kelp.$2]} b=${result[$1.pt.$2]}
+	case $2 in
+	tar | ls | grep) awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", b / a}' ;;
+	*) awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}' ;;
+	esac
+}
+printf '%-28s %12s %12s %8s\n' "test" "passthrough" "kelp" "ratio"
+for t in write read create stat unlink tar ls grep; do
+	case $t in
+	write | read) label="$t (MiB/s)" ;;
+	create | stat | unlink) label="$t (files/s)" ;;
+	*) label="$t (s, $entries entries)" ;;
+	esac
+	ratios=()
+	for ((round = 1; round <= rounds; round++)); do
+		ratios+=("$(ratio "$round" "$t")")
+		printf '%-28s %12s %12s %8s\n' "$label$([[ $rounds -gt 1 ]] && echo " #$round")" \
+			"${result[$round.pt.$t]}" "${result[$round.kelp.$t]}" "${ratios[-1]}"
+	done
+	if ((rounds > 1)); then
+		printf '%-28s %12s %12s %8s\n' "$t: median ratio" "" "" \
+			"$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : sprintf("%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2)}')"
+	fi
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
