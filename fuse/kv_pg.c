@@ -74,6 +74,9 @@ struct kv_pg {
 	 * waited for the WAL flush is known to cover (atomic): equal, and p_sync of this
 	 * process's own has nothing to flush. */
 	uint64_t lazy_done, lazy_flushed;
+	/* The database's synchronous_commit is off (at open): no commit waits for the
+	 * flush, so every one counts as lazy and p_sync flushes them itself. */
+	bool commits_lazy;
 };
 
 /* A read the transaction prefetched (kv_ops.prefetch): its bounds, with the table byte. */
@@ -1213,7 +1216,7 @@ static void note_flushed(struct kv_pg *pg, uint64_t lazy)
  * returns once the server has it in memory (every other session sees it at once), and
  * the WAL writer flushes it within 3 x wal_writer_delay (0.6 s by default); any later
  * commit that waits for its flush flushes it too. The others wait as the database's
- * synchronous_commit says (on by default).
+ * synchronous_commit says (on by default; off: they count as lazy, commits_lazy).
  */
 static int p_commit(struct kv_txn *t)
 {
@@ -1234,7 +1237,7 @@ static int p_commit(struct kv_txn *t)
 			rc = sync_drain(pg, x->pc, NULL);
 	}
 	if (rc == 0 && t->write) {
-		if (t->lazy)
+		if (t->lazy || pg->commits_lazy)
 			__atomic_add_fetch(&pg->lazy_done, 1, __ATOMIC_ACQ_REL);
 		else
 			note_flushed(pg, lazy);
@@ -1468,6 +1471,17 @@ int kv_pg_open(const char *url, const struct kv_pg_options *o, struct kv **out)
 		return -ENOTCONN;
 	}
 	rc = check_schema(pg, c, o ? o->cluster_id : NULL);
+	if (rc == 0) {
+		/* ALTER DATABASE/ROLE ... SET synchronous_commit = off: the operator's choice for
+		 * every commit, but an fsync() must still reach the disk (p_sync). */
+		PGresult *r = PQexec(c, "SHOW synchronous_commit");
+
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+			pg->commits_lazy = strcmp(PQgetvalue(r, 0, 0), "off") == 0;
+		else
+			rc = pg_error(pg, c, r, "SHOW synchronous_commit");
+		PQclear(r);
+	}
 	if (rc == 0)
 		rc = prepare_all(pg, c);
 	if (rc == 0 && !PQenterPipelineMode(c))

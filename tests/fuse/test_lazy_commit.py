@@ -98,6 +98,32 @@ def test_chunks_written_before_close_are_durable_at_close(slow_wal_pg, kelp):
 
 
 @pytest.mark.parametrize("engine", ["pg"], indirect=True)
+def test_fsync_waits_with_synchronous_commit_off_on_the_database(slow_wal_pg, kelp):
+    """synchronous_commit = off on the database makes every commit lazy, the close's
+    too (the operator's choice); fsync() still reaches the disk."""
+    kelp.pg = slow_wal_pg
+    kelp.start_server()
+    meta = kelp.new_meta()
+    slow_wal_pg.sql("ALTER DATABASE %s SET synchronous_commit = off" % meta.rsplit("/", 1)[1])
+    a = kelp.mount(meta=meta)
+    lazy = 0
+    for i in range(5):
+        before = _lsn(slow_wal_pg, "insert")
+        write_file(a.path("closed%d" % i), b"x")
+        lazy += _lsn(slow_wal_pg, "flush") <= before
+    assert lazy >= 3, "a close waited for the WAL flush %d times of 5" % (5 - lazy)
+
+    def write_and_fsync():
+        fd = os.open(a.path("synced"), os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, b"data")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    assert _flushed_after(slow_wal_pg, write_and_fsync)
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)
 def test_sync_meta_waits_for_every_change(slow_wal_pg, kelp):
     kelp.pg = slow_wal_pg
     kelp.start_server()
