@@ -178,11 +178,25 @@ static void memo_dirs(struct meta *m, const uint64_t *touched, int n)
 	txn_dirs.n = 0;
 }
 
+static bool txn_retry(struct meta *m, int *rc, int attempt, uint64_t start_ns);
+
+/* kv_ops.sync, again while the server is away (txn_retry: up to the timeout, then EIO). */
+static int sync_retrying(struct meta *m, bool all)
+{
+	uint64_t start = monotonic_ns();
+	int rc, attempt = 0;
+
+	do
+		rc = m->kv->ops->sync(m->kv, all);
+	while (txn_retry(m, &rc, ++attempt, start));
+	return rc;
+}
+
 static int txn_commit(struct meta *m, struct kv_txn *t)
 {
 	int rc = t->kv->ops->commit(t);
 
-	return rc == 0 && m->sync_every ? m->kv->ops->sync(m->kv, false) : rc;
+	return rc == 0 && m->sync_every ? sync_retrying(m, false) : rc;
 }
 
 static int txn_finish(struct meta *m, struct kv_txn *t, int rc)
@@ -468,12 +482,12 @@ uint64_t meta_retries(struct meta *m)
 
 int meta_sync(struct meta *m)
 {
-	return m->kv->ops->sync(m->kv, false);
+	return sync_retrying(m, false);
 }
 
 int meta_sync_all(struct meta *m)
 {
-	return m->kv->ops->sync(m->kv, true);
+	return sync_retrying(m, true);
 }
 
 void meta_close(struct meta *m)

@@ -150,7 +150,8 @@ bool meta_shared(struct meta *m);
 const char *meta_engine(struct meta *m);
 /* Transactions run again after a conflict or a lost server, since open. */
 uint64_t meta_retries(struct meta *m);
-/* Flushes this process's committed transactions to disk. */
+/* Flushes this process's committed transactions to disk (waiting for a lost server up
+ * to the timeout, as transactions do). */
 int meta_sync(struct meta *m);
 /* Flushes every committed transaction, other mounts' lazy ones too (shared engines):
  * before the gc deletes blobs whose last reference they removed. */

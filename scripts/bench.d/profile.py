@@ -120,7 +120,9 @@ def run_cold(name, fn, d, n):
     fn(d, n)
 
 
-def count_ops(log, start):
+def count_ops(log, start, read_sizes=None):
+    """The FUSE requests in a debug log from offset start, by opcode (and the sizes of
+    the READ replies appended to read_sizes when given)."""
     ops = collections.Counter()
     with open(log, errors="replace") as f:
         f.seek(start)
@@ -128,6 +130,9 @@ def count_ops(log, start):
             m = re.search(r"opcode: (\w+)", line)
             if m:
                 ops[m.group(1)] += 1
+            m = read_sizes is not None and re.search(r"read\[\d+\] (\d+) bytes", line)
+            if m:
+                read_sizes.append(int(m.group(1)))
     return ops
 
 
@@ -305,16 +310,8 @@ def main():
                 start = os.path.getsize(log)
                 run_cold("seqread", w_seqread, d, 16)
                 time.sleep(0.3)
-                ops, sizes = collections.Counter(), []
-                with open(log, errors="replace") as f:
-                    f.seek(start)
-                    for line in f:
-                        m = re.search(r"opcode: (\w+)", line)
-                        if m:
-                            ops[m.group(1)] += 1
-                        m = re.search(r"read\[\d+\] (\d+) bytes", line)
-                        if m:
-                            sizes.append(int(m.group(1)))
+                sizes = []
+                ops = count_ops(log, start, sizes)
                 print("FUSE requests per 4 MiB read sequentially: %s; READ sizes %s" % (
                     ", ".join("%s %.2f" % (k, v / 4) for k, v in ops.most_common()),
                     sorted(collections.Counter(sizes).items())), flush=True)

@@ -8,6 +8,8 @@ its 10 s maximum, so that nothing but the mount's own waits flushes a commit at 
 the process, and only a power loss loses it.)"""
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -95,6 +97,34 @@ def test_chunks_written_before_close_are_durable_at_close(slow_wal_pg, kelp):
         assert os.path.getsize(a.path(name)) == size
     b = kelp.mount(meta=a.meta)
     assert read_file(b.path("exact")) == block * 5
+
+
+@pytest.mark.parametrize("engine", ["pg"], indirect=True)
+def test_fsync_waits_for_a_restarting_database(slow_wal_pg, kelp):
+    """The flush of lazy commits at fsync waits for a database that is restarting, as
+    every transaction does, instead of failing the call. (A directory: a file held open
+    here would be flushed by the restart's child process closing its copy of the fd.)"""
+    kelp.pg = slow_wal_pg
+    kelp.start_server()
+    a = kelp.mount(["-timeout=60"])
+    os.mkdir(a.path("d"))
+    fd = os.open(a.path("d"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.mkdir(a.path("d", "sub"))  # a lazy commit: the fsync has to flush
+        slow_wal_pg.stop_server()
+        back = threading.Timer(2.0, slow_wal_pg.restart)
+        back.start()
+        try:
+            t0 = time.monotonic()
+            os.fsync(fd)
+            waited = time.monotonic() - t0
+        finally:
+            back.join()
+    finally:
+        os.close(fd)
+    assert waited >= 1.0, "fsync returned %.2f s into a 2 s outage" % waited
+    b = kelp.mount(meta=a.meta)
+    assert os.path.isdir(b.path("d", "sub"))
 
 
 @pytest.mark.parametrize("engine", ["pg"], indirect=True)
