@@ -898,11 +898,28 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---------------------------------------------------------------- xattrs */
 
+/*
+ * SELinux labels are not stored. A kernel with SELinux answers security.selinux itself
+ * and, labelling FUSE mounts by policy (genfscon), refuses to set it on them; without
+ * SELinux nothing uses it, but `ls -l` asks for it on every entry it lists. Answering
+ * EOPNOTSUPP (not ENODATA) tells ls that this filesystem has no labels: it stops asking
+ * for the rest of the device, a FUSE round trip less per entry. A label stored before
+ * (or loaded from a dump) is still read and removed as usual.
+ */
+static bool selinux_label(const char *name)
+{
+	return !strcmp(name, "security.selinux");
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
 	if (cluster_away(req))
 		return;
+	if (selinux_label(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	/* POSIX ACLs too: meta keeps the mode bits in step (and the kernel forgets the
 	 * attributes it cached). */
 	fuse_reply_err(req, -meta_setxattr(fs_of(req)->meta, ino, name, value, size, flags));
@@ -921,7 +938,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	/* asked before every write: answered from the open file when it is known; and
 	 * for any name, what the attributes just given to the kernel say (ls -l) */
 	if ((cap && file_no_capability(fs, ino)) || meta_xattr_absent(fs->meta, ino, name)) {
-		fuse_reply_err(req, ENODATA);
+		fuse_reply_err(req, selinux_label(name) ? EOPNOTSUPP : ENODATA);
 		return;
 	}
 	buf = size ? malloc(size) : NULL;
@@ -936,6 +953,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	rc = meta_getxattr(fs->meta, ino, name, buf, size);
 	if (rc == -ENODATA && stable)
 		file_note_no_capability(fs, ino, stamp, asked);
+	if (rc == -ENODATA && selinux_label(name))
+		rc = -EOPNOTSUPP;
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else if (size == 0)

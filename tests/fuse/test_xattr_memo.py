@@ -4,6 +4,7 @@ given to the kernel (a listing, a lookup, a stat) and that has never had an xatt
 (a flag in its record, set at create) answers those without the database; an xattr set
 on this mount shows at once, one set on another mount within the attribute cache time."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -153,3 +154,35 @@ def test_load_clears_the_flag_of_an_inode_with_xattrs(kelp, kelp_bin):
     m2 = kelp.mount(meta=dst)
     os.stat(m2.path("f"))
     assert _xattr(m2.path("f"), "user.k") == b"v"
+
+
+def test_ls_asks_for_selinux_labels_once(kelp):
+    """Both engines: SELinux labels are not stored (a kernel with SELinux answers for
+    them itself): getxattr and setxattr of security.selinux say EOPNOTSUPP, so `ls -l`
+    stops asking for it after the first entry of the mount; the ACL question stays."""
+    n = 150
+    kelp.start_server()
+    port_file = str(kelp.tmp / "m.port")
+    m = kelp.mount(["-metricsPort=0", "-metricsPortFile=" + port_file])
+    with open(port_file) as f:
+        port = int(f.read())
+    os.mkdir(m.path("d"))
+    for i in range(n):
+        write_file(m.path("d", "f%03d" % i), b"x")
+    p = m.path("d", "f000")
+    for call in (lambda: os.getxattr(p, "security.selinux"),
+                 lambda: os.setxattr(p, "security.selinux", b"system_u:object_r:tmp_t:s0")):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EOPNOTSUPP
+    os.setxattr(p, "security.other", b"kept")   # the rest of security.* is stored
+    assert os.getxattr(p, "security.other") == b"kept"
+    gx0 = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr")
+    out = subprocess.run(["ls", "-lR", m.path("d")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == n + 2
+    asked = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr") - gx0
+    # one ACL question per entry (and the directory's default ACL), the label's once;
+    # with ENODATA for the label ls asked 2n + 2
+    assert n <= asked <= n + 5, asked
