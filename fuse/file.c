@@ -176,6 +176,7 @@ struct open_file {
 	int pieces_max;
 	struct {
 		bool known;	    /* it has no security.capability (file_no_capability) */
+		bool plain;	    /* and (if known) no setuid or setgid bit (file_kill_privs) */
 		uint64_t stamp, ns; /* meta_change_stamp and monotonic time when asked */
 	} nocap;
 	/* The last chunk committed was a lazy one (job.lazy): the next flush makes it
@@ -361,6 +362,7 @@ static void map_drop(struct open_file *f)
 	free(f->map.chunks);
 	memset(&f->map, 0, sizeof(f->map));
 	f->nocap.known = false;
+	f->nocap.plain = false;
 }
 
 /* Logs once per open file why its calls fail; returns -EIO. f->lock held. */
@@ -462,7 +464,8 @@ static void queue_unhold(struct kelp_fs *fs, const struct meta_hold *h)
 	}
 }
 
-int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_file **out)
+int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, uint32_t mode,
+		   struct open_file **out)
 {
 	struct open_file *f = file_get(fs, h->ino);
 	bool spare = false;
@@ -480,6 +483,7 @@ int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_fi
 		/* nor a capability: the kernel's question before the first write is answered
 		 * here (file_no_capability) */
 		f->nocap.known = meta_change_stamp(fs->meta, f->ino, &f->nocap.stamp);
+		f->nocap.plain = !(mode & (S_ISUID | S_ISGID));
 		f->nocap.ns = monotonic_ns();
 	} else {
 		spare = true; /* opened meanwhile by another thread: its hold is enough */
@@ -2328,18 +2332,80 @@ bool file_no_capability(struct kelp_fs *fs, uint64_t ino)
 	return yes;
 }
 
+/* Records what was found (stamp and asked_ns as file_note_no_capability's). */
+static void note_privs(struct kelp_fs *fs, struct open_file *f, uint64_t stamp, uint64_t asked_ns,
+		       bool plain)
+{
+	pthread_mutex_lock(&f->lock);
+	if (!f->nocap.known || f->nocap.stamp != stamp)
+		f->nocap.plain = false;
+	f->nocap.known = true;
+	f->nocap.plain = f->nocap.plain || plain;
+	f->nocap.stamp = stamp;
+	f->nocap.ns = asked_ns;
+	pthread_mutex_unlock(&f->lock);
+}
+
 void file_note_no_capability(struct kelp_fs *fs, uint64_t ino, uint64_t stamp, uint64_t asked_ns)
 {
 	struct open_file *f = file_find(fs, ino);
 
 	if (!f)
 		return;
-	pthread_mutex_lock(&f->lock);
-	f->nocap.known = true;
-	f->nocap.stamp = stamp;
-	f->nocap.ns = asked_ns;
-	pthread_mutex_unlock(&f->lock);
+	note_privs(fs, f, stamp, asked_ns, false);
 	file_put(fs, f);
+}
+
+/*
+ * With FUSE_HANDLE_KILLPRIV_V2 the kernel asks for security.capability once per inode
+ * (until its attributes are refreshed) instead of before every write, and leaves the
+ * setuid and setgid bits to us: a write removes the capability, and clears setuid and
+ * setgid (Linux's rule, META_SET_KILL_SGID) when its caller lacks CAP_FSETID (the
+ * kernel's FUSE_WRITE_KILL_SUIDGID). Known plain (no capability, neither bit) as
+ * file_no_capability knows "no capability": nothing asked then.
+ */
+int file_kill_privs(struct kelp_fs *fs, struct open_file *f, const struct kill_caller *who)
+{
+	struct meta_attr a;
+	uint64_t stamp, asked;
+	bool stable, plain;
+	int rc;
+
+	pthread_mutex_lock(&f->lock);
+	plain = f->nocap.known && f->nocap.plain && meta_change_stamp(fs->meta, f->ino, &stamp) &&
+		stamp == f->nocap.stamp &&
+		(!meta_shared(fs->meta) || monotonic_ns() - f->nocap.ns < map_ttl_ns(fs));
+	pthread_mutex_unlock(&f->lock);
+	if (plain)
+		return 0;
+	stable = meta_change_stamp(fs->meta, f->ino, &stamp);
+	asked = monotonic_ns();
+	rc = meta_getattr(fs->meta, f->ino, &a);
+	if (rc < 0)
+		return rc;
+	if (!(a.flags & META_F_NO_XATTRS)) {
+		rc = meta_getxattr(fs->meta, f->ino, "security.capability", NULL, 0);
+		if (rc >= 0) {
+			rc = meta_removexattr(fs->meta, f->ino, "security.capability");
+			stable = false;
+		}
+		if (rc < 0 && rc != -ENODATA)
+			return rc;
+	}
+	if (who && (a.mode & (S_ISUID | S_ISGID))) {
+		struct meta_attr in = {0};
+		bool sgid_too = (a.mode & (S_ISGID | S_IXGRP)) == S_ISGID &&
+				!who->in_group(who->arg, a.gid);
+
+		rc = meta_setattr(fs->meta, f->ino, &in,
+				  META_SET_KILL_SUIDGID | (sgid_too ? META_SET_KILL_SGID : 0), &a);
+		if (rc < 0)
+			return rc;
+		stable = false;
+	}
+	if (stable)
+		note_privs(fs, f, stamp, asked, !(a.mode & (S_ISUID | S_ISGID)));
+	return 0;
 }
 
 /* What a read takes from the metadata: the committed attributes and where the

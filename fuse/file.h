@@ -137,6 +137,11 @@ struct kelp_fs {
 	int n_bufs;
 	/* the FUSE session (struct fuse_session *), set by kelp_fuse_run, for notifications */
 	void *session;
+	/* FUSE_HANDLE_KILLPRIV_V2 is on (fuse/ops.c, io_writev): writes and truncates clear
+	 * setuid, setgid and security.capability here, not in the kernel */
+	bool killpriv_v2;
+	uint64_t init_unique;	  /* the FUSE_INIT request's, until its reply */
+	bool kernel_has_killpriv; /* that request offered FUSE_HANDLE_KILLPRIV_V2 */
 	/* -metricsPort: counters the FUSE ops and the chunk paths bump (NULL = off) */
 	struct fuse_metrics *metrics;
 	/* -writeback: the journal (NULL without the flag), the files with journaled data
@@ -167,7 +172,8 @@ struct open_file *file_get(struct kelp_fs *fs, uint64_t ino);
  * while this mount has it open (meta_hold). 0, -ENOENT (gone), -EIO, -ENOMEM. */
 int file_open(struct kelp_fs *fs, uint64_t ino, struct open_file **out);
 /* file_open of a file just created with meta_create_held (its hold is written). */
-int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, struct open_file **out);
+int file_open_held(struct kelp_fs *fs, const struct meta_hold *h, uint32_t mode,
+		   struct open_file **out);
 /* Looks up ino's open file without creating it (with a reference), or NULL. */
 struct open_file *file_find(struct kelp_fs *fs, uint64_t ino);
 /* Handles of this mount open for writing: counted in at open (delta 1) and out at
@@ -183,6 +189,15 @@ int file_writer_count(struct open_file *f);
  */
 bool file_no_capability(struct kelp_fs *fs, uint64_t ino);
 void file_note_no_capability(struct kelp_fs *fs, uint64_t ino, uint64_t stamp, uint64_t asked_ns);
+/* Who changes a file, for the setgid rule: whether it is in group gid. */
+struct kill_caller {
+	bool (*in_group)(void *arg, uint32_t gid);
+	void *arg;
+};
+/* With FUSE_HANDLE_KILLPRIV_V2, before a write (or a copy or fallocate into f): removes
+ * security.capability; for a caller without CAP_FSETID (who, else NULL) also clears
+ * setuid, and setgid when the group may execute or who is not in the file's group. */
+int file_kill_privs(struct kelp_fs *fs, struct open_file *f, const struct kill_caller *who);
 /* Drops a reference; the last one frees the file (and its inode if unlinked). */
 void file_put(struct kelp_fs *fs, struct open_file *f);
 /* Marks the file unlinked: the inode is freed when the last reference goes. */

@@ -2283,6 +2283,10 @@ static int setattr_tx(struct meta *m, struct kv_txn *t, uint64_t ino, const stru
 			a.mode = (a.mode & S_IFMT) | (in->mode & 07777);
 			rc = chmod_acl(t, &a);
 		}
+		if ((valid & META_SET_KILL_SUIDGID) && !S_ISDIR(a.mode))
+			a.mode &= ~(unsigned)(S_ISUID | ((a.mode & S_IXGRP) ? S_ISGID : 0));
+		if ((valid & META_SET_KILL_SGID) && !S_ISDIR(a.mode))
+			a.mode &= ~(unsigned)S_ISGID;
 		if (valid & META_SET_UID)
 			a.uid = in->uid;
 		if (valid & META_SET_GID)

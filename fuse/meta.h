@@ -278,6 +278,12 @@ int meta_release_inode(struct meta *m, uint64_t ino);
 #define META_SET_ATIME (1u << 4)
 #define META_SET_MTIME (1u << 5)
 #define META_SET_CTIME (1u << 6)
+/* In the same transaction: clears setuid, and setgid when the group may execute;
+ * KILL_SGID clears setgid in any case. Linux's rule for a write or truncate by a
+ * caller without CAP_FSETID, and for a chown: both, and setgid too when the caller is
+ * not in the file's group (the caller knows that one). */
+#define META_SET_KILL_SUIDGID (1u << 7)
+#define META_SET_KILL_SGID    (1u << 8)
 
 /* Changes attributes; a size change truncates or extends (a hole) the data. A mode
  * change also changes the access ACL (its owner, mask or group, other entries). */

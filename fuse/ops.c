@@ -20,6 +20,7 @@
 
 #include "cluster/base/log.h"
 #include "cluster/base/util.h"
+#include "fuse/killpriv.h"
 #include "fuse/locks.h"
 #include "fuse/fuse_metrics.h"
 
@@ -256,6 +257,44 @@ static int64_t ts_ns(const struct timespec *t)
 	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
 }
 
+/* Whether the caller of req (arg) is in group gid: its own or a supplementary one. */
+static bool caller_in_group(void *arg, uint32_t gid)
+{
+	fuse_req_t req = arg;
+	gid_t groups[64];
+	int n;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+#define KILLER(req) ((struct kill_caller){.in_group = caller_in_group, .arg = (req)})
+
+/*
+ * With FUSE_HANDLE_KILLPRIV_V2 (fuse/killpriv.c), a SETATTR (a truncate by a caller
+ * without CAP_FSETID, or a chown) or an open with O_TRUNC that asks for it clears
+ * setuid, and setgid when the group may execute or, for a caller other than root
+ * (taken to have CAP_FSETID, as it normally does), when it is not in the file's group:
+ * the META_SET_KILL_* flags for meta_setattr.
+ */
+static unsigned kill_flags(fuse_req_t req, uint64_t ino)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct meta_attr a;
+
+	if (!fs->killpriv_v2 || !killpriv_request_kills())
+		return 0;
+	if (fuse_req_ctx(req)->uid != 0 && meta_getattr(fs->meta, ino, &a) == 0 &&
+	    (a.mode & (S_ISGID | S_IXGRP)) == S_ISGID && !caller_in_group(req, a.gid))
+		return META_SET_KILL_SUIDGID | META_SET_KILL_SGID;
+	return META_SET_KILL_SUIDGID;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
@@ -296,6 +335,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		valid |= META_SET_SIZE;
 		in.size = (uint64_t)attr->st_size;
 	}
+	valid |= kill_flags(req, ino);
 	{
 		/* An open file: its buffered writes are recorded or cut first. */
 		struct open_file *f = file_find(fs, ino);
@@ -491,7 +531,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fi->flags & O_TRUNC) {
 		/* libfuse turns on atomic O_TRUNC: the truncation is ours to do. */
 		struct meta_attr in = {.size = 0};
-		int rc = file_setattr(fs, f, &in, META_SET_SIZE, NULL);
+		int rc = file_setattr(fs, f, &in, META_SET_SIZE | kill_flags(req, ino), NULL);
 
 		if (rc < 0) {
 			file_put(fs, f);
@@ -554,7 +594,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	/* Created: its hold was written with it; an existing file gets one now. */
-	rc = existed ? file_open(fs, a.ino, &f) : file_open_held(fs, &hold, &f);
+	rc = existed ? file_open(fs, a.ino, &f) : file_open_held(fs, &hold, a.mode, &f);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -563,7 +603,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		/* Buffered writes of this mount to it are cut as well (as op_open). */
 		struct meta_attr in = {.size = 0};
 
-		rc = file_setattr(fs, f, &in, META_SET_SIZE, &a);
+		rc = file_setattr(fs, f, &in, META_SET_SIZE | kill_flags(req, a.ino), &a);
 		if (rc < 0) {
 			file_put(fs, f);
 			fuse_reply_err(req, -rc);
@@ -642,7 +682,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 	if (cluster_away(req))
 		return;
-	rc = file_write(fs, f, (uint64_t)off, buf, size);
+	rc = fs->killpriv_v2 ? file_kill_privs(fs, f, killpriv_request_kills() ? &KILLER(req) : NULL)
+			     : 0;
+	if (rc == 0)
+		rc = file_write(fs, f, (uint64_t)off, buf, size);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 	} else {
@@ -1006,6 +1049,20 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 #endif
 
 /*
+ * fallocate and copy_file_range change data as a write does, but with
+ * FUSE_HANDLE_KILLPRIV_V2 the kernel neither clears setuid and setgid for them (it
+ * leaves that to us) nor says whether the caller has CAP_FSETID: root is taken to have
+ * it, as it normally does.
+ */
+static int kill_privs_unasked(fuse_req_t req, struct open_file *f)
+{
+	struct kelp_fs *fs = fs_of(req);
+
+	return fs->killpriv_v2 ? file_kill_privs(fs, f, fuse_req_ctx(req)->uid ? &KILLER(req) : NULL)
+			     : 0;
+}
+
+/*
  * fallocate: mode 0 and KEEP_SIZE only set the size (space is not reserved: blobs are
  * written with the data), PUNCH_HOLE and ZERO_RANGE make a hole in the chunk map (holes
  * read as zeros). Collapse and insert range would shift every interval after them:
@@ -1030,8 +1087,10 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	rc = file_fallocate(fs, (struct open_file *)(uintptr_t)fi->fh, (uint64_t)offset,
-			    (uint64_t)length, punch, !(mode & FALLOC_FL_KEEP_SIZE), NULL);
+	rc = kill_privs_unasked(req, (struct open_file *)(uintptr_t)fi->fh);
+	if (rc == 0)
+		rc = file_fallocate(fs, (struct open_file *)(uintptr_t)fi->fh, (uint64_t)offset,
+				    (uint64_t)length, punch, !(mode & FALLOC_FL_KEEP_SIZE), NULL);
 	fuse_reply_err(req, -rc);
 }
 
@@ -1082,9 +1141,11 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	rc = file_copy_range(fs, (struct open_file *)(uintptr_t)fi_in->fh, (uint64_t)off_in,
-			     (struct open_file *)(uintptr_t)fi_out->fh, (uint64_t)off_out,
-			     len > COPY_MAX ? COPY_MAX : len, &copied, NULL);
+	rc = kill_privs_unasked(req, (struct open_file *)(uintptr_t)fi_out->fh);
+	if (rc == 0)
+		rc = file_copy_range(fs, (struct open_file *)(uintptr_t)fi_in->fh, (uint64_t)off_in,
+				     (struct open_file *)(uintptr_t)fi_out->fh, (uint64_t)off_out,
+				     len > COPY_MAX ? COPY_MAX : len, &copied, NULL);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -1384,6 +1445,7 @@ int kelp_fuse_run(struct kelp_fs *fs, const char *mountpoint, const char *fuse_o
 		log_error("mount: cannot mount on %s", mountpoint);
 		goto out_destroy;
 	}
+	killpriv_install(se, fs);
 	log_info("mount: kelp mounted on %s", mountpoint);
 	set_readahead(mountpoint, READAHEAD_KB);
 	st.se = se;

@@ -93,3 +93,32 @@ def test_writes_ask_once_and_see_another_mounts_capability(kelp):
         assert time.monotonic() - t0 < 1 + 2   # -attrCacheSec 1, and a margin
     finally:
         os.close(fd)
+
+
+def test_the_kernel_asks_once_per_file_not_per_write(kelp):
+    """With FUSE_HANDLE_KILLPRIV_V2 (negotiated over libfuse 3.14: fuse/killpriv.c) the
+    kernel asks for security.capability once per file, not before each of its writes,
+    and the mount removes a capability itself (test above) and clears setuid and setgid
+    (test_namespace.py::test_write_truncate_chown_clear_setuid)."""
+    kelp.start_server()
+    port_file = str(kelp.tmp / "m.port")
+    m = kelp.mount(["-metricsPort=0", "-metricsPortFile=" + port_file])
+    with open(port_file) as f:
+        port = int(f.read())
+    assert "the kernel takes FUSE_HANDLE_KILLPRIV_V2" in m.log_text()
+
+    def getxattrs():
+        text = requests.get("http://127.0.0.1:%d/metrics" % port, timeout=5).text
+        return promtext.total(promtext.parse(text),
+                              "kelp_mount_operation_duration_seconds_count", op="getxattr")
+
+    g0 = getxattrs()
+    for name in ("a", "b", "c"):
+        fd = os.open(m.path(name), os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            for _ in range(40):
+                os.write(fd, b"x" * 100)
+        finally:
+            os.close(fd)
+    asked = getxattrs() - g0
+    assert asked <= 3, asked      # was one per write: 120

@@ -725,17 +725,30 @@ def test_sticky_directory(omnt):
     assert sorted(os.listdir(t)) == ["roots"]
 
 
+_COPY_INTO = ("import os; s = os.open('%s', os.O_RDONLY); d = os.open('%s', os.O_WRONLY); "
+              "assert os.copy_file_range(s, d, 4) == 4")
+
+
 def _suid_steps(base):
-    """Runs the setuid-clearing steps under `base`; returns the modes seen."""
+    """Runs the setuid-clearing steps under `base`; returns the modes seen. (With
+    FUSE_HANDLE_KILLPRIV_V2 the mount clears the bits itself: fuse/killpriv.c.)"""
     modes = {}
-    for name in ("w", "t", "c", "keep"):
+    names = ("w", "t", "c", "o", "a", "y", "g", "rootw", "keep")
+    for name in names:
         p = os.path.join(base, name)
         write_file(p, b"data")
-        os.chmod(p, 0o6777)
-    r = as_nobody("echo x >> %s/w && truncate -s 1 %s/t" % (base, base))
+        # g: setgid without group execute (mandatory locking's mark: a write keeps it)
+        os.chmod(p, 0o2767 if name == "g" else 0o6777)
+    r = as_nobody("echo x >> {b}/w && truncate -s 1 {b}/t && : > {b}/o && "
+                  "fallocate -l 8192 {b}/a && echo x >> {b}/g && "
+                  "python3 -c \"{copy}\"".format(
+                      b=base, copy=_COPY_INTO % (os.path.join(base, "keep"),
+                                                 os.path.join(base, "y"))))
     assert r.returncode == 0, r
+    with open(os.path.join(base, "rootw"), "ab") as f:   # root keeps them (CAP_FSETID)
+        f.write(b"x")
     os.chown(os.path.join(base, "c"), 1, 1)
-    for name in ("w", "t", "c", "keep"):
+    for name in names:
         modes[name] = oct(stat.S_IMODE(os.stat(os.path.join(base, name)).st_mode))
     return modes
 
