@@ -7,7 +7,12 @@
  * figure is the volume servers' rather than the master's). The file ids go to memory and to -list (one per line, weed's format).
  * Read phase: -n reads of files picked at random (or in order with
  * -readSequentially) from what was written, or from -list when -write=false; the
- * volume lookup is cached by the client, so a read is normally one GET.
+ * volume lookup is cached by the client, so a read is normally one GET. By default one
+ * thread keeps -c GETs in flight (libcurl's multi interface, -readLoop): -c blocking
+ * threads cost the client more CPU per read than the volume server spends on it (their
+ * wake-ups, on a machine where the client shares the cores), and the figure is meant
+ * to measure the server. -readLoop=false reads through the client library
+ * (kelp_client_read, with its retries over replicas and read tokens) in -c threads.
  *
  * Each thread owns a struct kelp_client (kept-alive connections) and a preallocated
  * latency array sized for its slice, so the hot loop allocates nothing of its own.
@@ -26,6 +31,7 @@
 #include "cluster/base/util.h"
 #include "cluster/client/client.h"
 #include "cluster/common/fid.h"
+#include "cluster/net/http_client.h"
 #include "daemons/client_tools.h"
 #include "daemons/commands.h"
 
@@ -43,6 +49,7 @@ struct bench {
 	int timeout_s;
 	bool fsync;
 	bool read_sequentially;
+	int concurrency;      /* -c: threads, or transfers of the read loop */
 	unsigned assign_batch; /* file ids per assign (count=); 1 = one assign per file */
 	struct kelp_assign_request areq;
 	const uint8_t *data; /* size + EXTRA_BYTES_MAX random bytes, read-only */
@@ -145,6 +152,17 @@ static void *write_worker(void *arg)
 	return NULL;
 }
 
+/* The index into b->readable of request i. */
+static uint64_t pick_file(struct worker *w, uint64_t i)
+{
+	const struct bench *b = w->b;
+
+	return b->read_sequentially
+		   ? i % b->n_readable
+		   : (((uint64_t)rand_r(&w->seed) << 31) ^ (uint64_t)rand_r(&w->seed)) %
+			 b->n_readable;
+}
+
 static void *read_worker(void *arg)
 {
 	struct worker *w = arg;
@@ -156,12 +174,7 @@ static void *read_worker(void *arg)
 		return NULL;
 	}
 	for (uint64_t i = w->begin; i < w->end; i++) {
-		uint64_t pick =
-		    b->read_sequentially
-			? i % b->n_readable
-			: (((uint64_t)rand_r(&w->seed) << 31) ^ (uint64_t)rand_r(&w->seed)) %
-			      b->n_readable;
-		struct bench_file *f = &b->files[b->readable[pick]];
+		struct bench_file *f = &b->files[b->readable[pick_file(w, i)]];
 		char fid[FID_MAX_LEN];
 		uint8_t *data = NULL;
 		size_t len = 0;
@@ -190,6 +203,157 @@ static void *read_worker(void *arg)
 	return NULL;
 }
 
+/* One transfer of the read loop. */
+struct read_slot {
+	CURL *h;
+	struct bench_file *file;
+	uint64_t start, got;
+	char url[KELP_URL_MAX + FID_MAX_LEN + 16];
+};
+
+static size_t count_body(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	((struct read_slot *)arg)->got += size * n;
+	return size * n;
+}
+
+/* Starts the read of request i on slot s: the volume's location (cached by c), then the
+ * GET on the slot's handle (its connection kept alive). */
+static int read_slot_start(struct worker *w, struct kelp_client *c, CURLM *m, struct read_slot *s,
+			   uint64_t i)
+{
+	struct kelp_locations locs;
+	char fid[FID_MAX_LEN];
+	const char *server;
+	bool has_scheme;
+
+	s->file = &w->b->files[w->b->readable[pick_file(w, i)]];
+	if (kelp_client_lookup(c, s->file->fid.vid, &locs) < 0 || locs.n < 1)
+		return -1;
+	server = locs.loc[0].url;
+	has_scheme = !strncasecmp(server, "http://", 7) || !strncasecmp(server, "https://", 8);
+	fid_format(&s->file->fid, fid);
+	snprintf(s->url, sizeof(s->url), "%s%s%s/%s", has_scheme ? "" : http_scheme(),
+		 has_scheme ? "" : "://", server, fid);
+	curl_easy_setopt(s->h, CURLOPT_URL, s->url);
+	s->got = 0;
+	s->start = monotonic_ns();
+	return curl_multi_add_handle(m, s->h) == CURLM_OK ? 0 : -1;
+}
+
+/* A finished transfer: counted, and its slot free again. */
+static void read_slot_done(struct worker *w, CURLM *m, struct read_slot *s, CURLcode code)
+{
+	long status = 0;
+	bool ok;
+
+	curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
+	curl_multi_remove_handle(m, s->h);
+	ok = code == CURLE_OK && status == 200 &&
+	     (s->file->size == SIZE_UNKNOWN || s->got == s->file->size);
+	if (ok) {
+		w->latency_us[w->n_latency++] = elapsed_us(s->start);
+		w->completed++;
+		w->bytes += s->got;
+	} else {
+		w->failed++;
+		if (!w->first_error[0])
+			snprintf(w->first_error, sizeof(w->first_error),
+				 "read %s: %s, HTTP %ld, %" PRIu64 " bytes (-readLoop=false reads "
+				 "through the client library: other replicas, read tokens)",
+				 s->url, curl_easy_strerror(code), status, s->got);
+	}
+	tool_progress_add(&w->b->progress, 1, s->got, !ok);
+}
+
+/* -readLoop: this one thread keeps -c GETs in flight (the worker's slice is all of them). */
+static void *read_loop_worker(void *arg)
+{
+	struct worker *w = arg;
+	struct bench *b = w->b;
+	uint64_t next = w->begin, total = w->end - w->begin;
+	int n_slots = (uint64_t)b->concurrency < total ? b->concurrency : (int)total, active = 0;
+	struct read_slot *slots = calloc((size_t)n_slots, sizeof(*slots));
+	struct kelp_client *c = NULL;
+	CURLM *m = curl_multi_init();
+
+	if (!slots || !m || tool_client_new("benchmark", b->masters, b->timeout_s, false, &c) < 0) {
+		w->failed = total;
+		goto out;
+	}
+	for (int i = 0; i < n_slots; i++) {
+		struct read_slot *s = &slots[i];
+
+		if (!(s->h = curl_easy_init())) {
+			w->failed = total;
+			goto out;
+		}
+		http_tls_apply_curl(s->h);
+		curl_easy_setopt(s->h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(s->h, CURLOPT_TCP_NODELAY, 1L);
+		curl_easy_setopt(s->h, CURLOPT_PROXY, "");
+		curl_easy_setopt(s->h, CURLOPT_TIMEOUT_MS, (long)b->timeout_s * 1000L);
+		curl_easy_setopt(s->h, CURLOPT_USERAGENT, "kelp-benchmark/" KELP_VERSION);
+		curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, count_body);
+		curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
+		curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
+	}
+	for (int i = 0; i < n_slots && next < w->end; i++) {
+		while (next < w->end && read_slot_start(w, c, m, &slots[i], next) < 0) {
+			next++;
+			w->failed++;
+			tool_progress_add(&b->progress, 1, 0, true);
+			if (!w->first_error[0])
+				snprintf(w->first_error, sizeof(w->first_error), "lookup: %s",
+					 kelp_client_error(c));
+		}
+		if (next < w->end) {
+			next++;
+			active++;
+		}
+	}
+	while (active > 0) {
+		CURLMsg *msg;
+		int running, left;
+
+		curl_multi_perform(m, &running);
+		while ((msg = curl_multi_info_read(m, &left))) {
+			struct read_slot *s = NULL;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+			read_slot_done(w, m, s, msg->data.result);
+			active--;
+			while (next < w->end) {
+				int rc = read_slot_start(w, c, m, s, next++);
+
+				if (rc == 0) {
+					active++;
+					break;
+				}
+				w->failed++;
+				tool_progress_add(&b->progress, 1, 0, true);
+				if (!w->first_error[0])
+					snprintf(w->first_error, sizeof(w->first_error),
+						 "lookup: %s", kelp_client_error(c));
+			}
+		}
+		if (active > 0)
+			curl_multi_poll(m, NULL, 0, 1000, NULL);
+	}
+out:
+	for (int i = 0; slots && i < n_slots; i++)
+		if (slots[i].h)
+			curl_easy_cleanup(slots[i].h);
+	free(slots);
+	if (m)
+		curl_multi_cleanup(m);
+	kelp_client_free(c);
+	return NULL;
+}
+
 static int compare_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -209,7 +373,9 @@ static double percentile_ms(const uint32_t *sorted, uint64_t n, double p)
 	return sorted[i] / 1000.0;
 }
 
-static void report(const char *title, struct worker *workers, int n_workers, double secs)
+/* level: the requests in flight (-c), whether threads or the read loop's transfers */
+static void report(const char *title, struct worker *workers, int n_workers, int level,
+		   double secs)
 {
 	uint64_t completed = 0, failed = 0, bytes = 0, n = 0;
 	uint32_t *all;
@@ -239,7 +405,7 @@ static void report(const char *title, struct worker *workers, int n_workers, dou
 	if (secs <= 0)
 		secs = 1e-9;
 	printf("\n------------ %s ----------\n", title);
-	printf("Concurrency Level:      %d\n", n_workers);
+	printf("Concurrency Level:      %d\n", level);
 	printf("Time taken for tests:   %.3f seconds\n", secs);
 	printf("Completed requests:     %" PRIu64 "\n", completed);
 	printf("Failed requests:        %" PRIu64 "\n", failed);
@@ -297,7 +463,7 @@ static uint64_t run_phase(struct bench *b, const char *title, const char *label,
 	for (int i = 0; i < started; i++)
 		pthread_join(workers[i].thread, NULL);
 	tool_progress_finish(&b->progress);
-	report(title, workers, started, (double)(monotonic_ns() - start) / 1e9);
+	report(title, workers, started, b->concurrency, (double)(monotonic_ns() - start) / 1e9);
 	for (int i = 0; i < n_workers; i++) {
 		failed += workers[i].failed;
 		if (i >= started)
@@ -363,7 +529,8 @@ int benchmark_main(int argc, char **argv)
 	char *master = "localhost:9333", *collection = "benchmark", *replication = "", *dc = "",
 	     *list = "/tmp/benchmark_list.txt";
 	int concurrency = 16, n = 1048576, size = 1024, timeout_s = 30, assign_batch = 1;
-	bool do_write = true, do_read = true, fsync_writes = false, sequential = false;
+	bool do_write = true, do_read = true, fsync_writes = false, sequential = false,
+	     read_loop = true;
 	const struct flag flags[] = {
 	    FLAG("master", FLAG_STRING, &master, "comma list of master addresses"),
 	    FLAG_ALIAS("server", FLAG_STRING, &master),
@@ -381,6 +548,9 @@ int benchmark_main(int argc, char **argv)
 		 "file ids per assign (count=); 1 = an assign per file, as weed benchmark"),
 	    FLAG("readSequentially", FLAG_BOOL, &sequential,
 		 "read the files in the order written instead of at random"),
+	    FLAG("readLoop", FLAG_BOOL, &read_loop,
+		 "read with one thread keeping -c GETs in flight (false: -c threads reading "
+		 "through the client library, with its retries over replicas and read tokens)"),
 	    FLAG("list", FLAG_STRING, &list,
 		 "file of written file ids (read from it when -write=false; \"\" = none)"),
 	    FLAG("timeout", FLAG_INT, &timeout_s, "seconds allowed per request, retries included"),
@@ -417,6 +587,7 @@ int benchmark_main(int argc, char **argv)
 	b.timeout_s = timeout_s;
 	b.fsync = fsync_writes;
 	b.read_sequentially = sequential;
+	b.concurrency = concurrency;
 	b.assign_batch = (unsigned)assign_batch;
 	b.areq.collection = collection;
 	b.areq.replication = replication;
@@ -466,7 +637,8 @@ int benchmark_main(int argc, char **argv)
 			failed += run_phase(&b,
 					    sequential ? "Sequentially Reading Benchmark"
 						       : "Randomly Reading Benchmark",
-					    "read", concurrency, (uint64_t)n, read_worker);
+					    "read", read_loop ? 1 : concurrency, (uint64_t)n,
+					    read_loop ? read_loop_worker : read_worker);
 		}
 		free(b.readable);
 	}

@@ -363,6 +363,20 @@ def test_kelp_benchmark(make_cluster, tmp_path, batch):
     assert p.stdout.count("Failed requests:        0") == 2, p.stdout
     fids = (tmp_path / "list").read_text().split()
     assert len(set(fids)) == 200  # fid_N is key + N: listed as a fid of its own
+    # the reads through the client library (threads) instead of the read loop
+    p = subprocess.run([c.kelp_bin, "benchmark", "-master=" + c.master.addr, "-n", "200",
+                        "-c", "4", "-write=false", "-readLoop=false",
+                        "-list=" + str(tmp_path / "list")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Completed requests:     200" in p.stdout and "Failed requests:        0" in p.stdout
+    # a missing blob is a failed read with its reason, not a crash
+    (tmp_path / "bad").write_text(fids[0][:fids[0].index(",")] + ",99999999deadbeef\n")
+    p = subprocess.run([c.kelp_bin, "benchmark", "-master=" + c.master.addr, "-n", "3",
+                        "-write=false", "-list=" + str(tmp_path / "bad")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "Failed requests:        3" in p.stdout, p.stdout
+    assert "HTTP 404" in p.stdout, p.stdout
     p = subprocess.run([c.kelp_bin, "benchmark", "-master=" + c.master.addr,
                         "-assignBatch", "0"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "-assignBatch" in p.stderr
