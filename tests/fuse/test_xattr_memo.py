@@ -183,6 +183,6 @@ def test_ls_asks_for_selinux_labels_once(kelp):
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.splitlines()) == n + 2
     asked = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr") - gx0
-    # one ACL question per entry (and the directory's default ACL), the label's once;
-    # with ENODATA for the label ls asked 2n + 2
-    assert n <= asked <= n + 5, asked
+    # at most one ACL question per entry (and the directory's default ACL), the
+    # label's once; with ENODATA for the label ls asked 2n + 2
+    assert asked <= n + 5, asked
