@@ -2332,15 +2332,13 @@ bool file_no_capability(struct kelp_fs *fs, uint64_t ino)
 	return yes;
 }
 
-/* Records what was found (stamp and asked_ns as file_note_no_capability's). */
-static void note_privs(struct kelp_fs *fs, struct open_file *f, uint64_t stamp, uint64_t asked_ns,
-		       bool plain)
+/* Records what was found (stamp and asked_ns as file_note_no_capability's); plain only
+ * when the mode was read too, so that its time is never extended without a look. */
+static void note_privs(struct open_file *f, uint64_t stamp, uint64_t asked_ns, bool plain)
 {
 	pthread_mutex_lock(&f->lock);
-	if (!f->nocap.known || f->nocap.stamp != stamp)
-		f->nocap.plain = false;
 	f->nocap.known = true;
-	f->nocap.plain = f->nocap.plain || plain;
+	f->nocap.plain = plain;
 	f->nocap.stamp = stamp;
 	f->nocap.ns = asked_ns;
 	pthread_mutex_unlock(&f->lock);
@@ -2352,7 +2350,7 @@ void file_note_no_capability(struct kelp_fs *fs, uint64_t ino, uint64_t stamp, u
 
 	if (!f)
 		return;
-	note_privs(fs, f, stamp, asked_ns, false);
+	note_privs(f, stamp, asked_ns, false);
 	file_put(fs, f);
 }
 
@@ -2404,7 +2402,7 @@ int file_kill_privs(struct kelp_fs *fs, struct open_file *f, const struct kill_c
 		stable = false;
 	}
 	if (stable)
-		note_privs(fs, f, stamp, asked, !(a.mode & (S_ISUID | S_ISGID)));
+		note_privs(f, stamp, asked, !(a.mode & (S_ISUID | S_ISGID)));
 	return 0;
 }
 
