@@ -23,6 +23,7 @@
 #include <fuse3/fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -36,44 +37,46 @@ bool killpriv_request_kills(void)
 	return request_kills;
 }
 
+/* Where a request carries its kill flag: its argument's size, the flag word's offset. */
+static const struct {
+	uint32_t opcode;
+	size_t in_size, field;
+	uint32_t bit;
+} kill_flags[] = {
+    {FUSE_WRITE, sizeof(struct fuse_write_in), offsetof(struct fuse_write_in, write_flags),
+     FUSE_WRITE_KILL_SUIDGID},
+    {FUSE_SETATTR, sizeof(struct fuse_setattr_in), offsetof(struct fuse_setattr_in, valid),
+     FATTR_KILL_SUIDGID},
+    {FUSE_OPEN, sizeof(struct fuse_open_in), offsetof(struct fuse_open_in, open_flags),
+     FUSE_OPEN_KILL_SUIDGID},
+    {FUSE_CREATE, sizeof(struct fuse_create_in), offsetof(struct fuse_create_in, open_flags),
+     FUSE_OPEN_KILL_SUIDGID},
+};
+
 /* What the request in buf[0..n) asks: FUSE_INIT is remembered, the kill flags noted. */
 static void note_request(struct kelp_fs *fs, const uint8_t *buf, size_t n)
 {
 	const struct fuse_in_header *h = (const void *)buf;
 	const uint8_t *arg = buf + sizeof(*h);
 	size_t len = n - sizeof(*h);
+	uint32_t word;
 
-	switch (h->opcode) {
-	case FUSE_INIT:
+	if (h->opcode == FUSE_INIT) {
 		if (len >= offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) {
-			const struct fuse_init_in *in = (const void *)arg;
-
+			memcpy(&word, arg + offsetof(struct fuse_init_in, flags), sizeof(word));
 			fs->init_unique = h->unique;
-			fs->kernel_has_killpriv = (in->flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+			fs->kernel_has_killpriv = (word & FUSE_HANDLE_KILLPRIV_V2) != 0;
 		}
-		break;
-	case FUSE_WRITE:
-		if (len >= sizeof(struct fuse_write_in))
-			request_kills = ((const struct fuse_write_in *)(const void *)arg)->write_flags &
-					FUSE_WRITE_KILL_SUIDGID;
-		break;
-	case FUSE_SETATTR:
-		if (len >= sizeof(struct fuse_setattr_in))
-			request_kills = ((const struct fuse_setattr_in *)(const void *)arg)->valid &
-					FATTR_KILL_SUIDGID;
-		break;
-	case FUSE_OPEN:
-		if (len >= sizeof(struct fuse_open_in))
-			request_kills = ((const struct fuse_open_in *)(const void *)arg)->open_flags &
-					FUSE_OPEN_KILL_SUIDGID;
-		break;
-	case FUSE_CREATE:
-		if (len >= sizeof(struct fuse_create_in))
-			request_kills = ((const struct fuse_create_in *)(const void *)arg)->open_flags &
-					FUSE_OPEN_KILL_SUIDGID;
-		break;
-	default:
-		break;
+		return;
+	}
+	for (size_t i = 0; i < sizeof(kill_flags) / sizeof(kill_flags[0]); i++) {
+		if (kill_flags[i].opcode != h->opcode)
+			continue;
+		if (len >= kill_flags[i].in_size) {
+			memcpy(&word, arg + kill_flags[i].field, sizeof(word));
+			request_kills = (word & kill_flags[i].bit) != 0;
+		}
+		return;
 	}
 }
 

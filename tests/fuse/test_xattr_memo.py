@@ -32,6 +32,16 @@ def _xattr(path, name):
         return None
 
 
+def _ls_getxattrs(port, flag, path, lines):
+    """Runs `ls flag path` (it must print `lines` lines); returns the GETXATTR requests
+    the mount got meanwhile."""
+    gx0 = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr")
+    out = subprocess.run(["ls", flag, path], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == lines
+    return _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr") - gx0
+
+
 def _dir_of_n_files(kelp, n):
     """The cluster and a mount that made d with n files; the metadata and a port file
     for the second mount's metrics."""
@@ -54,12 +64,7 @@ def test_ls_l_asks_the_database_once_per_batch(kelp):
     with open(port_file) as f:
         port = int(f.read())
     rt0 = _metric(port, "kelp_mount_meta_round_trips_total")
-    gx0 = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr")
-    out = subprocess.run(["ls", "-l", b.path("d")], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert len(out.stdout.splitlines()) == n + 1
-    asked = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr") - gx0
+    asked = _ls_getxattrs(port, "-l", b.path("d"), n + 1)
     trips = _metric(port, "kelp_mount_meta_round_trips_total") - rt0
     assert asked >= n, asked      # the kernel did ask (ls asks one or two per entry)
     assert trips < n / 4, trips   # but not the database
@@ -177,12 +182,7 @@ def test_ls_asks_for_selinux_labels_once(kelp):
         assert e.value.errno == errno.EOPNOTSUPP
     os.setxattr(p, "security.other", b"kept")   # the rest of security.* is stored
     assert os.getxattr(p, "security.other") == b"kept"
-    gx0 = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr")
-    out = subprocess.run(["ls", "-lR", m.path("d")], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert len(out.stdout.splitlines()) == n + 2
-    asked = _metric(port, "kelp_mount_operation_duration_seconds_count", op="getxattr") - gx0
+    asked = _ls_getxattrs(port, "-lR", m.path("d"), n + 2)
     # at most one ACL question per entry (and the directory's default ACL), the
     # label's once; with ENODATA for the label ls asked 2n + 2
     assert asked <= n + 5, asked
