@@ -49,7 +49,7 @@ struct bench {
 	int timeout_s;
 	bool fsync;
 	bool read_sequentially;
-	int concurrency;      /* -c: threads, or transfers of the read loop */
+	int concurrency;       /* -c: threads, or transfers of the read loop */
 	unsigned assign_batch; /* file ids per assign (count=); 1 = one assign per file */
 	struct kelp_assign_request areq;
 	const uint8_t *data; /* size + EXTRA_BYTES_MAX random bytes, read-only */
@@ -374,8 +374,7 @@ static double percentile_ms(const uint32_t *sorted, uint64_t n, double p)
 }
 
 /* level: the requests in flight (-c), whether threads or the read loop's transfers */
-static void report(const char *title, struct worker *workers, int n_workers, int level,
-		   double secs)
+static void report(const char *title, struct worker *workers, int n_workers, int level, double secs)
 {
 	uint64_t completed = 0, failed = 0, bytes = 0, n = 0;
 	uint32_t *all;

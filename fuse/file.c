@@ -2392,8 +2392,8 @@ int file_kill_privs(struct kelp_fs *fs, struct open_file *f, const struct kill_c
 	}
 	if (who && (a.mode & (S_ISUID | S_ISGID))) {
 		struct meta_attr in = {0};
-		bool sgid_too = (a.mode & (S_ISGID | S_IXGRP)) == S_ISGID &&
-				!who->in_group(who->arg, a.gid);
+		bool sgid_too =
+		    (a.mode & (S_ISGID | S_IXGRP)) == S_ISGID && !who->in_group(who->arg, a.gid);
 
 		rc = meta_setattr(fs->meta, f->ino, &in,
 				  META_SET_KILL_SUIDGID | (sgid_too ? META_SET_KILL_SGID : 0), &a);

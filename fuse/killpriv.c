@@ -122,6 +122,7 @@ int killpriv_install(struct fuse_session *se, struct kelp_fs *fs)
 	rc = fuse_session_custom_io(se, &io, fuse_session_fd(se));
 	if (rc < 0)
 		log_warn("mount: no custom FUSE I/O (%d): the kernel keeps asking for "
-			 "security.capability before every write", rc);
+			 "security.capability before every write",
+			 rc);
 	return rc;
 }

@@ -682,8 +682,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 	if (cluster_away(req))
 		return;
-	rc = fs->killpriv_v2 ? file_kill_privs(fs, f, killpriv_request_kills() ? &KILLER(req) : NULL)
-			     : 0;
+	rc = fs->killpriv_v2
+		 ? file_kill_privs(fs, f, killpriv_request_kills() ? &KILLER(req) : NULL)
+		 : 0;
 	if (rc == 0)
 		rc = file_write(fs, f, (uint64_t)off, buf, size);
 	if (rc < 0) {
@@ -1058,8 +1059,9 @@ static int kill_privs_unasked(fuse_req_t req, struct open_file *f)
 {
 	struct kelp_fs *fs = fs_of(req);
 
-	return fs->killpriv_v2 ? file_kill_privs(fs, f, fuse_req_ctx(req)->uid ? &KILLER(req) : NULL)
-			     : 0;
+	return fs->killpriv_v2
+		   ? file_kill_privs(fs, f, fuse_req_ctx(req)->uid ? &KILLER(req) : NULL)
+		   : 0;
 }
 
 /*
