@@ -267,6 +267,23 @@ static void read_slot_done(struct worker *w, CURLM *m, struct read_slot *s, CURL
 	tool_progress_add(&w->b->progress, 1, s->got, !ok);
 }
 
+/* Starts the next request on slot s, counting those whose volume cannot be looked up as
+ * failed; 1 when one was started, 0 when none is left. */
+static int start_next(struct worker *w, struct kelp_client *c, CURLM *m, struct read_slot *s,
+		      uint64_t *next)
+{
+	while (*next < w->end) {
+		if (read_slot_start(w, c, m, s, (*next)++) == 0)
+			return 1;
+		w->failed++;
+		tool_progress_add(&w->b->progress, 1, 0, true);
+		if (!w->first_error[0])
+			snprintf(w->first_error, sizeof(w->first_error), "lookup: %s",
+				 kelp_client_error(c));
+	}
+	return 0;
+}
+
 /* -readLoop: this one thread keeps -c GETs in flight (the worker's slice is all of them). */
 static void *read_loop_worker(void *arg)
 {
@@ -299,20 +316,8 @@ static void *read_loop_worker(void *arg)
 		curl_easy_setopt(s->h, CURLOPT_WRITEDATA, s);
 		curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
 	}
-	for (int i = 0; i < n_slots && next < w->end; i++) {
-		while (next < w->end && read_slot_start(w, c, m, &slots[i], next) < 0) {
-			next++;
-			w->failed++;
-			tool_progress_add(&b->progress, 1, 0, true);
-			if (!w->first_error[0])
-				snprintf(w->first_error, sizeof(w->first_error), "lookup: %s",
-					 kelp_client_error(c));
-		}
-		if (next < w->end) {
-			next++;
-			active++;
-		}
-	}
+	for (int i = 0; i < n_slots; i++)
+		active += start_next(w, c, m, &slots[i], &next);
 	while (active > 0) {
 		CURLMsg *msg;
 		int running, left;
@@ -325,20 +330,7 @@ static void *read_loop_worker(void *arg)
 				continue;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
 			read_slot_done(w, m, s, msg->data.result);
-			active--;
-			while (next < w->end) {
-				int rc = read_slot_start(w, c, m, s, next++);
-
-				if (rc == 0) {
-					active++;
-					break;
-				}
-				w->failed++;
-				tool_progress_add(&b->progress, 1, 0, true);
-				if (!w->first_error[0])
-					snprintf(w->first_error, sizeof(w->first_error),
-						 "lookup: %s", kelp_client_error(c));
-			}
+			active += start_next(w, c, m, s, &next) - 1;
 		}
 		if (active > 0)
 			curl_multi_poll(m, NULL, 0, 1000, NULL);

@@ -273,7 +273,15 @@ static bool caller_in_group(void *arg, uint32_t gid)
 	return false;
 }
 
-#define KILLER(req) ((struct kill_caller){.in_group = caller_in_group, .arg = (req)})
+/* With FUSE_HANDLE_KILLPRIV_V2, before data changes: file_kill_privs for a caller that
+ * lacks CAP_FSETID or not. */
+static int kill_privs(fuse_req_t req, struct open_file *f, bool lacks_fsetid)
+{
+	struct kelp_fs *fs = fs_of(req);
+	struct kill_caller who = {.in_group = caller_in_group, .arg = req};
+
+	return fs->killpriv_v2 ? file_kill_privs(fs, f, lacks_fsetid ? &who : NULL) : 0;
+}
 
 /*
  * With FUSE_HANDLE_KILLPRIV_V2 (fuse/killpriv.c), a SETATTR (a truncate by a caller
@@ -682,9 +690,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 	if (cluster_away(req))
 		return;
-	rc = fs->killpriv_v2
-		 ? file_kill_privs(fs, f, killpriv_request_kills() ? &KILLER(req) : NULL)
-		 : 0;
+	rc = kill_privs(req, f, killpriv_request_kills());
 	if (rc == 0)
 		rc = file_write(fs, f, (uint64_t)off, buf, size);
 	if (rc < 0) {
@@ -1057,11 +1063,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
  */
 static int kill_privs_unasked(fuse_req_t req, struct open_file *f)
 {
-	struct kelp_fs *fs = fs_of(req);
-
-	return fs->killpriv_v2
-		   ? file_kill_privs(fs, f, fuse_req_ctx(req)->uid ? &KILLER(req) : NULL)
-		   : 0;
+	return kill_privs(req, f, fuse_req_ctx(req)->uid != 0);
 }
 
 /*
